@@ -7,6 +7,18 @@
  * behind the others; the locality a LIFO pop would give comes from the
  * worker's LIFO slot instead (as in Go's runnext and Tokio's lifo_slot).
  * Items are non-NULL pointers.
+ *
+ * Invariants (the protocol and the memory-order argument are in deque.c):
+ *   - top and bottom only grow (uint64: they never wrap in practice, so a
+ *     CAS on top has no ABA);
+ *   - top <= bottom and bottom - top <= capacity, as seen by the owner;
+ *   - the live items are the indices [top, bottom), index i in slots[i & mask];
+ *   - an item is handed to exactly one taker: the one whose CAS moves top
+ *     past its index.
+ *
+ * This header is C only (_Atomic, _Alignas); C++ callers (the benchmarks)
+ * declare the prototypes themselves and size their storage with
+ * weft__deque_sizeof().
  */
 #ifndef WEFT_CORE_DEQUE_H
 #define WEFT_CORE_DEQUE_H
@@ -20,32 +32,53 @@
 #define WEFT_DEQUE_CAP 256 /* a power of two */
 
 typedef struct weft__deque {
-  _Alignas(WEFT_CACHELINE) _Atomic uint64_t top; /* thieves and owner CAS it */
-  _Alignas(WEFT_CACHELINE) _Atomic uint64_t bottom; /* written by the owner only */
-  uint32_t mask;    /* capacity - 1 (capacity may be shrunk by test hooks) */
+  /* The next index to take. Owner and thieves: read anywhere, changed only by
+   * a CAS (never a plain store after init), so every change is in the release
+   * sequence of the CAS before it. */
+  _Alignas(WEFT_CACHELINE) _Atomic uint64_t top;
+  /* One past the newest item. Written by the owner only (release store);
+   * read by the owner relaxed and by everyone else with acquire. */
+  _Alignas(WEFT_CACHELINE) _Atomic uint64_t bottom;
+  /* capacity - 1 (capacity may be shrunk by tests); written at init only. */
+  uint32_t mask;
+  /* Written by the owner only (relaxed), read by any taker (relaxed) before
+   * its CAS on top; a read that races with an overwrite is always followed
+   * by a failing CAS (deque.c). */
   _Atomic(void *) slots[WEFT_DEQUE_CAP];
 } weft__deque;
 
-/* Initialise with the given capacity (a power of two, 2..WEFT_DEQUE_CAP). */
+/* Initialise with the given capacity (a power of two, 2..WEFT_DEQUE_CAP).
+ * Not thread-safe: publish the deque to other threads afterwards. */
 void weft__deque_init(weft__deque *d, uint32_t capacity);
 
-/* OWNER: push at the bottom. Returns false when full (nothing pushed). */
+/* OWNER: push at the bottom. Returns false when full (nothing pushed); "full"
+ * may be seen a moment early while a concurrent take is finishing. */
 bool weft__deque_push(weft__deque *d, void *item);
 
 /* OWNER: claim the oldest half of the items (for the overflow into the
- * inject queue): stores up to max of them in out[], oldest first, and returns
- * how many. Thieves may race; each item goes to exactly one taker. */
+ * inject queue): ceil(len/2) of them, at most max, stored in out[] oldest
+ * first; returns how many (0 when empty or max == 0). Thieves may race; each
+ * item goes to exactly one taker. */
 uint32_t weft__deque_take_half(weft__deque *d, void **out, uint32_t max);
 
 /* OWNER or THIEF: take the oldest item, NULL when empty. */
 void *weft__deque_take(weft__deque *d);
 
-/* THIEF (another worker): move about half of victim's items into dst (the
- * thief's own deque, which must be empty, owned by the calling thread) and
- * return one more item to run at once; NULL when there was nothing to steal. */
+/* THIEF (another worker): claim the oldest ceil(len/2) of victim's items
+ * (at most dst's free room + 1) with one CAS, put all but the newest of them
+ * into dst, oldest first, and return the newest, to run at once; NULL when
+ * there was nothing to steal. dst is the caller's own deque (the caller is
+ * its OWNER) and should be empty; victim != dst. */
 void *weft__deque_steal_half(weft__deque *victim, weft__deque *dst);
 
-/* Any thread: an estimate of the item count (exact when quiescent). */
+/* Any thread: an estimate of the item count, in 0..capacity (exact when
+ * quiescent; for the owner, an upper bound: takers only lower it). */
 uint32_t weft__deque_len(const weft__deque *d);
+
+/* Any thread: the capacity given to init. */
+static inline uint32_t weft__deque_capacity(const weft__deque *d) { return d->mask + 1; }
+
+/* sizeof(weft__deque), for C++ callers that cannot include this header. */
+size_t weft__deque_sizeof(void);
 
 #endif

@@ -8,6 +8,7 @@
 #define WEFT_CORE_INBOX_H
 
 #include <stdbool.h>
+#include <stddef.h>
 
 #include "core/atomic.h"
 #include "core/link.h"

@@ -5,23 +5,43 @@
  * returned stack first (hot: already faulted, in cache).
  *
  * Memory. Stacks of the runtime's default size are carved from slabs (one
- * mmap for many stacks, so a million stacks need a few thousand mappings,
- * far below vm.max_map_count). A fresh stack has its top page populated with
- * MADV_POPULATE_WRITE (a first-touch fault costs ~10 us on this kind of VM,
- * populating ~2 us). Stacks of other sizes get a mapping of their own.
+ * mmap for many stacks: 16 in the first slab, doubling per slab up to 256,
+ * so a million stacks need a few thousand mappings, far below
+ * vm.max_map_count; neighbouring slabs usually merge into one mapping
+ * anyway). Slab layout: [guard][stack][guard][stack]...; MADV_NOHUGEPAGE on
+ * the slab, since a transparent huge page would make a 64 KiB stack cost
+ * 2 MiB. Each stack's descriptor lives in the slab's record (one weft__alloc
+ * per slab) and stays with its stack forever. A stack taken without memory
+ * (fresh, or from the cold list) has its top page populated with
+ * MADV_POPULATE_WRITE (measured on the development VM: a first-touch fault
+ * ~17 us, populating ~4.5 us; weft__stack_get of a fresh stack ~6 us, of a
+ * cold one ~4 us, of a hot one ~2 ns). Stacks larger than the default get a mapping of their
+ * own (guard page included), unmapped when they are put back; a request
+ * smaller than the default gets a default stack.
  *
  * Overflow. Every stack's lowest page is a guard: MADV_GUARD_INSTALL where
- * the kernel has it (6.13+: a guard costs no mapping), else mprotect while
- * the mapping budget allows (a quarter of vm.max_map_count, shared by the
- * process), else none; stacks without a guard page get a canary word at
- * their bottom instead. The scheduler checks the saved stack pointer (and the
- * canary) on every switch. A fault in a guard page is reported by name from
- * an alternate signal stack: "weft: task 'NAME' overflowed its N-byte stack".
+ * the kernel has it (6.13+: a guard costs no mapping; once it answers
+ * EINVAL, no stack of the process tries again), else mprotect(PROT_NONE)
+ * while the mapping budget allows (a quarter of vm.max_map_count, shared by
+ * the process; one mprotect guard splits its mapping, so it is charged 2
+ * mappings, given back when the stack's mapping goes), else none; stacks
+ * without a guard page get a canary word at lo instead (WEFT__STACK_CANARY:
+ * a constant XORed with lo, rewritten whenever the stack gets memory). The
+ * scheduler checks the saved stack pointer (and the canary) on every switch
+ * (weft__stack_check). A fault in a guard page is reported by name from an
+ * alternate signal stack: "weft: task 'NAME' overflowed its N-byte stack
+ * (fault at 0x...)", then abort().
  *
  * Giving memory back. A worker's pool keeps at most WEFT_STACK_HOT stacks
- * with their memory; when the worker is about to park, the surplus goes to
- * the runtime's cold list with MADV_DONTNEED (contiguous runs in one call),
- * and stacks of other sizes are unmapped. Slabs are unmapped at shutdown.
+ * with their memory; when the worker is about to park (weft__stack_trim),
+ * the surplus goes to the runtime's cold list after MADV_DONTNEED, one call
+ * per address-contiguous run (the guard pages between neighbours are inside
+ * the range: MADV_DONTNEED keeps both guard markers and PROT_NONE pages).
+ * Slabs are unmapped at shutdown (weft__stack_shared_fini).
+ *
+ * Locking: a pool is touched only by its owner worker; the shared cold list
+ * and slab list only under shared->lock, which is a leaf lock (nothing else
+ * is taken while it is held, and no system call is made under it).
  */
 #ifndef WEFT_CORE_STACK_H
 #define WEFT_CORE_STACK_H
@@ -36,22 +56,25 @@
 typedef struct weft__stack {
   struct weft__stack *next; /* pool or cold-list link (owner of the list only) */
   char *lo;                 /* lowest usable byte (above the guard page) */
-  size_t size;              /* usable bytes */
-  uint32_t flags;           /* WEFT__STACK_* */
+  size_t size;              /* usable bytes (a page multiple) */
+  uint32_t flags;           /* WEFT__STACK_*; fixed when the stack is made */
 } weft__stack;
 
 enum {
-  WEFT__STACK_GUARD = 1u << 0,  /* a guard page sits below lo */
-  WEFT__STACK_CANARY = 1u << 1, /* no guard: a canary word at lo */
-  WEFT__STACK_SLAB = 1u << 2,   /* carved from a slab (default size) */
+  WEFT__STACK_GUARD = 1u << 0,    /* a guard page sits below lo */
+  WEFT__STACK_CANARY = 1u << 1,   /* no guard: a canary word at lo */
+  WEFT__STACK_SLAB = 1u << 2,     /* carved from a slab (default size) */
+  WEFT__STACK_MPROTECT = 1u << 3, /* the guard is mprotect'd: holds 2 of the mapping budget */
 };
 
 /* Per runtime: slabs, the cold list, the default size. */
 typedef struct weft__stack_shared {
   pthread_mutex_t lock;
-  size_t default_size;        /* usable bytes of a default stack (page multiple) */
-  weft__stack *cold;          /* under lock: default-size stacks without memory */
+  size_t default_size;            /* usable bytes of a default stack (page multiple); fixed */
+  weft__stack *cold;              /* under lock: default-size stacks without memory */
   struct weft__stack_slab *slabs; /* under lock: every slab, unmapped at fini */
+  size_t n_stacks;                /* under lock: stacks carved from all slabs */
+  uint32_t slab_next;             /* under lock: stacks in the next slab (16..256) */
 } weft__stack_shared;
 
 /* Per worker (owner only). */
@@ -61,26 +84,36 @@ typedef struct weft__stack_pool {
   size_t n_hot;
 } weft__stack_pool;
 
+/* default_size: 0 = 64 KiB; rounded up to pages. Errors: -EINVAL when
+ * below 16 KiB or above 1 GiB; a pthread_mutex_init error, negated. */
 int weft__stack_shared_init(weft__stack_shared *s, size_t default_size);
 void weft__stack_shared_fini(weft__stack_shared *s); /* every stack must be back */
 
 void weft__stack_pool_init(weft__stack_pool *p, weft__stack_shared *s);
-void weft__stack_pool_fini(weft__stack_pool *p);     /* returns all to shared */
+void weft__stack_pool_fini(weft__stack_pool *p);     /* returns all to shared (memory given back) */
 
-/* OWNER. A stack of at least size bytes (0 = default); NULL when out of memory. */
+/* OWNER. A stack of at least size bytes (0 = default); NULL when out of
+ * memory (nothing is leaked then). Hot path: a pop from the pool's list. */
 weft__stack *weft__stack_get(weft__stack_pool *p, size_t size);
-/* OWNER. Give a stack back (any worker's pool may take any stack). */
+/* OWNER. Give a stack back (any worker's pool may take any stack of the
+ * same shared). A stack larger than the default is unmapped here. */
 void weft__stack_put(weft__stack_pool *p, weft__stack *s);
 /* OWNER, before parking: give the memory of surplus stacks back. */
 void weft__stack_trim(weft__stack_pool *p);
 
-/* Whether sp lies inside s (with room for a signal frame) and the canary holds. */
+/* Whether sp lies inside s with room for a signal frame, i.e. in
+ * (lo + 256, lo + size], and the canary (if any) holds. */
 bool weft__stack_check(const weft__stack *s, const void *sp);
 
-/* Overflow reporting. install: once per process (SIGSEGV/SIGBUS handler,
- * chaining to any previous handler for faults that are not stack overflows).
- * thread_init: an alternate signal stack for the calling thread.
- * set_running: what the calling thread runs now (NULL between tasks). */
+/* Overflow reporting. install: once per process, any thread, idempotent
+ * (SIGSEGV/SIGBUS handler, SA_ONSTACK; faults that are not stack overflows
+ * go to the handler that was installed before, or the default action).
+ * thread_init: a 64 KiB alternate signal stack for the calling thread
+ * (idempotent; 0 or -ENOMEM or a sigaltstack error); thread_fini: restore
+ * the thread's previous alternate stack and unmap ours.
+ * set_running: what the calling thread runs now (NULL between tasks); name
+ * must stay valid while it is set. Two thread-local stores: cheap enough for
+ * every switch. */
 void weft__stack_guard_install(void);
 int weft__stack_thread_init(void);
 void weft__stack_thread_fini(void);
@@ -88,6 +121,12 @@ void weft__stack_set_running(const weft__stack *s, const char *name);
 
 #ifdef WEFT_TEST_HOOKS
 void weft__fault_mmap_after(long n); /* make the mmap after n more fail (n < 0: never) */
+/* Force the guard fallbacks: no_install pretends MADV_GUARD_INSTALL answered
+ * EINVAL (false: try it again); budget sets the mprotect mapping budget
+ * (< 0: back to a quarter of vm.max_map_count). Affects stacks made later. */
+void weft__stack_test_guard(bool no_install, long budget);
+long weft__stack_test_guard_budget(void);        /* mappings left for mprotect guards */
+unsigned long weft__stack_test_dontneed_calls(void); /* madvise(DONTNEED) calls made by trims */
 #endif
 
 #endif

@@ -22,7 +22,7 @@ extern "C" {
 
 /* asyncio.Event: a flag that tasks wait on. */
 typedef struct weft_event {
-  _Alignas(8) unsigned char opaque[32];
+  uint64_t opaque[4]; /* 32 bytes, 8-byte aligned */
 } weft_event;
 
 /* Initialise (unset). Never fails; returns 0. */
@@ -43,7 +43,7 @@ WEFT_API int weft_event_wait(weft_event *ev);
 
 /* asyncio.Queue of void * items. */
 typedef struct weft_queue {
-  _Alignas(8) unsigned char opaque[128];
+  uint64_t opaque[24]; /* 192 bytes, 8-byte aligned */
 } weft_queue;
 
 /* Initialise a FIFO queue holding at most maxsize items (0 = unbounded).

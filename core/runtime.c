@@ -1,0 +1,378 @@
+/* core/runtime.c: configuration, start, weft_run, the explicit runtime API
+ * and shutdown (the numbered steps are in runtime.h).
+ *
+ * Start: the workers are created one thread each; each sets up its own
+ * reactor on its own thread (io_uring's SINGLE_ISSUER makes the creating
+ * thread the ring's only submitter) and reports through a start barrier, so
+ * that weft_runtime_new returns the first reactor error instead of a runtime
+ * with a dead worker.
+ */
+#include <errno.h>
+#include <limits.h>
+#include <pthread.h>
+#include <sched.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <weft/core.h>
+#include <weft/io.h>
+
+#include "core/alloc.h"
+#include "core/runtime.h"
+#include "core/worker.h"
+#include "io/reactor.h"
+
+int weft__spawn_external(weft__runtime *rt, weft_fn fn, void *arg, weft_task *out);
+
+/* ------------------------------------------------------------ configuration */
+
+/* CPUs this process may use: the affinity mask, capped by the cgroup v2
+ * quota (cpu.max "QUOTA PERIOD"), rounded up; at least 1. */
+static unsigned default_workers(void) {
+  unsigned n = 1;
+  cpu_set_t set;
+  if (sched_getaffinity(0, sizeof set, &set) == 0)
+    n = (unsigned)CPU_COUNT(&set);
+  else {
+    long c = sysconf(_SC_NPROCESSORS_ONLN);
+    n = c > 0 ? (unsigned)c : 1;
+  }
+  FILE *f = fopen("/sys/fs/cgroup/cpu.max", "re");
+  if (f) {
+    char quota[32];
+    long period = 0;
+    if (fscanf(f, "%31s %ld", quota, &period) == 2 && strcmp(quota, "max") != 0 && period > 0) {
+      long q = atol(quota);
+      unsigned cap = (unsigned)((q + period - 1) / period);
+      if (cap >= 1 && cap < n) n = cap;
+    }
+    fclose(f);
+  }
+  return n ? n : 1;
+}
+
+static int bad_config(const char *what) {
+  fprintf(stderr, "weft: invalid configuration: %s\n", what);
+  return -EINVAL;
+}
+
+static long env_long(const char *name, long dflt) {
+  const char *s = getenv(name);
+  if (!s || !*s) return dflt;
+  char *end;
+  long v = strtol(s, &end, 10);
+  return *end ? dflt : v;
+}
+
+/* Fill every field of out with its real value, or return -EINVAL with a
+ * message naming the field. */
+static int resolve_config(const weft_config *in, weft_config *out) {
+  weft_config c = in ? *in : (weft_config){0};
+  if (c.workers == 0) {
+    long e = env_long("WEFT_WORKERS", 0);
+    if (e < 0 || e > WEFT__MAX_WORKERS) return bad_config("WEFT_WORKERS must be between 1 and 126");
+    c.workers = e > 0 ? (unsigned)e : default_workers();
+  }
+  if (c.workers > WEFT__MAX_WORKERS) return bad_config("workers must be between 1 and 126 (0 = one per CPU)");
+  if (c.stack_size == 0) c.stack_size = 64 * 1024;
+  if (c.stack_size < 16 * 1024 || c.stack_size > ((size_t)1 << 30))
+    return bad_config("stack_size must be between 16 KiB and 1 GiB (0 = 64 KiB)");
+  long page = sysconf(_SC_PAGESIZE);
+  c.stack_size = (c.stack_size + (size_t)page - 1) & ~((size_t)page - 1);
+  if (c.ring_entries == 0) c.ring_entries = 256;
+  if (c.ring_entries > 32768) return bad_config("ring_entries must be at most 32768 (0 = 256)");
+  if (c.blocking_threads == 0) c.blocking_threads = 64;
+  if (c.blocking_threads > 4096) return bad_config("blocking_threads must be at most 4096 (0 = 64)");
+  if (c.blocking_idle_ns < 0) return bad_config("blocking_idle_ns must not be negative");
+  if (c.blocking_idle_ns == 0) c.blocking_idle_ns = 10 * (int64_t)1000000000;
+  if (c.debug == 0) c.debug = (int)env_long("WEFT_DEBUG", 0);
+  if (c.debug < 0) return bad_config("debug must not be negative");
+  if (c.backend < WEFT_BACKEND_AUTO || c.backend > WEFT_BACKEND_EPOLL)
+    return bad_config("backend must be WEFT_BACKEND_AUTO, _URING or _EPOLL");
+  if (c.test_migrate == 0) c.test_migrate = (int)env_long("WEFT_TEST_MIGRATE", 0);
+  if (c.test_seed == 0) c.test_seed = (uint64_t)env_long("WEFT_TEST_SEED", 0);
+  *out = c;
+  return 0;
+}
+
+/* ------------------------------------------------------------ start */
+
+static pthread_mutex_t start_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t start_cond = PTHREAD_COND_INITIALIZER;
+
+void weft__runtime_started(weft__runtime *rt, weft__worker *w) {
+  (void)w;
+  pthread_mutex_lock(&start_lock);
+  rt->n_started++;
+  pthread_cond_broadcast(&start_cond);
+  pthread_mutex_unlock(&start_lock);
+}
+
+int64_t weft__runtime_live(weft__runtime *rt) {
+  int64_t finished = 0, spawned = 0;
+  /* finished first: acquire pairs with the release stores of the counters;
+   * a task counted finished here was counted spawned before it ran */
+  for (unsigned i = 0; i < rt->nworkers; i++) finished += weft__load(&rt->workers[i]->finished, ACQUIRE);
+  for (unsigned i = 0; i < rt->nworkers; i++) spawned += weft__load(&rt->workers[i]->spawned, ACQUIRE);
+  spawned += weft__load(&rt->ext_spawned, ACQUIRE);
+  return spawned - finished;
+}
+
+static void free_runtime(weft__runtime *rt) {
+  if (rt->workers) {
+    for (unsigned i = 0; i < rt->nworkers; i++) {
+      weft__worker *w = rt->workers[i];
+      if (!w) continue;
+      weft__timer_fini(&w->timers);
+      weft__free(w, 0);
+    }
+    weft__free(rt->workers, sizeof(weft__worker *) * rt->nworkers);
+  }
+  while (rt->slabs) {
+    struct weft__task_slab *s = rt->slabs;
+    rt->slabs = *(struct weft__task_slab **)s; /* next is the first field */
+    weft__free(s, 0);
+  }
+  weft__stack_shared_fini(&rt->stacks);
+  weft__inject_destroy(&rt->inject);
+  weft__idle_fini(&rt->idle);
+  pthread_mutex_destroy(&rt->arena_lock);
+  weft__free(rt, sizeof *rt);
+}
+
+static bool timer_live_fn(const weft__timer_entry *e);
+
+static void stop_workers(weft__runtime *rt, unsigned started) {
+  /* release: pairs with the workers' acquire load of stop */
+  weft__store(&rt->stop, 1, RELEASE);
+  weft__idle_unpark_all(rt);
+  for (unsigned i = 0; i < started; i++) pthread_join(rt->workers[i]->thread, NULL);
+}
+
+int weft_runtime_new(weft_runtime **out, const weft_config *cfg) {
+  if (!out) return -EINVAL;
+  *out = NULL;
+  if (weft__worker_self()) {
+    weft__debug_misuse("weft_runtime_new (or weft_run) called from a task");
+    return -EINVAL;
+  }
+  weft_config c;
+  int rc = resolve_config(cfg, &c);
+  if (rc) return rc;
+  int probe_err = 0;
+  int backend = weft__backend_resolve(c.backend, &probe_err);
+  if (backend < 0) return backend;
+
+  weft__runtime *rt = weft__zalloc(sizeof *rt);
+  if (!rt) return -ENOMEM;
+  rt->cfg = c;
+  rt->nworkers = c.workers;
+  rt->backend = backend;
+  rt->debug = c.debug;
+  rt->migrate = c.test_migrate;
+  pthread_mutex_init(&rt->arena_lock, NULL);
+  weft__inject_init(&rt->inject);
+  if ((rc = weft__idle_init(&rt->idle, c.workers)) < 0) {
+    weft__inject_destroy(&rt->inject);
+    pthread_mutex_destroy(&rt->arena_lock);
+    weft__free(rt, sizeof *rt);
+    return rc;
+  }
+  if ((rc = weft__stack_shared_init(&rt->stacks, c.stack_size)) < 0) {
+    weft__idle_fini(&rt->idle);
+    weft__inject_destroy(&rt->inject);
+    pthread_mutex_destroy(&rt->arena_lock);
+    weft__free(rt, sizeof *rt);
+    return rc;
+  }
+  if (rt->migrate) {
+    rt->seed = c.test_seed ? c.test_seed : (uint64_t)weft_now_ns();
+    fprintf(stderr, "weft: test mode: tasks migrate at every suspension; seed %llu (WEFT_TEST_SEED=%llu replays)\n",
+            (unsigned long long)rt->seed, (unsigned long long)rt->seed);
+  } else {
+    rt->seed = c.test_seed ? c.test_seed : 0x2545f4914f6cdd1dull;
+  }
+  weft__stack_guard_install();
+
+  rt->workers = weft__zalloc(sizeof(weft__worker *) * c.workers);
+  if (!rt->workers) {
+    free_runtime(rt);
+    return -ENOMEM;
+  }
+  for (unsigned i = 0; i < c.workers; i++) {
+    weft__worker *w = weft__alloc_aligned(WEFT_CACHELINE, sizeof *w);
+    if (!w) {
+      free_runtime(rt);
+      return -ENOMEM;
+    }
+    memset(w, 0, sizeof *w);
+    rt->workers[i] = w;
+    w->rt = rt;
+    w->id = (int)i;
+    w->rng = (rt->seed ^ (0x9e3779b97f4a7c15ull * (i + 1))) | 1;
+    uint32_t cap = WEFT_DEQUE_CAP;
+#ifdef WEFT_TEST_HOOKS
+    long tc = env_long("WEFT_TEST_DEQUE_CAP", 0); /* shrink the deque so overflow paths run */
+    if (tc >= 2 && tc <= WEFT_DEQUE_CAP && (tc & (tc - 1)) == 0) cap = (uint32_t)tc;
+#endif
+    weft__deque_init(&w->deque, cap);
+    weft__inbox_init(&w->inbox);
+    weft__stack_pool_init(&w->stacks, &rt->stacks);
+    weft__timer_init(&w->timers, timer_live_fn);
+  }
+
+  unsigned started = 0;
+  for (; started < c.workers; started++) {
+    weft__worker *w = rt->workers[started];
+    pthread_attr_t attr;
+    pthread_attr_init(&attr);
+    pthread_attr_setstacksize(&attr, 256 * 1024);
+    int e = pthread_create(&w->thread, &attr, weft__worker_main, w);
+    pthread_attr_destroy(&attr);
+    if (e) {
+      rc = -e;
+      break;
+    }
+  }
+  pthread_mutex_lock(&start_lock);
+  while (rt->n_started < started) pthread_cond_wait(&start_cond, &start_lock);
+  pthread_mutex_unlock(&start_lock);
+  for (unsigned i = 0; i < started && rc == 0; i++)
+    if (rt->workers[i]->start_error) rc = rt->workers[i]->start_error;
+  if (rc) {
+    stop_workers(rt, started);
+    free_runtime(rt);
+    return rc;
+  }
+  static _Atomic int reported; /* relaxed: only decides who prints once */
+  if (!weft__xchg(&reported, 1, RELAXED))
+    fprintf(stderr, "weft: backend %s%s\n", weft_backend_name(backend),
+            probe_err ? " (io_uring unavailable here)" : "");
+  if (rt->debug && weft__debug_start(rt) < 0) rt->debug = 0;
+  *out = rt;
+  return 0;
+}
+
+/* ------------------------------------------------------------ submit, wait */
+
+int weft_runtime_submit(weft_runtime *rt, weft_fn fn, void *arg, weft_task *out) {
+  if (!rt || !fn) return -EINVAL;
+  /* acquire: pairs with the release store in shutdown step 1 */
+  if (weft__load(&rt->stopping, ACQUIRE)) return -ESHUTDOWN;
+  return weft__spawn_external(rt, fn, arg, out);
+}
+
+typedef struct thread_waiter {
+  pthread_mutex_t lock;
+  pthread_cond_t cond;
+  bool done;
+} thread_waiter;
+
+static void wake_thread(weft_task t, void *arg) {
+  (void)t;
+  thread_waiter *tw = arg;
+  pthread_mutex_lock(&tw->lock);
+  tw->done = true;
+  pthread_cond_signal(&tw->cond);
+  pthread_mutex_unlock(&tw->lock);
+}
+
+int weft_runtime_wait(weft_runtime *rt, weft_task t) {
+  if (!rt) return -EINVAL;
+  if (weft__worker_self()) {
+    weft__debug_misuse("weft_runtime_wait called from a task (it blocks the thread): use weft_join");
+    return -EINVAL;
+  }
+  thread_waiter tw = {.done = false};
+  pthread_mutex_init(&tw.lock, NULL);
+  pthread_cond_init(&tw.cond, NULL);
+  int rc = weft_task_add_done_callback(t, wake_thread, &tw);
+  if (rc == 0) {
+    pthread_mutex_lock(&tw.lock);
+    while (!tw.done) pthread_cond_wait(&tw.cond, &tw.lock);
+    pthread_mutex_unlock(&tw.lock);
+    rc = weft_task_status(t);
+    weft_task_release(t);
+  }
+  pthread_cond_destroy(&tw.cond);
+  pthread_mutex_destroy(&tw.lock);
+  return rc;
+}
+
+int weft_runtime_call(weft_runtime *rt, weft_fn fn, void *arg) {
+  weft_task t;
+  int rc = weft_runtime_submit(rt, fn, arg, &t);
+  if (rc) return rc;
+  return weft_runtime_wait(rt, t);
+}
+
+int weft_runtime_backend(const weft_runtime *rt) { return rt ? rt->backend : -EINVAL; }
+
+int weft_backend(void) {
+  weft__worker *w = weft__worker_self();
+  return w ? w->rt->backend : -EINVAL;
+}
+
+const char *weft_backend_name(int backend) {
+  return backend == WEFT_BACKEND_URING ? "io_uring" : backend == WEFT_BACKEND_EPOLL ? "epoll" : "unknown";
+}
+
+/* ------------------------------------------------------------ shutdown */
+
+static bool timer_live_fn(const weft__timer_entry *e) {
+  weft__task *t = e->task;
+  uint64_t ws = weft__load(&t->ws, RELAXED); /* relaxed: a hint for compaction; wake re-checks */
+  uint32_t st = WEFT__WS_STATE(ws);
+  return WEFT__WS_SEQ(ws) == e->seq && (st == WEFT__TS_WAITING || st == WEFT__TS_PARKED);
+}
+
+static void cancel_all(weft__runtime *rt) {
+  /* acquire: pairs with the release push of records in the arena */
+  for (weft__task *t = weft__load(&rt->all_tasks, ACQUIRE); t; t = t->arena_next) {
+    if (!weft__load(&t->alive, RELAXED)) continue;
+    uint64_t r = weft__load(&t->ref, RELAXED);
+    weft_task h = {(struct weft_task_rec *)t, r >> 32};
+    weft_cancel(h); /* validates the generation; done tasks return 0 */
+  }
+}
+
+int weft_runtime_shutdown(weft_runtime *rt) {
+  if (!rt) return -EINVAL;
+  weft__worker *self = weft__worker_self();
+  if (self && self->rt == rt) {
+    weft__debug_misuse("weft_runtime_shutdown called from one of its own tasks");
+    return -EINVAL;
+  }
+  /* step 1. release: pairs with the acquire in weft_runtime_submit */
+  weft__store(&rt->stopping, 1, RELEASE);
+  if (rt->debug) weft__debug_report_alive(rt);
+  /* step 2 */
+  long wait_ns = 20000;
+  while (weft__runtime_live(rt) > 0) {
+    cancel_all(rt);
+    struct timespec ts = {0, wait_ns};
+    nanosleep(&ts, NULL);
+    if (wait_ns < 2000000) wait_ns *= 2;
+  }
+  if (rt->debug) weft__debug_stop(rt);
+  /* step 3 */
+  stop_workers(rt, rt->nworkers);
+  /* step 4 */
+  free_runtime(rt);
+  return 0;
+}
+
+int weft_run(weft_fn main, void *arg, const weft_config *cfg) {
+  if (!main) return -EINVAL;
+  weft_runtime *rt;
+  int rc = weft_runtime_new(&rt, cfg);
+  if (rc) return rc;
+  weft_task t;
+  rc = weft_runtime_submit(rt, main, arg, &t);
+  if (rc == 0) rc = weft_runtime_wait(rt, t);
+  weft_runtime_shutdown(rt);
+  return rc;
+}

@@ -1,0 +1,75 @@
+/* core/runtime.h: the runtime: its workers, the shared queues, the task
+ * record arena, and the start/stop protocol (core/runtime.c).
+ *
+ * Shutdown, in order (weft_runtime_shutdown and the end of weft_run):
+ *  1. `stopping` is set: submissions from outside are refused (-ESHUTDOWN).
+ *  2. Every live task is cancelled; the caller waits until the live count
+ *     (sum of spawned - sum of finished, read finished-first so it never
+ *     undercounts) reaches zero, cancelling again tasks spawned meanwhile.
+ *  3. `stop` is set and every worker unparked; each worker leaves its loop
+ *     once it has nothing to run, and the threads are joined.
+ *  4. The reactors, timer heaps, stacks and the record arena are freed.
+ */
+#ifndef WEFT_CORE_RUNTIME_H
+#define WEFT_CORE_RUNTIME_H
+
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include <weft/core.h>
+
+#include "core/atomic.h"
+#include "core/idle.h"
+#include "core/inject.h"
+#include "core/stack.h"
+#include "core/task.h"
+#include "core/worker.h"
+
+struct weft__task_slab;
+
+#define WEFT__MAX_WORKERS 126 /* a worker id fits the task's int8_t last_worker */
+
+typedef struct weft_runtime {
+  weft_config cfg;            /* resolved: every field has its real value */
+  unsigned nworkers;
+  int backend;
+  weft__worker **workers;     /* immutable after start */
+  weft__inject inject;
+  weft__idle idle;
+  weft__stack_shared stacks;
+
+  /* the task record arena: every record ever allocated, type-stable */
+  pthread_mutex_t arena_lock;
+  struct weft__task_slab *slabs;   /* under arena_lock */
+  weft__task *free_tasks;          /* under arena_lock: the global free list */
+  size_t n_free;                   /* under arena_lock */
+  _Atomic(weft__task *) all_tasks; /* every record, pushed once, never removed */
+  _Atomic uint64_t next_id;        /* task ids for default names */
+
+  _Atomic int64_t ext_spawned;     /* tasks submitted from outside the workers */
+  _Atomic int stopping;            /* step 1 */
+  _Atomic int stop;                /* step 3 */
+  unsigned n_started;              /* under runtime.c's start_lock: workers that reported */
+
+  /* test mode and debug */
+  int migrate;
+  uint64_t seed;
+  int debug;
+  pthread_t monitor;
+  bool monitor_started;
+  bool monitor_stop;               /* under monitor_lock */
+  pthread_mutex_t monitor_lock;
+  pthread_cond_t monitor_cond;
+} weft__runtime;
+
+/* Live tasks now (step 2's count). Any thread. */
+int64_t weft__runtime_live(weft__runtime *rt);
+
+/* Debug reports (core/debug.c). */
+void weft__debug_misuse(const char *what);
+int weft__debug_start(weft__runtime *rt);
+void weft__debug_stop(weft__runtime *rt);
+void weft__debug_report_alive(weft__runtime *rt);
+
+#endif

@@ -1,0 +1,593 @@
+/* core/stack.c: task stacks (protocol in stack.h).
+ *
+ * Who touches what:
+ *  - weft__stack_pool: its owner worker only (hot list, n_hot). No locks.
+ *  - weft__stack_shared: cold, slabs, n_stacks, slab_next under s->lock, a
+ *    leaf lock held only for list splices (never across a system call);
+ *    default_size is fixed after init.
+ *  - a weft__stack descriptor: by whoever holds the stack (a task's worker,
+ *    or the list it is on). Descriptors of slab stacks live in the slab's
+ *    record and are never freed before weft__stack_shared_fini.
+ *  - process-wide state (below): the page size and the guard/populate
+ *    fallback switches, all set once and then only read, plus the mprotect
+ *    guard budget, a counter.
+ *
+ * Life of a default-size stack:
+ *   carved (fresh, no memory) -> cold list -> get: prepare() (populate the
+ *   top page, write the canary) -> task -> put: hot list -> get: reused as
+ *   is ... -> trim: MADV_DONTNEED, cold list -> ... -> shared_fini: unmapped.
+ * The first stack of a new slab skips the cold list; the others go there,
+ * so "cold" means exactly "has no memory yet".
+ *
+ * Overflow reporting runs in a signal handler, so it reads only
+ * thread-local atomics set by weft__stack_set_running, the page size and the
+ * chained handlers (both written before the handler is installed), and
+ * calls only write(2), sigaction(2), raise(3) and abort(3), which are
+ * async-signal-safe.
+ *
+ * Rejected:
+ *  - one mapping per stack (simple, and what most coroutine libraries do):
+ *    a million tasks would need two million mappings with mprotect guards,
+ *    thirty times vm.max_map_count;
+ *  - sorting the trim surplus in an array: that would allocate while the
+ *    worker is about to park; the hot list is merge-sorted in place instead;
+ *  - keeping stacks larger than the default in a pool: they are rare, and a
+ *    size-keyed cache would hold memory nobody asks for again.
+ */
+#include "core/stack.h"
+
+#include <assert.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include "core/alloc.h"
+#include "core/atomic.h"
+
+#ifndef MADV_POPULATE_WRITE
+#define MADV_POPULATE_WRITE 23 /* Linux 5.14 */
+#endif
+#ifndef MADV_GUARD_INSTALL
+#define MADV_GUARD_INSTALL 102 /* Linux 6.13 */
+#endif
+
+#define DEFAULT_SIZE ((size_t)64 << 10)
+#define MIN_SIZE ((size_t)16 << 10)
+#define MAX_SIZE ((size_t)1 << 30)
+#define SLAB_FIRST 16u
+#define SLAB_MAX 256u
+#define SIGNAL_ROOM 256 /* bytes weft__stack_check wants free below sp */
+#define ALTSTACK_SIZE ((size_t)64 << 10)
+#define CANARY_KEY UINT64_C(0x7765667473746b21) /* "weftstk!" */
+#define GUARD_COST 2    /* mappings an mprotect guard adds: itself + the split-off rest */
+
+struct weft__stack_slab {
+  struct weft__stack_slab *next; /* shared->slabs, under shared->lock */
+  char *base;                    /* the mapping: n x (guard page + default_size) */
+  size_t len;
+  uint32_t n;
+  weft__stack st[];              /* the slab's stacks' descriptors */
+};
+
+/* ---------------------------------------------------------------- process-wide state */
+
+/* Written once by proc_init (under pthread_once) before any stack exists or
+ * the handler is installed; read-only afterwards. */
+static size_t page_size;
+static long budget_initial;
+
+/* Relaxed: a sticky hint. Two threads racing past it both try the madvise
+ * and both get EINVAL; no data is published through it. */
+static _Atomic int no_guard_install;
+static _Atomic int no_populate;
+
+/* Mappings left for mprotect guards. Relaxed fetch_sub/fetch_add: a counter
+ * only, it orders nothing; it may dip below zero briefly while a loser
+ * gives its charge back. */
+static _Atomic long guard_budget;
+
+static pthread_once_t proc_once = PTHREAD_ONCE_INIT;
+
+/* vm.max_map_count, read with open/read (no stdio: nothing to allocate). */
+static long read_max_map_count(void) {
+  long v = 65530;
+  int fd = open("/proc/sys/vm/max_map_count", O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return v;
+  char buf[32];
+  ssize_t n = read(fd, buf, sizeof buf - 1);
+  close(fd);
+  if (n <= 0) return v;
+  long r = 0;
+  for (ssize_t i = 0; i < n && buf[i] >= '0' && buf[i] <= '9'; i++) r = r * 10 + (buf[i] - '0');
+  return r > 0 ? r : v;
+}
+
+static void proc_init(void) {
+  long ps = sysconf(_SC_PAGESIZE);
+  page_size = ps > 0 ? (size_t)ps : 4096;
+  budget_initial = read_max_map_count() / 4;
+  weft__store(&guard_budget, budget_initial, RELAXED); /* before any stack: no pair needed */
+}
+
+static size_t round_up(size_t n, size_t to) { return (n + to - 1) / to * to; }
+
+/* ---------------------------------------------------------------- mmap + fault injection */
+
+#ifdef WEFT_TEST_HOOKS
+static _Atomic long mmap_countdown = -1; /* relaxed: a test knob, no data hangs on it */
+static _Atomic unsigned long dontneed_calls; /* relaxed: a statistic */
+
+void weft__fault_mmap_after(long n) { weft__store(&mmap_countdown, n, RELAXED); }
+
+static bool mmap_fault(void) {
+  long n = weft__load(&mmap_countdown, RELAXED);
+  while (n >= 0)
+    if (weft__cas_weak(&mmap_countdown, &n, n - 1, RELAXED, RELAXED)) return n == 0;
+  return false;
+}
+
+void weft__stack_test_guard(bool no_install, long budget) {
+  pthread_once(&proc_once, proc_init);
+  weft__store(&no_guard_install, no_install, RELAXED);
+  weft__store(&guard_budget, budget < 0 ? budget_initial : budget, RELAXED);
+}
+
+long weft__stack_test_guard_budget(void) { return weft__load(&guard_budget, RELAXED); }
+unsigned long weft__stack_test_dontneed_calls(void) { return weft__load(&dontneed_calls, RELAXED); }
+#define COUNT_DONTNEED() weft__fetch_add(&dontneed_calls, 1, RELAXED)
+#else
+static inline bool mmap_fault(void) { return false; }
+#define COUNT_DONTNEED() ((void)0)
+#endif
+
+/* MAP_NORESERVE: a stack's untouched pages are address space only, not
+ * commit charge. MAP_STACK: documents the use (and implies no THP on 6.7+). */
+static char *map_stack_area(size_t len) {
+  if (mmap_fault()) return NULL;
+  void *p = mmap(NULL, len, PROT_READ | PROT_WRITE,
+                 MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_STACK, -1, 0);
+  return p == MAP_FAILED ? NULL : p;
+}
+
+/* ---------------------------------------------------------------- guards, canaries, memory */
+
+/* Make the page at g a guard for the stack above it; returns the stack's
+ * guard flags. Order of preference in stack.h. */
+static uint32_t make_guard(char *g) {
+  if (!weft__load(&no_guard_install, RELAXED)) { /* relaxed: a sticky hint, pairs with nothing */
+    if (madvise(g, page_size, MADV_GUARD_INSTALL) == 0) return WEFT__STACK_GUARD;
+    /* EINVAL: the kernel does not know the advice (or cannot guard this
+     * kind of mapping, e.g. under mlockall): stop asking. Any other error
+     * (ENOMEM for page tables) is this stack's alone. */
+    if (errno == EINVAL) weft__store(&no_guard_install, 1, RELAXED);
+  }
+  /* relaxed: the budget is a counter and publishes nothing (see guard_budget) */
+  if (weft__fetch_sub(&guard_budget, GUARD_COST, RELAXED) >= GUARD_COST) {
+    if (mprotect(g, page_size, PROT_NONE) == 0) return WEFT__STACK_GUARD | WEFT__STACK_MPROTECT;
+  }
+  weft__fetch_add(&guard_budget, GUARD_COST, RELAXED); /* not spent after all */
+  return WEFT__STACK_CANARY;
+}
+
+/* The stack's mapping is going away: its mprotect guard's mappings go too. */
+static void release_guard(const weft__stack *s) {
+  if (s->flags & WEFT__STACK_MPROTECT) weft__fetch_add(&guard_budget, GUARD_COST, RELAXED);
+}
+
+static inline uint64_t canary_of(const weft__stack *s) { return CANARY_KEY ^ (uint64_t)(uintptr_t)s->lo; }
+
+/* A stack without memory is about to be used: fault its top page in with
+ * one system call instead of a page fault at the task's first instruction,
+ * and write the canary (MADV_DONTNEED zeroed it). */
+static void prepare(weft__stack *s) {
+  if (!weft__load(&no_populate, RELAXED)) { /* relaxed: a sticky hint, pairs with nothing */
+    int saved = errno;
+    if (madvise(s->lo + s->size - page_size, page_size, MADV_POPULATE_WRITE) != 0 && errno == EINVAL)
+      weft__store(&no_populate, 1, RELAXED); /* before 5.14: the first touch faults it in */
+    errno = saved;
+  }
+  if (s->flags & WEFT__STACK_CANARY) {
+    uint64_t c = canary_of(s);
+    memcpy(s->lo, &c, sizeof c);
+  }
+}
+
+/* ---------------------------------------------------------------- shared, pool */
+
+int weft__stack_shared_init(weft__stack_shared *s, size_t default_size) {
+  pthread_once(&proc_once, proc_init);
+  if (default_size == 0) default_size = DEFAULT_SIZE;
+  if (default_size < MIN_SIZE || default_size > MAX_SIZE) return -EINVAL;
+  int rc = pthread_mutex_init(&s->lock, NULL);
+  if (rc) return -rc;
+  s->default_size = round_up(default_size, page_size);
+  s->cold = NULL;
+  s->slabs = NULL;
+  s->n_stacks = 0;
+  s->slab_next = SLAB_FIRST;
+  return 0;
+}
+
+void weft__stack_shared_fini(weft__stack_shared *s) {
+#ifndef NDEBUG
+  size_t n_cold = 0;
+  for (weft__stack *c = s->cold; c; c = c->next) n_cold++;
+  assert(n_cold == s->n_stacks && "weft__stack_shared_fini: a stack was not given back");
+#endif
+  struct weft__stack_slab *sl = s->slabs;
+  while (sl) {
+    struct weft__stack_slab *next = sl->next;
+    for (uint32_t i = 0; i < sl->n; i++) release_guard(&sl->st[i]);
+    munmap(sl->base, sl->len);
+    weft__free(sl, sizeof *sl + sl->n * sizeof sl->st[0]);
+    sl = next;
+  }
+  s->slabs = NULL;
+  s->cold = NULL;
+  s->n_stacks = 0;
+  pthread_mutex_destroy(&s->lock);
+}
+
+void weft__stack_pool_init(weft__stack_pool *p, weft__stack_shared *s) {
+  p->shared = s;
+  p->hot = NULL;
+  p->n_hot = 0;
+}
+
+static void trim_to(weft__stack_pool *p, size_t keep);
+
+void weft__stack_pool_fini(weft__stack_pool *p) {
+  trim_to(p, 0);
+  p->hot = NULL;
+}
+
+/* A new slab of n default stacks. The first is returned (without memory);
+ * the others go to the cold list. NULL, with nothing leaked, when the
+ * record or the mapping cannot be had. */
+static weft__stack *carve(weft__stack_shared *sh, uint32_t n) {
+  size_t slot = page_size + sh->default_size;
+  size_t rec = sizeof(struct weft__stack_slab) + n * sizeof(weft__stack);
+  struct weft__stack_slab *sl = weft__alloc(rec);
+  if (!sl) return NULL;
+  char *base = map_stack_area(n * slot);
+  if (!base) {
+    weft__free(sl, rec);
+    return NULL;
+  }
+  (void)madvise(base, n * slot, MADV_NOHUGEPAGE); /* best effort: see stack.h */
+  sl->base = base;
+  sl->len = n * slot;
+  sl->n = n;
+  for (uint32_t i = 0; i < n; i++) {
+    weft__stack *st = &sl->st[i];
+    st->lo = base + i * slot + page_size;
+    st->size = sh->default_size;
+    st->flags = WEFT__STACK_SLAB | make_guard(base + i * slot);
+    /* lowest address first off the cold list: neighbours get used together */
+    st->next = i + 1 < n ? &sl->st[i + 1] : NULL;
+  }
+  pthread_mutex_lock(&sh->lock);
+  sl->next = sh->slabs;
+  sh->slabs = sl;
+  if (n > 1) {
+    sl->st[n - 1].next = sh->cold;
+    sh->cold = &sl->st[1];
+  }
+  sh->n_stacks += n;
+  if (sh->slab_next < SLAB_MAX) sh->slab_next = n * 2 < SLAB_MAX ? n * 2 : SLAB_MAX;
+  pthread_mutex_unlock(&sh->lock);
+  sl->st[0].next = NULL;
+  return &sl->st[0];
+}
+
+/* A stack larger than the default: its own mapping, guard page at the bottom. */
+static weft__stack *map_custom(size_t size) {
+  if (size > MAX_SIZE) return NULL;
+  size = round_up(size, page_size);
+  weft__stack *s = weft__alloc(sizeof *s);
+  if (!s) return NULL;
+  char *base = map_stack_area(size + page_size);
+  if (!base) {
+    weft__free(s, sizeof *s);
+    return NULL;
+  }
+  (void)madvise(base, size + page_size, MADV_NOHUGEPAGE);
+  s->next = NULL;
+  s->lo = base + page_size;
+  s->size = size;
+  s->flags = make_guard(base);
+  prepare(s);
+  return s;
+}
+
+weft__stack *weft__stack_get(weft__stack_pool *p, size_t size) {
+  weft__stack_shared *sh = p->shared;
+  if (weft__unlikely(size > sh->default_size)) return map_custom(size);
+  weft__stack *s = p->hot;
+  if (weft__likely(s != NULL)) {
+    p->hot = s->next;
+    p->n_hot--;
+    s->next = NULL;
+    return s;
+  }
+  pthread_mutex_lock(&sh->lock);
+  s = sh->cold;
+  if (s) sh->cold = s->next;
+  uint32_t n = sh->slab_next;
+  pthread_mutex_unlock(&sh->lock);
+  if (!s) {
+    s = carve(sh, n);
+    if (!s) return NULL;
+  }
+  s->next = NULL;
+  prepare(s);
+  return s;
+}
+
+void weft__stack_put(weft__stack_pool *p, weft__stack *s) {
+  if (weft__likely(s->flags & WEFT__STACK_SLAB)) {
+    assert(s->size == p->shared->default_size);
+    s->next = p->hot;
+    p->hot = s;
+    p->n_hot++;
+    return;
+  }
+  release_guard(s);
+  munmap(s->lo - page_size, s->size + page_size);
+  weft__free(s, sizeof *s);
+}
+
+/* ---------------------------------------------------------------- trim */
+
+/* Merge two lists sorted by lo. */
+static weft__stack *merge(weft__stack *a, weft__stack *b) {
+  weft__stack head, *t = &head;
+  while (a && b) {
+    if ((uintptr_t)a->lo < (uintptr_t)b->lo) {
+      t->next = a;
+      a = a->next;
+    } else {
+      t->next = b;
+      b = b->next;
+    }
+    t = t->next;
+  }
+  t->next = a ? a : b;
+  return head.next;
+}
+
+/* Sort the first n (>= 1) stacks of *rest by lo; *rest moves past them.
+ * Recursion depth log2(n); no allocation (the worker is about to park). */
+static weft__stack *sort_n(weft__stack **rest, size_t n) {
+  if (n == 1) {
+    weft__stack *s = *rest;
+    *rest = s->next;
+    s->next = NULL;
+    return s;
+  }
+  weft__stack *a = sort_n(rest, n / 2);
+  weft__stack *b = sort_n(rest, n - n / 2);
+  return merge(a, b);
+}
+
+static void dontneed(char *lo, char *hi) {
+  COUNT_DONTNEED();
+  int saved = errno;
+  (void)madvise(lo, (size_t)(hi - lo), MADV_DONTNEED); /* cannot fail on a mapped private range */
+  errno = saved;
+}
+
+/* Keep the keep most recently returned stacks; the rest lose their memory
+ * and go to the cold list. */
+static void trim_to(weft__stack_pool *p, size_t keep) {
+  if (p->n_hot <= keep) return;
+  weft__stack **link = &p->hot;
+  for (size_t i = 0; i < keep; i++) link = &(*link)->next;
+  weft__stack *rest = *link;
+  size_t n = p->n_hot - keep;
+  *link = NULL;
+  p->n_hot = keep;
+
+  /* Address order turns neighbours into runs: one madvise per run. A run
+   * continues when the next stack's guard page starts where the previous
+   * stack ends (same slab, or adjacent slabs: either way the range is
+   * mapped throughout, guard pages included). */
+  weft__stack *sorted = sort_n(&rest, n), *tail = NULL;
+  char *run_lo = NULL, *run_hi = NULL;
+  for (weft__stack *s = sorted; s; s = s->next) {
+    if (run_hi && s->lo - page_size == run_hi) {
+      run_hi = s->lo + s->size;
+    } else {
+      if (run_hi) dontneed(run_lo, run_hi);
+      run_lo = s->lo;
+      run_hi = s->lo + s->size;
+    }
+    tail = s;
+  }
+  dontneed(run_lo, run_hi);
+
+  weft__stack_shared *sh = p->shared;
+  pthread_mutex_lock(&sh->lock);
+  tail->next = sh->cold;
+  sh->cold = sorted;
+  pthread_mutex_unlock(&sh->lock);
+}
+
+void weft__stack_trim(weft__stack_pool *p) { trim_to(p, WEFT_STACK_HOT); }
+
+/* ---------------------------------------------------------------- check */
+
+bool weft__stack_check(const weft__stack *s, const void *sp) {
+  uintptr_t a = (uintptr_t)sp, lo = (uintptr_t)s->lo;
+  if (a <= lo + SIGNAL_ROOM || a > lo + s->size) return false;
+  if (s->flags & WEFT__STACK_CANARY) {
+    uint64_t c;
+    memcpy(&c, s->lo, sizeof c);
+    return c == canary_of(s);
+  }
+  return true;
+}
+
+/* ---------------------------------------------------------------- overflow reporting */
+
+/* What this thread runs now. initial-exec TLS: reading it in the signal
+ * handler is a plain load off the thread pointer (the general-dynamic model
+ * may call __tls_get_addr, which may allocate: not async-signal-safe).
+ * Relaxed: written and read by the same thread (the handler interrupts it),
+ * so no other thread's view matters. The two stores of set_running are not
+ * atomic together; a fault between them is in scheduler code, not on a task
+ * stack, so it cannot be mistaken for an overflow of the new stack. */
+static __thread _Atomic(const weft__stack *) running __attribute__((tls_model("initial-exec")));
+static __thread _Atomic(const char *) running_name __attribute__((tls_model("initial-exec")));
+
+/* The calling thread's alternate signal stack (thread_init/fini only). */
+static __thread char *altstack_map;
+static __thread stack_t altstack_prev;
+
+/* The handlers found at install; written before ours is installed, then
+ * read-only (read by the handler). */
+static struct sigaction prev_segv, prev_bus;
+static pthread_once_t install_once = PTHREAD_ONCE_INIT;
+
+void weft__stack_set_running(const weft__stack *s, const char *name) {
+  weft__store(&running_name, name, RELAXED); /* pairs with the load in on_fault (same thread) */
+  weft__store(&running, s, RELAXED);         /* pairs with the load in on_fault (same thread) */
+}
+
+static size_t put_str(char *buf, size_t at, size_t cap, const char *s) {
+  while (*s && at < cap) buf[at++] = *s++;
+  return at;
+}
+
+static size_t put_dec(char *buf, size_t at, size_t cap, uint64_t v) {
+  char tmp[24];
+  size_t n = 0;
+  do tmp[n++] = (char)('0' + v % 10);
+  while ((v /= 10) != 0);
+  while (n && at < cap) buf[at++] = tmp[--n];
+  return at;
+}
+
+static size_t put_hex(char *buf, size_t at, size_t cap, uint64_t v) {
+  char tmp[16];
+  size_t n = 0;
+  do tmp[n++] = "0123456789abcdef"[v & 15];
+  while ((v >>= 4) != 0);
+  while (n && at < cap) buf[at++] = tmp[--n];
+  return at;
+}
+
+/* In the signal handler: report the overflow of s at addr and abort. */
+__attribute__((noreturn)) static void report_overflow(const weft__stack *s, const char *name, uintptr_t addr) {
+  char buf[512];
+  size_t cap = sizeof buf, n = 0, name_max = 200;
+  n = put_str(buf, n, cap, "weft: task '");
+  if (!name) name = "?";
+  while (*name && name_max--) buf[n++] = *name++; /* a runaway name is cut, not trusted */
+  n = put_str(buf, n, cap, "' overflowed its ");
+  n = put_dec(buf, n, cap, s->size);
+  n = put_str(buf, n, cap, "-byte stack (fault at 0x");
+  n = put_hex(buf, n, cap, addr);
+  n = put_str(buf, n, cap, ")\n");
+  for (size_t off = 0; off < n;) {
+    ssize_t w = write(STDERR_FILENO, buf + off, n - off);
+    if (w > 0)
+      off += (size_t)w;
+    else if (w < 0 && errno == EINTR)
+      continue;
+    else
+      break;
+  }
+  abort();
+}
+
+/* Not an overflow: hand the signal to whoever had it before us. */
+static void chain(int sig, siginfo_t *si, void *uctx) {
+  const struct sigaction *prev = sig == SIGSEGV ? &prev_segv : &prev_bus;
+  if ((prev->sa_flags & SA_SIGINFO) && prev->sa_sigaction) {
+    prev->sa_sigaction(sig, si, uctx);
+    return;
+  }
+  if (prev->sa_handler != SIG_DFL && prev->sa_handler != SIG_IGN) {
+    prev->sa_handler(sig);
+    return;
+  }
+  /* Default action (an ignored SIGSEGV from a fault kills too): restore it
+   * and return, so the faulting instruction runs again and the kernel
+   * delivers the signal with its default action (core dump). A signal that
+   * was sent, not caused (si_code <= 0), would not come back by itself: raise
+   * it again; it stays pending until this handler returns. */
+  struct sigaction dfl;
+  memset(&dfl, 0, sizeof dfl);
+  dfl.sa_handler = SIG_DFL;
+  sigemptyset(&dfl.sa_mask);
+  sigaction(sig, &dfl, NULL);
+  if (si->si_code <= 0) raise(sig);
+}
+
+static void on_fault(int sig, siginfo_t *si, void *uctx) {
+  int saved = errno;
+  const weft__stack *s = weft__load(&running, RELAXED); /* pairs with set_running's store (same thread) */
+  if (s && (s->flags & WEFT__STACK_GUARD)) {
+    uintptr_t a = (uintptr_t)si->si_addr, lo = (uintptr_t)s->lo;
+    if (a < lo && lo - a <= page_size) report_overflow(s, weft__load(&running_name, RELAXED), a);
+  }
+  chain(sig, si, uctx);
+  errno = saved;
+}
+
+static void install(void) {
+  pthread_once(&proc_once, proc_init); /* the handler reads page_size */
+  struct sigaction sa;
+  memset(&sa, 0, sizeof sa);
+  sa.sa_sigaction = on_fault;
+  sa.sa_flags = SA_SIGINFO | SA_ONSTACK;
+  sigemptyset(&sa.sa_mask);
+  /* Read the previous handler first, then install: the handler may run the
+   * moment it is installed, and must find prev_* already written. */
+  sigaction(SIGSEGV, NULL, &prev_segv);
+  sigaction(SIGBUS, NULL, &prev_bus);
+  sigaction(SIGSEGV, &sa, NULL);
+  sigaction(SIGBUS, &sa, NULL);
+}
+
+void weft__stack_guard_install(void) { pthread_once(&install_once, install); }
+
+int weft__stack_thread_init(void) {
+  if (altstack_map) return 0;
+  pthread_once(&proc_once, proc_init);
+  size_t len = page_size + ALTSTACK_SIZE;
+  char *m = map_stack_area(len);
+  if (!m) return -ENOMEM;
+  /* A guard below the alternate stack too, so that an overflowing handler
+   * faults instead of scribbling; a few threads, so the mapping is cheap. */
+  if (madvise(m, page_size, MADV_GUARD_INSTALL) != 0) (void)mprotect(m, page_size, PROT_NONE);
+  stack_t ss;
+  memset(&ss, 0, sizeof ss);
+  ss.ss_sp = m + page_size;
+  ss.ss_size = ALTSTACK_SIZE;
+  if (sigaltstack(&ss, &altstack_prev) != 0) {
+    int e = errno;
+    munmap(m, len);
+    return -e;
+  }
+  altstack_map = m;
+  return 0;
+}
+
+void weft__stack_thread_fini(void) {
+  if (!altstack_map) return;
+  stack_t ss = altstack_prev; /* a sanitizer's, or none */
+  if (ss.ss_flags & SS_DISABLE) {
+    memset(&ss, 0, sizeof ss);
+    ss.ss_flags = SS_DISABLE;
+  }
+  ss.ss_flags &= SS_DISABLE; /* SS_ONSTACK is reported, never set */
+  sigaltstack(&ss, NULL);
+  munmap(altstack_map, page_size + ALTSTACK_SIZE);
+  altstack_map = NULL;
+}

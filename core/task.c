@@ -1,0 +1,690 @@
+/* core/task.c: tasks: spawn, join, cancel, handles, names, done callbacks,
+ * listings, sleeping, yielding, pinning, and the wait protocol of task.h.
+ *
+ * DONE LIST. A task's joiners and done callbacks hang on `done_list`,
+ * guarded by the LOCKED bit of the `done` word (a spinlock held for a few
+ * instructions, never across a wake or a callback). Ending:
+ *   1. status is written, then DONE is set with a release CAS: from 0
+ *      directly when nobody waits (the common case: one CAS), else under the
+ *      lock, detaching the list;
+ *   2. the detached nodes are processed in batches: under the lock each node
+ *      is unlinked and its {waiter, seq} copied; after unlocking the waiters
+ *      are woken and the callbacks run. Nodes live on the joiners' stacks, so
+ *      nothing touches a node after the lock that unlinked it is released.
+ * A joiner woken by a cancellation re-takes the lock: if its node is still
+ * linked it removes it; if not, the task ended at that moment and the joiner
+ * takes the result (and keeps its cancellation pending, as asyncio does when
+ * the awaited future was already done).
+ *
+ * JOIN AND CANCELLATION (asyncio's `await task`): a joiner that is
+ * cancelled forwards the cancellation to the task it awaits and goes on
+ * waiting; it returns that task's outcome. weft_shield (later) is the way to
+ * wait without forwarding.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+
+#include <weft/core.h>
+
+#include "core/alloc.h"
+#include "core/atomic.h"
+#include "core/runtime.h"
+#include "core/task.h"
+#include "core/worker.h"
+
+/* ------------------------------------------------------------ references */
+
+#define REF_GEN(r) ((uint32_t)((r) >> 32))
+#define REF_CNT(r) ((uint32_t)(r))
+
+int weft__task_ref(weft_task h, weft__task **out) {
+  weft__task *t = (weft__task *)h.rec;
+  if (!t) return -EINVAL;
+  uint64_t r = weft__load(&t->ref, RELAXED);
+  do {
+    if (REF_GEN(r) != (uint32_t)h.gen || REF_CNT(r) == 0) return -ESRCH;
+    /* acquire: pairs with the release of the store that initialised the
+     * record at spawn, so the fields set at spawn are visible here */
+  } while (!weft__cas_weak(&t->ref, &r, r + 1, ACQUIRE, RELAXED));
+  *out = t;
+  return 0;
+}
+
+void weft__task_unref(weft__task *t) {
+  uint64_t r = weft__load(&t->ref, RELAXED), n;
+  do {
+    n = REF_CNT(r) == 1 ? ((uint64_t)(REF_GEN(r) + 1) << 32) : r - 1;
+    /* acq_rel: release orders this holder's use of the record before the
+     * recycle; the last holder's acquire sees every other holder's uses */
+  } while (!weft__cas_weak(&t->ref, &r, n, ACQ_REL, RELAXED));
+  if (REF_CNT(r) == 1) weft__task_recycle(t);
+}
+
+int weft_task_release(weft_task h) {
+  weft__task *t = (weft__task *)h.rec;
+  if (!t) return -EINVAL;
+  /* Drop the handle's reference: validate the generation and decrement in
+   * one CAS, so that two releases of one handle cannot both succeed... they
+   * can (same generation, refs >= 2): releasing a handle twice is misuse,
+   * caught while the record lives by the count never going below the running
+   * reference, and afterwards by the generation. */
+  uint64_t r = weft__load(&t->ref, RELAXED), n;
+  do {
+    if (REF_GEN(r) != (uint32_t)h.gen || REF_CNT(r) == 0) return -ESRCH;
+    n = REF_CNT(r) == 1 ? ((uint64_t)(REF_GEN(r) + 1) << 32) : r - 1;
+    /* acq_rel: as in weft__task_unref */
+  } while (!weft__cas_weak(&t->ref, &r, n, ACQ_REL, RELAXED));
+  if (REF_CNT(r) == 1) weft__task_recycle(t);
+  return 0;
+}
+
+/* ------------------------------------------------------------ the wait protocol */
+
+weft__task *weft__task_self(void) {
+  weft__worker *w = weft__worker_self();
+  return w ? w->current : NULL;
+}
+
+void weft__cancel_consume(weft__task *t) {
+  /* relaxed: the flag carries no data; the count is read separately */
+  weft__store(&t->cancel_pending, 0, RELAXED);
+}
+
+int64_t weft__wait_prepare(bool cancellable) {
+  weft__task *t = weft__task_self();
+  uint64_t w = weft__load(&t->ws, RELAXED); /* RUNNING: only this task writes ws now */
+  uint32_t seq = WEFT__WS_SEQ(w) + 1;
+  cancellable = cancellable && t->shield_depth == 0;
+  /* seq_cst: the store of WAITING and the load of cancel_pending below form
+   * one side of a Dekker pair with weft_cancel's store of cancel_pending and
+   * load of ws (see task.h): at least one of the two sides sees the other. */
+  weft__store(&t->ws, WEFT__WS_MAKE(seq, 0, cancellable, WEFT__TS_WAITING), SEQ_CST);
+  if (cancellable && weft__load(&t->cancel_pending, SEQ_CST)) {
+    /* Nobody knows this seq but a canceller (the caller registers it only
+     * after prepare returns), so the only possible race is a CANCEL wake:
+     * overwrite whatever it did. */
+    weft__store(&t->ws, WEFT__WS_MAKE(seq, 0, 0, WEFT__TS_RUNNING), RELAXED);
+    weft__cancel_consume(t);
+    return -ECANCELED;
+  }
+  return seq;
+}
+
+void weft__wait_abandon(void) {
+  weft__task *t = weft__task_self();
+  uint64_t w = weft__load(&t->ws, RELAXED);
+  /* A waker may race: it can only CAS WAITING -> NOTIFIED, which this store
+   * overwrites; after it, wakes for this seq find RUNNING and do nothing.
+   * release: pairs with nothing in particular; a plain ordering point. */
+  weft__store(&t->ws, WEFT__WS_MAKE(WEFT__WS_SEQ(w), 0, 0, WEFT__TS_RUNNING), RELEASE);
+}
+
+uint32_t weft__wait_commit(uint32_t seq) {
+  weft__task *t = weft__task_self();
+  weft__worker *w = weft__worker_self();
+  t->intent = WEFT__INTENT_PARK;
+  weft__fiber_switch(&t->fiber, &w->sched);
+  /* Resumed (maybe on another worker): the scheduler copied the reason. */
+  uint32_t reason = t->wake_reason;
+  (void)seq;
+  if (reason == WEFT__WAKE_CANCEL) weft__cancel_consume(t);
+  return reason;
+}
+
+bool weft__wake(weft__task *t, uint32_t seq, uint32_t reason) {
+  /* acquire: pairs with the task's seq_cst store of WAITING in prepare, and
+   * with the scheduler's release CAS to PARKED (the task's stack is then
+   * completely switched out and may be resumed elsewhere) */
+  uint64_t w = weft__load(&t->ws, ACQUIRE);
+  for (;;) {
+    if (WEFT__WS_SEQ(w) != seq) return false;
+    uint32_t st = WEFT__WS_STATE(w);
+    if (st != WEFT__TS_WAITING && st != WEFT__TS_PARKED) return false;
+    if (reason == WEFT__WAKE_CANCEL && !WEFT__WS_CANCELLABLE(w)) return false;
+    uint32_t next = st == WEFT__TS_WAITING ? WEFT__TS_NOTIFIED : WEFT__TS_RUNNABLE;
+    /* acq_rel: release publishes what the waker wrote for the task (an I/O
+     * result, a queue item) to whoever resumes it; acquire as above */
+    if (weft__cas(&t->ws, &w, WEFT__WS_MAKE(seq, reason, 0, next), ACQ_REL, ACQUIRE)) {
+      if (next == WEFT__TS_RUNNABLE) weft__schedule(t, true);
+      return true;
+    }
+  }
+}
+
+int64_t weft__wait_prepare_deadline(bool cancellable, int64_t deadline) {
+  weft__worker *w = weft__worker_self();
+  int64_t seq = weft__wait_prepare(cancellable);
+  if (seq < 0) return seq;
+  weft__timer_entry e = {.deadline = deadline, .task = w->current, .seq = (uint32_t)seq, .kind = 0};
+  int rc = weft__timer_insert(&w->timers, e);
+  if (rc < 0) {
+    weft__wait_abandon();
+    return rc;
+  }
+  return seq;
+}
+
+/* ------------------------------------------------------------ spawning */
+
+static int check_stack_size(size_t sz) {
+  if (sz == 0) return 0;
+  if (sz < 16384 || sz > ((size_t)1 << 30)) return -EINVAL;
+  return 0;
+}
+
+static void name_store(weft__task *t, const char *name) {
+  uint64_t words[4] = {0, 0, 0, 0};
+  if (name) {
+    size_t n = strnlen(name, 31);
+    memcpy(words, name, n);
+  }
+  for (int i = 0; i < 4; i++) weft__store(&t->name[i], words[i], RELAXED); /* relaxed: names are for reports */
+}
+
+static void name_load(weft__task *t, char out[32]) {
+  uint64_t words[4];
+  for (int i = 0; i < 4; i++) words[i] = weft__load(&t->name[i], RELAXED);
+  memcpy(out, words, 32);
+  out[31] = 0;
+  if (out[0] == 0) snprintf(out, 32, "task-%llu", (unsigned long long)weft__load(&t->id, RELAXED));
+}
+
+/* Fill a fresh record (from a free list) for a new task. The record reaches
+ * other threads through the run queue (release push) or the handle. */
+static void task_init(weft__task *t, weft__runtime *rt, weft_fn fn, void *arg, const weft_spawn_opts *o,
+                      uint64_t id) {
+  t->fn = fn;
+  t->arg = arg;
+  t->rt = rt;
+  t->stack = NULL;
+  t->status = 0;
+  t->done_list = t->done_tail = NULL;
+  t->wake_reason = 0;
+  t->intent = 0;
+  t->started = 0;
+  t->detached = o && o->detached;
+  t->pin_count = 0;
+  t->pin_worker = -1;
+  t->shield_depth = 0;
+  t->stack_size = o ? o->stack_size : 0;
+  weft__store(&t->pinned, 0, RELAXED);
+  weft__store(&t->cancelling, 0, RELAXED);
+  weft__store(&t->cancel_pending, 0, RELAXED);
+  weft__store(&t->done, 0, RELAXED);
+  weft__store(&t->last_worker, -1, RELAXED);
+  weft__store(&t->id, id, RELAXED);
+  name_store(t, o ? o->name : NULL);
+  uint64_t w = weft__load(&t->ws, RELAXED); /* keep seq: stale wakes must stay stale */
+  weft__store(&t->ws, WEFT__WS_MAKE(WEFT__WS_SEQ(w), 0, 0, WEFT__TS_RUNNABLE), RELAXED);
+  uint64_t r = weft__load(&t->ref, RELAXED); /* the generation was bumped at recycle */
+  weft__store(&t->alive, 1, RELAXED);
+  /* release: pairs with the acquire CAS in weft__task_ref: a handle holder
+   * that validates this generation sees the fields above */
+  weft__store(&t->ref, ((uint64_t)REF_GEN(r) << 32) | (t->detached ? 1u : 2u), RELEASE);
+}
+
+static weft_task spawn_on(weft__runtime *rt, weft__worker *w, weft_fn fn, void *arg, const weft_spawn_opts *o,
+                          int *err) {
+  if (!fn || (o && check_stack_size(o->stack_size))) {
+    *err = EINVAL;
+    return WEFT_TASK_NULL;
+  }
+  weft__task *t = weft__task_alloc(rt, w);
+  if (!t) {
+    *err = ENOMEM;
+    return WEFT_TASK_NULL;
+  }
+  uint64_t id;
+  if (w) {
+    id = (uint64_t)w->spawned_local * rt->nworkers + (uint64_t)w->id + 1;
+    w->spawned_local++;
+    /* release: pairs with the acquire in weft__runtime_live (read after the
+     * finished counters), so a task counted as finished is counted as spawned */
+    weft__store(&w->spawned, w->spawned_local, RELEASE);
+  } else {
+    /* release: as above */
+    id = (uint64_t)weft__fetch_add(&rt->ext_spawned, 1, RELEASE) + 1;
+    id = (id << 20) | 0xfffff; /* a different id space from the workers' */
+  }
+  task_init(t, rt, fn, arg, o, id);
+  weft_task h = {(struct weft_task_rec *)t, REF_GEN(weft__load(&t->ref, RELAXED))};
+  weft__schedule(t, true);
+  return o && o->detached ? (weft_task){(struct weft_task_rec *)t, h.gen} : h;
+}
+
+weft_task weft_spawn_ex(weft_fn fn, void *arg, const weft_spawn_opts *opts) {
+  weft__worker *w = weft__worker_self();
+  if (!w) {
+    weft__debug_misuse("weft_spawn outside a task");
+    errno = EINVAL;
+    return WEFT_TASK_NULL;
+  }
+  int err = 0;
+  weft_task h = spawn_on(w->rt, w, fn, arg, opts, &err);
+  if (weft_task_is_null(h)) errno = err;
+  return h;
+}
+
+weft_task weft_spawn(weft_fn fn, void *arg) { return weft_spawn_ex(fn, arg, NULL); }
+
+int weft_spawn_detached(weft_fn fn, void *arg) {
+  weft_spawn_opts o = {.detached = true};
+  weft__worker *w = weft__worker_self();
+  if (!w) return -EINVAL;
+  int err = 0;
+  weft_task h = spawn_on(w->rt, w, fn, arg, &o, &err);
+  return weft_task_is_null(h) ? -err : 0;
+}
+
+/* Spawn from any thread (weft_runtime_submit). */
+int weft__spawn_external(weft__runtime *rt, weft_fn fn, void *arg, weft_task *out) {
+  weft_spawn_opts o = {.detached = out == NULL};
+  weft__worker *w = weft__worker_self();
+  if (w && w->rt != rt) w = NULL;
+  int err = 0;
+  weft_task h = spawn_on(rt, w, fn, arg, &o, &err);
+  if (weft_task_is_null(h)) return -err;
+  if (out) *out = h;
+  return 0;
+}
+
+/* ------------------------------------------------------------ the done list */
+
+static uint32_t done_lock(weft__task *t) {
+  uint32_t d = weft__load(&t->done, RELAXED);
+  for (int spins = 0;; spins++) {
+    if (!(d & WEFT__DL_LOCKED)) {
+      /* acquire: pairs with the release in done_unlock: the list as the last
+       * holder left it */
+      if (weft__cas_weak(&t->done, &d, d | WEFT__DL_LOCKED, ACQUIRE, RELAXED)) return d;
+      continue;
+    }
+    weft__cpu_relax();
+    if (spins > 64) {
+      sched_yield();
+      spins = 0;
+    }
+    d = weft__load(&t->done, RELAXED);
+  }
+}
+
+static void done_unlock(weft__task *t, uint32_t flags) {
+  /* release: publishes the list (and status, when DONE is among flags) */
+  weft__store(&t->done, flags & ~WEFT__DL_LOCKED, RELEASE);
+}
+
+static void done_append(weft__task *t, weft__done_node *n) {
+  n->next = NULL;
+  n->linked = true;
+  if (t->done_tail)
+    t->done_tail->next = n;
+  else
+    t->done_list = n;
+  t->done_tail = n;
+}
+
+static void done_remove(weft__task *t, weft__done_node *n) {
+  weft__done_node **pp = &t->done_list, *prev = NULL;
+  while (*pp && *pp != n) {
+    prev = *pp;
+    pp = &(*pp)->next;
+  }
+  if (!*pp) return;
+  *pp = n->next;
+  if (t->done_tail == n) t->done_tail = prev;
+  n->linked = false;
+}
+
+static weft_task handle_of(weft__task *t) {
+  return (weft_task){(struct weft_task_rec *)t, REF_GEN(weft__load(&t->ref, RELAXED))};
+}
+
+/* The task has returned: publish status, wake joiners, run callbacks. Runs
+ * on the task's own stack, before its final switch (its running reference
+ * keeps the record alive). */
+void weft__task_finish(weft__task *t, int status) {
+  t->status = status;
+  uint32_t d = 0;
+  /* release: publishes status to every reader that acquires DONE */
+  if (weft__cas(&t->done, &d, WEFT__DL_DONE, RELEASE, RELAXED)) return;
+  d = done_lock(t);
+  for (;;) {
+    /* Take a batch of nodes: unlink them and copy what is needed. */
+    enum { BATCH = 16 };
+    weft__task *waiters[BATCH];
+    uint32_t seqs[BATCH];
+    weft_done_cb cbs[BATCH];
+    void *cb_args[BATCH];
+    weft__done_node *cb_nodes[BATCH];
+    int n = 0;
+    while (t->done_list && n < BATCH) {
+      weft__done_node *node = t->done_list;
+      t->done_list = node->next;
+      node->linked = false;
+      waiters[n] = node->waiter;
+      seqs[n] = node->seq;
+      cbs[n] = node->cb;
+      cb_args[n] = node->cb_arg;
+      cb_nodes[n] = node->waiter ? NULL : node;
+      n++;
+    }
+    if (!t->done_list) t->done_tail = NULL;
+    done_unlock(t, WEFT__DL_DONE | (t->done_list ? WEFT__DL_WAITERS : 0));
+    for (int i = 0; i < n; i++) {
+      if (waiters[i]) {
+        weft__wake(waiters[i], seqs[i], WEFT__WAKE_NORMAL);
+      } else {
+        cbs[i](handle_of(t), cb_args[i]);
+        weft__free(cb_nodes[i], sizeof(weft__done_node));
+      }
+    }
+    if (n < BATCH) break;
+    d = done_lock(t);
+    if (!t->done_list) {
+      done_unlock(t, WEFT__DL_DONE);
+      break;
+    }
+  }
+  (void)d;
+}
+
+/* ------------------------------------------------------------ join, cancel */
+
+int weft_join(weft_task h) {
+  weft__task *self = weft__task_self();
+  if (!self) {
+    weft__debug_misuse("weft_join outside a task");
+    return -EINVAL;
+  }
+  weft__task *t;
+  int rc = weft__task_ref(h, &t);
+  if (rc) {
+    if (rc == -ESRCH) weft__debug_misuse("weft_join on a stale handle");
+    return rc;
+  }
+  if (t == self) {
+    weft__task_unref(t);
+    weft__debug_misuse("a task joined itself");
+    return -EDEADLK;
+  }
+  bool restore_pending = false;
+  for (;;) {
+    /* acquire: pairs with the release that set DONE: status is final */
+    if (weft__load(&t->done, ACQUIRE) & WEFT__DL_DONE) break;
+    uint32_t d = done_lock(t);
+    if (d & WEFT__DL_DONE) {
+      done_unlock(t, d);
+      break;
+    }
+    int64_t seq = weft__wait_prepare(true);
+    if (seq < 0) {
+      /* cancelled before waiting: forward it, as asyncio's Task.cancel does
+       * to the future its task awaits, and wait on */
+      done_unlock(t, d);
+      weft_cancel(h);
+      continue;
+    }
+    weft__done_node node = {.waiter = self, .seq = (uint32_t)seq};
+    done_append(t, &node);
+    done_unlock(t, d | WEFT__DL_WAITERS);
+    uint32_t why = weft__wait_commit((uint32_t)seq);
+    if (why == WEFT__WAKE_NORMAL) break;
+    /* Cancelled while waiting (the request is now delivered). */
+    d = done_lock(t);
+    bool was_linked = node.linked;
+    if (was_linked) done_remove(t, &node);
+    done_unlock(t, d | (t->done_list ? WEFT__DL_WAITERS : 0));
+    if (!was_linked) {
+      /* t ended at the same moment and its wake lost to ours: take its
+       * result and keep the cancellation for the next suspension */
+      restore_pending = true;
+      break;
+    }
+    weft_cancel(h);
+  }
+  int status = t->status;
+  weft__task_unref(t);
+  /* relaxed: the flag carries no data */
+  if (restore_pending) weft__store(&self->cancel_pending, 1, RELAXED);
+  return status;
+}
+
+int weft_cancel(weft_task h) {
+  weft__task *t;
+  int rc = weft__task_ref(h, &t);
+  if (rc) return rc;
+  int result = 0;
+  /* acquire: pairs with the release that set DONE */
+  if (!(weft__load(&t->done, ACQUIRE) & WEFT__DL_DONE)) {
+    weft__fetch_add(&t->cancelling, 1, RELAXED); /* relaxed: a count for cancelling() */
+    /* seq_cst: Dekker pair with weft__wait_prepare (see task.h) */
+    weft__store(&t->cancel_pending, 1, SEQ_CST);
+    uint64_t w = weft__load(&t->ws, SEQ_CST);
+    uint32_t st = WEFT__WS_STATE(w);
+    if ((st == WEFT__TS_WAITING || st == WEFT__TS_PARKED) && WEFT__WS_CANCELLABLE(w))
+      weft__wake(t, WEFT__WS_SEQ(w), WEFT__WAKE_CANCEL);
+    result = 1;
+  }
+  weft__task_unref(t);
+  return result;
+}
+
+int weft_cancelling(weft_task h) {
+  weft__task *t;
+  int rc = weft__task_ref(h, &t);
+  if (rc) return rc;
+  int n = weft__load(&t->cancelling, RELAXED);
+  weft__task_unref(t);
+  return n;
+}
+
+int weft_uncancel(weft_task h) {
+  weft__task *t;
+  int rc = weft__task_ref(h, &t);
+  if (rc) return rc;
+  int n = weft__load(&t->cancelling, RELAXED);
+  while (n > 0 && !weft__cas_weak(&t->cancelling, &n, n - 1, RELAXED, RELAXED)) {
+  }
+  if (n > 0) n--;
+  if (n == 0) weft__store(&t->cancel_pending, 0, RELAXED); /* asyncio 3.13: uncancel to 0 drops the request */
+  weft__task_unref(t);
+  return n;
+}
+
+weft_task weft_current(void) {
+  weft__task *t = weft__task_self();
+  return t ? handle_of(t) : WEFT_TASK_NULL;
+}
+
+bool weft_task_done(weft_task h) {
+  weft__task *t;
+  if (weft__task_ref(h, &t)) return false;
+  bool d = weft__load(&t->done, ACQUIRE) & WEFT__DL_DONE;
+  weft__task_unref(t);
+  return d;
+}
+
+int weft_task_status(weft_task h) {
+  weft__task *t;
+  int rc = weft__task_ref(h, &t);
+  if (rc) return rc;
+  /* acquire: pairs with the release that set DONE: status is final */
+  int s = (weft__load(&t->done, ACQUIRE) & WEFT__DL_DONE) ? t->status : -EBUSY;
+  weft__task_unref(t);
+  return s;
+}
+
+bool weft_task_cancelled(weft_task h) { return weft_task_status(h) == -ECANCELED; }
+
+int weft_task_set_name(weft_task h, const char *name) {
+  weft__task *t;
+  int rc = weft__task_ref(h, &t);
+  if (rc) return rc;
+  name_store(t, name);
+  weft__task_unref(t);
+  return 0;
+}
+
+int weft_task_get_name(weft_task h, char *buf, size_t len) {
+  weft__task *t;
+  int rc = weft__task_ref(h, &t);
+  if (rc) return rc;
+  char name[32];
+  name_load(t, name);
+  weft__task_unref(t);
+  if (buf && len) snprintf(buf, len, "%s", name);
+  return (int)strlen(name);
+}
+
+void weft__task_name(weft__task *t, char out[32]) { name_load(t, out); }
+
+int weft_task_add_done_callback(weft_task h, weft_done_cb cb, void *arg) {
+  if (!cb) return -EINVAL;
+  weft__task *t;
+  int rc = weft__task_ref(h, &t);
+  if (rc) return rc;
+  weft__done_node *n = weft__zalloc(sizeof *n);
+  if (!n) {
+    weft__task_unref(t);
+    return -ENOMEM;
+  }
+  n->cb = cb;
+  n->cb_arg = arg;
+  uint32_t d = done_lock(t);
+  if (d & WEFT__DL_DONE) {
+    done_unlock(t, d);
+    weft__free(n, sizeof *n);
+    cb(h, arg);
+  } else {
+    done_append(t, n);
+    done_unlock(t, d | WEFT__DL_WAITERS);
+  }
+  weft__task_unref(t);
+  return 0;
+}
+
+/* ------------------------------------------------------------ listing */
+
+static int list_tasks(weft__runtime *rt, weft_task_info *out, size_t n) {
+  int count = 0;
+  /* acquire: pairs with the release push in the arena: each record's link */
+  for (weft__task *t = weft__load(&rt->all_tasks, ACQUIRE); t; t = t->arena_next) {
+    if (!weft__load(&t->alive, RELAXED)) continue;
+    weft_task h = handle_of(t);
+    weft__task *held;
+    if (weft__task_ref(h, &held)) continue; /* recycled meanwhile */
+    if ((size_t)count < n) {
+      weft_task_info *i = &out[count];
+      i->task = h;
+      name_load(t, i->name);
+      uint32_t d = weft__load(&t->done, ACQUIRE);
+      uint32_t st = WEFT__WS_STATE(weft__load(&t->ws, RELAXED));
+      i->state = (d & WEFT__DL_DONE)                                   ? WEFT_TASK_DONE
+                 : (st == WEFT__TS_RUNNING || st == WEFT__TS_WAITING) ? WEFT_TASK_RUNNING
+                 : st == WEFT__TS_PARKED                               ? WEFT_TASK_SUSPENDED
+                                                                       : WEFT_TASK_RUNNABLE;
+      i->worker = weft__load(&t->last_worker, RELAXED);
+      i->cancelling = weft__load(&t->cancelling, RELAXED);
+    }
+    count++;
+    weft__task_unref(held);
+  }
+  return count;
+}
+
+int weft_tasks(weft_task_info *out, size_t n) {
+  weft__worker *w = weft__worker_self();
+  if (!w) return -EINVAL;
+  return list_tasks(w->rt, out, n);
+}
+
+int weft_runtime_tasks(weft_runtime *rt, weft_task_info *out, size_t n) {
+  if (!rt) return -EINVAL;
+  return list_tasks(rt, out, n);
+}
+
+/* ------------------------------------------------------------ time */
+
+int64_t weft_now_ns(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+int weft_yield(void) {
+  weft__task *t = weft__task_self();
+  if (!t) {
+    weft__debug_misuse("weft_yield outside a task");
+    return -EINVAL;
+  }
+  /* relaxed: delivery of a request needs no ordering with its data (none) */
+  if (t->shield_depth == 0 && weft__load(&t->cancel_pending, RELAXED)) {
+    weft__cancel_consume(t);
+    return -ECANCELED;
+  }
+  weft__worker *w = weft__worker_self();
+  t->intent = WEFT__INTENT_YIELD;
+  weft__fiber_switch(&t->fiber, &w->sched);
+  if (t->shield_depth == 0 && weft__load(&t->cancel_pending, RELAXED)) {
+    weft__cancel_consume(t);
+    return -ECANCELED;
+  }
+  return 0;
+}
+
+int weft_sleep_until(int64_t deadline) {
+  weft__task *t = weft__task_self();
+  if (!t) {
+    weft__debug_misuse("weft_sleep outside a task");
+    return -EINVAL;
+  }
+  if (deadline <= weft_now_ns()) return weft_yield();
+  int64_t seq = weft__wait_prepare_deadline(true, deadline);
+  if (seq < 0) return (int)seq;
+  uint32_t why = weft__wait_commit((uint32_t)seq);
+  return why == WEFT__WAKE_CANCEL ? -ECANCELED : 0;
+}
+
+int weft_sleep_ns(int64_t ns) {
+  if (ns < 0) return -EINVAL;
+  if (!weft__task_self()) {
+    weft__debug_misuse("weft_sleep outside a task");
+    return -EINVAL;
+  }
+  if (ns == 0) return weft_yield();
+  int64_t now = weft_now_ns();
+  if (ns > INT64_MAX - now) return -EINVAL;
+  return weft_sleep_until(now + ns);
+}
+
+/* ------------------------------------------------------------ pinning */
+
+int weft_pin(void) {
+  weft__task *t = weft__task_self();
+  if (!t) return -EINVAL;
+  if (t->pin_count++ == 0) {
+    t->pin_worker = weft__worker_self()->id;
+    /* release: pairs with the acquire in weft__schedule: a waker that sees
+     * pinned sees pin_worker */
+    weft__store(&t->pinned, 1, RELEASE);
+  }
+  return 0;
+}
+
+int weft_unpin(void) {
+  weft__task *t = weft__task_self();
+  if (!t || t->pin_count == 0) return -EINVAL;
+  if (--t->pin_count == 0) weft__store(&t->pinned, 0, RELEASE); /* release: as in weft_pin */
+  return 0;
+}
+
+int weft_worker_id(void) {
+  weft__worker *w = weft__worker_self();
+  return w ? w->id : -1;
+}
+
+int weft_worker_count(void) {
+  weft__worker *w = weft__worker_self();
+  return w ? (int)w->rt->nworkers : 0;
+}

@@ -1,0 +1,185 @@
+/* core/task.h: the task record and the wait protocol every suspension uses.
+ *
+ * THE WAIT-STATE WORD. Each task has one 64-bit atomic word `ws`:
+ *
+ *   bits 63..32  seq     the wait sequence number: incremented by the task
+ *                        itself each time it prepares a wait; never reset,
+ *                        not even when the record is recycled
+ *   bits 15..8   reason  why the wait ended (WEFT__WAKE_*), set by the waker
+ *   bit  4       cancellable  whether WEFT__WAKE_CANCEL may end this wait
+ *   bits 3..0    state   WEFT__TS_*
+ *
+ * States and who moves them:
+ *   RUNNING  --task: prepare-->        WAITING   (registered in some wait
+ *                                                 list or timer, not yet
+ *                                                 switched out)
+ *   WAITING  --scheduler, after the
+ *              task switched out-->    PARKED    ("publish after switch")
+ *   WAITING  --waker-->                NOTIFIED  (the scheduler sees it after
+ *                                                 the switch and resumes the
+ *                                                 task at once)
+ *   PARKED   --waker-->                RUNNABLE  (and the waker enqueues it)
+ *   RUNNABLE/NOTIFIED --scheduler-->   RUNNING   (reason copied to the task)
+ *
+ * A waker names the seq it was given when the waiter registered; wakes for
+ * any other seq, or for a task that is not WAITING/PARKED, do nothing and
+ * return false. Hence: a wake that races with a suspend either finds the
+ * task PARKED and enqueues it, or turns WAITING into NOTIFIED so that the
+ * suspend returns at once (no lost wakeup); a stale wake (an old timer, a
+ * wait list that lost a race with a cancellation) never ends a later wait;
+ * exactly one waker wins each wait (the CAS), so the winner knows it owns
+ * the wakeup and a loser can pass what it carried to someone else.
+ *
+ * CANCELLATION (asyncio's): weft_cancel() counts the request (`cancelling`),
+ * sets `cancel_pending`, then wakes the task with WEFT__WAKE_CANCEL if it is
+ * in a cancellable wait. prepare() stores WAITING and then reads
+ * cancel_pending; cancel stores cancel_pending and then reads ws; both with
+ * seq_cst, so at least one of them sees the other (Dekker): either prepare
+ * aborts the wait, or cancel wakes it. A request is delivered (pending
+ * cleared) when a wait returns -ECANCELED; requests made before delivery
+ * coalesce, as in asyncio.
+ *
+ * RECORDS are type-stable: allocated in slabs that live as long as the
+ * runtime, recycled through free lists, never unmapped, so a stale pointer
+ * (in a timer entry, a stale handle) always points at a task record. The
+ * handle's generation and the reference count share the `ref` word:
+ * bits 63..32 generation, bits 31..0 references (one for the handle unless
+ * detached, one for the running task, temporary ones for joiners and
+ * cancellers). The last reference to go bumps the generation and recycles
+ * the record, so a stale handle gets -ESRCH.
+ */
+#ifndef WEFT_CORE_TASK_H
+#define WEFT_CORE_TASK_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include <weft/core.h>
+
+#include "core/atomic.h"
+#include "core/fiber.h"
+#include "core/link.h"
+#include "core/stack.h"
+
+enum {
+  WEFT__TS_RUNNING = 0,
+  WEFT__TS_WAITING = 1,
+  WEFT__TS_PARKED = 2,
+  WEFT__TS_NOTIFIED = 3,
+  WEFT__TS_RUNNABLE = 4,
+};
+
+enum {
+  WEFT__WAKE_NONE = 0,
+  WEFT__WAKE_NORMAL = 1,  /* what was waited for happened */
+  WEFT__WAKE_CANCEL = 2,  /* a cancellation request */
+  WEFT__WAKE_TIMER = 3,   /* the wait's deadline passed */
+};
+
+#define WEFT__WS_STATE(w) ((uint32_t)((w)&0xfu))
+#define WEFT__WS_CANCELLABLE(w) (((w) >> 4) & 1u)
+#define WEFT__WS_REASON(w) ((uint32_t)(((w) >> 8) & 0xffu))
+#define WEFT__WS_SEQ(w) ((uint32_t)((w) >> 32))
+#define WEFT__WS_MAKE(seq, reason, cancellable, state)                                     \
+  (((uint64_t)(uint32_t)(seq) << 32) | ((uint64_t)(reason) << 8) | ((uint64_t)(cancellable) << 4) | \
+   (uint64_t)(state))
+
+/* What the task asks of the scheduler when it switches out (plain field:
+ * written by the task, read by the scheduler on the same thread). */
+enum {
+  WEFT__INTENT_PARK = 1,  /* it prepared a wait: CAS WAITING -> PARKED */
+  WEFT__INTENT_YIELD = 2, /* put it behind the other runnable tasks */
+  WEFT__INTENT_EXIT = 3,  /* it ended: recycle its stack, drop its reference */
+};
+
+/* A node of a task's done list: a joining task (on its stack) or a done
+ * callback (allocated). Linked under the task's done lock. */
+typedef struct weft__done_node {
+  struct weft__done_node *next;
+  struct weft_task_rec *waiter; /* a joining task, or NULL for a callback */
+  uint32_t seq;                 /* the joiner's wait seq */
+  bool linked;                  /* under the done lock: still in the list */
+  weft_done_cb cb;              /* a callback */
+  void *cb_arg;
+} weft__done_node;
+
+/* The done word: a tiny lock and two flags (see core/task.c, "done list").
+ *   bit 0  LOCKED   the done list is being changed
+ *   bit 1  DONE     the task has ended; status is final
+ *   bit 2  WAITERS  the done list is not empty
+ * A task ending with no waiters needs one CAS (0 -> DONE). */
+enum { WEFT__DL_LOCKED = 1u, WEFT__DL_DONE = 2u, WEFT__DL_WAITERS = 4u };
+
+struct weft_runtime;
+
+typedef struct weft_task_rec {
+  weft__link link;              /* run-queue / inbox / free-list link: owner of that queue */
+  weft__fiber fiber;            /* owner: the thread running or resuming it */
+  weft__stack *stack;           /* NULL until first run; the running thread */
+  weft_fn fn;                   /* set at spawn, read at first run */
+  void *arg;
+  struct weft_runtime *rt;     /* set at spawn */
+  _Atomic uint64_t ws;          /* the wait-state word (above) */
+  _Atomic uint64_t ref;         /* generation << 32 | references */
+  _Atomic uint32_t done;        /* WEFT__DL_* */
+  weft__done_node *done_list;   /* under the done lock: joiners and callbacks, FIFO */
+  weft__done_node *done_tail;
+  int status;                   /* the result: written before DONE is set (release) */
+  _Atomic int cancelling;       /* cancel requests not withdrawn */
+  _Atomic int cancel_pending;   /* a request not yet delivered */
+  uint32_t wake_reason;         /* the running thread: why the last wait ended */
+  uint8_t intent;               /* task -> scheduler, same thread */
+  uint8_t started;              /* the running thread */
+  uint8_t detached;             /* set at spawn */
+  _Atomic int8_t last_worker;   /* relaxed: for listings and the migrate test mode */
+  int pin_count;                /* the task itself */
+  int pin_worker;               /* the task itself; read by wakers only while pinned */
+  _Atomic int pinned;           /* release by the task when pinning; acquire by wakers */
+  int shield_depth;             /* the task itself: >0 = waits are not cancellable */
+  size_t stack_size;            /* requested at spawn (0 = default) */
+  _Atomic uint64_t name[4];     /* 31 bytes + NUL, word by word (relaxed: listings read it racily) */
+  _Atomic uint64_t id;          /* set at spawn (before ref, release): unique per incarnation */
+  _Atomic uint8_t alive;        /* 1 between spawn and recycle: listings */
+  struct weft_task_rec *arena_next; /* the arena's list of every record (immutable once linked) */
+} weft__task;
+
+/* ---- wait protocol (see above); the calling task is the current one ---- */
+
+/* Begin a wait: returns its seq, or -ECANCELED when a cancel request is
+ * pending and the wait is cancellable (the request is then delivered).
+ * The caller registers {self, seq} where wakers will find it, then commits. */
+int64_t weft__wait_prepare(bool cancellable);
+
+/* Abandon a prepared wait without switching (the condition became true
+ * while registering). The caller unregisters first. */
+void weft__wait_abandon(void);
+
+/* Switch out until woken for this seq. Returns the wake reason
+ * (WEFT__WAKE_*). On WEFT__WAKE_CANCEL the request is delivered. */
+uint32_t weft__wait_commit(uint32_t seq);
+
+/* Wake t's wait number seq. Any thread. Returns true when this call ended
+ * the wait (it won), false when the wait had already ended or is stale, or
+ * reason is CANCEL and the wait is not cancellable. */
+bool weft__wake(weft__task *t, uint32_t seq, uint32_t reason);
+
+/* The calling task, or NULL outside a task. */
+weft__task *weft__task_self(void);
+
+/* Sleep the calling task until deadline (CLOCK_MONOTONIC ns) in a wait that
+ * a wake with reason NORMAL/CANCEL may end earlier. Used by sleep and by
+ * timed waits. Returns the wake reason. cancellable: as prepare. */
+int64_t weft__wait_prepare_deadline(bool cancellable, int64_t deadline);
+
+/* Deliver the pending cancel request: clear pending. */
+void weft__cancel_consume(weft__task *t);
+
+/* Take/drop a temporary reference through a handle: -ESRCH when stale. */
+int weft__task_ref(weft_task h, weft__task **out);
+void weft__task_unref(weft__task *t);
+
+/* The scheduler's side (core/worker.c). */
+void weft__task_entry(void *arg);
+void weft__task_recycle(weft__task *t);
+
+#endif

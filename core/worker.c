@@ -1,0 +1,482 @@
+/* core/worker.c: a worker's scheduler loop, task placement and the task
+ * record free lists (see worker.h for the order of looking for work).
+ *
+ * PUBLISH AFTER SWITCH. A task that waits switches to its worker's
+ * scheduler context with intent PARK; only then, on the scheduler's stack,
+ * does the worker CAS the task's state WAITING -> PARKED (release). A waker
+ * that wins the task moves PARKED -> RUNNABLE and enqueues it; so a task
+ * becomes runnable elsewhere only once its stack is completely switched out
+ * and one thread at a time runs on each stack. If a waker came first
+ * (NOTIFIED), the CAS fails and the worker resumes the task at once.
+ *
+ * Where a woken or spawned task goes (weft__schedule):
+ *  - pinned task: its own worker (LIFO slot or the owner-only pinned list
+ *    when woken there; that worker's inbox from elsewhere); never a deque,
+ *    so it is never stolen;
+ *  - migrate test mode: another worker's inbox, chosen at random;
+ *  - from a task of the same runtime: the LIFO slot; its previous occupant
+ *    goes to the back of the deque (stealable: notify an idle worker);
+ *  - from the scheduler (timers, completions): the back of the deque;
+ *  - from any other thread: the inject queue, then notify.
+ * A yield goes to the back of the deque: behind the other runnable tasks.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "core/alloc.h"
+#include "core/idle.h"
+#include "core/inject.h"
+#include "core/runtime.h"
+#include "core/task.h"
+#include "core/worker.h"
+
+void weft__task_finish(weft__task *t, int status);
+void weft__task_name(weft__task *t, char out[32]);
+
+static __thread weft__worker *tls_worker;
+
+__attribute__((noinline)) weft__worker *weft__worker_self(void) {
+  /* The empty asm keeps the compiler from assuming anything about the
+   * thread pointer across calls: the task may have moved thread. */
+  __asm__ __volatile__("" ::: "memory");
+  return tls_worker;
+}
+
+static inline weft__task *task_of(weft__link *l) { return (weft__task *)((char *)l - offsetof(weft__task, link)); }
+
+static uint64_t rng_next(weft__worker *w) {
+  uint64_t x = w->rng;
+  x ^= x << 13;
+  x ^= x >> 7;
+  x ^= x << 17;
+  return w->rng = x;
+}
+
+/* ------------------------------------------------------------ task records */
+
+#define SLAB_TASKS 64
+
+struct weft__task_slab {
+  struct weft__task_slab *next;
+  weft__task tasks[SLAB_TASKS];
+};
+
+weft__task *weft__task_alloc(weft__runtime *rt, weft__worker *w) {
+  if (w && w->free_tasks) {
+    weft__task *t = w->free_tasks;
+    w->free_tasks = (weft__task *)t->link.next;
+    w->n_free--;
+    return t;
+  }
+  pthread_mutex_lock(&rt->arena_lock);
+  if (!rt->free_tasks) {
+    struct weft__task_slab *s = weft__alloc_aligned(WEFT_CACHELINE, sizeof *s);
+    if (!s) {
+      pthread_mutex_unlock(&rt->arena_lock);
+      return NULL;
+    }
+    memset(s, 0, sizeof *s);
+    s->next = rt->slabs;
+    rt->slabs = s;
+    for (int i = SLAB_TASKS - 1; i >= 0; i--) {
+      weft__task *t = &s->tasks[i];
+      t->link.next = (weft__link *)rt->free_tasks;
+      rt->free_tasks = t;
+      rt->n_free++;
+      t->arena_next = weft__load(&rt->all_tasks, RELAXED);
+      /* release: pairs with the acquire in list_tasks: the record's
+       * arena_next and zeroed fields are visible to listers */
+      weft__store(&rt->all_tasks, t, RELEASE);
+    }
+  }
+  weft__task *t = rt->free_tasks;
+  rt->free_tasks = (weft__task *)t->link.next;
+  rt->n_free--;
+  /* refill the worker's list a little, so the next spawns take no lock */
+  for (int i = 0; w && i < SLAB_TASKS / 2 && rt->free_tasks; i++) {
+    weft__task *x = rt->free_tasks;
+    rt->free_tasks = (weft__task *)x->link.next;
+    rt->n_free--;
+    x->link.next = (weft__link *)w->free_tasks;
+    w->free_tasks = x;
+    w->n_free++;
+  }
+  pthread_mutex_unlock(&rt->arena_lock);
+  return t;
+}
+
+void weft__task_recycle(weft__task *t) {
+  weft__runtime *rt = t->rt;
+  weft__store(&t->alive, 0, RELAXED); /* relaxed: listings re-validate with a reference */
+  weft__worker *w = weft__worker_self();
+  if (w && w->rt == rt) {
+    t->link.next = (weft__link *)w->free_tasks;
+    w->free_tasks = t;
+    if (++w->n_free <= WEFT__FREE_TASKS_MAX) return;
+    /* give half back so that records flow to the workers that spawn */
+    pthread_mutex_lock(&rt->arena_lock);
+    while (w->n_free > WEFT__FREE_TASKS_MAX / 2) {
+      weft__task *x = w->free_tasks;
+      w->free_tasks = (weft__task *)x->link.next;
+      w->n_free--;
+      x->link.next = (weft__link *)rt->free_tasks;
+      rt->free_tasks = x;
+      rt->n_free++;
+    }
+    pthread_mutex_unlock(&rt->arena_lock);
+    return;
+  }
+  pthread_mutex_lock(&rt->arena_lock);
+  t->link.next = (weft__link *)rt->free_tasks;
+  rt->free_tasks = t;
+  rt->n_free++;
+  pthread_mutex_unlock(&rt->arena_lock);
+}
+
+/* ------------------------------------------------------------ placement */
+
+static bool is_pinned(weft__task *t) {
+  /* acquire: pairs with the release in weft_pin: pin_worker is visible */
+  return weft__load(&t->pinned, ACQUIRE) != 0;
+}
+
+/* OWNER: the deque is full: move its older half and t to the inject queue. */
+static void overflow(weft__worker *w, weft__task *t) {
+  void *batch[WEFT_DEQUE_CAP / 2 + 1];
+  uint32_t n = weft__deque_take_half(&w->deque, batch, WEFT_DEQUE_CAP / 2);
+  batch[n++] = t;
+  for (uint32_t i = 0; i + 1 < n; i++) ((weft__task *)batch[i])->link.next = &((weft__task *)batch[i + 1])->link;
+  weft__inject_push_batch(&w->rt->inject, &((weft__task *)batch[0])->link, &((weft__task *)batch[n - 1])->link, n);
+}
+
+/* OWNER: t goes to the back of this worker's queue (pinned: the pinned list). */
+static void push_back(weft__worker *w, weft__task *t) {
+  if (is_pinned(t)) {
+    t->link.next = NULL;
+    weft__inbox_push(&w->inbox, &t->link);
+    return;
+  }
+  if (!weft__deque_push(&w->deque, t)) overflow(w, t);
+  weft__idle_notify(w->rt);
+}
+
+/* Any thread: hand t to worker x in particular. */
+static void send_to(weft__worker *x, weft__task *t) {
+  weft__inbox_push(&x->inbox, &t->link);
+  /* The inbox push is a release CAS; the owner, before parking, stores
+   * sleeping and re-checks its inbox (seq_cst). The fence makes this side's
+   * push-then-load a StoreLoad pair too, so one of the two sees the other. */
+  weft__fence(SEQ_CST);
+  if (weft__load(&x->sleeping, RELAXED)) weft__reactor_unpark(&x->reactor);
+}
+
+void weft__schedule(weft__task *t, bool lifo) {
+  weft__runtime *rt = t->rt;
+  weft__worker *w = weft__worker_self();
+  if (w && w->rt != rt) w = NULL;
+  if (is_pinned(t)) {
+    weft__worker *pw = rt->workers[t->pin_worker];
+    if (pw != w) {
+      send_to(pw, t);
+      return;
+    }
+  } else if (rt->migrate) {
+    int last = weft__load(&t->last_worker, RELAXED);
+    unsigned n = rt->nworkers, pick;
+    uint64_t r = w ? rng_next(w) : (uint64_t)weft_now_ns() * 0x9e3779b97f4a7c15ull;
+    pick = (unsigned)(r >> 33) % n;
+    if (n > 1 && (int)pick == last) pick = (pick + 1) % n;
+    send_to(rt->workers[pick], t);
+    return;
+  } else if (!w) {
+    t->link.next = NULL;
+    if (!weft__inject_push(&rt->inject, &t->link)) {
+      /* closed: only after every task ended; cannot happen for a live task */
+      abort();
+    }
+    weft__idle_notify(rt);
+    return;
+  }
+  if (lifo && w->current) {
+    weft__task *prev = w->lifo;
+    w->lifo = t;
+    if (!prev) return;
+    t = prev;
+  }
+  push_back(w, t);
+}
+
+/* ------------------------------------------------------------ timers */
+
+void weft__worker_run_timers(weft__worker *w) {
+  if (w->timers.len == 0) return;
+  int64_t now = weft_now_ns();
+  weft__timer_entry due[64];
+  size_t n;
+  while (weft__timer_next(&w->timers) <= now && (n = weft__timer_pop_expired(&w->timers, now, due, 64)) > 0)
+    for (size_t i = 0; i < n; i++) weft__wake(due[i].task, due[i].seq, WEFT__WAKE_TIMER);
+}
+
+/* ------------------------------------------------------------ running a task */
+
+static void report_overflow(weft__task *t) {
+  char name[32];
+  weft__task_name(t, name);
+  fprintf(stderr, "weft: task '%s' overflowed its %zu-byte stack (detected at a switch)\n", name,
+          t->stack ? t->stack->size : (size_t)0);
+  abort();
+}
+
+static void run_task(weft__worker *w, weft__task *t) {
+  for (;;) {
+    /* acquire: pairs with the waker's release CAS (and the spawner's
+     * release push): what they wrote for the task is visible to it */
+    uint64_t ws = weft__load(&t->ws, ACQUIRE);
+    t->wake_reason = WEFT__WS_REASON(ws);
+    weft__store(&t->ws, WEFT__WS_MAKE(WEFT__WS_SEQ(ws), 0, 0, WEFT__TS_RUNNING), RELAXED);
+    if (weft__unlikely(!t->started)) {
+      weft__stack *s = weft__stack_get(&w->stacks, t->stack_size);
+      if (!s) {
+        /* no memory for a stack: the task ends with -ENOMEM, unrun */
+        w->current = t;
+        weft__task_finish(t, -ENOMEM);
+        w->current = NULL;
+        goto ended;
+      }
+      t->stack = s;
+      weft__fiber_make(&t->fiber, s->lo, s->size, weft__task_entry, t);
+      t->started = 1;
+    }
+    weft__store(&t->last_worker, (int8_t)w->id, RELAXED); /* relaxed: for reports */
+    w->current = t;
+    if (weft__unlikely(w->rt->debug)) {
+      weft__store(&w->running, t, RELAXED);
+      weft__store(&w->switches, weft__load(&w->switches, RELAXED) + 1, RELAXED);
+    }
+    weft__stack_set_running(t->stack, (const char *)t->name);
+    weft__fiber_switch(&w->sched, &t->fiber);
+    weft__stack_set_running(NULL, NULL);
+    w->current = NULL;
+    if (weft__unlikely(w->rt->debug)) weft__store(&w->running, NULL, RELAXED);
+
+    switch (t->intent) {
+      case WEFT__INTENT_PARK: {
+        if (weft__unlikely(!weft__stack_check(t->stack, t->fiber.sp))) report_overflow(t);
+        uint64_t cur = weft__load(&t->ws, RELAXED);
+        if (WEFT__WS_STATE(cur) == WEFT__TS_WAITING) {
+          uint64_t parked = (cur & ~(uint64_t)0xf) | WEFT__TS_PARKED;
+          /* release: the task's stack is switched out; pairs with the
+           * waker's acquire, which may then resume it on another thread */
+          if (weft__cas(&t->ws, &cur, parked, RELEASE, RELAXED)) return;
+        }
+        /* NOTIFIED: a waker came first; resume it now */
+        if (t->rt->migrate) {
+          weft__schedule(t, false);
+          return;
+        }
+        continue;
+      }
+      case WEFT__INTENT_YIELD: {
+        if (weft__unlikely(!weft__stack_check(t->stack, t->fiber.sp))) report_overflow(t);
+        uint64_t cur = weft__load(&t->ws, RELAXED);
+        weft__store(&t->ws, (cur & ~(uint64_t)0xf) | WEFT__TS_RUNNABLE, RELAXED); /* only we own it now */
+        if (t->rt->migrate || is_pinned(t))
+          weft__schedule(t, false);
+        else
+          push_back(w, t);
+        return;
+      }
+      case WEFT__INTENT_EXIT:
+        weft__fiber_destroy(&t->fiber);
+        weft__stack_put(&w->stacks, t->stack);
+        t->stack = NULL;
+        goto ended;
+      default:
+        abort();
+    }
+  }
+ended:
+  w->finished_local++;
+  /* release: pairs with the acquire in weft__runtime_live */
+  weft__store(&w->finished, w->finished_local, RELEASE);
+  weft__task_unref(t); /* the running reference */
+}
+
+void weft__task_entry(void *arg) {
+  weft__task *t = arg;
+  int status;
+  /* A task cancelled before it started never runs its body (asyncio). */
+  if (weft__load(&t->cancel_pending, RELAXED)) {
+    weft__cancel_consume(t);
+    status = -ECANCELED;
+  } else {
+    status = t->fn(t->arg);
+  }
+  weft__task_finish(t, status);
+  t->intent = WEFT__INTENT_EXIT;
+  weft__fiber_switch_final(&t->fiber, &weft__worker_self()->sched);
+}
+
+/* ------------------------------------------------------------ finding work */
+
+/* OWNER: move the inbox into the local queues: pinned tasks to the pinned
+ * list, others to the deque. Returns one task to run, or NULL. */
+static weft__task *drain_inbox(weft__worker *w) {
+  weft__link *l = weft__inbox_take_all(&w->inbox);
+  weft__task *first = NULL;
+  while (l) {
+    weft__link *next = l->next;
+    weft__task *t = task_of(l);
+    if (!first) {
+      first = t;
+    } else if (is_pinned(t)) {
+      t->link.next = NULL;
+      if (w->pinned_tail)
+        w->pinned_tail->link.next = &t->link;
+      else
+        w->pinned_head = t;
+      w->pinned_tail = t;
+    } else if (!weft__deque_push(&w->deque, t)) {
+      overflow(w, t);
+    }
+    l = next;
+  }
+  return first;
+}
+
+static weft__task *take_pinned(weft__worker *w) {
+  weft__task *t = w->pinned_head;
+  if (t) {
+    w->pinned_head = t->link.next ? task_of(t->link.next) : NULL;
+    if (!w->pinned_head) w->pinned_tail = NULL;
+  }
+  return t;
+}
+
+static weft__task *take_inject(weft__worker *w) {
+  weft__runtime *rt = w->rt;
+  if (weft__inject_is_empty(&rt->inject)) return NULL;
+  /* take a fair share: one to run, some more into the deque */
+  weft__link *batch[32];
+  size_t want = weft__load(&rt->inject.len, RELAXED) / rt->nworkers + 1;
+  if (want > 32) want = 32;
+  uint32_t room = WEFT_DEQUE_CAP - weft__deque_len(&w->deque);
+  if (want > room + 1) want = room + 1;
+  size_t n = weft__inject_pop_batch(&rt->inject, batch, want);
+  if (n == 0) return NULL;
+  for (size_t i = 1; i < n; i++)
+    if (!weft__deque_push(&w->deque, task_of(batch[i]))) overflow(w, task_of(batch[i]));
+  if (n > 1) weft__idle_notify(rt);
+  return task_of(batch[0]);
+}
+
+static weft__task *take_local(weft__worker *w) {
+  weft__task *t;
+  if (w->lifo) {
+    t = w->lifo;
+    w->lifo = NULL;
+    if (w->lifo_streak < WEFT__LIFO_MAX) {
+      w->lifo_streak++;
+      return t;
+    }
+    push_back(w, t); /* it ran enough in a row: behind the others */
+  }
+  w->lifo_streak = 0;
+  if ((t = take_pinned(w))) return t;
+  if (!weft__inbox_is_empty(&w->inbox) && (t = drain_inbox(w))) return t;
+  return weft__deque_take(&w->deque);
+}
+
+static weft__task *steal(weft__worker *w) {
+  weft__runtime *rt = w->rt;
+  unsigned n = rt->nworkers;
+  if (n < 2) return NULL;
+  unsigned start = (unsigned)(rng_next(w) >> 33) % n;
+  for (unsigned i = 0; i < n; i++) {
+    weft__worker *v = rt->workers[(start + i) % n];
+    if (v == w) continue;
+    weft__task *t = weft__deque_steal_half(&v->deque, &w->deque);
+    if (t) return t;
+  }
+  return take_inject(w);
+}
+
+/* Is any stealable work visible? (rule 4 of core/idle.h) */
+static bool work_visible(weft__runtime *rt) {
+  if (!weft__inject_is_empty(&rt->inject)) return true;
+  for (unsigned i = 0; i < rt->nworkers; i++)
+    if (weft__deque_len(&rt->workers[i]->deque)) return true;
+  return false;
+}
+
+static void maintenance(weft__worker *w) {
+  weft__worker_run_timers(w);
+  weft__reactor_poll(&w->reactor);
+}
+
+static weft__task *find_work(weft__worker *w) {
+  w->tick++;
+  weft__task *t;
+  if (w->tick % WEFT__GLOBAL_INTERVAL == 0) {
+    maintenance(w);
+    if ((t = take_inject(w))) return t;
+  }
+  if ((t = take_local(w))) return t;
+  if ((t = take_inject(w))) return t;
+  maintenance(w);
+  if ((t = take_local(w))) return t;
+  return NULL;
+}
+
+static void park(weft__worker *w) {
+  weft__runtime *rt = w->rt;
+  bool last = weft__idle_park(&rt->idle, w);
+  if (last && work_visible(rt)) weft__idle_notify(rt);
+  /* seq_cst: StoreLoad pair with send_to (see there) */
+  weft__store(&w->sleeping, 1, SEQ_CST);
+  if (weft__inbox_is_empty(&w->inbox) && !weft__load(&rt->stop, ACQUIRE)) {
+    weft__stack_trim(&w->stacks);
+    weft__reactor_park(&w->reactor, weft__timer_next(&w->timers));
+  }
+  weft__store(&w->sleeping, 0, RELAXED);
+  /* seq_cst: see io/reactor.h: the clear comes before looking for work */
+  weft__store(&w->reactor.unpark_armed, 0, SEQ_CST);
+  weft__idle_unparked(&rt->idle, w);
+  weft__worker_run_timers(w);
+}
+
+void *weft__worker_main(void *arg) {
+  weft__worker *w = arg;
+  weft__runtime *rt = w->rt;
+  tls_worker = w;
+  weft__fiber_init_thread(&w->sched);
+  weft__stack_thread_init();
+  w->start_error = weft__reactor_init(&w->reactor, rt->backend, rt->cfg.ring_entries);
+  weft__runtime_started(rt, w);
+  if (w->start_error) return NULL;
+
+  for (;;) {
+    weft__task *t = find_work(w);
+    if (!t && weft__idle_begin_search(&rt->idle, w)) {
+      t = steal(w);
+      if (t) weft__idle_end_search(rt, w);
+    }
+    if (t) {
+      if (w->searching) weft__idle_end_search(rt, w);
+      run_task(w, t);
+      continue;
+    }
+    /* acquire: pairs with the release store of stop in shutdown (step 3) */
+    if (weft__load(&rt->stop, ACQUIRE) && weft__runtime_live(rt) == 0) break;
+    park(w);
+  }
+  if (w->searching) weft__idle_end_search(rt, w);
+  weft__reactor_fini(&w->reactor);
+  weft__stack_pool_fini(&w->stacks);
+  weft__stack_thread_fini();
+  tls_worker = NULL;
+  return NULL;
+}

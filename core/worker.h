@@ -1,0 +1,99 @@
+/* core/worker.h: a worker thread and its scheduler loop.
+ *
+ * Each worker owns: a LIFO slot (the task it just woke or spawned: runs next,
+ * capped at WEFT__LIFO_MAX runs in a row so two tasks waking each other
+ * cannot starve the rest), a bounded work-stealing deque (core/deque.h), an
+ * inbox for tasks sent to it in particular (pinned tasks, the migrate test
+ * mode), a pool of stacks, a free list of task records, a timer heap and a
+ * reactor. Order of looking for work, each tick:
+ *   every WEFT__GLOBAL_INTERVAL ticks: the inject queue first (it never starves)
+ *   LIFO slot -> inbox -> own deque -> inject queue -> timers and reactor
+ *   (non-blocking) -> steal half of a random victim's deque -> park.
+ * Every WEFT__GLOBAL_INTERVAL ticks the worker also runs its due timers and
+ * polls its reactor without blocking (at most one io_uring_enter per pass,
+ * none when nothing is queued or in flight).
+ *
+ * "Executed only by the owner" unless marked "any thread".
+ */
+#ifndef WEFT_CORE_WORKER_H
+#define WEFT_CORE_WORKER_H
+
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "core/atomic.h"
+#include "core/deque.h"
+#include "core/fiber.h"
+#include "core/inbox.h"
+#include "core/stack.h"
+#include "core/task.h"
+#include "core/timer.h"
+#include "io/reactor.h"
+
+#define WEFT__LIFO_MAX 3
+#define WEFT__GLOBAL_INTERVAL 61
+#define WEFT__FREE_TASKS_MAX 1024 /* records a worker keeps before giving half back */
+
+struct weft_runtime;
+
+typedef struct weft__worker {
+  struct weft_runtime *rt;   /* immutable */
+  int id;                     /* immutable */
+  pthread_t thread;           /* immutable once started */
+
+  /* owner only */
+  weft__fiber sched;          /* the scheduler loop's own context */
+  weft__task *current;        /* the running task, NULL in the scheduler */
+  weft__task *lifo;           /* the LIFO slot */
+  weft__task *pinned_head;    /* pinned tasks ready to run here, FIFO (linked by link.next) */
+  weft__task *pinned_tail;
+  int lifo_streak;
+  uint32_t tick;
+  bool searching;
+  uint64_t rng;               /* xorshift state: victims, the migrate test mode */
+  weft__task *free_tasks;     /* recycled records (linked by link.next) */
+  size_t n_free;
+  weft__stack_pool stacks;
+  weft__timer_heap timers;
+  weft__reactor reactor;
+  int64_t spawned_local;      /* mirrors of the atomics below, owner's copy */
+  int64_t finished_local;
+
+  /* shared */
+  weft__deque deque;          /* owner pushes; anyone takes */
+  weft__inbox inbox;          /* anyone pushes; owner takes */
+  _Alignas(WEFT_CACHELINE) _Atomic int64_t spawned;  /* owner stores (release), shutdown reads */
+  _Atomic int64_t finished;   /* owner stores (release), shutdown reads */
+  _Atomic uint64_t switches;  /* owner stores (relaxed): the debug monitor samples it */
+  _Atomic(weft__task *) running; /* owner stores (relaxed): the debug monitor reads it */
+  _Atomic int sleeping;       /* 1 while in (or about to enter) the reactor's park: see send_to */
+  bool parked;                /* under rt->idle.lock: in the sleepers list */
+  int start_error;            /* written by the worker before the start barrier */
+} weft__worker;
+
+/* The calling thread's worker, or NULL. Not inlinable: a task may resume on
+ * another thread, so the compiler must not cache the thread-local's address
+ * across a switch. */
+struct weft__worker *weft__worker_self(void);
+
+/* Make t runnable. From a worker thread of t's runtime it goes to that
+ * worker (LIFO slot when `lifo`, else the back of the deque); from any other
+ * thread to the inject queue, waking a worker. Pinned tasks go to their
+ * worker's inbox; the migrate test mode sends every task to another worker.
+ * Any thread. */
+void weft__schedule(weft__task *t, bool lifo);
+
+/* The worker thread's main loop (pthread entry). */
+void *weft__worker_main(void *arg);
+
+/* Allocate a task record (owner worker, or NULL from other threads: global list). */
+weft__task *weft__task_alloc(struct weft_runtime *rt, struct weft__worker *w);
+
+/* The worker thread reports its start (0 or its reactor's error) (core/runtime.c). */
+void weft__runtime_started(struct weft_runtime *rt, weft__worker *w);
+
+/* Run due timers (owner). */
+void weft__worker_run_timers(weft__worker *w);
+
+#endif

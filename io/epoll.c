@@ -1,0 +1,82 @@
+/* io/epoll.c: the epoll backend of the reactor, for where io_uring is
+ * refused. Parks in epoll_pwait2 (nanosecond timeout; epoll_wait's
+ * milliseconds are too coarse for timers) with the wake eventfd
+ * registered; descriptor operations register their fds here too. */
+#include <errno.h>
+#include <stdint.h>
+#include <sys/epoll.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "core/alloc.h"
+#include "io/reactor.h"
+
+typedef struct epoll_state {
+  int epfd;
+  unsigned registered; /* descriptors other than the wake eventfd */
+} epoll_state;
+
+int weft__epoll_init(weft__reactor *r) {
+  epoll_state *e = weft__zalloc(sizeof *e);
+  if (!e) return -ENOMEM;
+  e->epfd = epoll_create1(EPOLL_CLOEXEC);
+  if (e->epfd < 0) {
+    int err = -errno;
+    weft__free(e, sizeof *e);
+    return err;
+  }
+  struct epoll_event ev = {.events = EPOLLIN, .data.ptr = NULL};
+  if (epoll_ctl(e->epfd, EPOLL_CTL_ADD, r->wake_fd, &ev) < 0) {
+    int err = -errno;
+    close(e->epfd);
+    weft__free(e, sizeof *e);
+    return err;
+  }
+  r->impl = e;
+  return 0;
+}
+
+void weft__epoll_fini(weft__reactor *r) {
+  epoll_state *e = r->impl;
+  close(e->epfd);
+  weft__free(e, sizeof *e);
+  r->impl = NULL;
+}
+
+static void dispatch(weft__reactor *r, struct epoll_event *evs, int n) {
+  for (int i = 0; i < n; i++) {
+    weft__io_op *op = evs[i].data.ptr;
+    if (!op) {
+      uint64_t v;
+      while (read(r->wake_fd, &v, sizeof v) < 0 && errno == EINTR) {
+      }
+      continue;
+    }
+    op->complete(op, (int32_t)evs[i].events, 0);
+  }
+}
+
+void weft__epoll_poll(weft__reactor *r) {
+  epoll_state *e = r->impl;
+  if (e->registered == 0 && r->inflight == 0) return;
+  struct epoll_event evs[64];
+  int n = epoll_wait(e->epfd, evs, 64, 0);
+  if (n > 0) dispatch(r, evs, n);
+}
+
+void weft__epoll_park(weft__reactor *r, int64_t deadline) {
+  epoll_state *e = r->impl;
+  struct epoll_event evs[64];
+  int n;
+  if (deadline == INT64_MAX) {
+    n = epoll_pwait2(e->epfd, evs, 64, NULL, NULL);
+  } else {
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    int64_t left = deadline - ((int64_t)now.tv_sec * 1000000000 + now.tv_nsec);
+    if (left < 0) left = 0;
+    struct timespec ts = {.tv_sec = left / 1000000000, .tv_nsec = left % 1000000000};
+    n = epoll_pwait2(e->epfd, evs, 64, &ts, NULL);
+  }
+  if (n > 0) dispatch(r, evs, n);
+}

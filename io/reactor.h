@@ -1,0 +1,70 @@
+/* io/reactor.h: a worker's reactor, the one place its thread blocks.
+ *
+ * Each worker owns one reactor (owner = that worker's thread, for every call
+ * but weft__reactor_unpark). Two backends, one interface:
+ *  - io_uring (io/uring.c): one ring per worker, created on the worker's own
+ *    thread with SINGLE_ISSUER|DEFER_TASKRUN where the kernel has them
+ *    (else COOP_TASKRUN, else plain). Submissions are batched: the scheduler
+ *    enters the kernel at most once per pass (weft__reactor_poll), and not at
+ *    all while nothing is queued or in flight.
+ *  - epoll (io/epoll.c): chosen when io_uring cannot be set up (seccomp EPERM,
+ *    ENOSYS, kernel.io_uring_disabled) or forced with WEFT_BACKEND=epoll.
+ *
+ * Parking: weft__reactor_park blocks until a completion, an unpark or the
+ * deadline (the worker's next timer). Unparking writes the reactor's eventfd;
+ * `unpark_armed` coalesces unparks so that a burst costs one write:
+ *   unparker: make the work visible; if exchange(armed, 1) was 0: write(fd)
+ *   owner:    after waking, store armed = 0 (seq_cst), then look for work.
+ * An unpark that sees armed == 1 knows the owner has not yet cleared it, so
+ * the owner's search that follows the clear sees the unparker's work.
+ *
+ * Completions: every operation submitted carries a weft__io_op whose
+ * complete() runs on the owner thread when its completion is reaped.
+ */
+#ifndef WEFT_IO_REACTOR_H
+#define WEFT_IO_REACTOR_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "core/atomic.h"
+
+struct io_uring_sqe;
+
+typedef struct weft__io_op {
+  void (*complete)(struct weft__io_op *op, int32_t res, uint32_t flags);
+} weft__io_op;
+
+typedef struct weft__reactor {
+  int backend;                 /* WEFT_BACKEND_URING or WEFT_BACKEND_EPOLL */
+  int wake_fd;                 /* eventfd, written by unparkers */
+  _Alignas(WEFT_CACHELINE) _Atomic int unpark_armed; /* see above */
+  unsigned inflight;           /* owner: operations submitted, not yet completed (wake read excluded) */
+  void *impl;                  /* the backend's state (struct io_uring, epoll fd, ...) */
+} weft__reactor;
+
+/* Resolve WEFT_BACKEND_AUTO (and the WEFT_BACKEND variable) to a backend
+ * that works here, probing io_uring once per process. Any thread. */
+int weft__backend_resolve(int requested, int *probe_error);
+
+/* OWNER (call on the worker's own thread: the ring's single issuer). */
+int weft__reactor_init(weft__reactor *r, int backend, unsigned entries);
+void weft__reactor_fini(weft__reactor *r);
+
+/* OWNER: submit what is queued and reap completions, without blocking;
+ * makes no system call when nothing is queued or in flight. */
+void weft__reactor_poll(weft__reactor *r);
+
+/* OWNER: submit, then block until a completion, an unpark or the deadline
+ * (CLOCK_MONOTONIC ns; INT64_MAX = none), and reap completions. */
+void weft__reactor_park(weft__reactor *r, int64_t deadline);
+
+/* Any thread: make the owner's park return (now or at its next park). */
+void weft__reactor_unpark(weft__reactor *r);
+
+/* OWNER, io_uring only: a submission entry for op (user_data set, inflight
+ * counted). When the submission queue is full it is flushed first, so this
+ * only fails (NULL) if the kernel refuses the flush. */
+struct io_uring_sqe *weft__reactor_sqe(weft__reactor *r, weft__io_op *op);
+
+#endif

@@ -1,0 +1,158 @@
+/* io/uring.c: the io_uring backend of the reactor.
+ *
+ * One ring per worker, created on the worker's thread. Setup flags, best
+ * first, each retried without when the kernel refuses it (EINVAL):
+ *   SINGLE_ISSUER|DEFER_TASKRUN (6.1): completions are posted only when the
+ *     owner enters the kernel to reap them: no task-work interrupts while it
+ *     runs tasks;
+ *   COOP_TASKRUN|TASKRUN_FLAG (5.19): no IPI to run task work;
+ *   none.
+ * SUBMIT_ALL keeps submitting past a failed entry.
+ *
+ * The wake eventfd has a read always armed (wake_op); its completion ends
+ * a park. poll enters the kernel only when something is queued or in
+ * flight: with busy workers and no I/O there is no system call at all.
+ * A full submission queue is flushed (io_uring_submit) and retried.
+ */
+#include <errno.h>
+#include <liburing.h>
+#include <stdint.h>
+#include <string.h>
+#include <time.h>
+
+#include "core/alloc.h"
+#include "io/reactor.h"
+
+typedef struct uring_state {
+  struct io_uring ring;
+  weft__io_op wake_op;     /* the armed read of wake_fd */
+  uint64_t wake_buf;
+  bool wake_armed;
+  bool defer_taskrun;
+} uring_state;
+
+static void wake_complete(weft__io_op *op, int32_t res, uint32_t flags) {
+  (void)op; (void)res; (void)flags;
+  /* re-armed by the reap loop's owner (arm_wake) */
+}
+
+static void arm_wake(weft__reactor *r) {
+  uring_state *u = r->impl;
+  if (u->wake_armed) return;
+  struct io_uring_sqe *sqe = io_uring_get_sqe(&u->ring);
+  if (!sqe) {
+    io_uring_submit(&u->ring);
+    sqe = io_uring_get_sqe(&u->ring);
+    if (!sqe) return; /* next park will retry */
+  }
+  io_uring_prep_read(sqe, r->wake_fd, &u->wake_buf, sizeof u->wake_buf, 0);
+  io_uring_sqe_set_data(sqe, &u->wake_op);
+  u->wake_armed = true;
+}
+
+int weft__uring_init(weft__reactor *r, unsigned entries) {
+  uring_state *u = weft__zalloc(sizeof *u);
+  if (!u) return -ENOMEM;
+  static const unsigned flag_sets[] = {
+      IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN | IORING_SETUP_SUBMIT_ALL,
+      IORING_SETUP_COOP_TASKRUN | IORING_SETUP_TASKRUN_FLAG | IORING_SETUP_SUBMIT_ALL,
+      0,
+  };
+  int rc = -EINVAL;
+  for (size_t i = 0; i < sizeof flag_sets / sizeof flag_sets[0]; i++) {
+    struct io_uring_params p;
+    memset(&p, 0, sizeof p);
+    p.flags = flag_sets[i] | IORING_SETUP_CQSIZE;
+    p.cq_entries = entries * 4;
+    rc = io_uring_queue_init_params(entries, &u->ring, &p);
+    if (rc == 0) {
+      u->defer_taskrun = (flag_sets[i] & IORING_SETUP_DEFER_TASKRUN) != 0;
+      break;
+    }
+    if (rc != -EINVAL) break;
+  }
+  if (rc) {
+    weft__free(u, sizeof *u);
+    return rc;
+  }
+  u->wake_op.complete = wake_complete;
+  r->impl = u;
+  arm_wake(r);
+  io_uring_submit(&u->ring);
+  return 0;
+}
+
+void weft__uring_fini(weft__reactor *r) {
+  uring_state *u = r->impl;
+  io_uring_queue_exit(&u->ring);
+  weft__free(u, sizeof *u);
+  r->impl = NULL;
+}
+
+/* Reap every completion now in the queue. */
+static unsigned reap(weft__reactor *r) {
+  uring_state *u = r->impl;
+  struct io_uring_cqe *cqe;
+  unsigned head, n = 0;
+  io_uring_for_each_cqe(&u->ring, head, cqe) {
+    weft__io_op *op = io_uring_cqe_get_data(cqe);
+    n++;
+    if (op == &u->wake_op) {
+      u->wake_armed = false;
+      continue;
+    }
+    if (!op) continue;
+    if (!(cqe->flags & IORING_CQE_F_MORE)) r->inflight--;
+    op->complete(op, cqe->res, cqe->flags);
+  }
+  io_uring_cq_advance(&u->ring, n);
+  if (!u->wake_armed) arm_wake(r);
+  return n;
+}
+
+void weft__uring_poll(weft__reactor *r) {
+  uring_state *u = r->impl;
+  if (io_uring_sq_ready(&u->ring) == 0 && r->inflight == 0) return;
+  if (u->defer_taskrun || io_uring_sq_ready(&u->ring))
+    io_uring_submit_and_get_events(&u->ring);
+  reap(r);
+}
+
+void weft__uring_park(weft__reactor *r, int64_t deadline) {
+  uring_state *u = r->impl;
+  if (!u->wake_armed) arm_wake(r);
+  struct io_uring_cqe *cqe;
+  if (io_uring_cq_ready(&u->ring) == 0) {
+    if (deadline == INT64_MAX) {
+      io_uring_submit_and_wait(&u->ring, 1);
+    } else {
+      struct timespec now;
+      clock_gettime(CLOCK_MONOTONIC, &now);
+      int64_t left = deadline - ((int64_t)now.tv_sec * 1000000000 + now.tv_nsec);
+      if (left > 0) {
+        struct __kernel_timespec ts = {.tv_sec = left / 1000000000, .tv_nsec = left % 1000000000};
+        io_uring_submit_and_wait_timeout(&u->ring, &cqe, 1, &ts, NULL);
+      } else {
+        io_uring_submit_and_get_events(&u->ring);
+      }
+    }
+  } else if (io_uring_sq_ready(&u->ring)) {
+    io_uring_submit(&u->ring);
+  }
+  reap(r);
+}
+
+struct io_uring_sqe *weft__reactor_sqe(weft__reactor *r, weft__io_op *op) {
+  uring_state *u = r->impl;
+  struct io_uring_sqe *sqe = io_uring_get_sqe(&u->ring);
+  while (!sqe) {
+    /* a full submission queue is flushed and retried, never a failure */
+    int rc = io_uring_submit(&u->ring);
+    if (rc < 0 && rc != -EBUSY && rc != -EAGAIN && rc != -EINTR) return NULL;
+    if (rc == -EBUSY || rc == -EAGAIN) reap(r); /* make room in the completion queue */
+    sqe = io_uring_get_sqe(&u->ring);
+  }
+  io_uring_sqe_set_data(sqe, op);
+  r->inflight++;
+  return sqe;
+}

@@ -1,0 +1,678 @@
+/* tests/test_runtime.c: tasks, joins, cancellation, sleeping, the runtime
+ * API, configuration errors, debug reports, pinning and the migrate mode. */
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <sys/mman.h>
+
+#include <weft/weft.h>
+
+#include "core/alloc.h"
+#include "test.h"
+
+int weft__io_nop(void);
+
+static weft_config cfg_workers(unsigned n) {
+  weft_config c = {0};
+  c.workers = n;
+  return c;
+}
+
+/* ------------------------------------------------------------ basics */
+
+static int ret_arg(void *arg) { return (int)(intptr_t)arg; }
+
+TEST(run_returns_main_status) {
+  weft_config c = cfg_workers(2);
+  ASSERT_EQ(weft_run(ret_arg, (void *)(intptr_t)42, &c), 42);
+  ASSERT_EQ(weft_run(ret_arg, (void *)(intptr_t)-EIO, &c), -EIO);
+}
+
+static int spawn_join_main(void *arg) {
+  (void)arg;
+  weft_task t[100];
+  for (int i = 0; i < 100; i++) {
+    t[i] = weft_spawn(ret_arg, (void *)(intptr_t)i);
+    ASSERT_TRUE(!weft_task_is_null(t[i]));
+  }
+  for (int i = 0; i < 100; i++) {
+    ASSERT_EQ(weft_join(t[i]), i);
+    ASSERT_EQ(weft_join(t[i]), i); /* joining again is fine */
+    ASSERT_TRUE(weft_task_done(t[i]));
+    ASSERT_EQ(weft_task_status(t[i]), i);
+    ASSERT_EQ(weft_task_release(t[i]), 0);
+  }
+  return 7;
+}
+
+TEST(spawn_join_many) {
+  weft_config c = cfg_workers(2);
+  ASSERT_EQ(weft_run(spawn_join_main, NULL, &c), 7);
+}
+
+static int sleeper(void *arg) {
+  int64_t ns = (int64_t)(intptr_t)arg;
+  return weft_sleep_ns(ns);
+}
+
+static int stale_main(void *arg) {
+  (void)arg;
+  weft_task t = weft_spawn(ret_arg, (void *)5);
+  ASSERT_EQ(weft_join(t), 5);
+  ASSERT_EQ(weft_task_release(t), 0);
+  ASSERT_EQ(weft_task_release(t), -ESRCH); /* double release */
+  /* spawn more so the record is recycled: the old handle stays stale */
+  for (int i = 0; i < 200; i++) {
+    weft_task u = weft_spawn(ret_arg, (void *)1);
+    weft_join(u);
+    weft_task_release(u);
+  }
+  ASSERT_EQ(weft_join(t), -ESRCH);
+  ASSERT_EQ(weft_cancel(t), -ESRCH);
+  ASSERT_EQ(weft_task_status(t), -ESRCH);
+  ASSERT_TRUE(!weft_task_done(t));
+  ASSERT_EQ(weft_join(weft_current()), -EDEADLK);
+  ASSERT_EQ(weft_join(WEFT_TASK_NULL), -EINVAL);
+  return 0;
+}
+
+TEST(stale_handles_and_misuse) {
+  weft_config c = cfg_workers(2);
+  ASSERT_EQ(weft_run(stale_main, NULL, &c), 0);
+}
+
+static int running_status_main(void *arg) {
+  (void)arg;
+  weft_task t = weft_spawn(sleeper, (void *)(intptr_t)20000000);
+  ASSERT_EQ(weft_task_status(t), -EBUSY);
+  ASSERT_TRUE(!weft_task_done(t));
+  ASSERT_EQ(weft_join(t), 0);
+  weft_task_release(t);
+  return 0;
+}
+
+TEST(status_of_running_task_is_ebusy) {
+  weft_config c = cfg_workers(1);
+  ASSERT_EQ(weft_run(running_status_main, NULL, &c), 0);
+}
+
+/* ------------------------------------------------------------ cancellation */
+
+static _Atomic int body_ran;
+
+static int mark_body(void *arg) {
+  (void)arg;
+  atomic_store(&body_ran, 1);
+  return 0;
+}
+
+static int cancel_main(void *arg) {
+  (void)arg;
+  /* a sleeping task gets -ECANCELED */
+  weft_task t = weft_spawn(sleeper, (void *)(intptr_t)10000000000LL);
+  weft_sleep_ns(1000000);
+  ASSERT_EQ(weft_cancel(t), 1);
+  ASSERT_EQ(weft_join(t), -ECANCELED);
+  ASSERT_TRUE(weft_task_cancelled(t));
+  ASSERT_EQ(weft_cancel(t), 0); /* already done */
+  weft_task_release(t);
+
+  /* cancelled before it starts: the body never runs (asyncio) */
+  atomic_store(&body_ran, 0);
+  t = weft_spawn(mark_body, NULL);
+  weft_cancel(t);
+  ASSERT_EQ(weft_join(t), -ECANCELED);
+  ASSERT_EQ(atomic_load(&body_ran), 0);
+  weft_task_release(t);
+  return 0;
+}
+
+TEST(cancel_sleeping_and_unstarted) {
+  weft_config c = cfg_workers(2);
+  ASSERT_EQ(weft_run(cancel_main, NULL, &c), 0);
+}
+
+/* A task that catches its cancellation, cleans up with a suspension, and
+ * returns a value; cancelling()/uncancel() counting. */
+static int resilient(void *arg) {
+  (void)arg;
+  int rc = weft_sleep_ns(10000000000LL);
+  if (rc != -ECANCELED) return -100;
+  weft_task self = weft_current();
+  if (weft_cancelling(self) != 2) return -101; /* two requests, one delivery */
+  if (weft_sleep_ns(1000000) != 0) return -102; /* delivered: may suspend again */
+  if (weft_uncancel(self) != 1) return -103;
+  if (weft_uncancel(self) != 0) return -104;
+  if (weft_yield() != 0) return -105;
+  return 77;
+}
+
+static int cancel_count_main(void *arg) {
+  (void)arg;
+  weft_task t = weft_spawn(resilient, NULL);
+  weft_sleep_ns(2000000);
+  ASSERT_EQ(weft_cancel(t), 1);
+  ASSERT_EQ(weft_cancel(t), 1);
+  ASSERT_EQ(weft_join(t), 77);
+  weft_task_release(t);
+  return 0;
+}
+
+TEST(cancel_is_a_request_with_a_count) {
+  weft_config c = cfg_workers(2);
+  ASSERT_EQ(weft_run(cancel_count_main, NULL, &c), 0);
+}
+
+/* Cancelling a joiner cancels the task it awaits (asyncio's await task). */
+static int join_inner(void *arg) {
+  weft_task inner = *(weft_task *)arg;
+  return weft_join(inner);
+}
+
+static int join_forward_main(void *arg) {
+  (void)arg;
+  weft_task inner = weft_spawn(sleeper, (void *)(intptr_t)10000000000LL);
+  weft_task outer = weft_spawn(join_inner, &inner);
+  weft_sleep_ns(2000000);
+  weft_cancel(outer);
+  ASSERT_EQ(weft_join(outer), -ECANCELED);
+  ASSERT_TRUE(weft_task_cancelled(inner));
+  weft_task_release(outer);
+  weft_task_release(inner);
+  return 0;
+}
+
+TEST(cancelling_a_joiner_cancels_the_awaited_task) {
+  weft_config c = cfg_workers(2);
+  ASSERT_EQ(weft_run(join_forward_main, NULL, &c), 0);
+}
+
+static int yield_forever_counting(void *arg) {
+  _Atomic long *n = arg;
+  for (;;) {
+    if (weft_yield() == -ECANCELED) return -ECANCELED;
+    atomic_fetch_add(n, 1);
+  }
+}
+
+static int cancel_yielder_main(void *arg) {
+  (void)arg;
+  _Atomic long n = 0;
+  weft_task t = weft_spawn(yield_forever_counting, &n);
+  while (atomic_load(&n) < 1000) weft_yield();
+  weft_cancel(t);
+  ASSERT_EQ(weft_join(t), -ECANCELED);
+  weft_task_release(t);
+  return 0;
+}
+
+TEST(yield_is_a_cancellation_point) {
+  weft_config c = cfg_workers(2);
+  ASSERT_EQ(weft_run(cancel_yielder_main, NULL, &c), 0);
+}
+
+/* ------------------------------------------------------------ time */
+
+static int sleep_main(void *arg) {
+  (void)arg;
+  int64_t t0 = weft_now_ns();
+  ASSERT_EQ(weft_sleep_ns(20000000), 0);
+  int64_t dt = weft_now_ns() - t0;
+  ASSERT_GE(dt, 20000000);
+  ASSERT_EQ(weft_sleep_ns(-1), -EINVAL);
+  ASSERT_EQ(weft_sleep_ns(INT64_MAX), -EINVAL);
+  ASSERT_EQ(weft_sleep_until(weft_now_ns() - 5), 0);
+  ASSERT_EQ(weft_sleep_ns(0), 0);
+  /* many concurrent sleepers wake in deadline order per worker, all finish */
+  weft_task t[200];
+  for (int i = 0; i < 200; i++) t[i] = weft_spawn(sleeper, (void *)(intptr_t)((i % 10) * 1000000));
+  for (int i = 0; i < 200; i++) {
+    ASSERT_EQ(weft_join(t[i]), 0);
+    weft_task_release(t[i]);
+  }
+  return 0;
+}
+
+TEST(sleep_and_yield) {
+  weft_config c = cfg_workers(2);
+  ASSERT_EQ(weft_run(sleep_main, NULL, &c), 0);
+}
+
+/* ------------------------------------------------------------ yield order */
+
+static int order_log[64];
+static _Atomic int order_n;
+
+static int yielder(void *arg) {
+  int id = (int)(intptr_t)arg;
+  for (int i = 0; i < 4; i++) {
+    order_log[atomic_fetch_add(&order_n, 1)] = id;
+    weft_yield();
+  }
+  return 0;
+}
+
+static int yield_order_main(void *arg) {
+  (void)arg;
+  weft_task a = weft_spawn(yielder, (void *)1);
+  weft_task b = weft_spawn(yielder, (void *)2);
+  weft_join(a);
+  weft_join(b);
+  weft_task_release(a);
+  weft_task_release(b);
+  /* one worker: a yield goes behind the other runnable task, so they alternate */
+  int n = atomic_load(&order_n);
+  ASSERT_EQ(n, 8);
+  for (int i = 2; i < n; i++) ASSERT_TRUE(order_log[i] != order_log[i - 1]);
+  return 0;
+}
+
+TEST(yield_goes_behind_the_others) {
+  weft_config c = cfg_workers(1);
+  ASSERT_EQ(weft_run(yield_order_main, NULL, &c), 0);
+}
+
+/* ------------------------------------------------------------ callbacks, names, listing */
+
+static _Atomic int cb_calls;
+static void done_cb(weft_task t, void *arg) {
+  ASSERT_EQ(weft_task_status(t), 9);
+  atomic_fetch_add(&cb_calls, (int)(intptr_t)arg);
+}
+
+static int callbacks_main(void *arg) {
+  (void)arg;
+  weft_task t = weft_spawn(sleeper, (void *)(intptr_t)5000000);
+  (void)t;
+  weft_task u = weft_spawn(ret_arg, (void *)9);
+  ASSERT_EQ(weft_task_add_done_callback(u, done_cb, (void *)1), 0);
+  ASSERT_EQ(weft_task_add_done_callback(u, done_cb, (void *)10), 0);
+  ASSERT_EQ(weft_join(u), 9);
+  ASSERT_EQ(atomic_load(&cb_calls), 11);
+  ASSERT_EQ(weft_task_add_done_callback(u, done_cb, (void *)100), 0); /* done: called at once */
+  ASSERT_EQ(atomic_load(&cb_calls), 111);
+  weft_task_release(u);
+  weft_join(t);
+  weft_task_release(t);
+  return 0;
+}
+
+TEST(done_callbacks) {
+  weft_config c = cfg_workers(2);
+  ASSERT_EQ(weft_run(callbacks_main, NULL, &c), 0);
+}
+
+static int listing_main(void *arg) {
+  (void)arg;
+  weft_spawn_opts o = {.name = "the-sleeper"};
+  weft_task t = weft_spawn_ex(sleeper, (void *)(intptr_t)10000000000LL, &o);
+  weft_sleep_ns(2000000);
+  char name[32];
+  ASSERT_EQ(weft_task_get_name(t, name, sizeof name), 11);
+  ASSERT_STR_EQ(name, "the-sleeper");
+  weft_task_info info[16];
+  int n = weft_tasks(info, 16);
+  ASSERT_GE(n, 2);
+  bool found = false, me = false;
+  for (int i = 0; i < n && i < 16; i++) {
+    if (strcmp(info[i].name, "the-sleeper") == 0) {
+      found = true;
+      ASSERT_EQ(info[i].state, WEFT_TASK_SUSPENDED);
+    }
+    if (info[i].task.rec == weft_current().rec) {
+      me = true;
+      ASSERT_EQ(info[i].state, WEFT_TASK_RUNNING);
+    }
+  }
+  ASSERT_TRUE(found);
+  ASSERT_TRUE(me);
+  ASSERT_EQ(weft_task_set_name(t, "renamed-task-with-a-very-long-name-indeed"), 0);
+  weft_task_get_name(t, name, sizeof name);
+  ASSERT_EQ(strlen(name), 31);
+  weft_cancel(t);
+  weft_join(t);
+  weft_task_release(t);
+  return 0;
+}
+
+TEST(names_and_listing) {
+  weft_config c = cfg_workers(2);
+  ASSERT_EQ(weft_run(listing_main, NULL, &c), 0);
+}
+
+/* ------------------------------------------------------------ bad input */
+
+static int nothing(void *arg) {
+  (void)arg;
+  return 0;
+}
+
+TEST(bad_configuration_is_rejected) {
+  weft_config c = {0};
+  c.workers = 100000;
+  ASSERT_EQ(weft_run(nothing, NULL, &c), -EINVAL);
+  c = (weft_config){0};
+  c.stack_size = 1;
+  ASSERT_EQ(weft_run(nothing, NULL, &c), -EINVAL);
+  c = (weft_config){0};
+  c.stack_size = (size_t)1 << 40;
+  ASSERT_EQ(weft_run(nothing, NULL, &c), -EINVAL);
+  c = (weft_config){0};
+  c.ring_entries = 1u << 20;
+  ASSERT_EQ(weft_run(nothing, NULL, &c), -EINVAL);
+  c = (weft_config){0};
+  c.backend = 99;
+  ASSERT_EQ(weft_run(nothing, NULL, &c), -EINVAL);
+  ASSERT_EQ(weft_run(NULL, NULL, NULL), -EINVAL);
+}
+
+TEST(suspending_outside_a_task_is_einval) {
+  ASSERT_EQ(weft_sleep_ns(1000), -EINVAL);
+  ASSERT_EQ(weft_yield(), -EINVAL);
+  ASSERT_EQ(weft_join(WEFT_TASK_NULL), -EINVAL);
+  errno = 0;
+  weft_task t = weft_spawn(nothing, NULL);
+  ASSERT_TRUE(weft_task_is_null(t));
+  ASSERT_EQ(errno, EINVAL);
+  weft_event ev;
+  weft_event_init(&ev);
+  ASSERT_EQ(weft_event_wait(&ev), -EINVAL);
+  ASSERT_EQ(weft_worker_id(), -1);
+  ASSERT_EQ(weft_pin(), -EINVAL);
+}
+
+static int nested_run_main(void *arg) {
+  (void)arg;
+  ASSERT_EQ(weft_run(nothing, NULL, NULL), -EINVAL);
+  weft_spawn_opts o = {.stack_size = 100};
+  errno = 0;
+  weft_task t = weft_spawn_ex(nothing, NULL, &o);
+  ASSERT_TRUE(weft_task_is_null(t));
+  ASSERT_EQ(errno, EINVAL);
+  ASSERT_TRUE(weft_task_is_null(weft_spawn(NULL, NULL)));
+  return 0;
+}
+
+TEST(misuse_inside_a_task) {
+  weft_config c = cfg_workers(1);
+  ASSERT_EQ(weft_run(nested_run_main, NULL, &c), 0);
+}
+
+#ifdef WEFT_TEST_HOOKS
+static int enomem_main(void *arg) {
+  (void)arg;
+  /* exhaust the cached records first so spawn must allocate */
+  int failures = 0;
+  weft_task ts[300];
+  int n = 0;
+  weft__fault_alloc_after(0);
+  for (int i = 0; i < 300; i++) {
+    errno = 0;
+    weft_task t = weft_spawn(sleeper, (void *)(intptr_t)1000000);
+    if (weft_task_is_null(t)) {
+      ASSERT_EQ(errno, ENOMEM);
+      failures++;
+      break;
+    }
+    ts[n++] = t;
+  }
+  weft__fault_alloc_after(-1);
+  ASSERT_EQ(failures, 1);
+  for (int i = 0; i < n; i++) {
+    ASSERT_EQ(weft_join(ts[i]), 0);
+    weft_task_release(ts[i]);
+  }
+  /* the runtime keeps running */
+  weft_task t = weft_spawn(ret_arg, (void *)3);
+  ASSERT_EQ(weft_join(t), 3);
+  weft_task_release(t);
+  return 0;
+}
+
+TEST(spawn_out_of_memory_returns_null) {
+  weft_config c = cfg_workers(1);
+  ASSERT_EQ(weft_run(enomem_main, NULL, &c), 0);
+}
+#endif
+
+/* ------------------------------------------------------------ runtime API */
+
+static int add_one(void *arg) {
+  _Atomic int *n = arg;
+  weft_sleep_ns(100000);
+  return atomic_fetch_add(n, 1) >= 0 ? 1 : 0;
+}
+
+struct submit_ctx {
+  weft_runtime *rt;
+  _Atomic int n;
+};
+
+static void *submitter(void *arg) {
+  struct submit_ctx *c = arg;
+  for (int i = 0; i < 200; i++) {
+    weft_task t;
+    ASSERT_EQ(weft_runtime_submit(c->rt, add_one, &c->n, &t), 0);
+    ASSERT_EQ(weft_runtime_wait(c->rt, t), 1);
+  }
+  for (int i = 0; i < 200; i++) ASSERT_EQ(weft_runtime_submit(c->rt, add_one, &c->n, NULL), 0);
+  return NULL;
+}
+
+static int forever(void *arg) {
+  (void)arg;
+  for (;;)
+    if (weft_sleep_ns(1000000000) == -ECANCELED) return -ECANCELED;
+}
+
+TEST(explicit_runtime_from_threads) {
+  weft_config c = cfg_workers(2);
+  struct submit_ctx ctx = {0};
+  ASSERT_EQ(weft_runtime_new(&ctx.rt, &c), 0);
+  ASSERT_EQ(weft_runtime_call(ctx.rt, ret_arg, (void *)11), 11);
+  weft_task lingering;
+  ASSERT_EQ(weft_runtime_submit(ctx.rt, forever, NULL, &lingering), 0);
+  pthread_t th[4];
+  for (int i = 0; i < 4; i++) pthread_create(&th[i], NULL, submitter, &ctx);
+  for (int i = 0; i < 4; i++) pthread_join(th[i], NULL);
+  while (atomic_load(&ctx.n) < 1600) usleep(1000);
+  ASSERT_EQ(atomic_load(&ctx.n), 1600);
+  ASSERT_EQ(weft_task_release(lingering), 0);
+  /* shutdown cancels the lingering task and waits for it */
+  ASSERT_EQ(weft_runtime_shutdown(ctx.rt), 0);
+}
+
+/* ------------------------------------------------------------ pinning, migration */
+
+static int pinned_task(void *arg) {
+  (void)arg;
+  if (weft_pin() != 0) return -1;
+  int w = weft_worker_id();
+  for (int i = 0; i < 200; i++) {
+    if (i % 2)
+      weft_sleep_ns(10000);
+    else
+      weft_yield();
+    if (weft_worker_id() != w) return -2;
+  }
+  weft_unpin();
+  return 0;
+}
+
+static int pin_main(void *arg) {
+  (void)arg;
+  weft_task t[8];
+  for (int i = 0; i < 8; i++) t[i] = weft_spawn(pinned_task, NULL);
+  for (int i = 0; i < 8; i++) {
+    ASSERT_EQ(weft_join(t[i]), 0);
+    weft_task_release(t[i]);
+  }
+  ASSERT_EQ(weft_unpin(), -EINVAL);
+  return 0;
+}
+
+TEST(pinned_tasks_stay_on_their_worker) {
+  weft_config c = cfg_workers(2);
+  ASSERT_EQ(weft_run(pin_main, NULL, &c), 0);
+  c.test_migrate = 1;
+  ASSERT_EQ(weft_run(pin_main, NULL, &c), 0);
+}
+
+static int migrating(void *arg) {
+  (void)arg;
+  int moves = 0;
+  for (int i = 0; i < 100; i++) {
+    int w = weft_worker_id();
+    weft_yield();
+    if (weft_worker_id() != w) moves++;
+  }
+  return moves;
+}
+
+static int migrate_main(void *arg) {
+  (void)arg;
+  weft_task t = weft_spawn(migrating, NULL);
+  int moves = weft_join(t);
+  weft_task_release(t);
+  return moves;
+}
+
+TEST(migrate_mode_moves_every_suspension) {
+  weft_config c = cfg_workers(2);
+  c.test_migrate = 1;
+  c.test_seed = 12345;
+  ASSERT_EQ(weft_run(migrate_main, NULL, &c), 100);
+}
+
+/* ------------------------------------------------------------ debug reports */
+
+static int spin_150ms(void *arg) {
+  (void)arg;
+  int64_t end = weft_now_ns() + 150000000;
+  while (weft_now_ns() < end) {
+  }
+  return 0;
+}
+
+static int debug_main(void *arg) {
+  (void)arg;
+  weft_spawn_opts o = {.name = "hog"};
+  weft_task t = weft_spawn_ex(spin_150ms, NULL, &o);
+  weft_join(t);
+  weft_task_release(t);
+  weft_spawn_opts o2 = {.name = "left-behind"};
+  weft_task u = weft_spawn_ex(forever, NULL, &o2);
+  weft_sleep_ns(1000000);
+  weft_task_release(u);
+  return 0;
+}
+
+/* Run fn in a child with stderr captured; return what it wrote. */
+static void capture_stderr(void (*fn)(void), char *out, size_t len, int *status) {
+  int p[2];
+  ASSERT_EQ(pipe(p), 0);
+  pid_t pid = fork();
+  if (pid == 0) {
+    dup2(p[1], 2);
+    close(p[0]);
+    fn();
+    _exit(0);
+  }
+  close(p[1]);
+  size_t n = 0;
+  ssize_t r;
+  while (n + 1 < len && (r = read(p[0], out + n, len - 1 - n)) > 0) n += (size_t)r;
+  out[n] = 0;
+  close(p[0]);
+  waitpid(pid, status, 0);
+}
+
+static void run_debug(void) {
+  weft_config c = cfg_workers(2);
+  c.debug = 1;
+  weft_run(debug_main, NULL, &c);
+}
+
+TEST(debug_mode_reports_hogs_and_leftovers) {
+  char buf[8192];
+  int st;
+  capture_stderr(run_debug, buf, sizeof buf, &st);
+  ASSERT_TRUE(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+  if (!strstr(buf, "task 'hog' has run for")) TEST_FAIL("no hog report in: %s", buf);
+  if (!strstr(buf, "'left-behind'")) TEST_FAIL("no leftover report in: %s", buf);
+}
+
+static int recurse(int depth) {
+  volatile char pad[512];
+  pad[0] = (char)depth;
+  return depth <= 0 ? pad[0] : recurse(depth - 1) + pad[0];
+}
+
+static int overflow_task(void *arg) {
+  (void)arg;
+  return recurse(1 << 20);
+}
+
+static int overflow_main(void *arg) {
+  (void)arg;
+  weft_spawn_opts o = {.name = "deep-diver"};
+  weft_task t = weft_spawn_ex(overflow_task, NULL, &o);
+  weft_join(t);
+  return 0;
+}
+
+static void run_overflow(void) {
+  weft_config c = cfg_workers(1);
+  weft_run(overflow_main, NULL, &c);
+}
+
+TEST(stack_overflow_is_reported_by_name) {
+  if (test_sanitized()) TEST_SKIP("the sanitizers own SIGSEGV");
+  char buf[8192];
+  int st;
+  capture_stderr(run_overflow, buf, sizeof buf, &st);
+  ASSERT_TRUE(WIFSIGNALED(st));
+  if (!strstr(buf, "task 'deep-diver' overflowed its")) TEST_FAIL("no overflow report in: %s", buf);
+}
+
+/* ------------------------------------------------------------ I/O completion path */
+
+static int nop_main(void *arg) {
+  (void)arg;
+  if (weft_backend() != WEFT_BACKEND_URING) return 0;
+  for (int i = 0; i < 1000; i++) ASSERT_EQ(weft__io_nop(), 0);
+  return 0;
+}
+
+TEST(uring_nop_round_trip) {
+  weft_config c = cfg_workers(2);
+  ASSERT_EQ(weft_run(nop_main, NULL, &c), 0);
+}
+
+static int many_nops(void *arg) {
+  (void)arg;
+  for (int i = 0; i < 50; i++)
+    if (weft__io_nop() != 0) return -1;
+  return 0;
+}
+
+static int nop_pressure_main(void *arg) {
+  (void)arg;
+  if (weft_backend() != WEFT_BACKEND_URING) return 0;
+  /* more operations in flight than ring entries (ring_entries = 8) */
+  weft_task t[64];
+  for (int i = 0; i < 64; i++) t[i] = weft_spawn(many_nops, NULL);
+  for (int i = 0; i < 64; i++) {
+    ASSERT_EQ(weft_join(t[i]), 0);
+    weft_task_release(t[i]);
+  }
+  return 0;
+}
+
+TEST(more_operations_than_ring_entries) {
+  weft_config c = cfg_workers(2);
+  c.ring_entries = 8;
+  ASSERT_EQ(weft_run(nop_pressure_main, NULL, &c), 0);
+}
+
+TEST_MAIN()

@@ -1,0 +1,183 @@
+/* tests/test_sync.c: the core's event and bounded FIFO queue. */
+#include <pthread.h>
+#include <stdatomic.h>
+
+#include <weft/weft.h>
+
+#include "test.h"
+
+static weft_config cfg_workers(unsigned n) {
+  weft_config c = {0};
+  c.workers = n;
+  return c;
+}
+
+/* ------------------------------------------------------------ event */
+
+static weft_event ev;
+static _Atomic int woke;
+
+static int ev_waiter(void *arg) {
+  (void)arg;
+  int rc = weft_event_wait(&ev);
+  if (rc == 0) atomic_fetch_add(&woke, 1);
+  return rc;
+}
+
+static int event_main(void *arg) {
+  (void)arg;
+  weft_event_init(&ev);
+  ASSERT_TRUE(!weft_event_is_set(&ev));
+  weft_task t[100];
+  for (int i = 0; i < 100; i++) t[i] = weft_spawn(ev_waiter, NULL);
+  weft_sleep_ns(2000000);
+  ASSERT_EQ(atomic_load(&woke), 0);
+  ASSERT_EQ(weft_event_destroy(&ev), -EBUSY);
+  weft_event_set(&ev);
+  for (int i = 0; i < 100; i++) {
+    ASSERT_EQ(weft_join(t[i]), 0);
+    weft_task_release(t[i]);
+  }
+  ASSERT_EQ(atomic_load(&woke), 100);
+  ASSERT_TRUE(weft_event_is_set(&ev));
+  ASSERT_EQ(weft_event_wait(&ev), 0); /* set: returns at once */
+  weft_event_clear(&ev);
+  ASSERT_TRUE(!weft_event_is_set(&ev));
+  /* a cancelled waiter returns -ECANCELED and leaves the list */
+  weft_task c = weft_spawn(ev_waiter, NULL);
+  weft_sleep_ns(1000000);
+  weft_cancel(c);
+  ASSERT_EQ(weft_join(c), -ECANCELED);
+  weft_task_release(c);
+  ASSERT_EQ(weft_event_destroy(&ev), 0);
+  return 0;
+}
+
+TEST(event_set_wakes_every_waiter) {
+  weft_config c = cfg_workers(2);
+  ASSERT_EQ(weft_run(event_main, NULL, &c), 0);
+}
+
+static void *set_from_thread(void *arg) {
+  usleep(5000);
+  weft_event_set(arg);
+  return NULL;
+}
+
+static int foreign_set_main(void *arg) {
+  (void)arg;
+  weft_event e;
+  weft_event_init(&e);
+  pthread_t th;
+  pthread_create(&th, NULL, set_from_thread, &e);
+  ASSERT_EQ(weft_event_wait(&e), 0);
+  pthread_join(th, NULL);
+  weft_event_destroy(&e);
+  return 0;
+}
+
+TEST(event_set_from_a_foreign_thread) {
+  weft_config c = cfg_workers(2);
+  ASSERT_EQ(weft_run(foreign_set_main, NULL, &c), 0);
+}
+
+/* ------------------------------------------------------------ queue */
+
+static int queue_basic_main(void *arg) {
+  (void)arg;
+  weft_queue q;
+  ASSERT_EQ(weft_queue_init(&q, 3), 0);
+  void *it;
+  ASSERT_EQ(weft_queue_get_nowait(&q, &it), -EAGAIN);
+  for (intptr_t i = 1; i <= 3; i++) ASSERT_EQ(weft_queue_put_nowait(&q, (void *)i), 0);
+  ASSERT_TRUE(weft_queue_full(&q));
+  ASSERT_EQ(weft_queue_put_nowait(&q, (void *)4), -EAGAIN);
+  ASSERT_EQ(weft_queue_qsize(&q), 3);
+  for (intptr_t i = 1; i <= 3; i++) {
+    ASSERT_EQ(weft_queue_get(&q, &it), 0);
+    ASSERT_EQ((intptr_t)it, i);
+  }
+  ASSERT_TRUE(weft_queue_empty(&q));
+  ASSERT_EQ(weft_queue_destroy(&q), 0);
+  /* unbounded: grows */
+  ASSERT_EQ(weft_queue_init(&q, 0), 0);
+  for (intptr_t i = 0; i < 10000; i++) ASSERT_EQ(weft_queue_put(&q, (void *)i), 0);
+  for (intptr_t i = 0; i < 10000; i++) {
+    ASSERT_EQ(weft_queue_get_nowait(&q, &it), 0);
+    ASSERT_EQ((intptr_t)it, i);
+  }
+  ASSERT_TRUE(!weft_queue_full(&q));
+  weft_queue_destroy(&q);
+  return 0;
+}
+
+TEST(queue_fifo_bounded_and_unbounded) {
+  weft_config c = cfg_workers(1);
+  ASSERT_EQ(weft_run(queue_basic_main, NULL, &c), 0);
+}
+
+static weft_queue pq, pq2;
+
+static int producer(void *arg) {
+  intptr_t base = (intptr_t)arg;
+  for (intptr_t i = 0; i < 1000; i++)
+    if (weft_queue_put(&pq, (void *)(base + i)) != 0) return -1;
+  return 0;
+}
+
+static int blocking_main(void *arg) {
+  (void)arg;
+  weft_queue_init(&pq, 1);
+  weft_task p[4];
+  for (int i = 0; i < 4; i++) p[i] = weft_spawn(producer, (void *)(intptr_t)(i * 1000000));
+  intptr_t last[4] = {-1, -1, -1, -1};
+  for (int n = 0; n < 4000; n++) {
+    void *it;
+    ASSERT_EQ(weft_queue_get(&pq, &it), 0);
+    intptr_t v = (intptr_t)it, who = v / 1000000, seq = v % 1000000;
+    ASSERT_TRUE(seq > last[who]); /* each producer's items arrive in order */
+    last[who] = seq;
+  }
+  for (int i = 0; i < 4; i++) {
+    ASSERT_EQ(weft_join(p[i]), 0);
+    weft_task_release(p[i]);
+  }
+  ASSERT_EQ(weft_queue_destroy(&pq), 0);
+  return 0;
+}
+
+TEST(queue_put_blocks_while_full) {
+  weft_config c = cfg_workers(2);
+  ASSERT_EQ(weft_run(blocking_main, NULL, &c), 0);
+}
+
+static int getter(void *arg) {
+  (void)arg;
+  void *it;
+  int rc = weft_queue_get(&pq2, &it);
+  return rc < 0 ? rc : (int)(intptr_t)it;
+}
+
+static int cancelled_getter_main(void *arg) {
+  (void)arg;
+  weft_queue_init(&pq2, 0);
+  weft_task a = weft_spawn(getter, NULL);
+  weft_task b = weft_spawn(getter, NULL);
+  weft_sleep_ns(2000000);
+  weft_cancel(a);
+  ASSERT_EQ(weft_queue_put(&pq2, (void *)5), 0);
+  ASSERT_EQ(weft_join(a), -ECANCELED);
+  ASSERT_EQ(weft_join(b), 5); /* the item was not lost with a */
+  weft_task_release(a);
+  weft_task_release(b);
+  ASSERT_TRUE(weft_queue_empty(&pq2));
+  weft_queue_destroy(&pq2);
+  return 0;
+}
+
+TEST(cancelled_getter_loses_no_item) {
+  weft_config c = cfg_workers(2);
+  ASSERT_EQ(weft_run(cancelled_getter_main, NULL, &c), 0);
+}
+
+TEST_MAIN()
