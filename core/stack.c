@@ -238,10 +238,12 @@ void weft__stack_pool_init(weft__stack_pool *p, weft__stack_shared *s) {
   p->n_hot = 0;
 }
 
-static void trim_to(weft__stack_pool *p, size_t keep);
+static void trim_to(weft__stack_pool *p, size_t keep, bool give_back);
 
 void weft__stack_pool_fini(weft__stack_pool *p) {
-  trim_to(p, 0);
+  /* The runtime is stopping and will unmap the slabs: no madvise here (it
+   * would cost a system call and a TLB shootdown per run for nothing). */
+  trim_to(p, 0, false);
   p->hot = NULL;
 }
 
@@ -383,7 +385,7 @@ static void dontneed(char *lo, char *hi) {
 
 /* Keep the keep most recently returned stacks; the rest lose their memory
  * and go to the cold list. */
-static void trim_to(weft__stack_pool *p, size_t keep) {
+static void trim_to(weft__stack_pool *p, size_t keep, bool give_back) {
   if (p->n_hot <= keep) return;
   weft__stack **link = &p->hot;
   for (size_t i = 0; i < keep; i++) link = &(*link)->next;
@@ -399,6 +401,10 @@ static void trim_to(weft__stack_pool *p, size_t keep) {
   weft__stack *sorted = sort_n(&rest, n), *tail = NULL;
   char *run_lo = NULL, *run_hi = NULL;
   for (weft__stack *s = sorted; s; s = s->next) {
+    if (!give_back) {
+      tail = s;
+      continue;
+    }
     if (run_hi && s->lo - page_size == run_hi) {
       run_hi = s->lo + s->size;
     } else {
@@ -408,7 +414,7 @@ static void trim_to(weft__stack_pool *p, size_t keep) {
     }
     tail = s;
   }
-  dontneed(run_lo, run_hi);
+  if (give_back) dontneed(run_lo, run_hi);
 
   weft__stack_shared *sh = p->shared;
   pthread_mutex_lock(&sh->lock);
@@ -417,7 +423,7 @@ static void trim_to(weft__stack_pool *p, size_t keep) {
   pthread_mutex_unlock(&sh->lock);
 }
 
-void weft__stack_trim(weft__stack_pool *p) { trim_to(p, WEFT_STACK_HOT); }
+void weft__stack_trim(weft__stack_pool *p) { trim_to(p, WEFT_STACK_HOT, true); }
 
 /* ---------------------------------------------------------------- check */
 

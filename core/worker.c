@@ -438,8 +438,21 @@ static void park(weft__worker *w) {
   /* seq_cst: StoreLoad pair with send_to (see there) */
   weft__store(&w->sleeping, 1, SEQ_CST);
   if (weft__inbox_is_empty(&w->inbox) && !weft__load(&rt->stop, ACQUIRE)) {
-    weft__stack_trim(&w->stacks);
-    weft__reactor_park(&w->reactor, weft__timer_next(&w->timers));
+    int64_t deadline = weft__timer_next(&w->timers);
+    if (w->stacks.n_hot > WEFT_STACK_HOT) {
+      /* Give surplus stack memory back once the worker has had no use for
+       * it for a while, not at every park: a busy fork-join workload parks
+       * thousands of times a second, and each madvise costs a system call
+       * and a TLB shootdown on every CPU. */
+      int64_t now = weft_now_ns();
+      if (now - w->last_trim >= WEFT__TRIM_INTERVAL_NS) {
+        weft__stack_trim(&w->stacks);
+        w->last_trim = now;
+      } else if (w->last_trim + WEFT__TRIM_INTERVAL_NS < deadline) {
+        deadline = w->last_trim + WEFT__TRIM_INTERVAL_NS;
+      }
+    }
+    weft__reactor_park(&w->reactor, deadline);
   }
   weft__store(&w->sleeping, 0, RELAXED);
   /* seq_cst: see io/reactor.h: the clear comes before looking for work */

@@ -34,6 +34,7 @@
 #define WEFT__LIFO_MAX 3
 #define WEFT__GLOBAL_INTERVAL 61
 #define WEFT__FREE_TASKS_MAX 1024 /* records a worker keeps before giving half back */
+#define WEFT__TRIM_INTERVAL_NS 1000000000LL /* at most one stack trim a second per worker */
 
 struct weft_runtime;
 
@@ -57,6 +58,7 @@ typedef struct weft__worker {
   weft__stack_pool stacks;
   weft__timer_heap timers;
   weft__reactor reactor;
+  int64_t last_trim;          /* when the stack pool was last trimmed (CLOCK_MONOTONIC ns) */
   int64_t spawned_local;      /* mirrors of the atomics below, owner's copy */
   int64_t finished_local;
 

@@ -50,6 +50,8 @@ static void dispatch(weft__reactor *r, struct epoll_event *evs, int n) {
       uint64_t v;
       while (read(r->wake_fd, &v, sizeof v) < 0 && errno == EINTR) {
       }
+      /* the unpark was consumed: allow the next one (io/reactor.h) */
+      weft__store(&r->unpark_armed, 0, SEQ_CST);
       continue;
     }
     op->complete(op, (int32_t)evs[i].events, 0);

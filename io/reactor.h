@@ -14,7 +14,12 @@
  * deadline (the worker's next timer). Unparking writes the reactor's eventfd;
  * `unpark_armed` coalesces unparks so that a burst costs one write:
  *   unparker: make the work visible; if exchange(armed, 1) was 0: write(fd)
- *   owner:    after waking, store armed = 0 (seq_cst), then look for work.
+ *   owner:    whenever it consumes the eventfd (in park, or in a poll that
+ *             reaps the wake read), store armed = 0 (seq_cst), then look
+ *             for work. armed == 1 thus always means "a write is on its
+ *             way to the owner": clearing it only in park would leave it
+ *             set after a poll had eaten the write, and the next unpark
+ *             would be skipped while the owner sleeps.
  * An unpark that sees armed == 1 knows the owner has not yet cleared it, so
  * the owner's search that follows the clear sees the unparker's work.
  *
