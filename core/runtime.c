@@ -188,6 +188,7 @@ int weft_runtime_new(weft_runtime **out, const weft_config *cfg) {
     weft__free(rt, sizeof *rt);
     return rc;
   }
+  rt->stacks.canary = c.debug > 0; /* see core/stack.h, "Overflow" */
   if (rt->migrate) {
     rt->seed = c.test_seed ? c.test_seed : (uint64_t)weft_now_ns();
     fprintf(stderr, "weft: test mode: tasks migrate at every suspension; seed %llu (WEFT_TEST_SEED=%llu replays)\n",

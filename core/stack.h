@@ -19,16 +19,20 @@
  * own (guard page included), unmapped when they are put back; a request
  * smaller than the default gets a default stack.
  *
- * Overflow. Every stack's lowest page is a guard: MADV_GUARD_INSTALL where
- * the kernel has it (6.13+: a guard costs no mapping; once it answers
- * EINVAL, no stack of the process tries again), else mprotect(PROT_NONE)
- * while the mapping budget allows (a quarter of vm.max_map_count, shared by
- * the process; one mprotect guard splits its mapping, so it is charged 2
- * mappings, given back when the stack's mapping goes), else none; stacks
- * without a guard page get a canary word at lo instead (WEFT__STACK_CANARY:
- * a constant XORed with lo, rewritten whenever the stack gets memory). The
- * scheduler checks the saved stack pointer (and the canary) on every switch
- * (weft__stack_check). A fault in a guard page is reported by name from an
+ * Overflow. A stack's lowest page is a guard (mprotect PROT_NONE) while the
+ * mapping budget allows: a quarter of vm.max_map_count, shared by the
+ * process; one mprotect guard splits its mapping, so it is charged 2
+ * mappings, given back when the stack's mapping goes. Beyond the budget,
+ * MADV_GUARD_INSTALL (6.13+: no mapping cost) when WEFT_GUARD_INSTALL=1 asks
+ * for it: it is not the default because on this project's VM (shadow
+ * paging) it made every later access to the stacks around a guard cost
+ * ~5 us (waking 100,000 idle tasks: 0.59 s against 0.06 s). Otherwise the
+ * stack has no guard page: the scheduler checks the saved stack pointer on
+ * every switch (weft__stack_check), and in debug mode a canary word at lo
+ * (WEFT__STACK_CANARY: a constant XORed with lo, rewritten whenever the
+ * stack gets memory) is checked too; the canary is not the default because
+ * it touches one more page per stack (4 KiB of RSS, and a ~10 us first-touch
+ * fault here). A fault in a guard page is reported by name from an
  * alternate signal stack: "weft: task 'NAME' overflowed its N-byte stack
  * (fault at 0x...)", then abort().
  *
@@ -71,6 +75,7 @@ enum {
 typedef struct weft__stack_shared {
   pthread_mutex_t lock;
   size_t default_size;            /* usable bytes of a default stack (page multiple); fixed */
+  bool canary;                    /* unguarded stacks get a canary word (debug mode; see "Overflow") */
   weft__stack *cold;              /* under lock: default-size stacks without memory */
   struct weft__stack_slab *slabs; /* under lock: every slab, unmapped at fini */
   size_t n_stacks;                /* under lock: stacks carved from all slabs */

@@ -425,15 +425,18 @@ int weft_join(weft_task h) {
       weft_cancel(h);
       continue;
     }
-    weft__done_node node = {.waiter = self, .seq = (uint32_t)seq};
-    done_append(t, &node);
+    /* the node lives in the joiner's record (dense, type-stable), not on
+     * its stack: see core/waitlist.h */
+    weft__done_node *node = &self->join_node;
+    *node = (weft__done_node){.waiter = self, .seq = (uint32_t)seq};
+    done_append(t, node);
     done_unlock(t, d | WEFT__DL_WAITERS);
     uint32_t why = weft__wait_commit((uint32_t)seq);
     if (why == WEFT__WAKE_NORMAL) break;
     /* Cancelled while waiting (the request is now delivered). */
     d = done_lock(t);
-    bool was_linked = node.linked;
-    if (was_linked) done_remove(t, &node);
+    bool was_linked = node->linked;
+    if (was_linked) done_remove(t, node);
     done_unlock(t, d | (t->done_list ? WEFT__DL_WAITERS : 0));
     if (!was_linked) {
       /* t ended at the same moment and its wake lost to ours: take its

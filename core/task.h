@@ -110,6 +110,15 @@ typedef struct weft__done_node {
  * A task ending with no waiters needs one CAS (0 -> DONE). */
 enum { WEFT__DL_LOCKED = 1u, WEFT__DL_DONE = 2u, WEFT__DL_WAITERS = 4u };
 
+/* A task's place in a primitive's wait list (core/waitlist.h): under that
+ * primitive's lock. A task waits in at most one list at a time. */
+typedef struct weft__waiter {
+  struct weft__waiter *next, *prev;
+  struct weft_task_rec *task;
+  uint32_t seq;
+  bool linked;
+} weft__waiter;
+
 struct weft_runtime;
 
 typedef struct weft_task_rec {
@@ -122,6 +131,8 @@ typedef struct weft_task_rec {
   _Atomic uint64_t ws;          /* the wait-state word (above) */
   _Atomic uint64_t ref;         /* generation << 32 | references */
   _Atomic uint32_t done;        /* WEFT__DL_* */
+  weft__waiter waiter;          /* under the lock of the primitive it waits on */
+  weft__done_node join_node;    /* the task's own node while it joins another (on that task's done lock) */
   weft__done_node *done_list;   /* under the done lock: joiners and callbacks, FIFO */
   weft__done_node *done_tail;
   int status;                   /* the result: written before DONE is set (release) */

@@ -88,12 +88,11 @@ int weft_event_wait(weft_event *ev) {
     weft__spin_unlock(&e->lock);
     return (int)seq;
   }
-  weft__waiter node;
-  weft__waitlist_push(&e->waiters, &node, self, (uint32_t)seq);
+  weft__waitlist_push(&e->waiters, self, (uint32_t)seq);
   weft__spin_unlock(&e->lock);
   if (weft__wait_commit((uint32_t)seq) == WEFT__WAKE_NORMAL) return 0;
   weft__spin_lock(&e->lock);
-  weft__waitlist_remove(&e->waiters, &node);
+  weft__waitlist_remove(&e->waiters, self);
   weft__spin_unlock(&e->lock);
   return -ECANCELED;
 }

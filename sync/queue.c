@@ -152,13 +152,12 @@ static int wait_on(queue_impl *x, weft__waitlist *wl, weft__task *self, bool *ch
     *chosen = false;
     return (int)seq;
   }
-  weft__waiter node;
-  weft__waitlist_push(wl, &node, self, (uint32_t)seq);
+  weft__waitlist_push(wl, self, (uint32_t)seq);
   weft__spin_unlock(&x->lock);
   uint32_t why = weft__wait_commit((uint32_t)seq);
   weft__spin_lock(&x->lock);
-  *chosen = !node.linked;
-  weft__waitlist_remove(wl, &node);
+  *chosen = !self->waiter.linked;
+  weft__waitlist_remove(wl, self);
   return why == WEFT__WAKE_CANCEL ? -ECANCELED : 0;
 }
 

@@ -9,7 +9,8 @@
  * written before the push and checked after the pop, so a missing
  * happens-before is a ThreadSanitizer report. A second stress closes the
  * queue while producers are still pushing: every node is then popped,
- * returned by close, or refused, exactly once.
+ * returned by close, or refused, exactly once. WEFT_STRESS=long repeats the
+ * stress runs 10 times; sanitizer builds halve them.
  */
 #include <pthread.h>
 #include <sched.h>
@@ -147,6 +148,7 @@ typedef struct stress {
   int producers, consumers;
   uint64_t per;                   /* nodes per producer */
   _Atomic uint64_t done;          /* nodes accounted for */
+  _Atomic uint64_t pushed;        /* nodes offered to the queue */
   _Atomic int producers_left;
   _Atomic int closed;             /* close stress: set once close has run */
   uint64_t refused[MAX_THREADS];  /* per producer: pushes refused after close */
@@ -193,6 +195,7 @@ static void *producer_main(void *ap) {
       atomic_fetch_add_explicit(&s->done, k, memory_order_relaxed);
     }
     i += k;
+    atomic_fetch_add_explicit(&s->pushed, k, memory_order_relaxed); /* a progress counter */
     if (rng_next(&rng) % 64 == 0) sched_yield();
   }
   s->refused[a->id] = refused;
@@ -230,7 +233,7 @@ static void *consumer_main(void *ap) {
 }
 
 static void run_stress(const char *name, int producers, int consumers, uint64_t per, bool close_midway) {
-  per = per * (uint64_t)test_stress_scale() / (test_sanitized() ? 2 : 1);
+  per = per / (test_sanitized() ? 2 : 1);
   stress *s = calloc(1, sizeof *s);
   ASSERT_TRUE(s != NULL);
   s->nodes = calloc((size_t)(producers * per), sizeof *s->nodes);
@@ -249,9 +252,11 @@ static void run_stress(const char *name, int producers, int consumers, uint64_t 
   }
   uint64_t returned = 0;
   if (close_midway) {
-    /* close once about a third of the nodes are through */
+    /* close once a third of the nodes were pushed: the producers are
+     * still pushing (refused is > 0 unless they all finish first, which
+     * the report shows; the unit test covers refusal deterministically) */
     uint64_t total = (uint64_t)producers * per;
-    while (atomic_load_explicit(&s->done, memory_order_relaxed) < total / 3) sched_yield();
+    while (atomic_load_explicit(&s->pushed, memory_order_relaxed) < total / 3) sched_yield();
     /* release: a producer whose push is refused checks that close ran */
     atomic_store_explicit(&s->closed, 1, memory_order_release);
     weft__link *rest = weft__inject_close(&s->q);
@@ -272,7 +277,6 @@ static void run_stress(const char *name, int producers, int consumers, uint64_t 
     if (atomic_load_explicit(&s->nodes[i].seen, memory_order_relaxed) != 1)
       TEST_FAIL("node %" PRIu64 " seen %u times", i, (unsigned)s->nodes[i].seen);
   ASSERT_TRUE(weft__inject_is_empty(&s->q));
-  if (close_midway) ASSERT_GT(refused, 0);
   fprintf(stderr, "  %s: %" PRIu64 " nodes in %.2f s (%" PRIu64 " returned by close, %" PRIu64 " refused)\n", name,
           total, dt, returned, refused);
   weft__inject_destroy(&s->q);
@@ -280,8 +284,13 @@ static void run_stress(const char *name, int producers, int consumers, uint64_t 
   free(s);
 }
 
-TEST(stress_mpmc) { run_stress("mpmc", 3, 2, 400000, false); }
+/* WEFT_STRESS=long repeats the runs (memory stays bounded). */
+TEST(stress_mpmc) {
+  for (long r = 0; r < test_stress_scale(); r++) run_stress("mpmc", 3, 2, 800000, false);
+}
 
-TEST(stress_close_while_pushing) { run_stress("close", 3, 2, 200000, true); }
+TEST(stress_close_while_pushing) {
+  for (long r = 0; r < 4 * test_stress_scale(); r++) run_stress("close", 3, 2, 200000, true);
+}
 
 TEST_MAIN()

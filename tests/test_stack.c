@@ -438,8 +438,7 @@ TEST(stack_default_and_custom_sizes) {
   for (weft__stack *s = d0; s; s = s == d0 ? d1 : s == d1 ? dd : NULL) {
     ASSERT_UEQ(s->size, sh.default_size);
     ASSERT_TRUE(has_flag(s, WEFT__STACK_SLAB));
-    ASSERT_TRUE(has_flag(s, WEFT__STACK_GUARD)); /* MADV_GUARD_INSTALL here (6.13+) */
-    ASSERT_TRUE(!has_flag(s, WEFT__STACK_MPROTECT));
+    ASSERT_TRUE(has_flag(s, WEFT__STACK_GUARD)); /* mprotect within the budget */
   }
   ASSERT_UEQ(big->size, sh.default_size + page());
   ASSERT_TRUE(!has_flag(big, WEFT__STACK_SLAB));
@@ -521,14 +520,13 @@ TEST(stack_canary_fallback_detects_clobber) {
   big->lo[0] = 0;
   ASSERT_TRUE(!weft__stack_check(big, big->lo + big->size));
   weft__stack_put(&p, big);
-  /* trim everything: the stack loses its memory (and canary), then gets both back */
+  /* back to the cold list and out again: the canary is rewritten */
   weft__stack_put(&p, s);
   weft__stack_pool_fini(&p);
   weft__stack_pool_init(&p, &sh);
   weft__stack *again = weft__stack_get(&p, 0);
   ASSERT_TRUE(again == s);
   ASSERT_TRUE(weft__stack_check(again, again->lo + again->size));
-  ASSERT_EQ(again->lo[100], 0); /* memory was given back */
   weft__stack_put(&p, again);
   weft__stack_pool_fini(&p);
   weft__stack_shared_fini(&sh);
@@ -651,9 +649,10 @@ TEST(stack_100k_alive_few_mappings) {
   }
   long maps1 = maps_count();
   printf("  %d stacks: %ld -> %ld mappings\n", N, maps0, maps1);
-  /* <= one per slab; max_map_count is 65530. Not under a sanitizer: TSan
+  /* one per slab, plus the mprotect guards of the budget (a quarter of
+   * max_map_count, 65530): far below the limit. Not under a sanitizer: TSan
    * maps shadow memory for application mappings on demand. */
-  if (!test_sanitized()) ASSERT_LE(maps1 - maps0, 1000);
+  if (!test_sanitized()) ASSERT_LE(maps1 - maps0, 1000 + 65530 / 4);
   for (int i = 0; i < N; i++) ASSERT_EQ(s[i]->lo[s[i]->size - 1], (char)i);
   char *first = s[0]->lo, *last = s[N - 1]->lo;
   for (int i = 0; i < N; i++) weft__stack_put(&p, s[i]);
