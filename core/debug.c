@@ -62,7 +62,7 @@ static void *monitor_main(void *arg) {
     for (unsigned i = 0; i < n; i++) {
       weft__worker *w = rt->workers[i];
       uint64_t sw = weft__load(&w->switches, RELAXED); /* relaxed: a sample */
-      weft__task *t = weft__load(&w->running, RELAXED);
+      weft__task *t = weft__load(&w->running, ACQUIRE); /* pairs with run_task's release */
       if (sw != last_switches[i] || !t) {
         last_switches[i] = sw;
         since[i] = now;

@@ -126,6 +126,7 @@ static void free_runtime(weft__runtime *rt) {
     for (unsigned i = 0; i < rt->nworkers; i++) {
       weft__worker *w = rt->workers[i];
       if (!w) continue;
+      weft__reactor_fini(&w->reactor); /* every worker thread has been joined */
       weft__timer_fini(&w->timers);
       weft__free(w, 0);
     }
@@ -210,6 +211,7 @@ int weft_runtime_new(weft_runtime **out, const weft_config *cfg) {
       return -ENOMEM;
     }
     memset(w, 0, sizeof *w);
+    w->reactor.wake_fd = -1; /* not set up until its thread starts (reactor_fini checks) */
     rt->workers[i] = w;
     w->rt = rt;
     w->id = (int)i;

@@ -253,7 +253,9 @@ static void run_task(weft__worker *w, weft__task *t) {
     weft__store(&t->last_worker, (int8_t)w->id, RELAXED); /* relaxed: for reports */
     w->current = t;
     if (weft__unlikely(w->rt->debug)) {
-      weft__store(&w->running, t, RELAXED);
+      /* release: pairs with the monitor's acquire (core/debug.c): it reads
+       * the task's name, initialised before the task reached this worker */
+      weft__store(&w->running, t, RELEASE);
       weft__store(&w->switches, weft__load(&w->switches, RELAXED) + 1, RELAXED);
     }
     weft__stack_set_running(t->stack, (const char *)t->name);
@@ -487,7 +489,10 @@ void *weft__worker_main(void *arg) {
     park(w);
   }
   if (w->searching) weft__idle_end_search(rt, w);
-  weft__reactor_fini(&w->reactor);
+  /* The reactor stays open until every worker has stopped: another thread
+   * may still unpark this one (shutdown's unpark_all, a late notify), and a
+   * closed eventfd's number could already belong to someone else's file.
+   * free_runtime closes it after joining the threads. */
   weft__stack_pool_fini(&w->stacks);
   weft__stack_thread_fini();
   tls_worker = NULL;

@@ -597,7 +597,7 @@ TEST(debug_mode_reports_hogs_and_leftovers) {
   char buf[8192];
   int st;
   capture_stderr(run_debug, buf, sizeof buf, &st);
-  ASSERT_TRUE(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+  if (!(WIFEXITED(st) && WEXITSTATUS(st) == 0)) TEST_FAIL("the child failed; its stderr: %s", buf);
   if (!strstr(buf, "task 'hog' has run for")) TEST_FAIL("no hog report in: %s", buf);
   if (!strstr(buf, "'left-behind'")) TEST_FAIL("no leftover report in: %s", buf);
 }
