@@ -14,7 +14,10 @@ static _Atomic long fail_countdown = -1; /* relaxed: a test knob, no data hangs 
 
 void weft__fault_alloc_after(long n) { atomic_store_explicit(&fail_countdown, n, memory_order_relaxed); }
 
-static int injected_failure(void) {
+int weft__fault_injected(void);
+static int injected_failure(void) { return weft__fault_injected(); }
+
+int weft__fault_injected(void) {
   long n = atomic_load_explicit(&fail_countdown, memory_order_relaxed);
   while (n >= 0) {
     if (atomic_compare_exchange_weak_explicit(&fail_countdown, &n, n - 1, memory_order_relaxed,

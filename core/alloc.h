@@ -24,6 +24,11 @@ void weft__free(void *p, size_t size);   /* size: as allocated, or 0 if unknown 
 #ifdef WEFT_TEST_HOOKS
 /* Make the allocation after n more succeed fail (n < 0: never). */
 void weft__fault_alloc_after(long n);
+/* For allocators outside this file (the task record chunks): true when the
+ * injected failure is due now (counts as one allocation). */
+int weft__fault_injected(void);
+#else
+static inline int weft__fault_injected(void) { return 0; }
 #endif
 
 #endif

@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -132,10 +133,10 @@ static void free_runtime(weft__runtime *rt) {
     }
     weft__free(rt->workers, sizeof(weft__worker *) * rt->nworkers);
   }
-  while (rt->slabs) {
+  while (rt->slabs) { /* the record chunks (core/worker.c): 2 MiB each */
     struct weft__task_slab *s = rt->slabs;
     rt->slabs = *(struct weft__task_slab **)s; /* next is the first field */
-    weft__free(s, 0);
+    munmap(s, (size_t)2 << 20);
   }
   weft__stack_shared_fini(&rt->stacks);
   weft__inject_destroy(&rt->inject);

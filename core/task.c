@@ -20,6 +20,20 @@
  * cancelled forwards the cancellation to the task it awaits and goes on
  * waiting; it returns that task's outcome. weft_shield (later) is the way to
  * wait without forwarding.
+ *
+ * INLINE JOINS. Joining a task that has not started yet (state FRESH: still
+ * in some run queue) runs it right there, on the joiner's stack and thread,
+ * as a plain call, when the joiner's stack has room: no stack to fault in,
+ * no switch, and fork-join code (fib) runs depth-first like the recursion it
+ * is. The claim is a CAS FRESH -> RUNNING on the child's ws, raced by the
+ * scheduler's own CAS when it dequeues the child, so exactly one of them
+ * runs it. The child's queue entry stays behind: the claimer sets `tomb`
+ * before its CAS, and the first dequeue that finds `tomb` set clears it and
+ * drops the entry's reference instead of running the task (if the inlined
+ * child suspended and was woken meanwhile, it has two entries, and either
+ * one may be the one skipped: the other still runs it). While the child runs
+ * inline, the joiner's `inline_child` names it, so that cancelling the
+ * joiner forwards to it as a cancelled join would.
  */
 #include <errno.h>
 #include <stdio.h>
@@ -62,21 +76,17 @@ void weft__task_unref(weft__task *t) {
 }
 
 int weft_task_release(weft_task h) {
-  weft__task *t = (weft__task *)h.rec;
-  if (!t) return -EINVAL;
-  /* Drop the handle's reference: validate the generation and decrement in
-   * one CAS, so that two releases of one handle cannot both succeed... they
-   * can (same generation, refs >= 2): releasing a handle twice is misuse,
-   * caught while the record lives by the count never going below the running
-   * reference, and afterwards by the generation. */
-  uint64_t r = weft__load(&t->ref, RELAXED), n;
-  do {
-    if (REF_GEN(r) != (uint32_t)h.gen || REF_CNT(r) == 0) return -ESRCH;
-    n = REF_CNT(r) == 1 ? ((uint64_t)(REF_GEN(r) + 1) << 32) : r - 1;
-    /* acq_rel: as in weft__task_unref */
-  } while (!weft__cas_weak(&t->ref, &r, n, ACQ_REL, RELAXED));
-  if (REF_CNT(r) == 1) weft__task_recycle(t);
-  return 0;
+  weft__task *t;
+  int rc = weft__task_ref(h, &t);
+  if (rc) return rc;
+  /* The handle's reference is dropped once: a second release of the same
+   * handle finds the flag clear (-ESRCH) instead of dropping a reference
+   * that belongs to someone else (the running task, a stale queue entry).
+   * acq_rel: orders this holder's uses before the recycle, as unref. */
+  bool held = weft__xchg(&t->handle_held, 0, ACQ_REL);
+  if (held) weft__task_unref(t);
+  weft__task_unref(t);
+  return held ? 0 : -ESRCH;
 }
 
 /* ------------------------------------------------------------ the wait protocol */
@@ -216,9 +226,12 @@ static void task_init(weft__task *t, weft__runtime *rt, weft_fn fn, void *arg, c
   weft__store(&t->id, id, RELAXED);
   name_store(t, o ? o->name : NULL);
   uint64_t w = weft__load(&t->ws, RELAXED); /* keep seq: stale wakes must stay stale */
-  weft__store(&t->ws, WEFT__WS_MAKE(WEFT__WS_SEQ(w), 0, 0, WEFT__TS_RUNNABLE), RELAXED);
+  weft__store(&t->ws, WEFT__WS_MAKE(WEFT__WS_SEQ(w), 0, 0, WEFT__TS_FRESH), RELAXED);
+  weft__store(&t->tomb, 0, RELAXED);
+  weft__store(&t->inline_child, NULL, RELAXED);
   uint64_t r = weft__load(&t->ref, RELAXED); /* the generation was bumped at recycle */
   weft__store(&t->alive, 1, RELAXED);
+  weft__store(&t->handle_held, !t->detached, RELAXED);
   /* release: pairs with the acquire CAS in weft__task_ref: a handle holder
    * that validates this generation sees the fields above */
   weft__store(&t->ref, ((uint64_t)REF_GEN(r) << 32) | (t->detached ? 1u : 2u), RELEASE);
@@ -249,7 +262,10 @@ static weft_task spawn_on(weft__runtime *rt, weft__worker *w, weft_fn fn, void *
   }
   task_init(t, rt, fn, arg, o, id);
   weft_task h = {(struct weft_task_rec *)t, REF_GEN(weft__load(&t->ref, RELAXED))};
-  weft__schedule(t, true);
+  if (w)
+    weft__schedule_spawn(w, t);
+  else
+    weft__schedule(t, false);
   return o && o->detached ? (weft_task){(struct weft_task_rec *)t, h.gen} : h;
 }
 
@@ -391,6 +407,67 @@ void weft__task_finish(weft__task *t, int status) {
 
 /* ------------------------------------------------------------ join, cancel */
 
+#define INLINE_MIN_ROOM (16 * 1024) /* stack the joiner must have left to run a child inline */
+
+/* Run t, not started yet, inline on the calling task's stack (see "inline
+ * joins" above). Returns false, having changed nothing, when it may not. */
+static bool try_inline(weft__task *self, weft__task *t) {
+  weft__worker *w = weft__worker_self();
+  if (w->rt->migrate || !self->stack || t->stack_size > w->rt->stacks.default_size) return false;
+  char here;
+  if ((size_t)(&here - self->stack->lo) < INLINE_MIN_ROOM) return false;
+  uint64_t ws = weft__load(&t->ws, ACQUIRE);
+  if (WEFT__WS_STATE(ws) != WEFT__TS_FRESH) return false;
+  bool entry_left = false; /* a stale queue entry keeps the running reference */
+  if (weft__spawn_stack_remove(w, t)) {
+    /* it was only on this worker's own spawn stack: no other entry exists,
+     * nobody else can start it */
+    weft__store(&t->ws, WEFT__WS_MAKE(WEFT__WS_SEQ(ws), 0, 0, WEFT__TS_RUNNING), RELAXED);
+  } else {
+    /* tomb before the claim: a dequeuer whose CAS loses to ours must find
+     * it (release: pairs with the dequeuer's acquire exchange) */
+    weft__store(&t->tomb, 1, RELEASE);
+    /* acq_rel: pairs with the scheduler's CAS on a FRESH task (worker.c) */
+    if (!weft__cas(&t->ws, &ws, WEFT__WS_MAKE(WEFT__WS_SEQ(ws), 0, 0, WEFT__TS_RUNNING), ACQ_REL, RELAXED)) {
+      /* a worker started it first: it saw no tomb, so ours is still there */
+      weft__xchg(&t->tomb, 0, ACQ_REL);
+      return false;
+    }
+    entry_left = true;
+  }
+  /* The child borrows the joiner's stack and, for the sanitizers, its
+   * fiber identity: if it suspends, the scheduler switches this very
+   * context out and back in under the child's name. */
+  t->started = 1;
+  t->stack = self->stack;
+  t->fiber = self->fiber;
+  weft__store(&t->last_worker, (int8_t)w->id, RELAXED); /* relaxed: for reports */
+  /* release: pairs with the acquire in cancel_rec */
+  weft__store(&self->inline_child, t, RELEASE);
+  w->current = t;
+  weft__stack_set_running(t->stack, (const char *)t->name);
+  if (weft__unlikely(w->rt->debug)) weft__store(&w->running, t, RELEASE); /* the monitor names it (debug.c) */
+  int status;
+  if (weft__load(&t->cancel_pending, RELAXED)) { /* cancelled before it started: body never runs */
+    weft__cancel_consume(t);
+    status = -ECANCELED;
+  } else {
+    status = t->fn(t->arg);
+  }
+  w = weft__worker_self(); /* the child may have moved to another worker */
+  w->current = self;
+  weft__stack_set_running(self->stack, (const char *)self->name);
+  if (weft__unlikely(w->rt->debug)) weft__store(&w->running, self, RELEASE);
+  weft__store(&self->inline_child, NULL, RELEASE);
+  t->stack = NULL;
+  weft__task_finish(t, status);
+  w->finished_local++;
+  /* release: pairs with the acquire in weft__runtime_live */
+  weft__store(&w->finished, w->finished_local, RELEASE);
+  if (!entry_left) weft__task_unref(t); /* the running reference (the joiner holds its own) */
+  return true;
+}
+
 int weft_join(weft_task h) {
   weft__task *self = weft__task_self();
   if (!self) {
@@ -409,6 +486,7 @@ int weft_join(weft_task h) {
     return -EDEADLK;
   }
   bool restore_pending = false;
+  if (try_inline(self, t)) goto joined;
   for (;;) {
     /* acquire: pairs with the release that set DONE: status is final */
     if (weft__load(&t->done, ACQUIRE) & WEFT__DL_DONE) break;
@@ -446,6 +524,7 @@ int weft_join(weft_task h) {
     }
     weft_cancel(h);
   }
+joined:;
   int status = t->status;
   weft__task_unref(t);
   /* relaxed: the flag carries no data */
@@ -453,22 +532,46 @@ int weft_join(weft_task h) {
   return status;
 }
 
+/* Take a reference on a record whatever its generation, if it is live. */
+static bool ref_live(weft__task *t) {
+  uint64_t r = weft__load(&t->ref, RELAXED);
+  do {
+    if (REF_CNT(r) == 0) return false;
+    /* acquire: as in weft__task_ref */
+  } while (!weft__cas_weak(&t->ref, &r, r + 1, ACQUIRE, RELAXED));
+  return true;
+}
+
+/* Cancel the task t (the caller holds a reference). Returns 1 when a
+ * request was made, 0 when t is already done. */
+static int cancel_rec(weft__task *t) {
+  /* acquire: pairs with the release that set DONE */
+  if (weft__load(&t->done, ACQUIRE) & WEFT__DL_DONE) return 0;
+  weft__fetch_add(&t->cancelling, 1, RELAXED); /* relaxed: a count for cancelling() */
+  /* t runs a joined task inline: forward the request to it, as a cancelled
+   * join does (the request is absorbed unless the child is already done). */
+  weft__task *c = weft__load(&t->inline_child, ACQUIRE); /* pairs with try_inline's release */
+  if (c && ref_live(c)) {
+    int forwarded = 0;
+    /* still the same child (a reference now keeps it from being recycled) */
+    if (weft__load(&t->inline_child, ACQUIRE) == c) forwarded = cancel_rec(c);
+    weft__task_unref(c);
+    if (forwarded) return 1;
+  }
+  /* seq_cst: Dekker pair with weft__wait_prepare (see task.h) */
+  weft__store(&t->cancel_pending, 1, SEQ_CST);
+  uint64_t w = weft__load(&t->ws, SEQ_CST);
+  uint32_t st = WEFT__WS_STATE(w);
+  if ((st == WEFT__TS_WAITING || st == WEFT__TS_PARKED) && WEFT__WS_CANCELLABLE(w))
+    weft__wake(t, WEFT__WS_SEQ(w), WEFT__WAKE_CANCEL);
+  return 1;
+}
+
 int weft_cancel(weft_task h) {
   weft__task *t;
   int rc = weft__task_ref(h, &t);
   if (rc) return rc;
-  int result = 0;
-  /* acquire: pairs with the release that set DONE */
-  if (!(weft__load(&t->done, ACQUIRE) & WEFT__DL_DONE)) {
-    weft__fetch_add(&t->cancelling, 1, RELAXED); /* relaxed: a count for cancelling() */
-    /* seq_cst: Dekker pair with weft__wait_prepare (see task.h) */
-    weft__store(&t->cancel_pending, 1, SEQ_CST);
-    uint64_t w = weft__load(&t->ws, SEQ_CST);
-    uint32_t st = WEFT__WS_STATE(w);
-    if ((st == WEFT__TS_WAITING || st == WEFT__TS_PARKED) && WEFT__WS_CANCELLABLE(w))
-      weft__wake(t, WEFT__WS_SEQ(w), WEFT__WAKE_CANCEL);
-    result = 1;
-  }
+  int result = cancel_rec(t);
   weft__task_unref(t);
   return result;
 }

@@ -32,6 +32,7 @@
 #include "io/reactor.h"
 
 #define WEFT__LIFO_MAX 3
+#define WEFT__SPAWN_STACK 16 /* tasks spawned here and not yet stealable (see weft__schedule_spawn) */
 #define WEFT__GLOBAL_INTERVAL 61
 #define WEFT__FREE_TASKS_MAX 1024 /* records a worker keeps before giving half back */
 #define WEFT__TRIM_INTERVAL_NS 1000000000LL /* at most one stack trim a second per worker */
@@ -47,6 +48,8 @@ typedef struct weft__worker {
   weft__fiber sched;          /* the scheduler loop's own context */
   weft__task *current;        /* the running task, NULL in the scheduler */
   weft__task *lifo;           /* the LIFO slot */
+  weft__task *spawned_stack[WEFT__SPAWN_STACK]; /* newest last: run newest first, joined inline */
+  int n_spawned_stack;
   weft__task *pinned_head;    /* pinned tasks ready to run here, FIFO (linked by link.next) */
   weft__task *pinned_tail;
   int lifo_streak;
@@ -85,6 +88,19 @@ struct weft__worker *weft__worker_self(void);
  * worker's inbox; the migrate test mode sends every task to another worker.
  * Any thread. */
 void weft__schedule(weft__task *t, bool lifo);
+
+/* A task spawned by the calling task goes onto its worker's spawn stack
+ * (owner-only: not stealable, so that joining it soon runs it inline with no
+ * stale queue entry, and the newest runs first: fork-join goes depth-first)
+ * while every worker is busy; when a worker is parked it goes to the deque
+ * instead, where the parked worker, notified, can steal it. A full spawn
+ * stack moves its oldest entry to the deque (stealable: the oldest spawns
+ * are the biggest pieces of fork-join work). Owner only. */
+void weft__schedule_spawn(weft__worker *w, weft__task *t);
+
+/* OWNER: take t off the spawn stack if it is there (a join about to run it
+ * inline). */
+bool weft__spawn_stack_remove(weft__worker *w, weft__task *t);
 
 /* The worker thread's main loop (pthread entry). */
 void *weft__worker_main(void *arg);
