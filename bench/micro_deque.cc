@@ -6,8 +6,10 @@
 //                         store, a release store and a CAS)
 //   BM_push_take_batch    the owner pushes N then takes N (FIFO, no wrap stalls)
 //   BM_take_half          fill, then overflow half with take_half (one CAS)
-//   BM_steal_half_uncontended  one thread: fill a victim, steal half into an
-//                         empty deque, drain it (the thief's path, no races)
+//   BM_steal_half_uncontended  one thread: steal half of a victim holding N
+//                         into an empty deque, then drain it and push the
+//                         items back (the thief's path without races, plus a
+//                         take and a push per item moved)
 //   BM_steal_half_one_thief    two threads: thread 0 is the owner pushing
 //                         (overflowing half when full, as a worker does into
 //                         the inject queue), thread 1 is a thief running
@@ -16,10 +18,17 @@
 //
 // core/deque.h is C only (_Atomic, _Alignas are not C++17), so this file does
 // not include it: it declares the few C entry points it uses and treats the
-// deque as opaque storage sized with weft__deque_sizeof(). Build the C file
-// as C, e.g.:
-//   g++ -O2 -I. -Iinclude bench/micro_deque.cc -x c core/deque.c -x none \
-//       -lbenchmark -lbenchmark_main -lpthread
+// deque as opaque storage sized with weft__deque_sizeof(). The C file must
+// be compiled as C (g++ would compile a .c as C++), e.g. in one line:
+//   g++ -O2 -I. -Iinclude bench/micro_deque.cc -x c core/deque.c -x none -lbenchmark -lpthread
+// bench/CMakeLists.txt builds it like the other micro_*.cc, against the
+// library's objects; it has its own main (BENCHMARK_MAIN), so linking
+// -lbenchmark_main as well is harmless (the archive's main is not pulled in).
+//
+// On a machine with fewer free cores than threads, BM_steal_half_one_thief
+// measures the scheduler more than the deque: the thief, alone on a core,
+// empties the victim in a few halvings and then finds it empty ("empty"
+// counter) until the owner runs again.
 #include <benchmark/benchmark.h>
 
 #include <cstddef>
@@ -97,22 +106,18 @@ BENCHMARK(BM_take_half);
 void BM_steal_half_uncontended(benchmark::State &state) {
   const uint32_t n = static_cast<uint32_t>(state.range(0));
   Deque victim(kCap), mine(kCap);
-  uint64_t i = 0, moved = 0;
+  for (uint32_t k = 0; k < n; k++) weft__deque_push(victim.d, item(k));
+  uint64_t moved = 0;
   for (auto _ : state) {
-    state.PauseTiming();
-    for (uint32_t k = 0; k < n; k++) weft__deque_push(victim.d, item(i++));
-    state.ResumeTiming();
+    // steal ceil(n/2), then give them back so the victim holds n again
     void *p = weft__deque_steal_half(victim.d, mine.d);
-    benchmark::DoNotOptimize(p);
-    moved++;
-    while ((p = weft__deque_take(mine.d)) != nullptr) {
-      benchmark::DoNotOptimize(p);
+    void *q;
+    while ((q = weft__deque_take(mine.d)) != nullptr) {
+      weft__deque_push(victim.d, q);
       moved++;
     }
-    state.PauseTiming();
-    while (weft__deque_take(victim.d) != nullptr) {
-    }
-    state.ResumeTiming();
+    weft__deque_push(victim.d, p);
+    moved++;
   }
   state.SetItemsProcessed(static_cast<int64_t>(moved));
 }
@@ -174,3 +179,5 @@ BENCHMARK(BM_steal_half_one_thief)
     ->UseRealTime();
 
 } // namespace
+
+BENCHMARK_MAIN();

@@ -10,7 +10,7 @@
  *                       slots[bottom] = item (relaxed); bottom += 1 (release).
  *   take (anyone):      t = top (acquire); b = bottom (acquire); empty if b == t;
  *                       item = slots[t] (relaxed); CAS top t -> t+1 (acq_rel);
- *                       on failure retry with the top the CAS returned.
+ *                       on failure start again from fresh loads.
  *   take_half (owner):  the same with n = ceil((b - t) / 2) slots read and one
  *                       CAS t -> t+n.
  *   steal_half (thief): the same read of the victim, but the n-1 older slots
@@ -66,17 +66,19 @@
  *   (c) The thief's own deque. steal_half writes the thief's slots before the
  *       CAS on the victim, so other thieves may be reading those slots of
  *       the thief's deque at the same time. The thief loads its own top with
- *       acquire before writing (the same I3 check as push: it writes only
- *       indices >= its top, after every earlier occupant's CAS), and
+ *       acquire before writing (the same I3 check as push: it writes index
+ *       j only when j - cap < its top, i.e. after the CAS that took the
+ *       slot's previous occupant), and
  *       publishes with a release store of its bottom, as push does; the items'
  *       contents reach a third thread transitively (owner -> thief -> next
  *       thief: happens-before is transitive).
  *
  *   (d) top then bottom. A taker loads top (acquire) then bottom (acquire).
- *       The writer of the top it read had itself read a bottom > t before its
- *       CAS; the acquire makes that read happen before ours, so by
- *       read-read coherence we read bottom >= t: never negative. The code
- *       still treats b <= t as empty and b - t > cap as "stale, retry".
+ *       The CAS that wrote the top value t it read was made by a taker that
+ *       had read a bottom >= t before it; the acquire makes that read happen
+ *       before ours, so by read-read coherence we read bottom >= t: the
+ *       count is never negative. The code still treats b <= t as empty and
+ *       b - t > cap as "stale, retry".
  *
  *   (e) No seq_cst anywhere, no fence. Classic Chase-Lev needs a seq_cst fence
  *       in the owner's pop (store bottom-1, then load top) and in steal (load
@@ -91,6 +93,11 @@
  *       cost is that the owner's take is a CAS (a locked instruction on
  *       x86) instead of a plain load-and-store; the LIFO slot in the worker
  *       keeps the hottest task off this path.
+ *       For callers: since push is only a release store, a push followed by
+ *       a load elsewhere (the pusher checking for parked workers, against a
+ *       parker that announced itself and then checks the deques) is a
+ *       store-load pair that the deque does NOT order: the idle protocol
+ *       brings its own seq_cst fences (core/idle.c).
  *
  * PROGRESS: push is wait-free; take, take_half and steal_half are lock-free
  * (a CAS fails only because another taker's CAS succeeded).

@@ -54,6 +54,15 @@ static bool should_wake(weft__idle *idle, uint32_t s) {
   return SEARCHING(s) == 0 && UNPARKED(s) < idle->nworkers;
 }
 
+void weft__idle_notify_local(weft__runtime *rt) {
+  /* relaxed, no fence: the pusher is a running worker that will run its own
+   * deque's tasks if nobody steals them, so missing a worker that is just
+   * parking costs parallelism for a moment (the next push sees it parked),
+   * never a task. This keeps a full fence off the spawn/yield/wake path. */
+  if (!should_wake(&rt->idle, weft__load(&rt->idle.state, RELAXED))) return;
+  weft__idle_notify(rt);
+}
+
 void weft__idle_notify(weft__runtime *rt) {
   weft__idle *idle = &rt->idle;
   /* seq_cst fence: the StoreLoad half of the pair described above */

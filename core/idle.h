@@ -10,7 +10,8 @@
  *  2. Work made stealable (pushed to a deque or the inject queue) calls
  *     notify: it wakes a parked worker only if none is searching and some
  *     worker is parked: one relaxed load on the hot path; no wake at all
- *     while every worker is busy or one is already looking.
+ *     while every worker is busy or one is already looking. A worker
+ *     pushing to its own deque skips the fence (notify_local).
  *  3. A searcher that finds work stops searching; if it was the last
  *     searcher it notifies, so that the rest of the work is found too.
  *  4. A worker that parks while it was the last searcher re-checks every
@@ -47,6 +48,9 @@ bool weft__idle_begin_search(weft__idle *idle, struct weft__worker *w);
 void weft__idle_end_search(struct weft_runtime *rt, struct weft__worker *w);
 /* Any thread: rule 2. */
 void weft__idle_notify(struct weft_runtime *rt);
+/* OWNER worker, after pushing to its own deque: rule 2 without the fence
+ * (see idle.c: a missed wake costs parallelism briefly, never a task). */
+void weft__idle_notify_local(struct weft_runtime *rt);
 /* OWNER worker: register as parked; returns true if it was the last searcher (rule 4). */
 bool weft__idle_park(weft__idle *idle, struct weft__worker *w);
 /* OWNER worker after its park returned: if nobody unparked it (a timer, an

@@ -60,9 +60,7 @@
 #define MAX_SIZE ((size_t)1 << 30)
 #define SLAB_FIRST 16u
 #define SLAB_MAX 256u
-#define SIGNAL_ROOM 256 /* bytes weft__stack_check wants free below sp */
 #define ALTSTACK_SIZE ((size_t)64 << 10)
-#define CANARY_KEY UINT64_C(0x7765667473746b21) /* "weftstk!" */
 #define GUARD_COST 2    /* mappings an mprotect guard adds: itself + the split-off rest */
 
 struct weft__stack_slab {
@@ -189,7 +187,6 @@ static void release_guard(const weft__stack *s) {
   if (s->flags & WEFT__STACK_MPROTECT) weft__fetch_add(&guard_budget, GUARD_COST, RELAXED);
 }
 
-static inline uint64_t canary_of(const weft__stack *s) { return CANARY_KEY ^ (uint64_t)(uintptr_t)s->lo; }
 
 /* A stack without memory is about to be used: fault its top page in with
  * one system call instead of a page fault at the task's first instruction,
@@ -202,7 +199,7 @@ static void prepare(weft__stack *s) {
     errno = saved;
   }
   if (s->flags & WEFT__STACK_CANARY) {
-    uint64_t c = canary_of(s);
+    uint64_t c = weft__stack_canary_of(s);
     memcpy(s->lo, &c, sizeof c);
   }
 }
@@ -439,17 +436,6 @@ void weft__stack_trim(weft__stack_pool *p) { trim_to(p, WEFT_STACK_HOT, true); }
 
 /* ---------------------------------------------------------------- check */
 
-bool weft__stack_check(const weft__stack *s, const void *sp) {
-  uintptr_t a = (uintptr_t)sp, lo = (uintptr_t)s->lo;
-  if (a <= lo + SIGNAL_ROOM || a > lo + s->size) return false;
-  if (s->flags & WEFT__STACK_CANARY) {
-    uint64_t c;
-    memcpy(&c, s->lo, sizeof c);
-    return c == canary_of(s);
-  }
-  return true;
-}
-
 /* ---------------------------------------------------------------- overflow reporting */
 
 /* What this thread runs now. initial-exec TLS: reading it in the signal
@@ -459,8 +445,8 @@ bool weft__stack_check(const weft__stack *s, const void *sp) {
  * so no other thread's view matters. The two stores of set_running are not
  * atomic together; a fault between them is in scheduler code, not on a task
  * stack, so it cannot be mistaken for an overflow of the new stack. */
-static __thread _Atomic(const weft__stack *) running __attribute__((tls_model("initial-exec")));
-static __thread _Atomic(const char *) running_name __attribute__((tls_model("initial-exec")));
+__thread _Atomic(const weft__stack *) weft__stack_running __attribute__((tls_model("initial-exec")));
+__thread _Atomic(const char *) weft__stack_running_name __attribute__((tls_model("initial-exec")));
 
 /* The calling thread's alternate signal stack (thread_init/fini only). */
 static __thread char *altstack_map;
@@ -471,10 +457,6 @@ static __thread stack_t altstack_prev;
 static struct sigaction prev_segv, prev_bus;
 static pthread_once_t install_once = PTHREAD_ONCE_INIT;
 
-void weft__stack_set_running(const weft__stack *s, const char *name) {
-  weft__store(&running_name, name, RELAXED); /* pairs with the load in on_fault (same thread) */
-  weft__store(&running, s, RELAXED);         /* pairs with the load in on_fault (same thread) */
-}
 
 static size_t put_str(char *buf, size_t at, size_t cap, const char *s) {
   while (*s && at < cap) buf[at++] = *s++;
@@ -549,10 +531,10 @@ static void chain(int sig, siginfo_t *si, void *uctx) {
 
 static void on_fault(int sig, siginfo_t *si, void *uctx) {
   int saved = errno;
-  const weft__stack *s = weft__load(&running, RELAXED); /* pairs with set_running's store (same thread) */
+  const weft__stack *s = weft__load(&weft__stack_running, RELAXED); /* pairs with set_running's store (same thread) */
   if (s && (s->flags & WEFT__STACK_GUARD)) {
     uintptr_t a = (uintptr_t)si->si_addr, lo = (uintptr_t)s->lo;
-    if (a < lo && lo - a <= page_size) report_overflow(s, weft__load(&running_name, RELAXED), a);
+    if (a < lo && lo - a <= page_size) report_overflow(s, weft__load(&weft__stack_running_name, RELAXED), a);
   }
   chain(sig, si, uctx);
   errno = saved;

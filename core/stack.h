@@ -53,6 +53,7 @@
 #include <pthread.h>
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdatomic.h>
 #include <stdint.h>
 
 #define WEFT_STACK_HOT 64 /* stacks a worker keeps with their memory while parked */
@@ -106,9 +107,26 @@ void weft__stack_put(weft__stack_pool *p, weft__stack *s);
 /* OWNER, before parking: give the memory of surplus stacks back. */
 void weft__stack_trim(weft__stack_pool *p);
 
+#define WEFT__STACK_SIGNAL_ROOM 256 /* bytes weft__stack_check wants free below sp */
+#define WEFT__STACK_CANARY_KEY UINT64_C(0x7765667473746b21) /* "weftstk!" */
+
+static inline uint64_t weft__stack_canary_of(const weft__stack *s) {
+  return WEFT__STACK_CANARY_KEY ^ (uint64_t)(uintptr_t)s->lo;
+}
+
 /* Whether sp lies inside s with room for a signal frame, i.e. in
- * (lo + 256, lo + size], and the canary (if any) holds. */
-bool weft__stack_check(const weft__stack *s, const void *sp);
+ * (lo + 256, lo + size], and the canary (if any) holds. Inline: the
+ * scheduler checks it at every switch. */
+static inline bool weft__stack_check(const weft__stack *s, const void *sp) {
+  uintptr_t a = (uintptr_t)sp, lo = (uintptr_t)s->lo;
+  if (a <= lo + WEFT__STACK_SIGNAL_ROOM || a > lo + s->size) return false;
+  if (s->flags & WEFT__STACK_CANARY) {
+    uint64_t c;
+    __builtin_memcpy(&c, s->lo, sizeof c);
+    return c == weft__stack_canary_of(s);
+  }
+  return true;
+}
 
 /* Overflow reporting. install: once per process, any thread, idempotent
  * (SIGSEGV/SIGBUS handler, SA_ONSTACK; faults that are not stack overflows
@@ -116,13 +134,25 @@ bool weft__stack_check(const weft__stack *s, const void *sp);
  * thread_init: a 64 KiB alternate signal stack for the calling thread
  * (idempotent; 0 or -ENOMEM or a sigaltstack error); thread_fini: restore
  * the thread's previous alternate stack and unmap ours.
- * set_running: what the calling thread runs now (NULL between tasks); name
- * must stay valid while it is set. Two thread-local stores: cheap enough for
- * every switch. */
+ * set_running: what the calling thread runs now; name must stay valid
+ * while it is set. Two thread-local stores, inline: cheap enough for every
+ * switch. initial-exec TLS, so that the handler reads it with a plain load
+ * (the general-dynamic model may call __tls_get_addr: not
+ * async-signal-safe). Relaxed: written and read by the same thread (the
+ * handler interrupts it). The two stores are not atomic together; a fault
+ * between them is in scheduler code, not on a task stack. It stays set
+ * between tasks: a scheduler fault is nowhere near that stack's guard. */
 void weft__stack_guard_install(void);
 int weft__stack_thread_init(void);
 void weft__stack_thread_fini(void);
-void weft__stack_set_running(const weft__stack *s, const char *name);
+
+extern __thread _Atomic(const weft__stack *) weft__stack_running __attribute__((tls_model("initial-exec")));
+extern __thread _Atomic(const char *) weft__stack_running_name __attribute__((tls_model("initial-exec")));
+
+static inline void weft__stack_set_running(const weft__stack *s, const char *name) {
+  atomic_store_explicit(&weft__stack_running_name, name, memory_order_relaxed);
+  atomic_store_explicit(&weft__stack_running, s, memory_order_relaxed);
+}
 
 #ifdef WEFT_TEST_HOOKS
 void weft__fault_mmap_after(long n); /* make the mmap after n more fail (n < 0: never) */
