@@ -172,10 +172,13 @@ static bool is_pinned(weft__task *t) {
   return weft__load(&t->pinned, ACQUIRE) != 0;
 }
 
-/* OWNER: the deque is full: move its older half and t to the inject queue. */
+#define OVERFLOW_BATCH 128
+
+/* OWNER: the deque is full: move its older half (at most OVERFLOW_BATCH)
+ * and t to the inject queue. */
 static void overflow(weft__worker *w, weft__task *t) {
-  void *batch[WEFT_DEQUE_CAP / 2 + 1];
-  uint32_t n = weft__deque_take_half(&w->deque, batch, WEFT_DEQUE_CAP / 2);
+  void *batch[OVERFLOW_BATCH + 1]; /* on the caller's stack (maybe a task's): keep it small */
+  uint32_t n = weft__deque_take_half(&w->deque, batch, OVERFLOW_BATCH);
   batch[n++] = t;
   for (uint32_t i = 0; i + 1 < n; i++) ((weft__task *)batch[i])->link.next = &((weft__task *)batch[i + 1])->link;
   weft__inject_push_batch(&w->rt->inject, &((weft__task *)batch[0])->link, &((weft__task *)batch[n - 1])->link, n);
@@ -449,7 +452,7 @@ static weft__task *take_inject(weft__worker *w) {
   weft__link *batch[32];
   size_t want = weft__load(&rt->inject.len, RELAXED) / rt->nworkers + 1;
   if (want > 32) want = 32;
-  uint32_t room = WEFT_DEQUE_CAP - weft__deque_len(&w->deque);
+  uint32_t room = weft__deque_capacity(&w->deque) - weft__deque_len(&w->deque);
   if (want > room + 1) want = room + 1;
   size_t n = weft__inject_pop_batch(&rt->inject, batch, want);
   if (n == 0) return NULL;
