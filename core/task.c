@@ -739,6 +739,14 @@ int weft_yield(void) {
   return 0;
 }
 
+/* Sleep until a deadline known to be in the future. */
+static int sleep_deadline(int64_t deadline) {
+  int64_t seq = weft__wait_prepare_deadline(true, deadline);
+  if (seq < 0) return (int)seq;
+  uint32_t why = weft__wait_commit((uint32_t)seq);
+  return why == WEFT__WAKE_CANCEL ? -ECANCELED : 0;
+}
+
 int weft_sleep_until(int64_t deadline) {
   weft__task *t = weft__task_self();
   if (!t) {
@@ -746,10 +754,7 @@ int weft_sleep_until(int64_t deadline) {
     return -EINVAL;
   }
   if (deadline <= weft_now_ns()) return weft_yield();
-  int64_t seq = weft__wait_prepare_deadline(true, deadline);
-  if (seq < 0) return (int)seq;
-  uint32_t why = weft__wait_commit((uint32_t)seq);
-  return why == WEFT__WAKE_CANCEL ? -ECANCELED : 0;
+  return sleep_deadline(deadline);
 }
 
 int weft_sleep_ns(int64_t ns) {
@@ -761,7 +766,7 @@ int weft_sleep_ns(int64_t ns) {
   if (ns == 0) return weft_yield();
   int64_t now = weft_now_ns();
   if (ns > INT64_MAX - now) return -EINVAL;
-  return weft_sleep_until(now + ns);
+  return sleep_deadline(now + ns); /* one clock read per sleep */
 }
 
 /* ------------------------------------------------------------ pinning */

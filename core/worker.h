@@ -32,10 +32,11 @@
 #include "io/reactor.h"
 
 #define WEFT__LIFO_MAX 3
+#define WEFT__SEARCH_ROUNDS 64 /* steal attempts before a searching worker parks */
 #define WEFT__SPAWN_STACK 16 /* tasks spawned here and not yet stealable (see weft__schedule_spawn) */
 #define WEFT__GLOBAL_INTERVAL 61
 #define WEFT__FREE_TASKS_MAX 1024 /* records a worker keeps before giving half back */
-#define WEFT__TRIM_INTERVAL_NS 1000000000LL /* at most one stack trim a second per worker */
+#define WEFT__TRIM_IDLE_NS 1000000000LL /* idle this long before giving stack memory back */
 
 struct weft_runtime;
 
@@ -61,7 +62,7 @@ typedef struct weft__worker {
   weft__stack_pool stacks;
   weft__timer_heap timers;
   weft__reactor reactor;
-  int64_t last_trim;          /* when the stack pool was last trimmed (CLOCK_MONOTONIC ns) */
+  int64_t idle_since;         /* when it last ran out of work (0 = busy): stack trimming */
   int64_t spawned_local;      /* mirrors of the atomics below, owner's copy */
   int64_t finished_local;
 
