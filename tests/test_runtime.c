@@ -170,8 +170,11 @@ TEST(cancel_is_a_request_with_a_count) {
 }
 
 /* Cancelling a joiner cancels the task it awaits (asyncio's await task). */
+static _Atomic int joiner_started;
+
 static int join_inner(void *arg) {
   weft_task inner = *(weft_task *)arg;
+  atomic_store(&joiner_started, 1);
   return weft_join(inner);
 }
 
@@ -179,7 +182,10 @@ static int join_forward_main(void *arg) {
   (void)arg;
   weft_task inner = weft_spawn(sleeper, (void *)(intptr_t)10000000000LL);
   weft_task outer = weft_spawn(join_inner, &inner);
-  weft_sleep_ns(2000000);
+  /* the joiner must be inside its join: cancelled before it starts, it
+   * would never run (asyncio) and never forward anything */
+  while (!atomic_load(&joiner_started)) weft_sleep_ns(100000);
+  weft_sleep_ns(1000000);
   weft_cancel(outer);
   ASSERT_EQ(weft_join(outer), -ECANCELED);
   ASSERT_TRUE(weft_task_cancelled(inner));
