@@ -407,6 +407,8 @@ void weft__task_finish(weft__task *t, int status) {
 
 /* ------------------------------------------------------------ join, cancel */
 
+static int cancel_rec(weft__task *t);
+
 #define INLINE_MIN_ROOM (16 * 1024) /* stack the joiner must have left to run a child inline */
 
 /* Run t, not started yet, inline on the calling task's stack (see "inline
@@ -442,8 +444,10 @@ static bool try_inline(weft__task *self, weft__task *t) {
   t->stack = self->stack;
   t->fiber = self->fiber;
   weft__store(&t->last_worker, (int8_t)w->id, RELAXED); /* relaxed: for reports */
-  /* release: pairs with the acquire in cancel_rec */
-  weft__store(&self->inline_child, t, RELEASE);
+  /* seq_cst: the Dekker pair with cancel_rec: a request made to the joiner
+   * before this point is forwarded here, one made after is forwarded there */
+  weft__store(&self->inline_child, t, SEQ_CST);
+  if (weft__xchg(&self->cancel_pending, 0, SEQ_CST)) cancel_rec(t); /* t is not done: it takes it */
   w->current = t;
   weft__stack_set_running(t->stack, (const char *)t->name);
   if (weft__unlikely(w->rt->debug)) weft__store(&w->running, t, RELEASE); /* the monitor names it (debug.c) */
@@ -458,7 +462,7 @@ static bool try_inline(weft__task *self, weft__task *t) {
   w->current = self;
   weft__stack_set_running(self->stack, (const char *)self->name);
   if (weft__unlikely(w->rt->debug)) weft__store(&w->running, self, RELEASE);
-  weft__store(&self->inline_child, NULL, RELEASE);
+  weft__store(&self->inline_child, NULL, SEQ_CST); /* seq_cst: as the store above */
   t->stack = NULL;
   weft__task_finish(t, status);
   w->finished_local++;
@@ -543,23 +547,35 @@ static bool ref_live(weft__task *t) {
 }
 
 /* Cancel the task t (the caller holds a reference). Returns 1 when a
- * request was made, 0 when t is already done. */
+ * request was made, 0 when t is already done.
+ *
+ * If t runs a joined task inline (inline_child), the request goes to that
+ * task instead, as a cancelled join forwards it: the request is stored in
+ * t's cancel_pending first and then whoever of this canceller and t's
+ * try_inline takes it back (exchange) forwards it, exactly once. The store
+ * of cancel_pending and the load of inline_child here, and try_inline's
+ * store of inline_child and exchange of cancel_pending, are seq_cst: a
+ * Dekker pair, so at least one side sees the other. */
 static int cancel_rec(weft__task *t) {
   /* acquire: pairs with the release that set DONE */
   if (weft__load(&t->done, ACQUIRE) & WEFT__DL_DONE) return 0;
   weft__fetch_add(&t->cancelling, 1, RELAXED); /* relaxed: a count for cancelling() */
-  /* t runs a joined task inline: forward the request to it, as a cancelled
-   * join does (the request is absorbed unless the child is already done). */
-  weft__task *c = weft__load(&t->inline_child, ACQUIRE); /* pairs with try_inline's release */
-  if (c && ref_live(c)) {
-    int forwarded = 0;
-    /* still the same child (a reference now keeps it from being recycled) */
-    if (weft__load(&t->inline_child, ACQUIRE) == c) forwarded = cancel_rec(c);
-    weft__task_unref(c);
-    if (forwarded) return 1;
-  }
-  /* seq_cst: Dekker pair with weft__wait_prepare (see task.h) */
+  /* seq_cst: Dekker pair with weft__wait_prepare (see task.h), and with
+   * try_inline (above) */
   weft__store(&t->cancel_pending, 1, SEQ_CST);
+  weft__task *c = weft__load(&t->inline_child, SEQ_CST);
+  if (c && ref_live(c)) {
+    /* still the same child (our reference keeps it from being recycled),
+     * and the request still ours to forward */
+    if (weft__load(&t->inline_child, SEQ_CST) == c && weft__xchg(&t->cancel_pending, 0, SEQ_CST)) {
+      if (cancel_rec(c)) {
+        weft__task_unref(c);
+        return 1;
+      }
+      weft__store(&t->cancel_pending, 1, SEQ_CST); /* the child just ended: the request stays t's */
+    }
+    weft__task_unref(c);
+  }
   uint64_t w = weft__load(&t->ws, SEQ_CST);
   uint32_t st = WEFT__WS_STATE(w);
   if ((st == WEFT__TS_WAITING || st == WEFT__TS_PARKED) && WEFT__WS_CANCELLABLE(w))

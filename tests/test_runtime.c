@@ -194,6 +194,39 @@ static int join_forward_main(void *arg) {
   return 0;
 }
 
+/* A joiner with a cancellation pending when it joins forwards it (asyncio:
+ * a task whose cancel is pending cancels the future it then awaits), on the
+ * inline path (inner not started) as on the waiting one. */
+static int self_cancel_then_join(void *arg) {
+  (void)arg;
+  weft_task inner = weft_spawn(sleeper, (void *)(intptr_t)10000000000LL);
+  weft_cancel(weft_current());
+  int rc = weft_join(inner);
+  int inner_cancelled = weft_task_cancelled(inner);
+  weft_task_release(inner);
+  if (rc != -ECANCELED) return -100;
+  if (!inner_cancelled) return -101;
+  if (weft_sleep_ns(1000) != 0) return -102; /* the request went to inner */
+  return 0;
+}
+
+static int pending_forward_main(void *arg) {
+  (void)arg;
+  int64_t t0 = weft_now_ns();
+  weft_task t = weft_spawn(self_cancel_then_join, NULL);
+  ASSERT_EQ(weft_join(t), 0);
+  weft_task_release(t);
+  ASSERT_LT(weft_now_ns() - t0, 5000000000LL); /* not the inner sleep's 10 s */
+  return 0;
+}
+
+TEST(a_pending_cancel_is_forwarded_by_join) {
+  weft_config c = cfg_workers(1);
+  ASSERT_EQ(weft_run(pending_forward_main, NULL, &c), 0);
+  c.workers = 2;
+  ASSERT_EQ(weft_run(pending_forward_main, NULL, &c), 0);
+}
+
 TEST(cancelling_a_joiner_cancels_the_awaited_task) {
   weft_config c = cfg_workers(2);
   ASSERT_EQ(weft_run(join_forward_main, NULL, &c), 0);
