@@ -316,14 +316,22 @@ static void run_task(weft__worker *w, weft__task *t) {
     /* acquire: pairs with the waker's release CAS (and the spawner's
      * release push): what they wrote for the task is visible to it */
     uint64_t ws = weft__load(&t->ws, ACQUIRE);
-    if (WEFT__WS_STATE(ws) == WEFT__TS_FRESH) {
+    uint32_t st = WEFT__WS_STATE(ws);
+    if (st == WEFT__TS_FRESH) {
       /* acq_rel: races with a joiner's claim (try_inline); one wins */
       if (!weft__cas(&t->ws, &ws, WEFT__WS_MAKE(WEFT__WS_SEQ(ws), 0, 0, WEFT__TS_RUNNING), ACQ_REL, ACQUIRE)) {
         skip_tomb(t); /* a joiner runs it: the claimer set tomb before its CAS */
         return;
       }
-    } else {
+    } else if (st == WEFT__TS_RUNNABLE || st == WEFT__TS_NOTIFIED) {
       weft__store(&t->ws, WEFT__WS_MAKE(WEFT__WS_SEQ(ws), 0, 0, WEFT__TS_RUNNING), RELAXED);
+    } else {
+      /* Running (inline, in its joiner), waiting, or done: this is the stale
+       * entry of a task a joiner claimed, or the live entry of one whose
+       * stale entry ran it first. Either way its tomb is set (the claimer
+       * stored it before its CAS, which our acquire load saw): consume it. */
+      skip_tomb(t);
+      return;
     }
     t->wake_reason = WEFT__WS_REASON(ws);
     if (weft__unlikely(!t->started)) {
