@@ -25,10 +25,14 @@ max=$(nproc) # the CPUs this process may use (affinity mask)
 printf '%7s | %14s | %18s\n' workers tasks/s "tasks/s per worker"
 printf '%7s-+-%14s-+-%18s\n' ------- -------------- ------------------
 for ((w = 1; w <= max; w++)); do
-  if ! out=$(WEFT_NO_BUILD=1 bench/run spawn_many "workers=$w" "n=$n"); then
+  # stderr (the runtime's one-line backend report) is kept aside, shown on failure
+  if ! out=$(WEFT_NO_BUILD=1 bench/run spawn_many "workers=$w" "n=$n" 2>/tmp/weft-demo.$$.err); then
+    cat /tmp/weft-demo.$$.err >&2
+    rm -f /tmp/weft-demo.$$.err
     echo "demo.sh: bench/run spawn_many workers=$w n=$n failed" >&2
     exit 1
   fi
+  rm -f /tmp/weft-demo.$$.err
   json=$(printf '%s\n' "$out" | tail -n 1)
   value=$(printf '%s' "$json" | python3 -c 'import json, sys; print(json.load(sys.stdin)["value"])') || {
     echo "demo.sh: bench/run's last line is not the JSON result: $json" >&2
