@@ -21,17 +21,16 @@
  * waiting; it returns that task's outcome. weft_shield (later) is the way to
  * wait without forwarding.
  *
- * INLINE JOINS. Joining a task that has not started yet (state FRESH: still
- * in some run queue) runs it right there, on the joiner's stack and thread,
- * as a plain call, when the joiner's stack has room: no stack to fault in,
- * no switch, and fork-join code (fib) runs depth-first like the recursion it
- * is. The claim is a CAS FRESH -> RUNNING on the child's ws, raced by the
- * scheduler's own CAS when it dequeues the child, so exactly one of them
- * runs it. The child's queue entry stays behind: the claimer sets `tomb`
- * before its CAS, and the first dequeue that finds `tomb` set clears it and
- * drops the entry's reference instead of running the task (if the inlined
- * child suspended and was woken meanwhile, it has two entries, and either
- * one may be the one skipped: the other still runs it). While the child runs
+ * INLINE JOINS. Joining a task that has not started yet and still sits on
+ * the joiner's worker's spawn stack (owner-only, core/worker.h) takes it off
+ * and runs it right there, on the joiner's stack and thread, as a plain
+ * call, when the joiner's stack has room: no stack to fault in, no switch,
+ * and fork-join code (fib) runs depth-first like the recursion it is. Only
+ * the owner touches the spawn stack, so taking a task off it is the whole
+ * claim: no other queue holds an entry for it. (Claiming tasks from the
+ * shared queues too was tried: it leaves a stale entry behind, and a task
+ * with a stale entry in the intrusive inject queue can be queued there a
+ * second time when it wakes, which breaks the list.) While the child runs
  * inline, the joiner's `inline_child` names it, so that cancelling the
  * joiner forwards to it as a cancelled join would.
  */
@@ -227,7 +226,6 @@ static void task_init(weft__task *t, weft__runtime *rt, weft_fn fn, void *arg, c
   name_store(t, o ? o->name : NULL);
   uint64_t w = weft__load(&t->ws, RELAXED); /* keep seq: stale wakes must stay stale */
   weft__store(&t->ws, WEFT__WS_MAKE(WEFT__WS_SEQ(w), 0, 0, WEFT__TS_FRESH), RELAXED);
-  weft__store(&t->tomb, 0, RELAXED);
   weft__store(&t->inline_child, NULL, RELAXED);
   uint64_t r = weft__load(&t->ref, RELAXED); /* the generation was bumped at recycle */
   weft__store(&t->alive, 1, RELAXED);
@@ -420,23 +418,10 @@ static bool try_inline(weft__task *self, weft__task *t) {
   if ((size_t)(&here - self->stack->lo) < INLINE_MIN_ROOM) return false;
   uint64_t ws = weft__load(&t->ws, ACQUIRE);
   if (WEFT__WS_STATE(ws) != WEFT__TS_FRESH) return false;
-  bool entry_left = false; /* a stale queue entry keeps the running reference */
-  if (weft__spawn_stack_remove(w, t)) {
-    /* it was only on this worker's own spawn stack: no other entry exists,
-     * nobody else can start it */
-    weft__store(&t->ws, WEFT__WS_MAKE(WEFT__WS_SEQ(ws), 0, 0, WEFT__TS_RUNNING), RELAXED);
-  } else {
-    /* tomb before the claim: a dequeuer whose CAS loses to ours must find
-     * it (release: pairs with the dequeuer's acquire exchange) */
-    weft__store(&t->tomb, 1, RELEASE);
-    /* acq_rel: pairs with the scheduler's CAS on a FRESH task (worker.c) */
-    if (!weft__cas(&t->ws, &ws, WEFT__WS_MAKE(WEFT__WS_SEQ(ws), 0, 0, WEFT__TS_RUNNING), ACQ_REL, RELAXED)) {
-      /* a worker started it first: it saw no tomb, so ours is still there */
-      weft__xchg(&t->tomb, 0, ACQ_REL);
-      return false;
-    }
-    entry_left = true;
-  }
+  /* Only a task still on this worker's spawn stack: nobody else can start
+   * it, and no queue keeps an entry for it. */
+  if (!weft__spawn_stack_remove(w, t)) return false;
+  weft__store(&t->ws, WEFT__WS_MAKE(WEFT__WS_SEQ(ws), 0, 0, WEFT__TS_RUNNING), RELAXED);
   /* The child borrows the joiner's stack and, for the sanitizers, its
    * fiber identity: if it suspends, the scheduler switches this very
    * context out and back in under the child's name. */
@@ -468,7 +453,7 @@ static bool try_inline(weft__task *self, weft__task *t) {
   w->finished_local++;
   /* release: pairs with the acquire in weft__runtime_live */
   weft__store(&w->finished, w->finished_local, RELEASE);
-  if (!entry_left) weft__task_unref(t); /* the running reference (the joiner holds its own) */
+  weft__task_unref(t); /* the running reference (the joiner holds its own) */
   return true;
 }
 

@@ -20,8 +20,9 @@
  *                                                 task at once)
  *   PARKED   --waker-->                RUNNABLE  (and the waker enqueues it)
  *   RUNNABLE/NOTIFIED --scheduler-->   RUNNING   (reason copied to the task)
- *   FRESH    --scheduler or joiner, CAS--> RUNNING (spawned, never run; see
- *                                                 "inline joins" in task.c)
+ *   FRESH    --scheduler, or a joiner
+ *              taking it off its own
+ *              spawn stack-->           RUNNING   (see "inline joins" in task.c)
  *
  * A waker names the seq it was given when the waiter registered; wakes for
  * any other seq, or for a task that is not WAITING/PARKED, do nothing and
@@ -69,7 +70,7 @@ enum {
   WEFT__TS_PARKED = 2,
   WEFT__TS_NOTIFIED = 3,
   WEFT__TS_RUNNABLE = 4,
-  WEFT__TS_FRESH = 5, /* spawned, in a run queue, never run: a joiner may run it inline */
+  WEFT__TS_FRESH = 5, /* spawned, queued, never run (a joiner may run it inline) */
 };
 
 enum {
@@ -155,7 +156,6 @@ typedef struct weft_task_rec {
   _Atomic uint64_t id;          /* set at spawn (before ref, release): unique per incarnation */
   _Atomic uint8_t alive;        /* 1 between spawn and recycle: listings */
   _Atomic uint8_t handle_held;  /* 1 until the spawner's handle is released (release only once) */
-  _Atomic uint8_t tomb;         /* 1: its queue entry is stale (a joiner ran it inline); see task.c */
   _Atomic(struct weft_task_rec *) inline_child; /* the task this one runs inline now (cancel forwards to it) */
   struct weft_task_rec *arena_next; /* the arena's list of every record (immutable once linked) */
 } weft__task;

@@ -300,39 +300,17 @@ static void report_overflow(weft__task *t) {
   abort();
 }
 
-/* A stale queue entry (see "inline joins" in core/task.c): drop its
- * reference. Returns true when t's entry was consumed that way. */
-static bool skip_tomb(weft__task *t) {
-  /* acq_rel: pairs with try_inline's release store of tomb */
-  if (!weft__xchg(&t->tomb, 0, ACQ_REL)) return false;
-  weft__task_unref(t);
-  return true;
-}
-
 static void run_task(weft__worker *w, weft__task *t) {
-  /* relaxed: a hint; the exchange in skip_tomb decides */
-  if (weft__unlikely(weft__load(&t->tomb, RELAXED)) && skip_tomb(t)) return;
   for (;;) {
     /* acquire: pairs with the waker's release CAS (and the spawner's
      * release push): what they wrote for the task is visible to it */
     uint64_t ws = weft__load(&t->ws, ACQUIRE);
     uint32_t st = WEFT__WS_STATE(ws);
-    if (st == WEFT__TS_FRESH) {
-      /* acq_rel: races with a joiner's claim (try_inline); one wins */
-      if (!weft__cas(&t->ws, &ws, WEFT__WS_MAKE(WEFT__WS_SEQ(ws), 0, 0, WEFT__TS_RUNNING), ACQ_REL, ACQUIRE)) {
-        skip_tomb(t); /* a joiner runs it: the claimer set tomb before its CAS */
-        return;
-      }
-    } else if (st == WEFT__TS_RUNNABLE || st == WEFT__TS_NOTIFIED) {
-      weft__store(&t->ws, WEFT__WS_MAKE(WEFT__WS_SEQ(ws), 0, 0, WEFT__TS_RUNNING), RELAXED);
-    } else {
-      /* Running (inline, in its joiner), waiting, or done: this is the stale
-       * entry of a task a joiner claimed, or the live entry of one whose
-       * stale entry ran it first. Either way its tomb is set (the claimer
-       * stored it before its CAS, which our acquire load saw): consume it. */
-      skip_tomb(t);
-      return;
+    if (weft__unlikely(st != WEFT__TS_FRESH && st != WEFT__TS_RUNNABLE && st != WEFT__TS_NOTIFIED)) {
+      fprintf(stderr, "weft: internal error: a queued task in state %u\n", st);
+      abort();
     }
+    weft__store(&t->ws, WEFT__WS_MAKE(WEFT__WS_SEQ(ws), 0, 0, WEFT__TS_RUNNING), RELAXED);
     t->wake_reason = WEFT__WS_REASON(ws);
     if (weft__unlikely(!t->started)) {
       weft__stack *s = weft__stack_get(&w->stacks, t->stack_size);
