@@ -132,8 +132,8 @@ void weft__wait_abandon(void) {
 uint32_t weft__wait_commit(uint32_t seq) {
   weft__task *t = weft__task_self();
   weft__worker *w = weft__worker_self();
-  t->intent = WEFT__INTENT_PARK;
-  weft__fiber_switch(&t->fiber, &w->sched);
+  (void)w;
+  weft__switch_out(t, WEFT__INTENT_PARK);
   /* Resumed (maybe on another worker): the scheduler copied the reason. */
   uint32_t reason = t->wake_reason;
   (void)seq;
@@ -210,7 +210,6 @@ static void task_init(weft__task *t, weft__runtime *rt, weft_fn fn, void *arg, c
   t->status = 0;
   t->done_list = t->done_tail = NULL;
   t->wake_reason = 0;
-  t->intent = 0;
   t->started = 0;
   t->detached = o && o->detached;
   t->pin_count = 0;
@@ -731,8 +730,8 @@ int weft_yield(void) {
     return -ECANCELED;
   }
   weft__worker *w = weft__worker_self();
-  t->intent = WEFT__INTENT_YIELD;
-  weft__fiber_switch(&t->fiber, &w->sched);
+  (void)w;
+  weft__switch_out(t, WEFT__INTENT_YIELD);
   if (t->shield_depth == 0 && weft__load(&t->cancel_pending, RELAXED)) {
     weft__cancel_consume(t);
     return -ECANCELED;

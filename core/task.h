@@ -88,8 +88,8 @@ enum {
   (((uint64_t)(uint32_t)(seq) << 32) | ((uint64_t)(reason) << 8) | ((uint64_t)(cancellable) << 4) | \
    (uint64_t)(state))
 
-/* What the task asks of the scheduler when it switches out (plain field:
- * written by the task, read by the scheduler on the same thread). */
+/* What a task asks of the context that resumes after it switched out
+ * (passed through its worker: weft__switch_out / weft__finish_switch). */
 enum {
   WEFT__INTENT_PARK = 1,  /* it prepared a wait: CAS WAITING -> PARKED */
   WEFT__INTENT_YIELD = 2, /* put it behind the other runnable tasks */
@@ -143,7 +143,6 @@ typedef struct weft_task_rec {
   _Atomic int cancelling;       /* cancel requests not withdrawn */
   _Atomic int cancel_pending;   /* a request not yet delivered */
   uint32_t wake_reason;         /* the running thread: why the last wait ended */
-  uint8_t intent;               /* task -> scheduler, same thread */
   uint8_t started;              /* the running thread */
   uint8_t detached;             /* set at spawn */
   _Atomic int8_t last_worker;   /* relaxed: for listings and the migrate test mode */

@@ -1,13 +1,18 @@
 /* core/worker.c: a worker's scheduler loop, task placement and the task
  * record free lists (see worker.h for the order of looking for work).
  *
- * PUBLISH AFTER SWITCH. A task that waits switches to its worker's
- * scheduler context with intent PARK; only then, on the scheduler's stack,
- * does the worker CAS the task's state WAITING -> PARKED (release). A waker
- * that wins the task moves PARKED -> RUNNABLE and enqueues it; so a task
- * becomes runnable elsewhere only once its stack is completely switched out
- * and one thread at a time runs on each stack. If a waker came first
- * (NOTIFIED), the CAS fails and the worker resumes the task at once.
+ * PUBLISH AFTER SWITCH. A task that waits switches out with intent PARK,
+ * straight to the next local task or to its worker's scheduler context;
+ * only then, on the stack of whichever context resumed, is the task's state
+ * CASed WAITING -> PARKED (release; weft__finish_switch). A waker that wins
+ * the task moves PARKED -> RUNNABLE and enqueues it; so a task becomes
+ * runnable elsewhere only once its stack is completely switched out, and
+ * one thread at a time runs on each stack. If a waker came first
+ * (NOTIFIED), the CAS fails and the task goes to the LIFO slot to run next.
+ * Switching task to task directly (weft__switch_out) halves the switches
+ * of a yield or a hand-off; the scheduler context still runs every
+ * WEFT__GLOBAL_INTERVAL switches (inject queue, timers, reactor) and
+ * whenever nothing local is runnable.
  *
  * Where a woken or spawned task goes (weft__schedule):
  *  - pinned task: its own worker (LIFO slot or the owner-only pinned list
@@ -300,92 +305,145 @@ static void report_overflow(weft__task *t) {
   abort();
 }
 
-static void run_task(weft__worker *w, weft__task *t) {
-  for (;;) {
-    /* acquire: pairs with the waker's release CAS (and the spawner's
-     * release push): what they wrote for the task is visible to it */
-    uint64_t ws = weft__load(&t->ws, ACQUIRE);
-    uint32_t st = WEFT__WS_STATE(ws);
-    if (weft__unlikely(st != WEFT__TS_FRESH && st != WEFT__TS_RUNNABLE && st != WEFT__TS_NOTIFIED)) {
-      fprintf(stderr, "weft: internal error: a queued task in state %u\n", st);
-      abort();
-    }
-    weft__store(&t->ws, WEFT__WS_MAKE(WEFT__WS_SEQ(ws), 0, 0, WEFT__TS_RUNNING), RELAXED);
-    t->wake_reason = WEFT__WS_REASON(ws);
-    if (weft__unlikely(!t->started)) {
-      weft__stack *s = weft__stack_get(&w->stacks, t->stack_size);
-      if (!s) {
-        /* no memory for a stack: the task ends with -ENOMEM, unrun */
-        w->current = t;
-        weft__task_finish(t, -ENOMEM);
-        w->current = NULL;
-        goto ended;
-      }
-      t->stack = s;
-      weft__fiber_make(&t->fiber, s->lo, s->size, weft__task_entry, t);
-      t->started = 1;
-    }
-    weft__store(&t->last_worker, (int8_t)w->id, RELAXED); /* relaxed: for reports */
-    w->current = t;
-    if (weft__unlikely(w->rt->debug)) {
-      /* release: pairs with the monitor's acquire (core/debug.c): it reads
-       * the task's name, initialised before the task reached this worker */
-      weft__store(&w->running, t, RELEASE);
-      weft__store(&w->switches, weft__load(&w->switches, RELAXED) + 1, RELAXED);
-    }
-    weft__stack_set_running(t->stack, (const char *)t->name);
-    weft__fiber_switch(&w->sched, &t->fiber);
-    /* The task that switched out: t, or the joiner t was running inline
-     * for (t finished inline and its joiner went on in this context). */
-    t = w->current;
-    w->current = NULL;
-    if (weft__unlikely(w->rt->debug)) weft__store(&w->running, NULL, RELAXED);
-
-    switch (t->intent) {
-      case WEFT__INTENT_PARK: {
-        if (weft__unlikely(!weft__stack_check(t->stack, t->fiber.sp))) report_overflow(t);
-        uint64_t cur = weft__load(&t->ws, RELAXED);
-        if (WEFT__WS_STATE(cur) == WEFT__TS_WAITING) {
-          uint64_t parked = (cur & ~(uint64_t)0xf) | WEFT__TS_PARKED;
-          /* release: the task's stack is switched out; pairs with the
-           * waker's acquire, which may then resume it on another thread */
-          if (weft__cas(&t->ws, &cur, parked, RELEASE, RELAXED)) return;
-        }
-        /* NOTIFIED: a waker came first; resume it now */
-        if (t->rt->migrate) {
-          weft__schedule(t, false);
-          return;
-        }
-        continue;
-      }
-      case WEFT__INTENT_YIELD: {
-        if (weft__unlikely(!weft__stack_check(t->stack, t->fiber.sp))) report_overflow(t);
-        uint64_t cur = weft__load(&t->ws, RELAXED);
-        weft__store(&t->ws, (cur & ~(uint64_t)0xf) | WEFT__TS_RUNNABLE, RELAXED); /* only we own it now */
-        if (t->rt->migrate || is_pinned(t))
-          weft__schedule(t, false);
-        else
-          push_back(w, t);
-        return;
-      }
-      case WEFT__INTENT_EXIT:
-        weft__fiber_destroy(&t->fiber);
-        weft__stack_put(&w->stacks, t->stack);
-        t->stack = NULL;
-        goto ended;
-      default:
-        abort();
-    }
-  }
-ended:
+/* OWNER: the task that switched out for good; account for its end. */
+static void task_ended(weft__worker *w, weft__task *t) {
   w->finished_local++;
   /* release: pairs with the acquire in weft__runtime_live */
   weft__store(&w->finished, w->finished_local, RELEASE);
   weft__task_unref(t); /* the running reference */
 }
 
+/* OWNER: make a dequeued task ready to be switched to (the first half of
+ * running it). Returns false when it ended instead: no memory for its
+ * stack (it ends with -ENOMEM, unrun). */
+static bool prepare_run(weft__worker *w, weft__task *t) {
+  /* acquire: pairs with the waker's release CAS (and the spawner's
+   * release push): what they wrote for the task is visible to it */
+  uint64_t ws = weft__load(&t->ws, ACQUIRE);
+  uint32_t st = WEFT__WS_STATE(ws);
+  if (weft__unlikely(st != WEFT__TS_FRESH && st != WEFT__TS_RUNNABLE && st != WEFT__TS_NOTIFIED)) {
+    fprintf(stderr, "weft: internal error: a queued task in state %u\n", st);
+    abort();
+  }
+  weft__store(&t->ws, WEFT__WS_MAKE(WEFT__WS_SEQ(ws), 0, 0, WEFT__TS_RUNNING), RELAXED);
+  t->wake_reason = WEFT__WS_REASON(ws);
+  if (weft__unlikely(!t->started)) {
+    weft__stack *s = weft__stack_get(&w->stacks, t->stack_size);
+    if (!s) {
+      weft__task_finish(t, -ENOMEM);
+      task_ended(w, t);
+      return false;
+    }
+    t->stack = s;
+    weft__fiber_make(&t->fiber, s->lo, s->size, weft__task_entry, t);
+    t->started = 1;
+  }
+  weft__store(&t->last_worker, (int8_t)w->id, RELAXED); /* relaxed: for reports */
+  if (weft__unlikely(w->rt->debug)) {
+    /* release: pairs with the monitor's acquire (core/debug.c): it reads
+     * the task's name, initialised before the task reached this worker */
+    weft__store(&w->running, t, RELEASE);
+    weft__store(&w->switches, weft__load(&w->switches, RELAXED) + 1, RELAXED);
+  }
+  weft__stack_set_running(t->stack, (const char *)t->name);
+  return true;
+}
+
+/* OWNER: a task woken while it was still switching out (NOTIFIED): it runs
+ * next, as if it had just been woken here. */
+static void resume_soon(weft__worker *w, weft__task *t) {
+  if (t->rt->migrate || is_pinned(t)) {
+    weft__schedule(t, false);
+    return;
+  }
+  weft__task *prev = w->lifo;
+  w->lifo = t;
+  if (prev) push_back(w, prev);
+}
+
+void weft__finish_switch(weft__worker *w) {
+  weft__task *t = w->prev;
+  if (!t) return;
+  w->prev = NULL;
+  switch (w->prev_intent) {
+    case WEFT__INTENT_PARK: {
+      if (weft__unlikely(!weft__stack_check(t->stack, t->fiber.sp))) report_overflow(t);
+      uint64_t cur = weft__load(&t->ws, RELAXED);
+      if (WEFT__WS_STATE(cur) == WEFT__TS_WAITING) {
+        uint64_t parked = (cur & ~(uint64_t)0xf) | WEFT__TS_PARKED;
+        /* release: the task's stack is switched out; pairs with the
+         * waker's acquire, which may then resume it on another thread */
+        if (weft__cas(&t->ws, &cur, parked, RELEASE, RELAXED)) return;
+      }
+      resume_soon(w, t); /* NOTIFIED: a waker came first */
+      return;
+    }
+    case WEFT__INTENT_YIELD: {
+      if (weft__unlikely(!weft__stack_check(t->stack, t->fiber.sp))) report_overflow(t);
+      uint64_t cur = weft__load(&t->ws, RELAXED);
+      weft__store(&t->ws, (cur & ~(uint64_t)0xf) | WEFT__TS_RUNNABLE, RELAXED); /* only we own it now */
+      if (t->rt->migrate || is_pinned(t))
+        weft__schedule(t, false);
+      else
+        push_back(w, t);
+      return;
+    }
+    case WEFT__INTENT_EXIT:
+      weft__fiber_destroy(&t->fiber);
+      weft__stack_put(&w->stacks, t->stack);
+      t->stack = NULL;
+      task_ended(w, t);
+      return;
+    default:
+      abort();
+  }
+}
+
+/* OWNER, scheduler context: run t until control comes back here. */
+static void run_task(weft__worker *w, weft__task *t) {
+  if (!prepare_run(w, t)) return;
+  w->current = t;
+  w->prev = NULL;
+  weft__fiber_switch(&w->sched, &t->fiber);
+  /* back in the scheduler, perhaps after a chain of direct switches */
+  if (weft__unlikely(w->rt->debug)) weft__store(&w->running, NULL, RELAXED);
+  weft__finish_switch(w);
+}
+
+static weft__task *take_local(weft__worker *w);
+
+/* OWNER, on the leaving task's stack: the next task to switch to directly,
+ * or NULL to go through the scheduler (nothing local, or it is time for the
+ * scheduler's periodic pass: the inject queue, timers, the reactor). */
+static weft__task *direct_next(weft__worker *w) {
+  if (++w->tick % WEFT__GLOBAL_INTERVAL == 0) return NULL;
+  weft__task *t;
+  while ((t = take_local(w)))
+    if (prepare_run(w, t)) return t;
+  return NULL;
+}
+
+/* The leaving task's side of a switch: record what the resuming context
+ * must finish (weft__finish_switch), pick the next context, switch. */
+static void leave(weft__worker *w, weft__task *self, int intent, bool final) {
+  w->prev = self;
+  w->prev_intent = intent;
+  weft__task *next = direct_next(w);
+  w->current = next;
+  if (final) weft__fiber_switch_final(&self->fiber, next ? &next->fiber : &w->sched);
+  weft__fiber_switch(&self->fiber, next ? &next->fiber : &w->sched);
+}
+
+void weft__switch_out(weft__task *self, int intent) {
+  leave(weft__worker_self(), self, intent, false);
+  /* Resumed, maybe on another worker: finish the switch-out of whoever
+   * left the context that switched to us. */
+  weft__finish_switch(weft__worker_self());
+}
+
 void weft__task_entry(void *arg) {
   weft__task *t = arg;
+  weft__finish_switch(weft__worker_self()); /* we may have been switched to directly */
   int status;
   /* A task cancelled before it started never runs its body (asyncio). */
   if (weft__load(&t->cancel_pending, RELAXED)) {
@@ -395,8 +453,8 @@ void weft__task_entry(void *arg) {
     status = t->fn(t->arg);
   }
   weft__task_finish(t, status);
-  t->intent = WEFT__INTENT_EXIT;
-  weft__fiber_switch_final(&t->fiber, &weft__worker_self()->sched);
+  /* (an inline child never gets here: it returns into its joiner) */
+  leave(weft__worker_self(), t, WEFT__INTENT_EXIT, true);
 }
 
 /* ------------------------------------------------------------ finding work */

@@ -48,6 +48,8 @@ typedef struct weft__worker {
   /* owner only */
   weft__fiber sched;          /* the scheduler loop's own context */
   weft__task *current;        /* the running task, NULL in the scheduler */
+  weft__task *prev;           /* the task that just switched out: weft__finish_switch */
+  int prev_intent;            /* and what it asked for (WEFT__INTENT_*) */
   weft__task *lifo;           /* the LIFO slot */
   weft__task *spawned_stack[WEFT__SPAWN_STACK]; /* newest last: run newest first, joined inline */
   int n_spawned_stack;
@@ -102,6 +104,16 @@ void weft__schedule_spawn(weft__worker *w, weft__task *t);
 /* OWNER: take t off the spawn stack if it is there (a join about to run it
  * inline). */
 bool weft__spawn_stack_remove(weft__worker *w, weft__task *t);
+
+/* The calling task (the worker's current one) switches out with intent
+ * (WEFT__INTENT_PARK or _YIELD): directly to the next local task when there
+ * is one, else to the scheduler. Whichever context resumes finishes the
+ * switch-out on its own stack (weft__finish_switch: park, requeue or
+ * recycle the task that left), so the "publish after switch" rule holds
+ * whoever that is. Every ~WEFT__GLOBAL_INTERVAL switches go through the
+ * scheduler for its periodic pass. */
+void weft__switch_out(weft__task *self, int intent);
+void weft__finish_switch(weft__worker *w);
 
 /* The worker thread's main loop (pthread entry). */
 void *weft__worker_main(void *arg);
