@@ -54,7 +54,7 @@
 int weft__task_ref(weft_task h, weft__task **out) {
   weft__task *t = (weft__task *)h.rec;
   if (!t) return -EINVAL;
-  uint64_t r = weft__load(&t->ref, RELAXED);
+  uint64_t r = weft__load(&t->ref, RELAXED); /* relaxed: the CAS below validates it */
   do {
     if (REF_GEN(r) != (uint32_t)h.gen || REF_CNT(r) == 0) return -ESRCH;
     /* acquire: pairs with the release of the store that initialised the
@@ -65,7 +65,7 @@ int weft__task_ref(weft_task h, weft__task **out) {
 }
 
 void weft__task_unref(weft__task *t) {
-  uint64_t r = weft__load(&t->ref, RELAXED), n;
+  uint64_t r = weft__load(&t->ref, RELAXED), n; /* relaxed: the CAS below validates it */
   do {
     n = REF_CNT(r) == 1 ? ((uint64_t)(REF_GEN(r) + 1) << 32) : r - 1;
     /* acq_rel: release orders this holder's use of the record before the
@@ -122,7 +122,7 @@ int64_t weft__wait_prepare(bool cancellable) {
 
 void weft__wait_abandon(void) {
   weft__task *t = weft__task_self();
-  uint64_t w = weft__load(&t->ws, RELAXED);
+  uint64_t w = weft__load(&t->ws, RELAXED); /* relaxed: only this task changes seq */
   /* A waker may race: it can only CAS WAITING -> NOTIFIED, which this store
    * overwrites; after it, wakes for this seq find RUNNING and do nothing.
    * release: pairs with nothing in particular; a plain ordering point. */
@@ -216,6 +216,9 @@ static void task_init(weft__task *t, weft__runtime *rt, weft_fn fn, void *arg, c
   t->pin_worker = -1;
   t->shield_depth = 0;
   t->stack_size = o ? o->stack_size : 0;
+  /* relaxed, all of them: the record is published to other threads by the
+   * release store of ref below (handle holders) and by the run queue's
+   * release push (workers) */
   weft__store(&t->pinned, 0, RELAXED);
   weft__store(&t->cancelling, 0, RELAXED);
   weft__store(&t->cancel_pending, 0, RELAXED);
@@ -258,7 +261,7 @@ static weft_task spawn_on(weft__runtime *rt, weft__worker *w, weft_fn fn, void *
     id = (id << 20) | 0xfffff; /* a different id space from the workers' */
   }
   task_init(t, rt, fn, arg, o, id);
-  weft_task h = {(struct weft_task_rec *)t, REF_GEN(weft__load(&t->ref, RELAXED))};
+  weft_task h = {(struct weft_task_rec *)t, REF_GEN(weft__load(&t->ref, RELAXED))}; /* relaxed: our own store */
   if (w)
     weft__schedule_spawn(w, t);
   else
@@ -305,7 +308,7 @@ int weft__spawn_external(weft__runtime *rt, weft_fn fn, void *arg, weft_task *ou
 /* ------------------------------------------------------------ the done list */
 
 static uint32_t done_lock(weft__task *t) {
-  uint32_t d = weft__load(&t->done, RELAXED);
+  uint32_t d = weft__load(&t->done, RELAXED); /* relaxed: the acquiring CAS below decides */
   for (int spins = 0;; spins++) {
     if (!(d & WEFT__DL_LOCKED)) {
       /* acquire: pairs with the release in done_unlock: the list as the last
@@ -318,7 +321,7 @@ static uint32_t done_lock(weft__task *t) {
       sched_yield();
       spins = 0;
     }
-    d = weft__load(&t->done, RELAXED);
+    d = weft__load(&t->done, RELAXED); /* relaxed: as above */
   }
 }
 
@@ -350,6 +353,7 @@ static void done_remove(weft__task *t, weft__done_node *n) {
 }
 
 static weft_task handle_of(weft__task *t) {
+  /* relaxed: a handle for the caller's own record (running or referenced) */
   return (weft_task){(struct weft_task_rec *)t, REF_GEN(weft__load(&t->ref, RELAXED))};
 }
 
@@ -415,7 +419,7 @@ static bool try_inline(weft__task *self, weft__task *t) {
   if (w->rt->migrate || !self->stack || t->stack_size > w->rt->stacks.default_size) return false;
   char here;
   if ((size_t)(&here - self->stack->lo) < INLINE_MIN_ROOM) return false;
-  uint64_t ws = weft__load(&t->ws, ACQUIRE);
+  uint64_t ws = weft__load(&t->ws, ACQUIRE); /* acquire: pairs with the spawn's release publication */
   if (WEFT__WS_STATE(ws) != WEFT__TS_FRESH) return false;
   /* Only a task still on this worker's spawn stack: nobody else can start
    * it, and no queue keeps an entry for it. */
@@ -580,7 +584,7 @@ int weft_cancelling(weft_task h) {
   weft__task *t;
   int rc = weft__task_ref(h, &t);
   if (rc) return rc;
-  int n = weft__load(&t->cancelling, RELAXED);
+  int n = weft__load(&t->cancelling, RELAXED); /* relaxed: a count, nothing hangs on it */
   weft__task_unref(t);
   return n;
 }
@@ -589,7 +593,7 @@ int weft_uncancel(weft_task h) {
   weft__task *t;
   int rc = weft__task_ref(h, &t);
   if (rc) return rc;
-  int n = weft__load(&t->cancelling, RELAXED);
+  int n = weft__load(&t->cancelling, RELAXED); /* relaxed: a count; the CAS validates */
   while (n > 0 && !weft__cas_weak(&t->cancelling, &n, n - 1, RELAXED, RELAXED)) {
   }
   if (n > 0) n--;
@@ -606,7 +610,7 @@ weft_task weft_current(void) {
 bool weft_task_done(weft_task h) {
   weft__task *t;
   if (weft__task_ref(h, &t)) return false;
-  bool d = weft__load(&t->done, ACQUIRE) & WEFT__DL_DONE;
+  bool d = weft__load(&t->done, ACQUIRE) & WEFT__DL_DONE; /* acquire: pairs with the release that set DONE */
   weft__task_unref(t);
   return d;
 }
@@ -684,6 +688,8 @@ static int list_tasks(weft__runtime *rt, weft_task_info *out, size_t n) {
       weft_task_info *i = &out[count];
       i->task = h;
       name_load(t, i->name);
+      /* acquire: pairs with the release that set DONE; the rest relaxed:
+       * a listing is a snapshot for reports */
       uint32_t d = weft__load(&t->done, ACQUIRE);
       uint32_t st = WEFT__WS_STATE(weft__load(&t->ws, RELAXED));
       i->state = (d & WEFT__DL_DONE)                                   ? WEFT_TASK_DONE
@@ -725,6 +731,8 @@ int weft_yield(void) {
     return -EINVAL;
   }
   /* relaxed: delivery of a request needs no ordering with its data (none) */
+  /* relaxed: the request carries no data; a request racing with this check
+   * is seen after the switch (or at the next suspension) */
   if (t->shield_depth == 0 && weft__load(&t->cancel_pending, RELAXED)) {
     weft__cancel_consume(t);
     return -ECANCELED;

@@ -120,7 +120,7 @@ weft__task *weft__task_alloc(weft__runtime *rt, weft__worker *w) {
       t->link.next = (weft__link *)rt->free_tasks;
       rt->free_tasks = t;
       rt->n_free++;
-      t->arena_next = weft__load(&rt->all_tasks, RELAXED);
+      t->arena_next = weft__load(&rt->all_tasks, RELAXED); /* relaxed: under arena_lock, the only writer */
       /* release: pairs with the acquire in list_tasks: the record's
        * arena_next and zeroed fields are visible to listers */
       weft__store(&rt->all_tasks, t, RELEASE);
@@ -221,7 +221,7 @@ void weft__schedule(weft__task *t, bool lifo) {
       return;
     }
   } else if (rt->migrate) {
-    int last = weft__load(&t->last_worker, RELAXED);
+    int last = weft__load(&t->last_worker, RELAXED); /* relaxed: a hint for the test mode */
     unsigned n = rt->nworkers, pick;
     uint64_t r = w ? rng_next(w) : (uint64_t)weft_now_ns() * 0x9e3779b97f4a7c15ull;
     pick = (unsigned)(r >> 33) % n;
@@ -325,6 +325,7 @@ static bool prepare_run(weft__worker *w, weft__task *t) {
     fprintf(stderr, "weft: internal error: a queued task in state %u\n", st);
     abort();
   }
+  /* relaxed: the task is ours now (dequeued): wakers ignore RUNNING */
   weft__store(&t->ws, WEFT__WS_MAKE(WEFT__WS_SEQ(ws), 0, 0, WEFT__TS_RUNNING), RELAXED);
   t->wake_reason = WEFT__WS_REASON(ws);
   if (weft__unlikely(!t->started)) {
