@@ -32,7 +32,8 @@
 #include "io/reactor.h"
 
 #define WEFT__LIFO_MAX 3
-#define WEFT__SEARCH_ROUNDS 64 /* steal attempts before a searching worker parks */
+#define WEFT__SEARCH_ROUNDS 64
+#define WEFT__TAKE_BATCH 8 /* oldest deque tasks the owner claims with one CAS */ /* steal attempts before a searching worker parks */
 #define WEFT__SPAWN_STACK 16 /* tasks spawned here and not yet stealable (see weft__schedule_spawn) */
 #define WEFT__GLOBAL_INTERVAL 61
 #define WEFT__FREE_TASKS_MAX 1024 /* records a worker keeps before giving half back */
@@ -53,6 +54,8 @@ typedef struct weft__worker {
   weft__task *lifo;           /* the LIFO slot */
   weft__task *spawned_stack[WEFT__SPAWN_STACK]; /* newest last: run newest first, joined inline */
   int n_spawned_stack;
+  weft__task *taken[WEFT__TAKE_BATCH]; /* claimed from the own deque, not yet run (owner only) */
+  int n_taken, taken_next;
   weft__task *pinned_head;    /* pinned tasks ready to run here, FIFO (linked by link.next) */
   weft__task *pinned_tail;
   int lifo_streak;
