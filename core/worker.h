@@ -1,17 +1,23 @@
 /* core/worker.h: a worker thread and its scheduler loop.
  *
- * Each worker owns: a LIFO slot (the task it just woke or spawned: runs next,
- * capped at WEFT__LIFO_MAX runs in a row so two tasks waking each other
- * cannot starve the rest), a bounded work-stealing deque (core/deque.h), an
- * inbox for tasks sent to it in particular (pinned tasks, the migrate test
- * mode), a pool of stacks, a free list of task records, a timer heap and a
- * reactor. Order of looking for work, each tick:
- *   every WEFT__GLOBAL_INTERVAL ticks: the inject queue first (it never starves)
- *   LIFO slot -> inbox -> own deque -> inject queue -> timers and reactor
- *   (non-blocking) -> steal half of a random victim's deque -> park.
- * Every WEFT__GLOBAL_INTERVAL ticks the worker also runs its due timers and
- * polls its reactor without blocking (at most one io_uring_enter per pass,
- * none when nothing is queued or in flight).
+ * Each worker owns: a LIFO slot (the task it just woke: runs next, capped
+ * at WEFT__LIFO_MAX runs in a row while other local work waits, so two
+ * tasks waking each other cannot starve the rest), a spawn stack (tasks it
+ * spawned, newest first, owner-only: joins run them inline), a bounded
+ * work-stealing deque (core/deque.h; the owner claims its oldest tasks in
+ * batches of WEFT__TAKE_BATCH), an inbox for tasks sent to it in
+ * particular (pinned tasks, the migrate test mode), a pool of stacks, a
+ * free list of task records, a timer heap and a reactor. Order of looking
+ * for work:
+ *   every WEFT__GLOBAL_INTERVAL ticks: the inject queue first (it never
+ *   starves), the spawn stack spilled to the deque, due timers, a
+ *   non-blocking reactor poll (at most one io_uring_enter, none when
+ *   nothing is queued or in flight);
+ *   LIFO slot -> spawn stack -> pinned list -> inbox -> own deque -> inject
+ *   queue -> timers and reactor -> steal half of a random victim's deque
+ *   (64 rounds) -> park.
+ * A task that suspends switches straight to the next local task when there
+ * is one (weft__switch_out); the scheduler context runs the rest.
  *
  * "Executed only by the owner" unless marked "any thread".
  */
