@@ -135,8 +135,10 @@ typedef struct weft_task_rec {
   _Atomic uint64_t ws;          /* the wait-state word (above) */
   _Atomic uint64_t ref;         /* generation << 32 | references */
   _Atomic uint32_t done;        /* WEFT__DL_* */
-  weft__waiter waiter;          /* under the lock of the primitive it waits on */
-  weft__done_node join_node;    /* the task's own node while it joins another (on that task's done lock) */
+  union {                       /* a task waits in one place at a time: */
+    weft__waiter waiter;        /* in a primitive's list (under that primitive's lock), or */
+    weft__done_node join_node;  /* in another task's done list (under its done lock) */
+  };
   weft__done_node *done_list;   /* under the done lock: joiners and callbacks, FIFO */
   weft__done_node *done_tail;
   int status;                   /* the result: written before DONE is set (release) */
