@@ -126,20 +126,26 @@ int weft_queue_put_nowait(weft_queue *q, void *item) {
   return rc;
 }
 
+/* Caller holds the lock and the queue has an item: take the oldest, choose
+ * a putter to wake, unlock, wake it. */
+static void *take_and_unlock(queue_impl *x) {
+  weft__wakeup wake;
+  void *it = pop_item(x);
+  bool have_wake = weft__waitlist_pop(&x->putters, &wake);
+  weft__spin_unlock(&x->lock);
+  if (have_wake) weft__wakeup_fire(&wake);
+  return it;
+}
+
 int weft_queue_get_nowait(weft_queue *q, void **item) {
   queue_impl *x = impl(q);
-  weft__wakeup wake;
-  bool have_wake = false;
   weft__spin_lock(&x->lock);
   if (x->count == 0) {
     weft__spin_unlock(&x->lock);
     return -EAGAIN;
   }
-  void *it = pop_item(x);
-  have_wake = weft__waitlist_pop(&x->putters, &wake);
-  weft__spin_unlock(&x->lock);
+  void *it = take_and_unlock(x);
   if (item) *item = it;
-  if (have_wake) weft__wakeup_fire(&wake);
   return 0;
 }
 
@@ -201,11 +207,8 @@ int weft_queue_get(weft_queue *q, void **item) {
       return -ECANCELED;
     }
   }
-  void *it = pop_item(x);
-  have_wake = weft__waitlist_pop(&x->putters, &wake);
-  weft__spin_unlock(&x->lock);
+  void *it = take_and_unlock(x);
   if (item) *item = it;
-  if (have_wake) weft__wakeup_fire(&wake);
   return 0;
 }
 
