@@ -167,6 +167,17 @@ static int wait_on(queue_impl *x, weft__waitlist *wl, weft__task *self, bool *ch
   return why == WEFT__WAKE_CANCEL ? -ECANCELED : 0;
 }
 
+/* A waiter of wl was cancelled (lock held). If a waker had chosen it and
+ * what it waited for is still there, the wakeup goes to the next waiter of
+ * wl: nothing is lost to a cancelled waiter. Unlocks; returns -ECANCELED. */
+static int cancelled_and_unlock(queue_impl *x, weft__waitlist *wl, bool pass_on) {
+  weft__wakeup wake;
+  bool have_wake = pass_on && weft__waitlist_pop(wl, &wake);
+  weft__spin_unlock(&x->lock);
+  if (have_wake) weft__wakeup_fire(&wake);
+  return -ECANCELED;
+}
+
 int weft_queue_put(weft_queue *q, void *item) {
   queue_impl *x = impl(q);
   weft__task *self = weft__task_self();
@@ -176,13 +187,8 @@ int weft_queue_put(weft_queue *q, void *item) {
   weft__spin_lock(&x->lock);
   while (is_full(x)) {
     bool chosen;
-    if (wait_on(x, &x->putters, self, &chosen) < 0) {
-      /* pass a wakeup this putter was chosen for to the next putter */
-      if (chosen && !is_full(x)) have_wake = weft__waitlist_pop(&x->putters, &wake);
-      weft__spin_unlock(&x->lock);
-      if (have_wake) weft__wakeup_fire(&wake);
-      return -ECANCELED;
-    }
+    if (wait_on(x, &x->putters, self, &chosen) < 0)
+      return cancelled_and_unlock(x, &x->putters, chosen && !is_full(x));
   }
   int rc = insert_locked(x, item, &wake, &have_wake);
   weft__spin_unlock(&x->lock);
@@ -194,18 +200,11 @@ int weft_queue_get(weft_queue *q, void **item) {
   queue_impl *x = impl(q);
   weft__task *self = weft__task_self();
   if (!self) return -EINVAL;
-  weft__wakeup wake;
-  bool have_wake = false;
   weft__spin_lock(&x->lock);
   while (x->count == 0) {
     bool chosen;
-    if (wait_on(x, &x->getters, self, &chosen) < 0) {
-      /* pass a wakeup this getter was chosen for to the next getter */
-      if (chosen && x->count) have_wake = weft__waitlist_pop(&x->getters, &wake);
-      weft__spin_unlock(&x->lock);
-      if (have_wake) weft__wakeup_fire(&wake);
-      return -ECANCELED;
-    }
+    if (wait_on(x, &x->getters, self, &chosen) < 0)
+      return cancelled_and_unlock(x, &x->getters, chosen && x->count);
   }
   void *it = take_and_unlock(x);
   if (item) *item = it;

@@ -71,7 +71,8 @@ static inline void test_register(const char *name, test_fn fn, int timeout_s) {
 
 #define ASSERT_OP_(a, op, b, type, fmt)                                                 \
   do {                                                                                  \
-    type a_ = (type)(a), b_ = (type)(b);                                                \
+    type a_ = (type)(a);                                                                \
+    type b_ = (type)(b); /* separate: `T *a_, b_` would make b_ no pointer */           \
     if (!(a_ op b_))                                                                    \
       TEST_FAIL("ASSERT(%s %s %s) failed: " fmt " vs " fmt, #a, #op, #b, a_, b_);       \
   } while (0)

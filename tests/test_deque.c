@@ -27,15 +27,6 @@
 #include "core/deque.h"
 #include "tests/test.h"
 
-/* test.h's ASSERT_PTR_EQ/NE declare `const void *a_, b_` (b_ is then not a
- * pointer) and do not compile; these stand in until it is fixed. */
-#define PTR_OP_(a, op, b)                                                              \
-  do {                                                                                 \
-    const void *pa_ = (a), *pb_ = (b);                                                 \
-    if (!(pa_ op pb_)) TEST_FAIL("ASSERT(%s %s %s) failed: %p vs %p", #a, #op, #b, pa_, pb_); \
-  } while (0)
-#define PTR_EQ(a, b) PTR_OP_(a, ==, b)
-#define PTR_NE(a, b) PTR_OP_(a, !=, b)
 
 #define ITEM(i) ((void *)(uintptr_t)((uint64_t)(i) + 1))
 #define VAL(p) ((uint64_t)(uintptr_t)(p)-1)
@@ -56,12 +47,12 @@ TEST(init_empty) {
   weft__deque_init(&d, WEFT_DEQUE_CAP);
   ASSERT_EQ(weft__deque_len(&d), 0);
   ASSERT_EQ(weft__deque_capacity(&d), WEFT_DEQUE_CAP);
-  PTR_EQ(weft__deque_take(&d), NULL);
+  ASSERT_PTR_EQ(weft__deque_take(&d), NULL);
   void *out[4];
   ASSERT_EQ(weft__deque_take_half(&d, out, 4), 0);
   static weft__deque dst;
   weft__deque_init(&dst, 4);
-  PTR_EQ(weft__deque_steal_half(&d, &dst), NULL);
+  ASSERT_PTR_EQ(weft__deque_steal_half(&d, &dst), NULL);
   ASSERT_EQ(weft__deque_len(&dst), 0);
   ASSERT_TRUE(weft__deque_sizeof() == sizeof(weft__deque));
 }
@@ -76,8 +67,8 @@ TEST(push_take_fifo) {
     }
     ASSERT_TRUE(!weft__deque_push(&d, ITEM(cap))); /* full */
     ASSERT_EQ(weft__deque_len(&d), cap);
-    for (uint32_t i = 0; i < cap; i++) PTR_EQ(weft__deque_take(&d), ITEM(i));
-    PTR_EQ(weft__deque_take(&d), NULL);
+    for (uint32_t i = 0; i < cap; i++) ASSERT_PTR_EQ(weft__deque_take(&d), ITEM(i));
+    ASSERT_PTR_EQ(weft__deque_take(&d), NULL);
     ASSERT_EQ(weft__deque_len(&d), 0);
   }
 }
@@ -87,11 +78,11 @@ TEST(full_then_room_again) {
   weft__deque_init(&d, 4);
   for (int i = 0; i < 4; i++) ASSERT_TRUE(weft__deque_push(&d, ITEM(i)));
   ASSERT_TRUE(!weft__deque_push(&d, ITEM(99)));
-  PTR_EQ(weft__deque_take(&d), ITEM(0));
+  ASSERT_PTR_EQ(weft__deque_take(&d), ITEM(0));
   ASSERT_TRUE(weft__deque_push(&d, ITEM(4))); /* reuses slot 0 */
   ASSERT_TRUE(!weft__deque_push(&d, ITEM(99)));
-  for (int i = 1; i <= 4; i++) PTR_EQ(weft__deque_take(&d), ITEM(i));
-  PTR_EQ(weft__deque_take(&d), NULL);
+  for (int i = 1; i <= 4; i++) ASSERT_PTR_EQ(weft__deque_take(&d), ITEM(i));
+  ASSERT_PTR_EQ(weft__deque_take(&d), NULL);
 }
 
 TEST(take_half_amounts) {
@@ -106,10 +97,10 @@ TEST(take_half_amounts) {
     void *out[300];
     uint32_t k = weft__deque_take_half(&d, out, cases[c].max);
     ASSERT_EQ(k, cases[c].want);
-    for (uint32_t i = 0; i < k; i++) PTR_EQ(out[i], ITEM(i)); /* oldest first */
+    for (uint32_t i = 0; i < k; i++) ASSERT_PTR_EQ(out[i], ITEM(i)); /* oldest first */
     ASSERT_EQ(weft__deque_len(&d), cases[c].n - k);
-    for (uint32_t i = k; i < cases[c].n; i++) PTR_EQ(weft__deque_take(&d), ITEM(i));
-    PTR_EQ(weft__deque_take(&d), NULL);
+    for (uint32_t i = k; i < cases[c].n; i++) ASSERT_PTR_EQ(weft__deque_take(&d), ITEM(i));
+    ASSERT_PTR_EQ(weft__deque_take(&d), NULL);
   }
 }
 
@@ -124,24 +115,24 @@ static void check_steal(uint32_t vcap, uint32_t n, uint32_t dcap, uint32_t start
   for (uint32_t i = 0; i < start; i++) {
     ASSERT_TRUE(weft__deque_push(&v, ITEM(0)));
     ASSERT_TRUE(weft__deque_push(&dst, ITEM(0)));
-    PTR_EQ(weft__deque_take(&v), ITEM(0));
-    PTR_EQ(weft__deque_take(&dst), ITEM(0));
+    ASSERT_PTR_EQ(weft__deque_take(&v), ITEM(0));
+    ASSERT_PTR_EQ(weft__deque_take(&dst), ITEM(0));
   }
   for (uint32_t i = 0; i < n; i++) ASSERT_TRUE(weft__deque_push(&v, ITEM(i)));
   uint32_t want = n - n / 2;
   if (want > dcap + 1) want = dcap + 1;
   void *got = weft__deque_steal_half(&v, &dst);
   if (n == 0) {
-    PTR_EQ(got, NULL);
+    ASSERT_PTR_EQ(got, NULL);
     return;
   }
-  PTR_EQ(got, ITEM(want - 1));
+  ASSERT_PTR_EQ(got, ITEM(want - 1));
   ASSERT_EQ(weft__deque_len(&dst), want - 1);
   ASSERT_EQ(weft__deque_len(&v), n - want);
-  for (uint32_t i = 0; i + 1 < want; i++) PTR_EQ(weft__deque_take(&dst), ITEM(i));
-  PTR_EQ(weft__deque_take(&dst), NULL);
-  for (uint32_t i = want; i < n; i++) PTR_EQ(weft__deque_take(&v), ITEM(i));
-  PTR_EQ(weft__deque_take(&v), NULL);
+  for (uint32_t i = 0; i + 1 < want; i++) ASSERT_PTR_EQ(weft__deque_take(&dst), ITEM(i));
+  ASSERT_PTR_EQ(weft__deque_take(&dst), NULL);
+  for (uint32_t i = want; i < n; i++) ASSERT_PTR_EQ(weft__deque_take(&v), ITEM(i));
+  ASSERT_PTR_EQ(weft__deque_take(&v), NULL);
 }
 
 TEST(steal_half_amounts) {
@@ -168,16 +159,16 @@ TEST(steal_half_into_nonempty_dst) {
   for (int i = 0; i < 10; i++) ASSERT_TRUE(weft__deque_push(&v, ITEM(i)));
   ASSERT_TRUE(weft__deque_push(&dst, ITEM(100)));
   ASSERT_TRUE(weft__deque_push(&dst, ITEM(101)));
-  PTR_EQ(weft__deque_steal_half(&v, &dst), ITEM(2)); /* 2 into dst + 1 */
+  ASSERT_PTR_EQ(weft__deque_steal_half(&v, &dst), ITEM(2)); /* 2 into dst + 1 */
   ASSERT_EQ(weft__deque_len(&dst), 4);
-  PTR_EQ(weft__deque_take(&dst), ITEM(100));
-  PTR_EQ(weft__deque_take(&dst), ITEM(101));
-  PTR_EQ(weft__deque_take(&dst), ITEM(0));
-  PTR_EQ(weft__deque_take(&dst), ITEM(1));
+  ASSERT_PTR_EQ(weft__deque_take(&dst), ITEM(100));
+  ASSERT_PTR_EQ(weft__deque_take(&dst), ITEM(101));
+  ASSERT_PTR_EQ(weft__deque_take(&dst), ITEM(0));
+  ASSERT_PTR_EQ(weft__deque_take(&dst), ITEM(1));
   ASSERT_EQ(weft__deque_len(&v), 7);
   /* full dst: room 0, one item is still taken and returned */
   for (int i = 0; i < 4; i++) ASSERT_TRUE(weft__deque_push(&dst, ITEM(200 + i)));
-  PTR_EQ(weft__deque_steal_half(&v, &dst), ITEM(3));
+  ASSERT_PTR_EQ(weft__deque_steal_half(&v, &dst), ITEM(3));
   ASSERT_EQ(weft__deque_len(&dst), 4);
   ASSERT_EQ(weft__deque_len(&v), 6);
 }
@@ -223,7 +214,7 @@ TEST(wrap_around_model) {
       case 4: case 5: { /* take */
         void *p = weft__deque_take(d);
         if (n == 0) {
-          PTR_EQ(p, NULL);
+          ASSERT_PTR_EQ(p, NULL);
         } else {
           ASSERT_UEQ(VAL(p), model[k][head[k]++ % WEFT_DEQUE_CAP]);
         }
@@ -243,7 +234,7 @@ TEST(wrap_around_model) {
         if (tail[o] != head[o]) break;
         void *p = weft__deque_steal_half(d, &dq[o]);
         if (n == 0) {
-          PTR_EQ(p, NULL);
+          ASSERT_PTR_EQ(p, NULL);
           break;
         }
         uint32_t want = n - n / 2;

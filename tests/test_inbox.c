@@ -15,15 +15,6 @@
 #include "core/inbox.h"
 #include "tests/test.h"
 
-/* test.h's ASSERT_PTR_EQ/NE declare `const void *a_, b_` (b_ is then not a
- * pointer) and do not compile; these stand in until it is fixed. */
-#define PTR_OP_(a, op, b)                                                              \
-  do {                                                                                 \
-    const void *pa_ = (a), *pb_ = (b);                                                 \
-    if (!(pa_ op pb_)) TEST_FAIL("ASSERT(%s %s %s) failed: %p vs %p", #a, #op, #b, pa_, pb_); \
-  } while (0)
-#define PTR_EQ(a, b) PTR_OP_(a, ==, b)
-
 typedef struct node {
   weft__link link; /* first: a weft__link * is a node * */
   uint32_t producer, seq;
@@ -38,7 +29,7 @@ TEST(empty) {
   weft__inbox b;
   weft__inbox_init(&b);
   ASSERT_TRUE(weft__inbox_is_empty(&b));
-  PTR_EQ(weft__inbox_take_all(&b), NULL);
+  ASSERT_PTR_EQ(weft__inbox_take_all(&b), NULL);
   ASSERT_TRUE(weft__inbox_is_empty(&b));
 }
 
@@ -50,19 +41,19 @@ TEST(order_preserved) {
   ASSERT_TRUE(!weft__inbox_is_empty(&b));
   weft__link *l = weft__inbox_take_all(&b);
   for (int i = 0; i < 10; i++) {
-    PTR_EQ(l, &n[i].link);
+    ASSERT_PTR_EQ(l, &n[i].link);
     l = l->next;
   }
-  PTR_EQ(l, NULL);
+  ASSERT_PTR_EQ(l, NULL);
   ASSERT_TRUE(weft__inbox_is_empty(&b));
-  PTR_EQ(weft__inbox_take_all(&b), NULL);
+  ASSERT_PTR_EQ(weft__inbox_take_all(&b), NULL);
   /* again, after a take: the next push finds it empty */
   ASSERT_TRUE(weft__inbox_push(&b, &n[3].link));
   ASSERT_TRUE(!weft__inbox_push(&b, &n[1].link));
   l = weft__inbox_take_all(&b);
-  PTR_EQ(l, &n[3].link);
-  PTR_EQ(l->next, &n[1].link);
-  PTR_EQ(l->next->next, NULL);
+  ASSERT_PTR_EQ(l, &n[3].link);
+  ASSERT_PTR_EQ(l->next, &n[1].link);
+  ASSERT_PTR_EQ(l->next->next, NULL);
 }
 
 TEST(single_node) {
@@ -71,8 +62,8 @@ TEST(single_node) {
   weft__inbox_init(&b);
   ASSERT_TRUE(weft__inbox_push(&b, &n.link));
   weft__link *l = weft__inbox_take_all(&b);
-  PTR_EQ(l, &n.link);
-  PTR_EQ(l->next, NULL);
+  ASSERT_PTR_EQ(l, &n.link);
+  ASSERT_PTR_EQ(l->next, NULL);
 }
 
 /* ---- stress ------------------------------------------------------------ */
@@ -155,7 +146,7 @@ static void run_stress(int producers, uint64_t per) {
   for (int p = 0; p < producers; p++) ASSERT_EQ(pthread_join(th[p], NULL), 0);
   double dt = test_now() - t0;
   ASSERT_UEQ(got, total);
-  PTR_EQ(weft__inbox_take_all(&s->box), NULL);
+  ASSERT_PTR_EQ(weft__inbox_take_all(&s->box), NULL);
   uint64_t was_empty = 0;
   for (int p = 0; p < producers; p++) {
     ASSERT_UEQ(next[p], per);

@@ -19,15 +19,6 @@
 #include "core/inject.h"
 #include "tests/test.h"
 
-/* test.h's ASSERT_PTR_EQ/NE declare `const void *a_, b_` (b_ is then not a
- * pointer) and do not compile; these stand in until it is fixed. */
-#define PTR_OP_(a, op, b)                                                              \
-  do {                                                                                 \
-    const void *pa_ = (a), *pb_ = (b);                                                 \
-    if (!(pa_ op pb_)) TEST_FAIL("ASSERT(%s %s %s) failed: %p vs %p", #a, #op, #b, pa_, pb_); \
-  } while (0)
-#define PTR_EQ(a, b) PTR_OP_(a, ==, b)
-#define PTR_NE(a, b) PTR_OP_(a, !=, b)
 
 typedef struct node {
   weft__link link; /* first: a weft__link * is a node * */
@@ -60,10 +51,10 @@ TEST(empty) {
   weft__inject q;
   weft__inject_init(&q);
   ASSERT_TRUE(weft__inject_is_empty(&q));
-  PTR_EQ(weft__inject_pop(&q), NULL);
+  ASSERT_PTR_EQ(weft__inject_pop(&q), NULL);
   weft__link *out[4];
   ASSERT_EQ(weft__inject_pop_batch(&q, out, 4), 0);
-  PTR_EQ(weft__inject_close(&q), NULL);
+  ASSERT_PTR_EQ(weft__inject_close(&q), NULL);
   weft__inject_destroy(&q);
 }
 
@@ -78,10 +69,10 @@ TEST(push_pop_fifo) {
   ASSERT_TRUE(!weft__inject_is_empty(&q));
   for (int i = 0; i < 10; i++) {
     weft__link *l = weft__inject_pop(&q);
-    PTR_EQ(l, &n[i].link);
-    PTR_EQ(l->next, NULL);
+    ASSERT_PTR_EQ(l, &n[i].link);
+    ASSERT_PTR_EQ(l->next, NULL);
   }
-  PTR_EQ(weft__inject_pop(&q), NULL);
+  ASSERT_PTR_EQ(weft__inject_pop(&q), NULL);
   ASSERT_TRUE(weft__inject_is_empty(&q));
   weft__inject_destroy(&q);
 }
@@ -99,21 +90,21 @@ TEST(batches_keep_order) {
   ASSERT_EQ(atomic_load(&q.len), 20);
   ASSERT_EQ(weft__inject_pop_batch(&q, out, 0), 0);
   ASSERT_EQ(weft__inject_pop_batch(&q, out, 5), 5);
-  for (int i = 0; i < 5; i++) PTR_EQ(out[i], &n[i].link);
+  for (int i = 0; i < 5; i++) ASSERT_PTR_EQ(out[i], &n[i].link);
   ASSERT_EQ(atomic_load(&q.len), 15);
   ASSERT_EQ(weft__inject_pop_batch(&q, out, 20), 15); /* fewer than max */
   for (int i = 0; i < 15; i++) {
-    PTR_EQ(out[i], &n[5 + i].link);
-    PTR_EQ(out[i]->next, NULL);
+    ASSERT_PTR_EQ(out[i], &n[5 + i].link);
+    ASSERT_PTR_EQ(out[i]->next, NULL);
   }
   ASSERT_TRUE(weft__inject_is_empty(&q));
   /* the queue works again after being emptied (tail was reset) */
   ASSERT_TRUE(weft__inject_push_batch(&q, chain(n, 0, 3), &n[2].link, 3));
   ASSERT_EQ(weft__inject_pop_batch(&q, out, 2), 2);
   ASSERT_TRUE(weft__inject_push(&q, &n[3].link));
-  PTR_EQ(weft__inject_pop(&q), &n[2].link);
-  PTR_EQ(weft__inject_pop(&q), &n[3].link);
-  PTR_EQ(weft__inject_pop(&q), NULL);
+  ASSERT_PTR_EQ(weft__inject_pop(&q), &n[2].link);
+  ASSERT_PTR_EQ(weft__inject_pop(&q), &n[3].link);
+  ASSERT_PTR_EQ(weft__inject_pop(&q), NULL);
   weft__inject_destroy(&q);
 }
 
@@ -122,19 +113,19 @@ TEST(close_returns_rest_and_refuses) {
   node n[6];
   weft__inject_init(&q);
   ASSERT_TRUE(weft__inject_push_batch(&q, chain(n, 0, 5), &n[4].link, 5));
-  PTR_EQ(weft__inject_pop(&q), &n[0].link);
+  ASSERT_PTR_EQ(weft__inject_pop(&q), &n[0].link);
   weft__link *rest = weft__inject_close(&q);
   for (int i = 1; i < 5; i++) {
-    PTR_EQ(rest, &n[i].link);
+    ASSERT_PTR_EQ(rest, &n[i].link);
     rest = rest->next;
   }
-  PTR_EQ(rest, NULL); /* NULL-terminated */
+  ASSERT_PTR_EQ(rest, NULL); /* NULL-terminated */
   ASSERT_TRUE(weft__inject_is_empty(&q));
   ASSERT_TRUE(!weft__inject_push(&q, &n[5].link));
   ASSERT_TRUE(!weft__inject_push_batch(&q, chain(n, 0, 2), &n[1].link, 2));
   ASSERT_TRUE(weft__inject_is_empty(&q));
-  PTR_EQ(weft__inject_pop(&q), NULL);
-  PTR_EQ(weft__inject_close(&q), NULL); /* closing twice: nothing left */
+  ASSERT_PTR_EQ(weft__inject_pop(&q), NULL);
+  ASSERT_PTR_EQ(weft__inject_close(&q), NULL); /* closing twice: nothing left */
   weft__inject_destroy(&q);
 }
 
@@ -221,7 +212,7 @@ static void *consumer_main(void *ap) {
     }
     for (size_t i = 0; i < k; i++) {
       node *n = NODE(out[i]);
-      PTR_EQ(out[i]->next, NULL);
+      ASSERT_PTR_EQ(out[i]->next, NULL);
       account(s, out[i]);
       if ((int64_t)n->seq <= last[n->producer])
         TEST_FAIL("consumer %d: producer %u's node %u after %" PRId64, a->id, n->producer, n->seq, last[n->producer]);

@@ -34,7 +34,7 @@ static void assert_same(const weft__timer_entry *a, const weft__timer_entry *b) 
   ASSERT_EQ(a->deadline, b->deadline);
   ASSERT_UEQ(a->seq, b->seq);
   ASSERT_UEQ(a->kind, b->kind);
-  ASSERT_UEQ((uintptr_t)a->task, (uintptr_t)b->task); /* ASSERT_PTR_EQ in test.h does not compile (b_ is declared const void) */
+  ASSERT_PTR_EQ(a->task, b->task);
 }
 
 /* The heap property over the whole array: no child orders before its parent. */
