@@ -20,6 +20,10 @@ points at the newest run):
                  weft at workers=1 and at workers=nproc
   chart.png      throughput against worker count for each row, the peers as
                  flat lines (gnuplot; chart.gp is the script)
+The server rows (tcp_echo, http_plaintext) start each server on a free port
+of 127.0.0.1, load it with the same client for every system
+(bench/echo_client.c, or wrk -t1), and add the server's CPU seconds during
+the load (server_cpu_s) and its RSS; the server is stopped with SIGTERM.
 and table.md is printed at the end.
 
 Ratios are oriented so that > 1 means weft is ahead: weft / peer for rates,
@@ -71,6 +75,10 @@ ROWS = [
     ("to_thread", "to_thread",
      {"full": "calls=100000 concurrency=64", "quick": "calls=20000 concurrency=64", "smoke": "calls=200 concurrency=8"}),
     ("idle_tasks", "idle_tasks", {"full": "n=100000", "quick": "n=20000", "smoke": "n=200"}),
+    ("tcp_echo", "tcp_echo",
+     {"full": "conns=64 size=64 seconds=5", "quick": "conns=64 size=64 seconds=2", "smoke": "conns=4 size=64 seconds=1"}),
+    ("http_plaintext", "http_plaintext",
+     {"full": "conns=100 seconds=5", "quick": "conns=100 seconds=2", "smoke": "conns=4 seconds=1"}),
     ("file_read", "file_read",
      {"full": "tasks=64 size_mb=256 block_kb=64 reads=200000", "quick": "tasks=64 size_mb=64 block_kb=64 reads=20000",
       "smoke": "tasks=4 size_mb=1 block_kb=64 reads=64"}),
@@ -87,7 +95,10 @@ PY_FULL = {
 }
 
 LOWER_IS_BETTER = {"timers", "idle_tasks"}
-UV_WORKLOADS = {"timers", "to_thread", "file_read"}
+UV_WORKLOADS = {"timers", "to_thread", "file_read", "tcp_echo", "http_plaintext"}
+# Server rows: the server runs in the foreground until SIGTERM; the load is the
+# same client for every server (bench/echo_client.c; wrk for HTTP).
+SERVER_ROWS = {"tcp_echo": "serve_echo", "http_plaintext": "serve_http"}
 PEERS = ["asyncio", "uvloop", "libuv"]
 FILE_PATH = "/tmp/weft_bench_file.bin"
 NOT_IMPLEMENTED = 3  # bench/run's exit status for a workload weft lacks
@@ -167,6 +178,82 @@ class Runner:
             log("  %s %s" % (fmt(line["value"]), line.get("unit", "")))
         return True
 
+    # ------------------------------------------------------------ servers
+    def server_command(self, system, serve, port, workers):
+        if system == "weft":
+            if self.args.weft_bin:  # the examples are built beside bench/ (build/examples/...)
+                ex = {"serve_echo": "echo_server", "serve_http": "http_hello"}[serve]
+                exe = os.path.join(os.path.dirname(os.path.dirname(self.args.weft_bin)), "examples", ex)
+                if not os.path.exists(exe):
+                    return None
+                return [exe, "--host", "127.0.0.1", "--port", str(port), "--workers", str(workers)]
+            return [os.path.join(ROOT, "bench", "run"), serve, "port=%d" % port, "workers=%d" % workers, "max_s=120"]
+        if system in ("asyncio", "uvloop"):
+            return [PY, os.path.join(HERE, "peers", "asyncio_bench.py"), serve, "port=%d" % port, "max_s=120",
+                    "loop=" + system]
+        return [self.args.uv_bin, serve, "port=%d" % port, "max_s=120"]
+
+    def load_once(self, workload, params, system, workers, port):
+        p = dict(kv.split("=") for kv in params.split())
+        if workload == "tcp_echo":
+            argv = [self.args.echo_client, "port=%d" % port, "conns=" + p["conns"], "size=" + p["size"],
+                    "seconds=" + p["seconds"], "system=" + system, "workers=%d" % workers]
+            line, err, rc = self.run_once(argv, dict(os.environ))
+            return line, err
+        wrk = shutil.which("wrk")
+        argv = [wrk, "-t1", "-c" + p["conns"], "-d%ss" % p["seconds"], "--latency", "http://127.0.0.1:%d/" % port]
+        try:
+            cp = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                timeout=int(p["seconds"]) + 30)
+        except subprocess.TimeoutExpired:
+            return None, "wrk timed out"
+        return parse_wrk(cp.stdout, system, workers, params), (cp.stdout + cp.stderr).strip()
+
+    def server_cell(self, row, workload, params, system, workers):
+        serve = SERVER_ROWS[workload]
+        if workload == "http_plaintext" and not shutil.which("wrk"):
+            self.skipped[(row, system)] = "wrk is not installed (scripts/deps.sh bench)"
+            return False
+        warm = 0 if self.mode == "smoke" else 1
+        log("%s / %s w=%d: %s" % (row, system, workers, params))
+        for i in range(warm + self.args.reps):
+            port = free_port()
+            argv = self.server_command(system, serve, port, workers)
+            if argv is None:
+                self.skipped[(row, system)] = "not implemented in weft yet"
+                log("  skipped: weft's %s example is not built" % serve)
+                return False
+            env = dict(os.environ)
+            env["WEFT_NO_BUILD"] = "1"
+            srv = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env, text=True)
+            try:
+                if not wait_listening(port, srv):
+                    err = srv.stderr.read() if srv.poll() is not None else ""
+                    if system == "weft" and srv.returncode in (2, 3) and ("not implemented" in err or "unknown" in err):
+                        self.skipped[(row, system)] = "not implemented in weft yet"
+                        log("  skipped: %s is not implemented in weft yet" % serve)
+                        return False
+                    die("%s / %s w=%d: the server did not start listening: %s" % (row, system, workers, err.strip()))
+                cpu0 = proc_cpu(srv.pid)
+                line, err = self.load_once(workload, params, system, workers, port)
+                cpu1 = proc_cpu(srv.pid)
+                rss = proc_rss_kb(srv.pid)
+            finally:
+                srv.terminate()
+                try:
+                    srv.wait(timeout=10)
+                except subprocess.TimeoutExpired:
+                    srv.kill()
+                    srv.wait()
+            if line is None:
+                die("%s / %s w=%d: the load failed: %s" % (row, system, workers, " / ".join(str(err).splitlines()[-3:])))
+            if i < warm:
+                continue
+            line.update({"row": row, "rep": i - warm + 1, "server_cpu_s": round(cpu1 - cpu0, 4), "rss_kb": rss})
+            self.results.append(line)
+            log("  %s %s (server cpu %.2f s)" % (fmt(line["value"]), line.get("unit", ""), cpu1 - cpu0))
+        return True
+
     # ------------------------------------------------------------ the run
     def run(self):
         rows = [r for r in ROWS if not self.args.rows or r[0] in self.args.rows or r[1] in self.args.rows]
@@ -178,17 +265,88 @@ class Runner:
                     continue
                 if workload == "file_read":
                     ensure_file(params)
+                cell = self.server_cell if workload in SERVER_ROWS else self.cell
                 if system == "weft":
                     for w in range(1, maxw + 1):
-                        if not self.cell(row, workload, params, system, w):
+                        if not cell(row, workload, params, system, w):
                             break
                 else:
                     p = params
                     if self.mode == "full" and system in ("asyncio", "uvloop") and row in PY_FULL:
                         p = PY_FULL[row]
                         self.notes.append("%s, %s: %s (BENCHMARKS.md: %s); rates compare, as rates." % (row, system, p, params))
-                    self.cell(row, workload, p, system, 1)
+                    cell(row, workload, p, system, 1)
         return rows
+
+
+def free_port():
+    import socket
+    with socket.socket() as so:
+        so.bind(("127.0.0.1", 0))
+        return so.getsockname()[1]
+
+
+def wait_listening(port, proc, limit_s=15):
+    import socket
+    end = time.time() + limit_s
+    while time.time() < end:
+        if proc.poll() is not None:
+            return False
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1):
+                return True
+        except OSError:
+            time.sleep(0.05)
+    return False
+
+
+def proc_cpu(pid):
+    """utime + stime of a process and its children, in seconds."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0
+    pids = [pid]
+    try:
+        with open("/proc/%d/task/%d/children" % (pid, pid)) as f:
+            pids += [int(x) for x in f.read().split()]
+    except OSError:
+        pass
+    for p in pids:
+        try:
+            with open("/proc/%d/stat" % p) as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])
+        except OSError:
+            pass
+    return total / tick
+
+
+def proc_rss_kb(pid):
+    try:
+        with open("/proc/%d/statm" % pid) as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") // 1024
+    except OSError:
+        return 0
+
+
+def parse_wrk(out, system, workers, params):
+    """wrk's report -> the JSON line of BENCHMARKS.md, or None when it shows
+    errors or non-2xx answers (the check of http_plaintext)."""
+    import re
+    m = re.search(r"Requests/sec:\s+([0-9.]+)", out)
+    n = re.search(r"(\d+) requests in ([0-9.]+)(\w+)", out)
+    if not m or not n or "Non-2xx" in out or "Socket errors" in out or int(n.group(1)) == 0:
+        return None
+
+    def ms(label):
+        q = re.search(r"^\s+%s%%\s+([0-9.]+)(us|ms|s)\s*$" % label, out, re.M)
+        if not q:
+            return None
+        return float(q.group(1)) * {"us": 1e-3, "ms": 1.0, "s": 1e3}[q.group(2)]
+
+    secs = float(n.group(2)) * {"ms": 1e-3, "s": 1.0, "m": 60.0}.get(n.group(3), 1.0)
+    return {"workload": "http_plaintext", "system": system, "workers": workers, "value": float(m.group(1)),
+            "unit": "req/s", "wall_s": secs, "rss_kb": 0, "params": params, "p50_ms": ms("50"), "p99_ms": ms("99"),
+            "requests": int(n.group(1))}
 
 
 def ensure_file(params):
@@ -245,6 +403,12 @@ def summarize(runner, rows, out_dir):
         cpu = extra(row, system, workers, "cpu_s")
         if cpu is not None:
             txt += ", cpu %.2f s" % cpu
+        p99 = extra(row, system, workers, "p99_ms")
+        if p99 is not None:
+            txt += ", p99 %.2f ms" % p99
+        scpu = extra(row, system, workers, "server_cpu_s")
+        if scpu is not None:
+            txt += ", server cpu %.2f s" % scpu
         wake = extra(row, system, workers, "wake_s")
         if wake is not None:
             txt += ", wake %.0f ms" % (wake * 1e3)
@@ -388,6 +552,16 @@ def build(args):
             log("building the libuv peer: %s" % args.uv_bin)
             if subprocess.run([cc, "-O2", "-Wall", "-o", args.uv_bin, src] + flags.stdout.split()).returncode != 0:
                 die("building %s failed" % src)
+    if not args.echo_client:
+        out = os.path.join(ROOT, "build", "peers")
+        os.makedirs(out, exist_ok=True)
+        args.echo_client = os.path.join(out, "echo_client")
+        src = os.path.join(HERE, "echo_client.c")
+        if not os.path.exists(args.echo_client) or os.path.getmtime(src) > os.path.getmtime(args.echo_client):
+            log("building the echo load client: %s" % args.echo_client)
+            cc = os.environ.get("CC", "cc")
+            if subprocess.run([cc, "-O2", "-Wall", "-o", args.echo_client, src]).returncode != 0:
+                die("building %s failed" % src)
     if any(s in args.systems for s in ("asyncio", "uvloop")):
         if not os.path.exists(PY):
             die("%s is missing (scripts/deps.sh bench installs python3)" % PY)
@@ -405,6 +579,7 @@ def main():
                     help="weft runs at 1..N workers (default: nproc)")
     ap.add_argument("--weft-bin", help="run this weft_bench instead of bench/run")
     ap.add_argument("--uv-bin", help="run this libuv peer instead of building bench/peers/uv_bench.c")
+    ap.add_argument("--echo-client", help="the tcp_echo load client (default: build bench/echo_client.c)")
     ap.add_argument("--out", default=os.path.join(HERE, "results"))
     args = ap.parse_args()
     args.reps = args.reps or {"full": 5, "quick": 3, "smoke": 1}[args.mode]

@@ -4,8 +4,8 @@
 #
 #   scripts/deps.sh          the build and the whole test suite (which runs the
 #                            comparison harness's smoke mode, hence the peers'
-#                            python3-uvloop and libuv1-dev)
-#   scripts/deps.sh bench    also the comparison's chart and HTTP load (gnuplot, wrk)
+#                            python3-uvloop and libuv1-dev, and wrk)
+#   scripts/deps.sh bench    also the comparison's chart (gnuplot)
 #   scripts/deps.sh go       also Go, for bench/compare_go.sh
 #
 # Checks each package with dpkg -s and installs only the missing ones, with
@@ -13,7 +13,7 @@
 # Prints nothing when everything is there. Idempotent.
 set -euo pipefail
 
-pkgs=(cmake make pkg-config liburing-dev libjemalloc-dev libbenchmark-dev python3 python3-uvloop libuv1-dev)
+pkgs=(cmake make pkg-config liburing-dev libjemalloc-dev libbenchmark-dev python3 python3-uvloop libuv1-dev wrk)
 # The context switch's aarch64 test is cross-compiled and run under qemu-user
 # on x86_64 hosts; on aarch64 it runs natively and needs neither.
 if [[ $(uname -m) == x86_64 ]]; then
@@ -21,7 +21,7 @@ if [[ $(uname -m) == x86_64 ]]; then
 fi
 for arg in "$@"; do
   case $arg in
-    bench) pkgs+=(gnuplot-nox wrk) ;;
+    bench) pkgs+=(gnuplot-nox) ;;
     go) pkgs+=(golang-go) ;;
     *) echo "usage: scripts/deps.sh [bench] [go]" >&2; exit 2 ;;
   esac

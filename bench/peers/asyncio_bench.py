@@ -4,6 +4,12 @@ asyncio, or on uvloop with loop=uvloop: the single-threaded loops that
 bench/compare.py measures weft against.
 
     asyncio_bench.py WORKLOAD [key=value ...] [loop=asyncio|uvloop]
+    asyncio_bench.py serve_echo|serve_http port=PORT [max_s=S] [loop=...]
+
+The two servers listen on 127.0.0.1:PORT until SIGTERM/SIGINT or S seconds
+(default 60): serve_echo echoes every byte (tcp_echo's server), serve_http
+answers every HTTP/1.1 request with "Hello, World!" on a keep-alive
+connection (http_plaintext's server; a request ends at its blank line).
 
 Each workload checks its own result and exits 1 with "ERROR: ..." on stderr
 when the work was not done; the last line on stdout is the JSON line of
@@ -288,8 +294,83 @@ async def file_read(p):
 
 P_FILE = "/tmp/weft_bench_file.bin"
 
+HTTP_RESPONSE = (b"HTTP/1.1 200 OK\r\nServer: asyncio_bench\r\nContent-Type: text/plain\r\n"
+                 b"Content-Length: 13\r\n\r\nHello, World!")
+
+
+async def echo_conn(reader, writer):
+    try:
+        while True:
+            data = await reader.read(65536)
+            if not data:
+                break
+            writer.write(data)
+            await writer.drain()
+    except ConnectionError:
+        pass
+    writer.close()
+
+
+async def http_conn(reader, writer):
+    buf = b""
+    try:
+        while True:
+            data = await reader.read(65536)
+            if not data:
+                break
+            buf += data
+            n = buf.count(b"\r\n\r\n")
+            if n:
+                buf = buf[buf.rindex(b"\r\n\r\n") + 4:]
+                writer.write(HTTP_RESPONSE * n)
+                await writer.drain()
+    except ConnectionError:
+        pass
+    writer.close()
+
+
+async def serve(kind, port, max_s):
+    import signal
+    handler = echo_conn if kind == "serve_echo" else http_conn
+    server = await asyncio.start_server(handler, "127.0.0.1", port, backlog=1024)
+    stop = asyncio.get_running_loop().create_future()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        asyncio.get_running_loop().add_signal_handler(sig, lambda: stop.done() or stop.set_result(None))
+    try:
+        await asyncio.wait_for(stop, max_s)
+    except asyncio.TimeoutError:
+        pass
+    server.close()
+
+
+def serve_main(argv):
+    port, max_s, system = None, 60, "asyncio"
+    for arg in argv[2:]:
+        key, _, val = arg.partition("=")
+        if key == "port" and val.isdigit() and 0 < int(val) < 65536:
+            port = int(val)
+        elif key == "max_s" and val.isdigit():
+            max_s = int(val)
+        elif key == "loop" and val in ("asyncio", "uvloop"):
+            system = val
+        elif key == "workers":
+            pass
+        else:
+            print("bad argument %r (port=PORT max_s=S loop=asyncio|uvloop)" % arg, file=sys.stderr)
+            return 2
+    if port is None:
+        print("port=PORT is required", file=sys.stderr)
+        return 2
+    if system == "uvloop":
+        import uvloop
+        asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+    asyncio.run(serve(argv[1], port, max_s))
+    return 0
+
 
 def main(argv):
+    if len(argv) >= 2 and argv[1] in ("serve_echo", "serve_http"):
+        return serve_main(argv)
     if len(argv) < 2 or argv[1] not in WORKLOADS:
         print("usage: asyncio_bench.py WORKLOAD [key=value ...] [loop=asyncio|uvloop]\n  workloads: "
               + " ".join(WORKLOADS), file=sys.stderr)

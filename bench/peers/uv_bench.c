@@ -3,15 +3,21 @@
  * default 4-thread pool), for bench/compare.py.
  *
  *     uv_bench WORKLOAD [key=value ...]     WORKLOAD: timers to_thread file_read
+ *     uv_bench serve_echo|serve_http port=PORT [max_s=S]
  *
  * Each workload checks its own result (every timer fired `times` times, the
  * sum of the pool's results, every byte count) and exits 1 with "ERROR: ..."
  * on stderr when the work was not done; the last line on stdout is the JSON
  * line of BENCHMARKS.md, system "libuv", workers 1. A bad command line exits 2.
+ * The servers listen on 127.0.0.1:PORT until SIGTERM/SIGINT or S seconds
+ * (default 60): serve_echo echoes every byte (uv_try_write, a queued
+ * uv_write for what does not fit), serve_http answers every HTTP/1.1 request
+ * (ended by its blank line) with "Hello, World!", keep-alive.
  * Build: cc -O2 uv_bench.c $(pkg-config --cflags --libs libuv)
  */
 #define _GNU_SOURCE
 #include <fcntl.h>
+#include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -207,6 +213,154 @@ static double run_file_read(char *extra, size_t extra_len) {
   return wall;
 }
 
+
+/* ------------------------------------------------------------ servers */
+static const char HTTP_RESPONSE[] = "HTTP/1.1 200 OK\r\nServer: uv_bench\r\nContent-Type: text/plain\r\n"
+                                    "Content-Length: 13\r\n\r\nHello, World!";
+static int serving_http;
+
+typedef struct client {
+  uv_tcp_t tcp;
+  int crlf;         /* http: how much of "\r\n\r\n" the last bytes matched */
+  char buf[65536];
+} client;
+
+typedef struct write_req {
+  uv_write_t req;
+  char *data;
+} write_req;
+
+static void on_closed(uv_handle_t *h) { free(h); }
+
+static void on_alloc(uv_handle_t *h, size_t hint, uv_buf_t *b) {
+  client *c = (client *)h;
+  (void)hint;
+  *b = uv_buf_init(c->buf, sizeof c->buf);
+}
+
+static void on_written(uv_write_t *req, int status) {
+  write_req *w = (write_req *)req;
+  (void)status;
+  free(w->data);
+  free(w);
+}
+
+/* Write len bytes now as far as the socket takes them, queue the rest. */
+static void send_bytes(client *c, const char *data, size_t len) {
+  uv_buf_t b = uv_buf_init((char *)data, (unsigned)len);
+  int n = uv_try_write((uv_stream_t *)&c->tcp, &b, 1);
+  if (n < 0) n = 0;
+  if ((size_t)n == len) return;
+  write_req *w = malloc(sizeof *w);
+  char *copy = malloc(len - (size_t)n);
+  if (!w || !copy) {
+    fprintf(stderr, "uv_bench: out of memory\n");
+    exit(1);
+  }
+  memcpy(copy, data + n, len - (size_t)n);
+  w->data = copy;
+  b = uv_buf_init(copy, (unsigned)(len - (size_t)n));
+  if (uv_write(&w->req, (uv_stream_t *)&c->tcp, &b, 1, on_written) != 0) on_written(&w->req, -1);
+}
+
+static void on_data(uv_stream_t *s, ssize_t n, const uv_buf_t *b) {
+  client *c = (client *)s;
+  if (n < 0) {
+    uv_close((uv_handle_t *)s, on_closed);
+    return;
+  }
+  if (!serving_http) {
+    send_bytes(c, b->base, (size_t)n);
+    return;
+  }
+  static const char END[] = "\r\n\r\n";
+  size_t requests = 0;
+  for (ssize_t i = 0; i < n; i++) {
+    char ch = b->base[i];
+    c->crlf = ch == END[c->crlf] ? c->crlf + 1 : (ch == '\r' ? 1 : 0);
+    if (c->crlf == 4) {
+      requests++;
+      c->crlf = 0;
+    }
+  }
+  if (requests == 1) {
+    send_bytes(c, HTTP_RESPONSE, sizeof HTTP_RESPONSE - 1);
+  } else if (requests > 1) { /* pipelined: one write for all the answers */
+    size_t one = sizeof HTTP_RESPONSE - 1;
+    char *all = malloc(one * requests);
+    if (!all) exit(1);
+    for (size_t r = 0; r < requests; r++) memcpy(all + r * one, HTTP_RESPONSE, one);
+    send_bytes(c, all, one * requests);
+    free(all);
+  }
+}
+
+static void on_connection(uv_stream_t *server, int status) {
+  if (status < 0) return;
+  client *c = calloc(1, sizeof *c);
+  if (!c) exit(1);
+  uv_tcp_init(loop, &c->tcp);
+  if (uv_accept(server, (uv_stream_t *)&c->tcp) != 0) {
+    uv_close((uv_handle_t *)&c->tcp, on_closed);
+    return;
+  }
+  uv_tcp_nodelay(&c->tcp, 1);
+  uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_data);
+}
+
+static void on_stop(uv_signal_t *sig, int signum) {
+  (void)signum;
+  uv_stop(sig->loop);
+}
+
+static void on_deadline(uv_timer_t *t) { uv_stop(t->loop); }
+
+static int serve(int http, long port, long max_s) {
+  serving_http = http;
+  uv_tcp_t server;
+  struct sockaddr_in addr;
+  uv_ip4_addr("127.0.0.1", (int)port, &addr);
+  uv_tcp_init(loop, &server);
+  int rc = uv_tcp_bind(&server, (const struct sockaddr *)&addr, 0);
+  if (rc == 0) rc = uv_listen((uv_stream_t *)&server, 1024, on_connection);
+  if (rc != 0) {
+    fprintf(stderr, "ERROR: uv_bench: listen on 127.0.0.1:%ld: %s\n", port, uv_strerror(rc));
+    return 1;
+  }
+  uv_signal_t term, intr;
+  uv_timer_t deadline;
+  uv_signal_init(loop, &term);
+  uv_signal_init(loop, &intr);
+  uv_signal_start(&term, on_stop, SIGTERM);
+  uv_signal_start(&intr, on_stop, SIGINT);
+  uv_timer_init(loop, &deadline);
+  uv_timer_start(&deadline, on_deadline, (uint64_t)max_s * 1000, 0);
+  uv_run(loop, UV_RUN_DEFAULT);
+  return 0;
+}
+
+static int serve_main(int argc, char **argv) {
+  long port = -1, max_s = 60;
+  for (int a = 2; a < argc; a++) {
+    char *end;
+    if (strncmp(argv[a], "port=", 5) == 0) {
+      port = strtol(argv[a] + 5, &end, 10);
+      if (*end || port <= 0 || port > 65535) port = -1;
+    } else if (strncmp(argv[a], "max_s=", 6) == 0) {
+      max_s = strtol(argv[a] + 6, &end, 10);
+      if (*end || max_s < 1) max_s = -1;
+    } else if (strncmp(argv[a], "workers=", 8) != 0) {
+      port = -1;
+    }
+  }
+  if (port < 0 || max_s < 0) {
+    fprintf(stderr, "usage: uv_bench serve_echo|serve_http port=PORT [max_s=S]\n");
+    return 2;
+  }
+  loop = uv_default_loop();
+  return serve(strcmp(argv[1], "serve_http") == 0, port, max_s);
+}
+
 /* ------------------------------------------------------------ main */
 typedef struct workload {
   const char *name, *unit;
@@ -221,11 +375,14 @@ static const workload WORKLOADS[] = {
 };
 
 int main(int argc, char **argv) {
+  if (argc > 1 && (strcmp(argv[1], "serve_echo") == 0 || strcmp(argv[1], "serve_http") == 0))
+    return serve_main(argc, argv);
   const workload *w = NULL;
   for (size_t i = 0; argc > 1 && i < sizeof WORKLOADS / sizeof *WORKLOADS; i++)
     if (strcmp(argv[1], WORKLOADS[i].name) == 0) w = &WORKLOADS[i];
   if (!w) {
-    fprintf(stderr, "usage: uv_bench timers|to_thread|file_read [key=value ...]\n");
+    fprintf(stderr, "usage: uv_bench timers|to_thread|file_read [key=value ...]\n"
+                    "       uv_bench serve_echo|serve_http port=PORT [max_s=S]\n");
     return 2;
   }
   memcpy(P, w->defaults, sizeof P);
