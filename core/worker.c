@@ -38,6 +38,7 @@
 #include "core/runtime.h"
 #include "core/task.h"
 #include "core/worker.h"
+#include "core/taskext.h"
 
 void weft__task_finish(weft__task *t, int status);
 void weft__task_name(weft__task *t, char out[32]);
@@ -292,7 +293,19 @@ void weft__worker_run_timers(weft__worker *w) {
   weft__timer_entry due[64];
   size_t n;
   while (weft__timer_next(&w->timers) <= now && (n = weft__timer_pop_expired(&w->timers, now, due, 64)) > 0)
-    for (size_t i = 0; i < n; i++) weft__wake(due[i].task, due[i].seq, WEFT__WAKE_TIMER);
+    for (size_t i = 0; i < n; i++) {
+      switch (due[i].kind) {
+        case WEFT__TIMER_WAKE:
+          weft__wake(due[i].task, due[i].seq, WEFT__WAKE_TIMER);
+          break;
+        case WEFT__TIMER_SCOPE:
+          weft__timeout_fire(due[i].task, due[i].seq);
+          break;
+        default:
+          weft__callback_fire(due[i].task);
+          break;
+      }
+    }
 }
 
 /* ------------------------------------------------------------ running a task */
