@@ -592,9 +592,12 @@ static void maintenance(weft__worker *w) {
 }
 
 static weft__task *find_work(weft__worker *w) {
-  w->tick++;
   weft__task *t;
-  if (w->tick % WEFT__GLOBAL_INTERVAL == 0) {
+  /* test, then count: direct_next hands over to the scheduler exactly when
+   * its count reaches a multiple of the interval, and the periodic pass
+   * must then run (counting first here skipped it whenever several tasks
+   * kept switching directly: timers and the inject queue starved) */
+  if (w->tick++ % WEFT__GLOBAL_INTERVAL == 0) {
     spill_spawned(w);
     maintenance(w);
     if ((t = take_inject(w))) return t;
