@@ -22,11 +22,17 @@
  * it takes the result and keeps its cancellation pending for its next
  * suspension (as weft_join does).
  *
+ * LIFETIME: the awaiters are woken (and the callbacks run) before the
+ * completing call has finished with the future: `busy` counts completions
+ * in progress, and weft_future_destroy waits for it to reach 0, so memory
+ * may be freed or reused once destroy returned 0.
+ *
  * Public callbacks (weft_future_add_done_callback) live in an allocated
  * pub_cb whose node calls a trampoline; the trampoline frees it. Nodes of
  * combinators (core/await.c) belong to them (`keep`).
  */
 #include <errno.h>
+#include <sched.h>
 
 #include <weft/task.h>
 
@@ -42,6 +48,7 @@ typedef struct future_impl {
   weft__spinlock lock;
   _Atomic int state;       /* written under lock (release); read anywhere (acquire) */
   int status;              /* under lock; final once DONE */
+  _Atomic int busy;        /* completions in progress: complete() counts itself in and out */
   void *value;             /* under lock; final once DONE */
   weft__done_node *head;   /* under lock */
   weft__done_node *tail;   /* under lock */
@@ -62,11 +69,19 @@ int weft_future_init(weft_future *f) {
   x->value = NULL;
   x->head = x->tail = NULL;
   x->n_nodes = 0;
+  weft__store(&x->busy, 0, RELAXED);
   return 0;
 }
 
 int weft_future_destroy(weft_future *f) {
   future_impl *x = impl(f);
+  /* a completion still finishing on another thread (it woke the awaiters
+   * first): let it stop touching the future. acquire: pairs with the
+   * release decrement at the end of complete() */
+  for (int spins = 0; weft__load(&x->busy, ACQUIRE) != 0; spins++) {
+    weft__cpu_relax();
+    if (spins > 64) sched_yield();
+  }
   weft__spin_lock(&x->lock);
   size_t n = x->n_nodes;
   weft__spin_unlock(&x->lock);
@@ -103,9 +118,13 @@ static bool unlink_node(future_impl *x, weft__done_node *n) {
 
 static int complete(weft_future *f, int status, void *value) {
   future_impl *x = impl(f);
+  /* relaxed: ordered before the DONE store (release) and the wakes, which
+   * is how destroy's caller learns the future is done */
+  weft__fetch_add(&x->busy, 1, RELAXED);
   weft__spin_lock(&x->lock);
   if (weft__load(&x->state, RELAXED) != PENDING) {
     weft__spin_unlock(&x->lock);
+    weft__fetch_sub(&x->busy, 1, RELEASE); /* release: pairs with destroy's acquire */
     return -EALREADY;
   }
   x->status = status;
@@ -139,7 +158,11 @@ static int complete(weft_future *f, int status, void *value) {
       else
         cbs[i](WEFT_TASK_NULL, args[i]);
     }
-    if (!more) return 0;
+    if (!more) {
+      /* the last touch of the future: release pairs with destroy's acquire */
+      weft__fetch_sub(&x->busy, 1, RELEASE);
+      return 0;
+    }
     weft__spin_lock(&x->lock);
   }
 }

@@ -88,6 +88,7 @@ TEST(callbacks_from_a_foreign_thread) {
   ASSERT_EQ(weft_runtime_call_soon(rt, set_fut_cb, &f, NULL), 0);
   for (int i = 0; i < 2000 && !weft_future_done(&f); i++) usleep(1000);
   ASSERT_EQ(weft_future_result(&f, NULL), 5);
+  ASSERT_EQ(weft_future_destroy(&f), 0);
   weft_future_init(&f);
   weft_callback *h;
   ASSERT_EQ(weft_runtime_call_at(rt, weft_now_ns() + 5 * MS, set_fut_cb, &f, &h), 0);
@@ -95,6 +96,7 @@ TEST(callbacks_from_a_foreign_thread) {
   ASSERT_EQ(weft_future_result(&f, NULL), 5);
   ASSERT_EQ(weft_callback_cancel(h), 0); /* it ran */
   weft_callback_release(h);
+  ASSERT_EQ(weft_future_destroy(&f), 0);
   weft_future_init(&f);
   ASSERT_EQ(weft_runtime_call_at(rt, weft_now_ns() + 50 * MS, set_fut_cb, &f, &h), 0);
   ASSERT_EQ(weft_callback_cancel(h), 1);

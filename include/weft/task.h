@@ -37,8 +37,10 @@ typedef struct weft_future {
 
 /* Initialise (pending). Never fails; returns 0. */
 WEFT_API int weft_future_init(weft_future *f);
-/* Destroy. -EBUSY while tasks await it or callbacks are registered (nothing
- * is changed then); 0 otherwise. */
+/* Destroy, before the memory is freed or reused (also after it completed:
+ * a completion finishing on another thread, whose awaiters already woke, is
+ * waited for). -EBUSY while tasks await it or callbacks are registered
+ * (nothing is changed then); 0 otherwise. */
 WEFT_API int weft_future_destroy(weft_future *f);
 /* set_result / set_exception: complete with status and value, wake every
  * awaiter, run the done callbacks (on the calling thread, after the waiters
