@@ -36,6 +36,7 @@ struct weft_callback {
   int64_t deadline;      /* immutable */
   _Atomic int state;     /* CAS: fire vs cancel */
   _Atomic int refs;      /* acq_rel decrements: the last frees */
+  _Atomic int taken;     /* weft_runtime_call_*: the submitted task took the heap's reference */
 };
 
 static void cb_unref(weft_callback *h) {
@@ -50,6 +51,7 @@ static weft_callback *cb_new(weft_callback_fn fn, void *arg, int64_t deadline, b
   h->arg = arg;
   h->deadline = deadline;
   weft__store(&h->state, PENDING, RELAXED);
+  weft__store(&h->taken, 0, RELAXED);
   weft__store(&h->refs, handle ? 2 : 1, RELAXED); /* relaxed: published by the heap insert / the spawn */
   return h;
 }
@@ -87,6 +89,7 @@ int weft_call_later(int64_t delay_ns, weft_callback_fn fn, void *arg, weft_callb
 /* The submitted task of weft_runtime_call_*: insert the entry here. */
 static int submit_task(void *arg) {
   weft_callback *h = arg;
+  weft__store(&h->taken, 1, RELAXED); /* relaxed: submit_done reads it after the task's end (done word) */
   if (insert(weft__worker_self(), h) < 0) {
     weft__store(&h->state, CANCELLED, RELAXED); /* out of memory: it will not run */
     cb_unref(h);
@@ -95,16 +98,43 @@ static int submit_task(void *arg) {
   return 0;
 }
 
+/* The submitted task's end: if it never ran (cancelled before it started:
+ * the runtime shutting down), the heap's reference is dropped here. */
+static void submit_done(weft_task t, void *arg) {
+  (void)t;
+  weft_callback *h = arg;
+  if (!weft__load(&h->taken, RELAXED)) { /* relaxed: see submit_task */
+    weft__store(&h->state, CANCELLED, RELAXED);
+    cb_unref(h);
+  }
+}
+
 int weft_runtime_call_at(weft_runtime *rt, int64_t deadline, weft_callback_fn fn, void *arg, weft_callback **out) {
   if (!rt || !fn) return -EINVAL;
   weft_callback *h = cb_new(fn, arg, deadline, out != NULL);
   if (!h) return -ENOMEM;
-  int rc = weft_runtime_submit(rt, submit_task, h, NULL);
+  /* the end-of-task node first, so that nothing can fail once submitted
+   * (the task's end frees it: keep = false) */
+  weft__done_node *node = weft__zalloc(sizeof *node);
+  if (!node) {
+    weft__free(h, sizeof *h);
+    return -ENOMEM;
+  }
+  node->cb = submit_done;
+  node->cb_arg = h;
+  weft_task t;
+  int rc = weft_runtime_submit(rt, submit_task, h, &t);
   if (rc < 0) {
+    weft__free(node, sizeof *node);
     weft__free(h, sizeof *h);
     return rc;
   }
-  if (out) *out = h;
+  if (out) *out = h; /* (before the task may end: submit_done may drop the heap's reference, never the user's) */
+  if (weft__task_subscribe((weft__task *)t.rec, node)) { /* our handle keeps the record */
+    weft__free(node, sizeof *node);
+    submit_done(t, h);
+  }
+  weft_task_release(t);
   return 0;
 }
 

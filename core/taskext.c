@@ -2,6 +2,8 @@
  * protocol is in core/taskext.h). */
 #include "core/taskext.h"
 
+#include <sched.h>
+
 #include "core/alloc.h"
 #include "core/runtime.h"
 
@@ -27,6 +29,12 @@ void weft__ext_task_end(weft__task *t) {
     e->ctx = NULL;
   }
   weft__spin_lock(&e->lock);
+  for (;;) { /* a scope's timer may be expiring it right now: let it finish (timeout.c) */
+    if (!weft__timeout_any_firing(e)) break;
+    weft__spin_unlock(&e->lock);
+    sched_yield();
+    weft__spin_lock(&e->lock);
+  }
   bool stray = e->scopes != NULL;
   e->scopes = NULL; /* their stale timer entries find no scope */
   weft__spin_unlock(&e->lock);

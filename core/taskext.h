@@ -77,5 +77,7 @@ static inline weft__ctx *weft__ctx_ref(weft__ctx *c) {
  * worker, scheduler context), and the compaction test for such an entry. */
 void weft__timeout_fire(weft__task *t, uint32_t seq);
 bool weft__timeout_entry_live(weft__task *t, uint32_t seq);
+/* Under the ext lock: whether a timer is expiring one of e's scopes right now. */
+bool weft__timeout_any_firing(weft__task_ext *e);
 
 #endif

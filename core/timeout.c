@@ -216,6 +216,12 @@ void weft__timeout_fire(weft__task *t, uint32_t seq) {
   weft__spin_unlock(&e->lock);
 }
 
+bool weft__timeout_any_firing(weft__task_ext *e) {
+  for (weft__scope *s = e->scopes; s; s = s->next)
+    if (weft__load(&s->state, RELAXED) == FIRING) return true;
+  return false;
+}
+
 /* OWNER worker: compaction's staleness test for a SCOPE entry. */
 bool weft__timeout_entry_live(weft__task *t, uint32_t seq) {
   weft__task_ext *e = weft__ext_peek(t);
