@@ -292,7 +292,12 @@ void weft__worker_run_timers(weft__worker *w) {
   int64_t now = weft_now_ns();
   weft__timer_entry due[64];
   size_t n;
-  while (weft__timer_next(&w->timers) <= now && (n = weft__timer_pop_expired(&w->timers, now, due, 64)) > 0)
+  /* at most the entries there now: a callback that queues another one due
+   * at once (call_soon from a callback) must not keep this loop going */
+  size_t budget = w->timers.len;
+  while (budget && weft__timer_next(&w->timers) <= now &&
+         (n = weft__timer_pop_expired(&w->timers, now, due, budget < 64 ? budget : 64)) > 0) {
+    budget -= n;
     for (size_t i = 0; i < n; i++) {
       switch (due[i].kind) {
         case WEFT__TIMER_WAKE:
@@ -306,6 +311,7 @@ void weft__worker_run_timers(weft__worker *w) {
           break;
       }
     }
+  }
 }
 
 /* ------------------------------------------------------------ running a task */

@@ -142,6 +142,28 @@ TEST(callbacks_stress_cancel_vs_run) {
   ASSERT_EQ(atomic_load(&cb_ran), ran);
 }
 
+/* A callback that queues itself again with call_soon does not starve the
+ * tasks (asyncio runs it again at the next loop iteration). */
+static _Atomic int requeues, requeue_stop;
+static void requeue_cb(void *arg) {
+  atomic_fetch_add(&requeues, 1);
+  if (!atomic_load(&requeue_stop)) weft_call_soon(requeue_cb, arg, NULL); /* forever, until stopped */
+}
+
+static int requeue_main(void *arg) {
+  (void)arg;
+  atomic_store(&requeues, 0);
+  atomic_store(&requeue_stop, 0);
+  weft_pin();
+  ASSERT_EQ(weft_call_soon(requeue_cb, NULL, NULL), 0);
+  for (int i = 0; i < 20; i++) ASSERT_EQ(weft_sleep_ns(1 * MS), 0); /* keeps running meanwhile */
+  ASSERT_TRUE(atomic_load(&requeues) >= 1);
+  atomic_store(&requeue_stop, 1);
+  weft_unpin();
+  return 0;
+}
+TEST(callbacks_requeued_from_a_callback_do_not_starve_tasks) { run_both(requeue_main, NULL); }
+
 /* ------------------------------------------------------------ task-local values */
 
 static weft_taskvar var_a, var_b;
@@ -209,9 +231,17 @@ static int awaits_future(void *arg) {
   return weft_future_await(&intro_f, NULL);
 }
 
+static weft_event intro_ev;
+static int awaits_event(void *arg) {
+  (void)arg;
+  return weft_event_wait(&intro_ev);
+}
+
 static int intro_main(void *arg) {
   (void)arg;
   weft_future_init(&intro_f);
+  weft_event_init(&intro_ev);
+  weft_task e = weft_spawn(awaits_event, NULL);
   weft_spawn_opts o = {.name = "sleepy"};
   weft_task s = weft_spawn_ex(tu_forever, NULL, &o);
   o.name = "future-waiter";
@@ -220,6 +250,7 @@ static int intro_main(void *arg) {
   weft_sleep_ns(5 * MS);
   ASSERT_STR_EQ(weft_task_waiting_on(s), "sleep");
   ASSERT_STR_EQ(weft_task_waiting_on(f), "future");
+  ASSERT_STR_EQ(weft_task_waiting_on(e), "event");
   ASSERT_STR_EQ(weft_task_waiting_on(weft_current()), ""); /* running */
   weft_task_info info[16];
   int n = weft_tasks(info, 16);
@@ -243,6 +274,9 @@ static int intro_main(void *arg) {
   ASSERT_TRUE(strstr(buf, "sleepy") && strstr(buf, "waiting on: sleep"));
   ASSERT_TRUE(strstr(buf, "future-waiter") && strstr(buf, "waiting on: future"));
   ASSERT_EQ(weft_tasks_dump(-1), -EINVAL);
+  weft_event_set(&intro_ev);
+  weft_join(e);
+  weft_task_release(e);
   weft_cancel(s);
   weft_future_set(&intro_f, 0, NULL);
   weft_join(s);
