@@ -220,7 +220,10 @@ int weft_future_await(weft_future *f, void **value) {
       int64_t seq = weft__wait_prepare(true);
       if (seq < 0) {
         weft__spin_unlock(&x->lock);
-        complete(f, -ECANCELED, NULL); /* asyncio: the cancelled awaiter cancels the future */
+        /* asyncio: the cancelled awaiter cancels the future; if it was
+         * completed meanwhile, its result is returned and the
+         * cancellation stays pending */
+        if (complete(f, -ECANCELED, NULL) != 0) restore_pending = true;
         goto out;
       }
       weft__done_node *node = &self->join_node;
@@ -232,10 +235,10 @@ int weft_future_await(weft_future *f, void **value) {
         weft__spin_lock(&x->lock);
         bool was_linked = unlink_node(x, node);
         weft__spin_unlock(&x->lock);
-        if (was_linked)
-          complete(f, -ECANCELED, NULL); /* (a no-op if another completion came first) */
-        else
-          restore_pending = true; /* completed at that moment: take its result */
+        /* not chosen: cancel the future, unless another completion came
+         * first; chosen (unlinked by the completer) or beaten: take its
+         * result and keep the cancellation for the next suspension */
+        if (!was_linked || complete(f, -ECANCELED, NULL) != 0) restore_pending = true;
       }
     } else {
       weft__spin_unlock(&x->lock);

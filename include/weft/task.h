@@ -142,10 +142,10 @@ typedef struct weft_as_completed {
 /* Errors: -EINVAL (negative timeout, outside a task, bad awaitable);
  * -ESRCH; -EDEADLK; -ENOMEM. The overall timeout counts from init. */
 WEFT_API int weft_as_completed_init(weft_as_completed *it, const weft_awaitable *aws, size_t n, int64_t timeout_ns);
-/* The index of the next awaitable to finish (its result: weft_aw_result).
- * Suspends. Errors: -ENOENT every awaitable was returned already;
- * -ETIMEDOUT the overall timeout passed (and on every later call);
- * -ECANCELED (nothing cancelled). */
+/* The index of the next awaitable to finish (its result: weft_aw_result),
+ * in the order they finished. Suspends. Errors: -ENOENT every awaitable was
+ * returned already; -ETIMEDOUT the overall timeout passed and none that
+ * finished remains to be returned; -ECANCELED (nothing cancelled). */
 WEFT_API int weft_as_completed_next(weft_as_completed *it);
 WEFT_API void weft_as_completed_destroy(weft_as_completed *it);
 
