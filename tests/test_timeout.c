@@ -374,6 +374,7 @@ static int race_main(void *arg) {
     weft_task_release(t);
   }
   ASSERT_EQ(wins + timeouts, iters);
+  fprintf(stderr, "workers=%d: result won %d times, timeout %d times\n", weft_worker_count(), wins, timeouts);
   return 0;
 }
 TEST(wait_for_stress_completion_vs_timeout) { run_both(race_main, NULL); }
@@ -395,6 +396,7 @@ static void *late_setter(void *arg) {
 static int fut_race_main(void *arg) {
   (void)arg;
   long iters = tu_iters(300);
+  long wins = 0;
   for (long i = 0; i < iters; i++) {
     struct fut_race r;
     weft_future_init(&r.f);
@@ -405,6 +407,7 @@ static int fut_race_main(void *arg) {
     int rc = weft_wait_for(weft_aw_future(&r.f), timeout, NULL);
     pthread_join(th, NULL);
     int fr = weft_future_result(&r.f, NULL);
+    wins += rc == 5;
     if (rc == 5)
       ASSERT_EQ(fr, 5);
     else {
@@ -414,6 +417,7 @@ static int fut_race_main(void *arg) {
     ASSERT_EQ(self_cancelling(), 0);
     ASSERT_EQ(weft_yield(), 0);
   }
+  fprintf(stderr, "workers=%d: result won %ld times, timeout %ld times\n", weft_worker_count(), wins, iters - wins);
   return 0;
 }
 TEST(wait_for_stress_foreign_completion_vs_timeout) { run_both(fut_race_main, NULL); }
