@@ -72,22 +72,27 @@ static weft__scope *find(weft__task_ext *e, uint32_t seq) {
   return NULL;
 }
 
-/* The task itself: (re)arm sc for sc->deadline. */
-static int arm(weft__task *self, weft__task_ext *e, weft__scope *sc) {
-  if (sc->deadline == WEFT_FOREVER) return 0;
-  if (sc->deadline <= weft_now_ns()) {
+/* The task itself, holding e->lock, sc linked and ENTERED: arm sc for
+ * sc->deadline (now: a clock reading taken before locking), then unlock.
+ * The old entry, if any, goes stale (its seq is no longer sc's). */
+static int arm_and_unlock(weft__task *self, weft__task_ext *e, weft__scope *sc, int64_t now) {
+  sc->seq = 0;
+  if (sc->deadline == WEFT_FOREVER) {
+    weft__spin_unlock(&e->lock);
+    return 0;
+  }
+  if (sc->deadline <= now) {
     /* already due: expire now (asyncio schedules the expiry at once) */
-    weft__spin_lock(&e->lock);
-    weft__store(&sc->state, EXPIRED, RELAXED); /* relaxed: the task is the only other reader */
+    weft__store(&sc->state, EXPIRED, RELAXED);
     weft__spin_unlock(&e->lock);
     weft_cancel(weft_current());
     return 0;
   }
-  weft__spin_lock(&e->lock);
   if (++e->scope_seq == 0) e->scope_seq = 1; /* 0 means "no entry" */
   uint32_t seq = e->scope_seq;
   sc->seq = seq;
   weft__spin_unlock(&e->lock);
+  /* after unlocking: the heap may grow (nothing allocates under a spinlock) */
   weft__worker *w = weft__worker_self();
   weft__timer_entry ent = {.deadline = sc->deadline, .task = self, .seq = seq, .kind = WEFT__TIMER_SCOPE};
   if (weft__timer_insert(&w->timers, ent) < 0) {
@@ -99,7 +104,7 @@ static int arm(weft__task *self, weft__task_ext *e, weft__scope *sc) {
   return 0;
 }
 
-int weft_timeout_enter_at(weft_timeout *s, int64_t deadline) {
+static int enter_at(weft_timeout *s, int64_t deadline, int64_t now) {
   weft__task *self = weft__task_self();
   if (!self || !s) return -EINVAL;
   weft__task_ext *e = weft__ext_get(self);
@@ -113,13 +118,11 @@ int weft_timeout_enter_at(weft_timeout *s, int64_t deadline) {
     }
   sc->task = self;
   sc->deadline = deadline;
-  sc->seq = 0;
   sc->cancelling_at_entry = weft__load(&self->cancelling, RELAXED); /* relaxed: a count */
   weft__store(&sc->state, ENTERED, RELAXED);
   sc->next = e->scopes;
   e->scopes = sc;
-  weft__spin_unlock(&e->lock);
-  int rc = arm(self, e, sc);
+  int rc = arm_and_unlock(self, e, sc, now);
   if (rc) {
     weft__spin_lock(&e->lock);
     e->scopes = sc->next;
@@ -129,11 +132,15 @@ int weft_timeout_enter_at(weft_timeout *s, int64_t deadline) {
   return rc;
 }
 
+int weft_timeout_enter_at(weft_timeout *s, int64_t deadline) {
+  return enter_at(s, deadline, deadline == WEFT_FOREVER ? 0 : weft_now_ns());
+}
+
 int weft_timeout_enter(weft_timeout *s, int64_t delay_ns) {
   if (delay_ns < 0) return -EINVAL;
-  if (delay_ns == WEFT_FOREVER) return weft_timeout_enter_at(s, WEFT_FOREVER);
-  int64_t now = weft_now_ns();
-  return weft_timeout_enter_at(s, delay_ns > INT64_MAX - 1 - now ? INT64_MAX - 1 : now + delay_ns);
+  if (delay_ns == WEFT_FOREVER) return enter_at(s, WEFT_FOREVER, 0);
+  int64_t now = weft_now_ns(); /* one clock read per scope */
+  return enter_at(s, delay_ns > INT64_MAX - 1 - now ? INT64_MAX - 1 : now + delay_ns, now);
 }
 
 int weft_timeout_reschedule(weft_timeout *s, int64_t deadline) {
@@ -142,15 +149,17 @@ int weft_timeout_reschedule(weft_timeout *s, int64_t deadline) {
   if (!self || !sc || sc->task != self) return -EINVAL;
   weft__task_ext *e = weft__ext_peek(self);
   if (!e) return -EINVAL;
+  int64_t now = deadline == WEFT_FOREVER ? 0 : weft_now_ns();
   weft__spin_lock(&e->lock);
   bool ok = weft__load(&sc->state, RELAXED) == ENTERED;
   bool linked = false;
   for (weft__scope *x = e->scopes; x; x = x->next) linked |= x == sc;
-  if (ok && linked) sc->seq = 0; /* the old entry goes stale */
-  weft__spin_unlock(&e->lock);
-  if (!ok || !linked) return -EINVAL; /* expiring, expired or not entered */
+  if (!ok || !linked) {
+    weft__spin_unlock(&e->lock);
+    return -EINVAL; /* expiring, expired or not entered */
+  }
   sc->deadline = deadline;
-  return arm(self, e, sc);
+  return arm_and_unlock(self, e, sc, now);
 }
 
 int weft_timeout_leave(weft_timeout *s, int rc) {
