@@ -327,4 +327,51 @@ static int gather_race_main(void *arg) {
 }
 TEST(gather_stress_cancel_vs_completion) { run_both(gather_race_main, NULL); }
 
+/* Racy: futures completed by a foreign thread while as_completed and wait
+ * (FIRST_COMPLETED, then a timeout) run: each index comes exactly once. */
+enum { AC_N = 16 };
+static weft_future ac_f[AC_N];
+static void *ac_setter(void *arg) {
+  long seed = (long)(intptr_t)arg;
+  for (int k = 0; k < AC_N; k++) {
+    int i = (int)((k * 7 + seed) % AC_N);
+    weft_future_set(&ac_f[i], i, NULL);
+    if (k % 4 == 0) sched_yield();
+  }
+  return NULL;
+}
+
+static int ac_race_main(void *arg) {
+  (void)arg;
+  long iters = tu_iters(300);
+  for (long it = 0; it < iters; it++) {
+    weft_awaitable a[AC_N];
+    for (int i = 0; i < AC_N; i++) {
+      weft_future_init(&ac_f[i]);
+      a[i] = weft_aw_future(&ac_f[i]);
+    }
+    pthread_t th;
+    pthread_create(&th, NULL, ac_setter, (void *)(intptr_t)it);
+    bool done[AC_N];
+    int n = weft_wait(a, AC_N, WEFT_FIRST_COMPLETED, it % 2 ? WEFT_FOREVER : 50000, done);
+    ASSERT_TRUE(n >= 0 && n <= AC_N);
+    weft_as_completed ac;
+    ASSERT_EQ(weft_as_completed_init(&ac, a, AC_N, WEFT_FOREVER), 0);
+    bool seen[AC_N] = {false};
+    for (int k = 0; k < AC_N; k++) {
+      int idx = weft_as_completed_next(&ac);
+      ASSERT_TRUE(idx >= 0 && idx < AC_N);
+      ASSERT_TRUE(!seen[idx]);
+      seen[idx] = true;
+      ASSERT_EQ(weft_aw_result(a[idx], NULL), idx);
+    }
+    ASSERT_EQ(weft_as_completed_next(&ac), -ENOENT);
+    weft_as_completed_destroy(&ac);
+    pthread_join(th, NULL);
+    for (int i = 0; i < AC_N; i++) ASSERT_EQ(weft_future_destroy(&ac_f[i]), 0);
+  }
+  return 0;
+}
+TEST(as_completed_stress_foreign_completions) { run_both(ac_race_main, NULL); }
+
 TEST_MAIN()
