@@ -88,6 +88,7 @@ int weft_event_wait(weft_event *ev) {
     weft__spin_unlock(&e->lock);
     return (int)seq;
   }
+  weft__waiting_on(self, WEFT__WAITING_EVENT);
   weft__waitlist_push(&e->waiters, self, (uint32_t)seq);
   weft__spin_unlock(&e->lock);
   if (weft__wait_commit((uint32_t)seq) == WEFT__WAKE_NORMAL) return 0;

@@ -158,6 +158,7 @@ static int wait_on(queue_impl *x, weft__waitlist *wl, weft__task *self, bool *ch
     *chosen = false;
     return (int)seq;
   }
+  weft__waiting_on(self, wl == &x->getters ? WEFT__WAITING_QUEUE_GET : WEFT__WAITING_QUEUE_PUT);
   weft__waitlist_push(wl, self, (uint32_t)seq);
   weft__spin_unlock(&x->lock);
   uint32_t why = weft__wait_commit((uint32_t)seq);
