@@ -427,6 +427,44 @@ static int idle_tasks(bench *b) {
   return 0;
 }
 
+/* ------------------------------------------------------------ to_thread */
+
+static struct {
+  long calls;          /* in all */
+  atomic_long next;    /* calls handed out */
+  atomic_long done;    /* calls that returned the right value */
+} tt;
+
+static int tt_fn(void *arg) { return (int)(intptr_t)arg + 1; } /* returns at once */
+
+/* One of `concurrency` callers: takes call numbers until all are handed out. */
+static int tt_caller(void *arg) {
+  (void)arg;
+  long ok = 0;
+  for (;;) {
+    long i = atomic_fetch_add_explicit(&tt.next, 1, memory_order_relaxed); /* a ticket counter */
+    if (i >= tt.calls) break;
+    int v = (int)(i & 0xffff);
+    int rc = weft_to_thread(tt_fn, (void *)(intptr_t)v);
+    if (rc < 0) return rc;
+    if (rc == v + 1) ok++;
+  }
+  atomic_fetch_add_explicit(&tt.done, ok, memory_order_relaxed); /* read after the joins */
+  return 0;
+}
+
+static int to_thread(bench *b) {
+  tt.calls = b->p[0];
+  long concurrency = b->p[1];
+  int64_t t0 = weft_now_ns();
+  if (spawn_and_join(concurrency, tt_caller, NULL, "to_thread") < 0) return -1;
+  b->wall_s = seconds_since(t0);
+  long done = atomic_load(&tt.done);
+  if (done != tt.calls) return fail("to_thread: %ld calls returned the right value, want %ld", done, tt.calls);
+  b->value = (double)done / b->wall_s;
+  return 0;
+}
+
 /* ------------------------------------------------------------ the table */
 
 static const workload workloads[] = {
@@ -437,6 +475,7 @@ static const workload workloads[] = {
     {"fib", "tasks/s", fib, {{"k", 27, 0}, {"cutoff", 0, 0}}},
     {"timers", "x_ideal", timers, {{"tasks", 100000, 1}, {"ms", 10, 1}, {"times", 10, 1}}},
     {"idle_tasks", "bytes/task", idle_tasks, {{"n", 100000, 1}}},
+    {"to_thread", "calls/s", to_thread, {{"calls", 100000, 1}, {"concurrency", 64, 1}}},
 };
 #define N_WORKLOADS (sizeof workloads / sizeof workloads[0])
 

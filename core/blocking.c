@@ -5,10 +5,16 @@
  * the submitting task's stack (mode DETACH: allocated) and moves
  *     QUEUED --thread, under lock--> RUNNING --thread, under lock--> DONE
  * The thread copies the waiter's {task, seq} under the lock when it marks
- * the job DONE and wakes it after unlocking (weft__wake: its release CAS
- * on the task's wait word publishes the status, and is the release/acquire
- * pair ThreadSanitizer sees); it never touches the job after that unlock,
- * because the task may already have returned and reused its stack.
+ * the job DONE and wakes it after unlocking (weft__wake_many: its release
+ * CAS on the task's wait word publishes the status, and is the
+ * release/acquire pair ThreadSanitizer sees); it never touches the job
+ * after that unlock, because the task may already have returned and
+ * reused its stack. Completions are woken in batches of up to DONE_BATCH
+ * (one inject-queue lock, one worker notification), deferred only while
+ * the jobs run short (the last one took < SHORT_JOB_NS) and for at most
+ * DONE_DELAY_NS; before a thread idles it fires what it holds. Measured
+ * (to_thread, 2 CPUs): one wake per completion unparked a worker per
+ * call (an eventfd write and two io_uring_enter per call).
  *
  * Cancellation of the waiting task (woken with CANCEL), under the lock:
  *  - QUEUED: the job is unlinked; the function never runs: -ECANCELED;
@@ -62,6 +68,9 @@
 #include "core/task.h"
 
 #define SPIN_NS 50000 /* how long an idle thread watches for work before sleeping */
+#define DONE_BATCH 16  /* completions woken together */
+#define DONE_DELAY_NS 20000 /* the longest a completion waits for its batch (behind short jobs) */
+#define SHORT_JOB_NS 5000 /* a job that ran less than this predicts a short next one */
 
 enum { JOB_QUEUED = 0, JOB_RUNNING = 1, JOB_DONE = 2 };
 
@@ -92,7 +101,14 @@ int weft__blocking_init(weft__blocking_pool *p, unsigned max_threads, int64_t id
   pthread_condattr_t ca;
   if (pthread_condattr_init(&ca)) return -ENOMEM;
   pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-  int e = pthread_mutex_init(&p->lock, NULL);
+  /* adaptive: spins briefly before sleeping in the kernel; the lock is
+   * held for a few instructions, and a plain mutex turned most contended
+   * acquisitions into futex calls (to_thread: 0.75 futex calls per call) */
+  pthread_mutexattr_t ma;
+  pthread_mutexattr_init(&ma);
+  pthread_mutexattr_settype(&ma, PTHREAD_MUTEX_ADAPTIVE_NP);
+  int e = pthread_mutex_init(&p->lock, &ma);
+  pthread_mutexattr_destroy(&ma);
   if (!e) {
     e = pthread_cond_init(&p->work, &ca);
     if (!e) {
@@ -201,37 +217,56 @@ static void spin_for_work(weft__blocking_pool *p) {
   }
 }
 
+/* Completions a thread has not yet fired: woken together (weft__wake_many:
+ * one inject-queue lock and one worker notification for the batch), when
+ * the batch is full, before the thread idles, or when the oldest has
+ * waited DONE_DELAY_NS. */
+typedef struct done_batch {
+  weft__wakeup_pair w[DONE_BATCH];
+  size_t n;
+  int64_t first_ns;
+} done_batch;
+
+static void flush_done(done_batch *d) {
+  if (d->n) weft__wake_many(d->w, d->n);
+  d->n = 0;
+}
+
 static void *pool_thread(void *arg) {
   weft__blocking_pool *p = arg;
-  weft__wakeup done = {0}, room;
-  bool have_done = false, have_room = false;
+  done_batch done = {.n = 0};
+  weft__wakeup room;
+  int64_t last_ns = 0; /* how long the last job ran */
   pthread_mutex_lock(&p->lock);
   for (;;) {
     job *j = p->head;
     if (j) {
       unlink_job(p, j);
       j->state = JOB_RUNNING;
-      have_room = give_room(p, &room);
+      bool have_room = give_room(p, &room);
       pthread_mutex_unlock(&p->lock);
-      if (have_done) weft__wakeup_fire(&done);
       if (have_room) weft__wakeup_fire(&room);
-      have_done = false;
+      int64_t start = weft_now_ns();
+      /* defer the completions only behind a job expected to be short
+       * (the last one was): a blocking one must not hold them */
+      if (done.n && (done.n == DONE_BATCH || last_ns > SHORT_JOB_NS || start - done.first_ns >= DONE_DELAY_NS))
+        flush_done(&done);
       int status = j->fn(j->arg);
+      last_ns = weft_now_ns() - start;
       pthread_mutex_lock(&p->lock);
       j->status = status;
       j->state = JOB_DONE;
       if (j->abandoned) {
         job_free(j); /* DETACH: its task left (weft__free makes no syscall on the fast path) */
       } else {
-        done = (weft__wakeup){j->task, j->seq};
-        have_done = true;
+        if (done.n == 0) done.first_ns = weft_now_ns();
+        done.w[done.n++] = (weft__wakeup_pair){j->task, j->seq};
       }
       continue;
     }
-    if (have_done) { /* fire the last completion before idling */
+    if (done.n) { /* fire the completions before idling */
       pthread_mutex_unlock(&p->lock);
-      weft__wakeup_fire(&done);
-      have_done = false;
+      flush_done(&done);
       pthread_mutex_lock(&p->lock);
       continue;
     }
