@@ -72,4 +72,15 @@ void weft__reactor_unpark(weft__reactor *r);
  * only fails (NULL) if the kernel refuses the flush. */
 struct io_uring_sqe *weft__reactor_sqe(weft__reactor *r, weft__io_op *op);
 
+/* OWNER, epoll only (io/epoll.c): a one-shot watch of fd; op->complete
+ * gets the ready events. Returns 0 or -errno (EEXIST: already watched
+ * here; EPERM: not pollable). unwatch after the event or to give up. */
+int weft__epoll_watch(weft__reactor *r, int fd, uint32_t events, weft__io_op *op);
+void weft__epoll_unwatch(weft__reactor *r, int fd);
+
+/* OWNER, io_uring only: make room for n submission entries (flushing the
+ * queue if needed), so that a linked pair is not split across two
+ * submissions. Returns 0 or the flush's error. */
+int weft__reactor_sq_room(weft__reactor *r, unsigned n);
+
 #endif

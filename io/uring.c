@@ -159,3 +159,13 @@ struct io_uring_sqe *weft__reactor_sqe(weft__reactor *r, weft__io_op *op) {
   r->inflight++;
   return sqe;
 }
+
+int weft__reactor_sq_room(weft__reactor *r, unsigned n) {
+  uring_state *u = r->impl;
+  while (io_uring_sq_space_left(&u->ring) < n) {
+    int rc = io_uring_submit(&u->ring);
+    if (rc < 0 && rc != -EBUSY && rc != -EAGAIN && rc != -EINTR) return rc;
+    if (rc == -EBUSY || rc == -EAGAIN) reap(r); /* make room in the completion queue */
+  }
+  return 0;
+}
