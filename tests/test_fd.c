@@ -280,18 +280,27 @@ TEST(cancel_racing_with_completion_loses_no_byte) {
 
 /* Many readers blocked on pipes, more than the ring has entries, all
  * cancelled from another worker: each returns -ECANCELED, nothing leaks. */
+typedef struct fd_buf {
+  int fd;
+  char buf[8];
+} fd_buf;
+
+static int fd_reader(void *arg) {
+  fd_buf *b = arg;
+  return (int)weft_read(b->fd, b->buf, sizeof b->buf);
+}
+
 static int many_blocked_main(void *arg) {
   (void)arg;
   enum { N = 64 };
   int fds0 = count_fds();
   static int p[N][2];
-  static char bufs[N][8];
+  static fd_buf bufs[N];
   weft_task t[N];
   for (int i = 0; i < N; i++) ASSERT_EQ(pipe2(p[i], O_CLOEXEC), 0);
   for (int i = 0; i < N; i++) {
-    pipe_fds[0] = p[i][0];
-    t[i] = weft_spawn(reader_task, bufs[i]);
-    weft_yield(); /* let it read pipe_fds[0] before the next overwrites it */
+    bufs[i].fd = p[i][0];
+    t[i] = weft_spawn(fd_reader, &bufs[i]);
   }
   weft_sleep_ns(10000000);
   for (int i = 0; i < N; i += 2) ASSERT_EQ(weft_write(p[i][1], "w", 1), 1); /* half complete */
