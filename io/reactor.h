@@ -45,6 +45,8 @@ typedef struct weft__reactor {
   int wake_fd;                 /* eventfd, written by unparkers */
   _Alignas(WEFT_CACHELINE) _Atomic int unpark_armed; /* see above */
   unsigned inflight;           /* owner: operations submitted, not yet completed (wake read excluded) */
+  _Atomic unsigned long cq_overflows; /* owner stores (relaxed): reaps that found the kernel holding
+                                         overflowed completions (IORING_FEAT_NODROP); read by tests */
   void *impl;                  /* the backend's state (struct io_uring, epoll fd, ...) */
 } weft__reactor;
 
