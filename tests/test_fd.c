@@ -223,7 +223,13 @@ static int race_reader(void *arg) {
   char c;
   ssize_t n = weft_read(r->fd, &c, 1);
   atomic_store(&r->result, (int)n);
-  if (n == 1) atomic_store(&r->next_cancelled, weft_sleep_ns(1000000) == -ECANCELED);
+  /* a read that won keeps the cancel (now, or once the canceller runs)
+   * for a later suspension */
+  for (int i = 0; n == 1 && i < 5000; i++)
+    if (weft_sleep_ns(1000000) == -ECANCELED) {
+      atomic_store(&r->next_cancelled, 1);
+      break;
+    }
   return 0;
 }
 
