@@ -149,6 +149,13 @@ ssize_t weft_pwrite(int fd, const void *buf, size_t len, int64_t off) {
   return rw1(fd, buf, len, off, true, WEFT__NO_DEADLINE);
 }
 
+ssize_t weft_pread_until(int fd, void *buf, size_t len, int64_t off, int64_t deadline) {
+  return rw1(fd, buf, len, off, false, deadline);
+}
+ssize_t weft_pwrite_until(int fd, const void *buf, size_t len, int64_t off, int64_t deadline) {
+  return rw1(fd, buf, len, off, true, deadline);
+}
+
 ssize_t weft_preadv(int fd, const struct iovec *iov, int iovcnt, int64_t off) {
   return weft__io_rw(fd, iov, iovcnt, off, false, WEFT__NO_DEADLINE);
 }

@@ -117,7 +117,8 @@ static int deadline_main(void *arg) {
   int64_t t0 = weft_now_ns();
   ASSERT_EQ(weft_read_until(p[0], buf, sizeof buf, t0 + 20000000), -ETIMEDOUT);
   ASSERT_GE(weft_now_ns() - t0, 20000000);
-  /* the timed-out read consumed nothing */
+  ASSERT_EQ(weft_pread_until(p[0], buf, sizeof buf, -1, weft_now_ns() + 5000000), -ETIMEDOUT);
+  /* the timed-out reads consumed nothing */
   ASSERT_EQ(weft_write(p[1], "abc", 3), 3);
   ASSERT_EQ(weft_read_until(p[0], buf, sizeof buf, weft_now_ns() + 1000000000), 3);
   ASSERT_EQ(memcmp(buf, "abc", 3), 0);
@@ -126,6 +127,12 @@ static int deadline_main(void *arg) {
   ssize_t r = weft_read_until(p[0], buf, sizeof buf, t0);
   ASSERT_TRUE(r == 1 || r == -ETIMEDOUT);
   if (r == -ETIMEDOUT) ASSERT_EQ(weft_read(p[0], buf, sizeof buf), 1);
+  /* a full pipe: the write times out */
+  fcntl(p[1], F_SETPIPE_SZ, 4096);
+  static char big[1 << 16];
+  ssize_t w = weft_write_until(p[1], big, sizeof big, weft_now_ns() + 1000000000);
+  ASSERT_GT(w, 0);
+  ASSERT_EQ(weft_pwrite_until(p[1], big, sizeof big, -1, weft_now_ns() + 5000000), -ETIMEDOUT);
   weft_close(p[0]);
   weft_close(p[1]);
   return 0;
