@@ -338,6 +338,35 @@ TEST(many_blocked_reads_more_than_ring_entries_cancelled) {
   ASSERT_EQ(weft_run(many_blocked_main, NULL, &c), 0);
 }
 
+/* Two tasks of one worker read the same pipe (epoll: one registration per
+ * descriptor number, so the second watches a duplicate). */
+static int same_fd_main(void *arg) {
+  (void)arg;
+  int fds0 = count_fds();
+  int p[2];
+  ASSERT_EQ(pipe2(p, O_CLOEXEC), 0);
+  fd_buf a = {.fd = p[0]}, b = {.fd = p[0]};
+  weft_task ta = weft_spawn(fd_reader, &a), tb = weft_spawn(fd_reader, &b);
+  weft_sleep_ns(5000000);
+  ASSERT_EQ(weft_write(p[1], "1", 1), 1);
+  weft_sleep_ns(5000000);
+  ASSERT_EQ(weft_write(p[1], "2", 1), 1);
+  ASSERT_EQ(weft_join(ta), 1);
+  ASSERT_EQ(weft_join(tb), 1);
+  ASSERT_EQ(a.buf[0] + b.buf[0], '1' + '2');
+  weft_task_release(ta);
+  weft_task_release(tb);
+  weft_close(p[0]);
+  weft_close(p[1]);
+  ASSERT_EQ(count_fds(), fds0);
+  return 0;
+}
+
+TEST(two_readers_of_one_descriptor_on_one_worker) {
+  weft_config c = cfg_workers(1);
+  ASSERT_EQ(weft_run(same_fd_main, NULL, &c), 0);
+}
+
 /* ------------------------------------------------------------ bad input */
 
 static int bad_main(void *arg) {
