@@ -281,7 +281,8 @@ static void *pool_thread(void *arg) {
     }
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
-    int64_t dl = (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec + p->idle_ns;
+    int64_t now = (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+    int64_t dl = p->idle_ns > INT64_MAX - now ? INT64_MAX : now + p->idle_ns; /* a huge idle time: never */
     ts.tv_sec = dl / 1000000000;
     ts.tv_nsec = dl % 1000000000;
     p->sleeping++;
