@@ -367,6 +367,32 @@ TEST(two_readers_of_one_descriptor_on_one_worker) {
   ASSERT_EQ(weft_run(same_fd_main, NULL, &c), 0);
 }
 
+/* Shutdown cancels a task blocked in a read that would never complete. */
+static int forever_reader(void *arg) {
+  fd_buf *b = arg;
+  return (int)weft_read(b->fd, b->buf, sizeof b->buf);
+}
+
+TEST(shutdown_cancels_reads_in_flight) {
+  int p[2];
+  ASSERT_EQ(pipe2(p, O_CLOEXEC), 0);
+  weft_runtime *rt;
+  weft_config c = cfg_workers(2);
+  ASSERT_EQ(weft_runtime_new(&rt, &c), 0);
+  static fd_buf bufs[8];
+  weft_task t[8];
+  for (int i = 0; i < 8; i++) {
+    bufs[i].fd = p[0];
+    ASSERT_EQ(weft_runtime_submit(rt, forever_reader, &bufs[i], &t[i]), 0);
+  }
+  usleep(20000);
+  for (int i = 0; i < 8; i++) ASSERT_TRUE(!weft_task_done(t[i]));
+  for (int i = 0; i < 8; i++) weft_task_release(t[i]);
+  ASSERT_EQ(weft_runtime_shutdown(rt), 0); /* returns: every read was cancelled */
+  close(p[0]);
+  close(p[1]);
+}
+
 /* ------------------------------------------------------------ bad input */
 
 static int bad_main(void *arg) {
