@@ -494,7 +494,7 @@ static int fr_task(void *arg) {
     x ^= x >> 7;
     x ^= x << 17;
     int64_t off = (int64_t)(x % (uint64_t)fr.nblocks) * fr.block;
-    ssize_t n = weft_pread(fr.fd, buf, (size_t)fr.block, off);
+    ssize_t n = weft_pread_full(fr.fd, buf, (size_t)fr.block, off, NULL); /* as Go's ReadAt: all of it */
     uint64_t first, last;
     memcpy(&first, buf, 8);
     memcpy(&last, buf + fr.block - 8, 8);

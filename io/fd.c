@@ -25,6 +25,7 @@
 #include <liburing.h>
 #include <poll.h>
 #include <sys/epoll.h>
+#include <sys/stat.h>
 #include <sys/uio.h>
 #include <unistd.h>
 
@@ -69,12 +70,28 @@ static ssize_t uring_rw(int fd, const struct iovec *iov, int iovcnt, int64_t off
 
 /* ------------------------------------------------------------ epoll */
 
+/* A non-blocking attempt moved part of a single buffer: on a regular file
+ * (or block device) that means part of the range was not cached, not that
+ * the data ended: move the rest on the blocking pool, so that a file read
+ * is short only at end of file, as on io_uring. */
+static ssize_t finish_on_pool(int fd, const struct iovec *iov, int iovcnt, int64_t off, bool wr, ssize_t r) {
+  struct stat st;
+  if (iovcnt != 1 || (size_t)r >= iov[0].iov_len || fstat(fd, &st) != 0 || !(S_ISREG(st.st_mode) || S_ISBLK(st.st_mode)))
+    return r;
+  struct iovec rest = {.iov_base = (char *)iov[0].iov_base + r, .iov_len = iov[0].iov_len - (size_t)r};
+  weft__sysjob j = {.op = wr ? WEFT__SYS_PWRITEV : WEFT__SYS_PREADV, .fd = fd, .iov = &rest, .iovcnt = 1,
+                    .off = off < 0 ? -1 : off + r};
+  int more = weft__sysjob_run(&j);
+  return more > 0 ? r + more : r; /* an error after some bytes moved: report the bytes */
+}
+
 static ssize_t epoll_rw(int fd, const struct iovec *iov, int iovcnt, int64_t off, bool wr, int64_t deadline) {
   int nowait = RWF_NOWAIT;
   int rc = weft__io_cancel_point();
   if (rc) return rc;
   for (;;) {
     ssize_t r = wr ? pwritev2(fd, iov, iovcnt, off, nowait) : preadv2(fd, iov, iovcnt, off, nowait);
+    if (r > 0 && nowait) return finish_on_pool(fd, iov, iovcnt, off, wr, r);
     if (r >= 0) return r;
     int e = errno;
     if (e == EINTR) continue;
