@@ -170,6 +170,41 @@ TEST(whole_files_and_full_length_loops) {
   remove_dir();
 }
 
+/* A read over a range only partly in the page cache is still whole (epoll:
+ * the non-blocking attempt returns the cached part; the rest is read on
+ * the blocking pool). */
+static int partly_cached_main(void *arg) {
+  (void)arg;
+  enum { N = 8 * 1024 * 1024 };
+  static unsigned char data[N], back[N];
+  for (int i = 0; i < N; i++) data[i] = (unsigned char)(i * 13 + 1);
+  char f[128];
+  snprintf(f, sizeof f, "%s", path_of("partly"));
+  ASSERT_EQ(weft_write_file(f, data, N, 0600), 0);
+  int fd = weft_open(f, O_RDONLY, 0);
+  ASSERT_GE(fd, 0);
+  for (int round = 0; round < 4; round++) {
+    int wfd = open(f, O_RDWR | O_CLOEXEC);
+    ASSERT_EQ(fsync(wfd), 0); /* clean pages can be dropped */
+    close(wfd);
+    ASSERT_EQ(posix_fadvise(fd, N / 2, N / 2, POSIX_FADV_DONTNEED), 0);
+    weft_sleep_ns(20000000); /* (a second advice once the first one's writeback settled) */
+    ASSERT_EQ(posix_fadvise(fd, N / 2, N / 2, POSIX_FADV_DONTNEED), 0);
+    memset(back, 0, N);
+    ASSERT_EQ(weft_pread(fd, back, N, 0), N);
+    ASSERT_EQ(memcmp(back, data, N), 0);
+  }
+  ASSERT_EQ(weft_close(fd), 0);
+  return 0;
+}
+
+TEST(a_read_of_a_partly_cached_range_is_whole) {
+  make_dir();
+  weft_config c = cfg_workers(2);
+  ASSERT_EQ(weft_run(partly_cached_main, NULL, &c), 0);
+  remove_dir();
+}
+
 /* ------------------------------------------------------------ bad input */
 
 static int bad_main(void *arg) {
