@@ -78,6 +78,7 @@ static ssize_t finish_on_pool(int fd, const struct iovec *iov, int iovcnt, int64
   struct stat st;
   if (iovcnt != 1 || (size_t)r >= iov[0].iov_len || fstat(fd, &st) != 0 || !(S_ISREG(st.st_mode) || S_ISBLK(st.st_mode)))
     return r;
+  if (!wr && off >= 0 && off + r >= st.st_size) return r; /* the end of the file */
   struct iovec rest = {.iov_base = (char *)iov[0].iov_base + r, .iov_len = iov[0].iov_len - (size_t)r};
   weft__sysjob j = {.op = wr ? WEFT__SYS_PWRITEV : WEFT__SYS_PREADV, .fd = fd, .iov = &rest, .iovcnt = 1,
                     .off = off < 0 ? -1 : off + r};
