@@ -53,10 +53,12 @@ static ssize_t uring_rw(int fd, const struct iovec *iov, int iovcnt, int64_t off
     struct io_uring_sqe *sqe = weft__uop_begin(&u, deadline, &err);
     if (!sqe) return err;
     uint64_t o = (uint64_t)off; /* -1: the file position */
+    /* one buffer: the READ/WRITE opcodes take a 32-bit length */
+    unsigned n = iov[0].iov_len > WEFT_IO_MAX ? (unsigned)WEFT_IO_MAX : (unsigned)iov[0].iov_len;
     if (iovcnt == 1 && wr)
-      io_uring_prep_write(sqe, fd, iov[0].iov_base, (unsigned)iov[0].iov_len, o);
+      io_uring_prep_write(sqe, fd, iov[0].iov_base, n, o);
     else if (iovcnt == 1)
-      io_uring_prep_read(sqe, fd, iov[0].iov_base, (unsigned)iov[0].iov_len, o);
+      io_uring_prep_read(sqe, fd, iov[0].iov_base, n, o);
     else if (wr)
       io_uring_prep_writev(sqe, fd, iov, (unsigned)iovcnt, o);
     else
