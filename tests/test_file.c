@@ -399,6 +399,61 @@ static int cancel_files_main(void *arg) {
   return 0;
 }
 
+/* An open that blocks in the kernel (a FIFO with no writer), cancelled
+ * while it runs: io_uring cancels it in the kernel (-ECANCELED); on epoll
+ * it runs on a pool thread, which cannot be interrupted: the call waits for
+ * it and returns the descriptor, and the cancel comes at the next
+ * suspension. Either way no descriptor is lost. */
+static atomic_int fifo_rc, fifo_next;
+
+static int fifo_opener(void *arg) {
+  const char *fifo = arg;
+  int fd = weft_open(fifo, O_RDONLY, 0);
+  atomic_store(&fifo_rc, fd);
+  if (fd >= 0) {
+    atomic_store(&fifo_next, weft_sleep_ns(1000000000));
+    close(fd);
+  }
+  return fd < 0 ? fd : 0;
+}
+
+static int fifo_main(void *arg) {
+  (void)arg;
+  int fds0 = count_fds();
+  static char fifo[128];
+  snprintf(fifo, sizeof fifo, "%s", path_of("fifo"));
+  ASSERT_EQ(mkfifo(fifo, 0600), 0);
+  weft_task t = weft_spawn(fifo_opener, fifo);
+  weft_sleep_ns(20000000); /* the open blocks: no writer */
+  ASSERT_TRUE(!weft_task_done(t));
+  weft_cancel(t);
+  weft_sleep_ns(20000000);
+  bool waits = !weft_task_done(t);
+  if (weft_backend() == WEFT_BACKEND_EPOLL) ASSERT_TRUE(waits); /* the pool thread still opens */
+  int w = open(fifo, O_WRONLY | O_NONBLOCK | O_CLOEXEC); /* lets a still-blocked open finish */
+  int rc = weft_join(t);
+  weft_task_release(t);
+  if (w >= 0) close(w);
+  int got = atomic_load(&fifo_rc);
+  if (got >= 0) {
+    ASSERT_EQ(atomic_load(&fifo_next), -ECANCELED); /* the cancel, delivered later */
+    ASSERT_EQ(rc, 0);
+  } else {
+    ASSERT_EQ(got, -ECANCELED);
+    ASSERT_EQ(rc, -ECANCELED);
+  }
+  fprintf(stderr, "cancelled open: %s\n", got >= 0 ? "completed first (descriptor returned)" : "cancelled in the kernel");
+  ASSERT_EQ(count_fds(), fds0);
+  return 0;
+}
+
+TEST(an_open_blocked_in_the_kernel_is_cancelled_without_losing_the_descriptor) {
+  make_dir();
+  weft_config c = cfg_workers(2);
+  ASSERT_EQ(weft_run(fifo_main, NULL, &c), 0);
+  remove_dir();
+}
+
 TEST(cancelled_file_reads_never_return_torn_data_or_leak) {
   make_dir();
   weft_config c = cfg_workers(2);
