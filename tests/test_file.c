@@ -399,11 +399,12 @@ static int cancel_files_main(void *arg) {
   return 0;
 }
 
-/* An open that blocks in the kernel (a FIFO with no writer), cancelled
- * while it runs: io_uring cancels it in the kernel (-ECANCELED); on epoll
- * it runs on a pool thread, which cannot be interrupted: the call waits for
- * it and returns the descriptor, and the cancel comes at the next
- * suspension. Either way no descriptor is lost. */
+/* An open that blocks (a FIFO with no writer), cancelled while it runs.
+ * On epoll it runs on a pool thread, which cannot be interrupted: the call
+ * waits for it and returns the descriptor, and the cancel comes at the
+ * next suspension. (On io_uring the open does not block: the ring's first,
+ * non-blocking attempt opens the FIFO without waiting for a writer, so the
+ * cancel finds the task in its sleep.) Either way no descriptor is lost. */
 static atomic_int fifo_rc, fifo_next;
 
 static int fifo_opener(void *arg) {
