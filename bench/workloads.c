@@ -26,7 +26,11 @@
 #include <sys/resource.h>
 #include <unistd.h>
 
+#include <fcntl.h>
+#include <sys/stat.h>
+
 #include <weft/core.h>
+#include <weft/io.h>
 #include <weft/sync.h>
 
 #define MAX_PARAMS 4
@@ -427,6 +431,128 @@ static int idle_tasks(bench *b) {
   return 0;
 }
 
+/* ------------------------------------------------------------ to_thread */
+
+static struct {
+  long calls;          /* in all */
+  atomic_long next;    /* calls handed out */
+  atomic_long done;    /* calls that returned the right value */
+} tt;
+
+static int tt_fn(void *arg) { return (int)(intptr_t)arg + 1; } /* returns at once */
+
+/* One of `concurrency` callers: takes call numbers until all are handed out. */
+static int tt_caller(void *arg) {
+  (void)arg;
+  long ok = 0;
+  for (;;) {
+    long i = atomic_fetch_add_explicit(&tt.next, 1, memory_order_relaxed); /* a ticket counter */
+    if (i >= tt.calls) break;
+    int v = (int)(i & 0xffff);
+    int rc = weft_to_thread(tt_fn, (void *)(intptr_t)v);
+    if (rc < 0) return rc;
+    if (rc == v + 1) ok++;
+  }
+  atomic_fetch_add_explicit(&tt.done, ok, memory_order_relaxed); /* read after the joins */
+  return 0;
+}
+
+static int to_thread(bench *b) {
+  tt.calls = b->p[0];
+  long concurrency = b->p[1];
+  int64_t t0 = weft_now_ns();
+  if (spawn_and_join(concurrency, tt_caller, NULL, "to_thread") < 0) return -1;
+  b->wall_s = seconds_since(t0);
+  long done = atomic_load(&tt.done);
+  if (done != tt.calls) return fail("to_thread: %ld calls returned the right value, want %ld", done, tt.calls);
+  b->value = (double)done / b->wall_s;
+  return 0;
+}
+
+/* ------------------------------------------------------------ file_read */
+
+/* The input file: size_mb MiB in which every aligned 8-byte word holds its
+ * own offset (little-endian), as the peers' common/mkfile writes it, so
+ * that any block read can be checked; created when missing or too short. */
+static const char *fr_path = "/tmp/weft_peer_file.bin";
+
+static struct {
+  int fd;
+  long per_task, extra, nblocks, block;
+  atomic_long total, bad;
+} fr;
+
+static int fr_task(void *arg) {
+  long t = (long)(intptr_t)arg;
+  long mine = fr.per_task + (t < fr.extra ? 1 : 0);
+  unsigned char *buf = malloc((size_t)fr.block);
+  if (!buf) return -ENOMEM;
+  uint64_t x = (uint64_t)t * 0x9E3779B97F4A7C15ull + 12345;
+  long bad = 0;
+  for (long i = 0; i < mine; i++) {
+    x ^= x << 13;
+    x ^= x >> 7;
+    x ^= x << 17;
+    int64_t off = (int64_t)(x % (uint64_t)fr.nblocks) * fr.block;
+    ssize_t n = weft_pread_full(fr.fd, buf, (size_t)fr.block, off, NULL); /* as Go's ReadAt: all of it */
+    uint64_t first, last;
+    memcpy(&first, buf, 8);
+    memcpy(&last, buf + fr.block - 8, 8);
+    if (n != fr.block || first != (uint64_t)off || last != (uint64_t)(off + fr.block - 8)) bad++;
+  }
+  free(buf);
+  atomic_fetch_add_explicit(&fr.bad, bad, memory_order_relaxed);   /* read after the joins */
+  atomic_fetch_add_explicit(&fr.total, mine, memory_order_relaxed);
+  return 0;
+}
+
+static int file_read(bench *b) {
+  long tasks = b->p[0], size_mb = b->p[1], reads = b->p[3];
+  fr.block = b->p[2] * 1024;
+  fr.nblocks = (size_mb << 20) / fr.block;
+  if (fr.nblocks < 1) return fail("file_read: size_mb smaller than one block");
+  fr.fd = weft_open(fr_path, O_RDONLY, 0);
+  if (fr.fd < 0) return fail("file_read: open %s: %s", fr_path, strerror(-fr.fd));
+  fr.per_task = reads / tasks;
+  fr.extra = reads % tasks;
+  int64_t t0 = weft_now_ns();
+  int rc = spawn_and_join(tasks, fr_task, pair_index, "file_read");
+  b->wall_s = seconds_since(t0);
+  weft_close(fr.fd);
+  if (rc < 0) return rc;
+  long total = atomic_load(&fr.total), bad = atomic_load(&fr.bad);
+  if (bad || total != reads) return fail("file_read: %ld reads (want %ld), %ld bad blocks", total, reads, bad);
+  b->value = (double)total * (double)fr.block / 1e9 / b->wall_s;
+  return 0;
+}
+
+/* Before the runtime starts: make the file if it is missing or short, and
+ * read it once so that the page cache is warm. */
+static int file_read_prepare(long size_mb) {
+  uint64_t want = (uint64_t)size_mb << 20;
+  struct stat st;
+  if (stat(fr_path, &st) != 0 || (uint64_t)st.st_size < want) {
+    FILE *f = fopen(fr_path, "wb");
+    if (!f) return -errno;
+    static uint64_t chunk[8192];
+    for (uint64_t off = 0; off < want; off += sizeof chunk) {
+      for (size_t i = 0; i < 8192; i++) chunk[i] = off + 8 * i;
+      if (fwrite(chunk, sizeof chunk, 1, f) != 1) {
+        fclose(f);
+        return -EIO;
+      }
+    }
+    if (fclose(f) != 0) return -EIO;
+  }
+  int fd = open(fr_path, O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return -errno;
+  static char warm[1 << 20];
+  while (read(fd, warm, sizeof warm) > 0) {
+  }
+  close(fd);
+  return 0;
+}
+
 /* ------------------------------------------------------------ the table */
 
 static const workload workloads[] = {
@@ -437,6 +563,8 @@ static const workload workloads[] = {
     {"fib", "tasks/s", fib, {{"k", 27, 0}, {"cutoff", 0, 0}}},
     {"timers", "x_ideal", timers, {{"tasks", 100000, 1}, {"ms", 10, 1}, {"times", 10, 1}}},
     {"idle_tasks", "bytes/task", idle_tasks, {{"n", 100000, 1}}},
+    {"to_thread", "calls/s", to_thread, {{"calls", 100000, 1}, {"concurrency", 64, 1}}},
+    {"file_read", "GB/s", file_read, {{"tasks", 64, 1}, {"size_mb", 256, 1}, {"block_kb", 64, 1}, {"reads", 200000, 1}}},
 };
 #define N_WORKLOADS (sizeof workloads / sizeof workloads[0])
 
@@ -486,6 +614,10 @@ int main(int argc, char **argv) {
     }
     size_t klen = (size_t)(eq - argv[a]);
     bool ok = false, known = false;
+    if (klen == 4 && strncmp(argv[a], "file", 4) == 0 && strcmp(B.w->name, "file_read") == 0) {
+      fr_path = eq + 1; /* the one parameter that is not a number */
+      continue;
+    }
     if (klen == 7 && strncmp(argv[a], "workers", 7) == 0) {
       known = true;
       ok = parse_long(eq + 1, 0, &workers) && workers <= 4096;
@@ -511,6 +643,14 @@ int main(int argc, char **argv) {
   weft_event *events[] = {&sm.done, &cs.done, &it.ev, &it.all_done};
   for (size_t i = 0; i < sizeof events / sizeof events[0]; i++) weft_event_init(events[i]);
 
+  if (B.w->run == file_read) {
+    int prc = file_read_prepare(B.p[1]);
+    if (prc < 0) {
+      fprintf(stderr, "weft_bench: ERROR: file_read: cannot prepare %s: %s\n", fr_path, strerror(-prc));
+      return 1;
+    }
+  }
+
   weft_config cfg = {0};
   cfg.workers = (unsigned)workers;
   int rc = weft_run(main_task, &B, &cfg);
@@ -520,10 +660,11 @@ int main(int argc, char **argv) {
     return 1;
   }
 
-  char pstr[128] = "";
+  char pstr[256] = "";
   size_t len = 0;
   for (int i = 0; i < MAX_PARAMS && params[i].key; i++)
     len += (size_t)snprintf(pstr + len, sizeof pstr - len, "%s%s=%ld", i ? " " : "", params[i].key, B.p[i]);
+  if (B.w->run == file_read) snprintf(pstr + len, sizeof pstr - len, " file=%s", fr_path);
 
   printf("{\"workload\":\"%s\",\"system\":\"weft\",\"workers\":%d,\"value\":%.6g,\"unit\":\"%s\","
          "\"wall_s\":%.6f,\"rss_kb\":%ld,\"params\":\"%s\"%s}\n",

@@ -124,6 +124,7 @@ int64_t weft__runtime_live(weft__runtime *rt) {
 }
 
 static void free_runtime(weft__runtime *rt) {
+  weft__blocking_fini(&rt->blocking); /* every task has ended: only detached jobs may still run */
   if (rt->workers) {
     for (unsigned i = 0; i < rt->nworkers; i++) {
       weft__worker *w = rt->workers[i];
@@ -187,6 +188,14 @@ int weft_runtime_new(weft_runtime **out, const weft_config *cfg) {
     return rc;
   }
   if ((rc = weft__stack_shared_init(&rt->stacks, c.stack_size)) < 0) {
+    weft__idle_fini(&rt->idle);
+    weft__inject_destroy(&rt->inject);
+    pthread_mutex_destroy(&rt->arena_lock);
+    weft__free(rt, sizeof *rt);
+    return rc;
+  }
+  if ((rc = weft__blocking_init(&rt->blocking, c.blocking_threads, c.blocking_idle_ns)) < 0) {
+    weft__stack_shared_fini(&rt->stacks);
     weft__idle_fini(&rt->idle);
     weft__inject_destroy(&rt->inject);
     pthread_mutex_destroy(&rt->arena_lock);

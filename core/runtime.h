@@ -8,7 +8,9 @@
  *     undercounts) reaches zero, cancelling again tasks spawned meanwhile.
  *  3. `stop` is set and every worker unparked; each worker leaves its loop
  *     once it has nothing to run, and the threads are joined.
- *  4. The reactors, timer heaps, stacks and the record arena are freed.
+ *  4. The blocking pool is stopped (its threads leave; only detached jobs
+ *     can still be running) and the reactors, timer heaps, stacks and the
+ *     record arena are freed.
  */
 #ifndef WEFT_CORE_RUNTIME_H
 #define WEFT_CORE_RUNTIME_H
@@ -20,6 +22,7 @@
 #include <weft/core.h>
 
 #include "core/atomic.h"
+#include "core/blocking.h"
 #include "core/idle.h"
 #include "core/inject.h"
 #include "core/stack.h"
@@ -38,6 +41,7 @@ typedef struct weft_runtime {
   weft__inject inject;
   weft__idle idle;
   weft__stack_shared stacks;
+  weft__blocking_pool blocking;    /* to_thread and blocking I/O (core/blocking.h) */
 
   /* the task record arena: every record ever allocated, type-stable */
   pthread_mutex_t arena_lock;

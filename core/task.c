@@ -143,24 +143,45 @@ uint32_t weft__wait_commit(uint32_t seq) {
   return reason;
 }
 
-bool weft__wake(weft__task *t, uint32_t seq, uint32_t reason) {
+/* The CAS half of a wake: 0 lost, 1 won and the task is still switching
+ * out (NOTIFIED: its scheduler resumes it), 2 won and the caller must
+ * schedule it (RUNNABLE). */
+static int wake_cas(weft__task *t, uint32_t seq, uint32_t reason) {
   /* acquire: pairs with the task's seq_cst store of WAITING in prepare, and
    * with the scheduler's release CAS to PARKED (the task's stack is then
    * completely switched out and may be resumed elsewhere) */
   uint64_t w = weft__load(&t->ws, ACQUIRE);
   for (;;) {
-    if (WEFT__WS_SEQ(w) != seq) return false;
+    if (WEFT__WS_SEQ(w) != seq) return 0;
     uint32_t st = WEFT__WS_STATE(w);
-    if (st != WEFT__TS_WAITING && st != WEFT__TS_PARKED) return false;
-    if (reason == WEFT__WAKE_CANCEL && !WEFT__WS_CANCELLABLE(w)) return false;
+    if (st != WEFT__TS_WAITING && st != WEFT__TS_PARKED) return 0;
+    if (reason == WEFT__WAKE_CANCEL && !WEFT__WS_CANCELLABLE(w)) return 0;
     uint32_t next = st == WEFT__TS_WAITING ? WEFT__TS_NOTIFIED : WEFT__TS_RUNNABLE;
     /* acq_rel: release publishes what the waker wrote for the task (an I/O
      * result, a queue item) to whoever resumes it; acquire as above */
-    if (weft__cas(&t->ws, &w, WEFT__WS_MAKE(seq, reason, 0, next), ACQ_REL, ACQUIRE)) {
-      if (next == WEFT__TS_RUNNABLE) weft__schedule(t, true);
-      return true;
+    if (weft__cas(&t->ws, &w, WEFT__WS_MAKE(seq, reason, 0, next), ACQ_REL, ACQUIRE))
+      return next == WEFT__TS_RUNNABLE ? 2 : 1;
+  }
+}
+
+bool weft__wake(weft__task *t, uint32_t seq, uint32_t reason) {
+  int won = wake_cas(t, seq, reason);
+  if (won == 2) weft__schedule(t, true);
+  return won != 0;
+}
+
+void weft__wake_many(const weft__wakeup_pair *w, size_t n) {
+  weft__task *runnable[64];
+  size_t k = 0;
+  for (size_t i = 0; i < n; i++) {
+    if (wake_cas(w[i].task, w[i].seq, WEFT__WAKE_NORMAL) != 2) continue;
+    runnable[k++] = w[i].task;
+    if (k == sizeof runnable / sizeof runnable[0]) {
+      weft__schedule_many(runnable, k);
+      k = 0;
     }
   }
+  if (k) weft__schedule_many(runnable, k);
 }
 
 int64_t weft__wait_prepare_deadline(bool cancellable, int64_t deadline) {

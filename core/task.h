@@ -55,6 +55,7 @@
 #define WEFT_CORE_TASK_H
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #include <weft/core.h>
@@ -209,6 +210,16 @@ uint32_t weft__wait_commit(uint32_t seq);
  * the wait (it won), false when the wait had already ended or is stale, or
  * reason is CANCEL and the wait is not cancellable. */
 bool weft__wake(weft__task *t, uint32_t seq, uint32_t reason);
+
+/* Wake many waits with reason NORMAL, as weft__wake each; the tasks made
+ * runnable are queued together (one inject-queue lock and one worker
+ * notification from a thread outside the runtime). All of one runtime.
+ * Any thread. */
+typedef struct weft__wakeup_pair {
+  struct weft_task_rec *task;
+  uint32_t seq;
+} weft__wakeup_pair;
+void weft__wake_many(const weft__wakeup_pair *w, size_t n);
 
 /* The calling task, or NULL outside a task. */
 weft__task *weft__task_self(void);

@@ -247,6 +247,32 @@ void weft__schedule(weft__task *t, bool lifo) {
   push_back(w, t);
 }
 
+void weft__schedule_many(weft__task **ts, size_t n) {
+  if (n == 0) return;
+  weft__runtime *rt = ts[0]->rt;
+  weft__worker *w = weft__worker_self();
+  if (w && w->rt != rt) w = NULL;
+  weft__link *first = NULL, *last = NULL;
+  size_t k = 0;
+  for (size_t i = 0; i < n; i++) {
+    weft__task *t = ts[i];
+    if (w || rt->migrate || is_pinned(t)) {
+      weft__schedule(t, false);
+      continue;
+    }
+    t->link.next = NULL;
+    if (last)
+      last->next = &t->link;
+    else
+      first = &t->link;
+    last = &t->link;
+    k++;
+  }
+  if (!k) return;
+  if (!weft__inject_push_batch(&rt->inject, first, last, k)) abort(); /* closed: only after every task ended */
+  weft__idle_notify(rt);
+}
+
 void weft__schedule_spawn(weft__worker *w, weft__task *t) {
   weft__runtime *rt = w->rt;
   /* relaxed: a policy hint (a parked worker would be notified below) */

@@ -101,6 +101,11 @@ struct weft__worker *weft__worker_self(void);
  * Any thread. */
 void weft__schedule(weft__task *t, bool lifo);
 
+/* weft__schedule for n tasks of one runtime (not lifo); from a thread
+ * outside the runtime the unpinned ones go to the inject queue in one
+ * batch with one notification. Any thread. */
+void weft__schedule_many(weft__task **t, size_t n);
+
 /* A task spawned by the calling task goes onto its worker's spawn stack
  * (owner-only: not stealable, so that joining it soon runs it inline with no
  * stale queue entry, and the newest runs first: fork-join goes depth-first)

@@ -82,3 +82,21 @@ void weft__epoll_park(weft__reactor *r, int64_t deadline) {
   }
   if (n > 0) dispatch(r, evs, n);
 }
+
+/* OWNER: watch fd for events, once (EPOLLONESHOT): op->complete(op,
+ * revents, 0) runs when it is ready. Returns 0 or -errno (EEXIST: this fd
+ * number is already watched here; EPERM: epoll cannot watch it). */
+int weft__epoll_watch(weft__reactor *r, int fd, uint32_t events, weft__io_op *op) {
+  epoll_state *e = r->impl;
+  struct epoll_event ev = {.events = events | EPOLLONESHOT, .data.ptr = op};
+  if (epoll_ctl(e->epfd, EPOLL_CTL_ADD, fd, &ev) < 0) return -errno;
+  e->registered++;
+  return 0;
+}
+
+/* OWNER: stop watching fd (after its event, or on cancellation). */
+void weft__epoll_unwatch(weft__reactor *r, int fd) {
+  epoll_state *e = r->impl;
+  (void)epoll_ctl(e->epfd, EPOLL_CTL_DEL, fd, NULL); /* ENOENT/EBADF: the fd was closed meanwhile */
+  e->registered--;
+}

@@ -45,6 +45,8 @@ typedef struct weft__reactor {
   int wake_fd;                 /* eventfd, written by unparkers */
   _Alignas(WEFT_CACHELINE) _Atomic int unpark_armed; /* see above */
   unsigned inflight;           /* owner: operations submitted, not yet completed (wake read excluded) */
+  _Atomic unsigned long cq_overflows; /* owner stores (relaxed): reaps that found the kernel holding
+                                         overflowed completions (IORING_FEAT_NODROP); read by tests */
   void *impl;                  /* the backend's state (struct io_uring, epoll fd, ...) */
 } weft__reactor;
 
@@ -71,5 +73,16 @@ void weft__reactor_unpark(weft__reactor *r);
  * counted). When the submission queue is full it is flushed first, so this
  * only fails (NULL) if the kernel refuses the flush. */
 struct io_uring_sqe *weft__reactor_sqe(weft__reactor *r, weft__io_op *op);
+
+/* OWNER, epoll only (io/epoll.c): a one-shot watch of fd; op->complete
+ * gets the ready events. Returns 0 or -errno (EEXIST: already watched
+ * here; EPERM: not pollable). unwatch after the event or to give up. */
+int weft__epoll_watch(weft__reactor *r, int fd, uint32_t events, weft__io_op *op);
+void weft__epoll_unwatch(weft__reactor *r, int fd);
+
+/* OWNER, io_uring only: make room for n submission entries (flushing the
+ * queue if needed), so that a linked pair is not split across two
+ * submissions. Returns 0 or the flush's error. */
+int weft__reactor_sq_room(weft__reactor *r, unsigned n);
 
 #endif

@@ -89,9 +89,16 @@ void weft__uring_fini(weft__reactor *r) {
   r->impl = NULL;
 }
 
-/* Reap every completion now in the queue. */
+/* Reap every completion now in the queue. Completions the kernel could
+ * not post because the queue was full wait in its overflow list (the
+ * ring has IORING_FEAT_NODROP: nothing is dropped) and are flushed into
+ * the queue by the next io_uring_enter with GETEVENTS, which liburing's
+ * submit calls add while IORING_SQ_CQ_OVERFLOW is set; the operations
+ * stay counted in `inflight` until then, so poll keeps entering. */
 static unsigned reap(weft__reactor *r) {
   uring_state *u = r->impl;
+  if (IO_URING_READ_ONCE(*u->ring.sq.kflags) & IORING_SQ_CQ_OVERFLOW)
+    weft__store(&r->cq_overflows, weft__load(&r->cq_overflows, RELAXED) + 1, RELAXED); /* relaxed: a statistic */
   struct io_uring_cqe *cqe;
   unsigned head, n = 0;
   io_uring_for_each_cqe(&u->ring, head, cqe) {
@@ -158,4 +165,14 @@ struct io_uring_sqe *weft__reactor_sqe(weft__reactor *r, weft__io_op *op) {
   io_uring_sqe_set_data(sqe, op);
   r->inflight++;
   return sqe;
+}
+
+int weft__reactor_sq_room(weft__reactor *r, unsigned n) {
+  uring_state *u = r->impl;
+  while (io_uring_sq_space_left(&u->ring) < n) {
+    int rc = io_uring_submit(&u->ring);
+    if (rc < 0 && rc != -EBUSY && rc != -EAGAIN && rc != -EINTR) return rc;
+    if (rc == -EBUSY || rc == -EAGAIN) reap(r); /* make room in the completion queue */
+  }
+  return 0;
 }

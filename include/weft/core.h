@@ -221,6 +221,33 @@ WEFT_API int weft_sleep_until(int64_t deadline_ns);
 /* sleep(0): let the other runnable tasks run. Suspends (a cancellation point). */
 WEFT_API int weft_yield(void);
 
+/* ------------------------------------------------------------ blocking calls */
+
+/* Flags of weft_to_thread_ex. */
+#define WEFT_TO_THREAD_DETACH 1u /* on cancellation return at once; fn runs to its end unobserved */
+
+/* asyncio.to_thread: run fn(arg) on the runtime's pool of blocking threads
+ * and suspend until it returns; returns fn's status. fn may block its
+ * thread (a system call, a lock, a library without an async API); it must
+ * not call weft's suspending functions. The pool is created on first use,
+ * grows on demand up to weft_config.blocking_threads (default 64), lets a
+ * thread go after weft_config.blocking_idle_ns without work (default 10 s),
+ * and is joined at shutdown. Its queue is bounded (16 calls per allowed
+ * thread): a caller that finds it full suspends, first come first served,
+ * until there is room. Suspends.
+ *
+ * Cancellation never kills a thread. A call still queued is taken out of
+ * the queue and fn never runs. A call already running: weft_to_thread
+ * waits (not cancellably) until fn returns, so that fn may use memory the
+ * caller owns, then returns -ECANCELED (fn's status is dropped, as
+ * asyncio's); with WEFT_TO_THREAD_DETACH it returns -ECANCELED at once and
+ * fn finishes on its own (arg must then outlive it).
+ * Errors: -ECANCELED; -EINVAL outside a task, fn NULL or unknown flags;
+ * -ENOMEM (DETACH only: the call's record); -EAGAIN no pool thread could
+ * be started. */
+WEFT_API int weft_to_thread(weft_fn fn, void *arg);
+WEFT_API int weft_to_thread_ex(weft_fn fn, void *arg, unsigned flags);
+
 /* ------------------------------------------------------------ workers */
 
 /* Keep the calling task on its current worker until the matching unpin

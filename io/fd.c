@@ -1,0 +1,246 @@
+/* io/fd.c: reads, writes, readiness, splice and tee on any descriptor,
+ * on both backends (the protocol of an operation is in io/op.h).
+ *
+ * io_uring: IORING_OP_READ/WRITE(V) with the offset (-1 = the file
+ * position); an O_NONBLOCK descriptor with nothing to move completes with
+ * -EAGAIN, and the call then waits with IORING_OP_POLL_ADD and tries again,
+ * so that weft_read never returns -EAGAIN.
+ *
+ * epoll: the non-blocking attempt first (preadv2/pwritev2 with RWF_NOWAIT,
+ * which works on any descriptor whatever its O_NONBLOCK flag, and on a
+ * cached regular file); on -EAGAIN the task waits for readiness (a one-shot
+ * epoll registration on its worker: io/op.c) and tries again. Chosen over
+ * edge-triggered registrations kept per descriptor: a registration belongs
+ * to one worker's epoll, and a task (and its descriptor) moves between
+ * workers; one-shot registrations need no per-descriptor state. A
+ * descriptor epoll cannot watch (a regular file whose data is not cached,
+ * -EPERM) is read on the blocking pool (io/file.c's sysjob); a pollable
+ * descriptor without RWF_NOWAIT support (EOPNOTSUPP: some character
+ * devices) waits for readiness and then makes the plain call, which can
+ * block the worker only if another reader drains it in between.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <liburing.h>
+#include <poll.h>
+#include <sys/epoll.h>
+#include <sys/stat.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
+#include <weft/io.h>
+
+#include "core/blocking.h"
+#include "io/fd.h"
+#include "io/op.h"
+
+/* ------------------------------------------------------------ io_uring */
+
+static int uring_poll(int fd, unsigned events, int64_t deadline) {
+  weft__uop u;
+  int err;
+  struct io_uring_sqe *sqe = weft__uop_begin(&u, deadline, &err);
+  if (!sqe) return err;
+  io_uring_prep_poll_add(sqe, fd, events);
+  return weft__uop_wait(&u, sqe);
+}
+
+static ssize_t uring_rw(int fd, const struct iovec *iov, int iovcnt, int64_t off, bool wr, int64_t deadline) {
+  for (;;) {
+    weft__uop u;
+    int err;
+    struct io_uring_sqe *sqe = weft__uop_begin(&u, deadline, &err);
+    if (!sqe) return err;
+    uint64_t o = (uint64_t)off; /* -1: the file position */
+    /* one buffer: the READ/WRITE opcodes take a 32-bit length */
+    unsigned n = iov[0].iov_len > WEFT_IO_MAX ? (unsigned)WEFT_IO_MAX : (unsigned)iov[0].iov_len;
+    if (iovcnt == 1 && wr)
+      io_uring_prep_write(sqe, fd, iov[0].iov_base, n, o);
+    else if (iovcnt == 1)
+      io_uring_prep_read(sqe, fd, iov[0].iov_base, n, o);
+    else if (wr)
+      io_uring_prep_writev(sqe, fd, iov, (unsigned)iovcnt, o);
+    else
+      io_uring_prep_readv(sqe, fd, iov, (unsigned)iovcnt, o);
+    int res = weft__uop_wait(&u, sqe);
+    if (res != -EAGAIN) return res;
+    int p = uring_poll(fd, wr ? POLLOUT : POLLIN, deadline);
+    if (p < 0) return p;
+  }
+}
+
+/* ------------------------------------------------------------ epoll */
+
+/* A non-blocking attempt moved part of a single buffer: on a regular file
+ * (or block device) that means part of the range was not cached, not that
+ * the data ended: move the rest on the blocking pool, so that a file read
+ * is short only at end of file, as on io_uring. */
+static ssize_t finish_on_pool(int fd, const struct iovec *iov, int iovcnt, int64_t off, bool wr, ssize_t r) {
+  struct stat st;
+  if (iovcnt != 1 || (size_t)r >= iov[0].iov_len || fstat(fd, &st) != 0 || !(S_ISREG(st.st_mode) || S_ISBLK(st.st_mode)))
+    return r;
+  if (!wr && off >= 0 && off + r >= st.st_size) return r; /* the end of the file */
+  struct iovec rest = {.iov_base = (char *)iov[0].iov_base + r, .iov_len = iov[0].iov_len - (size_t)r};
+  weft__sysjob j = {.op = wr ? WEFT__SYS_PWRITEV : WEFT__SYS_PREADV, .fd = fd, .iov = &rest, .iovcnt = 1,
+                    .off = off < 0 ? -1 : off + r};
+  int more = weft__sysjob_run(&j);
+  return more > 0 ? r + more : r; /* an error after some bytes moved: report the bytes */
+}
+
+static ssize_t epoll_rw(int fd, const struct iovec *iov, int iovcnt, int64_t off, bool wr, int64_t deadline) {
+  int nowait = RWF_NOWAIT;
+  int rc = weft__io_cancel_point();
+  if (rc) return rc;
+  for (;;) {
+    ssize_t r = wr ? pwritev2(fd, iov, iovcnt, off, nowait) : preadv2(fd, iov, iovcnt, off, nowait);
+    if (r > 0 && nowait) return finish_on_pool(fd, iov, iovcnt, off, wr, r);
+    if (r >= 0) return r;
+    int e = errno;
+    if (e == EINTR) continue;
+    if (e != EAGAIN && e != EOPNOTSUPP) return -e;
+    if (deadline != WEFT__NO_DEADLINE && weft_now_ns() >= deadline) return -ETIMEDOUT;
+    rc = weft__epoll_wait_fd(fd, wr ? EPOLLOUT : EPOLLIN, deadline);
+    if (rc == -EPERM) { /* not pollable (a regular file): the blocking pool */
+      weft__sysjob j = {.op = wr ? WEFT__SYS_PWRITEV : WEFT__SYS_PREADV, .fd = fd, .iov = iov, .iovcnt = iovcnt, .off = off};
+      return weft__sysjob_run(&j);
+    }
+    if (rc < 0) return rc;
+    if (e == EOPNOTSUPP) nowait = 0; /* ready now: the plain call */
+  }
+}
+
+static int epoll_poll(int fd, unsigned events, int64_t deadline) {
+  struct pollfd p = {.fd = fd, .events = (short)events};
+  int rc = weft__io_cancel_point();
+  if (rc) return rc;
+  for (;;) {
+    int n = poll(&p, 1, 0);
+    if (n > 0) return (p.revents & POLLNVAL) ? -EBADF : p.revents;
+    if (n < 0 && errno != EINTR) return -errno;
+    if (n < 0) continue;
+    uint32_t ev = 0;
+    if (events & POLLIN) ev |= EPOLLIN;
+    if (events & POLLOUT) ev |= EPOLLOUT;
+    if (events & POLLPRI) ev |= EPOLLPRI;
+    rc = weft__epoll_wait_fd(fd, ev, deadline);
+    if (rc == -EPERM) return (int)(events & (POLLIN | POLLOUT)); /* a regular file: always ready */
+    if (rc < 0) return rc;
+  }
+}
+
+/* ------------------------------------------------------------ shared */
+
+ssize_t weft__io_rw(int fd, const struct iovec *iov, int iovcnt, int64_t off, bool wr, int64_t deadline) {
+  int backend = weft__io_backend();
+  if (backend < 0) return backend;
+  if (fd < 0) return -EBADF;
+  if (iovcnt < 1 || iovcnt > IOV_MAX || !iov) return -EINVAL;
+  if (off < -1) return -EINVAL;
+  if (backend == WEFT_BACKEND_URING) return uring_rw(fd, iov, iovcnt, off, wr, deadline);
+  return epoll_rw(fd, iov, iovcnt, off, wr, deadline);
+}
+
+/* Check one buffer and clamp its length; 0 or -EINVAL. */
+int weft__io_buf(const void *buf, size_t *len) {
+  if (*len > (size_t)SSIZE_MAX) return -EINVAL;
+  if (!buf && *len) return -EINVAL;
+  if (*len > WEFT_IO_MAX) *len = WEFT_IO_MAX;
+  return 0;
+}
+
+static ssize_t rw1(int fd, const void *buf, size_t len, int64_t off, bool wr, int64_t deadline) {
+  int rc = weft__io_buf(buf, &len);
+  if (rc) return rc;
+  struct iovec iov = {.iov_base = (void *)buf, .iov_len = len};
+  return weft__io_rw(fd, &iov, 1, off, wr, deadline);
+}
+
+ssize_t weft_read(int fd, void *buf, size_t len) { return rw1(fd, buf, len, -1, false, WEFT__NO_DEADLINE); }
+ssize_t weft_write(int fd, const void *buf, size_t len) { return rw1(fd, buf, len, -1, true, WEFT__NO_DEADLINE); }
+ssize_t weft_read_until(int fd, void *buf, size_t len, int64_t deadline) {
+  return rw1(fd, buf, len, -1, false, deadline);
+}
+ssize_t weft_write_until(int fd, const void *buf, size_t len, int64_t deadline) {
+  return rw1(fd, buf, len, -1, true, deadline);
+}
+ssize_t weft_pread(int fd, void *buf, size_t len, int64_t off) { return rw1(fd, buf, len, off, false, WEFT__NO_DEADLINE); }
+ssize_t weft_pwrite(int fd, const void *buf, size_t len, int64_t off) {
+  return rw1(fd, buf, len, off, true, WEFT__NO_DEADLINE);
+}
+
+ssize_t weft_pread_until(int fd, void *buf, size_t len, int64_t off, int64_t deadline) {
+  return rw1(fd, buf, len, off, false, deadline);
+}
+ssize_t weft_pwrite_until(int fd, const void *buf, size_t len, int64_t off, int64_t deadline) {
+  return rw1(fd, buf, len, off, true, deadline);
+}
+
+ssize_t weft_preadv(int fd, const struct iovec *iov, int iovcnt, int64_t off) {
+  return weft__io_rw(fd, iov, iovcnt, off, false, WEFT__NO_DEADLINE);
+}
+ssize_t weft_pwritev(int fd, const struct iovec *iov, int iovcnt, int64_t off) {
+  return weft__io_rw(fd, iov, iovcnt, off, true, WEFT__NO_DEADLINE);
+}
+
+int weft_poll(int fd, unsigned events, int64_t deadline) {
+  int backend = weft__io_backend();
+  if (backend < 0) return backend;
+  if (fd < 0) return -EBADF;
+  if (backend == WEFT_BACKEND_URING) return uring_poll(fd, events, deadline);
+  return epoll_poll(fd, events, deadline);
+}
+
+/* ------------------------------------------------------------ splice, tee */
+
+static ssize_t uring_splice(int in, int64_t off_in, int out, int64_t off_out, size_t len, unsigned flags, bool is_tee) {
+  weft__uop u;
+  int err;
+  struct io_uring_sqe *sqe = weft__uop_begin(&u, WEFT__NO_DEADLINE, &err);
+  if (!sqe) return err;
+  if (is_tee)
+    io_uring_prep_tee(sqe, in, out, (unsigned)len, flags);
+  else
+    io_uring_prep_splice(sqe, in, off_in, out, off_out, (unsigned)len, flags);
+  return weft__uop_wait(&u, sqe);
+}
+
+/* epoll: the non-blocking call; on -EAGAIN wait for whichever end is not
+ * ready (poll with no timeout says which) */
+static ssize_t epoll_splice(int in, int64_t off_in, int out, int64_t off_out, size_t len, unsigned flags, bool is_tee) {
+  int rc = weft__io_cancel_point();
+  if (rc) return rc;
+  for (;;) {
+    loff_t oi = off_in, oo = off_out;
+    ssize_t r = is_tee ? tee(in, out, len, flags | SPLICE_F_NONBLOCK)
+                    : splice(in, off_in < 0 ? NULL : &oi, out, off_out < 0 ? NULL : &oo, len, flags | SPLICE_F_NONBLOCK);
+    if (r >= 0) return r;
+    if (errno == EINTR) continue;
+    if (errno != EAGAIN) return -errno;
+    struct pollfd p[2] = {{.fd = in, .events = POLLIN}, {.fd = out, .events = POLLOUT}};
+    if (poll(p, 2, 0) < 0 && errno != EINTR) return -errno;
+    if (!(p[0].revents & (POLLIN | POLLHUP | POLLERR)))
+      rc = weft__epoll_wait_fd(in, EPOLLIN, WEFT__NO_DEADLINE);
+    else if (!(p[1].revents & (POLLOUT | POLLERR)))
+      rc = weft__epoll_wait_fd(out, EPOLLOUT, WEFT__NO_DEADLINE);
+    else
+      rc = weft_yield(); /* both ready, yet EAGAIN (a race with another user): try again */
+    if (rc < 0 && rc != -EPERM) return rc;
+  }
+}
+
+static ssize_t splice_common(int in, int64_t off_in, int out, int64_t off_out, size_t len, unsigned flags, bool is_tee) {
+  int backend = weft__io_backend();
+  if (backend < 0) return backend;
+  if (in < 0 || out < 0) return -EBADF;
+  if (len > (size_t)SSIZE_MAX || off_in < -1 || off_out < -1) return -EINVAL;
+  if (len > WEFT_IO_MAX) len = WEFT_IO_MAX;
+  if (backend == WEFT_BACKEND_URING) return uring_splice(in, off_in, out, off_out, len, flags, is_tee);
+  return epoll_splice(in, off_in, out, off_out, len, flags, is_tee);
+}
+
+ssize_t weft_splice(int in, int64_t off_in, int out, int64_t off_out, size_t len, unsigned flags) {
+  return splice_common(in, off_in, out, off_out, len, flags, false);
+}
+
+ssize_t weft_tee(int in, int out, size_t len, unsigned flags) { return splice_common(in, -1, out, -1, len, flags, true); }

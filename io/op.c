@@ -1,0 +1,174 @@
+/* io/op.c: an operation's life on the calling task's worker: submit,
+ * suspend, reap, and cancellation that waits for the kernel (the protocol
+ * is in io/op.h). Everything here runs on the owner worker's thread: the
+ * task is pinned there from before its submission until after its
+ * completion was reaped, and the completion callbacks run in that
+ * worker's reap (its scheduler context, or a flush inside a task on that
+ * same thread). Hence `seq`, `res` and `done` of a weft__uop need no
+ * atomics: one thread touches them; the wake's release CAS on the task's
+ * wait word still publishes them (the task resumes on the same thread).
+ */
+#include <errno.h>
+#include <liburing.h>
+#include <fcntl.h>
+#include <sys/epoll.h>
+#include <unistd.h>
+
+#include <weft/core.h>
+
+#include "core/runtime.h"
+#include "core/task.h"
+#include "core/worker.h"
+#include "io/op.h"
+
+/* The completions nobody waits for (ASYNC_CANCEL's, LINK_TIMEOUT's): they
+ * may arrive after their task returned, so they name this static op. */
+static void sink_complete(weft__io_op *op, int32_t res, uint32_t flags) {
+  (void)op; (void)res; (void)flags;
+}
+static weft__io_op sink_op = {sink_complete};
+
+static void uop_complete(weft__io_op *op, int32_t res, uint32_t flags) {
+  (void)flags;
+  weft__uop *u = (weft__uop *)op;
+  u->res = res;
+  u->done = true;
+  weft__wake(u->task, u->seq, WEFT__WAKE_NORMAL);
+}
+
+int weft__io_backend(void) {
+  weft__worker *w = weft__worker_self();
+  if (!w || !w->current) return -EINVAL;
+  return w->reactor.backend;
+}
+
+int64_t weft__deadline_after(int64_t timeout_ns) {
+  if (timeout_ns < 0) return WEFT__NO_DEADLINE;
+  int64_t now = weft_now_ns();
+  return timeout_ns > INT64_MAX - now ? WEFT__NO_DEADLINE : now + timeout_ns;
+}
+
+/* The cancel request was consumed by a wait, but the caller gets a real
+ * result: keep the request for the next suspension (as weft_join). */
+static void repend_cancel(weft__task *t) {
+  weft__store(&t->cancel_pending, 1, RELAXED); /* relaxed: the flag carries no data */
+}
+
+struct io_uring_sqe *weft__uop_begin(weft__uop *u, int64_t deadline, int *err) {
+  weft__worker *w = weft__worker_self();
+  if (!w || !w->current) {
+    *err = -EINVAL;
+    return NULL;
+  }
+  *u = (weft__uop){.op.complete = uop_complete, .task = w->current, .deadline = deadline, .w = w};
+  weft_pin(); /* wakes now come back to this worker, the ring's owner */
+  unsigned need = deadline != WEFT__NO_DEADLINE ? 2 : 1;
+  if (weft__reactor_sq_room(&w->reactor, need) < 0) {
+    weft_unpin();
+    *err = -EAGAIN;
+    return NULL;
+  }
+  int64_t seq = weft__wait_prepare(true);
+  if (seq < 0) { /* cancelled before submitting: nothing reaches the kernel */
+    weft_unpin();
+    *err = (int)seq;
+    return NULL;
+  }
+  u->seq = (uint32_t)seq;
+  struct io_uring_sqe *sqe = weft__reactor_sqe(&w->reactor, &u->op); /* room was made: no flush */
+  if (!sqe) {
+    weft__wait_abandon();
+    weft_unpin();
+    *err = -EAGAIN;
+  }
+  return sqe;
+}
+
+int weft__uop_wait(weft__uop *u, struct io_uring_sqe *sqe) {
+  weft__worker *w = u->w;
+  struct __kernel_timespec ts;
+  if (u->deadline != WEFT__NO_DEADLINE) {
+    sqe->flags |= IOSQE_IO_LINK;
+    ts.tv_sec = u->deadline / 1000000000;
+    ts.tv_nsec = u->deadline % 1000000000;
+    struct io_uring_sqe *t = weft__reactor_sqe(&w->reactor, &sink_op); /* room made in begin */
+    /* the timespec is read at submission, which happens before this
+     * frame returns (the task waits for the operation's completion) */
+    io_uring_prep_link_timeout(t, &ts, IORING_TIMEOUT_ABS);
+  }
+  uint32_t why = weft__wait_commit(u->seq);
+  if (why == WEFT__WAKE_CANCEL) {
+    /* Resumed on the owner (pinned). The request is delivered. */
+    if (!u->done) {
+      int64_t seq2 = weft__wait_prepare(false);
+      u->seq = (uint32_t)seq2; /* before any reap can run (the flush below may reap) */
+      struct io_uring_sqe *c = weft__reactor_sqe(&weft__worker_self()->reactor, &sink_op);
+      if (c) {
+        io_uring_prep_cancel64(c, (uint64_t)(uintptr_t)&u->op, 0);
+        u->cancel_sent = true;
+      }
+      /* no entry (the kernel refused a flush): the operation completes on
+       * its own; wait for it all the same */
+      weft__wait_commit(u->seq);
+    }
+    weft_unpin();
+    int res = u->res;
+    if (res == -ECANCELED || (res == -EINTR && u->cancel_sent)) return -ECANCELED;
+    repend_cancel(u->task); /* it completed first: its result wins */
+    return res;
+  }
+  weft_unpin();
+  if (u->res == -ECANCELED && u->deadline != WEFT__NO_DEADLINE) return -ETIMEDOUT; /* the linked timeout fired */
+  return u->res;
+}
+
+int weft__io_cancel_point(void) {
+  weft__task *t = weft__task_self();
+  /* relaxed: the request carries no data (as weft_yield) */
+  if (t && t->shield_depth == 0 && weft__load(&t->cancel_pending, RELAXED)) {
+    weft__cancel_consume(t);
+    return -ECANCELED;
+  }
+  return 0;
+}
+
+/* ------------------------------------------------------------ epoll readiness */
+
+int weft__epoll_wait_fd(int fd, uint32_t events, int64_t deadline) {
+  weft__worker *w = weft__worker_self();
+  if (!w || !w->current) return -EINVAL;
+  weft__uop u = {.op.complete = uop_complete, .task = w->current, .deadline = deadline, .w = w};
+  weft_pin(); /* the event is dispatched on this worker; unwatch runs here too */
+  int64_t seq = deadline == WEFT__NO_DEADLINE ? weft__wait_prepare(true)
+                                              : weft__wait_prepare_deadline(true, deadline);
+  if (seq < 0) {
+    weft_unpin();
+    return (int)seq;
+  }
+  u.seq = (uint32_t)seq;
+  int watched = fd, dup_fd = -1;
+  int rc = weft__epoll_watch(&w->reactor, fd, events, &u.op);
+  if (rc == -EEXIST) {
+    /* another task of this worker watches this fd number: watch a
+     * duplicate (a registration is per descriptor number and file) */
+    dup_fd = fcntl(fd, F_DUPFD_CLOEXEC, 0);
+    rc = dup_fd < 0 ? -errno : weft__epoll_watch(&w->reactor, dup_fd, events, &u.op);
+    watched = dup_fd;
+  }
+  if (rc < 0) {
+    weft__wait_abandon();
+    if (dup_fd >= 0) close(dup_fd);
+    weft_unpin();
+    return rc;
+  }
+  uint32_t why = weft__wait_commit(u.seq);
+  /* On this worker (pinned): its dispatch has run or will never run for
+   * this registration once it is removed; no event is pending in
+   * between (dispatch runs right after epoll_wait, before any task). */
+  weft__epoll_unwatch(&weft__worker_self()->reactor, watched);
+  if (dup_fd >= 0) close(dup_fd);
+  weft_unpin();
+  if (why == WEFT__WAKE_NORMAL) return u.res ? u.res : (int)events;
+  if (why == WEFT__WAKE_TIMER) return u.done ? u.res : -ETIMEDOUT;
+  return -ECANCELED; /* readiness moves no bytes: nothing is lost */
+}

@@ -1,0 +1,85 @@
+/* io/op.h: one I/O operation of a task, from submission to the reaped
+ * completion, cancellation and deadline included (io/op.c). The file and
+ * descriptor operations (io/file.c, io/fd.c) are built on these calls.
+ *
+ * THE BUFFER RULE. The memory an operation names (its buffer, iovecs,
+ * paths, the op record itself, which lives on the task's stack) belongs to
+ * the kernel until its completion has been reaped. So a task waiting in an
+ * operation never returns before that, cancellation included.
+ *
+ * PINNING. While an operation is in flight its task is pinned to the worker
+ * that owns the ring (core/task.h pin_count/pin_worker): every wake of the
+ * task (the completion, a cancel from any thread) resumes it on that
+ * worker, which alone may submit to its ring (SINGLE_ISSUER) and alone reaps
+ * its completions. A cancelled task therefore runs on the owner, submits
+ * IORING_OP_ASYNC_CANCEL naming the operation on its own ring and waits,
+ * not cancellably, for the operation's completion (the cancel's own
+ * completion goes to a static sink op: it may arrive after the task
+ * returned). No cross-thread forwarding of the cancel is needed: the
+ * scheduler delivers the cancelled task itself to the owner. (Rejected:
+ * forwarding a cancel request to the owner through a message and letting
+ * the task resume anywhere: one more queue per worker and a second
+ * completion to wait for, for the same guarantee.)
+ *
+ * Results: the operation's result, or -ECANCELED when the cancel took
+ * effect. When the operation completed before the cancel took effect, its
+ * real result is returned (bytes moved are never lost) and the cancel
+ * request stays pending for the task's next suspension, as weft_join does.
+ *
+ * Deadlines (CLOCK_MONOTONIC ns, WEFT__NO_DEADLINE for none): io_uring
+ * links an IORING_OP_LINK_TIMEOUT (absolute) to the operation; a timed-out
+ * operation completes with -ECANCELED, reported as -ETIMEDOUT. The epoll
+ * backend's readiness waits use the worker's timer heap.
+ */
+#ifndef WEFT_IO_OP_H
+#define WEFT_IO_OP_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "core/task.h"
+#include "io/reactor.h"
+
+#define WEFT__NO_DEADLINE INT64_MAX
+
+struct io_uring_sqe;
+struct weft__worker;
+
+typedef struct weft__uop {
+  weft__io_op op;               /* complete(): the owner's reap */
+  weft__task *task;             /* the waiting task */
+  uint32_t seq;                 /* its current wait (owner thread only: task and reap run there) */
+  int32_t res;                  /* the completion's result */
+  bool done;                    /* the completion was reaped */
+  bool cancel_sent;             /* an ASYNC_CANCEL was submitted by the task */
+  int64_t deadline;
+  struct weft__worker *w;       /* the owner */
+} weft__uop;
+
+/* The calling task's backend, or -EINVAL outside a task. */
+int weft__io_backend(void);
+
+/* io_uring: begin an operation: pin the task, prepare its (cancellable)
+ * wait and return a submission entry to prepare (user_data set), or NULL
+ * with *err (-ECANCELED: a cancel was pending: nothing submitted; -EINVAL
+ * outside a task; -EAGAIN the ring refused the flush). */
+struct io_uring_sqe *weft__uop_begin(weft__uop *u, int64_t deadline, int *err);
+
+/* io_uring: after preparing the entry: suspend until the completion was
+ * reaped (see above for cancellation and deadlines); unpin; the result. */
+int weft__uop_wait(weft__uop *u, struct io_uring_sqe *sqe);
+
+/* epoll: wait until fd is ready for `events` (EPOLLIN/EPOLLOUT/...) or the
+ * deadline. Returns the ready events (> 0), -ETIMEDOUT, -ECANCELED, or
+ * -EPERM when epoll cannot watch fd (a regular file: always ready). */
+int weft__epoll_wait_fd(int fd, uint32_t events, int64_t deadline);
+
+/* A call that may complete without suspending (epoll's non-blocking
+ * attempt) is a cancellation point all the same: -ECANCELED (delivered)
+ * when a request is pending, else 0. */
+int weft__io_cancel_point(void);
+
+/* A deadline from a relative timeout (ns; < 0: none). */
+int64_t weft__deadline_after(int64_t timeout_ns);
+
+#endif

@@ -1,0 +1,385 @@
+/* tests/test_blocking.c: the blocking-thread pool and weft_to_thread. */
+#include <pthread.h>
+#include <stdatomic.h>
+
+#include <weft/weft.h>
+
+#include "core/blocking.h"
+#include "core/runtime.h"
+#include "core/task.h"
+#include "test.h"
+
+static weft_config cfg_of(unsigned workers, unsigned threads, int64_t idle_ns) {
+  weft_config c = {0};
+  c.workers = workers;
+  c.blocking_threads = threads;
+  c.blocking_idle_ns = idle_ns;
+  return c;
+}
+
+static weft__blocking_stats stats(void) {
+  weft__blocking_stats s;
+  weft__blocking_stats_get(weft__task_self()->rt, &s);
+  return s;
+}
+
+/* A gate that blocking functions wait on (they block their thread). */
+static pthread_mutex_t gate_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t gate_cond = PTHREAD_COND_INITIALIZER;
+static int gate_open;
+static atomic_int entered, finished;
+
+static void gate_set(int open) {
+  pthread_mutex_lock(&gate_lock);
+  gate_open = open;
+  pthread_cond_broadcast(&gate_cond);
+  pthread_mutex_unlock(&gate_lock);
+}
+
+static int gated_fn(void *arg) {
+  atomic_fetch_add(&entered, 1);
+  pthread_mutex_lock(&gate_lock);
+  while (!gate_open) pthread_cond_wait(&gate_cond, &gate_lock);
+  pthread_mutex_unlock(&gate_lock);
+  usleep(2000); /* still running a little after the gate opens */
+  atomic_fetch_add(&finished, 1);
+  return (int)(intptr_t)arg;
+}
+
+static void wait_until_entered(int n) {
+  for (int i = 0; i < 20000 && atomic_load(&entered) < n; i++) weft_sleep_ns(500000);
+  ASSERT_GE(atomic_load(&entered), n);
+}
+
+/* ------------------------------------------------------------ status */
+
+static int ret_arg(void *arg) { return (int)(intptr_t)arg; }
+static int worker_id_fn(void *arg) {
+  (void)arg;
+  return weft_worker_id(); /* -1: not a worker thread */
+}
+
+static int status_main(void *arg) {
+  (void)arg;
+  ASSERT_EQ(weft_to_thread(ret_arg, (void *)(intptr_t)42), 42);
+  ASSERT_EQ(weft_to_thread(ret_arg, (void *)(intptr_t)-EIO), -EIO);
+  ASSERT_EQ(weft_to_thread(ret_arg, (void *)(intptr_t)0), 0);
+  ASSERT_EQ(weft_to_thread(worker_id_fn, NULL), -1);
+  ASSERT_EQ(weft_to_thread_ex(ret_arg, (void *)(intptr_t)7, WEFT_TO_THREAD_DETACH), 7);
+  ASSERT_EQ(weft_to_thread(NULL, NULL), -EINVAL);
+  ASSERT_EQ(weft_to_thread_ex(ret_arg, NULL, 0x80), -EINVAL);
+  weft__blocking_stats s = stats();
+  ASSERT_GE(s.threads, 1);
+  ASSERT_EQ(s.queued, 0);
+  return 0;
+}
+
+TEST(to_thread_passes_the_status_through) {
+  weft_config c = cfg_of(2, 0, 0);
+  ASSERT_EQ(weft_run(status_main, NULL, &c), 0);
+  ASSERT_EQ(weft_to_thread(ret_arg, NULL), -EINVAL); /* outside a task */
+}
+
+static int lazy_main(void *arg) {
+  (void)arg;
+  weft__blocking_stats s = stats();
+  ASSERT_EQ(s.threads, 0); /* no thread before the first call */
+  ASSERT_EQ(s.started, 0);
+  ASSERT_EQ(weft_to_thread(ret_arg, (void *)(intptr_t)1), 1);
+  ASSERT_EQ(stats().started, 1);
+  return 0;
+}
+
+TEST(pool_starts_no_thread_before_first_use) {
+  weft_config c = cfg_of(2, 0, 0);
+  ASSERT_EQ(weft_run(lazy_main, NULL, &c), 0);
+}
+
+/* ------------------------------------------------------------ cancellation */
+
+static atomic_int returned_after_finish;
+
+static int caller(void *arg) {
+  int rc = weft_to_thread(gated_fn, arg);
+  /* the function must have returned before the caller resumes */
+  if (atomic_load(&finished) >= 1) atomic_fetch_add(&returned_after_finish, 1);
+  return rc;
+}
+
+static int cancel_running_main(void *arg) {
+  (void)arg;
+  weft_task t = weft_spawn(caller, (void *)(intptr_t)5);
+  wait_until_entered(1);
+  ASSERT_EQ(weft_cancel(t), 1);
+  weft_sleep_ns(20000000);
+  ASSERT_TRUE(!weft_task_done(t)); /* waits for the function */
+  gate_set(1);
+  ASSERT_EQ(weft_join(t), -ECANCELED);
+  ASSERT_EQ(atomic_load(&finished), 1);
+  ASSERT_EQ(atomic_load(&returned_after_finish), 1);
+  weft_task_release(t);
+  return 0;
+}
+
+TEST(cancel_waits_for_the_running_function) {
+  weft_config c = cfg_of(2, 0, 0);
+  ASSERT_EQ(weft_run(cancel_running_main, NULL, &c), 0);
+}
+
+static int cancel_queued_main(void *arg) {
+  (void)arg;
+  weft_task a = weft_spawn(caller, (void *)(intptr_t)1);
+  wait_until_entered(1); /* the only thread is busy with a */
+  weft_task b = weft_spawn(caller, (void *)(intptr_t)2);
+  for (int i = 0; i < 2000 && stats().queued < 1; i++) weft_sleep_ns(500000);
+  ASSERT_EQ(stats().queued, 1);
+  weft_cancel(b);
+  ASSERT_EQ(weft_join(b), -ECANCELED); /* at once: a still blocks the thread */
+  ASSERT_EQ(stats().queued, 0);
+  gate_set(1);
+  ASSERT_EQ(weft_join(a), 1);
+  ASSERT_EQ(atomic_load(&entered), 1); /* b's function never ran */
+  weft_task_release(a);
+  weft_task_release(b);
+  return 0;
+}
+
+TEST(cancel_of_a_queued_call_never_runs_it) {
+  weft_config c = cfg_of(2, 1, 0);
+  ASSERT_EQ(weft_run(cancel_queued_main, NULL, &c), 0);
+}
+
+static int detach_caller(void *arg) { return weft_to_thread_ex(gated_fn, arg, WEFT_TO_THREAD_DETACH); }
+static void *open_gate_later(void *arg);
+static pthread_t gate_opener;
+
+static int detach_main(void *arg) {
+  (void)arg;
+  weft_task t = weft_spawn(detach_caller, (void *)(intptr_t)9);
+  wait_until_entered(1);
+  weft_cancel(t);
+  ASSERT_EQ(weft_join(t), -ECANCELED); /* at once, the function still blocked */
+  ASSERT_EQ(atomic_load(&finished), 0);
+  weft_task_release(t);
+  gate_set(1);
+  for (int i = 0; i < 2000 && atomic_load(&finished) < 1; i++) weft_sleep_ns(500000);
+  ASSERT_EQ(atomic_load(&finished), 1); /* it ran to its end on its own */
+  /* a detached call whose function is still running at shutdown */
+  gate_set(0);
+  t = weft_spawn(detach_caller, (void *)(intptr_t)9);
+  wait_until_entered(2);
+  weft_cancel(t);
+  ASSERT_EQ(weft_join(t), -ECANCELED);
+  weft_task_release(t);
+  ASSERT_EQ(pthread_create(&gate_opener, NULL, open_gate_later, NULL), 0);
+  return 0;
+}
+
+static void *open_gate_later(void *arg) {
+  (void)arg;
+  usleep(50000);
+  gate_set(1);
+  return NULL;
+}
+
+TEST(detach_flag_returns_at_once_and_shutdown_waits_for_the_function) {
+  weft_config c = cfg_of(2, 0, 0);
+  ASSERT_EQ(weft_run(detach_main, NULL, &c), 0);
+  ASSERT_EQ(atomic_load(&finished), 2); /* weft_run joined the pool */
+  pthread_join(gate_opener, NULL);
+}
+
+/* ------------------------------------------------------------ back-pressure */
+
+#define BP_CALLERS 60
+
+static atomic_int bp_ok, bp_cancelled;
+
+static int bp_caller(void *arg) {
+  int rc = weft_to_thread(gated_fn, arg);
+  if (rc == 3) atomic_fetch_add(&bp_ok, 1);
+  if (rc == -ECANCELED) atomic_fetch_add(&bp_cancelled, 1);
+  return rc;
+}
+
+static int back_pressure_main(void *arg) {
+  (void)arg;
+  weft_task t[BP_CALLERS];
+  unsigned cap = WEFT__BLOCKING_QUEUE_PER_THREAD; /* blocking_threads = 1 */
+  /* in order: one running, cap queued, the rest waiting for room */
+  t[0] = weft_spawn(bp_caller, (void *)(intptr_t)3);
+  wait_until_entered(1);
+  for (unsigned i = 1; i <= cap; i++) {
+    t[i] = weft_spawn(bp_caller, (void *)(intptr_t)3);
+    for (int k = 0; k < 2000 && stats().queued < i; k++) weft_sleep_ns(200000);
+    ASSERT_EQ(stats().queued, i);
+  }
+  for (int i = (int)cap + 1; i < BP_CALLERS; i++) {
+    t[i] = weft_spawn(bp_caller, (void *)(intptr_t)3);
+    for (int k = 0; k < 2000 && stats().room_waiters < (unsigned)(i - (int)cap); k++) weft_sleep_ns(200000);
+  }
+  unsigned want_room = BP_CALLERS - 1 - cap;
+  weft__blocking_stats s = stats();
+  ASSERT_EQ(s.threads, 1);
+  ASSERT_EQ(s.queued, cap);
+  ASSERT_EQ(s.room_waiters, want_room);
+  ASSERT_EQ(atomic_load(&entered), 1);
+  /* cancel two callers waiting for room and one queued call: none of
+   * their functions runs, and the queued one's slot goes to the oldest
+   * room waiter */
+  weft_cancel(t[BP_CALLERS - 1]);
+  weft_cancel(t[BP_CALLERS - 2]);
+  ASSERT_EQ(weft_join(t[BP_CALLERS - 1]), -ECANCELED);
+  ASSERT_EQ(weft_join(t[BP_CALLERS - 2]), -ECANCELED);
+  ASSERT_EQ(stats().room_waiters, want_room - 2);
+  weft_cancel(t[1]);
+  ASSERT_EQ(weft_join(t[1]), -ECANCELED);
+  for (int k = 0; k < 2000 && stats().queued < cap; k++) weft_sleep_ns(200000);
+  s = stats();
+  ASSERT_EQ(s.queued, cap);
+  ASSERT_EQ(s.room_waiters, want_room - 3);
+  gate_set(1);
+  for (int i = 0; i < BP_CALLERS; i++) {
+    weft_join(t[i]);
+    weft_task_release(t[i]);
+  }
+  ASSERT_EQ(atomic_load(&bp_ok), BP_CALLERS - 3);
+  ASSERT_EQ(atomic_load(&bp_cancelled), 3);
+  ASSERT_EQ(atomic_load(&entered), BP_CALLERS - 3);
+  s = stats();
+  ASSERT_EQ(s.peak_queued, cap); /* never more than the bound */
+  ASSERT_EQ(s.peak_threads, 1);
+  return 0;
+}
+
+TEST(a_full_queue_suspends_submitters_in_order) {
+  weft_config c = cfg_of(2, 1, 0);
+  ASSERT_EQ(weft_run(back_pressure_main, NULL, &c), 0);
+}
+
+/* ------------------------------------------------------------ growth, shrink */
+
+static int sleep_fn(void *arg) {
+  usleep((useconds_t)(intptr_t)arg);
+  return 1;
+}
+
+static int sleeper(void *arg) { return weft_to_thread(sleep_fn, arg); }
+
+static int shrink_main(void *arg) {
+  (void)arg;
+  weft_task t[8];
+  for (int i = 0; i < 8; i++) t[i] = weft_spawn(sleeper, (void *)(intptr_t)20000);
+  for (int i = 0; i < 8; i++) {
+    ASSERT_EQ(weft_join(t[i]), 1);
+    weft_task_release(t[i]);
+  }
+  weft__blocking_stats s = stats();
+  ASSERT_GE(s.peak_threads, 2); /* grew on demand: the calls block */
+  ASSERT_LE(s.peak_threads, 8);
+  for (int i = 0; i < 400 && stats().threads > 0; i++) weft_sleep_ns(5000000);
+  ASSERT_EQ(stats().threads, 0); /* idle threads left */
+  ASSERT_EQ(weft_to_thread(ret_arg, (void *)(intptr_t)11), 11); /* and it starts again */
+  ASSERT_GE(stats().threads, 1);
+  return 0;
+}
+
+TEST(idle_threads_leave_after_the_idle_time) {
+  weft_config c = cfg_of(2, 8, 30000000); /* 30 ms */
+  ASSERT_EQ(weft_run(shrink_main, NULL, &c), 0);
+}
+
+/* ------------------------------------------------------------ many calls */
+
+static atomic_long many_count;
+static long many_per_task;
+
+static int add_fn(void *arg) {
+  (void)arg;
+  atomic_fetch_add_explicit(&many_count, 1, memory_order_relaxed); /* read after the joins */
+  return 1;
+}
+
+static int many_caller(void *arg) {
+  int before = weft_worker_id();
+  int pinned = (int)(intptr_t)arg;
+  if (pinned) weft_pin();
+  long sum = 0;
+  for (long i = 0; i < many_per_task; i++) {
+    int rc = weft_to_thread(add_fn, NULL);
+    if (rc < 0) return rc;
+    sum += rc;
+    if (pinned && weft_worker_id() != before) return -EXDEV; /* a pinned task stays home */
+  }
+  if (pinned) weft_unpin();
+  return sum == many_per_task ? before : -EIO;
+}
+
+static int many_main(void *arg) {
+  long tasks = (long)(intptr_t)arg;
+  many_per_task = (test_sanitized() ? 20 : 100) * test_stress_scale();
+  weft_task *t = calloc((size_t)tasks, sizeof *t);
+  for (long i = 0; i < tasks; i++) t[i] = weft_spawn(many_caller, (void *)(intptr_t)(i % 2));
+  int workers = weft_worker_count();
+  int seen[128] = {0};
+  for (long i = 0; i < tasks; i++) {
+    int rc = weft_join(t[i]);
+    ASSERT_GE(rc, 0);
+    ASSERT_LT(rc, workers);
+    seen[rc]++;
+    weft_task_release(t[i]);
+  }
+  free(t);
+  for (int w = 0; w < workers; w++) ASSERT_GT(seen[w], 0); /* every worker made calls */
+  ASSERT_EQ(atomic_load(&many_count), tasks * many_per_task);
+  ASSERT_EQ(stats().queued, 0);
+  return 0;
+}
+
+TEST(many_concurrent_calls_from_all_workers_counted_exactly) {
+  weft_config c = cfg_of(4, 0, 0);
+  long tasks = test_sanitized() ? 200 : 1000;
+  ASSERT_EQ(weft_run(many_main, (void *)(intptr_t)tasks, &c), 0);
+}
+
+TEST(many_calls_through_a_single_thread) {
+  weft_config c = cfg_of(2, 1, 0);
+  long tasks = test_sanitized() ? 100 : 500;
+  ASSERT_EQ(weft_run(many_main, (void *)(intptr_t)tasks, &c), 0);
+}
+
+/* ------------------------------------------------------------ shutdown */
+
+static atomic_int sd_done, sd_started;
+
+static int slow_fn(void *arg) {
+  (void)arg;
+  atomic_fetch_add(&sd_started, 1);
+  usleep(30000);
+  atomic_fetch_add(&sd_done, 1);
+  return 0;
+}
+
+static int sd_caller(void *arg) {
+  unsigned flags = (unsigned)(intptr_t)arg;
+  return weft_to_thread_ex(slow_fn, NULL, flags);
+}
+
+TEST(shutdown_with_calls_in_flight) {
+  weft_runtime *rt;
+  weft_config c = cfg_of(2, 4, 0);
+  ASSERT_EQ(weft_runtime_new(&rt, &c), 0);
+  for (int i = 0; i < 12; i++)
+    ASSERT_EQ(weft_runtime_submit(rt, sd_caller, (void *)(intptr_t)(i % 2 ? WEFT_TO_THREAD_DETACH : 0u), NULL), 0);
+  for (int i = 0; i < 5000 && atomic_load(&sd_started) < 1; i++) usleep(1000); /* some running, some queued */
+  ASSERT_EQ(weft_runtime_shutdown(rt), 0);
+  int done = atomic_load(&sd_done);
+  /* every function that started has returned (queued ones were cancelled
+   * before they ran); nothing runs after shutdown */
+  usleep(50000);
+  ASSERT_EQ(atomic_load(&sd_done), done);
+  ASSERT_EQ(done, atomic_load(&sd_started)); /* every function that started has finished */
+  ASSERT_GE(done, 1);
+}
+
+TEST_MAIN()
