@@ -12,6 +12,7 @@
 #include <weft/sync.h>
 
 #include "core/atomic.h"
+#include "core/runtime.h"
 #include "core/spinlock.h"
 #include "core/task.h"
 #include "core/waitlist.h"
@@ -40,7 +41,11 @@ int weft_event_destroy(weft_event *ev) {
   weft__spin_lock(&e->lock);
   size_t n = e->waiters.len;
   weft__spin_unlock(&e->lock);
-  return n ? -EBUSY : 0;
+  if (n) {
+    weft__debug_misuse("weft_event_destroy while tasks wait on it");
+    return -EBUSY;
+  }
+  return 0;
 }
 
 void weft_event_set(weft_event *ev) {
@@ -75,7 +80,10 @@ bool weft_event_is_set(const weft_event *ev) {
 int weft_event_wait(weft_event *ev) {
   event_impl *e = impl(ev);
   weft__task *self = weft__task_self();
-  if (!self) return -EINVAL;
+  if (!self) {
+    weft__debug_misuse("weft_event_wait outside a task");
+    return -EINVAL;
+  }
   /* acquire: pairs with the release in set: what the setter wrote before set() is visible */
   if (weft__load(&e->set, ACQUIRE)) return 0;
   weft__spin_lock(&e->lock);
