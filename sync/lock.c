@@ -53,10 +53,11 @@
 #include "core/spinlock.h"
 #include "core/task.h"
 #include "core/waitlist.h"
+#include "core/worker.h"
 #include "sync/lock.h"
 
 enum { WAITERS = 1u, FOREIGN = 2u, FLAGS = 3u };
-enum { SPIN_ROUNDS = 200 };
+enum { SPIN_ROUNDS = 64 };
 
 typedef struct lock_impl {
   _Atomic uintptr_t state; /* owner | FOREIGN | WAITERS (above) */
@@ -73,9 +74,16 @@ static inline lock_impl *impl(weft_lock *l) { return (lock_impl *)(void *)l->opa
 /* The token of a thread outside any task (its address is the identity). */
 static __thread uint64_t thread_token;
 
+/* The calling task, or NULL: weft__task_self() without its second call
+ * (weft__worker_self() is the one that must not be inlined). */
+static inline weft__task *current_task(void) {
+  weft__worker *w = weft__worker_self();
+  return w ? w->current : NULL;
+}
+
 /* Who the caller is: its task, or its thread's token. */
 static inline uintptr_t self_token(void) {
-  weft__task *t = weft__task_self();
+  weft__task *t = current_task();
   return t ? (uintptr_t)t : ((uintptr_t)&thread_token | FOREIGN);
 }
 
@@ -191,14 +199,16 @@ static int acquire_slow(lock_impl *l, weft__task *self, bool cancellable) {
 
 int weft_lock_acquire(weft_lock *lk) {
   lock_impl *l = impl(lk);
-  weft__task *self = weft__task_self();
+  weft__task *self = current_task();
   if (weft__unlikely(!self)) {
     weft__debug_misuse("weft_lock_acquire outside a task (use weft_lock_try_acquire)");
     return -EINVAL;
   }
-  uintptr_t expect = 0;
-  /* acquire: pairs with the release CAS/store that freed the lock */
-  if (weft__likely(weft__cas(&l->state, &expect, (uintptr_t)self, ACQUIRE, RELAXED))) return 0;
+  /* A load first: when the lock is taken (a convoy of waiters), a failing
+   * locked CAS would cost as much as a successful one. acquire on the CAS:
+   * pairs with the release CAS/store that freed the lock. */
+  uintptr_t expect = weft__load(&l->state, RELAXED);
+  if (weft__likely(expect == 0 && weft__cas(&l->state, &expect, (uintptr_t)self, ACQUIRE, RELAXED))) return 0;
   if ((expect & ~(uintptr_t)WAITERS) == (uintptr_t)self) {
     weft__debug_misuse("weft_lock_acquire by the task that holds the lock");
     return -EDEADLK;
@@ -217,9 +227,11 @@ void weft__lock_acquire_uncancellable(weft_lock *lk) {
 
 int weft_lock_release(weft_lock *lk) {
   lock_impl *l = impl(lk);
-  uintptr_t me = self_token(), expect = me;
-  /* release: pairs with the acquire CAS of the next owner's fast path */
-  if (weft__likely(weft__cas(&l->state, &expect, 0, RELEASE, RELAXED))) return 0;
+  uintptr_t me = self_token();
+  /* A load first, as in acquire. release on the CAS: pairs with the acquire
+   * CAS of the next owner's fast path. */
+  uintptr_t expect = weft__load(&l->state, RELAXED);
+  if (weft__likely(expect == me && weft__cas(&l->state, &expect, 0, RELEASE, RELAXED))) return 0;
   if ((expect & ~(uintptr_t)WAITERS) != me) {
     weft__debug_misuse("weft_lock_release by a task or thread that does not hold the lock");
     return -EPERM;

@@ -24,7 +24,7 @@ static inline uint64_t rng_step(uint64_t *s) {
 }
 
 /* The canceller: until *stop, cancel a random task among victims[0..n-1],
- * then sleep 0-100 us (or yield). Counts the cancel requests made. */
+ * then sleep 0-50 us (or yield). Counts the cancel requests made. */
 typedef struct canceller_arg {
   weft_task *victims;
   int n;
@@ -42,7 +42,7 @@ static int canceller_task(void *arg) {
     if (r == 0)
       weft_yield();
     else
-      weft_sleep_ns((int64_t)(rng_step(&rng) % 100000));
+      weft_sleep_ns((int64_t)(rng_step(&rng) % 50000));
   }
   return 0;
 }

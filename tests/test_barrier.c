@@ -143,7 +143,7 @@ static int stress_party(void *arg) {
 
 static int stress_main(void *arg) {
   (void)arg;
-  St.rounds = (int)((test_sanitized() ? 5000 : 150000) * test_stress_scale());
+  St.rounds = (int)((test_sanitized() ? 15000 : 150000) * test_stress_scale());
   St.count = calloc((size_t)St.rounds * PARTIES, sizeof *St.count);
   ASSERT_EQ(weft_barrier_init(&St.b, PARTIES), 0);
   weft_task t[PARTIES];

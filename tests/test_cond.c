@@ -164,7 +164,7 @@ static int stress_main(void *arg) {
   weft_cond_init(&S.cond, &S.lock);
   S.tokens = S.consumed = 0;
   S.done = false;
-  S.total = (test_sanitized() ? 20000 : 400000) * test_stress_scale();
+  S.total = (test_sanitized() ? 60000 : 400000) * test_stress_scale();
   weft_task t[TASKS], victims[TASKS / 3];
   for (int i = 0; i < TASKS; i++) {
     t[i] = weft_spawn(stress_consumer, NULL);
