@@ -164,7 +164,7 @@ static int stress_main(void *arg) {
   weft_cond_init(&S.cond, &S.lock);
   S.tokens = S.consumed = 0;
   S.done = false;
-  S.total = (test_sanitized() ? 60000 : 400000) * test_stress_scale();
+  S.total = (test_sanitized() ? 100000 : 1500000) * test_stress_scale();
   weft_task t[TASKS], victims[TASKS / 3];
   for (int i = 0; i < TASKS; i++) {
     t[i] = weft_spawn(stress_consumer, NULL);
@@ -172,7 +172,7 @@ static int stress_main(void *arg) {
   }
   atomic_int stop = 0;
   canceller_arg ca = {victims, TASKS / 3, &stop, 0};
-  weft_task c = weft_spawn(canceller_task, &ca);
+  cancellers cs = cancellers_start(&ca);
   uint64_t rng = 12345;
   for (long i = 0; i < S.total; i++) {
     ASSERT_EQ(weft_lock_acquire(&S.lock), 0);
@@ -192,9 +192,7 @@ static int stress_main(void *arg) {
     ASSERT_TRUE(weft_now_ns() < deadline);
     weft_sleep_ns(1000000);
   }
-  atomic_store(&stop, 1);
-  ASSERT_EQ(weft_join(c), 0);
-  weft_task_release(c);
+  ASSERT_EQ(cancellers_stop(&ca, &cs), 0);
   ASSERT_EQ(weft_lock_acquire(&S.lock), 0);
   S.done = true;
   weft_cond_notify_all(&S.cond);
@@ -207,7 +205,7 @@ static int stress_main(void *arg) {
   ASSERT_EQ(S.consumed, S.total);
   ASSERT_EQ(weft_cond_destroy(&S.cond), 0);
   ASSERT_EQ(weft_lock_destroy(&S.lock), 0);
-  fprintf(stderr, "cond stress: %ld tokens, %ld cancel requests\n", S.total, ca.requests);
+  fprintf(stderr, "cond stress: %ld tokens, %ld cancel requests\n", S.total, atomic_load(&ca.requests));
   return 0;
 }
 

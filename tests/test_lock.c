@@ -262,7 +262,7 @@ static int stress_main(void *arg) {
   }
   atomic_int stop = 0;
   canceller_arg ca = {victims, TASKS / 3, &stop, 0};
-  weft_task c = weft_spawn(canceller_task, &ca);
+  cancellers cs = cancellers_start(&ca);
   long never_ran = 0; /* cancelled before they started: the body never runs */
   for (int i = 0; i < TASKS; i++) {
     int st = weft_join(t[i]);
@@ -270,16 +270,14 @@ static int stress_main(void *arg) {
     never_ran += st == -ECANCELED;
     weft_task_release(t[i]);
   }
-  atomic_store(&stop, 1);
-  ASSERT_EQ(weft_join(c), 0);
-  weft_task_release(c);
+  ASSERT_EQ(cancellers_stop(&ca, &cs), 0);
   ASSERT_EQ(S.counter, atomic_load(&S.acquired)); /* every increment under the lock kept */
   ASSERT_EQ(atomic_load(&S.acquired) + atomic_load(&S.cancelled), (TASKS - never_ran) * S.iters);
-  ASSERT_GT(ca.requests, 0);
+  ASSERT_GT(atomic_load(&ca.requests), 0);
   ASSERT_TRUE(!weft_lock_locked(&S.lock)); /* free, no waiter left behind */
   ASSERT_EQ(weft_lock_destroy(&S.lock), 0);
   fprintf(stderr, "lock stress: %ld acquisitions, %ld cancelled acquires, %ld cancel requests\n",
-          atomic_load(&S.acquired), atomic_load(&S.cancelled), ca.requests);
+          atomic_load(&S.acquired), atomic_load(&S.cancelled), atomic_load(&ca.requests));
   return 0;
 }
 

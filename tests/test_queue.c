@@ -312,7 +312,7 @@ static int stress_consumer(void *arg) {
 }
 
 static int stress_run(size_t maxsize, enum weft_queue_kind kind) {
-  St.per_producer = (test_sanitized() ? 5000 : 40000) * test_stress_scale();
+  St.per_producer = (test_sanitized() ? 8000 : 100000) * test_stress_scale();
   long total = PRODUCERS * St.per_producer;
   St.seen = calloc((size_t)total, 1);
   atomic_store(&St.got, 0);
@@ -331,7 +331,7 @@ static int stress_run(size_t maxsize, enum weft_queue_kind kind) {
   }
   atomic_int stop = 0;
   canceller_arg ca = {victims, nv, &stop, 0};
-  weft_task c = weft_spawn(canceller_task, &ca);
+  cancellers cs = cancellers_start(&ca);
   long never_ran = 0;
   for (int i = 0; i < PRODUCERS; i++) {
     int st = weft_join(prod[i]);
@@ -343,9 +343,7 @@ static int stress_run(size_t maxsize, enum weft_queue_kind kind) {
     }
     weft_task_release(prod[i]);
   }
-  atomic_store(&stop, 1);
-  ASSERT_EQ(weft_join(c), 0);
-  weft_task_release(c);
+  ASSERT_EQ(cancellers_stop(&ca, &cs), 0);
   int consumers_left = 0;
   for (int i = 0; i < CONSUMERS; i++) consumers_left += !weft_task_done(cons[i]);
   for (int i = 0; i < CONSUMERS; i++) ASSERT_EQ(weft_queue_put(&St.q, NULL), 0); /* one end marker each */
@@ -362,7 +360,7 @@ static int stress_run(size_t maxsize, enum weft_queue_kind kind) {
   ASSERT_EQ(weft_queue_destroy(&St.q), 0); /* no waiter left behind */
   free(St.seen);
   fprintf(stderr, "queue stress maxsize=%zu kind=%d: %ld items, %ld cancelled puts, %ld cancelled gets, %ld requests\n",
-          maxsize, (int)kind, total, atomic_load(&St.cancelled_puts), atomic_load(&St.cancelled_gets), ca.requests);
+          maxsize, (int)kind, total, atomic_load(&St.cancelled_puts), atomic_load(&St.cancelled_gets), atomic_load(&ca.requests));
   (void)consumers_left;
   (void)never_ran;
   return 0;

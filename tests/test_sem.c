@@ -187,7 +187,7 @@ static int stress_main(void *arg) {
   }
   atomic_int stop = 0;
   canceller_arg ca = {victims, TASKS / 3, &stop, 0};
-  weft_task c = weft_spawn(canceller_task, &ca);
+  cancellers cs = cancellers_start(&ca);
   long never_ran = 0;
   for (int i = 0; i < TASKS; i++) {
     int st = weft_join(t[i]);
@@ -195,15 +195,13 @@ static int stress_main(void *arg) {
     never_ran += st == -ECANCELED;
     weft_task_release(t[i]);
   }
-  atomic_store(&stop, 1);
-  ASSERT_EQ(weft_join(c), 0);
-  weft_task_release(c);
+  ASSERT_EQ(cancellers_stop(&ca, &cs), 0);
   ASSERT_LE(atomic_load(&St.max_inside), PERMITS);
   ASSERT_EQ(atomic_load(&St.acquired) + atomic_load(&St.cancelled), (TASKS - never_ran) * St.iters);
   ASSERT_EQ(weft_sem_value(&St.sem), PERMITS); /* every permit back */
   ASSERT_EQ(weft_sem_destroy(&St.sem), 0);     /* no waiter left behind */
   fprintf(stderr, "sem stress: %ld acquisitions, %ld cancelled acquires, %ld cancel requests\n",
-          atomic_load(&St.acquired), atomic_load(&St.cancelled), ca.requests);
+          atomic_load(&St.acquired), atomic_load(&St.cancelled), atomic_load(&ca.requests));
   return 0;
 }
 
