@@ -54,6 +54,31 @@ TEST(lock_acquire_outside_a_task_is_einval) {
   ASSERT_EQ(weft_lock_destroy(&l), 0);
 }
 
+/* Debug mode prints misuse on stderr. */
+TEST(lock_misuse_is_printed_in_debug_mode) {
+  setenv("WEFT_DEBUG", "1", 1);
+  char path[] = "/tmp/weft_test_misuse_XXXXXX";
+  int fd = mkstemp(path);
+  ASSERT_TRUE(fd >= 0);
+  unlink(path);
+  int saved = dup(2);
+  dup2(fd, 2);
+  weft_lock l;
+  weft_lock_init(&l);
+  int rc = weft_lock_release(&l);
+  weft_sem s;
+  int rc2 = weft_sem_init(&s, -1);
+  fflush(stderr);
+  dup2(saved, 2);
+  ASSERT_EQ(rc, -EPERM);
+  ASSERT_EQ(rc2, -EINVAL);
+  char buf[512] = {0};
+  ASSERT_GT(pread(fd, buf, sizeof buf - 1, 0), 0);
+  ASSERT_TRUE(strstr(buf, "weft: misuse: weft_lock_release") != NULL);
+  ASSERT_TRUE(strstr(buf, "weft: misuse: weft_sem_init") != NULL);
+  close(fd);
+}
+
 /* ------------------------------------------------------------ FIFO, no barging */
 
 static int order[8];
