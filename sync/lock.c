@@ -53,7 +53,7 @@
 #include "core/spinlock.h"
 #include "core/task.h"
 #include "core/waitlist.h"
-#include "core/worker.h"
+#include "sync/current.h"
 #include "sync/lock.h"
 
 enum { WAITERS = 1u, FOREIGN = 2u, FLAGS = 3u };
@@ -74,16 +74,9 @@ static inline lock_impl *impl(weft_lock *l) { return (lock_impl *)(void *)l->opa
 /* The token of a thread outside any task (its address is the identity). */
 static __thread uint64_t thread_token;
 
-/* The calling task, or NULL: weft__task_self() without its second call
- * (weft__worker_self() is the one that must not be inlined). */
-static inline weft__task *current_task(void) {
-  weft__worker *w = weft__worker_self();
-  return w ? w->current : NULL;
-}
-
 /* Who the caller is: its task, or its thread's token. */
 static inline uintptr_t self_token(void) {
-  weft__task *t = current_task();
+  weft__task *t = weft__sync_current();
   return t ? (uintptr_t)t : ((uintptr_t)&thread_token | FOREIGN);
 }
 
@@ -199,7 +192,7 @@ static int acquire_slow(lock_impl *l, weft__task *self, bool cancellable) {
 
 int weft_lock_acquire(weft_lock *lk) {
   lock_impl *l = impl(lk);
-  weft__task *self = current_task();
+  weft__task *self = weft__sync_current();
   if (weft__unlikely(!self)) {
     weft__debug_misuse("weft_lock_acquire outside a task (use weft_lock_try_acquire)");
     return -EINVAL;

@@ -44,6 +44,7 @@
 #include "core/spinlock.h"
 #include "core/task.h"
 #include "core/waitlist.h"
+#include "sync/current.h"
 
 typedef struct queue_impl {
   weft__spinlock lock;
@@ -291,7 +292,7 @@ static int cancelled_and_unlock(queue_impl *x, weft__waitlist *wl, bool pass_on)
 
 int weft_queue_put(weft_queue *q, void *item) {
   queue_impl *x = impl(q);
-  weft__task *self = weft__task_self();
+  weft__task *self = weft__sync_current();
   if (!self) {
     weft__debug_misuse("weft_queue_put outside a task (use weft_queue_put_nowait)");
     return -EINVAL;
@@ -317,7 +318,7 @@ int weft_queue_put(weft_queue *q, void *item) {
 
 int weft_queue_get(weft_queue *q, void **item) {
   queue_impl *x = impl(q);
-  weft__task *self = weft__task_self();
+  weft__task *self = weft__sync_current();
   if (!self) {
     weft__debug_misuse("weft_queue_get outside a task (use weft_queue_get_nowait)");
     return -EINVAL;
@@ -399,7 +400,7 @@ int weft_queue_task_done(weft_queue *q) {
 
 int weft_queue_join(weft_queue *q) {
   queue_impl *x = impl(q);
-  weft__task *self = weft__task_self();
+  weft__task *self = weft__sync_current();
   if (!self) {
     weft__debug_misuse("weft_queue_join outside a task");
     return -EINVAL;

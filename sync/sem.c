@@ -34,6 +34,7 @@
 #include "core/spinlock.h"
 #include "core/task.h"
 #include "core/waitlist.h"
+#include "sync/current.h"
 
 enum { WAITERS = 1 };
 #define ONE ((uint64_t)2)
@@ -118,7 +119,7 @@ static void give_and_unlock(sem_impl *s) {
 
 int weft_sem_acquire(weft_sem *sm) {
   sem_impl *s = impl(sm);
-  weft__task *self = weft__task_self();
+  weft__task *self = weft__sync_current();
   if (weft__unlikely(!self)) {
     weft__debug_misuse("weft_sem_acquire outside a task (use weft_sem_try_acquire)");
     return -EINVAL;
