@@ -1,6 +1,7 @@
 /* tests/test_barrier.c: weft_barrier (asyncio.Barrier): arrival indices,
  * rounds, abort and reset (-EPIPE), cancellation, bad input, and a stress
  * test of many rounds on 4 workers. */
+#include <pthread.h>
 #include <stdatomic.h>
 
 #include <weft/weft.h>
@@ -120,6 +121,35 @@ static int cancel_main(void *arg) {
 TEST(barrier_cancelled_waiter_leaves_the_round) {
   weft_config c = cfg_workers(2);
   ASSERT_EQ(weft_run(cancel_main, NULL, &c), 0);
+}
+
+/* abort from a thread outside the runtime wakes the waiting tasks */
+static void *abort_from_thread(void *arg) {
+  while (weft_barrier_n_waiting(arg) < 2) usleep(100);
+  weft_barrier_abort(arg);
+  return NULL;
+}
+
+static int foreign_abort_main(void *arg) {
+  (void)arg;
+  ASSERT_EQ(weft_barrier_init(&B, 3), 0);
+  pthread_t th;
+  pthread_create(&th, NULL, abort_from_thread, &B);
+  weft_task a = weft_spawn(party, NULL);
+  weft_task b = weft_spawn(party, NULL);
+  ASSERT_EQ(weft_join(a), -EPIPE);
+  ASSERT_EQ(weft_join(b), -EPIPE);
+  weft_task_release(a);
+  weft_task_release(b);
+  pthread_join(th, NULL);
+  ASSERT_TRUE(weft_barrier_broken(&B));
+  ASSERT_EQ(weft_barrier_destroy(&B), 0);
+  return 0;
+}
+
+TEST(barrier_abort_from_a_foreign_thread) {
+  weft_config c = cfg_workers(2);
+  ASSERT_EQ(weft_run(foreign_abort_main, NULL, &c), 0);
 }
 
 /* ------------------------------------------------------------ stress */
