@@ -55,7 +55,11 @@ WEFT_API int weft_event_wait(weft_event *ev);
  * FIFO: a task that has to wait queues behind the waiters already there, and
  * on release the lock passes directly to the oldest waiter (no barging: a
  * newcomer waits while a woken waiter has not yet run). Uncontended, an
- * acquire and a release are one atomic operation each, with no system call. */
+ * acquire and a release are one atomic operation each, with no system call.
+ * A task that finds the lock held by a running task, with nobody queued,
+ * spins a few dozen rounds before it queues. Under saturation the lock is a
+ * convoy: every acquisition is a hand-off to the next waiter (and a task
+ * switch), the price of FIFO. */
 typedef struct weft_lock {
   uint64_t opaque[6]; /* 48 bytes, 8-byte aligned */
 } weft_lock;
