@@ -173,52 +173,46 @@ static inline void *pop_item(queue_impl *x) {
   return heap_pop(x);
 }
 
-/* Caller holds the lock; count == cap < maxsize (or unbounded). Returns
- * with the lock held and room made, or -ENOMEM (lock held). The items keep
- * their order: a ring is unrolled from head, a stack or heap (head 0) is
- * copied as it is. */
+/* Caller holds the lock; count == cap and the queue is not full (cap <
+ * maxsize, or unbounded). One attempt to double the buffer: unlock,
+ * allocate, relock; installed only if nobody changed the buffer meanwhile.
+ * Returns with the lock held: 0 (the caller re-checks everything: another
+ * task may have grown, filled or shut the queue meanwhile) or -ENOMEM.
+ * The items keep their order: a ring is unrolled from head, a stack or
+ * heap (head 0) is copied as it is. */
 static int grow(queue_impl *x) {
-  while (x->count == x->cap) {
-    size_t old_cap = x->cap, new_cap = old_cap * 2;
-    if (x->maxsize && new_cap > x->maxsize) new_cap = x->maxsize;
+  size_t old_cap = x->cap, new_cap = old_cap * 2;
+  if (x->maxsize && new_cap > x->maxsize) new_cap = x->maxsize;
+  weft__spin_unlock(&x->lock);
+  void **nb = weft__alloc(sizeof(void *) * new_cap);
+  weft__spin_lock(&x->lock);
+  if (!nb) return -ENOMEM;
+  if (x->cap != old_cap || x->count < x->cap) { /* someone else grew it, or room appeared */
     weft__spin_unlock(&x->lock);
-    void **nb = weft__alloc(sizeof(void *) * new_cap);
+    weft__free(nb, sizeof(void *) * new_cap);
     weft__spin_lock(&x->lock);
-    if (!nb) return -ENOMEM;
-    if (x->cap != old_cap || x->count < x->cap) { /* someone else grew it, or room appeared */
-      weft__spin_unlock(&x->lock);
-      weft__free(nb, sizeof(void *) * new_cap);
-      weft__spin_lock(&x->lock);
-      continue;
-    }
-    for (size_t i = 0, j = x->head; i < x->count; i++) {
-      nb[i] = x->buf[j];
-      if (++j == x->cap) j = 0;
-    }
-    void **old = x->buf;
-    x->buf = nb;
-    x->cap = new_cap;
-    x->head = 0;
-    weft__spin_unlock(&x->lock);
-    weft__free(old, sizeof(void *) * old_cap);
-    weft__spin_lock(&x->lock);
+    return 0;
   }
+  for (size_t i = 0, j = x->head; i < x->count; i++) {
+    nb[i] = x->buf[j];
+    if (++j == x->cap) j = 0;
+  }
+  void **old = x->buf;
+  x->buf = nb;
+  x->cap = new_cap;
+  x->head = 0;
+  weft__spin_unlock(&x->lock);
+  weft__free(old, sizeof(void *) * old_cap);
+  weft__spin_lock(&x->lock);
   return 0;
 }
 
-/* Caller holds the lock and the queue is not full: insert and choose a
- * getter to wake. The lock may be dropped and retaken to grow: the caller
- * re-checks nothing, since grow re-checks room itself; a shutdown that
- * happened meanwhile does not stop this put (it began before). */
-static int insert_locked(queue_impl *x, void *item, weft__wakeup *wake, bool *have_wake) {
-  if (x->count == x->cap) {
-    int rc = grow(x);
-    if (rc) return rc;
-  }
+/* Caller holds the lock; the queue is not shut down, not full, and has a
+ * free slot (count < cap): insert and choose a getter to wake. */
+static void insert_locked(queue_impl *x, void *item, weft__wakeup *wake, bool *have_wake) {
   push_item(x, item);
   x->unfinished++;
   *have_wake = weft__waitlist_pop(&x->getters, wake);
-  return 0;
 }
 
 static inline bool is_shut(queue_impl *x) {
@@ -229,8 +223,25 @@ int weft_queue_put_nowait(weft_queue *q, void *item) {
   queue_impl *x = impl(q);
   weft__wakeup wake;
   bool have_wake = false;
+  int rc = 0;
   weft__spin_lock(&x->lock);
-  int rc = is_shut(x) ? -ESHUTDOWN : is_full(x) ? -EAGAIN : insert_locked(x, item, &wake, &have_wake);
+  for (;;) {
+    if (is_shut(x)) {
+      rc = -ESHUTDOWN;
+      break;
+    }
+    if (is_full(x)) {
+      rc = -EAGAIN;
+      break;
+    }
+    if (x->count == x->cap) {
+      rc = grow(x);
+      if (rc) break;
+      continue; /* re-check: the lock was dropped */
+    }
+    insert_locked(x, item, &wake, &have_wake);
+    break;
+  }
   weft__spin_unlock(&x->lock);
   if (have_wake) weft__wakeup_fire(&wake);
   return rc;
@@ -305,15 +316,23 @@ int weft_queue_put(weft_queue *q, void *item) {
       weft__spin_unlock(&x->lock);
       return -ESHUTDOWN;
     }
-    if (!is_full(x)) break;
+    if (!is_full(x)) {
+      if (x->count < x->cap) break;
+      int rc = grow(x);
+      if (rc) {
+        weft__spin_unlock(&x->lock);
+        return rc;
+      }
+      continue; /* re-check: the lock was dropped */
+    }
     bool chosen;
     if (wait_on(x, &x->putters, self, &chosen) < 0)
       return cancelled_and_unlock(x, &x->putters, chosen && !is_full(x) && !is_shut(x));
   }
-  int rc = insert_locked(x, item, &wake, &have_wake);
+  insert_locked(x, item, &wake, &have_wake);
   weft__spin_unlock(&x->lock);
   if (have_wake) weft__wakeup_fire(&wake);
-  return rc;
+  return 0;
 }
 
 int weft_queue_get(weft_queue *q, void **item) {

@@ -85,6 +85,49 @@ TEST(queue_lifo_and_priority_order) {
   ASSERT_EQ(weft_queue_destroy(&q), 0);
 }
 
+/* Growth races: a bounded queue larger than its first buffer, filled by
+ * many tasks at once (a putter that drops the lock to grow may find the
+ * queue full, or already grown, when it comes back). */
+static weft_queue GQ;
+static atomic_long grow_put;
+
+static int grow_filler(void *arg) {
+  (void)arg;
+  for (;;) {
+    int rc = weft_queue_put_nowait(&GQ, (void *)1);
+    if (rc == -EAGAIN) return 0;
+    if (rc != 0) return rc;
+    atomic_fetch_add(&grow_put, 1);
+  }
+}
+
+static int grow_main(void *arg) {
+  (void)arg;
+  size_t sizes[] = {1500, 2049, 5000};
+  for (int k = 0; k < 3; k++) {
+    for (int round = 0; round < 20; round++) {
+      ASSERT_EQ(weft_queue_init(&GQ, sizes[k]), 0);
+      atomic_store(&grow_put, 0);
+      weft_task t[8];
+      for (int i = 0; i < 8; i++) t[i] = weft_spawn(grow_filler, NULL);
+      for (int i = 0; i < 8; i++) {
+        ASSERT_EQ(weft_join(t[i]), 0);
+        weft_task_release(t[i]);
+      }
+      ASSERT_EQ(atomic_load(&grow_put), (long)sizes[k]);
+      ASSERT_EQ(weft_queue_qsize(&GQ), sizes[k]);
+      ASSERT_TRUE(weft_queue_full(&GQ));
+      ASSERT_EQ(weft_queue_destroy(&GQ), 0);
+    }
+  }
+  return 0;
+}
+
+TEST(queue_bounded_growth_under_concurrent_puts) {
+  weft_config c = cfg_workers(4);
+  ASSERT_EQ(weft_run(grow_main, NULL, &c), 0);
+}
+
 /* ------------------------------------------------------------ join / task_done */
 
 static weft_queue Q;
