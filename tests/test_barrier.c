@@ -194,4 +194,73 @@ TEST(barrier_stress_rounds_4_workers) {
   ASSERT_EQ(weft_run(stress_main, NULL, &c), 0);
 }
 
+/* Rounds racing with resets, cancellations from a task and a thread, and a
+ * final abort: no crash, no hang, every wait returns one of its documented
+ * results, and no waiter is left behind. */
+static struct {
+  weft_barrier b;
+  int iters;
+  atomic_long passed, broken, cancelled, other;
+} Sr;
+
+static int racing_party(void *arg) {
+  (void)arg;
+  for (int i = 0; i < Sr.iters; i++) {
+    int rc = weft_barrier_wait(&Sr.b);
+    if (rc >= 0 && rc < 4)
+      atomic_fetch_add(&Sr.passed, 1);
+    else if (rc == -EPIPE)
+      atomic_fetch_add(&Sr.broken, 1);
+    else if (rc == -ECANCELED)
+      atomic_fetch_add(&Sr.cancelled, 1);
+    else
+      atomic_fetch_add(&Sr.other, 1);
+  }
+  return 0;
+}
+
+static int racing_main(void *arg) {
+  (void)arg;
+  enum { TASKS = 12 };
+  Sr.iters = (int)((test_sanitized() ? 3000 : 20000) * test_stress_scale());
+  ASSERT_EQ(weft_barrier_init(&Sr.b, 4), 0);
+  weft_task t[TASKS], victims[TASKS / 3];
+  for (int i = 0; i < TASKS; i++) {
+    t[i] = weft_spawn(racing_party, NULL);
+    if (i % 3 == 0) victims[i / 3] = t[i];
+  }
+  atomic_int stop = 0;
+  canceller_arg ca = {victims, TASKS / 3, &stop, 0};
+  cancellers cs = cancellers_start(&ca);
+  uint64_t rng = 99;
+  int64_t until = weft_now_ns() + (test_sanitized() ? 1500 : 1000) * 1000000LL;
+  while (weft_now_ns() < until) {
+    weft_sleep_ns((int64_t)(rng_step(&rng) % 200000));
+    ASSERT_EQ(weft_barrier_reset(&Sr.b), 0);
+  }
+  ASSERT_EQ(weft_barrier_abort(&Sr.b), 0); /* the rest of the waits return -EPIPE */
+  long never_ran = 0;
+  for (int i = 0; i < TASKS; i++) {
+    int st = weft_join(t[i]);
+    ASSERT_TRUE(st == 0 || st == -ECANCELED);
+    never_ran += st == -ECANCELED;
+    weft_task_release(t[i]);
+  }
+  ASSERT_EQ(cancellers_stop(&ca, &cs), 0);
+  long total = atomic_load(&Sr.passed) + atomic_load(&Sr.broken) + atomic_load(&Sr.cancelled);
+  ASSERT_EQ(atomic_load(&Sr.other), 0);
+  ASSERT_EQ(total, (TASKS - never_ran) * Sr.iters);
+  ASSERT_GT(atomic_load(&Sr.passed), 0);
+  ASSERT_EQ(weft_barrier_n_waiting(&Sr.b), 0);
+  ASSERT_EQ(weft_barrier_destroy(&Sr.b), 0); /* nobody left waiting */
+  fprintf(stderr, "barrier race: %ld passed, %ld broken, %ld cancelled\n", atomic_load(&Sr.passed),
+          atomic_load(&Sr.broken), atomic_load(&Sr.cancelled));
+  return 0;
+}
+
+TEST(barrier_stress_resets_and_cancellation_4_workers) {
+  weft_config c = cfg_workers(4);
+  ASSERT_EQ(weft_run(racing_main, NULL, &c), 0);
+}
+
 TEST_MAIN()
