@@ -309,6 +309,46 @@ static int foreign_main(void *arg) {
   return 0;
 }
 
+/* task_done and shutdown from a thread wake a joiner and a getter. */
+static void *thread_done_and_shutdown(void *arg) {
+  void *it;
+  while (weft_queue_get_nowait(arg, &it) == -EAGAIN) usleep(100);
+  usleep(5000);
+  ASSERT_EQ(weft_queue_task_done(arg), 0); /* releases the joiner */
+  usleep(5000);
+  ASSERT_EQ(weft_queue_shutdown(arg, false), 0); /* wakes the getter */
+  return NULL;
+}
+
+static weft_queue *TQ;
+static int tq_getter(void *arg) {
+  (void)arg;
+  void *it;
+  return weft_queue_get(TQ, &it);
+}
+
+static int foreign_join_main(void *arg) {
+  (void)arg;
+  weft_queue q;
+  weft_queue_init(&q, 0);
+  TQ = &q;
+  ASSERT_EQ(weft_queue_put(&q, (void *)1), 0);
+  pthread_t th;
+  pthread_create(&th, NULL, thread_done_and_shutdown, &q);
+  ASSERT_EQ(weft_queue_join(&q), 0);
+  weft_task g = weft_spawn(tq_getter, NULL);
+  ASSERT_EQ(weft_join(g), -ESHUTDOWN);
+  weft_task_release(g);
+  pthread_join(th, NULL);
+  ASSERT_EQ(weft_queue_destroy(&q), 0);
+  return 0;
+}
+
+TEST(queue_task_done_and_shutdown_from_a_foreign_thread) {
+  weft_config c = cfg_workers(2);
+  ASSERT_EQ(weft_run(foreign_join_main, NULL, &c), 0);
+}
+
 TEST(queue_nowait_calls_from_a_foreign_thread) {
   weft_config c = cfg_workers(2);
   ASSERT_EQ(weft_run(foreign_main, NULL, &c), 0);
