@@ -124,6 +124,7 @@ typedef struct weft__waiter {
   struct weft_task_rec *task;
   uint32_t seq;
   bool linked;
+  uint8_t mark; /* the primitive's own use, under its lock (the barrier: its round ended) */
 } weft__waiter;
 
 struct weft_runtime;
