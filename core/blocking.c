@@ -313,6 +313,7 @@ static int wait_for_room(weft__blocking_pool *p, weft__task *self) {
   for (;;) {
     if (p->queued + p->reserved < p->cap && p->room.len == 0) return 0;
     int64_t seq = weft__wait_prepare(true);
+    weft__waiting_on(self, WEFT__WAITING_THREAD);
     if (seq < 0) {
       pthread_mutex_unlock(&p->lock);
       return (int)seq;
@@ -355,6 +356,7 @@ int weft__blocking_call(int (*fn)(void *), void *arg, int mode) {
     return rc;
   }
   int64_t seq = weft__wait_prepare(true);
+  weft__waiting_on(self, WEFT__WAITING_THREAD);
   if (seq < 0) {
     weft__wakeup w;
     bool pass = give_room(p, &w); /* we may have been handed a slot */
@@ -424,6 +426,7 @@ int weft__blocking_call(int (*fn)(void *), void *arg, int mode) {
     /* wait for the function, not cancellable: it may use memory the
      * caller owns (arg) */
     int64_t seq2 = weft__wait_prepare(false);
+    weft__waiting_on(self, WEFT__WAITING_THREAD);
     j->seq = (uint32_t)seq2;
     pthread_mutex_unlock(&p->lock);
     weft__wait_commit((uint32_t)seq2);

@@ -37,6 +37,11 @@ static const char *const waiting_names[WEFT__WAITING_COUNT_] = {
     [WEFT__WAITING_GATHER] = "gather",
     [WEFT__WAITING_TASKGROUP] = "taskgroup",
     [WEFT__WAITING_IO] = "io",
+    [WEFT__WAITING_LOCK] = "lock",
+    [WEFT__WAITING_COND] = "condition",
+    [WEFT__WAITING_SEM] = "semaphore",
+    [WEFT__WAITING_BARRIER] = "barrier",
+    [WEFT__WAITING_THREAD] = "to_thread",
 };
 
 const char *weft__waiting_on_name(unsigned what) {

@@ -181,6 +181,11 @@ enum {
   WEFT__WAITING_GATHER,   /* gather, wait, as_completed, shield */
   WEFT__WAITING_TASKGROUP,
   WEFT__WAITING_IO,
+  WEFT__WAITING_LOCK,
+  WEFT__WAITING_COND,
+  WEFT__WAITING_SEM,
+  WEFT__WAITING_BARRIER,
+  WEFT__WAITING_THREAD,   /* to_thread: the blocking pool (room in its queue, or the call) */
   WEFT__WAITING_COUNT_,
 };
 static inline void weft__waiting_on(weft__task *t, unsigned what) {

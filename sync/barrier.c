@@ -120,6 +120,7 @@ int weft_barrier_wait(weft_barrier *bb) {
     return (int)index;
   }
   int64_t seq = weft__wait_prepare(true);
+  weft__waiting_on(self, WEFT__WAITING_BARRIER);
   if (seq < 0) {
     weft__spin_unlock(&b->guard);
     return (int)seq;

@@ -78,6 +78,7 @@ int weft_cond_wait(weft_cond *cv) {
   }
   weft__spin_lock(&c->guard);
   int64_t seq = weft__wait_prepare(true);
+  weft__waiting_on(self, WEFT__WAITING_COND);
   if (seq < 0) { /* a pending cancel: the lock was never released */
     weft__spin_unlock(&c->guard);
     return (int)seq;

@@ -152,6 +152,7 @@ static int acquire_slow(lock_impl *l, weft__task *self, bool cancellable) {
   }
   weft__spin_lock(&l->guard);
   int64_t seq = weft__wait_prepare(cancellable);
+  weft__waiting_on(self, WEFT__WAITING_LOCK);
   if (seq < 0) {
     weft__spin_unlock(&l->guard);
     return (int)seq;

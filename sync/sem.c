@@ -127,6 +127,7 @@ int weft_sem_acquire(weft_sem *sm) {
   if (weft__likely(weft_sem_try_acquire(sm) == 0)) return 0;
   weft__spin_lock(&s->guard);
   int64_t seq = weft__wait_prepare(true);
+  weft__waiting_on(self, WEFT__WAITING_SEM);
   if (seq < 0) {
     weft__spin_unlock(&s->guard);
     return (int)seq;

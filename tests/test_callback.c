@@ -237,10 +237,53 @@ static int awaits_event(void *arg) {
   return weft_event_wait(&intro_ev);
 }
 
+static weft_lock intro_lock;
+static int awaits_lock(void *arg) {
+  (void)arg;
+  int rc = weft_lock_acquire(&intro_lock);
+  if (rc == 0) weft_lock_release(&intro_lock);
+  return rc;
+}
+
+static weft_sem intro_sem;
+static int awaits_sem(void *arg) {
+  (void)arg;
+  return weft_sem_acquire(&intro_sem);
+}
+
+static int intro_pipe[2];
+static int awaits_read(void *arg) {
+  (void)arg;
+  char c;
+  return (int)weft_read(intro_pipe[0], &c, 1);
+}
+
+static int intro_block_fd = -1;
+static int blocking_read(void *arg) {
+  (void)arg;
+  char c;
+  return (int)read(intro_block_fd, &c, 1); /* blocks a pool thread until the write */
+}
+static int awaits_thread(void *arg) {
+  (void)arg;
+  return weft_to_thread(blocking_read, NULL);
+}
+
 static int intro_main(void *arg) {
   (void)arg;
   weft_future_init(&intro_f);
   weft_event_init(&intro_ev);
+  weft_lock_init(&intro_lock);
+  ASSERT_EQ(weft_sem_init(&intro_sem, 0), 0);
+  ASSERT_EQ(pipe2(intro_pipe, O_CLOEXEC), 0);
+  int thread_pipe[2];
+  ASSERT_EQ(pipe2(thread_pipe, O_CLOEXEC), 0);
+  intro_block_fd = thread_pipe[0];
+  ASSERT_EQ(weft_lock_acquire(&intro_lock), 0);
+  weft_task lk = weft_spawn(awaits_lock, NULL);
+  weft_task sm = weft_spawn(awaits_sem, NULL);
+  weft_task rd = weft_spawn(awaits_read, NULL);
+  weft_task th = weft_spawn(awaits_thread, NULL);
   weft_task e = weft_spawn(awaits_event, NULL);
   weft_spawn_opts o = {.name = "sleepy"};
   weft_task s = weft_spawn_ex(tu_forever, NULL, &o);
@@ -251,7 +294,29 @@ static int intro_main(void *arg) {
   ASSERT_STR_EQ(weft_task_waiting_on(s), "sleep");
   ASSERT_STR_EQ(weft_task_waiting_on(f), "future");
   ASSERT_STR_EQ(weft_task_waiting_on(e), "event");
+  ASSERT_STR_EQ(weft_task_waiting_on(lk), "lock");
+  ASSERT_STR_EQ(weft_task_waiting_on(sm), "semaphore");
+  ASSERT_STR_EQ(weft_task_waiting_on(rd), "io");
+  ASSERT_STR_EQ(weft_task_waiting_on(th), "to_thread");
   ASSERT_STR_EQ(weft_task_waiting_on(weft_current()), ""); /* running */
+  ASSERT_EQ(weft_lock_release(&intro_lock), 0);
+  ASSERT_EQ(weft_join(lk), 0);
+  weft_sem_release(&intro_sem);
+  ASSERT_EQ(weft_join(sm), 0);
+  ASSERT_EQ(write(intro_pipe[1], "x", 1), 1);
+  ASSERT_EQ(weft_join(rd), 1);
+  ASSERT_EQ(write(thread_pipe[1], "y", 1), 1);
+  ASSERT_EQ(weft_join(th), 1);
+  weft_task_release(lk);
+  weft_task_release(sm);
+  weft_task_release(rd);
+  weft_task_release(th);
+  close(intro_pipe[0]);
+  close(intro_pipe[1]);
+  close(thread_pipe[0]);
+  close(thread_pipe[1]);
+  weft_sem_destroy(&intro_sem);
+  weft_lock_destroy(&intro_lock);
   weft_task_info info[16];
   int n = weft_tasks(info, 16);
   ASSERT_TRUE(n >= 3);
