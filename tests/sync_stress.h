@@ -9,6 +9,7 @@
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <unistd.h>
 
 #include <weft/weft.h>
@@ -17,6 +18,13 @@ static inline weft_config cfg_workers(unsigned n) {
   weft_config c = {0};
   c.workers = n;
   return c;
+}
+
+/* WEFT_TEST_MIGRATE=1 sends every wakeup to another worker's inbox: a
+ * suspension then costs ~100x more, so the stress tests shrink 20x. */
+static inline long sync_migrate_div(void) {
+  const char *m = getenv("WEFT_TEST_MIGRATE");
+  return (m && *m && *m != '0') ? 20 : 1;
 }
 
 static inline uint64_t rng_step(uint64_t *s) {

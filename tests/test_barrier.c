@@ -173,7 +173,7 @@ static int stress_party(void *arg) {
 
 static int stress_main(void *arg) {
   (void)arg;
-  St.rounds = (int)((test_sanitized() ? 15000 : 150000) * test_stress_scale());
+  St.rounds = (int)((test_sanitized() ? 15000 : 150000) * test_stress_scale() / sync_migrate_div());
   St.count = calloc((size_t)St.rounds * PARTIES, sizeof *St.count);
   ASSERT_EQ(weft_barrier_init(&St.b, PARTIES), 0);
   weft_task t[PARTIES];
@@ -222,7 +222,7 @@ static int racing_party(void *arg) {
 static int racing_main(void *arg) {
   (void)arg;
   enum { TASKS = 12 };
-  Sr.iters = (int)((test_sanitized() ? 3000 : 20000) * test_stress_scale());
+  Sr.iters = (int)((test_sanitized() ? 3000 : 20000) * test_stress_scale() / sync_migrate_div());
   ASSERT_EQ(weft_barrier_init(&Sr.b, 4), 0);
   weft_task t[TASKS], victims[TASKS / 3];
   for (int i = 0; i < TASKS; i++) {

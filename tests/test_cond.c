@@ -164,7 +164,7 @@ static int stress_main(void *arg) {
   weft_cond_init(&S.cond, &S.lock);
   S.tokens = S.consumed = 0;
   S.done = false;
-  S.total = (test_sanitized() ? 100000 : 1500000) * test_stress_scale();
+  S.total = (test_sanitized() ? 100000 : 1500000) * test_stress_scale() / sync_migrate_div();
   weft_task t[TASKS], victims[TASKS / 3];
   for (int i = 0; i < TASKS; i++) {
     t[i] = weft_spawn(stress_consumer, NULL);

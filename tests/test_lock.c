@@ -279,7 +279,7 @@ static int stress_main(void *arg) {
   enum { TASKS = 48 };
   weft_lock_init(&S.lock);
   S.counter = 0;
-  S.iters = (int)((test_sanitized() ? 8000 : 150000) * test_stress_scale());
+  S.iters = (int)((test_sanitized() ? 8000 : 150000) * test_stress_scale() / sync_migrate_div());
   weft_task t[TASKS], victims[TASKS / 3];
   for (int i = 0; i < TASKS; i++) {
     t[i] = weft_spawn(stress_task, (void *)(intptr_t)(i + 1));

@@ -395,7 +395,7 @@ static int stress_consumer(void *arg) {
 }
 
 static int stress_run(size_t maxsize, enum weft_queue_kind kind) {
-  St.per_producer = (test_sanitized() ? 8000 : 100000) * test_stress_scale();
+  St.per_producer = (test_sanitized() ? 8000 : 100000) * test_stress_scale() / sync_migrate_div();
   long total = PRODUCERS * St.per_producer;
   St.seen = calloc((size_t)total, 1);
   atomic_store(&St.got, 0);

@@ -179,7 +179,7 @@ static int stress_main(void *arg) {
   (void)arg;
   enum { TASKS = 48 };
   ASSERT_EQ(weft_sem_init_bounded(&St.sem, PERMITS), 0);
-  St.iters = (int)((test_sanitized() ? 6000 : 100000) * test_stress_scale());
+  St.iters = (int)((test_sanitized() ? 6000 : 100000) * test_stress_scale() / sync_migrate_div());
   weft_task t[TASKS], victims[TASKS / 3];
   for (int i = 0; i < TASKS; i++) {
     t[i] = weft_spawn(stress_task, (void *)(intptr_t)(i + 1));
