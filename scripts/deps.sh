@@ -1,16 +1,19 @@
 #!/usr/bin/env bash
-# scripts/deps.sh [bench]: install what building and testing weft needs on
-# Debian 12 (bookworm), given only a C compiler and CMake.
+# scripts/deps.sh [bench] [go]: install what building and testing weft needs
+# on Debian 12 (bookworm), given only a C compiler and CMake.
 #
-#   scripts/deps.sh          the build and the whole test suite
-#   scripts/deps.sh bench    also the benchmark comparison's extras (Go, gnuplot, wrk)
+#   scripts/deps.sh          the build and the whole test suite (which runs the
+#                            comparison harness's smoke mode, hence the peers'
+#                            python3-uvloop and libuv1-dev, and wrk)
+#   scripts/deps.sh bench    also the comparison's chart (gnuplot)
+#   scripts/deps.sh go       also Go, for bench/compare_go.sh
 #
 # Checks each package with dpkg -s and installs only the missing ones, with
 # apt-get when run as root; otherwise prints the exact sudo line and exits 1.
 # Prints nothing when everything is there. Idempotent.
 set -euo pipefail
 
-pkgs=(cmake make pkg-config liburing-dev libjemalloc-dev libbenchmark-dev python3)
+pkgs=(cmake make pkg-config liburing-dev libjemalloc-dev libbenchmark-dev python3 python3-uvloop libuv1-dev wrk)
 # The context switch's aarch64 test is cross-compiled and run under qemu-user
 # on x86_64 hosts; on aarch64 it runs natively and needs neither.
 if [[ $(uname -m) == x86_64 ]]; then
@@ -18,8 +21,9 @@ if [[ $(uname -m) == x86_64 ]]; then
 fi
 for arg in "$@"; do
   case $arg in
-    bench) pkgs+=(golang-go gnuplot-nox wrk) ;;
-    *) echo "usage: scripts/deps.sh [bench]" >&2; exit 2 ;;
+    bench) pkgs+=(gnuplot-nox) ;;
+    go) pkgs+=(golang-go) ;;
+    *) echo "usage: scripts/deps.sh [bench] [go]" >&2; exit 2 ;;
   esac
 done
 
