@@ -18,5 +18,6 @@
 #include <weft/core.h>
 #include <weft/sync.h>
 #include <weft/io.h>
+#include <weft/net.h>
 
 #endif
