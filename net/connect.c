@@ -28,7 +28,7 @@
 #include "core/task.h"
 #include "io/op.h"
 
-#define HE_MAX 16
+#define HE_MAX WEFT_CONNECT_MAX_ADDRS
 #define HE_STEP_NS (250 * 1000 * 1000LL)
 
 typedef struct he_state {
@@ -109,12 +109,18 @@ int weft_connect_host(const char *host, uint16_t port, int64_t deadline, weft_ad
   weft_addr addrs[HE_MAX];
   int n = weft_resolve(host, port, AF_UNSPEC, 0, addrs, HE_MAX);
   if (n < 0) return n;
+  interleave(addrs, n);
+  return weft_connect_addrs(addrs, (size_t)n, deadline, peer);
+}
+
+int weft_connect_addrs(const weft_addr *addrs, size_t count, int64_t deadline, weft_addr *peer) {
+  if (!weft__task_self() || !addrs || !count || count > HE_MAX) return -EINVAL;
+  int n = (int)count;
   if (n == 1) { /* nothing to race */
     int fd = weft_connect_addr(&addrs[0], deadline);
     if (fd >= 0 && peer) *peer = addrs[0];
     return fd;
   }
-  interleave(addrs, n);
   he_state st = {.winner = -1, .winner_idx = -1, .err = -ETIMEDOUT, .deadline = deadline};
   weft__spin_init(&st.lock);
   he_attempt att[HE_MAX];

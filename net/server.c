@@ -319,7 +319,7 @@ static int cancel_handlers(weft_server *srv) {
         if (r->started) tasks[k++] = r->task;
       weft__spin_unlock(&srv->lock);
       int cancelled = 0;
-      for (size_t i = 0; i < k; i++) cancelled += weft_cancel(tasks[i]) == 0;
+      for (size_t i = 0; i < k; i++) cancelled += weft_cancel(tasks[i]) == 1;
       weft__free(tasks, cap * sizeof *tasks);
       return cancelled + (int)(n - k); /* the unstarted ones cancel themselves */
     }

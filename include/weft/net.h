@@ -115,6 +115,12 @@ WEFT_API int weft_connect_addr(const weft_addr *a, int64_t deadline_ns);
  * or the last attempt's error (-ETIMEDOUT at the deadline). Suspends. */
 WEFT_API int weft_connect_host(const char *host, uint16_t port, int64_t deadline_ns, weft_addr *peer);
 
+/* Happy eyeballs over the given addresses, in their order (1 to
+ * WEFT_CONNECT_MAX_ADDRS of them), as weft_connect_host. Suspends.
+ * Errors: as weft_connect_host; -EINVAL no address or too many. */
+#define WEFT_CONNECT_MAX_ADDRS 16
+WEFT_API int weft_connect_addrs(const weft_addr *addrs, size_t count, int64_t deadline_ns, weft_addr *peer);
+
 /* socket + SO_REUSEADDR (not for Unix paths) + bind + listen(backlog; <= 0:
  * SOMAXCONN). flags: WEFT_LISTEN_REUSEPORT adds SO_REUSEPORT. Returns the
  * listening descriptor or a negative errno (-EADDRINUSE, ...). Does not
