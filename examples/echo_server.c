@@ -1,6 +1,6 @@
 /* examples/echo_server.c: a TCP echo server on weft's streams.
  *
- *     echo_server [--host H] [--port P] [--workers N] [--max-s S]
+ *     echo_server [--host H] [--port P] [--workers N] [--max-s S] [--placement rr|local]
  *
  * Listens on H:P (default 127.0.0.1:7000) and echoes every byte on every
  * connection, one handler task per connection, on N workers (default: the
@@ -24,6 +24,7 @@
 static const char *host = "127.0.0.1";
 static int port = 7000, workers = 0, max_s = 0;
 static weft_server *server;
+static int placement = WEFT_PLACE_ROUND_ROBIN;
 
 /* Echo until end of stream: read what came, hand it back. A write sends at
  * once when the kernel takes it; drain is needed only for what it did not. */
@@ -41,7 +42,7 @@ static int echo(weft_stream *s, void *arg) {
 
 static int start(void *arg) {
   (void)arg;
-  int rc = weft_start_server(&server, host, (uint16_t)port, echo, NULL, NULL);
+  int rc = weft_start_server(&server, host, (uint16_t)port, echo, NULL, &(weft_server_opts){.placement = placement});
   if (rc < 0) fprintf(stderr, "echo_server: cannot listen on %s:%d: %s\n", host, port, strerror(-rc));
   return rc;
 }
@@ -54,7 +55,7 @@ static int stop(void *arg) {
 }
 
 static void usage(void) {
-  fprintf(stderr, "usage: echo_server [--host H] [--port P] [--workers N] [--max-s S]\n");
+  fprintf(stderr, "usage: echo_server [--host H] [--port P] [--workers N] [--max-s S] [--placement rr|local]\n");
   exit(2);
 }
 
@@ -65,6 +66,12 @@ int main(int argc, char **argv) {
     else if (!strcmp(argv[i], "--port")) port = atoi(argv[++i]);
     else if (!strcmp(argv[i], "--workers")) workers = atoi(argv[++i]);
     else if (!strcmp(argv[i], "--max-s")) max_s = atoi(argv[++i]);
+    else if (!strcmp(argv[i], "--placement")) {
+      const char *p = argv[++i];
+      if (!strcmp(p, "rr")) placement = WEFT_PLACE_ROUND_ROBIN;
+      else if (!strcmp(p, "local")) placement = WEFT_PLACE_LOCAL;
+      else usage();
+    }
     else usage();
   }
   if (port < 0 || port > 65535 || workers < 0 || max_s < 0) usage();

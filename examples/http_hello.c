@@ -2,7 +2,7 @@
  * request with "Hello, World!" (the http_plaintext server of
  * ../shared/BENCHMARKS.md: bench/run serve_http).
  *
- *     http_hello [--host H] [--port P] [--workers N] [--max-s S]
+ *     http_hello [--host H] [--port P] [--workers N] [--max-s S] [--placement rr|local]
  *
  * A request ends at its blank line (bodies are not read: the workload sends
  * none); pipelined requests are answered in order, each with its own
@@ -25,6 +25,7 @@
 static const char *host = "127.0.0.1";
 static int port = 8080, workers = 0, max_s = 0;
 static weft_server *server;
+static int placement = WEFT_PLACE_ROUND_ROBIN;
 
 static const char RESPONSE[] = "HTTP/1.1 200 OK\r\nServer: weft\r\nContent-Type: text/plain\r\n"
                                "Content-Length: 13\r\n\r\nHello, World!";
@@ -50,7 +51,7 @@ static int serve(weft_stream *s, void *arg) {
 
 static int start(void *arg) {
   (void)arg;
-  int rc = weft_start_server(&server, host, (uint16_t)port, serve, NULL, NULL);
+  int rc = weft_start_server(&server, host, (uint16_t)port, serve, NULL, &(weft_server_opts){.placement = placement});
   if (rc < 0) fprintf(stderr, "http_hello: cannot listen on %s:%d: %s\n", host, port, strerror(-rc));
   return rc;
 }
@@ -63,7 +64,7 @@ static int stop(void *arg) {
 }
 
 static void usage(void) {
-  fprintf(stderr, "usage: http_hello [--host H] [--port P] [--workers N] [--max-s S]\n");
+  fprintf(stderr, "usage: http_hello [--host H] [--port P] [--workers N] [--max-s S] [--placement rr|local]\n");
   exit(2);
 }
 
@@ -74,6 +75,12 @@ int main(int argc, char **argv) {
     else if (!strcmp(argv[i], "--port")) port = atoi(argv[++i]);
     else if (!strcmp(argv[i], "--workers")) workers = atoi(argv[++i]);
     else if (!strcmp(argv[i], "--max-s")) max_s = atoi(argv[++i]);
+    else if (!strcmp(argv[i], "--placement")) {
+      const char *p = argv[++i];
+      if (!strcmp(p, "rr")) placement = WEFT_PLACE_ROUND_ROBIN;
+      else if (!strcmp(p, "local")) placement = WEFT_PLACE_LOCAL;
+      else usage();
+    }
     else usage();
   }
   if (port < 0 || port > 65535 || workers < 0 || max_s < 0) usage();

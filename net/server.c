@@ -3,12 +3,17 @@
  *
  * THE ACCEPT LOOP is one task per server: weft_accept (IORING_OP_ACCEPT on
  * io_uring, accept4 after EPOLLIN on epoll), then a detached handler task
- * spawned for the connection. Spreading: a spawn from a busy worker goes
- * to its deque (or spawn stack), where idle workers steal it; handlers then
- * stay where they run unless stolen again. Measured against one listener
- * per worker with SO_REUSEPORT (docs/guide.md, "Servers"): with 2 workers
- * on this 2-CPU machine the accept loop was not the bottleneck, and a
- * single loop keeps close/shutdown one cancellation. Running out of
+ * for the connection. Placement (opts.placement): ROUND_ROBIN (default)
+ * starts handler i on worker i mod N (weft__spawn_pinned; the handler
+ * unpins itself at once, so stealing may still move it later); LOCAL
+ * spawns it like any task, on the accept loop's worker, where idle workers
+ * may steal it. Under load every worker is busy and nobody steals, so with
+ * LOCAL the handlers pile up on the accept loop's worker (a handler
+ * resumes where its I/O completed): measured in docs/guide.md
+ * ("Servers"). Rejected: one listener per worker with SO_REUSEPORT: the
+ * kernel's hash spreads connections unevenly for few connections, and a
+ * runtime has no way yet to start a task on a chosen worker for good (the
+ * listener's accept loop would have to stay pinned). Running out of
  * descriptors (EMFILE, ENFILE) or memory (ENOBUFS, ENOMEM) makes the loop
  * sleep 100 ms and try again rather than spin; the pending connection
  * stays in the backlog meanwhile.
@@ -49,6 +54,7 @@ typedef struct conn_rec {
   struct weft_server *srv;
   weft_task task;                /* under srv->lock: set by the handler when it starts */
   bool started;                  /* under srv->lock */
+  bool pinned;                   /* immutable: spawned pinned to its worker (round-robin) */
   int fd;
 } conn_rec;
 
@@ -60,6 +66,7 @@ struct weft_server {
   void *arg;
   weft_server_opts opts;        /* immutable */
   weft_task accept_task;        /* the closer's */
+  unsigned next_worker;         /* the accept loop's: round-robin placement */
   _Atomic int close_started;    /* 0 -> 1 by the first close */
   _Atomic uint64_t accepted;    /* relaxed: statistics */
   weft__spinlock lock;
@@ -111,6 +118,7 @@ static int conn_main(void *arg) {
   r->started = true;
   bool cancel = srv->cancelling;
   weft__spin_unlock(&srv->lock);
+  if (r->pinned) weft_unpin(); /* placed: from now on the scheduler may move it */
   if (cancel) weft_cancel(weft_current());
   weft_stream *s;
   if (weft__stream_new(r->fd, srv->opts.limit, &s) == 0) {
@@ -138,7 +146,14 @@ static void serve_one(weft_server *srv, int fd) {
   srv->active++;
   weft__spin_unlock(&srv->lock);
   weft_spawn_opts o = {.name = "weft-conn", .stack_size = srv->opts.stack_size, .detached = true};
-  weft_task t = weft_spawn_ex(conn_main, r, &o);
+  weft_task t;
+  int nw = weft_worker_count();
+  if (srv->opts.placement == WEFT_PLACE_ROUND_ROBIN && nw > 1) {
+    r->pinned = true;
+    t = weft__spawn_pinned(srv->next_worker++ % (unsigned)nw, conn_main, r, &o);
+  } else {
+    t = weft_spawn_ex(conn_main, r, &o);
+  }
   if (!t.rec) {
     close(fd);
     finish_rec(srv, r);
@@ -169,6 +184,7 @@ static int accept_main(void *arg) {
 
 static int start(weft_server **out, const weft_addr *a, weft_conn_fn fn, void *arg, const weft_server_opts *opts) {
   weft_server_opts o = opts ? *opts : (weft_server_opts){0};
+  if (o.placement != WEFT_PLACE_ROUND_ROBIN && o.placement != WEFT_PLACE_LOCAL) return -EINVAL;
   int lfd = weft_listen(a, o.backlog, o.reuseport ? WEFT_LISTEN_REUSEPORT : 0);
   if (lfd < 0) return lfd;
   weft_server *srv = weft__alloc(sizeof *srv);

@@ -132,7 +132,8 @@ TEST(many_connections_every_byte_checked) {
   ASSERT_EQ(weft_run(many_main, NULL, &c), 0);
   int w0 = atomic_load(&served_on[0]), w1 = atomic_load(&served_on[1]);
   printf("handlers started on worker 0: %d, worker 1: %d\n", w0, w1);
-  ASSERT_GT(w0 + w1, 0);
+  ASSERT_GT(w0, 0); /* round-robin placement: both workers serve */
+  ASSERT_GT(w1, 0);
 }
 
 TEST(unix_server) {

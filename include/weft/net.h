@@ -273,11 +273,18 @@ WEFT_API int weft_stream_local(const weft_stream *s, weft_addr *out);
  * and freed (the handler must not close it). */
 typedef int (*weft_conn_fn)(weft_stream *s, void *arg);
 
+/* Where a server starts its handler tasks (weft_server_opts.placement). */
+enum weft_placement {
+  WEFT_PLACE_ROUND_ROBIN = 0, /* connection i on worker i mod N (then free to be stolen) */
+  WEFT_PLACE_LOCAL = 1,       /* on the accept loop's worker; idle workers steal */
+};
+
 typedef struct weft_server_opts {
   int backlog;          /* listen backlog; 0 = SOMAXCONN */
   bool reuseport;       /* SO_REUSEPORT on the listener */
   size_t limit;         /* each stream's reader limit; 0 = 64 KiB */
   size_t stack_size;    /* handler task stack; 0 = the runtime's default */
+  int placement;        /* enum weft_placement */
 } weft_server_opts;
 
 typedef struct weft_server weft_server;
@@ -285,9 +292,8 @@ typedef struct weft_server weft_server;
 /* asyncio.start_server: listen on host:port (host NULL or "": all IPv4 and
  * IPv6 addresses; a name is resolved, the first address used; port 0: the
  * kernel picks, see weft_server_addr) or on a Unix path, and serve each
- * accepted connection with fn(stream, arg) in a new task. Handler tasks are
- * spread over the workers by the scheduler (see docs/guide.md). opts may
- * be NULL. Suspends (name resolution). Errors: -EINVAL; -EADDRINUSE; the
+ * accepted connection with fn(stream, arg) in a new task, placed on the
+ * workers round-robin (opts.placement). opts may be NULL. Suspends (name resolution). Errors: -EINVAL; -EADDRINUSE; the
  * resolver's; -ENOMEM. */
 WEFT_API int weft_start_server(weft_server **out, const char *host, uint16_t port, weft_conn_fn fn, void *arg,
                                const weft_server_opts *opts);
