@@ -6,7 +6,8 @@
  *
  * A request ends at its blank line (bodies are not read: the workload sends
  * none); pipelined requests are answered in order, each with its own
- * response, as the reader hands them out one at a time. A request head
+ * response, as the reader hands them out one at a time. A client silent
+ * for 30 s is dropped. A request head
  * longer than 8 KiB gets "431" and the connection is closed; a client that
  * closes mid-request is dropped. Signals and shutdown as in echo_server.c:
  * SIGINT/SIGTERM are blocked before the runtime starts and awaited with
@@ -36,6 +37,7 @@ static int serve(weft_stream *s, void *arg) {
   (void)arg;
   weft_set_nodelay(weft_stream_fd(s), true);
   weft_stream_set_limit(s, 8192);
+  weft_stream_set_timeout(s, 30 * 1000000000LL); /* an idle client is dropped after 30 s */
   char head[8192];
   for (;;) {
     ssize_t n = weft_stream_readuntil(s, "\r\n\r\n", 4, head, sizeof head, NULL);

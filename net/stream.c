@@ -10,7 +10,8 @@
  * receives straight into the caller's buffer (no copy). readuntil buffers
  * until the separator appears, at most `limit` bytes (then -ENOBUFS,
  * nothing consumed: the data stays readable, as after asyncio's
- * LimitOverrunError). The buffer starts at 16 KiB and grows (doubling)
+ * LimitOverrunError). An optional time limit applies to each receive
+ * (-ETIMEDOUT: what arrived stays buffered). The buffer starts at 16 KiB and grows (doubling)
  * only when a separator search needs more.
  *
  * WRITER. write copies into wbuf[wpos, wend) after one non-blocking send
@@ -52,6 +53,7 @@ struct weft_stream {
   char *rbuf;
   size_t rcap, rpos, rend;
   size_t limit;
+  int64_t timeout_ns;  /* each receive's time limit; < 0: none */
   bool eof;
   /* writer: the writing task only */
   char *wbuf;
@@ -71,6 +73,7 @@ int weft__stream_new(int fd, size_t limit, weft_stream **out) {
   memset(s, 0, sizeof *s);
   s->fd = fd;
   s->limit = limit ? limit : DEFAULT_LIMIT;
+  s->timeout_ns = -1;
   s->high = DEFAULT_HIGH;
   s->low = DEFAULT_LOW;
   *out = s;
@@ -115,7 +118,18 @@ int weft_stream_set_watermarks(weft_stream *s, size_t high, size_t low) {
   return 0;
 }
 
+int weft_stream_set_timeout(weft_stream *s, int64_t timeout_ns) {
+  if (!s || timeout_ns < -1) return -EINVAL;
+  s->timeout_ns = timeout_ns;
+  return 0;
+}
+
 /* ------------------------------------------------------------ reader */
+
+/* One receive, within the stream's time limit. Suspends. */
+static ssize_t recv_some(weft_stream *s, void *buf, size_t n) {
+  return weft_recv_until(s->fd, buf, n, 0, weft__deadline_after(s->timeout_ns));
+}
 
 static size_t buffered(const weft_stream *s) { return s->rend - s->rpos; }
 
@@ -141,7 +155,7 @@ static ssize_t fill(weft_stream *s) {
     s->rbuf = nb;
     s->rcap = ncap;
   }
-  ssize_t n = weft_recv(s->fd, s->rbuf + s->rend, s->rcap - s->rend, 0);
+  ssize_t n = recv_some(s, s->rbuf + s->rend, s->rcap - s->rend);
   if (n > 0) s->rend += (size_t)n;
   if (n == 0) s->eof = true;
   return n;
@@ -157,7 +171,7 @@ ssize_t weft_stream_read(weft_stream *s, void *buf, size_t n) {
     return (ssize_t)k;
   }
   if (s->eof) return 0;
-  ssize_t r = weft_recv(s->fd, buf, n, 0);
+  ssize_t r = recv_some(s, buf, n);
   if (r == 0) s->eof = true;
   return r;
 }
@@ -170,7 +184,7 @@ ssize_t weft_stream_readexactly(weft_stream *s, void *buf, size_t n, size_t *got
   if (got) *got = off;
   while (off < n) {
     if (s->eof) return -ENODATA;
-    ssize_t r = weft_recv(s->fd, (char *)buf + off, n - off, 0);
+    ssize_t r = recv_some(s, (char *)buf + off, n - off);
     if (r < 0) return r;
     if (r == 0) {
       s->eof = true;
@@ -195,7 +209,7 @@ ssize_t weft_stream_read_all(weft_stream *s, void *buf, size_t cap) {
       return -ENOBUFS;
     }
     if (s->eof) return (ssize_t)off;
-    ssize_t r = weft_recv(s->fd, (char *)buf + off, cap - off, 0);
+    ssize_t r = recv_some(s, (char *)buf + off, cap - off);
     if (r < 0) return r;
     if (r == 0) s->eof = true;
     off += (size_t)r;

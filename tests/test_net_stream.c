@@ -362,6 +362,38 @@ TEST(peer_reset_in_read_and_write) {
   ASSERT_EQ(weft_run(reset_main, NULL, &c), 0);
 }
 
+static int timeout_main(void *arg) {
+  (void)arg;
+  int peer;
+  weft_stream *s = pair_stream(&peer);
+  ASSERT_EQ(weft_stream_set_timeout(s, -2), -EINVAL);
+  ASSERT_EQ(weft_stream_set_timeout(s, 50000000), 0);
+  char buf[16];
+  int64_t t0 = weft_now_ns();
+  ASSERT_EQ(weft_stream_readline(s, buf, sizeof buf), -ETIMEDOUT); /* an idle peer */
+  ASSERT_GE(weft_now_ns() - t0, 40000000);
+  ASSERT_EQ(weft_send_all(peer, "abc", 3, NULL), 3);
+  ASSERT_EQ(weft_stream_readline(s, buf, sizeof buf), -ETIMEDOUT); /* a partial line stays buffered */
+  ASSERT_EQ(weft_send_all(peer, "\n", 1, NULL), 1);
+  ASSERT_EQ(weft_stream_readline(s, buf, sizeof buf), 4);
+  ASSERT_EQ(memcmp(buf, "abc\n", 4), 0);
+  size_t got;
+  ASSERT_EQ(weft_send_all(peer, "xy", 2, NULL), 2);
+  ASSERT_EQ(weft_stream_readexactly(s, buf, 5, &got), -ETIMEDOUT);
+  ASSERT_EQ(got, 2);
+  ASSERT_EQ(weft_stream_set_timeout(s, -1), 0);
+  ASSERT_EQ(weft_send_all(peer, "z", 1, NULL), 1);
+  ASSERT_EQ(weft_stream_read(s, buf, sizeof buf), 1);
+  ASSERT_EQ(weft_stream_wait_closed(s), 0);
+  close(peer);
+  return 0;
+}
+
+TEST(stream_timeout_for_an_idle_peer) {
+  weft_config c = cfg_workers(1);
+  ASSERT_EQ(weft_run(timeout_main, NULL, &c), 0);
+}
+
 static int bad_main(void *arg) {
   (void)arg;
   weft_stream *s;

@@ -207,6 +207,13 @@ WEFT_API int weft_stream_fd(const weft_stream *s);
 WEFT_API int weft_stream_set_limit(weft_stream *s, size_t limit);
 WEFT_API int weft_stream_set_watermarks(weft_stream *s, size_t high, size_t low);
 
+/* A time limit (ns) for each receive the reader makes: a read that waits
+ * longer for the peer returns -ETIMEDOUT (what arrived so far stays
+ * buffered, except for readexactly's bytes already in buf: *got says how
+ * many). -1 (the default): none. An idle timeout for a server's handler.
+ * Errors: -EINVAL. Does not suspend. */
+WEFT_API int weft_stream_set_timeout(weft_stream *s, int64_t timeout_ns);
+
 /* read(n): up to n bytes, what is buffered or one receive; 0 at end of
  * stream. Suspends. */
 WEFT_API ssize_t weft_stream_read(weft_stream *s, void *buf, size_t n);
