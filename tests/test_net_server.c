@@ -136,6 +136,12 @@ TEST(many_connections_every_byte_checked) {
   ASSERT_GT(w1, 0);
 }
 
+TEST(more_connections_than_ring_entries) {
+  weft_config c = cfg_workers(2);
+  c.ring_entries = 2; /* 64 connections, each with a receive in flight: far more than the ring holds */
+  ASSERT_EQ(weft_run(many_main, NULL, &c), 0);
+}
+
 TEST(unix_server) {
   char path[64];
   snprintf(path, sizeof path, "/tmp/weft-srv-%d.sock", (int)getpid());
