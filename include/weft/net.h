@@ -325,7 +325,8 @@ WEFT_API int weft_server_wait_closed(weft_server *srv);
 /* Graceful shutdown: close, let the handlers finish until the deadline,
  * then cancel those still running and wait for them. Returns the number of
  * handlers that were cancelled. Suspends (not cut short by cancellation
- * once the handlers are being cancelled). */
+ * once the handlers are being cancelled). Not from one of the server's own
+ * handlers (it would wait for itself), nor wait_closed. */
 WEFT_API int weft_server_shutdown(weft_server *srv, int64_t deadline_ns);
 
 /* Shut down (deadline now) if needed, and free. Suspends. */
