@@ -134,6 +134,7 @@ static ssize_t recv_some(weft_stream *s, void *buf, size_t n) {
 static size_t buffered(const weft_stream *s) { return s->rend - s->rpos; }
 
 static void consume(weft_stream *s, void *dst, size_t n) {
+  if (!n) return; /* rbuf may still be NULL */
   if (dst) memcpy(dst, s->rbuf + s->rpos, n);
   s->rpos += n;
   if (s->rpos == s->rend) s->rpos = s->rend = 0;
