@@ -10,10 +10,11 @@
  * may steal it. Under load every worker is busy and nobody steals, so with
  * LOCAL the handlers pile up on the accept loop's worker (a handler
  * resumes where its I/O completed): measured in docs/guide.md
- * ("Servers"). Rejected: one listener per worker with SO_REUSEPORT: the
- * kernel's hash spreads connections unevenly for few connections, and a
- * runtime has no way yet to start a task on a chosen worker for good (the
- * listener's accept loop would have to stay pinned). Running out of
+ * ("Networking" in the guide). Not chosen (and not measured): one
+ * listener per worker with SO_REUSEPORT, each accept loop pinned to its
+ * worker for good (weft__spawn_pinned without the unpin): the kernel's
+ * hash spreads a few connections unevenly, and close/shutdown would have N
+ * loops to stop for no gain while one accept loop keeps up. Running out of
  * descriptors (EMFILE, ENFILE) or memory (ENOBUFS, ENOMEM) makes the loop
  * sleep 100 ms and try again rather than spin; the pending connection
  * stays in the backlog meanwhile.
