@@ -260,8 +260,9 @@ static void task_init(weft__task *t, weft__runtime *rt, weft_fn fn, void *arg, c
   weft__store(&t->ref, ((uint64_t)REF_GEN(r) << 32) | (t->detached ? 1u : 2u), RELEASE);
 }
 
+/* pin_to >= 0: the task starts pinned to that worker (weft__spawn_pinned). */
 static weft_task spawn_on(weft__runtime *rt, weft__worker *w, weft_fn fn, void *arg, const weft_spawn_opts *o,
-                          int *err) {
+                          int pin_to, int *err) {
   if (!fn || (o && check_stack_size(o->stack_size))) {
     *err = EINVAL;
     return WEFT_TASK_NULL;
@@ -299,7 +300,15 @@ static weft_task spawn_on(weft__runtime *rt, weft__worker *w, weft_fn fn, void *
   }
   task_init(t, rt, fn, arg, o, id);
   weft_task h = {(struct weft_task_rec *)t, REF_GEN(weft__load(&t->ref, RELAXED))}; /* relaxed: our own store */
-  if (w)
+  if (pin_to >= 0) {
+    t->pin_count = 1;
+    t->pin_worker = pin_to;
+    /* release: pairs with the acquire in weft__schedule (is_pinned), which
+     * reads pin_worker next; the worker that runs t gets the record through
+     * its inbox's release push */
+    weft__store(&t->pinned, 1, RELEASE);
+    weft__schedule(t, false);
+  } else if (w)
     weft__schedule_spawn(w, t);
   else
     weft__schedule(t, false);
@@ -314,19 +323,31 @@ weft_task weft_spawn_ex(weft_fn fn, void *arg, const weft_spawn_opts *opts) {
     return WEFT_TASK_NULL;
   }
   int err = 0;
-  weft_task h = spawn_on(w->rt, w, fn, arg, opts, &err);
+  weft_task h = spawn_on(w->rt, w, fn, arg, opts, -1, &err);
   if (weft_task_is_null(h)) errno = err;
   return h;
 }
 
 weft_task weft_spawn(weft_fn fn, void *arg) { return weft_spawn_ex(fn, arg, NULL); }
 
+weft_task weft__spawn_pinned(unsigned worker, weft_fn fn, void *arg, const weft_spawn_opts *opts) {
+  weft__worker *w = weft__worker_self();
+  if (!w || worker >= w->rt->nworkers) {
+    errno = EINVAL;
+    return WEFT_TASK_NULL;
+  }
+  int err = 0;
+  weft_task h = spawn_on(w->rt, w, fn, arg, opts, (int)worker, &err);
+  if (weft_task_is_null(h)) errno = err;
+  return h;
+}
+
 int weft_spawn_detached(weft_fn fn, void *arg) {
   weft_spawn_opts o = {.detached = true};
   weft__worker *w = weft__worker_self();
   if (!w) return -EINVAL;
   int err = 0;
-  weft_task h = spawn_on(w->rt, w, fn, arg, &o, &err);
+  weft_task h = spawn_on(w->rt, w, fn, arg, &o, -1, &err);
   return weft_task_is_null(h) ? -err : 0;
 }
 
@@ -336,7 +357,7 @@ int weft__spawn_external(weft__runtime *rt, weft_fn fn, void *arg, weft_task *ou
   weft__worker *w = weft__worker_self();
   if (w && w->rt != rt) w = NULL;
   int err = 0;
-  weft_task h = spawn_on(rt, w, fn, arg, &o, &err);
+  weft_task h = spawn_on(rt, w, fn, arg, &o, -1, &err);
   if (weft_task_is_null(h)) return -err;
   if (out) *out = h;
   return 0;

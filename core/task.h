@@ -235,6 +235,13 @@ weft__task *weft__task_self(void);
  * timed waits. Returns the wake reason. cancellable: as prepare. */
 int64_t weft__wait_prepare_deadline(bool cancellable, int64_t deadline);
 
+/* Spawn (as weft_spawn_ex) onto worker `worker` of the calling task's
+ * runtime: the task starts there pinned (pin_count 1) and calls
+ * weft_unpin() when it may move (net/server.c places connection handlers
+ * round-robin with it). NULL handle with errno EINVAL (outside a task, no
+ * such worker) or ENOMEM. */
+weft_task weft__spawn_pinned(unsigned worker, weft_fn fn, void *arg, const weft_spawn_opts *opts);
+
 /* Deliver the pending cancel request: clear pending. */
 void weft__cancel_consume(weft__task *t);
 

@@ -19,5 +19,6 @@
 #include <weft/task.h>
 #include <weft/sync.h>
 #include <weft/io.h>
+#include <weft/net.h>
 
 #endif

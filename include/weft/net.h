@@ -1,0 +1,339 @@
+/* weft/net.h: sockets, name resolution, servers, streams and datagrams on
+ * the calling task's worker's reactor (net/).
+ *
+ * Every call that suspends says so and is a cancellation point; the I/O
+ * rules of weft/io.h hold here too: a cancelled operation returns only once
+ * the kernel is done with the caller's memory (-ECANCELED, or its real
+ * result when it completed first: bytes that moved are never lost), and the
+ * _until calls take a CLOCK_MONOTONIC deadline (WEFT_NO_DEADLINE = none) and
+ * return -ETIMEDOUT when it passes first.
+ *
+ * Descriptors made here are always SOCK_CLOEXEC|SOCK_NONBLOCK; the calls
+ * still wait for readiness and never return -EAGAIN. Sends use
+ * MSG_NOSIGNAL: a peer that went away gives -EPIPE, never SIGPIPE.
+ * No call leaves a descriptor open on an error path.
+ *
+ * Errors, for every call: a negative errno. -EINVAL bad input (a NULL
+ * pointer, a malformed address, a call that suspends made outside a task);
+ * -EBADF a negative descriptor; -ECANCELED; -ETIMEDOUT; -ECONNRESET the
+ * peer reset the connection; -EPIPE writing to a connection the peer
+ * closed; -ECONNREFUSED; -ENODATA an incomplete read (asyncio's
+ * IncompleteReadError); -ENOBUFS a reader's limit overrun (asyncio's
+ * LimitOverrunError: the data stays readable); the kernel's own errors.
+ */
+#ifndef WEFT_NET_H
+#define WEFT_NET_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <sys/types.h>
+#include <sys/un.h>
+
+#include <weft/core.h>
+#include <weft/io.h>
+
+struct iovec;
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* ------------------------------------------------------------ addresses */
+
+/* An IPv4, IPv6 or Unix-domain socket address (a plain value). len is the
+ * address's length for bind/connect; 0 = no address. */
+typedef struct weft_addr {
+  union {
+    struct sockaddr sa;
+    struct sockaddr_in in4;
+    struct sockaddr_in6 in6;
+    struct sockaddr_un un;
+    struct sockaddr_storage storage;
+  } u;
+  socklen_t len;
+} weft_addr;
+
+/* Parse a numeric address: "1.2.3.4:80", "[::1]:80", "[fe80::1%eth0]:80",
+ * or a Unix path ("/run/x.sock", "unix:rel/path", "@abstract"). No name
+ * resolution (weft_resolve does that). Does not suspend. Any thread.
+ * Errors: -EINVAL malformed (a missing or bad port, a bad IP);
+ * -ENAMETOOLONG a Unix path longer than sun_path. */
+WEFT_API int weft_addr_parse(weft_addr *out, const char *text);
+
+/* A numeric IP ("127.0.0.1", "::1") and a port. Errors: -EINVAL. */
+WEFT_API int weft_addr_ip(weft_addr *out, const char *ip, uint16_t port);
+
+/* A Unix-domain address; a leading '@' names the abstract namespace.
+ * Errors: -EINVAL empty; -ENAMETOOLONG. */
+WEFT_API int weft_addr_unix(weft_addr *out, const char *path);
+
+/* Format as weft_addr_parse reads it ("1.2.3.4:80", "[::1]:80", the path)
+ * into buf (NUL-terminated): the length, or -ENOSPC when buf is too small
+ * (buf then holds a truncated string), -EINVAL no address. Any thread. */
+WEFT_API int weft_addr_format(const weft_addr *a, char *buf, size_t len);
+
+/* The port (host order) of an IP address, or -EINVAL. */
+WEFT_API int weft_addr_port(const weft_addr *a);
+
+/* The address family (AF_INET, AF_INET6, AF_UNIX), or -EINVAL. */
+WEFT_API int weft_addr_family(const weft_addr *a);
+
+/* getaddrinfo(3) on the blocking pool (a worker never blocks): up to max
+ * addresses of host (a name or a numeric address; NULL = the loopback, or
+ * the wildcard with WEFT_RESOLVE_PASSIVE) and port into out, in the
+ * resolver's order. family: AF_UNSPEC, AF_INET or AF_INET6. Returns the
+ * number of addresses (>= 1). Suspends.
+ * Errors: -EINVAL bad arguments; -ENOENT no such host (EAI_NONAME,
+ * EAI_NODATA); -EAGAIN a temporary resolver failure (EAI_AGAIN); -ENOMEM;
+ * -EIO any other resolver failure; -ECANCELED. */
+#define WEFT_RESOLVE_PASSIVE 1u
+WEFT_API int weft_resolve(const char *host, uint16_t port, int family, unsigned flags, weft_addr *out,
+                          size_t max);
+
+/* ------------------------------------------------------------ sockets */
+
+/* socket(2) with SOCK_CLOEXEC|SOCK_NONBLOCK added. Does not suspend. */
+WEFT_API int weft_socket(int family, int type, int protocol);
+
+/* connect(2) fd to a, waiting until it is connected or the deadline:
+ * 0 or a negative errno (-ECONNREFUSED, -ETIMEDOUT, -ENETUNREACH, ...).
+ * fd stays the caller's on every path. Suspends. */
+WEFT_API int weft_connect(int fd, const weft_addr *a, int64_t deadline_ns);
+
+/* A new stream socket connected to a: its descriptor, or a negative errno
+ * (the socket is closed on every error path). Suspends. */
+WEFT_API int weft_connect_addr(const weft_addr *a, int64_t deadline_ns);
+
+/* Resolve host and connect with happy eyeballs (RFC 8305, simplified): the
+ * addresses are tried in the resolver's order, IPv6 and IPv4 interleaved;
+ * each next attempt starts when the previous one failed or after 250 ms;
+ * the first to connect wins and the others are cancelled and closed.
+ * Returns the connected descriptor (peer, if not NULL, gets its address),
+ * or the last attempt's error (-ETIMEDOUT at the deadline). Suspends. */
+WEFT_API int weft_connect_host(const char *host, uint16_t port, int64_t deadline_ns, weft_addr *peer);
+
+/* Happy eyeballs over the given addresses, in their order (1 to
+ * WEFT_CONNECT_MAX_ADDRS of them), as weft_connect_host. Suspends.
+ * Errors: as weft_connect_host; -EINVAL no address or too many. */
+#define WEFT_CONNECT_MAX_ADDRS 16
+WEFT_API int weft_connect_addrs(const weft_addr *addrs, size_t count, int64_t deadline_ns, weft_addr *peer);
+
+/* socket + SO_REUSEADDR (not for Unix paths) + bind + listen(backlog; <= 0:
+ * SOMAXCONN). flags: WEFT_LISTEN_REUSEPORT adds SO_REUSEPORT. Returns the
+ * listening descriptor or a negative errno (-EADDRINUSE, ...). Does not
+ * suspend. */
+#define WEFT_LISTEN_REUSEPORT 1u
+WEFT_API int weft_listen(const weft_addr *a, int backlog, unsigned flags);
+
+/* accept4(2) with SOCK_CLOEXEC|SOCK_NONBLOCK: the new descriptor; the
+ * peer's address in *peer when not NULL. Suspends. */
+WEFT_API int weft_accept(int fd, weft_addr *peer);
+WEFT_API int weft_accept_until(int fd, weft_addr *peer, int64_t deadline_ns);
+
+/* recv(2)/send(2) (send adds MSG_NOSIGNAL): the bytes moved (recv: 0 at
+ * end of stream), at most WEFT_IO_MAX. Suspends. */
+WEFT_API ssize_t weft_recv(int fd, void *buf, size_t len, int flags);
+WEFT_API ssize_t weft_send(int fd, const void *buf, size_t len, int flags);
+WEFT_API ssize_t weft_recv_until(int fd, void *buf, size_t len, int flags, int64_t deadline_ns);
+WEFT_API ssize_t weft_send_until(int fd, const void *buf, size_t len, int flags, int64_t deadline_ns);
+
+/* Send all len bytes (looping over partial sends): len, or a negative
+ * errno with *done (if not NULL) saying how many went. Suspends. */
+WEFT_API ssize_t weft_send_all(int fd, const void *buf, size_t len, size_t *done);
+
+/* recvmsg(2)/sendmsg(2) (sendmsg adds MSG_NOSIGNAL). Suspends. */
+WEFT_API ssize_t weft_recvmsg(int fd, struct msghdr *msg, int flags);
+WEFT_API ssize_t weft_sendmsg(int fd, const struct msghdr *msg, int flags);
+
+/* recvfrom(2)/sendto(2) for datagrams; from/to may be NULL (a connected
+ * socket). Suspends. */
+WEFT_API ssize_t weft_recvfrom(int fd, void *buf, size_t len, int flags, weft_addr *from);
+WEFT_API ssize_t weft_sendto(int fd, const void *buf, size_t len, int flags, const weft_addr *to);
+
+/* shutdown(2) (SHUT_RD, SHUT_WR, SHUT_RDWR). Does not suspend. */
+WEFT_API int weft_shutdown(int fd, int how);
+
+/* setsockopt(2)/getsockopt(2) and the common options. Do not suspend. */
+WEFT_API int weft_setsockopt(int fd, int level, int name, const void *val, socklen_t len);
+WEFT_API int weft_getsockopt(int fd, int level, int name, void *val, socklen_t *len);
+WEFT_API int weft_set_nodelay(int fd, bool on);
+WEFT_API int weft_set_reuseaddr(int fd, bool on);
+WEFT_API int weft_set_reuseport(int fd, bool on);
+
+/* The local and the peer address of a socket. Do not suspend. */
+WEFT_API int weft_sockname(int fd, weft_addr *out);
+WEFT_API int weft_peername(int fd, weft_addr *out);
+
+/* ------------------------------------------------------------ datagrams */
+
+/* A UDP socket of a's family bound to a (port 0: any port): its
+ * descriptor. Use weft_sendto/weft_recvfrom; weft_connect fixes a peer.
+ * Does not suspend. Errors: -EINVAL; -EADDRINUSE; the kernel's. */
+WEFT_API int weft_udp_bind(const weft_addr *a);
+
+/* ------------------------------------------------------------ streams */
+
+/* asyncio's StreamReader and StreamWriter over one connected socket, in
+ * one object. One task may read while another writes; two tasks must not
+ * read (or write) at once. Owned by its opener (or, for a server's
+ * connection, by the server around the handler).
+ *
+ * Reading goes through a buffer (64 KiB to start); `limit` (default 64 KiB)
+ * bounds what readuntil/readline may buffer looking for a separator.
+ * Writing copies into a buffer; the bytes go to the kernel at once when it
+ * takes them, else at the next drain. Back-pressure: a write that takes the
+ * buffer past the high watermark (default 64 KiB) first sends until at most
+ * the low watermark (default 16 KiB) is left, so a writer that never drains
+ * keeps bounded memory; drain sends everything buffered. */
+typedef struct weft_stream weft_stream;
+
+/* Connect (weft_connect_host, or a Unix path) and wrap the socket. *out
+ * receives the stream. Suspends. Errors: weft_connect_host's; -ENOMEM. */
+WEFT_API int weft_open_connection(const char *host, uint16_t port, int64_t deadline_ns, weft_stream **out);
+WEFT_API int weft_open_unix_connection(const char *path, int64_t deadline_ns, weft_stream **out);
+
+/* Wrap a connected socket (the stream owns fd from now on, also on error:
+ * -ENOMEM closes it). Does not suspend. */
+WEFT_API int weft_stream_from_fd(int fd, weft_stream **out);
+
+/* The descriptor (for options); the stream still owns it. */
+WEFT_API int weft_stream_fd(const weft_stream *s);
+
+/* Set the reader's limit (> 0) and the writer's watermarks (low <= high).
+ * Errors: -EINVAL. Do not suspend. */
+WEFT_API int weft_stream_set_limit(weft_stream *s, size_t limit);
+WEFT_API int weft_stream_set_watermarks(weft_stream *s, size_t high, size_t low);
+
+/* A time limit (ns) for each receive the reader makes: a read that waits
+ * longer for the peer returns -ETIMEDOUT (what arrived so far stays
+ * buffered, except for readexactly's bytes already in buf: *got says how
+ * many). -1 (the default): none. An idle timeout for a server's handler.
+ * Errors: -EINVAL. Does not suspend. */
+WEFT_API int weft_stream_set_timeout(weft_stream *s, int64_t timeout_ns);
+
+/* read(n): up to n bytes, what is buffered or one receive; 0 at end of
+ * stream. Suspends. */
+WEFT_API ssize_t weft_stream_read(weft_stream *s, void *buf, size_t n);
+
+/* read(-1): everything until end of stream into buf: the length, or
+ * -ENOBUFS when more than cap bytes arrived (the first cap are in buf; the
+ * rest stays readable). Suspends. */
+WEFT_API ssize_t weft_stream_read_all(weft_stream *s, void *buf, size_t cap);
+
+/* readexactly(n): n bytes into buf, or -ENODATA when the stream ended
+ * first (*got, if not NULL, receives the bytes that were read into buf,
+ * also on success and other errors). Suspends. */
+WEFT_API ssize_t weft_stream_readexactly(weft_stream *s, void *buf, size_t n, size_t *got);
+
+/* readuntil(sep): the bytes up to and including sep (seplen >= 1) into
+ * buf: their length. -ENOBUFS when no separator lies within the limit or
+ * the line would not fit in cap: nothing is consumed. -ENODATA when the
+ * stream ended before a separator: what was buffered is consumed into buf
+ * (up to cap) and *got says how much. Suspends. */
+WEFT_API ssize_t weft_stream_readuntil(weft_stream *s, const void *sep, size_t seplen, void *buf, size_t cap,
+                                       size_t *got);
+
+/* readline: readuntil("\n"), except that at end of stream the partial
+ * last line is returned (0 at end of stream). -ENOBUFS as readuntil.
+ * Suspends. */
+WEFT_API ssize_t weft_stream_readline(weft_stream *s, void *buf, size_t cap);
+
+/* True once the peer's end of stream was seen and the buffer is empty. */
+WEFT_API bool weft_stream_at_eof(const weft_stream *s);
+
+/* Buffer len bytes (iovcnt buffers) for sending: 0 or a negative errno
+ * (-EPIPE after write_eof/close, a send error seen before, -ENOMEM).
+ * Suspends only for back-pressure (see above). */
+WEFT_API int weft_stream_write(weft_stream *s, const void *buf, size_t len);
+WEFT_API int weft_stream_writev(weft_stream *s, const struct iovec *iov, int iovcnt);
+
+/* Send what is buffered; returns when the kernel took all of it (a reader
+ * that does not read holds the drainer: back-pressure). Suspends.
+ * Errors: -EPIPE, -ECONNRESET, ... */
+WEFT_API int weft_stream_drain(weft_stream *s);
+
+/* Buffered bytes not yet sent. */
+WEFT_API size_t weft_stream_buffered(const weft_stream *s);
+
+/* Drain, then shutdown(SHUT_WR): the peer reads end of stream. Suspends. */
+WEFT_API int weft_stream_write_eof(weft_stream *s);
+
+/* close(): no more writes (they get -EPIPE). Does not suspend.
+ * wait_closed(): send what is buffered (giving up on an error or after
+ * 10 s), close the socket and free the stream; call it once, after close
+ * or alone. Returns 0 or the error that ended the flush. Suspends, but is
+ * not cut short by cancellation beyond the flush. */
+WEFT_API void weft_stream_close(weft_stream *s);
+WEFT_API int weft_stream_wait_closed(weft_stream *s);
+
+/* The peer's and the local address. Do not suspend. */
+WEFT_API int weft_stream_peer(const weft_stream *s, weft_addr *out);
+WEFT_API int weft_stream_local(const weft_stream *s, weft_addr *out);
+
+/* ------------------------------------------------------------ servers */
+
+/* A connection handler: runs as its own task per accepted connection. The
+ * server owns the stream: after the handler returns it is flushed, closed
+ * and freed (the handler must not close it). */
+typedef int (*weft_conn_fn)(weft_stream *s, void *arg);
+
+/* Where a server starts its handler tasks (weft_server_opts.placement). */
+enum weft_placement {
+  WEFT_PLACE_ROUND_ROBIN = 0, /* connection i on worker i mod N (then free to be stolen) */
+  WEFT_PLACE_LOCAL = 1,       /* on the accept loop's worker; idle workers steal */
+};
+
+typedef struct weft_server_opts {
+  int backlog;          /* listen backlog; 0 = SOMAXCONN */
+  bool reuseport;       /* SO_REUSEPORT on the listener */
+  size_t limit;         /* each stream's reader limit; 0 = 64 KiB */
+  size_t stack_size;    /* handler task stack; 0 = the runtime's default */
+  int placement;        /* enum weft_placement */
+} weft_server_opts;
+
+typedef struct weft_server weft_server;
+
+/* asyncio.start_server: listen on host:port (host NULL or "": all IPv4 and
+ * IPv6 addresses; a name is resolved, the first address used; port 0: the
+ * kernel picks, see weft_server_addr) or on a Unix path, and serve each
+ * accepted connection with fn(stream, arg) in a new task, placed on the
+ * workers round-robin (opts.placement). opts may be NULL. Suspends (name resolution). Errors: -EINVAL; -EADDRINUSE; the
+ * resolver's; -ENOMEM. */
+WEFT_API int weft_start_server(weft_server **out, const char *host, uint16_t port, weft_conn_fn fn, void *arg,
+                               const weft_server_opts *opts);
+WEFT_API int weft_start_unix_server(weft_server **out, const char *path, weft_conn_fn fn, void *arg,
+                                    const weft_server_opts *opts);
+
+/* The address the server listens on. Does not suspend. */
+WEFT_API int weft_server_addr(const weft_server *srv, weft_addr *out);
+
+/* Handlers running now; connections accepted so far. */
+WEFT_API size_t weft_server_active(weft_server *srv);
+WEFT_API uint64_t weft_server_accepted(weft_server *srv);
+
+/* Stop accepting and close the listening socket; running handlers go on.
+ * Idempotent. Suspends (waits for the accept loop to stop). */
+WEFT_API int weft_server_close(weft_server *srv);
+
+/* Wait until the server is closed and every handler has returned.
+ * Suspends. Errors: -ECANCELED. */
+WEFT_API int weft_server_wait_closed(weft_server *srv);
+
+/* Graceful shutdown: close, let the handlers finish until the deadline,
+ * then cancel those still running and wait for them. Returns the number of
+ * handlers that were cancelled. Suspends (not cut short by cancellation
+ * once the handlers are being cancelled). Not from one of the server's own
+ * handlers (it would wait for itself), nor wait_closed. */
+WEFT_API int weft_server_shutdown(weft_server *srv, int64_t deadline_ns);
+
+/* Shut down (deadline now) if needed, and free. Suspends. */
+WEFT_API void weft_server_free(weft_server *srv);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif

@@ -1,0 +1,311 @@
+/* net/socket.c: socket calls on both backends (an operation's life is in
+ * io/op.h; the patterns are io/fd.c's).
+ *
+ * io_uring: each call is its opcode (IORING_OP_RECV, SEND, RECVMSG,
+ * SENDMSG, ACCEPT, CONNECT) on the worker's ring, with the deadline linked
+ * as a timeout. Our sockets are O_NONBLOCK, and io_uring may complete an
+ * operation with -EAGAIN on such a socket: the call then waits with
+ * IORING_OP_POLL_ADD and tries again, so that no call returns -EAGAIN. A
+ * connect that reports -EINPROGRESS/-EALREADY is finished the same way
+ * (POLLOUT, then SO_ERROR).
+ *
+ * epoll: the non-blocking system call first (MSG_DONTWAIT, accept4 on a
+ * non-blocking listener, connect's EINPROGRESS); on EAGAIN the task waits
+ * for readiness with a one-shot registration on its worker (io/op.c) and
+ * tries again. The readiness wait is the cancellation point; the call
+ * itself moves nothing the caller could lose.
+ *
+ * The memory an operation names (buffer, msghdr, peer address and its
+ * length) lives with the caller (or on this task's stack) and the call
+ * returns only after the completion was reaped (io/op.h's buffer rule).
+ * Every socket made here is SOCK_CLOEXEC|SOCK_NONBLOCK; every send adds
+ * MSG_NOSIGNAL.
+ */
+#include <errno.h>
+#include <limits.h>
+#include <liburing.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <sys/epoll.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <weft/net.h>
+
+#include "io/fd.h"
+#include "io/op.h"
+#include "net/net.h"
+
+enum { OP_RECV, OP_SEND, OP_RECVMSG, OP_SENDMSG, OP_ACCEPT };
+
+typedef struct sock_op {
+  int kind;
+  int fd;
+  void *buf;
+  size_t len;
+  int flags;
+  struct msghdr *msg;
+  struct sockaddr *sa; /* accept: the peer (may be NULL) */
+  socklen_t *salen;
+} sock_op;
+
+static bool wants_out(int kind) { return kind == OP_SEND || kind == OP_SENDMSG; }
+
+/* ------------------------------------------------------------ io_uring */
+
+static int uring_poll1(int fd, unsigned events, int64_t deadline) {
+  weft__uop u;
+  int err;
+  struct io_uring_sqe *sqe = weft__uop_begin(&u, deadline, &err);
+  if (!sqe) return err;
+  io_uring_prep_poll_add(sqe, fd, events);
+  return weft__uop_wait(&u, sqe);
+}
+
+static ssize_t uring_sock(sock_op *o, int64_t deadline) {
+  for (;;) {
+    weft__uop u;
+    int err;
+    struct io_uring_sqe *sqe = weft__uop_begin(&u, deadline, &err);
+    if (!sqe) return err;
+    switch (o->kind) {
+    case OP_RECV: io_uring_prep_recv(sqe, o->fd, o->buf, o->len, o->flags); break;
+    case OP_SEND: io_uring_prep_send(sqe, o->fd, o->buf, o->len, o->flags); break;
+    case OP_RECVMSG: io_uring_prep_recvmsg(sqe, o->fd, o->msg, (unsigned)o->flags); break;
+    case OP_SENDMSG: io_uring_prep_sendmsg(sqe, o->fd, o->msg, (unsigned)o->flags); break;
+    default: io_uring_prep_accept(sqe, o->fd, o->sa, o->salen, SOCK_CLOEXEC | SOCK_NONBLOCK); break;
+    }
+    int res = weft__uop_wait(&u, sqe);
+    if (res != -EAGAIN) return res;
+    int p = uring_poll1(o->fd, wants_out(o->kind) ? POLLOUT : POLLIN, deadline);
+    if (p < 0) return p;
+  }
+}
+
+/* ------------------------------------------------------------ epoll */
+
+static ssize_t sock_syscall(sock_op *o) {
+  switch (o->kind) {
+  case OP_RECV: return recv(o->fd, o->buf, o->len, o->flags | MSG_DONTWAIT);
+  case OP_SEND: return send(o->fd, o->buf, o->len, o->flags | MSG_DONTWAIT);
+  case OP_RECVMSG: return recvmsg(o->fd, o->msg, o->flags | MSG_DONTWAIT);
+  case OP_SENDMSG: return sendmsg(o->fd, o->msg, o->flags | MSG_DONTWAIT);
+  default: return accept4(o->fd, o->sa, o->salen, SOCK_CLOEXEC | SOCK_NONBLOCK);
+  }
+}
+
+static ssize_t epoll_sock(sock_op *o, int64_t deadline) {
+  int rc = weft__io_cancel_point();
+  if (rc) return rc;
+  for (;;) {
+    ssize_t r = sock_syscall(o);
+    if (r >= 0) return r;
+    int e = errno;
+    if (e == EINTR) continue;
+    if (e != EAGAIN && e != EWOULDBLOCK) return -e;
+    if (deadline != WEFT__NO_DEADLINE && weft_now_ns() >= deadline) return -ETIMEDOUT;
+    rc = weft__epoll_wait_fd(o->fd, wants_out(o->kind) ? EPOLLOUT : EPOLLIN, deadline);
+    if (rc < 0) return rc;
+  }
+}
+
+/* ------------------------------------------------------------ shared */
+
+static ssize_t sock_run(sock_op *o, int64_t deadline) {
+  int backend = weft__io_backend();
+  if (backend < 0) return backend;
+  if (o->fd < 0) return -EBADF;
+  if (backend == WEFT_BACKEND_URING) return uring_sock(o, deadline);
+  return epoll_sock(o, deadline);
+}
+
+static ssize_t recv_send(int kind, int fd, const void *buf, size_t len, int flags, int64_t deadline) {
+  int rc = weft__io_buf(buf, &len);
+  if (rc) return rc;
+  if (kind == OP_SEND) flags |= MSG_NOSIGNAL;
+  sock_op o = {.kind = kind, .fd = fd, .buf = (void *)buf, .len = len, .flags = flags};
+  return sock_run(&o, deadline);
+}
+
+ssize_t weft_recv(int fd, void *buf, size_t len, int flags) {
+  return recv_send(OP_RECV, fd, buf, len, flags, WEFT__NO_DEADLINE);
+}
+ssize_t weft_send(int fd, const void *buf, size_t len, int flags) {
+  return recv_send(OP_SEND, fd, buf, len, flags, WEFT__NO_DEADLINE);
+}
+ssize_t weft_recv_until(int fd, void *buf, size_t len, int flags, int64_t deadline) {
+  return recv_send(OP_RECV, fd, buf, len, flags, deadline);
+}
+ssize_t weft_send_until(int fd, const void *buf, size_t len, int flags, int64_t deadline) {
+  return recv_send(OP_SEND, fd, buf, len, flags, deadline);
+}
+
+ssize_t weft_send_all(int fd, const void *buf, size_t len, size_t *done) {
+  size_t off = 0;
+  if (done) *done = 0;
+  if (len > (size_t)SSIZE_MAX || (!buf && len)) return -EINVAL;
+  while (off < len) {
+    ssize_t n = weft_send(fd, (const char *)buf + off, len - off, 0);
+    if (n < 0) return n;
+    off += (size_t)n;
+    if (done) *done = off;
+  }
+  return (ssize_t)len;
+}
+
+ssize_t weft__recvmsg_until(int fd, struct msghdr *msg, int flags, int64_t deadline) {
+  if (!msg) return -EINVAL;
+  sock_op o = {.kind = OP_RECVMSG, .fd = fd, .msg = msg, .flags = flags};
+  return sock_run(&o, deadline);
+}
+
+ssize_t weft__sendmsg_until(int fd, const struct msghdr *msg, int flags, int64_t deadline) {
+  if (!msg) return -EINVAL;
+  sock_op o = {.kind = OP_SENDMSG, .fd = fd, .msg = (struct msghdr *)msg, .flags = flags | MSG_NOSIGNAL};
+  return sock_run(&o, deadline);
+}
+
+ssize_t weft_recvmsg(int fd, struct msghdr *msg, int flags) {
+  return weft__recvmsg_until(fd, msg, flags, WEFT__NO_DEADLINE);
+}
+ssize_t weft_sendmsg(int fd, const struct msghdr *msg, int flags) {
+  return weft__sendmsg_until(fd, msg, flags, WEFT__NO_DEADLINE);
+}
+
+int weft_accept_until(int fd, weft_addr *peer, int64_t deadline) {
+  weft_addr tmp;
+  weft_addr *p = peer ? peer : &tmp;
+  p->len = sizeof p->u;
+  sock_op o = {.kind = OP_ACCEPT, .fd = fd, .sa = &p->u.sa, .salen = &p->len};
+  ssize_t r = sock_run(&o, deadline);
+  if (r < 0) p->len = 0;
+  return (int)r;
+}
+
+int weft_accept(int fd, weft_addr *peer) { return weft_accept_until(fd, peer, WEFT__NO_DEADLINE); }
+
+/* ------------------------------------------------------------ connect */
+
+static int so_error(int fd) {
+  int err = 0;
+  socklen_t len = sizeof err;
+  if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0) return -errno;
+  return -err;
+}
+
+static int check_addr(const weft_addr *a) {
+  if (!a || !a->len || a->len > sizeof a->u) return -EINVAL;
+  return 0;
+}
+
+int weft_connect(int fd, const weft_addr *a, int64_t deadline) {
+  int rc = check_addr(a);
+  if (rc) return rc;
+  int backend = weft__io_backend();
+  if (backend < 0) return backend;
+  if (fd < 0) return -EBADF;
+  if (backend == WEFT_BACKEND_URING) {
+    weft__uop u;
+    int err;
+    struct io_uring_sqe *sqe = weft__uop_begin(&u, deadline, &err);
+    if (!sqe) return err;
+    io_uring_prep_connect(sqe, fd, &a->u.sa, a->len);
+    rc = weft__uop_wait(&u, sqe);
+    if (rc != -EINPROGRESS && rc != -EALREADY && rc != -EAGAIN) return rc;
+    rc = uring_poll1(fd, POLLOUT, deadline);
+    return rc < 0 ? rc : so_error(fd);
+  }
+  rc = weft__io_cancel_point();
+  if (rc) return rc;
+  if (connect(fd, &a->u.sa, a->len) == 0) return 0;
+  if (errno != EINPROGRESS && errno != EINTR && errno != EAGAIN) return -errno;
+  rc = weft__epoll_wait_fd(fd, EPOLLOUT, deadline);
+  return rc < 0 ? rc : so_error(fd);
+}
+
+int weft_connect_addr(const weft_addr *a, int64_t deadline) {
+  int rc = check_addr(a);
+  if (rc) return rc;
+  int fd = weft_socket(a->u.sa.sa_family, SOCK_STREAM, 0);
+  if (fd < 0) return fd;
+  rc = weft_connect(fd, a, deadline);
+  if (rc < 0) {
+    close(fd);
+    return rc;
+  }
+  return fd;
+}
+
+/* ------------------------------------------------------------ plain calls */
+
+int weft_socket(int family, int type, int protocol) {
+  int fd = socket(family, type | SOCK_CLOEXEC | SOCK_NONBLOCK, protocol);
+  return fd < 0 ? -errno : fd;
+}
+
+int weft_shutdown(int fd, int how) {
+  if (fd < 0) return -EBADF;
+  return shutdown(fd, how) < 0 ? -errno : 0;
+}
+
+int weft_setsockopt(int fd, int level, int name, const void *val, socklen_t len) {
+  if (fd < 0) return -EBADF;
+  return setsockopt(fd, level, name, val, len) < 0 ? -errno : 0;
+}
+
+int weft_getsockopt(int fd, int level, int name, void *val, socklen_t *len) {
+  if (fd < 0) return -EBADF;
+  if (!val || !len) return -EINVAL;
+  return getsockopt(fd, level, name, val, len) < 0 ? -errno : 0;
+}
+
+static int set_int(int fd, int level, int name, bool on) {
+  int v = on;
+  return weft_setsockopt(fd, level, name, &v, sizeof v);
+}
+
+int weft_set_nodelay(int fd, bool on) { return set_int(fd, IPPROTO_TCP, TCP_NODELAY, on); }
+int weft_set_reuseaddr(int fd, bool on) { return set_int(fd, SOL_SOCKET, SO_REUSEADDR, on); }
+int weft_set_reuseport(int fd, bool on) { return set_int(fd, SOL_SOCKET, SO_REUSEPORT, on); }
+
+int weft_sockname(int fd, weft_addr *out) {
+  if (fd < 0) return -EBADF;
+  if (!out) return -EINVAL;
+  out->len = sizeof out->u;
+  if (getsockname(fd, &out->u.sa, &out->len) < 0) {
+    out->len = 0;
+    return -errno;
+  }
+  return 0;
+}
+
+int weft_peername(int fd, weft_addr *out) {
+  if (fd < 0) return -EBADF;
+  if (!out) return -EINVAL;
+  out->len = sizeof out->u;
+  if (getpeername(fd, &out->u.sa, &out->len) < 0) {
+    out->len = 0;
+    return -errno;
+  }
+  return 0;
+}
+
+int weft_listen(const weft_addr *a, int backlog, unsigned flags) {
+  int rc = check_addr(a);
+  if (rc) return rc;
+  if (flags & ~WEFT_LISTEN_REUSEPORT) return -EINVAL;
+  int fd = weft_socket(a->u.sa.sa_family, SOCK_STREAM, 0);
+  if (fd < 0) return fd;
+  if (a->u.sa.sa_family != AF_UNIX) {
+    rc = weft_set_reuseaddr(fd, true);
+    if (!rc && (flags & WEFT_LISTEN_REUSEPORT)) rc = weft_set_reuseport(fd, true);
+  }
+  if (!rc && bind(fd, &a->u.sa, a->len) < 0) rc = -errno;
+  if (!rc && listen(fd, backlog <= 0 ? SOMAXCONN : backlog) < 0) rc = -errno;
+  if (rc) {
+    close(fd);
+    return rc;
+  }
+  return fd;
+}

@@ -1,0 +1,385 @@
+/* net/stream.c: asyncio's StreamReader/StreamWriter over one socket.
+ *
+ * OWNERSHIP. The reader's fields are touched only by the task reading, the
+ * writer's only by the task writing (one of each at a time, as asyncio's
+ * "one reader, one writer"), so no lock: the two halves share only the
+ * immutable descriptor.
+ *
+ * READER. rbuf[rpos, rend) holds received bytes not yet consumed; `eof`
+ * says the peer's end of stream was seen. A read with nothing buffered
+ * receives straight into the caller's buffer (no copy). readuntil buffers
+ * until the separator appears, at most `limit` bytes (then -ENOBUFS,
+ * nothing consumed: the data stays readable, as after asyncio's
+ * LimitOverrunError). An optional time limit applies to each receive
+ * (-ETIMEDOUT: what arrived stays buffered). The buffer starts at 16 KiB and grows (doubling)
+ * only when a separator search needs more.
+ *
+ * WRITER. write copies into wbuf[wpos, wend) after one non-blocking send
+ * (MSG_DONTWAIT: a plain system call, no suspension, on both backends)
+ * when nothing is buffered, so a small reply costs one send(2) and drain
+ * then has nothing to do. Back-pressure: when the buffer passes `high`, the
+ * write itself sends (suspending) until at most `low` is left; drain sends
+ * everything. A send error (-EPIPE, -ECONNRESET) is latched in `werr` and
+ * returned by every later write/drain. Cancellation and deadlines do not
+ * latch: the bytes not sent stay buffered.
+ *
+ * Rejected: a background flusher task per stream that sends on its own
+ * (asyncio's transport): it needs the writer's buffer shared between two
+ * tasks (a lock on every write) and a task per connection more; drain is
+ * where asyncio programs wait anyway.
+ */
+#include <errno.h>
+#include <limits.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
+#include <weft/net.h>
+
+#include "core/alloc.h"
+#include "io/op.h"
+#include "net/net.h"
+
+#define RBUF_START (16 * 1024)
+#define DEFAULT_LIMIT (64 * 1024)
+#define DEFAULT_HIGH (64 * 1024)
+#define DEFAULT_LOW (16 * 1024)
+#define CLOSE_FLUSH_NS (10LL * 1000 * 1000 * 1000)
+
+struct weft_stream {
+  int fd;              /* immutable until wait_closed */
+  /* reader: the reading task only */
+  char *rbuf;
+  size_t rcap, rpos, rend;
+  size_t limit;
+  int64_t timeout_ns;  /* each receive's time limit; < 0: none */
+  bool eof;
+  /* writer: the writing task only */
+  char *wbuf;
+  size_t wcap, wpos, wend;
+  size_t high, low;
+  int werr;            /* a latched send error, or 0 */
+  bool closing;        /* close() was called: writes get -EPIPE */
+  bool eof_sent;       /* write_eof() shut the write side */
+};
+
+int weft__stream_new(int fd, size_t limit, weft_stream **out) {
+  weft_stream *s = weft__alloc(sizeof *s);
+  if (!s) {
+    close(fd);
+    return -ENOMEM;
+  }
+  memset(s, 0, sizeof *s);
+  s->fd = fd;
+  s->limit = limit ? limit : DEFAULT_LIMIT;
+  s->timeout_ns = -1;
+  s->high = DEFAULT_HIGH;
+  s->low = DEFAULT_LOW;
+  *out = s;
+  return 0;
+}
+
+int weft_stream_from_fd(int fd, weft_stream **out) {
+  if (!out) return -EINVAL;
+  if (fd < 0) return -EBADF;
+  return weft__stream_new(fd, 0, out);
+}
+
+int weft_open_connection(const char *host, uint16_t port, int64_t deadline, weft_stream **out) {
+  if (!out) return -EINVAL;
+  int fd = weft_connect_host(host, port, deadline, NULL);
+  if (fd < 0) return fd;
+  return weft__stream_new(fd, 0, out);
+}
+
+int weft_open_unix_connection(const char *path, int64_t deadline, weft_stream **out) {
+  if (!out) return -EINVAL;
+  weft_addr a;
+  int rc = weft_addr_unix(&a, path);
+  if (rc) return rc;
+  int fd = weft_connect_addr(&a, deadline);
+  if (fd < 0) return fd;
+  return weft__stream_new(fd, 0, out);
+}
+
+int weft_stream_fd(const weft_stream *s) { return s ? s->fd : -EINVAL; }
+
+int weft_stream_set_limit(weft_stream *s, size_t limit) {
+  if (!s || !limit || limit > (size_t)SSIZE_MAX / 2) return -EINVAL;
+  s->limit = limit;
+  return 0;
+}
+
+int weft_stream_set_watermarks(weft_stream *s, size_t high, size_t low) {
+  if (!s || low > high) return -EINVAL;
+  s->high = high;
+  s->low = low;
+  return 0;
+}
+
+int weft_stream_set_timeout(weft_stream *s, int64_t timeout_ns) {
+  if (!s || timeout_ns < -1) return -EINVAL;
+  s->timeout_ns = timeout_ns;
+  return 0;
+}
+
+/* ------------------------------------------------------------ reader */
+
+/* One receive, within the stream's time limit. Suspends. */
+static ssize_t recv_some(weft_stream *s, void *buf, size_t n) {
+  return weft_recv_until(s->fd, buf, n, 0, weft__deadline_after(s->timeout_ns));
+}
+
+static size_t buffered(const weft_stream *s) { return s->rend - s->rpos; }
+
+static void consume(weft_stream *s, void *dst, size_t n) {
+  if (!n) return; /* rbuf may still be NULL */
+  if (dst) memcpy(dst, s->rbuf + s->rpos, n);
+  s->rpos += n;
+  if (s->rpos == s->rend) s->rpos = s->rend = 0;
+}
+
+/* Receive once into the buffer (making room: compact, then grow): the
+ * bytes received, 0 at end of stream, or a negative errno. */
+static ssize_t fill(weft_stream *s) {
+  if (s->eof) return 0;
+  if (s->rend == s->rcap && s->rpos > 0) {
+    memmove(s->rbuf, s->rbuf + s->rpos, buffered(s));
+    s->rend -= s->rpos;
+    s->rpos = 0;
+  }
+  if (s->rend == s->rcap) {
+    size_t ncap = s->rcap ? s->rcap * 2 : RBUF_START;
+    char *nb = weft__realloc(s->rbuf, s->rcap, ncap);
+    if (!nb) return -ENOMEM;
+    s->rbuf = nb;
+    s->rcap = ncap;
+  }
+  ssize_t n = recv_some(s, s->rbuf + s->rend, s->rcap - s->rend);
+  if (n > 0) s->rend += (size_t)n;
+  if (n == 0) s->eof = true;
+  return n;
+}
+
+ssize_t weft_stream_read(weft_stream *s, void *buf, size_t n) {
+  if (!s || (!buf && n)) return -EINVAL;
+  if (n == 0) return 0;
+  if (n > WEFT_IO_MAX) n = WEFT_IO_MAX;
+  if (buffered(s)) {
+    size_t k = buffered(s) < n ? buffered(s) : n;
+    consume(s, buf, k);
+    return (ssize_t)k;
+  }
+  if (s->eof) return 0;
+  ssize_t r = recv_some(s, buf, n);
+  if (r == 0) s->eof = true;
+  return r;
+}
+
+ssize_t weft_stream_readexactly(weft_stream *s, void *buf, size_t n, size_t *got) {
+  if (got) *got = 0;
+  if (!s || (!buf && n) || n > (size_t)SSIZE_MAX) return -EINVAL;
+  size_t off = buffered(s) < n ? buffered(s) : n;
+  consume(s, buf, off);
+  if (got) *got = off;
+  while (off < n) {
+    if (s->eof) return -ENODATA;
+    ssize_t r = recv_some(s, (char *)buf + off, n - off);
+    if (r < 0) return r;
+    if (r == 0) {
+      s->eof = true;
+      return -ENODATA;
+    }
+    off += (size_t)r;
+    if (got) *got = off;
+  }
+  return (ssize_t)n;
+}
+
+ssize_t weft_stream_read_all(weft_stream *s, void *buf, size_t cap) {
+  if (!s || (!buf && cap) || cap > (size_t)SSIZE_MAX) return -EINVAL;
+  size_t off = buffered(s) < cap ? buffered(s) : cap;
+  consume(s, buf, off);
+  for (;;) {
+    if (buffered(s)) return -ENOBUFS; /* more than cap: the rest stays readable */
+    if (off == cap) {                 /* full: is there more? */
+      ssize_t r = fill(s);
+      if (r < 0) return r;
+      if (r == 0) return (ssize_t)off;
+      return -ENOBUFS;
+    }
+    if (s->eof) return (ssize_t)off;
+    ssize_t r = recv_some(s, (char *)buf + off, cap - off);
+    if (r < 0) return r;
+    if (r == 0) s->eof = true;
+    off += (size_t)r;
+  }
+}
+
+static const char *find(const char *hay, size_t hlen, const char *needle, size_t nlen) {
+  if (nlen == 1) return memchr(hay, needle[0], hlen);
+  return memmem(hay, hlen, needle, nlen);
+}
+
+ssize_t weft_stream_readuntil(weft_stream *s, const void *sep, size_t seplen, void *buf, size_t cap, size_t *got) {
+  if (got) *got = 0;
+  if (!s || !sep || !seplen || (!buf && cap)) return -EINVAL;
+  size_t searched = 0; /* bytes from rpos already known to hold no separator start */
+  for (;;) {
+    size_t have = buffered(s);
+    const char *hit = have >= seplen ? find(s->rbuf + s->rpos + searched, have - searched, sep, seplen) : NULL;
+    if (hit) {
+      size_t len = (size_t)(hit - (s->rbuf + s->rpos)) + seplen;
+      if (len > s->limit || len > cap) return -ENOBUFS;
+      consume(s, buf, len);
+      if (got) *got = len;
+      return (ssize_t)len;
+    }
+    if (have > s->limit) return -ENOBUFS;
+    if (s->eof) {
+      size_t k = have < cap ? have : cap;
+      consume(s, buf, k);
+      if (got) *got = k;
+      return -ENODATA;
+    }
+    searched = have >= seplen ? have - seplen + 1 : 0;
+    ssize_t r = fill(s); /* may compact: `searched` counts from rpos, so it stays valid */
+    if (r < 0) return r;
+  }
+}
+
+ssize_t weft_stream_readline(weft_stream *s, void *buf, size_t cap) {
+  size_t got = 0;
+  ssize_t r = weft_stream_readuntil(s, "\n", 1, buf, cap, &got);
+  if (r == -ENODATA) return (ssize_t)got;
+  return r;
+}
+
+bool weft_stream_at_eof(const weft_stream *s) { return s && s->eof && s->rpos == s->rend; }
+
+/* ------------------------------------------------------------ writer */
+
+size_t weft_stream_buffered(const weft_stream *s) { return s ? s->wend - s->wpos : 0; }
+
+static int append(weft_stream *s, const void *p, size_t n) {
+  if (!n) return 0;
+  if (s->wpos && s->wend + n > s->wcap) { /* compact first */
+    memmove(s->wbuf, s->wbuf + s->wpos, s->wend - s->wpos);
+    s->wend -= s->wpos;
+    s->wpos = 0;
+  }
+  if (s->wend + n > s->wcap) {
+    size_t ncap = s->wcap ? s->wcap : 4096;
+    while (ncap < s->wend + n) ncap *= 2;
+    char *nb = weft__realloc(s->wbuf, s->wcap, ncap);
+    if (!nb) return -ENOMEM;
+    s->wbuf = nb;
+    s->wcap = ncap;
+  }
+  memcpy(s->wbuf + s->wend, p, n);
+  s->wend += n;
+  return 0;
+}
+
+static bool latches(ssize_t err) { return err != -ECANCELED && err != -ETIMEDOUT && err != -EINVAL; }
+
+/* Send until at most `target` bytes stay buffered. Suspends. */
+static int flush_to(weft_stream *s, size_t target, int64_t deadline) {
+  while (s->wend - s->wpos > target) {
+    ssize_t n = weft_send_until(s->fd, s->wbuf + s->wpos, s->wend - s->wpos, 0, deadline);
+    if (n < 0) {
+      if (latches(n)) s->werr = (int)n;
+      return (int)n;
+    }
+    s->wpos += (size_t)n;
+  }
+  if (s->wpos == s->wend) s->wpos = s->wend = 0;
+  return 0;
+}
+
+static int write_state(const weft_stream *s) {
+  if (s->werr) return s->werr;
+  if (s->closing || s->eof_sent) return -EPIPE;
+  return 0;
+}
+
+int weft_stream_writev(weft_stream *s, const struct iovec *iov, int iovcnt) {
+  if (!s || (!iov && iovcnt) || iovcnt < 0 || iovcnt > IOV_MAX) return -EINVAL;
+  int rc = write_state(s);
+  if (rc) return rc;
+  size_t total = 0;
+  for (int i = 0; i < iovcnt; i++) {
+    if (!iov[i].iov_base && iov[i].iov_len) return -EINVAL;
+    total += iov[i].iov_len;
+  }
+  size_t sent = 0;
+  if (s->wend == s->wpos && total) { /* nothing queued: try the kernel at once */
+    struct msghdr msg = {.msg_iov = (struct iovec *)iov, .msg_iovlen = (size_t)iovcnt};
+    ssize_t n = sendmsg(s->fd, &msg, MSG_DONTWAIT | MSG_NOSIGNAL);
+    if (n >= 0) {
+      sent = (size_t)n;
+    } else if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) {
+      s->werr = -errno;
+      return s->werr;
+    }
+  }
+  for (int i = 0; i < iovcnt; i++) { /* the rest into the buffer */
+    size_t len = iov[i].iov_len;
+    if (sent >= len) {
+      sent -= len;
+      continue;
+    }
+    rc = append(s, (const char *)iov[i].iov_base + sent, len - sent);
+    if (rc) return rc;
+    sent = 0;
+  }
+  if (s->wend - s->wpos > s->high) return flush_to(s, s->low, WEFT__NO_DEADLINE);
+  return 0;
+}
+
+int weft_stream_write(weft_stream *s, const void *buf, size_t len) {
+  struct iovec iov = {.iov_base = (void *)buf, .iov_len = len};
+  return weft_stream_writev(s, &iov, 1);
+}
+
+int weft_stream_drain(weft_stream *s) {
+  if (!s) return -EINVAL;
+  if (s->werr) return s->werr;
+  return flush_to(s, 0, WEFT__NO_DEADLINE);
+}
+
+int weft_stream_write_eof(weft_stream *s) {
+  if (!s) return -EINVAL;
+  if (s->eof_sent) return 0;
+  int rc = weft_stream_drain(s);
+  if (rc) return rc;
+  s->eof_sent = true;
+  return weft_shutdown(s->fd, SHUT_WR);
+}
+
+void weft_stream_close(weft_stream *s) {
+  if (s) s->closing = true;
+}
+
+int weft_stream_wait_closed(weft_stream *s) {
+  if (!s) return -EINVAL;
+  s->closing = true;
+  int rc = s->werr;
+  if (!rc && s->wend > s->wpos) rc = flush_to(s, 0, weft__deadline_after(CLOSE_FLUSH_NS));
+  close(s->fd);
+  weft__free(s->rbuf, s->rcap);
+  weft__free(s->wbuf, s->wcap);
+  weft__free(s, sizeof *s);
+  return rc;
+}
+
+int weft_stream_peer(const weft_stream *s, weft_addr *out) {
+  if (!s) return -EINVAL;
+  return weft_peername(s->fd, out);
+}
+
+int weft_stream_local(const weft_stream *s, weft_addr *out) {
+  if (!s) return -EINVAL;
+  return weft_sockname(s->fd, out);
+}

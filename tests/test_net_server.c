@@ -1,0 +1,345 @@
+/* tests/test_net_server.c: start_server on TCP and Unix paths; many
+ * concurrent connections over the workers with every byte checked; close
+ * (stop accepting), wait_closed (wait for the handlers), graceful shutdown
+ * with a deadline (then cancellation); EMFILE back-off (a lowered
+ * RLIMIT_NOFILE in this forked test); port in use; no descriptor leaked.
+ * Runs on whichever backend WEFT_BACKEND selects. Loopback only. */
+#include <dirent.h>
+#include <stdatomic.h>
+#include <sys/resource.h>
+#include <unistd.h>
+
+#include <weft/weft.h>
+
+#include "test.h"
+
+static weft_config cfg_workers(unsigned n) {
+  weft_config c = {0};
+  c.workers = n;
+  return c;
+}
+
+static int count_fds(void) {
+  DIR *d = opendir("/proc/self/fd");
+  int n = 0;
+  struct dirent *e;
+  while ((e = readdir(d))) n += e->d_name[0] != '.';
+  closedir(d);
+  return n - 1;
+}
+
+static _Atomic int served_on[8];
+static _Atomic long handler_bytes;
+
+/* Echo with the stream API until end of stream. */
+static int echo_handler(weft_stream *s, void *arg) {
+  (void)arg;
+  int w = weft_worker_id();
+  if (w >= 0 && w < 8) atomic_fetch_add(&served_on[w], 1);
+  char buf[8192];
+  for (;;) {
+    ssize_t n = weft_stream_read(s, buf, sizeof buf);
+    if (n <= 0) return (int)n;
+    atomic_fetch_add(&handler_bytes, n);
+    if (weft_stream_write(s, buf, (size_t)n) < 0 || weft_stream_drain(s) < 0) return -1;
+  }
+}
+
+typedef struct client_arg {
+  uint16_t port;
+  const char *unix_path;
+  int id;
+  size_t len;
+  bool ok;
+} client_arg;
+
+static int echo_client(void *arg) {
+  client_arg *c = arg;
+  weft_stream *s;
+  int rc = c->unix_path ? weft_open_unix_connection(c->unix_path, WEFT_NO_DEADLINE, &s)
+                        : weft_open_connection("127.0.0.1", c->port, WEFT_NO_DEADLINE, &s);
+  ASSERT_EQ(rc, 0);
+  char *out = malloc(c->len), *in = malloc(c->len);
+  for (size_t i = 0; i < c->len; i++) out[i] = (char)(i * 31 + (size_t)c->id);
+  /* write in pieces, read back as we go */
+  size_t sent = 0, got = 0;
+  while (got < c->len) {
+    if (sent < c->len) {
+      size_t n = c->len - sent < 3000 ? c->len - sent : 3000;
+      ASSERT_EQ(weft_stream_write(s, out + sent, n), 0);
+      ASSERT_EQ(weft_stream_drain(s), 0);
+      sent += n;
+    }
+    while (got < sent) {
+      ssize_t n = weft_stream_read(s, in + got, c->len - got);
+      ASSERT_GT(n, 0);
+      got += (size_t)n;
+    }
+  }
+  c->ok = memcmp(in, out, c->len) == 0;
+  ASSERT_EQ(weft_stream_write_eof(s), 0);
+  char x;
+  ASSERT_EQ(weft_stream_read(s, &x, 1), 0); /* the server's handler ended: end of stream */
+  ASSERT_EQ(weft_stream_wait_closed(s), 0);
+  free(out);
+  free(in);
+  return 0;
+}
+
+static int many_main(void *arg) {
+  const char *unix_path = arg;
+  int fds0 = count_fds();
+  weft_server *srv;
+  if (unix_path) {
+    unlink(unix_path);
+    ASSERT_EQ(weft_start_unix_server(&srv, unix_path, echo_handler, NULL, NULL), 0);
+  } else {
+    ASSERT_EQ(weft_start_server(&srv, "127.0.0.1", 0, echo_handler, NULL, NULL), 0);
+  }
+  weft_addr a;
+  ASSERT_EQ(weft_server_addr(srv, &a), 0);
+  int n = test_sanitized() ? 24 : (int)(64 * test_stress_scale());
+  client_arg *cs = calloc((size_t)n, sizeof *cs);
+  weft_task *ts = calloc((size_t)n, sizeof *ts);
+  long expect = 0;
+  for (int i = 0; i < n; i++) {
+    cs[i] = (client_arg){.port = (uint16_t)weft_addr_port(&a), .unix_path = unix_path, .id = i,
+                         .len = (size_t)(1 + (i * 7919) % 40000)};
+    expect += (long)cs[i].len;
+    ts[i] = weft_spawn(echo_client, &cs[i]);
+  }
+  for (int i = 0; i < n; i++) {
+    ASSERT_EQ(weft_join(ts[i]), 0);
+    weft_task_release(ts[i]);
+    ASSERT_TRUE(cs[i].ok);
+  }
+  ASSERT_EQ(weft_server_accepted(srv), (uint64_t)n);
+  ASSERT_EQ(weft_server_close(srv), 0);
+  ASSERT_EQ(weft_server_close(srv), 0); /* idempotent */
+  ASSERT_EQ(weft_server_wait_closed(srv), 0);
+  ASSERT_EQ(weft_server_active(srv), 0);
+  ASSERT_EQ(atomic_load(&handler_bytes), expect);
+  weft_server_free(srv);
+  if (unix_path) ASSERT_EQ(access(unix_path, F_OK), -1); /* the path was removed */
+  free(cs);
+  free(ts);
+  ASSERT_EQ(count_fds(), fds0);
+  return 0;
+}
+
+TEST(many_connections_every_byte_checked) {
+  weft_config c = cfg_workers(2);
+  ASSERT_EQ(weft_run(many_main, NULL, &c), 0);
+  int w0 = atomic_load(&served_on[0]), w1 = atomic_load(&served_on[1]);
+  printf("handlers started on worker 0: %d, worker 1: %d\n", w0, w1);
+  ASSERT_GT(w0, 0); /* round-robin placement: both workers serve */
+  ASSERT_GT(w1, 0);
+}
+
+TEST(more_connections_than_ring_entries) {
+  weft_config c = cfg_workers(2);
+  c.ring_entries = 2; /* 64 connections, each with a receive in flight: far more than the ring holds */
+  ASSERT_EQ(weft_run(many_main, NULL, &c), 0);
+}
+
+TEST(unix_server) {
+  char path[64];
+  snprintf(path, sizeof path, "/tmp/weft-srv-%d.sock", (int)getpid());
+  weft_config c = cfg_workers(2);
+  ASSERT_EQ(weft_run(many_main, path, &c), 0);
+}
+
+/* ------------------------------------------------------------ lifecycle */
+
+static weft_event release_handlers;
+static _Atomic int handlers_cancelled, handlers_done;
+
+/* Waits for the event (or a cancellation), then writes "bye". */
+static int waiting_handler(weft_stream *s, void *arg) {
+  (void)arg;
+  int rc = weft_event_wait(&release_handlers);
+  if (rc == -ECANCELED) {
+    atomic_fetch_add(&handlers_cancelled, 1);
+    return rc;
+  }
+  weft_stream_write(s, "bye", 3);
+  atomic_fetch_add(&handlers_done, 1);
+  return 0;
+}
+
+static int wait_closed_task(void *arg) { return weft_server_wait_closed(arg); }
+
+static int lifecycle_main(void *arg) {
+  (void)arg;
+  int fds0 = count_fds();
+  weft_event_init(&release_handlers);
+  weft_server *srv;
+  ASSERT_EQ(weft_start_server(&srv, "127.0.0.1", 0, waiting_handler, NULL, &(weft_server_opts){.backlog = 16}), 0);
+  weft_addr a;
+  ASSERT_EQ(weft_server_addr(srv, &a), 0);
+  uint16_t port = (uint16_t)weft_addr_port(&a);
+  /* port in use */
+  weft_server *srv2;
+  ASSERT_EQ(weft_start_server(&srv2, "127.0.0.1", port, waiting_handler, NULL, NULL), -EADDRINUSE);
+  enum { N = 5 };
+  int cl[N];
+  for (int i = 0; i < N; i++) {
+    cl[i] = weft_connect_host("127.0.0.1", port, WEFT_NO_DEADLINE, NULL);
+    ASSERT_GE(cl[i], 0);
+  }
+  for (int i = 0; i < 200 && weft_server_active(srv) < N; i++) weft_sleep_ns(5000000);
+  ASSERT_EQ(weft_server_active(srv), N);
+  /* close stops accepting; the handlers go on; wait_closed waits for them */
+  ASSERT_EQ(weft_server_close(srv), 0);
+  ASSERT_EQ(weft_connect_host("127.0.0.1", port, WEFT_NO_DEADLINE, NULL), -ECONNREFUSED);
+  weft_task w = weft_spawn(wait_closed_task, srv);
+  weft_sleep_ns(20000000);
+  ASSERT_TRUE(!weft_task_done(w));
+  weft_event_set(&release_handlers);
+  ASSERT_EQ(weft_join(w), 0);
+  weft_task_release(w);
+  ASSERT_EQ(atomic_load(&handlers_done), N);
+  for (int i = 0; i < N; i++) {
+    char buf[4];
+    ASSERT_EQ(weft_recv(cl[i], buf, sizeof buf, 0), 3);
+    ASSERT_EQ(weft_recv(cl[i], buf, sizeof buf, 0), 0);
+    close(cl[i]);
+  }
+  ASSERT_EQ(weft_server_shutdown(srv, WEFT_NO_DEADLINE), 0); /* nothing left */
+  weft_server_free(srv);
+  ASSERT_EQ(count_fds(), fds0);
+  return 0;
+}
+
+TEST(close_stops_accepting_and_wait_closed_waits_for_handlers) {
+  weft_config c = cfg_workers(2);
+  ASSERT_EQ(weft_run(lifecycle_main, NULL, &c), 0);
+}
+
+static int shutdown_main(void *arg) {
+  (void)arg;
+  int fds0 = count_fds();
+  weft_event_init(&release_handlers); /* never set: the handlers wait until cancelled */
+  weft_server *srv;
+  ASSERT_EQ(weft_start_server(&srv, "127.0.0.1", 0, waiting_handler, NULL, NULL), 0);
+  weft_addr a;
+  ASSERT_EQ(weft_server_addr(srv, &a), 0);
+  enum { N = 6 };
+  int cl[N];
+  for (int i = 0; i < N; i++) {
+    cl[i] = weft_connect_addr(&a, WEFT_NO_DEADLINE);
+    ASSERT_GE(cl[i], 0);
+  }
+  for (int i = 0; i < 200 && weft_server_active(srv) < N; i++) weft_sleep_ns(5000000);
+  int64_t t0 = weft_now_ns();
+  ASSERT_EQ(weft_server_shutdown(srv, t0 + 100000000LL), N);
+  ASSERT_GE(weft_now_ns() - t0, 90000000LL); /* the handlers had their grace period */
+  ASSERT_EQ(atomic_load(&handlers_cancelled), N);
+  ASSERT_EQ(weft_server_active(srv), 0);
+  for (int i = 0; i < N; i++) {
+    char buf[4];
+    ssize_t r = weft_recv(cl[i], buf, sizeof buf, 0);
+    ASSERT_TRUE(r == 0 || r == -ECONNRESET); /* closed by the server */
+    close(cl[i]);
+  }
+  weft_server_free(srv);
+  ASSERT_EQ(count_fds(), fds0);
+  return 0;
+}
+
+TEST(graceful_shutdown_cancels_after_the_deadline) {
+  weft_config c = cfg_workers(2);
+  ASSERT_EQ(weft_run(shutdown_main, NULL, &c), 0);
+}
+
+/* ------------------------------------------------------------ EMFILE */
+
+static int drain_handler(weft_stream *s, void *arg) {
+  (void)arg;
+  char buf[64];
+  while (weft_stream_read(s, buf, sizeof buf) > 0) {
+  }
+  return 0;
+}
+
+static double cpu_s(void) {
+  struct rusage ru;
+  getrusage(RUSAGE_SELF, &ru);
+  return (double)ru.ru_utime.tv_sec + (double)ru.ru_stime.tv_sec +
+         ((double)ru.ru_utime.tv_usec + (double)ru.ru_stime.tv_usec) / 1e6;
+}
+
+static int emfile_main(void *arg) {
+  (void)arg;
+  weft_server *srv;
+  ASSERT_EQ(weft_start_server(&srv, "127.0.0.1", 0, drain_handler, NULL, NULL), 0);
+  weft_addr a;
+  ASSERT_EQ(weft_server_addr(srv, &a), 0);
+  enum { N = 6 };
+  int cl[N];
+  for (int i = 0; i < N; i++) {
+    cl[i] = weft_socket(AF_INET, SOCK_STREAM, 0);
+    ASSERT_GE(cl[i], 0);
+  }
+  /* room for exactly two accepted descriptors: the limit is one past the
+   * second free descriptor number */
+  static bool used[65536];
+  DIR *d = opendir("/proc/self/fd");
+  struct dirent *e;
+  while ((e = readdir(d))) {
+    int fd = atoi(e->d_name);
+    if (e->d_name[0] != '.' && fd >= 0 && fd < 65536 && fd != dirfd(d)) used[fd] = true;
+  }
+  closedir(d);
+  int nfree = 0, limit = 0;
+  while (nfree < 2) nfree += !used[limit++];
+  struct rlimit old, lim;
+  getrlimit(RLIMIT_NOFILE, &old);
+  lim.rlim_cur = (rlim_t)limit;
+  lim.rlim_max = old.rlim_max;
+  ASSERT_EQ(setrlimit(RLIMIT_NOFILE, &lim), 0);
+  for (int i = 0; i < N; i++) ASSERT_EQ(weft_connect(cl[i], &a, WEFT_NO_DEADLINE), 0);
+  for (int i = 0; i < 200 && weft_server_accepted(srv) < 2; i++) weft_sleep_ns(5000000);
+  ASSERT_EQ(weft_server_accepted(srv), 2);
+  /* out of descriptors: the accept loop backs off rather than spin */
+  double c0 = cpu_s();
+  weft_sleep_ns(500000000);
+  double used_cpu = cpu_s() - c0;
+  ASSERT_EQ(weft_server_accepted(srv), 2);
+  ASSERT_LT((int64_t)(used_cpu * 1000), 250); /* ms of CPU in 500 ms: no spinning */
+  /* each client that leaves frees a slot: every one is served in the end */
+  for (int i = 0; i < N; i++) close(cl[i]);
+  for (int i = 0; i < 400 && weft_server_accepted(srv) < N; i++) weft_sleep_ns(5000000);
+  ASSERT_EQ(weft_server_accepted(srv), N);
+  ASSERT_EQ(setrlimit(RLIMIT_NOFILE, &old), 0);
+  ASSERT_EQ(weft_server_shutdown(srv, weft_now_ns() + 2000000000LL), 0);
+  weft_server_free(srv);
+  return 0;
+}
+
+TEST(emfile_backs_off_and_recovers) {
+  weft_config c = cfg_workers(2);
+  ASSERT_EQ(weft_run(emfile_main, NULL, &c), 0);
+}
+
+static int bad_main(void *arg) {
+  (void)arg;
+  weft_server *srv;
+  ASSERT_EQ(weft_start_server(NULL, "127.0.0.1", 0, echo_handler, NULL, NULL), -EINVAL);
+  ASSERT_EQ(weft_start_server(&srv, "127.0.0.1", 0, NULL, NULL, NULL), -EINVAL);
+  int rc = weft_start_server(&srv, "no-such-host.invalid", 0, echo_handler, NULL, NULL);
+  ASSERT_TRUE(rc == -ENOENT || rc == -EAGAIN || rc == -EIO);
+  ASSERT_EQ(weft_start_unix_server(&srv, "", echo_handler, NULL, NULL), -EINVAL);
+  ASSERT_EQ(weft_server_close(NULL), -EINVAL);
+  ASSERT_EQ(weft_server_wait_closed(NULL), -EINVAL);
+  return 0;
+}
+
+TEST(server_bad_input) {
+  weft_config c = cfg_workers(1);
+  ASSERT_EQ(weft_run(bad_main, NULL, &c), 0);
+  weft_server *srv;
+  ASSERT_EQ(weft_start_server(&srv, "127.0.0.1", 0, echo_handler, NULL, NULL), -EINVAL); /* outside a task */
+}
+
+TEST_MAIN()

@@ -1,0 +1,423 @@
+/* tests/test_net_stream.c: the stream reader and writer: read, read_all,
+ * readexactly (incomplete reads), readuntil/readline (limits, partial data
+ * at end of stream, data left readable), at_eof, write/writev/drain with
+ * back-pressure against a slow reader (every byte checked), write_eof,
+ * close, peer resets, bad input; no descriptor leaked. Runs on whichever
+ * backend WEFT_BACKEND selects. */
+#include <dirent.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
+#include <weft/weft.h>
+
+#include "test.h"
+
+static weft_config cfg_workers(unsigned n) {
+  weft_config c = {0};
+  c.workers = n;
+  return c;
+}
+
+static int count_fds(void) {
+  DIR *d = opendir("/proc/self/fd");
+  int n = 0;
+  struct dirent *e;
+  while ((e = readdir(d))) n += e->d_name[0] != '.';
+  closedir(d);
+  return n - 1;
+}
+
+/* A stream over one end of a socketpair; *peer gets the other end. */
+static weft_stream *pair_stream(int *peer) {
+  int sv[2];
+  ASSERT_EQ(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0, sv), 0);
+  weft_stream *s;
+  ASSERT_EQ(weft_stream_from_fd(sv[0], &s), 0);
+  *peer = sv[1];
+  return s;
+}
+
+typedef struct feed {
+  int fd;
+  const char *data;
+  size_t len;
+  size_t chunk;
+  int64_t pause_ns;
+  bool close_after;
+} feed;
+
+/* Send data in chunks with pauses (partial arrivals), then maybe close. */
+static int feeder(void *arg) {
+  feed *f = arg;
+  for (size_t off = 0; off < f->len;) {
+    size_t n = f->len - off < f->chunk ? f->len - off : f->chunk;
+    ASSERT_EQ(weft_send_all(f->fd, f->data + off, n, NULL), (ssize_t)n);
+    off += n;
+    if (f->pause_ns) weft_sleep_ns(f->pause_ns);
+  }
+  if (f->close_after) ASSERT_EQ(weft_shutdown(f->fd, SHUT_WR), 0);
+  return 0;
+}
+
+static int reader_main(void *arg) {
+  (void)arg;
+  int fds0 = count_fds();
+  int peer;
+  weft_stream *s = pair_stream(&peer);
+  const char *text = "line one\nline two\r\nthird|part\nrest without newline";
+  feed f = {.fd = peer, .data = text, .len = strlen(text), .chunk = 3, .pause_ns = 1000000, .close_after = true};
+  weft_task t = weft_spawn(feeder, &f);
+  char buf[128];
+  ASSERT_EQ(weft_stream_readline(s, buf, sizeof buf), 9);
+  ASSERT_EQ(memcmp(buf, "line one\n", 9), 0);
+  ASSERT_EQ(weft_stream_readuntil(s, "\r\n", 2, buf, sizeof buf, NULL), 10);
+  ASSERT_EQ(memcmp(buf, "line two\r\n", 10), 0);
+  size_t got;
+  ASSERT_EQ(weft_stream_readexactly(s, buf, 6, &got), 6);
+  ASSERT_EQ(got, 6);
+  ASSERT_EQ(memcmp(buf, "third|", 6), 0);
+  ASSERT_EQ(weft_stream_readuntil(s, "\n", 1, buf, sizeof buf, &got), 5);
+  ASSERT_EQ(memcmp(buf, "part\n", 5), 0);
+  ssize_t n = weft_stream_read(s, buf, 4); /* what is buffered, or one receive */
+  ASSERT_TRUE(n >= 1 && n <= 4);
+  ASSERT_EQ(weft_stream_readexactly(s, buf + n, 4 - (size_t)n, NULL), 4 - n);
+  ASSERT_EQ(memcmp(buf, "rest", 4), 0);
+  ASSERT_TRUE(!weft_stream_at_eof(s));
+  /* readuntil at end of stream: -ENODATA with the partial bytes */
+  memset(buf, 0, sizeof buf);
+  ASSERT_EQ(weft_stream_readuntil(s, "\n", 1, buf, sizeof buf, &got), -ENODATA);
+  ASSERT_EQ(got, strlen(" without newline"));
+  ASSERT_STR_EQ(buf, " without newline");
+  ASSERT_TRUE(weft_stream_at_eof(s));
+  ASSERT_EQ(weft_stream_read(s, buf, sizeof buf), 0);
+  ASSERT_EQ(weft_stream_readline(s, buf, sizeof buf), 0);
+  ASSERT_EQ(weft_stream_readexactly(s, buf, 1, &got), -ENODATA);
+  ASSERT_EQ(got, 0);
+  ASSERT_EQ(weft_join(t), 0);
+  weft_task_release(t);
+  ASSERT_EQ(weft_stream_wait_closed(s), 0);
+  close(peer);
+  ASSERT_EQ(count_fds(), fds0);
+  return 0;
+}
+
+TEST(readline_readuntil_readexactly_partial_arrivals) {
+  weft_config c = cfg_workers(2);
+  ASSERT_EQ(weft_run(reader_main, NULL, &c), 0);
+}
+
+static int incomplete_main(void *arg) {
+  (void)arg;
+  int peer;
+  weft_stream *s = pair_stream(&peer);
+  ASSERT_EQ(weft_send_all(peer, "12345", 5, NULL), 5);
+  ASSERT_EQ(weft_shutdown(peer, SHUT_WR), 0);
+  char buf[16] = {0};
+  size_t got = 99;
+  ASSERT_EQ(weft_stream_readexactly(s, buf, 10, &got), -ENODATA);
+  ASSERT_EQ(got, 5);
+  ASSERT_STR_EQ(buf, "12345");
+  ASSERT_TRUE(weft_stream_at_eof(s));
+  weft_stream_close(s);
+  ASSERT_EQ(weft_stream_wait_closed(s), 0);
+  close(peer);
+  /* readline returns the partial last line at end of stream */
+  s = pair_stream(&peer);
+  ASSERT_EQ(weft_send_all(peer, "a\nbc", 4, NULL), 4);
+  close(peer);
+  ASSERT_EQ(weft_stream_readline(s, buf, sizeof buf), 2);
+  ASSERT_EQ(weft_stream_readline(s, buf, sizeof buf), 2);
+  ASSERT_EQ(memcmp(buf, "bc", 2), 0);
+  ASSERT_EQ(weft_stream_readline(s, buf, sizeof buf), 0);
+  ASSERT_EQ(weft_stream_wait_closed(s), 0);
+  return 0;
+}
+
+TEST(readexactly_incomplete_reports_the_bytes) {
+  weft_config c = cfg_workers(1);
+  ASSERT_EQ(weft_run(incomplete_main, NULL, &c), 0);
+}
+
+static int limit_main(void *arg) {
+  (void)arg;
+  int fds0 = count_fds();
+  int peer;
+  weft_stream *s = pair_stream(&peer);
+  ASSERT_EQ(weft_stream_set_limit(s, 1000), 0);
+  ASSERT_EQ(weft_stream_set_limit(s, 0), -EINVAL);
+  enum { N = 5000 };
+  static char big[N + 2];
+  for (int i = 0; i < N; i++) big[i] = (char)('a' + i % 26);
+  big[N] = '\n';
+  feed f = {.fd = peer, .data = big, .len = N + 1, .chunk = 700, .pause_ns = 500000, .close_after = true};
+  weft_task t = weft_spawn(feeder, &f);
+  static char buf[N + 2];
+  /* no separator within the limit: -ENOBUFS, nothing consumed */
+  ASSERT_EQ(weft_stream_readline(s, buf, sizeof buf), -ENOBUFS);
+  ASSERT_EQ(weft_stream_readuntil(s, "\n", 1, buf, sizeof buf, NULL), -ENOBUFS);
+  /* the data stays readable: all of it, in order */
+  ASSERT_EQ(weft_join(t), 0);
+  weft_task_release(t);
+  ASSERT_EQ(weft_stream_set_limit(s, 1 << 20), 0);
+  ASSERT_EQ(weft_stream_readuntil(s, "\n", 1, buf, 10, NULL), -ENOBUFS); /* does not fit in cap */
+  ASSERT_EQ(weft_stream_read_all(s, buf, 100), -ENOBUFS);                 /* more than cap */
+  ASSERT_EQ(memcmp(buf, big, 100), 0);
+  ASSERT_EQ(weft_stream_read_all(s, buf + 100, sizeof buf - 100), N + 1 - 100);
+  ASSERT_EQ(memcmp(buf, big, N + 1), 0);
+  ASSERT_TRUE(weft_stream_at_eof(s));
+  ASSERT_EQ(weft_stream_wait_closed(s), 0);
+  close(peer);
+  /* a separator just within the limit is found; one past it is not */
+  s = pair_stream(&peer);
+  ASSERT_EQ(weft_stream_set_limit(s, 10), 0);
+  ASSERT_EQ(weft_send_all(peer, "123456789\n12345678901\n", 22, NULL), 22);
+  ASSERT_EQ(weft_stream_readline(s, buf, sizeof buf), 10);
+  ASSERT_EQ(weft_stream_readline(s, buf, sizeof buf), -ENOBUFS);
+  ASSERT_EQ(weft_stream_readexactly(s, buf, 12, NULL), 12);
+  ASSERT_EQ(memcmp(buf, "12345678901\n", 12), 0);
+  ASSERT_EQ(weft_stream_wait_closed(s), 0);
+  close(peer);
+  ASSERT_EQ(count_fds(), fds0);
+  return 0;
+}
+
+TEST(readuntil_limit_overrun_leaves_the_data_readable) {
+  weft_config c = cfg_workers(2);
+  ASSERT_EQ(weft_run(limit_main, NULL, &c), 0);
+}
+
+/* ------------------------------------------------------------ writer */
+
+typedef struct slow {
+  int fd;
+  size_t expect;
+  int64_t pause_ns;
+  size_t got;
+  bool ok;
+} slow;
+
+/* Read in small pieces with pauses, checking the pattern. */
+static int slow_reader(void *arg) {
+  slow *r = arg;
+  char buf[4096];
+  r->ok = true;
+  while (r->got < r->expect) {
+    ssize_t n = weft_recv(r->fd, buf, sizeof buf, 0);
+    ASSERT_GT(n, 0);
+    for (ssize_t i = 0; i < n; i++)
+      if (buf[i] != (char)((r->got + (size_t)i) * 13 + 1)) r->ok = false;
+    r->got += (size_t)n;
+    if (r->pause_ns) weft_sleep_ns(r->pause_ns);
+  }
+  return 0;
+}
+
+static int backpressure_main(void *arg) {
+  (void)arg;
+  int fds0 = count_fds();
+  int peer;
+  weft_stream *s = pair_stream(&peer);
+  int small = 4096;
+  ASSERT_EQ(weft_setsockopt(weft_stream_fd(s), SOL_SOCKET, SO_SNDBUF, &small, sizeof small), 0);
+  ASSERT_EQ(weft_setsockopt(peer, SOL_SOCKET, SO_RCVBUF, &small, sizeof small), 0);
+  ASSERT_EQ(weft_stream_set_watermarks(s, 32768, 8192), 0);
+  ASSERT_EQ(weft_stream_set_watermarks(s, 1, 2), -EINVAL);
+  size_t total = test_sanitized() ? 400000 : 2000000;
+  slow r = {.fd = peer, .expect = total, .pause_ns = 0};
+  /* the reader has not started: drain cannot finish */
+  char chunk[5000];
+  size_t off = 0;
+  for (size_t i = 0; i < sizeof chunk; i++) chunk[i] = (char)((off + i) * 13 + 1);
+  ASSERT_EQ(weft_stream_write(s, chunk, sizeof chunk), 0);
+  off += sizeof chunk;
+  weft_task t = weft_spawn(slow_reader, &r);
+  size_t peak = 0;
+  while (off < total) {
+    size_t n = total - off < sizeof chunk ? total - off : sizeof chunk;
+    for (size_t i = 0; i < n; i++) chunk[i] = (char)((off + i) * 13 + 1);
+    if (off % 3) { /* writev with two pieces */
+      struct iovec iov[2] = {{chunk, n / 2}, {chunk + n / 2, n - n / 2}};
+      ASSERT_EQ(weft_stream_writev(s, iov, 2), 0);
+    } else {
+      ASSERT_EQ(weft_stream_write(s, chunk, n), 0);
+    }
+    off += n;
+    size_t b = weft_stream_buffered(s);
+    if (b > peak) peak = b;
+    ASSERT_LE(b, 32768 + sizeof chunk); /* back-pressure bounds the buffer */
+    if (off % 50000 < sizeof chunk) {
+      r.pause_ns = 200000; /* the reader slows down now and then */
+      ASSERT_EQ(weft_stream_drain(s), 0);
+      ASSERT_EQ(weft_stream_buffered(s), 0);
+      r.pause_ns = 0;
+    }
+  }
+  ASSERT_GT(peak, 8192); /* the buffer did fill: the writer met the slow reader */
+  ASSERT_EQ(weft_stream_write_eof(s), 0);
+  ASSERT_EQ(weft_stream_write(s, "x", 1), -EPIPE);
+  ASSERT_EQ(weft_join(t), 0);
+  weft_task_release(t);
+  ASSERT_TRUE(r.ok);
+  ASSERT_EQ(r.got, total);
+  char c;
+  ASSERT_EQ(weft_recv(peer, &c, 1, 0), 0); /* end of stream after write_eof */
+  ASSERT_EQ(weft_stream_wait_closed(s), 0);
+  close(peer);
+  ASSERT_EQ(count_fds(), fds0);
+  return 0;
+}
+
+TEST(drain_back_pressure_with_a_slow_reader) {
+  weft_config c = cfg_workers(2);
+  ASSERT_EQ(weft_run(backpressure_main, NULL, &c), 0);
+}
+
+static int drain_task(void *arg) { return weft_stream_drain(arg); }
+
+static int drain_waits_main(void *arg) {
+  (void)arg;
+  int peer;
+  weft_stream *s = pair_stream(&peer);
+  ASSERT_EQ(weft_stream_set_watermarks(s, 1 << 30, 0), 0); /* writes never wait */
+  static char big[1 << 20];
+  ASSERT_EQ(weft_stream_write(s, big, sizeof big), 0);
+  ASSERT_GT(weft_stream_buffered(s), 0);
+  weft_task d = weft_spawn(drain_task, s);
+  weft_sleep_ns(30000000);
+  ASSERT_TRUE(!weft_task_done(d)); /* nobody reads: drain waits */
+  /* cancelling a drain keeps what was not sent buffered */
+  ASSERT_EQ(weft_cancel(d), 1);
+  ASSERT_EQ(weft_join(d), -ECANCELED);
+  weft_task_release(d);
+  ASSERT_GT(weft_stream_buffered(s), 0);
+  static char buf[65536];
+  size_t got = 0;
+  weft_task t = weft_spawn(drain_task, s);
+  while (got < sizeof big) {
+    ssize_t n = weft_recv(peer, buf, sizeof buf, 0);
+    ASSERT_GT(n, 0);
+    got += (size_t)n;
+  }
+  ASSERT_EQ(weft_join(t), 0);
+  weft_task_release(t);
+  ASSERT_EQ(got, sizeof big);
+  /* a closed stream refuses writes */
+  weft_stream_close(s);
+  ASSERT_EQ(weft_stream_write(s, "x", 1), -EPIPE);
+  ASSERT_EQ(weft_stream_wait_closed(s), 0);
+  close(peer);
+  return 0;
+}
+
+TEST(drain_waits_for_the_reader_and_is_cancellable) {
+  weft_config c = cfg_workers(2);
+  ASSERT_EQ(weft_run(drain_waits_main, NULL, &c), 0);
+}
+
+/* ------------------------------------------------------------ resets */
+
+static int reset_main(void *arg) {
+  (void)arg;
+  int fds0 = count_fds();
+  weft_addr any, la;
+  ASSERT_EQ(weft_addr_ip(&any, "127.0.0.1", 0), 0);
+  int lfd = weft_listen(&any, 8, 0);
+  ASSERT_EQ(weft_sockname(lfd, &la), 0);
+  weft_stream *s;
+  ASSERT_EQ(weft_open_connection("127.0.0.1", (uint16_t)weft_addr_port(&la), WEFT_NO_DEADLINE, &s), 0);
+  int srv = weft_accept(lfd, NULL);
+  ASSERT_GE(srv, 0);
+  weft_addr p, l;
+  ASSERT_EQ(weft_stream_peer(s, &p), 0);
+  ASSERT_EQ(weft_addr_port(&p), weft_addr_port(&la));
+  ASSERT_EQ(weft_stream_local(s, &l), 0);
+  /* the peer resets (linger 0) in the middle of a read */
+  struct linger lg = {.l_onoff = 1, .l_linger = 0};
+  ASSERT_EQ(weft_setsockopt(srv, SOL_SOCKET, SO_LINGER, &lg, sizeof lg), 0);
+  ASSERT_EQ(weft_send_all(srv, "partial", 7, NULL), 7);
+  char buf[16];
+  ASSERT_EQ(weft_stream_readexactly(s, buf, 3, NULL), 3);
+  close(srv);
+  ssize_t r = weft_stream_readexactly(s, buf, 10, NULL);
+  ASSERT_TRUE(r == -ECONNRESET || r == -ENODATA);
+  /* and a write to it fails with a reset or a broken pipe, latched */
+  int w = 0;
+  for (int i = 0; i < 10 && !w; i++) {
+    w = weft_stream_write(s, "data", 4);
+    if (!w) w = weft_stream_drain(s);
+  }
+  ASSERT_TRUE(w == -ECONNRESET || w == -EPIPE);
+  ASSERT_EQ(weft_stream_write(s, "data", 4), w);
+  ASSERT_EQ(weft_stream_drain(s), w);
+  ASSERT_EQ(weft_stream_wait_closed(s), w);
+  close(lfd);
+  ASSERT_EQ(weft_open_connection("127.0.0.1", (uint16_t)weft_addr_port(&la), WEFT_NO_DEADLINE, &s), -ECONNREFUSED);
+  ASSERT_EQ(weft_open_unix_connection("/tmp/weft-no-such.sock", WEFT_NO_DEADLINE, &s), -ENOENT);
+  ASSERT_EQ(count_fds(), fds0);
+  return 0;
+}
+
+TEST(peer_reset_in_read_and_write) {
+  weft_config c = cfg_workers(2);
+  ASSERT_EQ(weft_run(reset_main, NULL, &c), 0);
+}
+
+static int timeout_main(void *arg) {
+  (void)arg;
+  int peer;
+  weft_stream *s = pair_stream(&peer);
+  ASSERT_EQ(weft_stream_set_timeout(s, -2), -EINVAL);
+  ASSERT_EQ(weft_stream_set_timeout(s, 50000000), 0);
+  char buf[16];
+  int64_t t0 = weft_now_ns();
+  ASSERT_EQ(weft_stream_readline(s, buf, sizeof buf), -ETIMEDOUT); /* an idle peer */
+  ASSERT_GE(weft_now_ns() - t0, 40000000);
+  ASSERT_EQ(weft_send_all(peer, "abc", 3, NULL), 3);
+  ASSERT_EQ(weft_stream_readline(s, buf, sizeof buf), -ETIMEDOUT); /* a partial line stays buffered */
+  ASSERT_EQ(weft_send_all(peer, "\n", 1, NULL), 1);
+  ASSERT_EQ(weft_stream_readline(s, buf, sizeof buf), 4);
+  ASSERT_EQ(memcmp(buf, "abc\n", 4), 0);
+  size_t got;
+  ASSERT_EQ(weft_send_all(peer, "xy", 2, NULL), 2);
+  ASSERT_EQ(weft_stream_readexactly(s, buf, 5, &got), -ETIMEDOUT);
+  ASSERT_EQ(got, 2);
+  ASSERT_EQ(weft_stream_set_timeout(s, -1), 0);
+  ASSERT_EQ(weft_send_all(peer, "z", 1, NULL), 1);
+  ASSERT_EQ(weft_stream_read(s, buf, sizeof buf), 1);
+  ASSERT_EQ(weft_stream_wait_closed(s), 0);
+  close(peer);
+  return 0;
+}
+
+TEST(stream_timeout_for_an_idle_peer) {
+  weft_config c = cfg_workers(1);
+  ASSERT_EQ(weft_run(timeout_main, NULL, &c), 0);
+}
+
+static int bad_main(void *arg) {
+  (void)arg;
+  weft_stream *s;
+  ASSERT_EQ(weft_stream_from_fd(-1, &s), -EBADF);
+  ASSERT_EQ(weft_stream_from_fd(0, NULL), -EINVAL);
+  ASSERT_EQ(weft_open_connection("127.0.0.1", 1, WEFT_NO_DEADLINE, NULL), -EINVAL);
+  int peer;
+  s = pair_stream(&peer);
+  char buf[4];
+  ASSERT_EQ(weft_stream_read(s, NULL, 4), -EINVAL);
+  ASSERT_EQ(weft_stream_readuntil(s, NULL, 1, buf, 4, NULL), -EINVAL);
+  ASSERT_EQ(weft_stream_readuntil(s, "x", 0, buf, 4, NULL), -EINVAL);
+  ASSERT_EQ(weft_stream_write(s, NULL, 4), -EINVAL);
+  ASSERT_EQ(weft_stream_writev(s, NULL, 1), -EINVAL);
+  ASSERT_EQ(weft_stream_read(s, buf, 0), 0);
+  ASSERT_EQ(weft_stream_wait_closed(s), 0);
+  close(peer);
+  ASSERT_EQ(weft_stream_wait_closed(NULL), -EINVAL);
+  return 0;
+}
+
+TEST(stream_bad_input) {
+  weft_config c = cfg_workers(1);
+  ASSERT_EQ(weft_run(bad_main, NULL, &c), 0);
+}
+
+TEST_MAIN()
