@@ -144,8 +144,9 @@ target_include_directories(weft_static PUBLIC
   $<BUILD_INTERFACE:${PROJECT_SOURCE_DIR}/include>
   $<BUILD_INTERFACE:${PROJECT_BINARY_DIR}/include>
   $<INSTALL_INTERFACE:${CMAKE_INSTALL_INCLUDEDIR}>)
-# What the folded-in jemalloc and liburing still need from the system.
-target_link_libraries(weft_static INTERFACE Threads::Threads ${CMAKE_DL_LIBS} m)
+# What the folded-in jemalloc and liburing still need from the system, and
+# OpenSSL (net/tls.c; shared libssl/libcrypto, not folded in).
+target_link_libraries(weft_static INTERFACE ${OPENSSL_LIBRARIES} Threads::Threads ${CMAKE_DL_LIBS} m)
 if(WEFT_SAN_FLAGS)
   # A sanitized archive needs the sanitizer's runtime in the final link.
   target_link_options(weft_static INTERFACE ${WEFT_SAN_FLAGS})

@@ -28,7 +28,7 @@ void weft__dump_sigquit_poll(weft_runtime *rt);
 
 static _Atomic int debug_env = -1; /* relaxed: a cached getenv */
 
-void weft__debug_misuse(const char *what) {
+bool weft__debug_on(void) {
   int on = weft__load(&debug_env, RELAXED);
   if (on < 0) {
     const char *s = getenv("WEFT_DEBUG");
@@ -36,7 +36,11 @@ void weft__debug_misuse(const char *what) {
     weft__store(&debug_env, on, RELAXED);
   }
   weft__worker *w = weft__worker_self();
-  if (on || (w && w->rt->debug)) fprintf(stderr, "weft: misuse: %s\n", what);
+  return on || (w && w->rt->debug);
+}
+
+void weft__debug_misuse(const char *what) {
+  if (weft__debug_on()) fprintf(stderr, "weft: misuse: %s\n", what);
 }
 
 #define SAMPLE_NS 20000000L

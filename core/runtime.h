@@ -71,6 +71,8 @@ typedef struct weft_runtime {
 int64_t weft__runtime_live(weft__runtime *rt);
 
 /* Debug reports (core/debug.c). */
+/* Whether debug mode is on (WEFT_DEBUG=1, or the calling worker's runtime's debug). */
+bool weft__debug_on(void);
 void weft__debug_misuse(const char *what);
 int weft__debug_start(weft__runtime *rt);
 void weft__debug_stop(weft__runtime *rt);

@@ -2,6 +2,8 @@
 #ifndef WEFT_NET_NET_H
 #define WEFT_NET_NET_H
 
+#include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <sys/types.h>
 
@@ -15,5 +17,29 @@ ssize_t weft__sendmsg_until(int fd, const struct msghdr *msg, int flags, int64_t
 /* A stream over fd with the reader limit `limit` (0: the default); owns fd
  * from now on (closes it on -ENOMEM). net/stream.c. */
 int weft__stream_new(int fd, size_t limit, struct weft_stream **out);
+
+/* The TLS layer under a stream (net/tls.c; weft/tls.h is its public side).
+ * fd is the stream's socket; the calls suspend (waiting for readiness)
+ * until done or the deadline; deadline 0: never wait (-EAGAIN when the
+ * call would block). */
+struct weft__tls;
+struct weft_tls_ctx;
+int weft__tls_new(struct weft__tls **out, int fd, struct weft_tls_ctx *ctx, bool server, const char *server_name);
+int weft__tls_handshake(struct weft__tls *t, int fd, const struct weft_tls_ctx *ctx, int64_t deadline);
+ssize_t weft__tls_recv(struct weft__tls *t, int fd, void *buf, size_t n, int64_t deadline);
+ssize_t weft__tls_send(struct weft__tls *t, int fd, const void *buf, size_t n, int64_t deadline);
+int weft__tls_close_notify(struct weft__tls *t, int fd, int64_t deadline); /* 0: sent, or nothing to send */
+void weft__tls_free(struct weft__tls *t);
+int weft__tls_alpn(const struct weft__tls *t, char *buf, size_t cap);
+int weft__tls_server_name(const struct weft__tls *t, char *buf, size_t cap);
+const char *weft__tls_version(const struct weft__tls *t);
+bool weft__tls_ctx_is_server(const struct weft_tls_ctx *ctx);
+
+/* net/stream.c's side of TLS: the stream's layer (NULL: plain), and
+ * handing one over (-EINVAL when the stream has one already, is closing,
+ * or has bytes buffered either way; the stream owns t from then on, also
+ * on error). */
+struct weft__tls *weft__stream_tls(const struct weft_stream *s);
+int weft__stream_set_tls(struct weft_stream *s, struct weft__tls *t);
 
 #endif

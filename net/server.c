@@ -40,6 +40,7 @@
 #include <unistd.h>
 
 #include <weft/net.h>
+#include <weft/tls.h>
 
 #include "core/alloc.h"
 #include "core/spinlock.h"
@@ -123,6 +124,10 @@ static int conn_main(void *arg) {
   if (cancel) weft_cancel(weft_current());
   weft_stream *s;
   if (weft__stream_new(r->fd, srv->opts.limit, &s) == 0) {
+    if (!cancel && srv->opts.tls && weft_stream_start_tls(s, srv->opts.tls, true, NULL) != 0) {
+      cancel = true; /* a failed handshake: close without calling the handler */
+      weft_stream_abort(s);
+    }
     if (!cancel) srv->fn(s, srv->arg);
     weft_stream_wait_closed(s);
   }
@@ -186,6 +191,7 @@ static int accept_main(void *arg) {
 static int start(weft_server **out, const weft_addr *a, weft_conn_fn fn, void *arg, const weft_server_opts *opts) {
   weft_server_opts o = opts ? *opts : (weft_server_opts){0};
   if (o.placement != WEFT_PLACE_ROUND_ROBIN && o.placement != WEFT_PLACE_LOCAL) return -EINVAL;
+  if (o.tls && !weft__tls_ctx_is_server(o.tls)) return -EINVAL;
   int lfd = weft_listen(a, o.backlog, o.reuseport ? WEFT_LISTEN_REUSEPORT : 0);
   if (lfd < 0) return lfd;
   weft_server *srv = weft__alloc(sizeof *srv);

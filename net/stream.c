@@ -23,6 +23,19 @@
  * returned by every later write/drain. Cancellation and deadlines do not
  * latch: the bytes not sent stay buffered.
  *
+ * TLS. A stream with a TLS layer (`tls`, net/tls.c) moves its bytes
+ * through it instead of the socket calls: recv_some, flush_to and the
+ * write's first attempt (a non-blocking TLS write of the buffered bytes,
+ * since a TLS record may be retried only from the same bytes: they must
+ * stay in wbuf until sent), write_eof (close_notify, then SHUT_WR) and
+ * wait_closed (close_notify after the flush). Everything above those
+ * calls (buffers, limits, watermarks) is the same for both. A read that
+ * meets a peer's end without close_notify returns -ECONNRESET once and
+ * leaves the stream at end of stream.
+ *
+ * ABORT (weft_stream_abort): wait_closed then drops what is buffered,
+ * sends no close_notify, and closes with SO_LINGER 0 (a reset).
+ *
  * Rejected: a background flusher task per stream that sends on its own
  * (asyncio's transport): it needs the writer's buffer shared between two
  * tasks (a lock on every write) and a task per connection more; drain is
@@ -62,6 +75,8 @@ struct weft_stream {
   int werr;            /* a latched send error, or 0 */
   bool closing;        /* close() was called: writes get -EPIPE */
   bool eof_sent;       /* write_eof() shut the write side */
+  bool aborting;       /* abort(): wait_closed resets the connection */
+  struct weft__tls *tls; /* the TLS layer, or NULL (set by start_tls before any transfer) */
 };
 
 int weft__stream_new(int fd, size_t limit, weft_stream **out) {
@@ -128,7 +143,11 @@ int weft_stream_set_timeout(weft_stream *s, int64_t timeout_ns) {
 
 /* One receive, within the stream's time limit. Suspends. */
 static ssize_t recv_some(weft_stream *s, void *buf, size_t n) {
-  return weft_recv_until(s->fd, buf, n, 0, weft__deadline_after(s->timeout_ns));
+  int64_t deadline = weft__deadline_after(s->timeout_ns);
+  if (!s->tls) return weft_recv_until(s->fd, buf, n, 0, deadline);
+  ssize_t r = weft__tls_recv(s->tls, s->fd, buf, n, deadline);
+  if (r == -ECONNRESET) s->eof = true; /* reported once, then end of stream */
+  return r;
 }
 
 static size_t buffered(const weft_stream *s) { return s->rend - s->rpos; }
@@ -262,6 +281,8 @@ bool weft_stream_at_eof(const weft_stream *s) { return s && s->eof && s->rpos ==
 
 size_t weft_stream_buffered(const weft_stream *s) { return s ? s->wend - s->wpos : 0; }
 
+static bool latches(ssize_t err) { return err != -ECANCELED && err != -ETIMEDOUT && err != -EINVAL; }
+
 static int append(weft_stream *s, const void *p, size_t n) {
   if (!n) return 0;
   if (s->wpos && s->wend + n > s->wcap) { /* compact first */
@@ -282,12 +303,32 @@ static int append(weft_stream *s, const void *p, size_t n) {
   return 0;
 }
 
-static bool latches(ssize_t err) { return err != -ECANCELED && err != -ETIMEDOUT && err != -EINVAL; }
+
+/* One send of wbuf's first n bytes (TLS: deadline 0 never waits, -EAGAIN). */
+static ssize_t send_some(weft_stream *s, size_t n, int64_t deadline) {
+  if (s->tls) return weft__tls_send(s->tls, s->fd, s->wbuf + s->wpos, n, deadline);
+  return weft_send_until(s->fd, s->wbuf + s->wpos, n, 0, deadline);
+}
+
+/* TLS: what the kernel takes now of what is buffered, without waiting. */
+static int tls_send_now(weft_stream *s) {
+  while (s->wend > s->wpos) {
+    ssize_t n = send_some(s, s->wend - s->wpos, 0);
+    if (n == -EAGAIN) return 0;
+    if (n < 0) {
+      if (latches(n)) s->werr = (int)n;
+      return (int)n;
+    }
+    s->wpos += (size_t)n;
+  }
+  s->wpos = s->wend = 0;
+  return 0;
+}
 
 /* Send until at most `target` bytes stay buffered. Suspends. */
 static int flush_to(weft_stream *s, size_t target, int64_t deadline) {
   while (s->wend - s->wpos > target) {
-    ssize_t n = weft_send_until(s->fd, s->wbuf + s->wpos, s->wend - s->wpos, 0, deadline);
+    ssize_t n = send_some(s, s->wend - s->wpos, deadline);
     if (n < 0) {
       if (latches(n)) s->werr = (int)n;
       return (int)n;
@@ -314,7 +355,8 @@ int weft_stream_writev(weft_stream *s, const struct iovec *iov, int iovcnt) {
     total += iov[i].iov_len;
   }
   size_t sent = 0;
-  if (s->wend == s->wpos && total) { /* nothing queued: try the kernel at once */
+  bool was_empty = s->wend == s->wpos;
+  if (was_empty && total && !s->tls) { /* nothing queued: try the kernel at once */
     struct msghdr msg = {.msg_iov = (struct iovec *)iov, .msg_iovlen = (size_t)iovcnt};
     ssize_t n = sendmsg(s->fd, &msg, MSG_DONTWAIT | MSG_NOSIGNAL);
     if (n >= 0) {
@@ -334,6 +376,7 @@ int weft_stream_writev(weft_stream *s, const struct iovec *iov, int iovcnt) {
     if (rc) return rc;
     sent = 0;
   }
+  if (s->tls && was_empty && (rc = tls_send_now(s))) return rc;
   if (s->wend - s->wpos > s->high) return flush_to(s, s->low, WEFT__NO_DEADLINE);
   return 0;
 }
@@ -355,6 +398,7 @@ int weft_stream_write_eof(weft_stream *s) {
   int rc = weft_stream_drain(s);
   if (rc) return rc;
   s->eof_sent = true;
+  if (s->tls && (rc = weft__tls_close_notify(s->tls, s->fd, WEFT__NO_DEADLINE))) return rc;
   return weft_shutdown(s->fd, SHUT_WR);
 }
 
@@ -362,11 +406,23 @@ void weft_stream_close(weft_stream *s) {
   if (s) s->closing = true;
 }
 
+void weft_stream_abort(weft_stream *s) {
+  if (s) s->closing = s->aborting = true;
+}
+
 int weft_stream_wait_closed(weft_stream *s) {
   if (!s) return -EINVAL;
   s->closing = true;
   int rc = s->werr;
-  if (!rc && s->wend > s->wpos) rc = flush_to(s, 0, weft__deadline_after(CLOSE_FLUSH_NS));
+  if (s->aborting) {
+    struct linger lg = {.l_onoff = 1, .l_linger = 0};
+    setsockopt(s->fd, SOL_SOCKET, SO_LINGER, &lg, sizeof lg); /* a reset (fails harmlessly on a non-socket) */
+  } else {
+    int64_t deadline = weft__deadline_after(CLOSE_FLUSH_NS);
+    if (!rc && s->wend > s->wpos) rc = flush_to(s, 0, deadline);
+    if (!rc && s->tls && !s->eof_sent) rc = weft__tls_close_notify(s->tls, s->fd, deadline);
+  }
+  weft__tls_free(s->tls);
   close(s->fd);
   weft__free(s->rbuf, s->rcap);
   weft__free(s->wbuf, s->wcap);
@@ -382,4 +438,17 @@ int weft_stream_peer(const weft_stream *s, weft_addr *out) {
 int weft_stream_local(const weft_stream *s, weft_addr *out) {
   if (!s) return -EINVAL;
   return weft_sockname(s->fd, out);
+}
+
+/* ------------------------------------------------------------ TLS (net/tls.c) */
+
+struct weft__tls *weft__stream_tls(const weft_stream *s) { return s->tls; }
+
+int weft__stream_set_tls(weft_stream *s, struct weft__tls *t) {
+  if (s->tls || s->closing || s->eof_sent || buffered(s) || s->wend > s->wpos) {
+    weft__tls_free(t);
+    return -EINVAL;
+  }
+  s->tls = t;
+  return 0;
 }

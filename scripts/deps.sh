@@ -13,7 +13,7 @@
 # Prints nothing when everything is there. Idempotent.
 set -euo pipefail
 
-pkgs=(cmake make pkg-config liburing-dev libjemalloc-dev libbenchmark-dev python3 python3-uvloop libuv1-dev wrk)
+pkgs=(cmake make pkg-config liburing-dev libjemalloc-dev libssl-dev libbenchmark-dev python3 python3-uvloop libuv1-dev wrk)
 # The context switch's aarch64 test is cross-compiled and run under qemu-user
 # on x86_64 hosts; on aarch64 it runs natively and needs neither.
 if [[ $(uname -m) == x86_64 ]]; then

@@ -36,6 +36,7 @@
 #include <weft/io.h>
 
 struct iovec;
+struct weft_tls_ctx;
 
 #ifdef __cplusplus
 extern "C" {
@@ -269,6 +270,12 @@ WEFT_API int weft_stream_write_eof(weft_stream *s);
 WEFT_API void weft_stream_close(weft_stream *s);
 WEFT_API int weft_stream_wait_closed(weft_stream *s);
 
+/* abort(): close abortively: wait_closed (still to be called once, or by
+ * the server after the handler) then drops what is buffered, sends no TLS
+ * close_notify, and closes with SO_LINGER 0, so the peer sees a reset.
+ * Does not suspend. */
+WEFT_API void weft_stream_abort(weft_stream *s);
+
 /* The peer's and the local address. Do not suspend. */
 WEFT_API int weft_stream_peer(const weft_stream *s, weft_addr *out);
 WEFT_API int weft_stream_local(const weft_stream *s, weft_addr *out);
@@ -292,6 +299,9 @@ typedef struct weft_server_opts {
   size_t limit;         /* each stream's reader limit; 0 = 64 KiB */
   size_t stack_size;    /* handler task stack; 0 = the runtime's default */
   int placement;        /* enum weft_placement */
+  struct weft_tls_ctx *tls; /* a server context (weft/tls.h): each connection runs the TLS handshake
+                               in its handler task first (within the context's handshake timeout);
+                               the handler is not called when it fails. NULL: plain. */
 } weft_server_opts;
 
 typedef struct weft_server weft_server;

@@ -1,0 +1,755 @@
+/* tests/test_net_tls.c: TLS streams (weft/tls.h) on loopback.
+ *
+ * The certificates are made in each test with OpenSSL's library (not the
+ * command line, which may be missing): a CA, a server certificate it signs
+ * (CN localhost, SAN DNS:localhost and IP:127.0.0.1, P-256 keys), an
+ * expired one, and a second CA nobody trusts, written as PEM files into a
+ * fresh temporary directory.
+ *
+ * Covered: a TLS echo server and many concurrent clients over two workers
+ * with every byte checked (and no descriptor leaked); one stream read and
+ * written by two tasks at once (4 MiB each way) with readexactly,
+ * readuntil, a small limit and small watermarks; start_tls on a plain
+ * connection; verification failures (untrusted CA, wrong host name,
+ * expired: -EKEYREJECTED) while the server goes on serving; SNI and ALPN;
+ * the handshake timeout on both sides; garbage instead of a handshake;
+ * close_notify (read 0) against a peer's end without it (-ECONNRESET once,
+ * then 0) and an abort (a reset); cancelling a read in flight (the stream
+ * stays usable); bad input. Runs on whichever backend WEFT_BACKEND selects.
+ */
+#include <dirent.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <openssl/evp.h>
+#include <openssl/pem.h>
+#include <openssl/x509.h>
+#include <openssl/x509v3.h>
+
+#include <weft/weft.h>
+
+#include "test.h"
+
+/* ------------------------------------------------------------ certificates */
+
+static char dir[64], ca_pem[128], other_ca_pem[128], srv_pem[128], srv_key[128], expired_pem[128], bad_pem[128];
+
+static void add_ext(X509 *x, X509 *issuer, int nid, const char *value) {
+  X509V3_CTX c;
+  X509V3_set_ctx_nodb(&c);
+  X509V3_set_ctx(&c, issuer, x, NULL, NULL, 0);
+  X509_EXTENSION *e = X509V3_EXT_conf_nid(NULL, &c, nid, value);
+  ASSERT_TRUE(e);
+  ASSERT_EQ(X509_add_ext(x, e, -1), 1);
+  X509_EXTENSION_free(e);
+}
+
+/* A certificate for key, signed by issuer (NULL: self-signed), valid from
+ * now + from_s to now + to_s. */
+static X509 *make_cert(EVP_PKEY *key, const char *cn, X509 *issuer, EVP_PKEY *issuer_key, bool ca, long from_s,
+                       long to_s) {
+  static int serial = 1;
+  X509 *x = X509_new();
+  ASSERT_TRUE(x);
+  X509_set_version(x, 2);
+  ASN1_INTEGER_set(X509_get_serialNumber(x), serial++);
+  X509_gmtime_adj(X509_getm_notBefore(x), from_s);
+  X509_gmtime_adj(X509_getm_notAfter(x), to_s);
+  X509_set_pubkey(x, key);
+  X509_NAME *n = X509_get_subject_name(x);
+  X509_NAME_add_entry_by_txt(n, "CN", MBSTRING_ASC, (const unsigned char *)cn, -1, -1, 0);
+  X509_set_issuer_name(x, issuer ? X509_get_subject_name(issuer) : n);
+  X509 *iss = issuer ? issuer : x;
+  add_ext(x, iss, NID_basic_constraints, ca ? "critical,CA:TRUE" : "CA:FALSE");
+  add_ext(x, iss, NID_subject_key_identifier, "hash");
+  if (ca) {
+    add_ext(x, iss, NID_key_usage, "critical,keyCertSign,cRLSign");
+  } else {
+    add_ext(x, iss, NID_authority_key_identifier, "keyid:always");
+    add_ext(x, iss, NID_subject_alt_name, "DNS:localhost,IP:127.0.0.1");
+  }
+  ASSERT_GT(X509_sign(x, issuer_key ? issuer_key : key, EVP_sha256()), 0);
+  return x;
+}
+
+static void write_cert(const char *path, X509 *x) {
+  FILE *f = fopen(path, "w");
+  ASSERT_TRUE(f);
+  ASSERT_EQ(PEM_write_X509(f, x), 1);
+  fclose(f);
+}
+
+static void write_key(const char *path, EVP_PKEY *k) {
+  FILE *f = fopen(path, "w");
+  ASSERT_TRUE(f);
+  ASSERT_EQ(PEM_write_PrivateKey(f, k, NULL, NULL, 0, NULL, NULL), 1);
+  fclose(f);
+}
+
+static void make_certs(void) {
+  snprintf(dir, sizeof dir, "/tmp/weft-tls-XXXXXX");
+  ASSERT_TRUE(mkdtemp(dir));
+  snprintf(ca_pem, sizeof ca_pem, "%s/ca.pem", dir);
+  snprintf(other_ca_pem, sizeof other_ca_pem, "%s/other_ca.pem", dir);
+  snprintf(srv_pem, sizeof srv_pem, "%s/server.pem", dir);
+  snprintf(srv_key, sizeof srv_key, "%s/server.key", dir);
+  snprintf(expired_pem, sizeof expired_pem, "%s/expired.pem", dir);
+  snprintf(bad_pem, sizeof bad_pem, "%s/bad.pem", dir);
+  EVP_PKEY *ca_key = EVP_EC_gen("P-256"), *other_key = EVP_EC_gen("P-256"), *key = EVP_EC_gen("P-256");
+  ASSERT_TRUE(ca_key && other_key && key);
+  X509 *ca = make_cert(ca_key, "weft test CA", NULL, NULL, true, -3600, 86400);
+  X509 *other = make_cert(other_key, "weft other CA", NULL, NULL, true, -3600, 86400);
+  X509 *srv = make_cert(key, "localhost", ca, ca_key, false, -3600, 86400);
+  X509 *expired = make_cert(key, "localhost", ca, ca_key, false, -7200, -3600);
+  write_cert(ca_pem, ca);
+  write_cert(other_ca_pem, other);
+  write_cert(srv_pem, srv);
+  write_cert(expired_pem, expired);
+  write_key(srv_key, key);
+  FILE *f = fopen(bad_pem, "w");
+  fputs("not a certificate\n", f);
+  fclose(f);
+  X509_free(ca);
+  X509_free(other);
+  X509_free(srv);
+  X509_free(expired);
+  EVP_PKEY_free(ca_key);
+  EVP_PKEY_free(other_key);
+  EVP_PKEY_free(key);
+}
+
+static void remove_certs(void) {
+  const char *files[] = {ca_pem, other_ca_pem, srv_pem, srv_key, expired_pem, bad_pem};
+  for (size_t i = 0; i < sizeof files / sizeof *files; i++) unlink(files[i]);
+  rmdir(dir);
+}
+
+static weft_tls_ctx *server_ctx(const char *cert, const char *alpn, int64_t hs_timeout) {
+  weft_tls_opts o = {.cert_file = cert, .key_file = srv_key, .alpn = alpn, .handshake_timeout_ns = hs_timeout};
+  weft_tls_ctx *c = NULL;
+  ASSERT_EQ(weft_tls_ctx_new(&c, true, &o), 0);
+  return c;
+}
+
+static weft_tls_ctx *client_ctx(const char *ca, const char *alpn) {
+  weft_tls_opts o = {.ca_file = ca, .alpn = alpn};
+  weft_tls_ctx *c = NULL;
+  ASSERT_EQ(weft_tls_ctx_new(&c, false, &o), 0);
+  return c;
+}
+
+static weft_config cfg_workers(unsigned n) {
+  weft_config c = {0};
+  c.workers = n;
+  return c;
+}
+
+static int count_fds(void) {
+  DIR *d = opendir("/proc/self/fd");
+  int n = 0;
+  struct dirent *e;
+  while ((e = readdir(d))) n += e->d_name[0] != '.';
+  closedir(d);
+  return n - 1;
+}
+
+static uint16_t port_of(weft_server *srv) {
+  weft_addr a;
+  ASSERT_EQ(weft_server_addr(srv, &a), 0);
+  return (uint16_t)weft_addr_port(&a);
+}
+
+static weft_server *tls_server(weft_conn_fn fn, void *arg, weft_tls_ctx *ctx) {
+  weft_server_opts o = {.tls = ctx};
+  weft_server *srv;
+  ASSERT_EQ(weft_start_server(&srv, "127.0.0.1", 0, fn, arg, &o), 0);
+  return srv;
+}
+
+static _Atomic long handler_bytes;
+static _Atomic int handlers_called;
+
+static int echo_handler(weft_stream *s, void *arg) {
+  (void)arg;
+  atomic_fetch_add(&handlers_called, 1);
+  char buf[8192];
+  for (;;) {
+    ssize_t n = weft_stream_read(s, buf, sizeof buf);
+    if (n <= 0) return (int)n;
+    atomic_fetch_add(&handler_bytes, n);
+    if (weft_stream_write(s, buf, (size_t)n) < 0 || weft_stream_drain(s) < 0) return -1;
+  }
+}
+
+/* ------------------------------------------------------------ many clients */
+
+typedef struct client_arg {
+  uint16_t port;
+  weft_tls_ctx *ctx;
+  int id;
+  size_t len;
+  bool ok;
+} client_arg;
+
+static int echo_client(void *arg) {
+  client_arg *c = arg;
+  weft_stream *s;
+  ASSERT_EQ(weft_open_connection_tls("127.0.0.1", c->port, WEFT_NO_DEADLINE, c->ctx, "localhost", &s), 0);
+  ASSERT_TRUE(weft_stream_is_tls(s));
+  char *out = malloc(c->len), *in = malloc(c->len);
+  for (size_t i = 0; i < c->len; i++) out[i] = (char)(i * 31 + (size_t)c->id);
+  size_t sent = 0, got = 0;
+  while (got < c->len) {
+    if (sent < c->len) {
+      size_t n = c->len - sent < 20000 ? c->len - sent : 20000;
+      ASSERT_EQ(weft_stream_write(s, out + sent, n), 0);
+      ASSERT_EQ(weft_stream_drain(s), 0);
+      sent += n;
+    }
+    while (got < sent) {
+      ssize_t n = weft_stream_read(s, in + got, c->len - got);
+      ASSERT_GT(n, 0);
+      got += (size_t)n;
+    }
+  }
+  c->ok = memcmp(in, out, c->len) == 0;
+  ASSERT_EQ(weft_stream_write_eof(s), 0); /* close_notify: the handler reads 0 and returns */
+  char x;
+  ASSERT_EQ(weft_stream_read(s, &x, 1), 0); /* the server's close_notify */
+  ASSERT_EQ(weft_stream_wait_closed(s), 0);
+  free(out);
+  free(in);
+  return 0;
+}
+
+static int many_main(void *arg) {
+  (void)arg;
+  int fds0 = count_fds();
+  weft_tls_ctx *sctx = server_ctx(srv_pem, NULL, 0), *cctx = client_ctx(ca_pem, NULL);
+  weft_server *srv = tls_server(echo_handler, NULL, sctx);
+  int n = test_sanitized() ? 12 : (int)(48 * test_stress_scale());
+  client_arg *cs = calloc((size_t)n, sizeof *cs);
+  weft_task *ts = calloc((size_t)n, sizeof *ts);
+  long expect = 0;
+  for (int i = 0; i < n; i++) {
+    cs[i] = (client_arg){.port = port_of(srv), .ctx = cctx, .id = i, .len = (size_t)(1 + (i * 7919) % 200000)};
+    expect += (long)cs[i].len;
+    ts[i] = weft_spawn(echo_client, &cs[i]);
+  }
+  for (int i = 0; i < n; i++) {
+    ASSERT_EQ(weft_join(ts[i]), 0);
+    weft_task_release(ts[i]);
+    ASSERT_TRUE(cs[i].ok);
+  }
+  ASSERT_EQ(weft_server_close(srv), 0);
+  ASSERT_EQ(weft_server_wait_closed(srv), 0);
+  ASSERT_EQ(atomic_load(&handler_bytes), expect);
+  weft_server_free(srv);
+  weft_tls_ctx_free(sctx);
+  weft_tls_ctx_free(cctx);
+  free(cs);
+  free(ts);
+  ASSERT_EQ(count_fds(), fds0);
+  return 0;
+}
+
+TEST(many_tls_connections_every_byte_checked) {
+  make_certs();
+  weft_config c = cfg_workers(2);
+  ASSERT_EQ(weft_run(many_main, NULL, &c), 0);
+  remove_certs();
+}
+
+/* ------------------------------------------------------------ full duplex, readexactly, readuntil */
+
+#define DUPLEX_LEN (4u << 20)
+
+/* Lines of "<i>:<64 pattern bytes>\n", then end of stream (close_notify). */
+static int lines_writer(void *arg) {
+  weft_stream *s = arg;
+  char line[128];
+  for (unsigned i = 0;; i++) {
+    int n = snprintf(line, sizeof line, "%u:", i);
+    for (int k = 0; k < 64; k++) line[n++] = (char)('a' + (i + (unsigned)k) % 26);
+    line[n++] = '\n';
+    ASSERT_EQ(weft_stream_write(s, line, (size_t)n), 0);
+    if (i * 80u > DUPLEX_LEN) break;
+  }
+  ASSERT_EQ(weft_stream_drain(s), 0);
+  ASSERT_EQ(weft_stream_write_eof(s), 0);
+  return 0;
+}
+
+static int duplex_main(void *arg) {
+  (void)arg;
+  int fds0 = count_fds();
+  weft_tls_ctx *sctx = server_ctx(srv_pem, NULL, 0), *cctx = client_ctx(ca_pem, NULL);
+  weft_server *srv = tls_server(echo_handler, NULL, sctx);
+  weft_stream *s;
+  ASSERT_EQ(weft_open_connection_tls("localhost", port_of(srv), WEFT_NO_DEADLINE, cctx, NULL, &s), 0);
+  ASSERT_EQ(weft_stream_set_limit(s, 256), 0);
+  ASSERT_EQ(weft_stream_set_watermarks(s, 4096, 1024), 0); /* the writer suspends for back-pressure often */
+  weft_task w = weft_spawn(lines_writer, s);                /* writes while this task reads */
+  char line[256];
+  unsigned i = 0;
+  for (;; i++) {
+    ssize_t n;
+    if (i % 2 == 0) {
+      n = weft_stream_readline(s, line, sizeof line);
+      if (n == 0) break;
+    } else { /* readexactly the prefix, then readuntil the rest */
+      char num[16];
+      int k = snprintf(num, sizeof num, "%u:", i);
+      size_t got;
+      ssize_t r = weft_stream_readexactly(s, line, (size_t)k, &got);
+      if (r == -ENODATA && got == 0) break;
+      ASSERT_EQ(r, k);
+      ASSERT_EQ(memcmp(line, num, (size_t)k), 0);
+      r = weft_stream_readuntil(s, "\n", 1, line + k, sizeof line - (size_t)k, &got);
+      ASSERT_EQ(r, 65);
+      n = k + r;
+    }
+    ASSERT_GT(n, 0);
+    char expect[128];
+    int m = snprintf(expect, sizeof expect, "%u:", i);
+    for (int k = 0; k < 64; k++) expect[m++] = (char)('a' + (i + (unsigned)k) % 26);
+    expect[m++] = '\n';
+    ASSERT_EQ(n, m);
+    ASSERT_EQ(memcmp(line, expect, (size_t)m), 0);
+  }
+  ASSERT_GT(i * 80u, DUPLEX_LEN);
+  ASSERT_EQ(weft_join(w), 0);
+  weft_task_release(w);
+  ASSERT_TRUE(weft_stream_at_eof(s));
+  ASSERT_EQ(weft_stream_wait_closed(s), 0);
+  ASSERT_EQ(weft_server_close(srv), 0);
+  weft_server_free(srv);
+  weft_tls_ctx_free(sctx);
+  weft_tls_ctx_free(cctx);
+  ASSERT_EQ(count_fds(), fds0);
+  return 0;
+}
+
+TEST(one_stream_read_and_written_by_two_tasks) {
+  make_certs();
+  weft_config c = cfg_workers(2);
+  ASSERT_EQ(weft_run(duplex_main, NULL, &c), 0);
+  remove_certs();
+}
+
+/* ------------------------------------------------------------ start_tls */
+
+static weft_tls_ctx *upgrade_ctx;
+
+static int starttls_handler(weft_stream *s, void *arg) {
+  (void)arg;
+  char line[64];
+  ASSERT_EQ(weft_stream_readline(s, line, sizeof line), 9);
+  ASSERT_EQ(memcmp(line, "STARTTLS\n", 9), 0);
+  ASSERT_EQ(weft_stream_write(s, "GO\n", 3), 0);
+  ASSERT_EQ(weft_stream_drain(s), 0);
+  ASSERT_EQ(weft_stream_start_tls(s, upgrade_ctx, true, NULL), 0);
+  ASSERT_EQ(weft_stream_start_tls(s, upgrade_ctx, true, NULL), -EINVAL); /* already TLS */
+  return echo_handler(s, NULL);
+}
+
+static int starttls_main(void *arg) {
+  (void)arg;
+  int fds0 = count_fds();
+  upgrade_ctx = server_ctx(srv_pem, NULL, 0);
+  weft_tls_ctx *cctx = client_ctx(ca_pem, NULL);
+  weft_server *srv;
+  ASSERT_EQ(weft_start_server(&srv, "127.0.0.1", 0, starttls_handler, NULL, NULL), 0);
+  weft_stream *s;
+  ASSERT_EQ(weft_open_connection("127.0.0.1", port_of(srv), WEFT_NO_DEADLINE, &s), 0);
+  ASSERT_TRUE(!weft_stream_is_tls(s));
+  ASSERT_EQ(weft_stream_tls_alpn(s, NULL, 0), -EINVAL);
+  ASSERT_EQ(weft_stream_write(s, "STARTTLS\n", 9), 0);
+  char line[64];
+  ASSERT_EQ(weft_stream_readline(s, line, sizeof line), 3);
+  ASSERT_EQ(weft_stream_start_tls(s, cctx, false, NULL), -EINVAL); /* verifying needs a server name */
+  ASSERT_EQ(weft_stream_start_tls(s, upgrade_ctx, false, "localhost"), -EINVAL); /* a server context */
+  ASSERT_EQ(weft_stream_start_tls(s, cctx, false, "localhost"), 0);
+  ASSERT_TRUE(weft_stream_is_tls(s));
+  ASSERT_TRUE(weft_stream_tls_version(s) != NULL);
+  enum { LEN = 100000 }; /* (task stacks are small: the heap) */
+  char *out = malloc(LEN), *in = malloc(LEN);
+  for (size_t i = 0; i < LEN; i++) out[i] = (char)(i * 13);
+  ASSERT_EQ(weft_stream_write(s, out, LEN), 0);
+  ASSERT_EQ(weft_stream_drain(s), 0);
+  ASSERT_EQ(weft_stream_readexactly(s, in, LEN, NULL), LEN);
+  ASSERT_EQ(memcmp(in, out, LEN), 0);
+  ASSERT_EQ(weft_stream_write_eof(s), 0);
+  ASSERT_EQ(weft_stream_read(s, in, 1), 0);
+  free(out);
+  free(in);
+  ASSERT_EQ(weft_stream_wait_closed(s), 0);
+  ASSERT_EQ(weft_server_close(srv), 0);
+  weft_server_free(srv);
+  weft_tls_ctx_free(upgrade_ctx);
+  weft_tls_ctx_free(cctx);
+  ASSERT_EQ(count_fds(), fds0);
+  return 0;
+}
+
+TEST(start_tls_upgrades_a_plain_connection) {
+  make_certs();
+  weft_config c = cfg_workers(2);
+  ASSERT_EQ(weft_run(starttls_main, NULL, &c), 0);
+  remove_certs();
+}
+
+/* ------------------------------------------------------------ verification */
+
+static int one_round(uint16_t port, weft_tls_ctx *cctx, const char *host, const char *name) {
+  weft_stream *s;
+  int rc = weft_open_connection_tls(host, port, WEFT_NO_DEADLINE, cctx, name, &s);
+  if (rc) return rc;
+  char buf[5];
+  ASSERT_EQ(weft_stream_write(s, "hello", 5), 0);
+  ASSERT_EQ(weft_stream_readexactly(s, buf, 5, NULL), 5);
+  ASSERT_EQ(memcmp(buf, "hello", 5), 0);
+  ASSERT_EQ(weft_stream_wait_closed(s), 0);
+  return 0;
+}
+
+static int verify_main(void *arg) {
+  (void)arg;
+  int fds0 = count_fds();
+  weft_tls_ctx *good = server_ctx(srv_pem, NULL, 0), *expired = server_ctx(expired_pem, NULL, 0);
+  weft_server *srv = tls_server(echo_handler, NULL, good), *old = tls_server(echo_handler, NULL, expired);
+  weft_tls_ctx *trusting = client_ctx(ca_pem, NULL), *untrusting = client_ctx(other_ca_pem, NULL);
+  weft_tls_opts none = {.verify = WEFT_TLS_VERIFY_NONE};
+  weft_tls_ctx *blind;
+  ASSERT_EQ(weft_tls_ctx_new(&blind, false, &none), 0);
+  uint16_t p = port_of(srv);
+  ASSERT_EQ(one_round(p, trusting, "127.0.0.1", "localhost"), 0);
+  ASSERT_EQ(one_round(p, trusting, "127.0.0.1", NULL), 0); /* the IP address is in the SAN */
+  ASSERT_EQ(one_round(p, untrusting, "127.0.0.1", "localhost"), -EKEYREJECTED);
+  ASSERT_EQ(one_round(p, trusting, "127.0.0.1", "example.com"), -EKEYREJECTED);
+  ASSERT_EQ(one_round(port_of(old), trusting, "127.0.0.1", "localhost"), -EKEYREJECTED); /* expired */
+  ASSERT_EQ(one_round(port_of(old), blind, "127.0.0.1", NULL), 0); /* no verification */
+  ASSERT_EQ(one_round(p, trusting, "127.0.0.1", "localhost"), 0);  /* the server still serves */
+  ASSERT_EQ(weft_server_close(srv), 0);
+  ASSERT_EQ(weft_server_close(old), 0);
+  weft_server_free(srv);
+  weft_server_free(old);
+  weft_tls_ctx_free(good);
+  weft_tls_ctx_free(expired);
+  weft_tls_ctx_free(trusting);
+  weft_tls_ctx_free(untrusting);
+  weft_tls_ctx_free(blind);
+  ASSERT_EQ(count_fds(), fds0);
+  return 0;
+}
+
+TEST(verification_failures_are_ekeyrejected) {
+  make_certs();
+  weft_config c = cfg_workers(2);
+  ASSERT_EQ(weft_run(verify_main, NULL, &c), 0);
+  remove_certs();
+}
+
+/* ------------------------------------------------------------ SNI and ALPN */
+
+/* Replies "<sni>|<alpn>\n". */
+static int sni_alpn_handler(weft_stream *s, void *arg) {
+  (void)arg;
+  char sni[256], alpn[256], reply[600];
+  ASSERT_GE(weft_stream_tls_server_name(s, sni, sizeof sni), 0);
+  ASSERT_GE(weft_stream_tls_alpn(s, alpn, sizeof alpn), 0);
+  ASSERT_EQ(weft_stream_tls_alpn(s, alpn, 1) == -ENOSPC || alpn[0] == 0, 1);
+  int n = snprintf(reply, sizeof reply, "%s|%s\n", sni, alpn);
+  ASSERT_EQ(weft_stream_write(s, reply, (size_t)n), 0);
+  return 0;
+}
+
+static void expect_reply(uint16_t port, weft_tls_ctx *c, const char *name, const char *reply, const char *alpn) {
+  weft_stream *s;
+  ASSERT_EQ(weft_open_connection_tls("127.0.0.1", port, WEFT_NO_DEADLINE, c, name, &s), 0);
+  char line[600], got[256];
+  ssize_t n = weft_stream_readline(s, line, sizeof line - 1);
+  ASSERT_GT(n, 0);
+  line[n] = 0;
+  ASSERT_STR_EQ(line, reply);
+  ASSERT_GE(weft_stream_tls_alpn(s, got, sizeof got), 0);
+  ASSERT_STR_EQ(got, alpn);
+  char x;
+  ASSERT_EQ(weft_stream_read(s, &x, 1), 0); /* the server's close_notify */
+  ASSERT_EQ(weft_stream_wait_closed(s), 0);
+}
+
+static int sni_alpn_main(void *arg) {
+  (void)arg;
+  weft_tls_ctx *sctx = server_ctx(srv_pem, "http/1.1,h2", 0);
+  weft_server *srv = tls_server(sni_alpn_handler, NULL, sctx);
+  weft_tls_ctx *h2 = client_ctx(ca_pem, "h2,http/1.1"), *other = client_ctx(ca_pem, "spdy/1"),
+               *plain = client_ctx(ca_pem, NULL);
+  uint16_t p = port_of(srv);
+  expect_reply(p, h2, "localhost", "localhost|http/1.1\n", "http/1.1"); /* the server's preference */
+  expect_reply(p, other, "localhost", "localhost|\n", "");              /* nothing in common: no ALPN */
+  expect_reply(p, plain, "127.0.0.1", "|\n", "");                       /* an IP address: no SNI */
+  ASSERT_EQ(weft_server_close(srv), 0);
+  weft_server_free(srv);
+  weft_tls_ctx_free(sctx);
+  weft_tls_ctx_free(h2);
+  weft_tls_ctx_free(other);
+  weft_tls_ctx_free(plain);
+  return 0;
+}
+
+TEST(sni_and_alpn) {
+  make_certs();
+  weft_config c = cfg_workers(2);
+  ASSERT_EQ(weft_run(sni_alpn_main, NULL, &c), 0);
+  remove_certs();
+}
+
+/* ------------------------------------------------------------ handshake timeout, garbage */
+
+static int silent_handler(weft_stream *s, void *arg) {
+  (void)arg;
+  char buf[512];
+  while (weft_stream_read(s, buf, sizeof buf) > 0) {
+  } /* never answers; ends when the client goes */
+  return 0;
+}
+
+static int garbage_handler(weft_stream *s, void *arg) {
+  (void)arg;
+  ASSERT_EQ(weft_stream_write(s, "HTTP/1.0 400 Bad Request\r\n\r\n", 28), 0);
+  return 0;
+}
+
+static int timeout_main(void *arg) {
+  (void)arg;
+  int fds0 = count_fds();
+  const int64_t ms = 1000000;
+  /* the client side: a plain server that never answers the ClientHello */
+  weft_tls_opts o = {.ca_file = ca_pem, .handshake_timeout_ns = 200 * ms};
+  weft_tls_ctx *cctx;
+  ASSERT_EQ(weft_tls_ctx_new(&cctx, false, &o), 0);
+  weft_server *silent, *garbage;
+  ASSERT_EQ(weft_start_server(&silent, "127.0.0.1", 0, silent_handler, NULL, NULL), 0);
+  ASSERT_EQ(weft_start_server(&garbage, "127.0.0.1", 0, garbage_handler, NULL, NULL), 0);
+  weft_stream *s;
+  int64_t t0 = weft_now_ns();
+  ASSERT_EQ(weft_open_connection_tls("127.0.0.1", port_of(silent), WEFT_NO_DEADLINE, cctx, "localhost", &s),
+            -ETIMEDOUT);
+  ASSERT_GE(weft_now_ns() - t0, 150 * ms);
+  /* the caller's deadline, when sooner */
+  weft_tls_ctx *slow = client_ctx(ca_pem, NULL);
+  ASSERT_EQ(weft_open_connection_tls("127.0.0.1", port_of(silent), weft_now_ns() + 100 * ms, slow, "localhost",
+                                     &s),
+            -ETIMEDOUT);
+  /* garbage instead of a ServerHello */
+  ASSERT_EQ(weft_open_connection_tls("127.0.0.1", port_of(garbage), WEFT_NO_DEADLINE, cctx, "localhost", &s),
+            -ECONNABORTED);
+  /* the server side: a client that connects and sends nothing, then one that sends garbage */
+  weft_tls_ctx *sctx = server_ctx(srv_pem, NULL, 200 * ms);
+  atomic_store(&handlers_called, 0);
+  weft_server *srv = tls_server(echo_handler, NULL, sctx);
+  ASSERT_EQ(weft_open_connection("127.0.0.1", port_of(srv), WEFT_NO_DEADLINE, &s), 0);
+  char buf[64];
+  ASSERT_LE(weft_stream_read(s, buf, sizeof buf), 0); /* closed by the server (reset: abort) */
+  ASSERT_EQ(weft_stream_wait_closed(s), 0);
+  ASSERT_EQ(weft_open_connection("127.0.0.1", port_of(srv), WEFT_NO_DEADLINE, &s), 0);
+  ASSERT_EQ(weft_stream_write(s, "GET / HTTP/1.0\r\n\r\n", 18), 0);
+  ssize_t n = weft_stream_read(s, buf, sizeof buf); /* an alert, or the reset */
+  if (n > 0) n = weft_stream_read(s, buf, sizeof buf);
+  ASSERT_LE(n, 0);
+  weft_stream_abort(s);
+  ASSERT_EQ(weft_stream_wait_closed(s), 0);
+  ASSERT_EQ(atomic_load(&handlers_called), 0); /* the handler never ran */
+  ASSERT_EQ(one_round(port_of(srv), cctx, "127.0.0.1", "localhost"), 0); /* still serving */
+  ASSERT_EQ(atomic_load(&handlers_called), 1);
+  ASSERT_EQ(weft_server_close(silent), 0);
+  ASSERT_EQ(weft_server_close(garbage), 0);
+  ASSERT_EQ(weft_server_close(srv), 0);
+  weft_server_free(silent);
+  weft_server_free(garbage);
+  weft_server_free(srv);
+  weft_tls_ctx_free(cctx);
+  weft_tls_ctx_free(slow);
+  weft_tls_ctx_free(sctx);
+  ASSERT_EQ(count_fds(), fds0);
+  return 0;
+}
+
+TEST(handshake_timeout_and_garbage) {
+  make_certs();
+  weft_config c = cfg_workers(2);
+  ASSERT_EQ(weft_run(timeout_main, NULL, &c), 0);
+  remove_certs();
+}
+
+/* ------------------------------------------------------------ endings */
+
+/* arg: 0 close_notify (write_eof), 1 FIN without close_notify, 2 abort */
+static int ending_handler(weft_stream *s, void *arg) {
+  int how = (int)(intptr_t)arg;
+  ASSERT_EQ(weft_stream_write(s, "bye\n", 4), 0);
+  ASSERT_EQ(weft_stream_drain(s), 0);
+  if (how == 0) ASSERT_EQ(weft_stream_write_eof(s), 0);
+  if (how == 1) ASSERT_EQ(shutdown(weft_stream_fd(s), SHUT_WR), 0);
+  char x[4];
+  if (how == 2) { /* once the client has read "bye", a reset */
+    ASSERT_EQ(weft_stream_readexactly(s, x, 3, NULL), 3);
+    weft_stream_abort(s);
+    return 0;
+  }
+  (void)weft_stream_read(s, x, 1); /* until the client goes */
+  return 0;
+}
+
+static int endings_main(void *arg) {
+  (void)arg;
+  int fds0 = count_fds();
+  weft_tls_ctx *sctx = server_ctx(srv_pem, NULL, 0), *cctx = client_ctx(ca_pem, NULL);
+  for (int how = 0; how < 3; how++) {
+    weft_server *srv = tls_server(ending_handler, (void *)(intptr_t)how, sctx);
+    weft_stream *s;
+    ASSERT_EQ(weft_open_connection_tls("127.0.0.1", port_of(srv), WEFT_NO_DEADLINE, cctx, "localhost", &s), 0);
+    char buf[16];
+    ASSERT_EQ(weft_stream_readline(s, buf, sizeof buf), 4);
+    if (how == 2) {
+      ASSERT_EQ(weft_stream_write(s, "ack", 3), 0);
+      ASSERT_EQ(weft_stream_drain(s), 0);
+    }
+    ssize_t n = weft_stream_read(s, buf, sizeof buf);
+    if (how == 0) ASSERT_EQ(n, 0);
+    if (how == 1) ASSERT_EQ(n, -ECONNRESET);
+    if (how == 2) ASSERT_EQ(n, -ECONNRESET);
+    ASSERT_EQ(weft_stream_read(s, buf, sizeof buf), 0); /* then end of stream */
+    ASSERT_TRUE(weft_stream_at_eof(s));
+    if (how == 0) { /* our side can still write after the peer's close_notify */
+      ASSERT_EQ(weft_stream_write(s, "x", 1), 0);
+      ASSERT_EQ(weft_stream_drain(s), 0);
+    }
+    weft_stream_close(s);
+    weft_stream_wait_closed(s);
+    ASSERT_EQ(weft_server_close(srv), 0);
+    weft_server_free(srv);
+  }
+  weft_tls_ctx_free(sctx);
+  weft_tls_ctx_free(cctx);
+  ASSERT_EQ(count_fds(), fds0);
+  return 0;
+}
+
+TEST(close_notify_against_abrupt_ends) {
+  make_certs();
+  weft_config c = cfg_workers(2);
+  ASSERT_EQ(weft_run(endings_main, NULL, &c), 0);
+  remove_certs();
+}
+
+/* ------------------------------------------------------------ cancellation */
+
+static int read_one(void *arg) {
+  weft_stream *s = arg;
+  char buf[16];
+  return (int)weft_stream_read(s, buf, sizeof buf);
+}
+
+static int cancel_main(void *arg) {
+  (void)arg;
+  int fds0 = count_fds();
+  weft_tls_ctx *sctx = server_ctx(srv_pem, NULL, 0), *cctx = client_ctx(ca_pem, NULL);
+  weft_server *srv = tls_server(echo_handler, NULL, sctx);
+  weft_stream *s;
+  ASSERT_EQ(weft_open_connection_tls("127.0.0.1", port_of(srv), WEFT_NO_DEADLINE, cctx, "localhost", &s), 0);
+  for (int round = 0; round < 5; round++) {
+    weft_task r = weft_spawn(read_one, s);
+    ASSERT_EQ(weft_sleep_ns(20 * 1000000), 0); /* the read waits for the peer */
+    ASSERT_EQ(weft_cancel(r), 1);
+    ASSERT_EQ(weft_join(r), -ECANCELED);
+    weft_task_release(r);
+    /* the stream is still usable: a full round trip */
+    char out[3000], in[3000];
+    memset(out, 'a' + round, sizeof out);
+    ASSERT_EQ(weft_stream_write(s, out, sizeof out), 0);
+    ASSERT_EQ(weft_stream_readexactly(s, in, sizeof in, NULL), (ssize_t)sizeof in);
+    ASSERT_EQ(memcmp(in, out, sizeof in), 0);
+  }
+  /* a read time limit: -ETIMEDOUT, the stream stays usable */
+  ASSERT_EQ(weft_stream_set_timeout(s, 30 * 1000000), 0);
+  char buf[4];
+  ASSERT_EQ(weft_stream_read(s, buf, sizeof buf), -ETIMEDOUT);
+  ASSERT_EQ(weft_stream_write(s, "ping", 4), 0);
+  ASSERT_EQ(weft_stream_readexactly(s, buf, 4, NULL), 4);
+  ASSERT_EQ(memcmp(buf, "ping", 4), 0);
+  ASSERT_EQ(weft_stream_wait_closed(s), 0);
+  ASSERT_EQ(weft_server_close(srv), 0);
+  weft_server_free(srv);
+  weft_tls_ctx_free(sctx);
+  weft_tls_ctx_free(cctx);
+  ASSERT_EQ(count_fds(), fds0);
+  return 0;
+}
+
+TEST(cancelled_read_leaves_the_stream_usable) {
+  make_certs();
+  weft_config c = cfg_workers(2);
+  ASSERT_EQ(weft_run(cancel_main, NULL, &c), 0);
+  remove_certs();
+}
+
+/* ------------------------------------------------------------ bad input */
+
+static int bad_main(void *arg) {
+  (void)arg;
+  weft_tls_ctx *c = NULL;
+  weft_tls_opts o = {0};
+  ASSERT_EQ(weft_tls_ctx_new(NULL, false, &o), -EINVAL);
+  ASSERT_EQ(weft_tls_ctx_new(&c, true, &o), -EINVAL); /* a server needs a certificate */
+  o.cert_file = "/nonexistent/cert.pem";
+  ASSERT_EQ(weft_tls_ctx_new(&c, true, &o), -ENOENT);
+  o.cert_file = bad_pem;
+  ASSERT_EQ(weft_tls_ctx_new(&c, true, &o), -EINVAL);
+  o.cert_file = srv_pem; /* the key is not in the certificate's file */
+  ASSERT_EQ(weft_tls_ctx_new(&c, true, &o), -EINVAL);
+  o.key_file = ca_pem;
+  ASSERT_EQ(weft_tls_ctx_new(&c, true, &o), -EINVAL);
+  o.key_file = srv_key;
+  o.alpn = "h2,,x";
+  ASSERT_EQ(weft_tls_ctx_new(&c, true, &o), -EINVAL);
+  o.alpn = "h2,";
+  ASSERT_EQ(weft_tls_ctx_new(&c, true, &o), -EINVAL);
+  o.alpn = "";
+  ASSERT_EQ(weft_tls_ctx_new(&c, true, &o), -EINVAL);
+  o.alpn = NULL;
+  o.verify = 7;
+  ASSERT_EQ(weft_tls_ctx_new(&c, true, &o), -EINVAL);
+  o.verify = 0;
+  o.handshake_timeout_ns = -1;
+  ASSERT_EQ(weft_tls_ctx_new(&c, true, &o), -EINVAL);
+  o.handshake_timeout_ns = 0;
+  weft_tls_opts co = {.ca_file = "/nonexistent/ca.pem"};
+  ASSERT_EQ(weft_tls_ctx_new(&c, false, &co), -ENOENT);
+  co.ca_file = bad_pem;
+  ASSERT_EQ(weft_tls_ctx_new(&c, false, &co), -EINVAL);
+  ASSERT_PTR_EQ(c, NULL);
+  weft_tls_ctx *cctx = client_ctx(ca_pem, NULL);
+  weft_server_opts so = {.tls = cctx}; /* a client context for a server */
+  weft_server *srv;
+  ASSERT_EQ(weft_start_server(&srv, "127.0.0.1", 0, echo_handler, NULL, &so), -EINVAL);
+  weft_stream *s;
+  ASSERT_EQ(weft_open_connection_tls("127.0.0.1", 1, WEFT_NO_DEADLINE, NULL, "localhost", &s), -EINVAL);
+  ASSERT_EQ(weft_stream_start_tls(NULL, cctx, false, "x"), -EINVAL);
+  ASSERT_TRUE(!weft_stream_is_tls(NULL));
+  ASSERT_PTR_EQ(weft_stream_tls_version(NULL), NULL);
+  weft_tls_ctx_free(cctx);
+  weft_tls_ctx_free(NULL);
+  return 0;
+}
+
+TEST(tls_bad_input) {
+  make_certs();
+  ASSERT_EQ(weft_run(bad_main, NULL, NULL), 0);
+  remove_certs();
+}
+
+TEST_MAIN()
