@@ -301,13 +301,16 @@ static ssize_t call_once(struct weft__tls *t, int op, void *buf, size_t n, unsig
     return -EPIPE;
   }
   ERR_clear_error();
+  errno = 0; /* SSL_ERROR_SYSCALL reads it: no stale value */
   size_t done = 0;
   int ok;
   switch (op) {
   case OP_HANDSHAKE: ok = SSL_do_handshake(t->ssl); break;
   case OP_READ: ok = SSL_read_ex(t->ssl, buf, n, &done); break;
   case OP_WRITE: ok = SSL_write_ex(t->ssl, buf, n, &done); break;
-  default: ok = SSL_shutdown(t->ssl) >= 0; break; /* 0: sent, the peer's not seen yet: enough */
+  default: ok = SSL_shutdown(t->ssl); /* 0: sent, the peer's not seen yet: enough */
+    if (ok == 0) ok = 1;
+    break;
   }
   ssize_t res;
   if (ok == 1) {
@@ -323,9 +326,7 @@ static ssize_t call_once(struct weft__tls *t, int op, void *buf, size_t n, unsig
       res = 0; /* close_notify: end of stream */
     } else if (op == OP_HANDSHAKE) {
       bool verifying = SSL_get_verify_mode(t->ssl) & SSL_VERIFY_PEER;
-      res = verifying && SSL_get_verify_result(t->ssl) != X509_V_OK ? -EKEYREJECTED
-            : e == SSL_ERROR_SYSCALL && sys && sys != EAGAIN ? -sys
-                                                             : -ECONNABORTED;
+      res = verifying && SSL_get_verify_result(t->ssl) != X509_V_OK ? -EKEYREJECTED : -ECONNABORTED;
       report("handshake", t->ssl);
       t->dead = true;
     } else if (e == SSL_ERROR_SYSCALL) {

@@ -188,7 +188,9 @@ WEFT_API int weft_udp_bind(const weft_addr *a);
  * takes them, else at the next drain. Back-pressure: a write that takes the
  * buffer past the high watermark (default 64 KiB) first sends until at most
  * the low watermark (default 16 KiB) is left, so a writer that never drains
- * keeps bounded memory; drain sends everything buffered. */
+ * keeps bounded memory; drain sends everything buffered. A stream may
+ * speak TLS (weft/tls.h: weft_open_connection_tls, a server's opts.tls,
+ * weft_stream_start_tls); every call here works the same on it. */
 typedef struct weft_stream weft_stream;
 
 /* Connect (weft_connect_host, or a Unix path) and wrap the socket. *out

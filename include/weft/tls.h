@@ -26,6 +26,9 @@
  *                  That read reports the error once; the stream is at end
  *                  of stream after it (later reads return 0).
  * A read that meets the peer's close_notify returns 0 (end of stream).
+ * After any other TLS error (or a handshake cut short by its timeout or a
+ * cancellation) the TLS layer is unusable: reads and writes return -EPIPE,
+ * and close/wait_closed send no close_notify.
  * In debug mode (WEFT_DEBUG=1 or weft_config.debug) a failed context or
  * handshake prints OpenSSL's reasons (and the verification error) to stderr.
  */
