@@ -387,7 +387,7 @@ bool weft__tls_usable(const struct weft__tls *t) { return !t->dead; }
 static int copy_out(const unsigned char *p, size_t len, char *buf, size_t cap) {
   if (!buf && cap) return -EINVAL;
   if (len + 1 > cap) return -ENOSPC;
-  memcpy(buf, p, len);
+  if (len) memcpy(buf, p, len); /* p may be NULL when len is 0 */
   buf[len] = 0;
   return (int)len;
 }
