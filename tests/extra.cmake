@@ -47,7 +47,7 @@ if(WEFT_EXAMPLES)
   find_program(WEFT_NET_PYTHON python3)
   if(WEFT_NET_PYTHON)
     add_test(NAME net_examples COMMAND ${WEFT_NET_PYTHON} ${CMAKE_CURRENT_SOURCE_DIR}/test_net_examples.py
-      $<TARGET_FILE:echo_server> $<TARGET_FILE:http_hello>)
+      $<TARGET_FILE:echo_server> $<TARGET_FILE:http_hello> $<TARGET_FILE:https_hello>)
     set_tests_properties(net_examples PROPERTIES TIMEOUT 300 LABELS unit)
   endif()
 endif()

@@ -4,9 +4,14 @@ examples/http_hello against clients that weft's authors did not write:
 Python's own asyncio streams (random payload sizes, partial writes, abrupt
 closes and resets), curl, and a short wrk run (each skipped when missing);
 garbage, truncated and oversized HTTP requests; port in use; a clean exit on
-SIGTERM. Loopback only; every wait is bounded.
+SIGTERM. Loopback only; every wait is bounded. examples/https_hello (when
+given) against Python's ssl module and asyncio's streams with ssl= (TLS 1.3
+and 1.2, ALPN, verification of its certificate, pipelining, garbage instead
+of a handshake, a client gone mid-handshake), curl and openssl s_client;
+its certificate is made with the openssl command line (skipped when
+missing).
 
-    test_net_examples.py ECHO_SERVER HTTP_HELLO
+    test_net_examples.py ECHO_SERVER HTTP_HELLO [HTTPS_HELLO]
 """
 import asyncio
 import os
@@ -20,6 +25,7 @@ import sys
 import time
 
 ECHO, HTTP = sys.argv[1], sys.argv[2]
+HTTPS = sys.argv[3] if len(sys.argv) > 3 else None
 RESPONSE_BODY = b"Hello, World!"
 
 
@@ -31,8 +37,8 @@ def free_port():
     return p
 
 
-def start(exe, port, workers=2):
-    p = subprocess.Popen([exe, "--host", "127.0.0.1", "--port", str(port), "--workers", str(workers)],
+def start(exe, port, workers=2, extra=()):
+    p = subprocess.Popen([exe, "--host", "127.0.0.1", "--port", str(port), "--workers", str(workers), *extra],
                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     for _ in range(200):
         try:
@@ -164,5 +170,101 @@ def test_http():
     print("ok   http_hello: pipelining, garbage, truncated and oversized requests, curl, wrk, SIGTERM")
 
 
+def test_https():
+    import ssl
+    import tempfile
+    if not HTTPS:
+        return
+    if not shutil.which("openssl"):
+        print("skip https_hello (no openssl command line to make its certificate)")
+        return
+    d = tempfile.mkdtemp(prefix="weft-https-")
+    cert, key = os.path.join(d, "cert.pem"), os.path.join(d, "key.pem")
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+                    "-keyout", key, "-out", cert, "-days", "2", "-subj", "/CN=localhost",
+                    "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"], check=True, capture_output=True,
+                   timeout=30)
+    port = free_port()
+    p = start(HTTPS, port, extra=("--cert", cert, "--key", key))
+    req = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"
+    try:
+        for version in (ssl.TLSVersion.TLSv1_3, ssl.TLSVersion.TLSv1_2):
+            ctx = ssl.create_default_context(cafile=cert)
+            ctx.minimum_version = ctx.maximum_version = version
+            ctx.set_alpn_protocols(["h2", "http/1.1"])
+            with socket.create_connection(("127.0.0.1", port), 5) as raw:
+                with ctx.wrap_socket(raw, server_hostname="localhost") as s:
+                    check(s.selected_alpn_protocol() == "http/1.1", "alpn: %r" % s.selected_alpn_protocol())
+                    s.sendall(req * 5)
+                    out = b""
+                    while out.count(RESPONSE_BODY) < 5:
+                        b = s.recv(65536)
+                        check(b, "https: early end after %r" % out[:200])
+                        out += b
+                    check(out.count(b"HTTP/1.1 200 OK") == 5, "https pipelined: %r" % out[:200])
+        # the certificate does not name this host: the client rejects it
+        try:
+            with socket.create_connection(("127.0.0.1", port), 5) as raw:
+                ssl.create_default_context(cafile=cert).wrap_socket(raw, server_hostname="example.com")
+            check(False, "wrong host name accepted")
+        except ssl.SSLCertVerificationError:
+            pass
+        # garbage instead of a ClientHello, and a client gone mid-handshake: the server goes on
+        with socket.create_connection(("127.0.0.1", port), 5) as raw:
+            raw.sendall(b"GET / HTTP/1.1\r\n\r\n")
+            try:
+                while raw.recv(4096):
+                    pass
+            except OSError:
+                pass
+        with socket.create_connection(("127.0.0.1", port), 5) as raw:
+            raw.sendall(b"\x16\x03\x01\x02\x00\x01")  # the start of a ClientHello, then gone
+
+        async def asyncio_client():
+            ctx = ssl.create_default_context(cafile=cert)
+            r, w = await asyncio.wait_for(asyncio.open_connection("127.0.0.1", port, ssl=ctx,
+                                                                  server_hostname="localhost"), 10)
+            for _ in range(20):
+                w.write(req)
+                await w.drain()
+                head = await asyncio.wait_for(r.readuntil(b"\r\n\r\n"), 10)
+                check(head.startswith(b"HTTP/1.1 200 OK"), "asyncio ssl: %r" % head)
+                check(await asyncio.wait_for(r.readexactly(len(RESPONSE_BODY)), 10) == RESPONSE_BODY, "body")
+            w.close()
+            try:
+                await w.wait_closed()
+            except (ssl.SSLError, ConnectionError):
+                pass
+        async def asyncio_clients():
+            await asyncio.wait_for(asyncio.gather(*(asyncio_client() for _ in range(8))), 60)
+        asyncio.run(asyncio_clients())
+        if shutil.which("curl"):
+            c = subprocess.run(["curl", "-s", "--max-time", "10", "--cacert", cert, "https://localhost:%d/" % port,
+                                "https://localhost:%d/again" % port], capture_output=True, timeout=20)
+            check(c.returncode == 0 and c.stdout == RESPONSE_BODY * 2, "curl https: %r" % c.stdout)
+        import select
+        c = subprocess.Popen(["openssl", "s_client", "-connect", "127.0.0.1:%d" % port, "-servername", "localhost",
+                              "-CAfile", cert, "-alpn", "http/1.1"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                             stderr=subprocess.DEVNULL)
+        c.stdin.write(req)
+        c.stdin.flush()
+        out, t_end = b"", time.time() + 20
+        while RESPONSE_BODY not in out and time.time() < t_end:  # the server keeps the connection: read, then kill
+            if select.select([c.stdout], [], [], 1)[0]:
+                b = os.read(c.stdout.fileno(), 65536)
+                if not b:
+                    break
+                out += b
+        c.kill()
+        c.wait()
+        check(b"Verify return code: 0" in out and RESPONSE_BODY in out, "s_client: %r" % out[-400:])
+    finally:
+        stop(p, "https_hello")
+        shutil.rmtree(d, ignore_errors=True)
+    print("ok   https_hello: Python ssl (TLS 1.3, 1.2, ALPN, verification), asyncio ssl=, garbage, "
+          "curl, openssl s_client, SIGTERM")
+
+
 test_echo()
 test_http()
+test_https()
