@@ -296,9 +296,9 @@ enum { OP_HANDSHAKE, OP_READ, OP_WRITE, OP_SHUTDOWN };
 static ssize_t call_once(struct weft__tls *t, int op, void *buf, size_t n, unsigned *want) {
   int rc = weft_lock_acquire(&t->lock);
   if (rc) return rc;
-  if (t->dead) {
+  if (t->dead || (op == OP_SHUTDOWN && !t->handshaken)) { /* (read under the lock: the reader may set dead) */
     weft_lock_release(&t->lock);
-    return -EPIPE;
+    return op == OP_SHUTDOWN ? 0 : -EPIPE; /* no close_notify on a dead or unfinished session */
   }
   ERR_clear_error();
   errno = 0; /* SSL_ERROR_SYSCALL reads it: no stale value */
@@ -362,7 +362,8 @@ int weft__tls_handshake(struct weft__tls *t, int fd, const weft_tls_ctx *c, int6
   int64_t hs = weft__deadline_after(c->handshake_timeout_ns);
   ssize_t r = run(t, fd, OP_HANDSHAKE, NULL, 0, hs < deadline ? hs : deadline);
   if (r == 0 && !t->handshaken) return -ECONNABORTED; /* close_notify during the handshake */
-  if (r < 0) t->dead = true; /* a timeout or cancellation leaves the handshake half done */
+  if (r < 0) t->dead = true; /* a timeout or cancellation leaves the handshake half done (no other task
+                                uses the stream before its handshake ends) */
   return r < 0 ? (int)r : 0;
 }
 
@@ -377,12 +378,9 @@ ssize_t weft__tls_send(struct weft__tls *t, int fd, const void *buf, size_t n, i
 }
 
 int weft__tls_close_notify(struct weft__tls *t, int fd, int64_t deadline) {
-  if (t->dead || !t->handshaken) return 0;
   ssize_t r = run(t, fd, OP_SHUTDOWN, NULL, 0, deadline);
   return r < 0 ? (int)r : 0;
 }
-
-bool weft__tls_usable(const struct weft__tls *t) { return !t->dead; }
 
 static int copy_out(const unsigned char *p, size_t len, char *buf, size_t cap) {
   if (!buf && cap) return -EINVAL;

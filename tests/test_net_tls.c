@@ -14,7 +14,8 @@
  * expired: -EKEYREJECTED) while the server goes on serving; SNI and ALPN;
  * the handshake timeout on both sides; garbage instead of a handshake;
  * close_notify (read 0) against a peer's end without it (-ECONNRESET once,
- * then 0) and an abort (a reset); cancelling a read in flight (the stream
+ * then 0), in the middle of a record (the same) and an abort (a reset); a
+ * client that stalls in the middle of its ClientHello; cancelling a read in flight (the stream
  * stays usable); bad input. Runs on whichever backend WEFT_BACKEND selects.
  */
 #include <dirent.h>
@@ -562,6 +563,13 @@ static int timeout_main(void *arg) {
   ASSERT_LE(n, 0);
   weft_stream_abort(s);
   ASSERT_EQ(weft_stream_wait_closed(s), 0);
+  /* a client that stalls in the middle of its ClientHello: reset at the timeout */
+  ASSERT_EQ(weft_open_connection("127.0.0.1", port_of(srv), WEFT_NO_DEADLINE, &s), 0);
+  ASSERT_EQ(weft_stream_write(s, "\x16\x03\x01\x02\x00\x01", 6), 0);
+  t0 = weft_now_ns();
+  ASSERT_LE(weft_stream_read(s, buf, sizeof buf), 0);
+  ASSERT_GE(weft_now_ns() - t0, 150 * ms);
+  ASSERT_EQ(weft_stream_wait_closed(s), 0);
   ASSERT_EQ(atomic_load(&handlers_called), 0); /* the handler never ran */
   ASSERT_EQ(one_round(port_of(srv), cctx, "127.0.0.1", "localhost"), 0); /* still serving */
   ASSERT_EQ(atomic_load(&handlers_called), 1);
@@ -587,13 +595,16 @@ TEST(handshake_timeout_and_garbage) {
 
 /* ------------------------------------------------------------ endings */
 
-/* arg: 0 close_notify (write_eof), 1 FIN without close_notify, 2 abort */
+/* arg: 0 close_notify (write_eof), 1 FIN without close_notify, 2 abort, 3 FIN in the middle of a record */
 static int ending_handler(weft_stream *s, void *arg) {
   int how = (int)(intptr_t)arg;
   ASSERT_EQ(weft_stream_write(s, "bye\n", 4), 0);
   ASSERT_EQ(weft_stream_drain(s), 0);
   if (how == 0) ASSERT_EQ(weft_stream_write_eof(s), 0);
-  if (how == 1) ASSERT_EQ(shutdown(weft_stream_fd(s), SHUT_WR), 0);
+  if (how == 3) { /* the header of a 16 KiB application-data record, 3 of its bytes, then the end */
+    ASSERT_EQ(send(weft_stream_fd(s), "\x17\x03\x03\x40\x00" "abc", 8, MSG_NOSIGNAL), 8);
+  }
+  if (how == 1 || how == 3) ASSERT_EQ(shutdown(weft_stream_fd(s), SHUT_WR), 0);
   char x[4];
   if (how == 2) { /* once the client has read "bye", a reset */
     ASSERT_EQ(weft_stream_readexactly(s, x, 3, NULL), 3);
@@ -608,7 +619,7 @@ static int endings_main(void *arg) {
   (void)arg;
   int fds0 = count_fds();
   weft_tls_ctx *sctx = server_ctx(srv_pem, NULL, 0), *cctx = client_ctx(ca_pem, NULL);
-  for (int how = 0; how < 3; how++) {
+  for (int how = 0; how < 4; how++) {
     weft_server *srv = tls_server(ending_handler, (void *)(intptr_t)how, sctx);
     weft_stream *s;
     ASSERT_EQ(weft_open_connection_tls("127.0.0.1", port_of(srv), WEFT_NO_DEADLINE, cctx, "localhost", &s), 0);
@@ -622,6 +633,7 @@ static int endings_main(void *arg) {
     if (how == 0) ASSERT_EQ(n, 0);
     if (how == 1) ASSERT_EQ(n, -ECONNRESET);
     if (how == 2) ASSERT_EQ(n, -ECONNRESET);
+    if (how == 3) ASSERT_EQ(n, -ECONNRESET);
     ASSERT_EQ(weft_stream_read(s, buf, sizeof buf), 0); /* then end of stream */
     ASSERT_TRUE(weft_stream_at_eof(s));
     if (how == 0) { /* our side can still write after the peer's close_notify */
