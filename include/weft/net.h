@@ -303,7 +303,8 @@ typedef struct weft_server_opts {
   int placement;        /* enum weft_placement */
   struct weft_tls_ctx *tls; /* a server context (weft/tls.h): each connection runs the TLS handshake
                                in its handler task first (within the context's handshake timeout);
-                               the handler is not called when it fails. NULL: plain. */
+                               when it fails the connection is reset and the handler is not called.
+                               NULL: plain. */
 } weft_server_opts;
 
 typedef struct weft_server weft_server;
