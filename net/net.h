@@ -33,6 +33,7 @@ void weft__tls_free(struct weft__tls *t);
 int weft__tls_alpn(const struct weft__tls *t, char *buf, size_t cap);
 int weft__tls_server_name(const struct weft__tls *t, char *buf, size_t cap);
 const char *weft__tls_version(const struct weft__tls *t);
+int weft__tls_error(struct weft__tls *t, char *buf, size_t cap); /* suspends (the lock) */
 bool weft__tls_ctx_is_server(const struct weft_tls_ctx *ctx);
 
 /* net/stream.c's side of TLS: the stream's layer (NULL: plain), and

@@ -71,6 +71,7 @@ struct weft__tls {
   weft_lock lock;    /* around every SSL call (see ONE READER AND ONE WRITER) */
   bool dead;         /* a fatal error happened: no more SSL calls but SSL_free */
   bool handshaken;
+  char reason[160];  /* why it died (OpenSSL's words), under `lock`; written once, when dead is set */
 };
 
 /* ------------------------------------------------------------ debug reports */
@@ -81,8 +82,19 @@ static int print_err(const char *str, size_t len, void *u) {
   return 1;
 }
 
-/* Print (debug mode) and clear this thread's OpenSSL errors. */
-static void report(const char *what, SSL *ssl) {
+/* Keep the reason of a fatal error in reason[cap] (when not NULL): the
+ * verification error when the peer's certificate was rejected, else
+ * OpenSSL's first queued error, else the system error. Then print
+ * (debug mode) and clear this thread's OpenSSL errors. */
+static void report(const char *what, SSL *ssl, char *reason, size_t cap, int sys) {
+  if (reason) {
+    long v = ssl ? SSL_get_verify_result(ssl) : X509_V_OK;
+    unsigned long e = ERR_peek_error();
+    if (v != X509_V_OK) snprintf(reason, cap, "certificate verify failed: %s", X509_verify_cert_error_string(v));
+    else if (e) ERR_error_string_n(e, reason, cap);
+    else if (sys) snprintf(reason, cap, "%s", strerror(sys));
+    else snprintf(reason, cap, "the peer closed the connection");
+  }
   if (weft__debug_on()) {
     if (ssl) {
       long v = SSL_get_verify_result(ssl);
@@ -221,7 +233,7 @@ int weft_tls_ctx_new(weft_tls_ctx **out, bool server, const weft_tls_opts *opts)
   c->ssl_ctx = SSL_CTX_new(server ? TLS_server_method() : TLS_client_method());
   int rc = c->ssl_ctx ? configure(c, &o) : -ENOMEM;
   if (rc) {
-    report("context", NULL);
+    report("context", NULL, NULL, 0, 0);
     weft_tls_ctx_free(c);
     return rc;
   }
@@ -273,7 +285,7 @@ int weft__tls_new(struct weft__tls **out, int fd, weft_tls_ctx *c, bool server, 
     }
   }
   if (rc) {
-    report("connection", NULL);
+    report("connection", NULL, NULL, 0, 0);
     weft__tls_free(t);
     return rc;
   }
@@ -326,18 +338,19 @@ static ssize_t call_once(struct weft__tls *t, int op, void *buf, size_t n, unsig
       res = 0; /* close_notify: end of stream */
     } else if (op == OP_HANDSHAKE) {
       bool verifying = SSL_get_verify_mode(t->ssl) & SSL_VERIFY_PEER;
-      res = verifying && SSL_get_verify_result(t->ssl) != X509_V_OK ? -EKEYREJECTED : -ECONNABORTED;
-      report("handshake", t->ssl);
+      bool rejected = verifying && SSL_get_verify_result(t->ssl) != X509_V_OK;
+      res = rejected ? -EKEYREJECTED : -ECONNABORTED;
+      report("handshake", rejected ? t->ssl : NULL, t->reason, sizeof t->reason, sys);
       t->dead = true;
     } else if (e == SSL_ERROR_SYSCALL) {
       res = sys && sys != EAGAIN ? -sys : -ECONNRESET;
-      report("i/o", NULL);
+      report("i/o", NULL, t->reason, sizeof t->reason, sys);
       t->dead = true;
     } else {
       unsigned long err = ERR_peek_error();
       res = ERR_GET_LIB(err) == ERR_LIB_SSL && ERR_GET_REASON(err) == SSL_R_UNEXPECTED_EOF_WHILE_READING ? -ECONNRESET
                                                                                                        : -EPROTO;
-      report("i/o", NULL);
+      report("i/o", NULL, t->reason, sizeof t->reason, 0);
       t->dead = true;
     }
   }
@@ -362,8 +375,11 @@ int weft__tls_handshake(struct weft__tls *t, int fd, const weft_tls_ctx *c, int6
   int64_t hs = weft__deadline_after(c->handshake_timeout_ns);
   ssize_t r = run(t, fd, OP_HANDSHAKE, NULL, 0, hs < deadline ? hs : deadline);
   if (r == 0 && !t->handshaken) return -ECONNABORTED; /* close_notify during the handshake */
-  if (r < 0) t->dead = true; /* a timeout or cancellation leaves the handshake half done (no other task
-                                uses the stream before its handshake ends) */
+  if (r < 0 && !t->dead) { /* a timeout or cancellation leaves the handshake half done (no other task
+                             uses the stream before its handshake ends) */
+    t->dead = true;
+    snprintf(t->reason, sizeof t->reason, "handshake %s", r == -ETIMEDOUT ? "timed out" : "interrupted");
+  }
   return r < 0 ? (int)r : 0;
 }
 
@@ -403,6 +419,14 @@ int weft__tls_server_name(const struct weft__tls *t, char *buf, size_t cap) {
 }
 
 const char *weft__tls_version(const struct weft__tls *t) { return t->handshaken ? SSL_get_version(t->ssl) : NULL; }
+
+int weft__tls_error(struct weft__tls *t, char *buf, size_t cap) {
+  int rc = weft_lock_acquire(&t->lock);
+  if (rc) return rc;
+  rc = copy_out((const unsigned char *)t->reason, t->dead ? strlen(t->reason) : 0, buf, cap);
+  weft_lock_release(&t->lock);
+  return rc;
+}
 
 /* ------------------------------------------------------------ streams */
 
@@ -447,6 +471,11 @@ int weft_stream_tls_alpn(const weft_stream *s, char *buf, size_t cap) {
 int weft_stream_tls_server_name(const weft_stream *s, char *buf, size_t cap) {
   if (!s || !weft__stream_tls(s)) return -EINVAL;
   return weft__tls_server_name(weft__stream_tls(s), buf, cap);
+}
+
+int weft_stream_tls_error(weft_stream *s, char *buf, size_t cap) {
+  if (!s || !weft__stream_tls(s)) return -EINVAL;
+  return weft__tls_error(weft__stream_tls(s), buf, cap);
 }
 
 const char *weft_stream_tls_version(const weft_stream *s) {

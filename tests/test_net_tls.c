@@ -11,7 +11,9 @@
  * written by two tasks at once (4 MiB each way) with readexactly,
  * readuntil, a small limit and small watermarks; start_tls on a plain
  * connection; verification failures (untrusted CA, wrong host name,
- * expired: -EKEYREJECTED) while the server goes on serving; SNI and ALPN;
+ * expired: -EKEYREJECTED) while the server goes on serving, and OpenSSL's
+ * reason for each (weft_stream_tls_error); a server that requires client
+ * certificates; SNI and ALPN;
  * the handshake timeout on both sides; garbage instead of a handshake;
  * close_notify (read 0) against a peer's end without it (-ECONNRESET once,
  * then 0), in the middle of a record (the same) and an abort (a reset); a
@@ -444,6 +446,97 @@ static int verify_main(void *arg) {
   weft_tls_ctx_free(blind);
   ASSERT_EQ(count_fds(), fds0);
   return 0;
+}
+
+/* The reason a client handshake failed, through open_connection + start_tls. */
+static void expect_reason(uint16_t port, weft_tls_ctx *cctx, const char *name, const char *words) {
+  weft_stream *s;
+  ASSERT_EQ(weft_open_connection("127.0.0.1", port, WEFT_NO_DEADLINE, &s), 0);
+  char why[160];
+  ASSERT_EQ(weft_stream_start_tls(s, cctx, false, name), -EKEYREJECTED);
+  ASSERT_GT(weft_stream_tls_error(s, why, sizeof why), 0);
+  if (!strstr(why, words)) TEST_FAIL("reason \"%s\" lacks \"%s\"", why, words);
+  ASSERT_EQ(weft_stream_tls_error(s, why, 4), -ENOSPC);
+  ASSERT_EQ(weft_stream_write(s, "x", 1), -EPIPE); /* unusable after a failed handshake */
+  ASSERT_EQ(weft_stream_wait_closed(s), -EPIPE); /* the write's error, latched */
+}
+
+static int reasons_main(void *arg) {
+  (void)arg;
+  int fds0 = count_fds();
+  weft_tls_ctx *good = server_ctx(srv_pem, NULL, 0), *expired = server_ctx(expired_pem, NULL, 0);
+  weft_server *srv = tls_server(echo_handler, NULL, good), *old = tls_server(echo_handler, NULL, expired);
+  weft_tls_ctx *trusting = client_ctx(ca_pem, NULL), *untrusting = client_ctx(other_ca_pem, NULL);
+  expect_reason(port_of(srv), untrusting, "localhost", "certificate verify failed");
+  expect_reason(port_of(srv), trusting, "example.com", "mismatch");
+  expect_reason(port_of(old), trusting, "localhost", "expired");
+  weft_stream *s; /* a working stream has no reason */
+  ASSERT_EQ(weft_open_connection_tls("127.0.0.1", port_of(srv), WEFT_NO_DEADLINE, trusting, "localhost", &s), 0);
+  char why[160];
+  ASSERT_EQ(weft_stream_tls_error(s, why, sizeof why), 0);
+  ASSERT_EQ(weft_stream_wait_closed(s), 0);
+  ASSERT_EQ(weft_server_close(srv), 0);
+  ASSERT_EQ(weft_server_close(old), 0);
+  weft_server_free(srv);
+  weft_server_free(old);
+  weft_tls_ctx_free(good);
+  weft_tls_ctx_free(expired);
+  weft_tls_ctx_free(trusting);
+  weft_tls_ctx_free(untrusting);
+  ASSERT_EQ(count_fds(), fds0);
+  return 0;
+}
+
+TEST(failure_reasons) {
+  make_certs();
+  weft_config c = cfg_workers(2);
+  ASSERT_EQ(weft_run(reasons_main, NULL, &c), 0);
+  remove_certs();
+}
+
+/* A server that requires client certificates (VERIFY_PEER). */
+static int client_cert_main(void *arg) {
+  (void)arg;
+  int fds0 = count_fds();
+  weft_tls_opts so = {.cert_file = srv_pem, .key_file = srv_key, .ca_file = ca_pem, .verify = WEFT_TLS_VERIFY_PEER};
+  weft_tls_ctx *sctx;
+  ASSERT_EQ(weft_tls_ctx_new(&sctx, true, &so), 0);
+  atomic_store(&handlers_called, 0);
+  weft_server *srv = tls_server(echo_handler, NULL, sctx);
+  /* the server's certificate doubles as a client certificate (no extended key usage) */
+  weft_tls_opts with = {.cert_file = srv_pem, .key_file = srv_key, .ca_file = ca_pem};
+  weft_tls_ctx *cctx, *anon = client_ctx(ca_pem, NULL);
+  ASSERT_EQ(weft_tls_ctx_new(&cctx, false, &with), 0);
+  ASSERT_EQ(one_round(port_of(srv), cctx, "127.0.0.1", "localhost"), 0);
+  ASSERT_EQ(atomic_load(&handlers_called), 1);
+  /* without a certificate: the server refuses (TLS 1.3: after the client's side of the handshake ended,
+     so the client may learn it at its first read) */
+  weft_stream *s;
+  int rc = weft_open_connection_tls("127.0.0.1", port_of(srv), WEFT_NO_DEADLINE, anon, "localhost", &s);
+  if (rc == 0) {
+    char buf[5];
+    (void)weft_stream_write(s, "hello", 5);
+    ASSERT_LT(weft_stream_readexactly(s, buf, 5, NULL), 0);
+    weft_stream_wait_closed(s);
+  } else {
+    ASSERT_EQ(rc, -ECONNABORTED);
+  }
+  ASSERT_EQ(atomic_load(&handlers_called), 1); /* not called for the anonymous client */
+  ASSERT_EQ(one_round(port_of(srv), cctx, "127.0.0.1", "localhost"), 0);
+  ASSERT_EQ(weft_server_close(srv), 0);
+  weft_server_free(srv);
+  weft_tls_ctx_free(sctx);
+  weft_tls_ctx_free(cctx);
+  weft_tls_ctx_free(anon);
+  ASSERT_EQ(count_fds(), fds0);
+  return 0;
+}
+
+TEST(server_requires_client_certificates) {
+  make_certs();
+  weft_config c = cfg_workers(2);
+  ASSERT_EQ(weft_run(client_cert_main, NULL, &c), 0);
+  remove_certs();
 }
 
 TEST(verification_failures_are_ekeyrejected) {

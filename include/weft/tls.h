@@ -111,6 +111,16 @@ WEFT_API int weft_stream_tls_alpn(const weft_stream *s, char *buf, size_t cap);
  * length, 0 when none. Errors as weft_stream_tls_alpn. */
 WEFT_API int weft_stream_tls_server_name(const weft_stream *s, char *buf, size_t cap);
 
+/* Why the stream's TLS layer failed (OpenSSL's reason: "certificate
+ * verify failed: certificate has expired", "...:wrong version number",
+ * "handshake timed out", ...) into buf (NUL-terminated): its length, 0
+ * while it has not failed. To learn why a client handshake failed, open a
+ * plain connection and weft_stream_start_tls it (weft_open_connection_tls
+ * closes the stream on failure). Suspends (briefly, for the reader/writer
+ * lock). Errors: -EINVAL not a TLS stream; -ENOSPC buf too small (cap 160
+ * is always enough); -ECANCELED. */
+WEFT_API int weft_stream_tls_error(weft_stream *s, char *buf, size_t cap);
+
 /* The negotiated protocol version ("TLSv1.3"), or NULL. */
 WEFT_API const char *weft_stream_tls_version(const weft_stream *s);
 
