@@ -281,8 +281,6 @@ bool weft_stream_at_eof(const weft_stream *s) { return s && s->eof && s->rpos ==
 
 size_t weft_stream_buffered(const weft_stream *s) { return s ? s->wend - s->wpos : 0; }
 
-static bool latches(ssize_t err) { return err != -ECANCELED && err != -ETIMEDOUT && err != -EINVAL; }
-
 static int append(weft_stream *s, const void *p, size_t n) {
   if (!n) return 0;
   if (s->wpos && s->wend + n > s->wcap) { /* compact first */
@@ -303,6 +301,7 @@ static int append(weft_stream *s, const void *p, size_t n) {
   return 0;
 }
 
+static bool latches(ssize_t err) { return err != -ECANCELED && err != -ETIMEDOUT && err != -EINVAL; }
 
 /* One send of wbuf's first n bytes (TLS: deadline 0 never waits, -EAGAIN). */
 static ssize_t send_some(weft_stream *s, size_t n, int64_t deadline) {
