@@ -14,7 +14,8 @@
  * States (under the ext lock; `state` is atomic so the task may read it
  * without the lock):
  *   ENTERED --timer fires (any worker)--> FIRING --cancel made--> EXPIRED
- *   ENTERED --deadline already past at enter/reschedule--> EXPIRED (the task cancels itself)
+ *   (a deadline already past at enter/reschedule is armed as a due entry:
+ *   it fires at the next timer pass, i.e. at the task's next suspension)
  *   any --leave--> LEFT
  * Expiry: the timer, under the lock, finds the scope ENTERED with the
  * entry's seq and marks it FIRING; after unlocking it calls weft_cancel on
@@ -73,21 +74,21 @@ static weft__scope *find(weft__task_ext *e, uint32_t seq) {
 }
 
 /* The task itself, holding e->lock, sc linked and ENTERED: arm sc for
- * sc->deadline (now: a clock reading taken before locking), then unlock.
+ * sc->deadline, then unlock.
  * The old entry, if any, goes stale (its seq is no longer sc's). */
-static int arm_and_unlock(weft__task *self, weft__task_ext *e, weft__scope *sc, int64_t now) {
+static int arm_and_unlock(weft__task *self, weft__task_ext *e, weft__scope *sc) {
   sc->seq = 0;
   if (sc->deadline == WEFT_FOREVER) {
     weft__spin_unlock(&e->lock);
     return 0;
   }
-  if (sc->deadline <= now) {
-    /* already due: expire now (asyncio schedules the expiry at once) */
-    weft__store(&sc->state, EXPIRED, RELAXED);
-    weft__spin_unlock(&e->lock);
-    weft_cancel(weft_current());
-    return 0;
-  }
+  /* A deadline already past is armed like any other: the entry is due, and
+   * fires at the worker's next timer pass, which comes only once this task
+   * suspends, together with every other due entry, in deadline order, as
+   * asyncio's call_soon of the expiry does. (Expiring at once here made
+   * nested scopes with one deadline disagree: under load the inner one,
+   * entered after the deadline, cancelled the task before the outer's
+   * entry could fire, and then the inner converted the cancellation.) */
   if (++e->scope_seq == 0) e->scope_seq = 1; /* 0 means "no entry" */
   uint32_t seq = e->scope_seq;
   sc->seq = seq;
@@ -104,7 +105,7 @@ static int arm_and_unlock(weft__task *self, weft__task_ext *e, weft__scope *sc, 
   return 0;
 }
 
-static int enter_at(weft_timeout *s, int64_t deadline, int64_t now) {
+static int enter_at(weft_timeout *s, int64_t deadline) {
   weft__task *self = weft__task_self();
   if (!self || !s) return -EINVAL;
   weft__task_ext *e = weft__ext_get(self);
@@ -122,7 +123,7 @@ static int enter_at(weft_timeout *s, int64_t deadline, int64_t now) {
   weft__store(&sc->state, ENTERED, RELAXED);
   sc->next = e->scopes;
   e->scopes = sc;
-  int rc = arm_and_unlock(self, e, sc, now);
+  int rc = arm_and_unlock(self, e, sc);
   if (rc) {
     weft__spin_lock(&e->lock);
     e->scopes = sc->next;
@@ -133,14 +134,14 @@ static int enter_at(weft_timeout *s, int64_t deadline, int64_t now) {
 }
 
 int weft_timeout_enter_at(weft_timeout *s, int64_t deadline) {
-  return enter_at(s, deadline, deadline == WEFT_FOREVER ? 0 : weft_now_ns());
+  return enter_at(s, deadline);
 }
 
 int weft_timeout_enter(weft_timeout *s, int64_t delay_ns) {
   if (delay_ns < 0) return -EINVAL;
-  if (delay_ns == WEFT_FOREVER) return enter_at(s, WEFT_FOREVER, 0);
+  if (delay_ns == WEFT_FOREVER) return enter_at(s, WEFT_FOREVER);
   int64_t now = weft_now_ns(); /* one clock read per scope */
-  return enter_at(s, delay_ns > INT64_MAX - 1 - now ? INT64_MAX - 1 : now + delay_ns, now);
+  return enter_at(s, delay_ns > INT64_MAX - 1 - now ? INT64_MAX - 1 : now + delay_ns);
 }
 
 int weft_timeout_reschedule(weft_timeout *s, int64_t deadline) {
@@ -149,7 +150,6 @@ int weft_timeout_reschedule(weft_timeout *s, int64_t deadline) {
   if (!self || !sc || sc->task != self) return -EINVAL;
   weft__task_ext *e = weft__ext_peek(self);
   if (!e) return -EINVAL;
-  int64_t now = deadline == WEFT_FOREVER ? 0 : weft_now_ns();
   weft__spin_lock(&e->lock);
   bool ok = weft__load(&sc->state, RELAXED) == ENTERED;
   bool linked = false;
@@ -159,7 +159,7 @@ int weft_timeout_reschedule(weft_timeout *s, int64_t deadline) {
     return -EINVAL; /* expiring, expired or not entered */
   }
   sc->deadline = deadline;
-  return arm_and_unlock(self, e, sc, now);
+  return arm_and_unlock(self, e, sc);
 }
 
 int weft_timeout_leave(weft_timeout *s, int rc) {

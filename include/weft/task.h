@@ -172,8 +172,10 @@ typedef struct weft_timeout {
 } weft_timeout;
 
 /* Enter with a delay from now (WEFT_FOREVER: no deadline) or a CLOCK_MONOTONIC
- * deadline (a past one expires at once: the next suspension returns
- * -ECANCELED). Does not suspend. Errors: -EINVAL negative delay, outside a
+ * deadline. A deadline already past (or a zero delay) is due at once: the
+ * scope expires at the task's next suspension, which returns -ECANCELED
+ * (as asyncio schedules the expiry with call_soon); a body that never
+ * suspends sees no expiry. Does not suspend. Errors: -EINVAL negative delay, outside a
  * task; -ENOMEM (the scope is not entered). */
 WEFT_API int weft_timeout_enter(weft_timeout *s, int64_t delay_ns);
 WEFT_API int weft_timeout_enter_at(weft_timeout *s, int64_t deadline_ns);
