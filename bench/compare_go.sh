@@ -4,6 +4,7 @@
 #
 #   bench/compare_go.sh            # REPS=5 measured runs per cell, after 1 warm-up
 #   REPS=3 bench/compare_go.sh
+#   CASES="lock_contention" REPS=3 bench/compare_go.sh   # a subset of the cells
 #
 # weft runs through bench/run with WEFT_NO_BUILD=1 (run `bench/run build`
 # first); the Go peer is /work/shared/peers/go/peer-go, or, when that binary
@@ -45,8 +46,11 @@ cases=(
   "chained_spawn"
   "fib"
   "timers tasks=100000"
+  "lock_contention"
   "idle_tasks"
 )
+# CASES="lock_contention;ping_pong pairs=1 rounds=200000" runs only those cells.
+if [[ -n "${CASES:-}" ]]; then IFS=';' read -r -a cases <<<"$CASES"; fi
 worker_counts=(1)
 [[ "$nproc_" -gt 1 ]] && worker_counts+=("$nproc_")
 

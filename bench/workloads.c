@@ -387,6 +387,40 @@ static int timers(bench *b) {
   return 0;
 }
 
+/* ------------------------------------------------------------ lock_contention */
+
+static struct {
+  weft_lock lock;
+  long counter; /* plain: only under the lock */
+  long iters;
+} lc;
+
+static int lock_contention_task(void *arg) {
+  (void)arg;
+  for (long i = 0; i < lc.iters; i++) {
+    int rc = weft_lock_acquire(&lc.lock);
+    if (rc < 0) return rc;
+    lc.counter++;
+    weft_lock_release(&lc.lock);
+  }
+  return 0;
+}
+
+/* `tasks` tasks each take the lock `iters` times and add 1 to a plain
+ * counter under it (the Go peer: sync.Mutex). */
+static int lock_contention(bench *b) {
+  long tasks = b->p[0];
+  lc.iters = b->p[1];
+  weft_lock_init(&lc.lock);
+  int64_t t0 = weft_now_ns();
+  if (spawn_and_join(tasks, lock_contention_task, NULL, "lock_contention") < 0) return -1;
+  b->wall_s = seconds_since(t0);
+  if (lc.counter != tasks * lc.iters) return fail("lock_contention counter %ld != %ld", lc.counter, tasks * lc.iters);
+  if (weft_lock_destroy(&lc.lock) != 0) return fail("lock_contention: the lock is still held or waited for");
+  b->value = (double)lc.counter / b->wall_s;
+  return 0;
+}
+
 /* ------------------------------------------------------------ idle_tasks */
 
 static struct {
@@ -494,7 +528,7 @@ static int fr_task(void *arg) {
     x ^= x >> 7;
     x ^= x << 17;
     int64_t off = (int64_t)(x % (uint64_t)fr.nblocks) * fr.block;
-    ssize_t n = weft_pread(fr.fd, buf, (size_t)fr.block, off);
+    ssize_t n = weft_pread_full(fr.fd, buf, (size_t)fr.block, off, NULL); /* as Go's ReadAt: all of it */
     uint64_t first, last;
     memcpy(&first, buf, 8);
     memcpy(&last, buf + fr.block - 8, 8);
@@ -562,6 +596,7 @@ static const workload workloads[] = {
     {"chained_spawn", "spawns/s", chained_spawn, {{"depth", 1000000, 1}}},
     {"fib", "tasks/s", fib, {{"k", 27, 0}, {"cutoff", 0, 0}}},
     {"timers", "x_ideal", timers, {{"tasks", 100000, 1}, {"ms", 10, 1}, {"times", 10, 1}}},
+    {"lock_contention", "acquisitions/s", lock_contention, {{"tasks", 64, 1}, {"iters", 20000, 1}}},
     {"idle_tasks", "bytes/task", idle_tasks, {{"n", 100000, 1}}},
     {"to_thread", "calls/s", to_thread, {{"calls", 100000, 1}, {"concurrency", 64, 1}}},
     {"file_read", "GB/s", file_read, {{"tasks", 64, 1}, {"size_mb", 256, 1}, {"block_kb", 64, 1}, {"reads", 200000, 1}}},

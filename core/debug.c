@@ -8,7 +8,9 @@
  *    not moved for 100 ms while a task runs is reported once, with the
  *    task's name and worker. The workers pay two relaxed stores per switch
  *    in debug mode and nothing otherwise;
- *  - tasks still alive at shutdown, with their names and states.
+ *  - tasks still alive at shutdown, with their names and states;
+ *  - on SIGQUIT, a dump of every task (core/dump.c: the handler sets a flag,
+ *    this monitor prints).
  */
 #include <errno.h>
 #include <stdio.h>
@@ -20,6 +22,9 @@
 #include "core/worker.h"
 
 void weft__task_name(weft__task *t, char out[32]);
+void weft__dump_sigquit_start(void); /* core/dump.c */
+void weft__dump_sigquit_stop(void);
+void weft__dump_sigquit_poll(weft_runtime *rt);
 
 static _Atomic int debug_env = -1; /* relaxed: a cached getenv */
 
@@ -59,6 +64,10 @@ static void *monitor_main(void *arg) {
     }
     pthread_cond_timedwait(&rt->monitor_cond, &rt->monitor_lock, &ts);
     int64_t now = weft_now_ns();
+    pthread_mutex_unlock(&rt->monitor_lock); /* (a dump takes a while: not under the lock) */
+    weft__dump_sigquit_poll(rt);
+    pthread_mutex_lock(&rt->monitor_lock);
+    if (rt->monitor_stop) break;
     for (unsigned i = 0; i < n; i++) {
       weft__worker *w = rt->workers[i];
       uint64_t sw = weft__load(&w->switches, RELAXED); /* relaxed: a sample */
@@ -92,6 +101,7 @@ int weft__debug_start(weft__runtime *rt) {
     return -EAGAIN;
   }
   rt->monitor_started = true;
+  weft__dump_sigquit_start();
   return 0;
 }
 
@@ -102,6 +112,7 @@ void weft__debug_stop(weft__runtime *rt) {
   pthread_cond_signal(&rt->monitor_cond);
   pthread_mutex_unlock(&rt->monitor_lock);
   pthread_join(rt->monitor, NULL);
+  weft__dump_sigquit_stop();
   pthread_cond_destroy(&rt->monitor_cond);
   pthread_mutex_destroy(&rt->monitor_lock);
   rt->monitor_started = false;

@@ -23,6 +23,7 @@
 
 #include "core/alloc.h"
 #include "core/runtime.h"
+#include "core/taskext.h"
 #include "core/worker.h"
 #include "io/reactor.h"
 
@@ -129,11 +130,13 @@ static void free_runtime(weft__runtime *rt) {
       weft__worker *w = rt->workers[i];
       if (!w) continue;
       weft__reactor_fini(&w->reactor); /* every worker thread has been joined */
+      weft__callback_drop_entries(&w->timers); /* pending callbacks never run */
       weft__timer_fini(&w->timers);
       weft__free(w, 0);
     }
     weft__free(rt->workers, sizeof(weft__worker *) * rt->nworkers);
   }
+  weft__ext_free_all(rt); /* the records' out-of-line state, before the records */
   while (rt->slabs) { /* the record chunks (core/worker.c): 2 MiB each */
     struct weft__task_slab *s = rt->slabs;
     rt->slabs = *(struct weft__task_slab **)s; /* next is the first field */
@@ -336,6 +339,8 @@ const char *weft_backend_name(int backend) {
 /* ------------------------------------------------------------ shutdown */
 
 static bool timer_live_fn(const weft__timer_entry *e) {
+  if (e->kind == WEFT__TIMER_SCOPE) return weft__timeout_entry_live(e->task, e->seq);
+  if (e->kind == WEFT__TIMER_CALLBACK) return weft__callback_entry_live(e->task);
   weft__task *t = e->task;
   uint64_t ws = weft__load(&t->ws, RELAXED); /* relaxed: a hint for compaction; wake re-checks */
   uint32_t st = WEFT__WS_STATE(ws);

@@ -44,6 +44,7 @@
 #include "core/atomic.h"
 #include "core/runtime.h"
 #include "core/task.h"
+#include "core/taskext.h"
 #include "core/worker.h"
 
 /* ------------------------------------------------------------ references */
@@ -109,6 +110,7 @@ int64_t weft__wait_prepare(bool cancellable) {
    * one side of a Dekker pair with weft_cancel's store of cancel_pending and
    * load of ws (see task.h): at least one of the two sides sees the other. */
   weft__store(&t->ws, WEFT__WS_MAKE(seq, 0, cancellable, WEFT__TS_WAITING), SEQ_CST);
+  weft__waiting_on(t, WEFT__WAITING_OTHER); /* the wait site names itself after this */
   if (cancellable && weft__load(&t->cancel_pending, SEQ_CST)) {
     /* Nobody knows this seq but a canceller (the caller registers it only
      * after prepare returns), so the only possible race is a CANCEL wake:
@@ -236,7 +238,7 @@ static void task_init(weft__task *t, weft__runtime *rt, weft_fn fn, void *arg, c
   t->pin_count = 0;
   t->pin_worker = -1;
   t->shield_depth = 0;
-  t->stack_size = o ? o->stack_size : 0;
+  t->stack_size = o ? (uint32_t)o->stack_size : 0; /* checked: at most 1 GiB */
   /* relaxed, all of them: the record is published to other threads by the
    * release store of ref below (handle holders) and by the run queue's
    * release push (workers) */
@@ -269,6 +271,20 @@ static weft_task spawn_on(weft__runtime *rt, weft__worker *w, weft_fn fn, void *
   if (!t) {
     *err = ENOMEM;
     return WEFT_TASK_NULL;
+  }
+  /* task-local values: the child shares its spawner's map (copy-on-write,
+   * core/taskvar.c); its ext is set before the child is published */
+  weft__task *parent = w ? w->current : NULL;
+  weft__task_ext *pe = parent ? weft__ext_peek(parent) : NULL;
+  if (weft__unlikely(pe && pe->ctx)) {
+    weft__task_ext *ce = weft__ext_get(t);
+    if (!ce) {
+      t->rt = rt;            /* (a freshly carved record has none yet) */
+      weft__task_recycle(t); /* never published: straight back to the free list */
+      *err = ENOMEM;
+      return WEFT_TASK_NULL;
+    }
+    ce->ctx = weft__ctx_ref(pe->ctx);
   }
   uint64_t id;
   if (w) {
@@ -403,6 +419,7 @@ static weft_task handle_of(weft__task *t) {
  * on the task's own stack, before its final switch (its running reference
  * keeps the record alive). */
 void weft__task_finish(weft__task *t, int status) {
+  if (weft__unlikely(weft__load(&t->ext, RELAXED) != NULL)) weft__ext_task_end(t); /* relaxed: our own */
   t->status = status;
   uint32_t d = 0;
   /* release: publishes status to every reader that acquires DONE */
@@ -425,7 +442,7 @@ void weft__task_finish(weft__task *t, int status) {
       seqs[n] = node->seq;
       cbs[n] = node->cb;
       cb_args[n] = node->cb_arg;
-      cb_nodes[n] = node->waiter ? NULL : node;
+      cb_nodes[n] = node->waiter || node->keep ? NULL : node; /* a kept node is its callback's */
       n++;
     }
     if (!t->done_list) t->done_tail = NULL;
@@ -435,7 +452,7 @@ void weft__task_finish(weft__task *t, int status) {
         weft__wake(waiters[i], seqs[i], WEFT__WAKE_NORMAL);
       } else {
         cbs[i](handle_of(t), cb_args[i]);
-        weft__free(cb_nodes[i], sizeof(weft__done_node));
+        if (cb_nodes[i]) weft__free(cb_nodes[i], sizeof(weft__done_node));
       }
     }
     if (n < BATCH) break;
@@ -446,6 +463,27 @@ void weft__task_finish(weft__task *t, int status) {
     }
   }
   (void)d;
+}
+
+/* ------------------------------------------------------------ subscriptions (core/await.c) */
+
+int weft__task_subscribe(weft__task *t, weft__done_node *n) {
+  uint32_t d = done_lock(t);
+  if (d & WEFT__DL_DONE) {
+    done_unlock(t, d);
+    return 1;
+  }
+  done_append(t, n);
+  done_unlock(t, d | WEFT__DL_WAITERS);
+  return 0;
+}
+
+bool weft__task_unsubscribe(weft__task *t, weft__done_node *n) {
+  uint32_t d = done_lock(t);
+  bool was_linked = n->linked;
+  if (was_linked) done_remove(t, n);
+  done_unlock(t, d | (t->done_list ? WEFT__DL_WAITERS : 0));
+  return was_linked;
 }
 
 /* ------------------------------------------------------------ join, cancel */
@@ -541,6 +579,7 @@ int weft_join(weft_task h) {
      * its stack: see core/waitlist.h */
     weft__done_node *node = &self->join_node;
     *node = (weft__done_node){.waiter = self, .seq = (uint32_t)seq};
+    weft__waiting_on(self, WEFT__WAITING_JOIN);
     done_append(t, node);
     done_unlock(t, d | WEFT__DL_WAITERS);
     uint32_t why = weft__wait_commit((uint32_t)seq);
@@ -740,6 +779,7 @@ static int list_tasks(weft__runtime *rt, weft_task_info *out, size_t n) {
                                                                        : WEFT_TASK_RUNNABLE;
       i->worker = weft__load(&t->last_worker, RELAXED);
       i->cancelling = weft__load(&t->cancelling, RELAXED);
+      i->waiting_on = i->state == WEFT_TASK_SUSPENDED ? weft__waiting_on_name(weft__load(&t->waiting_on, RELAXED)) : "";
     }
     count++;
     weft__task_unref(held);
@@ -793,6 +833,7 @@ int weft_yield(void) {
 static int sleep_deadline(int64_t deadline) {
   int64_t seq = weft__wait_prepare_deadline(true, deadline);
   if (seq < 0) return (int)seq;
+  weft__waiting_on(weft__task_self(), WEFT__WAITING_SLEEP);
   uint32_t why = weft__wait_commit((uint32_t)seq);
   return why == WEFT__WAKE_CANCEL ? -ECANCELED : 0;
 }

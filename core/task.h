@@ -104,6 +104,8 @@ typedef struct weft__done_node {
   struct weft_task_rec *waiter; /* a joining task, or NULL for a callback */
   uint32_t seq;                 /* the joiner's wait seq */
   bool linked;                  /* under the done lock: still in the list */
+  bool keep;                    /* a callback node owned by its callback's code (core/await.c):
+                                   the finisher does not free it */
   weft_done_cb cb;              /* a callback */
   void *cb_arg;
 } weft__done_node;
@@ -122,6 +124,7 @@ typedef struct weft__waiter {
   struct weft_task_rec *task;
   uint32_t seq;
   bool linked;
+  uint8_t mark; /* the primitive's own use, under its lock (the barrier: its round ended) */
 } weft__waiter;
 
 struct weft_runtime;
@@ -149,11 +152,14 @@ typedef struct weft_task_rec {
   uint8_t started;              /* the running thread */
   uint8_t detached;             /* set at spawn */
   _Atomic int8_t last_worker;   /* relaxed: for listings and the migrate test mode */
+  _Atomic uint8_t waiting_on;   /* WEFT__WAITING_*: the task (relaxed) at each wait; dumps read it racily */
   int pin_count;                /* the task itself */
   int pin_worker;               /* the task itself; read by wakers only while pinned */
   _Atomic int pinned;           /* release by the task when pinning; acquire by wakers */
   int shield_depth;             /* the task itself: >0 = waits are not cancellable */
-  size_t stack_size;            /* requested at spawn (0 = default) */
+  uint32_t stack_size;          /* requested at spawn (0 = default; at most 1 GiB) */
+  _Atomic(struct weft__task_ext *) ext; /* out-of-line state, allocated lazily, kept for
+                                   the record's lifetime (core/taskext.h) */
   _Atomic uint64_t name[4];     /* 31 bytes + NUL, word by word (relaxed: listings read it racily) */
   _Atomic uint64_t id;          /* set at spawn (before ref, release): unique per incarnation */
   _Atomic uint8_t alive;        /* 1 between spawn and recycle: listings */
@@ -161,6 +167,35 @@ typedef struct weft_task_rec {
   _Atomic(struct weft_task_rec *) inline_child; /* the task this one runs inline now (cancel forwards to it) */
   struct weft_task_rec *arena_next; /* the arena's list of every record (immutable once linked) */
 } weft__task;
+
+/* What a task waits on (for dumps: weft_task_waiting_on). A wait site
+ * stores one after weft__wait_prepare, which resets it to OTHER. */
+enum {
+  WEFT__WAITING_OTHER = 0, /* some wait that did not say */
+  WEFT__WAITING_JOIN,
+  WEFT__WAITING_SLEEP,
+  WEFT__WAITING_EVENT,
+  WEFT__WAITING_QUEUE_GET,
+  WEFT__WAITING_QUEUE_PUT,
+  WEFT__WAITING_FUTURE,
+  WEFT__WAITING_GATHER,   /* gather, wait, as_completed, shield */
+  WEFT__WAITING_TASKGROUP,
+  WEFT__WAITING_IO,
+  WEFT__WAITING_LOCK,
+  WEFT__WAITING_COND,
+  WEFT__WAITING_SEM,
+  WEFT__WAITING_BARRIER,
+  WEFT__WAITING_THREAD,   /* to_thread: the blocking pool (room in its queue, or the call) */
+  WEFT__WAITING_COUNT_,
+};
+static inline void weft__waiting_on(weft__task *t, unsigned what) {
+  weft__store(&t->waiting_on, (uint8_t)what, RELAXED); /* relaxed: for reports only */
+}
+
+#if !defined(WEFT_TSAN) && !defined(WEFT_ASAN) && defined(__x86_64__)
+/* spawn_many's speed depends on it (sanitizer builds have larger fibers) */
+_Static_assert(sizeof(weft__task) == 256, "the task record must stay 256 bytes");
+#endif
 
 /* ---- wait protocol (see above); the calling task is the current one ---- */
 
@@ -213,6 +248,16 @@ void weft__cancel_consume(weft__task *t);
 /* Take/drop a temporary reference through a handle: -ESRCH when stale. */
 int weft__task_ref(weft_task h, weft__task **out);
 void weft__task_unref(weft__task *t);
+
+/* Subscribe a callback node (waiter NULL, cb set) to t's end: returns 1,
+ * linking nothing, when t is done already, else 0. Unsubscribe: true when
+ * the node was still linked (its callback will not run), false when t's end
+ * unlinked it (its callback runs or ran). Any thread; t referenced. */
+int weft__task_subscribe(weft__task *t, weft__done_node *n);
+bool weft__task_unsubscribe(weft__task *t, weft__done_node *n);
+
+/* The name of a WEFT__WAITING_* value (core/dump.c). */
+const char *weft__waiting_on_name(unsigned what);
 
 /* The scheduler's side (core/worker.c). */
 void weft__task_entry(void *arg);

@@ -38,6 +38,7 @@
 #include "core/runtime.h"
 #include "core/task.h"
 #include "core/worker.h"
+#include "core/taskext.h"
 
 void weft__task_finish(weft__task *t, int status);
 void weft__task_name(weft__task *t, char out[32]);
@@ -317,8 +318,26 @@ void weft__worker_run_timers(weft__worker *w) {
   int64_t now = weft_now_ns();
   weft__timer_entry due[64];
   size_t n;
-  while (weft__timer_next(&w->timers) <= now && (n = weft__timer_pop_expired(&w->timers, now, due, 64)) > 0)
-    for (size_t i = 0; i < n; i++) weft__wake(due[i].task, due[i].seq, WEFT__WAKE_TIMER);
+  /* at most the entries there now: a callback that queues another one due
+   * at once (call_soon from a callback) must not keep this loop going */
+  size_t budget = w->timers.len;
+  while (budget && weft__timer_next(&w->timers) <= now &&
+         (n = weft__timer_pop_expired(&w->timers, now, due, budget < 64 ? budget : 64)) > 0) {
+    budget -= n;
+    for (size_t i = 0; i < n; i++) {
+      switch (due[i].kind) {
+        case WEFT__TIMER_WAKE:
+          weft__wake(due[i].task, due[i].seq, WEFT__WAKE_TIMER);
+          break;
+        case WEFT__TIMER_SCOPE:
+          weft__timeout_fire(due[i].task, due[i].seq);
+          break;
+        default:
+          weft__callback_fire(due[i].task);
+          break;
+      }
+    }
+  }
 }
 
 /* ------------------------------------------------------------ running a task */
@@ -605,9 +624,12 @@ static void maintenance(weft__worker *w) {
 }
 
 static weft__task *find_work(weft__worker *w) {
-  w->tick++;
   weft__task *t;
-  if (w->tick % WEFT__GLOBAL_INTERVAL == 0) {
+  /* test, then count: direct_next hands over to the scheduler exactly when
+   * its count reaches a multiple of the interval, and the periodic pass
+   * must then run (counting first here skipped it whenever several tasks
+   * kept switching directly: timers and the inject queue starved) */
+  if (w->tick++ % WEFT__GLOBAL_INTERVAL == 0) {
     spill_spawned(w);
     maintenance(w);
     if ((t = take_inject(w))) return t;

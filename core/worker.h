@@ -138,6 +138,24 @@ weft__task *weft__task_alloc(struct weft_runtime *rt, struct weft__worker *w);
 /* The worker thread reports its start (0 or its reactor's error) (core/runtime.c). */
 void weft__runtime_started(struct weft_runtime *rt, weft__worker *w);
 
+/* Timer entry kinds (core/timer.h's `kind`): what an expired entry does.
+ * Each kind has its own staleness rule, so that a stale entry never acts:
+ *  WAKE      {task, wait seq}: weft__wake(task, seq, TIMER); stale when the
+ *            task's wait seq moved on (core/task.h).
+ *  SCOPE     {task, scope seq}: expire the task's timeout scope with that
+ *            seq (core/timeout.c); stale when no entered scope of the task
+ *            has it (scope seqs never repeat within a record: taskext.h).
+ *  CALLBACK  {callback handle, FIFO seq}: run it unless cancelled
+ *            (core/callback.c); the entry holds a reference on the handle. */
+enum { WEFT__TIMER_WAKE = 0, WEFT__TIMER_SCOPE = 1, WEFT__TIMER_CALLBACK = 2 };
+
+/* core/callback.c: run or drop a CALLBACK entry (owner, scheduler context);
+ * the compaction test (drops the entry's reference when it says false); and
+ * the teardown of a heap's remaining entries. */
+void weft__callback_fire(void *handle);
+bool weft__callback_entry_live(void *handle);
+void weft__callback_drop_entries(weft__timer_heap *h);
+
 /* Run due timers (owner). */
 void weft__worker_run_timers(weft__worker *w);
 

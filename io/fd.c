@@ -25,6 +25,7 @@
 #include <liburing.h>
 #include <poll.h>
 #include <sys/epoll.h>
+#include <sys/stat.h>
 #include <sys/uio.h>
 #include <unistd.h>
 
@@ -52,10 +53,12 @@ static ssize_t uring_rw(int fd, const struct iovec *iov, int iovcnt, int64_t off
     struct io_uring_sqe *sqe = weft__uop_begin(&u, deadline, &err);
     if (!sqe) return err;
     uint64_t o = (uint64_t)off; /* -1: the file position */
+    /* one buffer: the READ/WRITE opcodes take a 32-bit length */
+    unsigned n = iov[0].iov_len > WEFT_IO_MAX ? (unsigned)WEFT_IO_MAX : (unsigned)iov[0].iov_len;
     if (iovcnt == 1 && wr)
-      io_uring_prep_write(sqe, fd, iov[0].iov_base, (unsigned)iov[0].iov_len, o);
+      io_uring_prep_write(sqe, fd, iov[0].iov_base, n, o);
     else if (iovcnt == 1)
-      io_uring_prep_read(sqe, fd, iov[0].iov_base, (unsigned)iov[0].iov_len, o);
+      io_uring_prep_read(sqe, fd, iov[0].iov_base, n, o);
     else if (wr)
       io_uring_prep_writev(sqe, fd, iov, (unsigned)iovcnt, o);
     else
@@ -69,12 +72,29 @@ static ssize_t uring_rw(int fd, const struct iovec *iov, int iovcnt, int64_t off
 
 /* ------------------------------------------------------------ epoll */
 
+/* A non-blocking attempt moved part of a single buffer: on a regular file
+ * (or block device) that means part of the range was not cached, not that
+ * the data ended: move the rest on the blocking pool, so that a file read
+ * is short only at end of file, as on io_uring. */
+static ssize_t finish_on_pool(int fd, const struct iovec *iov, int iovcnt, int64_t off, bool wr, ssize_t r) {
+  struct stat st;
+  if (iovcnt != 1 || (size_t)r >= iov[0].iov_len || fstat(fd, &st) != 0 || !(S_ISREG(st.st_mode) || S_ISBLK(st.st_mode)))
+    return r;
+  if (!wr && off >= 0 && off + r >= st.st_size) return r; /* the end of the file */
+  struct iovec rest = {.iov_base = (char *)iov[0].iov_base + r, .iov_len = iov[0].iov_len - (size_t)r};
+  weft__sysjob j = {.op = wr ? WEFT__SYS_PWRITEV : WEFT__SYS_PREADV, .fd = fd, .iov = &rest, .iovcnt = 1,
+                    .off = off < 0 ? -1 : off + r};
+  int more = weft__sysjob_run(&j);
+  return more > 0 ? r + more : r; /* an error after some bytes moved: report the bytes */
+}
+
 static ssize_t epoll_rw(int fd, const struct iovec *iov, int iovcnt, int64_t off, bool wr, int64_t deadline) {
   int nowait = RWF_NOWAIT;
   int rc = weft__io_cancel_point();
   if (rc) return rc;
   for (;;) {
     ssize_t r = wr ? pwritev2(fd, iov, iovcnt, off, nowait) : preadv2(fd, iov, iovcnt, off, nowait);
+    if (r > 0 && nowait) return finish_on_pool(fd, iov, iovcnt, off, wr, r);
     if (r >= 0) return r;
     int e = errno;
     if (e == EINTR) continue;
@@ -147,6 +167,13 @@ ssize_t weft_write_until(int fd, const void *buf, size_t len, int64_t deadline) 
 ssize_t weft_pread(int fd, void *buf, size_t len, int64_t off) { return rw1(fd, buf, len, off, false, WEFT__NO_DEADLINE); }
 ssize_t weft_pwrite(int fd, const void *buf, size_t len, int64_t off) {
   return rw1(fd, buf, len, off, true, WEFT__NO_DEADLINE);
+}
+
+ssize_t weft_pread_until(int fd, void *buf, size_t len, int64_t off, int64_t deadline) {
+  return rw1(fd, buf, len, off, false, deadline);
+}
+ssize_t weft_pwrite_until(int fd, const void *buf, size_t len, int64_t off, int64_t deadline) {
+  return rw1(fd, buf, len, off, true, deadline);
 }
 
 ssize_t weft_preadv(int fd, const struct iovec *iov, int iovcnt, int64_t off) {

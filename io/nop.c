@@ -35,6 +35,7 @@ int weft__io_nop(void) {
   nop_op n = {.op.complete = nop_complete, .task = w->current, .res = 0};
   int64_t seq = weft__wait_prepare(false);
   n.seq = (uint32_t)seq;
+  weft__waiting_on(w->current, WEFT__WAITING_IO);
   struct io_uring_sqe *sqe = weft__reactor_sqe(&w->reactor, &n.op);
   if (!sqe) {
     weft__wait_abandon();

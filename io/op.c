@@ -69,6 +69,7 @@ struct io_uring_sqe *weft__uop_begin(weft__uop *u, int64_t deadline, int *err) {
     return NULL;
   }
   int64_t seq = weft__wait_prepare(true);
+  weft__waiting_on(u->task, WEFT__WAITING_IO);
   if (seq < 0) { /* cancelled before submitting: nothing reaches the kernel */
     weft_unpin();
     *err = (int)seq;
@@ -101,6 +102,7 @@ int weft__uop_wait(weft__uop *u, struct io_uring_sqe *sqe) {
     /* Resumed on the owner (pinned). The request is delivered. */
     if (!u->done) {
       int64_t seq2 = weft__wait_prepare(false);
+      weft__waiting_on(u->task, WEFT__WAITING_IO);
       u->seq = (uint32_t)seq2; /* before any reap can run (the flush below may reap) */
       struct io_uring_sqe *c = weft__reactor_sqe(&weft__worker_self()->reactor, &sink_op);
       if (c) {
@@ -141,6 +143,7 @@ int weft__epoll_wait_fd(int fd, uint32_t events, int64_t deadline) {
   weft_pin(); /* the event is dispatched on this worker; unwatch runs here too */
   int64_t seq = deadline == WEFT__NO_DEADLINE ? weft__wait_prepare(true)
                                               : weft__wait_prepare_deadline(true, deadline);
+  weft__waiting_on(u.task, WEFT__WAITING_IO);
   if (seq < 0) {
     weft_unpin();
     return (int)seq;

@@ -3,15 +3,20 @@
  * State: `set` and the waiters, under the spinlock. A waiter checks `set`
  * under the lock before registering, and set() changes it under the lock
  * before taking the waiters, so a waiter either sees the flag or is on the
- * list when set() empties it: no waiter misses a set. set() wakes in
+ * list when set() takes the waiters: no waiter misses a set. set() wakes in
  * batches copied out under the lock (see core/waitlist.h) and never holds
- * the lock across a wake. is_set() reads the flag without the lock.
+ * the lock across a wake. Between batches a clear() and new waiters may
+ * come: set() marks the waiters present when it ran (waiter.mark, a walk
+ * back from the tail over the unmarked ones) and wakes only marked ones,
+ * so a task that waits after a later clear() keeps waiting (the scheme of
+ * sync/barrier.c). is_set() reads the flag without the lock.
  */
 #include <errno.h>
 
 #include <weft/sync.h>
 
 #include "core/atomic.h"
+#include "core/runtime.h"
 #include "core/spinlock.h"
 #include "core/task.h"
 #include "core/waitlist.h"
@@ -40,23 +45,30 @@ int weft_event_destroy(weft_event *ev) {
   weft__spin_lock(&e->lock);
   size_t n = e->waiters.len;
   weft__spin_unlock(&e->lock);
-  return n ? -EBUSY : 0;
+  if (n) {
+    weft__debug_misuse("weft_event_destroy while tasks wait on it");
+    return -EBUSY;
+  }
+  return 0;
 }
 
 void weft_event_set(weft_event *ev) {
   event_impl *e = impl(ev);
+  weft__spin_lock(&e->lock);
+  /* release: pairs with the acquire in weft_event_wait/is_set's fast path */
+  weft__store(&e->set, 1, RELEASE);
+  /* The waiters now are the unmarked tail of the list (marked ones are
+   * being woken by an earlier set): mark them, each once. */
+  for (weft__waiter *n = e->waiters.tail; n && !n->mark; n = n->prev) n->mark = 1;
   for (;;) {
     enum { BATCH = 32 };
     weft__wakeup wake[BATCH];
     int n = 0;
-    weft__spin_lock(&e->lock);
-    /* release: pairs with the acquire in weft_event_wait/is_set's fast path */
-    weft__store(&e->set, 1, RELEASE);
-    while (n < BATCH && weft__waitlist_pop(&e->waiters, &wake[n])) n++;
-    bool more = e->waiters.len != 0;
+    while (n < BATCH && e->waiters.head && e->waiters.head->mark) weft__waitlist_pop(&e->waiters, &wake[n++]);
     weft__spin_unlock(&e->lock);
     for (int i = 0; i < n; i++) weft__wakeup_fire(&wake[i]);
-    if (!more) return;
+    if (n < BATCH) return;
+    weft__spin_lock(&e->lock);
   }
 }
 
@@ -75,7 +87,10 @@ bool weft_event_is_set(const weft_event *ev) {
 int weft_event_wait(weft_event *ev) {
   event_impl *e = impl(ev);
   weft__task *self = weft__task_self();
-  if (!self) return -EINVAL;
+  if (!self) {
+    weft__debug_misuse("weft_event_wait outside a task");
+    return -EINVAL;
+  }
   /* acquire: pairs with the release in set: what the setter wrote before set() is visible */
   if (weft__load(&e->set, ACQUIRE)) return 0;
   weft__spin_lock(&e->lock);
@@ -88,7 +103,9 @@ int weft_event_wait(weft_event *ev) {
     weft__spin_unlock(&e->lock);
     return (int)seq;
   }
+  weft__waiting_on(self, WEFT__WAITING_EVENT);
   weft__waitlist_push(&e->waiters, self, (uint32_t)seq);
+  self->waiter.mark = 0;
   weft__spin_unlock(&e->lock);
   if (weft__wait_commit((uint32_t)seq) == WEFT__WAKE_NORMAL) return 0;
   weft__spin_lock(&e->lock);

@@ -1,36 +1,63 @@
-/* sync/queue.c: asyncio.Queue across workers (FIFO; bounded or not).
+/* sync/queue.c: asyncio.Queue, LifoQueue and PriorityQueue across workers
+ * (bounded or not), with join/task_done and Python 3.13's shutdown.
  *
- * State under the spinlock: a ring buffer of items, the waiting getters and
- * the waiting putters. As in asyncio, an item always goes through the
- * buffer: a put stores it and wakes the oldest getter; the woken getter
- * takes the oldest item when it runs (if another task took it first, it
+ * State under the spinlock: a buffer of items, the waiting getters, the
+ * waiting putters and the waiting joiners, the count of unfinished items
+ * (put and not yet marked done) and the shutdown flag. The buffer is a ring
+ * (FIFO: items from head), a stack (LIFO: head stays 0, items taken from
+ * the end) or a binary min-heap ordered by the caller's cmp (PRIORITY: head
+ * stays 0, the root is next). As in asyncio, an item always goes through
+ * the buffer: a put stores it and wakes the oldest getter; the woken getter
+ * takes the next item when it runs (if another task took it first, it
  * waits again). Hence a cancelled getter never loses an item (it never held
  * one) and a cancelled putter never inserts half of one (it inserts only
  * when it returns 0). A waiter that was chosen by a wake (its node no
  * longer linked) but was cancelled at the same moment passes the wakeup on
  * to the next waiter of its kind, if what it waited for is still there.
  *
- * An unbounded queue grows its buffer outside the lock (no allocation under
- * a spinlock): the putter unlocks, allocates, re-locks and re-checks.
+ * JOIN. task_done bringing `unfinished` to 0 releases every joiner waiting
+ * then: it marks their nodes (mark = 1, a walk back from the tail over the
+ * unmarked ones) and pops marked nodes in batches, waking them after
+ * unlocking; a joiner that arrives later (after a new put) is unmarked and
+ * keeps waiting (the same scheme as sync/barrier.c).
+ *
+ * SHUTDOWN sets the flag (immediate: and drops the items, each counted as
+ * done) and wakes every getter and putter; they re-check: a putter fails
+ * with -ESHUTDOWN, a getter takes an item if one is left, else fails. No
+ * task waits on a shut-down queue's getters or putters lists afterwards.
+ *
+ * Growth. The buffer starts at min(maxsize, 1024) slots (16 if unbounded)
+ * and doubles up to maxsize, outside the lock (no allocation under a
+ * spinlock): the putter unlocks, allocates, re-locks and re-checks. The
+ * priority queue's cmp runs under the spinlock: it must be short and must
+ * not call into weft.
  */
 #include <errno.h>
+#include <stdint.h>
 #include <string.h>
 
 #include <weft/sync.h>
 
 #include "core/alloc.h"
 #include "core/atomic.h"
+#include "core/runtime.h"
 #include "core/spinlock.h"
 #include "core/task.h"
 #include "core/waitlist.h"
+#include "sync/current.h"
 
 typedef struct queue_impl {
   weft__spinlock lock;
-  void **buf;              /* under lock: cap slots, count items from head */
+  int kind;                /* immutable: enum weft_queue_kind */
+  weft_queue_cmp cmp;      /* immutable: PRIORITY's order */
+  void **buf;              /* under lock: cap slots, count items (see above) */
   size_t cap, head, count;
   size_t maxsize;          /* 0 = unbounded; immutable */
+  size_t unfinished;       /* under lock: items put and not yet marked done */
+  _Atomic bool shut;       /* written under lock; read anywhere */
   weft__waitlist getters;  /* under lock */
   weft__waitlist putters;  /* under lock */
+  weft__waitlist joiners;  /* under lock: released ones (mark 1) first */
 } queue_impl;
 
 _Static_assert(sizeof(queue_impl) <= sizeof(weft_queue), "weft_queue's storage is too small");
@@ -38,25 +65,53 @@ _Static_assert(_Alignof(queue_impl) <= _Alignof(weft_queue), "weft_queue's align
 
 static inline queue_impl *impl(weft_queue *q) { return (queue_impl *)(void *)q->opaque; }
 
-int weft_queue_init(weft_queue *q, size_t maxsize) {
+#define INITIAL_BOUNDED 1024
+#define INITIAL_UNBOUNDED 16
+
+int weft_queue_init_ex(weft_queue *q, size_t maxsize, enum weft_queue_kind kind, weft_queue_cmp cmp) {
+  if (maxsize > PTRDIFF_MAX) {
+    weft__debug_misuse("weft_queue_init with a negative maxsize");
+    return -EINVAL;
+  }
+  if (kind != WEFT_QUEUE_FIFO && kind != WEFT_QUEUE_LIFO && kind != WEFT_QUEUE_PRIORITY) {
+    weft__debug_misuse("weft_queue_init_ex with an unknown kind");
+    return -EINVAL;
+  }
+  if (kind == WEFT_QUEUE_PRIORITY && !cmp) {
+    weft__debug_misuse("weft_queue_init_priority without a comparison");
+    return -EINVAL;
+  }
   queue_impl *x = impl(q);
   memset(x, 0, sizeof *x);
   weft__spin_init(&x->lock);
+  x->kind = kind;
+  x->cmp = cmp;
   x->maxsize = maxsize;
-  x->cap = maxsize ? maxsize : 16;
+  x->cap = maxsize ? (maxsize < INITIAL_BOUNDED ? maxsize : INITIAL_BOUNDED) : INITIAL_UNBOUNDED;
   x->buf = weft__alloc(sizeof(void *) * x->cap);
   if (!x->buf) return -ENOMEM;
+  weft__store(&x->shut, false, RELAXED);
   weft__waitlist_init(&x->getters);
   weft__waitlist_init(&x->putters);
+  weft__waitlist_init(&x->joiners);
   return 0;
+}
+
+int weft_queue_init(weft_queue *q, size_t maxsize) { return weft_queue_init_ex(q, maxsize, WEFT_QUEUE_FIFO, NULL); }
+int weft_queue_init_lifo(weft_queue *q, size_t maxsize) { return weft_queue_init_ex(q, maxsize, WEFT_QUEUE_LIFO, NULL); }
+int weft_queue_init_priority(weft_queue *q, size_t maxsize, weft_queue_cmp cmp) {
+  return weft_queue_init_ex(q, maxsize, WEFT_QUEUE_PRIORITY, cmp);
 }
 
 int weft_queue_destroy(weft_queue *q) {
   queue_impl *x = impl(q);
   weft__spin_lock(&x->lock);
-  bool busy = x->getters.len || x->putters.len;
+  bool busy = x->getters.len || x->putters.len || x->joiners.len;
   weft__spin_unlock(&x->lock);
-  if (busy) return -EBUSY;
+  if (busy) {
+    weft__debug_misuse("weft_queue_destroy while tasks wait on it");
+    return -EBUSY;
+  }
   weft__free(x->buf, sizeof(void *) * x->cap);
   x->buf = NULL;
   return 0;
@@ -64,69 +119,135 @@ int weft_queue_destroy(weft_queue *q) {
 
 static inline bool is_full(queue_impl *x) { return x->maxsize && x->count >= x->maxsize; }
 
-/* Caller holds the lock and has room (count < cap). */
+/* ---- the three buffers; caller holds the lock ---- */
+
+static void heap_push(queue_impl *x, void *item) {
+  size_t i = x->count++;
+  while (i > 0) {
+    size_t parent = (i - 1) / 2;
+    if (x->cmp(x->buf[parent], item) <= 0) break;
+    x->buf[i] = x->buf[parent];
+    i = parent;
+  }
+  x->buf[i] = item;
+}
+
+static void *heap_pop(queue_impl *x) {
+  void *top = x->buf[0], *last = x->buf[--x->count];
+  size_t n = x->count, i = 0;
+  for (;;) {
+    size_t c = 2 * i + 1;
+    if (c >= n) break;
+    if (c + 1 < n && x->cmp(x->buf[c + 1], x->buf[c]) < 0) c++;
+    if (x->cmp(last, x->buf[c]) <= 0) break;
+    x->buf[i] = x->buf[c];
+    i = c;
+  }
+  if (n) x->buf[i] = last;
+  return top;
+}
+
+/* Room is there (count < cap). */
 static inline void push_item(queue_impl *x, void *item) {
-  x->buf[(x->head + x->count) % x->cap] = item;
-  x->count++;
+  if (weft__likely(x->kind == WEFT_QUEUE_FIFO)) {
+    size_t i = x->head + x->count;
+    if (i >= x->cap) i -= x->cap;
+    x->buf[i] = item;
+    x->count++;
+  } else if (x->kind == WEFT_QUEUE_LIFO) {
+    x->buf[x->count++] = item;
+  } else {
+    heap_push(x, item);
+  }
 }
 
+/* An item is there (count > 0). */
 static inline void *pop_item(queue_impl *x) {
-  void *item = x->buf[x->head];
-  x->head = (x->head + 1) % x->cap;
-  x->count--;
-  return item;
+  if (weft__likely(x->kind == WEFT_QUEUE_FIFO)) {
+    void *item = x->buf[x->head];
+    if (++x->head == x->cap) x->head = 0;
+    x->count--;
+    return item;
+  }
+  if (x->kind == WEFT_QUEUE_LIFO) return x->buf[--x->count];
+  return heap_pop(x);
 }
 
-/* Caller holds the lock; unbounded queue with count == cap. Returns with
- * the lock held and room made, or -ENOMEM (lock held). */
+/* Caller holds the lock; count == cap and the queue is not full (cap <
+ * maxsize, or unbounded). One attempt to double the buffer: unlock,
+ * allocate, relock; installed only if nobody changed the buffer meanwhile.
+ * Returns with the lock held: 0 (the caller re-checks everything: another
+ * task may have grown, filled or shut the queue meanwhile) or -ENOMEM.
+ * The items keep their order: a ring is unrolled from head, a stack or
+ * heap (head 0) is copied as it is. */
 static int grow(queue_impl *x) {
-  while (x->count == x->cap) {
-    size_t old_cap = x->cap, new_cap = old_cap * 2;
+  size_t old_cap = x->cap, new_cap = old_cap * 2;
+  if (x->maxsize && new_cap > x->maxsize) new_cap = x->maxsize;
+  weft__spin_unlock(&x->lock);
+  void **nb = weft__alloc(sizeof(void *) * new_cap);
+  weft__spin_lock(&x->lock);
+  if (!nb) return -ENOMEM;
+  if (x->cap != old_cap || x->count < x->cap) { /* someone else grew it, or room appeared */
     weft__spin_unlock(&x->lock);
-    void **nb = weft__alloc(sizeof(void *) * new_cap);
+    weft__free(nb, sizeof(void *) * new_cap);
     weft__spin_lock(&x->lock);
-    if (!nb) return -ENOMEM;
-    if (x->cap != old_cap || x->count < x->cap) { /* someone else grew it, or room appeared */
-      weft__spin_unlock(&x->lock);
-      weft__free(nb, sizeof(void *) * new_cap);
-      weft__spin_lock(&x->lock);
-      continue;
-    }
-    for (size_t i = 0; i < x->count; i++) nb[i] = x->buf[(x->head + i) % x->cap];
-    void **old = x->buf;
-    x->buf = nb;
-    x->cap = new_cap;
-    x->head = 0;
-    weft__spin_unlock(&x->lock);
-    weft__free(old, sizeof(void *) * old_cap);
-    weft__spin_lock(&x->lock);
+    return 0;
   }
+  for (size_t i = 0, j = x->head; i < x->count; i++) {
+    nb[i] = x->buf[j];
+    if (++j == x->cap) j = 0;
+  }
+  void **old = x->buf;
+  x->buf = nb;
+  x->cap = new_cap;
+  x->head = 0;
+  weft__spin_unlock(&x->lock);
+  weft__free(old, sizeof(void *) * old_cap);
+  weft__spin_lock(&x->lock);
   return 0;
 }
 
-/* Caller holds the lock: insert and choose a getter to wake. */
-static int insert_locked(queue_impl *x, void *item, weft__wakeup *wake, bool *have_wake) {
-  if (x->count == x->cap) {
-    int rc = grow(x);
-    if (rc) return rc;
-  }
+/* Caller holds the lock; the queue is not shut down, not full, and has a
+ * free slot (count < cap): insert and choose a getter to wake. */
+static void insert_locked(queue_impl *x, void *item, weft__wakeup *wake, bool *have_wake) {
   push_item(x, item);
+  x->unfinished++;
   *have_wake = weft__waitlist_pop(&x->getters, wake);
-  return 0;
+}
+
+static inline bool is_shut(queue_impl *x) {
+  return weft__load(&x->shut, RELAXED); /* relaxed: written under the lock, read under it */
 }
 
 int weft_queue_put_nowait(weft_queue *q, void *item) {
   queue_impl *x = impl(q);
   weft__wakeup wake;
   bool have_wake = false;
+  int rc = 0;
   weft__spin_lock(&x->lock);
-  int rc = is_full(x) ? -EAGAIN : insert_locked(x, item, &wake, &have_wake);
+  for (;;) {
+    if (is_shut(x)) {
+      rc = -ESHUTDOWN;
+      break;
+    }
+    if (is_full(x)) {
+      rc = -EAGAIN;
+      break;
+    }
+    if (x->count == x->cap) {
+      rc = grow(x);
+      if (rc) break;
+      continue; /* re-check: the lock was dropped */
+    }
+    insert_locked(x, item, &wake, &have_wake);
+    break;
+  }
   weft__spin_unlock(&x->lock);
   if (have_wake) weft__wakeup_fire(&wake);
   return rc;
 }
 
-/* Caller holds the lock and the queue has an item: take the oldest, choose
+/* Caller holds the lock and the queue has an item: take the next, choose
  * a putter to wake, unlock, wake it. */
 static void *take_and_unlock(queue_impl *x) {
   weft__wakeup wake;
@@ -141,8 +262,9 @@ int weft_queue_get_nowait(weft_queue *q, void **item) {
   queue_impl *x = impl(q);
   weft__spin_lock(&x->lock);
   if (x->count == 0) {
+    int rc = is_shut(x) ? -ESHUTDOWN : -EAGAIN;
     weft__spin_unlock(&x->lock);
-    return -EAGAIN;
+    return rc;
   }
   void *it = take_and_unlock(x);
   if (item) *item = it;
@@ -158,7 +280,9 @@ static int wait_on(queue_impl *x, weft__waitlist *wl, weft__task *self, bool *ch
     *chosen = false;
     return (int)seq;
   }
+  weft__waiting_on(self, wl == &x->getters ? WEFT__WAITING_QUEUE_GET : WEFT__WAITING_QUEUE_PUT);
   weft__waitlist_push(wl, self, (uint32_t)seq);
+  self->waiter.mark = 0;
   weft__spin_unlock(&x->lock);
   uint32_t why = weft__wait_commit((uint32_t)seq);
   weft__spin_lock(&x->lock);
@@ -180,28 +304,51 @@ static int cancelled_and_unlock(queue_impl *x, weft__waitlist *wl, bool pass_on)
 
 int weft_queue_put(weft_queue *q, void *item) {
   queue_impl *x = impl(q);
-  weft__task *self = weft__task_self();
-  if (!self) return -EINVAL;
+  weft__task *self = weft__sync_current();
+  if (!self) {
+    weft__debug_misuse("weft_queue_put outside a task (use weft_queue_put_nowait)");
+    return -EINVAL;
+  }
   weft__wakeup wake;
   bool have_wake = false;
   weft__spin_lock(&x->lock);
-  while (is_full(x)) {
+  for (;;) {
+    if (is_shut(x)) {
+      weft__spin_unlock(&x->lock);
+      return -ESHUTDOWN;
+    }
+    if (!is_full(x)) {
+      if (x->count < x->cap) break;
+      int rc = grow(x);
+      if (rc) {
+        weft__spin_unlock(&x->lock);
+        return rc;
+      }
+      continue; /* re-check: the lock was dropped */
+    }
     bool chosen;
     if (wait_on(x, &x->putters, self, &chosen) < 0)
-      return cancelled_and_unlock(x, &x->putters, chosen && !is_full(x));
+      return cancelled_and_unlock(x, &x->putters, chosen && !is_full(x) && !is_shut(x));
   }
-  int rc = insert_locked(x, item, &wake, &have_wake);
+  insert_locked(x, item, &wake, &have_wake);
   weft__spin_unlock(&x->lock);
   if (have_wake) weft__wakeup_fire(&wake);
-  return rc;
+  return 0;
 }
 
 int weft_queue_get(weft_queue *q, void **item) {
   queue_impl *x = impl(q);
-  weft__task *self = weft__task_self();
-  if (!self) return -EINVAL;
+  weft__task *self = weft__sync_current();
+  if (!self) {
+    weft__debug_misuse("weft_queue_get outside a task (use weft_queue_get_nowait)");
+    return -EINVAL;
+  }
   weft__spin_lock(&x->lock);
   while (x->count == 0) {
+    if (is_shut(x)) {
+      weft__spin_unlock(&x->lock);
+      return -ESHUTDOWN;
+    }
     bool chosen;
     if (wait_on(x, &x->getters, self, &chosen) < 0)
       return cancelled_and_unlock(x, &x->getters, chosen && x->count);
@@ -227,4 +374,100 @@ bool weft_queue_full(weft_queue *q) {
   bool f = is_full(x);
   weft__spin_unlock(&x->lock);
   return f;
+}
+
+/* ---- join / task_done ---- */
+
+/* Caller holds the lock. Pops up to BATCH waiters of wl, all of them or
+ * (marked_only) those at the head with a mark, into wake[]. */
+enum { BATCH = 32 };
+static int pop_batch(weft__waitlist *wl, weft__wakeup *wake, bool marked_only) {
+  int k = 0;
+  while (k < BATCH && wl->head && (!marked_only || wl->head->mark)) weft__waitlist_pop(wl, &wake[k++]);
+  return k;
+}
+
+/* Caller holds the lock and unfinished is 0: release every joiner waiting
+ * now (mark them, pop the marked ones in batches, wake them unlocked).
+ * Unlocks. */
+static void release_joiners_and_unlock(queue_impl *x) {
+  for (weft__waiter *n = x->joiners.tail; n && !n->mark; n = n->prev) n->mark = 1;
+  for (;;) {
+    weft__wakeup wake[BATCH];
+    int k = pop_batch(&x->joiners, wake, true);
+    weft__spin_unlock(&x->lock);
+    for (int i = 0; i < k; i++) weft__wakeup_fire(&wake[i]);
+    if (k < BATCH) return;
+    weft__spin_lock(&x->lock);
+  }
+}
+
+int weft_queue_task_done(weft_queue *q) {
+  queue_impl *x = impl(q);
+  weft__spin_lock(&x->lock);
+  if (x->unfinished == 0) {
+    weft__spin_unlock(&x->lock);
+    weft__debug_misuse("weft_queue_task_done called more times than items were put");
+    return -EOVERFLOW;
+  }
+  if (--x->unfinished == 0 && x->joiners.len) {
+    release_joiners_and_unlock(x);
+    return 0;
+  }
+  weft__spin_unlock(&x->lock);
+  return 0;
+}
+
+int weft_queue_join(weft_queue *q) {
+  queue_impl *x = impl(q);
+  weft__task *self = weft__sync_current();
+  if (!self) {
+    weft__debug_misuse("weft_queue_join outside a task");
+    return -EINVAL;
+  }
+  weft__spin_lock(&x->lock);
+  if (x->unfinished == 0) {
+    weft__spin_unlock(&x->lock);
+    return 0;
+  }
+  bool chosen;
+  int rc = wait_on(x, &x->joiners, self, &chosen); /* woken only by a release */
+  weft__spin_unlock(&x->lock);
+  return rc;
+}
+
+/* ---- shutdown ---- */
+
+int weft_queue_shutdown(weft_queue *q, bool immediate) {
+  queue_impl *x = impl(q);
+  weft__spin_lock(&x->lock);
+  weft__store(&x->shut, true, RELAXED); /* under the lock: its readers hold it too */
+  if (immediate) {
+    size_t dropped = x->count;
+    x->count = 0;
+    x->head = 0;
+    x->unfinished = dropped < x->unfinished ? x->unfinished - dropped : 0;
+    if (x->unfinished == 0 && x->joiners.len) {
+      release_joiners_and_unlock(x);
+      weft__spin_lock(&x->lock);
+    }
+  }
+  /* Wake every getter and putter; none can start waiting any more. */
+  for (;;) {
+    weft__wakeup wake[2 * BATCH];
+    int kg = pop_batch(&x->getters, wake, false);
+    int kp = pop_batch(&x->putters, wake + kg, false);
+    weft__spin_unlock(&x->lock);
+    for (int i = 0; i < kg + kp; i++) weft__wakeup_fire(&wake[i]);
+    if (kg < BATCH && kp < BATCH) return 0;
+    weft__spin_lock(&x->lock);
+  }
+}
+
+bool weft_queue_is_shutdown(weft_queue *q) {
+  queue_impl *x = impl(q);
+  weft__spin_lock(&x->lock);
+  bool s = is_shut(x);
+  weft__spin_unlock(&x->lock);
+  return s;
 }

@@ -350,10 +350,11 @@ TEST(many_calls_through_a_single_thread) {
 
 /* ------------------------------------------------------------ shutdown */
 
-static atomic_int sd_done;
+static atomic_int sd_done, sd_started;
 
 static int slow_fn(void *arg) {
   (void)arg;
+  atomic_fetch_add(&sd_started, 1);
   usleep(30000);
   atomic_fetch_add(&sd_done, 1);
   return 0;
@@ -370,13 +371,14 @@ TEST(shutdown_with_calls_in_flight) {
   ASSERT_EQ(weft_runtime_new(&rt, &c), 0);
   for (int i = 0; i < 12; i++)
     ASSERT_EQ(weft_runtime_submit(rt, sd_caller, (void *)(intptr_t)(i % 2 ? WEFT_TO_THREAD_DETACH : 0u), NULL), 0);
-  usleep(5000); /* some running, some queued */
+  for (int i = 0; i < 5000 && atomic_load(&sd_started) < 1; i++) usleep(1000); /* some running, some queued */
   ASSERT_EQ(weft_runtime_shutdown(rt), 0);
   int done = atomic_load(&sd_done);
   /* every function that started has returned (queued ones were cancelled
    * before they ran); nothing runs after shutdown */
   usleep(50000);
   ASSERT_EQ(atomic_load(&sd_done), done);
+  ASSERT_EQ(done, atomic_load(&sd_started)); /* every function that started has finished */
   ASSERT_GE(done, 1);
 }
 

@@ -117,7 +117,8 @@ static int deadline_main(void *arg) {
   int64_t t0 = weft_now_ns();
   ASSERT_EQ(weft_read_until(p[0], buf, sizeof buf, t0 + 20000000), -ETIMEDOUT);
   ASSERT_GE(weft_now_ns() - t0, 20000000);
-  /* the timed-out read consumed nothing */
+  ASSERT_EQ(weft_pread_until(p[0], buf, sizeof buf, -1, weft_now_ns() + 5000000), -ETIMEDOUT);
+  /* the timed-out reads consumed nothing */
   ASSERT_EQ(weft_write(p[1], "abc", 3), 3);
   ASSERT_EQ(weft_read_until(p[0], buf, sizeof buf, weft_now_ns() + 1000000000), 3);
   ASSERT_EQ(memcmp(buf, "abc", 3), 0);
@@ -126,6 +127,12 @@ static int deadline_main(void *arg) {
   ssize_t r = weft_read_until(p[0], buf, sizeof buf, t0);
   ASSERT_TRUE(r == 1 || r == -ETIMEDOUT);
   if (r == -ETIMEDOUT) ASSERT_EQ(weft_read(p[0], buf, sizeof buf), 1);
+  /* a full pipe: the write times out */
+  fcntl(p[1], F_SETPIPE_SZ, 4096);
+  static char big[1 << 16];
+  ssize_t w = weft_write_until(p[1], big, sizeof big, weft_now_ns() + 1000000000);
+  ASSERT_GT(w, 0);
+  ASSERT_EQ(weft_pwrite_until(p[1], big, sizeof big, -1, weft_now_ns() + 5000000), -ETIMEDOUT);
   weft_close(p[0]);
   weft_close(p[1]);
   return 0;
@@ -329,6 +336,61 @@ TEST(many_blocked_reads_more_than_ring_entries_cancelled) {
   weft_config c = cfg_workers(2);
   c.ring_entries = 4;
   ASSERT_EQ(weft_run(many_blocked_main, NULL, &c), 0);
+}
+
+/* Two tasks of one worker read the same pipe (epoll: one registration per
+ * descriptor number, so the second watches a duplicate). */
+static int same_fd_main(void *arg) {
+  (void)arg;
+  int fds0 = count_fds();
+  int p[2];
+  ASSERT_EQ(pipe2(p, O_CLOEXEC), 0);
+  fd_buf a = {.fd = p[0]}, b = {.fd = p[0]};
+  weft_task ta = weft_spawn(fd_reader, &a), tb = weft_spawn(fd_reader, &b);
+  weft_sleep_ns(5000000);
+  ASSERT_EQ(weft_write(p[1], "1", 1), 1);
+  weft_sleep_ns(5000000);
+  ASSERT_EQ(weft_write(p[1], "2", 1), 1);
+  ASSERT_EQ(weft_join(ta), 1);
+  ASSERT_EQ(weft_join(tb), 1);
+  ASSERT_EQ(a.buf[0] + b.buf[0], '1' + '2');
+  weft_task_release(ta);
+  weft_task_release(tb);
+  weft_close(p[0]);
+  weft_close(p[1]);
+  ASSERT_EQ(count_fds(), fds0);
+  return 0;
+}
+
+TEST(two_readers_of_one_descriptor_on_one_worker) {
+  weft_config c = cfg_workers(1);
+  ASSERT_EQ(weft_run(same_fd_main, NULL, &c), 0);
+}
+
+/* Shutdown cancels a task blocked in a read that would never complete. */
+static int forever_reader(void *arg) {
+  fd_buf *b = arg;
+  return (int)weft_read(b->fd, b->buf, sizeof b->buf);
+}
+
+TEST(shutdown_cancels_reads_in_flight) {
+  int p[2];
+  ASSERT_EQ(pipe2(p, O_CLOEXEC), 0);
+  weft_runtime *rt;
+  weft_config c = cfg_workers(2);
+  ASSERT_EQ(weft_runtime_new(&rt, &c), 0);
+  static fd_buf bufs[8];
+  weft_task t[8];
+  for (int i = 0; i < 8; i++) {
+    bufs[i].fd = p[0];
+    ASSERT_EQ(weft_runtime_submit(rt, forever_reader, &bufs[i], &t[i]), 0);
+  }
+  usleep(20000);
+  for (int i = 0; i < 8; i++) ASSERT_TRUE(!weft_task_done(t[i]));
+  for (int i = 0; i < 8; i++) weft_task_release(t[i]);
+  ASSERT_EQ(weft_runtime_shutdown(rt), 0); /* returns: every read was cancelled */
+  close(p[0]);
+  close(p[1]);
 }
 
 /* ------------------------------------------------------------ bad input */

@@ -170,6 +170,41 @@ TEST(whole_files_and_full_length_loops) {
   remove_dir();
 }
 
+/* A read over a range only partly in the page cache is still whole (epoll:
+ * the non-blocking attempt returns the cached part; the rest is read on
+ * the blocking pool). */
+static int partly_cached_main(void *arg) {
+  (void)arg;
+  enum { N = 8 * 1024 * 1024 };
+  static unsigned char data[N], back[N];
+  for (int i = 0; i < N; i++) data[i] = (unsigned char)(i * 13 + 1);
+  char f[128];
+  snprintf(f, sizeof f, "%s", path_of("partly"));
+  ASSERT_EQ(weft_write_file(f, data, N, 0600), 0);
+  int fd = weft_open(f, O_RDONLY, 0);
+  ASSERT_GE(fd, 0);
+  for (int round = 0; round < 4; round++) {
+    int wfd = open(f, O_RDWR | O_CLOEXEC);
+    ASSERT_EQ(fsync(wfd), 0); /* clean pages can be dropped */
+    close(wfd);
+    ASSERT_EQ(posix_fadvise(fd, N / 2, N / 2, POSIX_FADV_DONTNEED), 0);
+    weft_sleep_ns(20000000); /* (a second advice once the first one's writeback settled) */
+    ASSERT_EQ(posix_fadvise(fd, N / 2, N / 2, POSIX_FADV_DONTNEED), 0);
+    memset(back, 0, N);
+    ASSERT_EQ(weft_pread(fd, back, N, 0), N);
+    ASSERT_EQ(memcmp(back, data, N), 0);
+  }
+  ASSERT_EQ(weft_close(fd), 0);
+  return 0;
+}
+
+TEST(a_read_of_a_partly_cached_range_is_whole) {
+  make_dir();
+  weft_config c = cfg_workers(2);
+  ASSERT_EQ(weft_run(partly_cached_main, NULL, &c), 0);
+  remove_dir();
+}
+
 /* ------------------------------------------------------------ bad input */
 
 static int bad_main(void *arg) {
@@ -362,6 +397,62 @@ static int cancel_files_main(void *arg) {
   ASSERT_EQ(weft_close(fd), 0);
   ASSERT_EQ(count_fds(), fds0);
   return 0;
+}
+
+/* An open that blocks (a FIFO with no writer), cancelled while it runs.
+ * On epoll it runs on a pool thread, which cannot be interrupted: the call
+ * waits for it and returns the descriptor, and the cancel comes at the
+ * next suspension. (On io_uring the open does not block: the ring's first,
+ * non-blocking attempt opens the FIFO without waiting for a writer, so the
+ * cancel finds the task in its sleep.) Either way no descriptor is lost. */
+static atomic_int fifo_rc, fifo_next;
+
+static int fifo_opener(void *arg) {
+  const char *fifo = arg;
+  int fd = weft_open(fifo, O_RDONLY, 0);
+  atomic_store(&fifo_rc, fd);
+  if (fd >= 0) {
+    atomic_store(&fifo_next, weft_sleep_ns(1000000000));
+    close(fd);
+  }
+  return fd < 0 ? fd : 0;
+}
+
+static int fifo_main(void *arg) {
+  (void)arg;
+  int fds0 = count_fds();
+  static char fifo[128];
+  snprintf(fifo, sizeof fifo, "%s", path_of("fifo"));
+  ASSERT_EQ(mkfifo(fifo, 0600), 0);
+  weft_task t = weft_spawn(fifo_opener, fifo);
+  weft_sleep_ns(20000000); /* the open blocks: no writer */
+  ASSERT_TRUE(!weft_task_done(t));
+  weft_cancel(t);
+  weft_sleep_ns(20000000);
+  bool waits = !weft_task_done(t);
+  if (weft_backend() == WEFT_BACKEND_EPOLL) ASSERT_TRUE(waits); /* the pool thread still opens */
+  int w = open(fifo, O_WRONLY | O_NONBLOCK | O_CLOEXEC); /* lets a still-blocked open finish */
+  int rc = weft_join(t);
+  weft_task_release(t);
+  if (w >= 0) close(w);
+  int got = atomic_load(&fifo_rc);
+  if (got >= 0) {
+    ASSERT_EQ(atomic_load(&fifo_next), -ECANCELED); /* the cancel, delivered later */
+    ASSERT_EQ(rc, 0);
+  } else {
+    ASSERT_EQ(got, -ECANCELED);
+    ASSERT_EQ(rc, -ECANCELED);
+  }
+  fprintf(stderr, "cancelled open: %s\n", got >= 0 ? "completed first (descriptor returned)" : "cancelled in the kernel");
+  ASSERT_EQ(count_fds(), fds0);
+  return 0;
+}
+
+TEST(an_open_blocked_in_the_kernel_is_cancelled_without_losing_the_descriptor) {
+  make_dir();
+  weft_config c = cfg_workers(2);
+  ASSERT_EQ(weft_run(fifo_main, NULL, &c), 0);
+  remove_dir();
 }
 
 TEST(cancelled_file_reads_never_return_torn_data_or_leak) {

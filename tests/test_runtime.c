@@ -591,9 +591,11 @@ TEST(migrate_mode_moves_every_suspension) {
 
 /* ------------------------------------------------------------ debug reports */
 
-static int spin_150ms(void *arg) {
+static int spin_hog(void *arg) {
   (void)arg;
-  int64_t end = weft_now_ns() + 150000000;
+  /* 500 ms against the 100 ms threshold: the monitor thread samples every
+   * 20 ms and, on a loaded 2-CPU machine, may not run for tens of ms */
+  int64_t end = weft_now_ns() + 500000000;
   while (weft_now_ns() < end) {
   }
   return 0;
@@ -602,7 +604,7 @@ static int spin_150ms(void *arg) {
 static int debug_main(void *arg) {
   (void)arg;
   weft_spawn_opts o = {.name = "hog"};
-  weft_task t = weft_spawn_ex(spin_150ms, NULL, &o);
+  weft_task t = weft_spawn_ex(spin_hog, NULL, &o);
   weft_join(t);
   weft_task_release(t);
   weft_spawn_opts o2 = {.name = "left-behind"};

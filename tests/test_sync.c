@@ -81,6 +81,52 @@ TEST(event_set_from_a_foreign_thread) {
   ASSERT_EQ(weft_run(foreign_set_main, NULL, &c), 0);
 }
 
+/* set wakes every waiter, including those that register while set runs:
+ * each round, waiters arrive on every worker while a thread sets. */
+static weft_event race_ev;
+static atomic_int race_done;
+
+static int race_waiter(void *arg) {
+  (void)arg;
+  int rc = weft_event_wait(&race_ev);
+  if (rc == 0) atomic_fetch_add(&race_done, 1);
+  return rc;
+}
+
+static void *race_setter(void *arg) {
+  (void)arg;
+  usleep(50);
+  weft_event_set(&race_ev);
+  return NULL;
+}
+
+static int race_main(void *arg) {
+  (void)arg;
+  enum { WAITERS = 200 };
+  int rounds = test_sanitized() ? 20 : 100;
+  for (int r = 0; r < rounds; r++) {
+    weft_event_init(&race_ev);
+    atomic_store(&race_done, 0);
+    pthread_t th;
+    pthread_create(&th, NULL, race_setter, NULL);
+    weft_task t[WAITERS];
+    for (int i = 0; i < WAITERS; i++) t[i] = weft_spawn(race_waiter, NULL);
+    for (int i = 0; i < WAITERS; i++) {
+      ASSERT_EQ(weft_join(t[i]), 0);
+      weft_task_release(t[i]);
+    }
+    pthread_join(th, NULL);
+    ASSERT_EQ(atomic_load(&race_done), WAITERS);
+    ASSERT_EQ(weft_event_destroy(&race_ev), 0);
+  }
+  return 0;
+}
+
+TEST(event_set_wakes_waiters_racing_with_it) {
+  weft_config c = cfg_workers(4);
+  ASSERT_EQ(weft_run(race_main, NULL, &c), 0);
+}
+
 /* ------------------------------------------------------------ queue */
 
 static int queue_basic_main(void *arg) {

@@ -196,6 +196,7 @@ typedef struct weft_task_info {
   int state;              /* enum weft_task_state */
   int worker;             /* the worker it last ran on, -1 if never */
   int cancelling;
+  const char *waiting_on; /* what a suspended task waits on ("join", "sleep", ...; see weft/task.h), else "" */
 } weft_task_info;
 
 /* all_tasks(): fill out[] with up to n live tasks of the calling task's

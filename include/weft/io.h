@@ -19,10 +19,14 @@
  * never lost); the cancel request then stays pending and the task's next
  * suspension returns -ECANCELED.
  *
- * Deadlines. The _until calls take a CLOCK_MONOTONIC deadline in ns
- * (weft_now_ns() + timeout; WEFT_NO_DEADLINE = none): when it passes
- * first, the operation is cancelled as above and the call returns
- * -ETIMEDOUT (or the real result, if it completed first).
+ * Deadlines. The _until calls (and weft_poll) take a CLOCK_MONOTONIC
+ * deadline in ns (weft_now_ns() + timeout; WEFT_NO_DEADLINE = none): when
+ * it passes first, the operation is cancelled as above and the call
+ * returns -ETIMEDOUT (or the real result, if it completed first). io_uring
+ * links an IORING_OP_LINK_TIMEOUT to the operation; epoll bounds the
+ * readiness wait (a regular file's read on the blocking pool is not
+ * interrupted once it runs). Any other call can be bounded from outside
+ * with a task's cancellation.
  *
  * Offsets: int64_t, -1 = the file position (read/write advance it).
  * Lengths: a single call moves at most WEFT_IO_MAX bytes (the kernel's own
@@ -99,6 +103,8 @@ WEFT_API int weft_close(int fd);
  * short count at end of file or when the kernel moved fewer. Suspends. */
 WEFT_API ssize_t weft_pread(int fd, void *buf, size_t len, int64_t off);
 WEFT_API ssize_t weft_pwrite(int fd, const void *buf, size_t len, int64_t off);
+WEFT_API ssize_t weft_pread_until(int fd, void *buf, size_t len, int64_t off, int64_t deadline_ns);
+WEFT_API ssize_t weft_pwrite_until(int fd, const void *buf, size_t len, int64_t off, int64_t deadline_ns);
 
 /* Loop until len bytes moved: pread_full returns fewer only at end of
  * file; pwrite_full returns len. On an error after some bytes moved the

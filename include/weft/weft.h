@@ -16,6 +16,7 @@
 
 #include <weft/version.h>
 #include <weft/core.h>
+#include <weft/task.h>
 #include <weft/sync.h>
 #include <weft/io.h>
 #include <weft/net.h>

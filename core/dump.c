@@ -1,0 +1,137 @@
+/* core/dump.c: introspection: what a task waits on, and task dumps
+ * (asyncio's all_tasks() + print_stack(), without the stacks: a green
+ * task's C stack cannot be unwound from outside it).
+ *
+ * A dump walks the record arena (every record ever made, type-stable)
+ * taking a reference on each live task while it reads it (weft_tasks), so
+ * it may run on any thread, the debug monitor's included, while the tasks
+ * run: it is a snapshot, each field read with a relaxed load.
+ *
+ * SIGQUIT (debug mode): the handler only sets an atomic flag; the debug
+ * monitor thread (core/debug.c), which wakes every 20 ms, sees it and prints
+ * the dump of its runtime on stderr. The handler is installed only if
+ * SIGQUIT had its default action (a program's own handler is left alone),
+ * and the default is restored when the last debug runtime stops.
+ */
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <weft/task.h>
+
+#include "core/alloc.h"
+#include "core/atomic.h"
+#include "core/runtime.h"
+#include "core/task.h"
+
+static const char *const waiting_names[WEFT__WAITING_COUNT_] = {
+    [WEFT__WAITING_OTHER] = "wait",
+    [WEFT__WAITING_JOIN] = "join",
+    [WEFT__WAITING_SLEEP] = "sleep",
+    [WEFT__WAITING_EVENT] = "event",
+    [WEFT__WAITING_QUEUE_GET] = "queue get",
+    [WEFT__WAITING_QUEUE_PUT] = "queue put",
+    [WEFT__WAITING_FUTURE] = "future",
+    [WEFT__WAITING_GATHER] = "gather",
+    [WEFT__WAITING_TASKGROUP] = "taskgroup",
+    [WEFT__WAITING_IO] = "io",
+    [WEFT__WAITING_LOCK] = "lock",
+    [WEFT__WAITING_COND] = "condition",
+    [WEFT__WAITING_SEM] = "semaphore",
+    [WEFT__WAITING_BARRIER] = "barrier",
+    [WEFT__WAITING_THREAD] = "to_thread",
+};
+
+const char *weft__waiting_on_name(unsigned what) {
+  return what < WEFT__WAITING_COUNT_ && waiting_names[what] ? waiting_names[what] : "wait";
+}
+
+const char *weft_task_waiting_on(weft_task h) {
+  weft__task *t;
+  if (weft__task_ref(h, &t)) return "";
+  uint32_t st = WEFT__WS_STATE(weft__load(&t->ws, RELAXED)); /* relaxed: a report */
+  const char *s = (st == WEFT__TS_PARKED || st == WEFT__TS_WAITING)
+                      ? weft__waiting_on_name(weft__load(&t->waiting_on, RELAXED))
+                      : "";
+  weft__task_unref(t);
+  return s;
+}
+
+static int dump(weft_runtime *rt, int fd) {
+  enum { MAX = 4096 };
+  weft_task_info *info = weft__alloc(MAX * sizeof *info);
+  if (!info) return -ENOMEM;
+  int n = weft_runtime_tasks(rt, info, MAX);
+  static const char *states[] = {"runnable", "running", "suspended", "done"};
+  int alive = 0;
+  for (int i = 0; i < n && i < MAX; i++) alive += info[i].state != WEFT_TASK_DONE;
+  dprintf(fd, "weft: %d live task(s):\n", alive);
+  for (int i = 0; i < n && i < MAX; i++) {
+    weft_task_info *x = &info[i];
+    if (x->state == WEFT_TASK_DONE) continue;
+    dprintf(fd, "  %-31s %-9s worker %-3d cancelling %d%s%s\n", x->name, states[x->state & 3], x->worker,
+            x->cancelling, x->waiting_on[0] ? "  waiting on: " : "", x->waiting_on);
+  }
+  if (n > MAX) dprintf(fd, "  ... and %d more\n", n - MAX);
+  weft__free(info, MAX * sizeof *info);
+  return alive;
+}
+
+int weft_runtime_dump(weft_runtime *rt, int fd) {
+  if (!rt || fd < 0) return -EINVAL;
+  return dump(rt, fd);
+}
+
+int weft_tasks_dump(int fd) {
+  weft__task *t = weft__task_self();
+  if (!t || fd < 0) return -EINVAL;
+  return dump(t->rt, fd);
+}
+
+/* ------------------------------------------------------------ SIGQUIT */
+
+static _Atomic int sigquit_seen;       /* set by the handler; taken by monitors */
+static pthread_mutex_t sig_lock = PTHREAD_MUTEX_INITIALIZER;
+static int sig_users;                  /* under sig_lock: debug runtimes using the handler */
+static bool sig_installed;             /* under sig_lock */
+
+static void on_sigquit(int sig) {
+  (void)sig;
+  weft__store(&sigquit_seen, 1, RELAXED); /* relaxed: a flag; async-signal-safe */
+}
+
+void weft__dump_sigquit_start(void) {
+  pthread_mutex_lock(&sig_lock);
+  if (sig_users++ == 0) {
+    struct sigaction old;
+    if (sigaction(SIGQUIT, NULL, &old) == 0 && old.sa_handler == SIG_DFL && !(old.sa_flags & SA_SIGINFO)) {
+      struct sigaction sa;
+      memset(&sa, 0, sizeof sa);
+      sa.sa_handler = on_sigquit;
+      sigemptyset(&sa.sa_mask);
+      sa.sa_flags = SA_RESTART;
+      sig_installed = sigaction(SIGQUIT, &sa, NULL) == 0;
+    }
+  }
+  pthread_mutex_unlock(&sig_lock);
+}
+
+void weft__dump_sigquit_stop(void) {
+  pthread_mutex_lock(&sig_lock);
+  if (--sig_users == 0 && sig_installed) {
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = SIG_DFL;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGQUIT, &sa, NULL);
+    sig_installed = false;
+  }
+  pthread_mutex_unlock(&sig_lock);
+}
+
+/* The debug monitor: print rt's dump if SIGQUIT came. */
+void weft__dump_sigquit_poll(weft_runtime *rt) {
+  if (weft__load(&sigquit_seen, RELAXED) && weft__xchg(&sigquit_seen, 0, RELAXED)) dump(rt, STDERR_FILENO);
+}

@@ -1,0 +1,398 @@
+/* tests/test_callback.c: call_soon/call_later/call_at, task-local values,
+ * and introspection (waiting-on descriptions, dumps, SIGQUIT). */
+#include <fcntl.h>
+#include <pthread.h>
+#include <signal.h>
+
+#include "task_util.h"
+
+/* ------------------------------------------------------------ callbacks */
+
+static int order[16];
+static _Atomic int n_order;
+static void record_cb(void *arg) { order[atomic_fetch_add(&n_order, 1)] = (int)(intptr_t)arg; }
+
+static int soon_main(void *arg) {
+  (void)arg;
+  atomic_store(&n_order, 0);
+  for (int i = 0; i < 5; i++) ASSERT_EQ(weft_call_soon(record_cb, (void *)(intptr_t)i, NULL), 0);
+  weft_callback *h;
+  ASSERT_EQ(weft_call_soon(record_cb, (void *)99, &h), 0);
+  ASSERT_EQ(weft_callback_cancel(h), 1);
+  ASSERT_EQ(weft_callback_cancel(h), 0);
+  weft_callback_release(h);
+  ASSERT_EQ(weft_pin(), 0); /* the callbacks run on this worker: wait here */
+  for (int i = 0; i < 1000 && atomic_load(&n_order) < 5; i++) weft_sleep_ns(1 * MS);
+  weft_unpin();
+  ASSERT_EQ(atomic_load(&n_order), 5);
+  for (int i = 0; i < 5; i++) ASSERT_EQ(order[i], i); /* FIFO */
+  /* call_later / call_at: in deadline order */
+  atomic_store(&n_order, 0);
+  int64_t now = weft_now_ns();
+  ASSERT_EQ(weft_call_at(now + 6 * MS, record_cb, (void *)3, NULL), 0);
+  ASSERT_EQ(weft_call_later(2 * MS, record_cb, (void *)1, NULL), 0);
+  ASSERT_EQ(weft_call_later(4 * MS, record_cb, (void *)2, NULL), 0);
+  ASSERT_EQ(weft_call_later(-1, record_cb, NULL, NULL), -EINVAL);
+  ASSERT_EQ(weft_call_later(2000 * MS, record_cb, (void *)7, &h), 0);
+  weft_sleep_ns(20 * MS);
+  ASSERT_EQ(atomic_load(&n_order), 3);
+  ASSERT_EQ(order[0], 1);
+  ASSERT_EQ(order[1], 2);
+  ASSERT_EQ(order[2], 3);
+  ASSERT_EQ(weft_callback_cancel(h), 1); /* (the entry stays until its time or shutdown) */
+  weft_callback_release(h);
+  /* a pending callback left at shutdown is dropped (ASan checks the leak) */
+  ASSERT_EQ(weft_call_later(3600 * 1000 * MS, record_cb, (void *)8, NULL), 0);
+  return 0;
+}
+TEST(callbacks_soon_later_at) {
+  ASSERT_EQ(weft_call_soon(record_cb, NULL, NULL), -EINVAL); /* outside the workers */
+  run_both(soon_main, NULL);
+}
+
+/* A callback runs in the scheduler context: it may spawn and set futures,
+ * and suspending calls fail there. */
+static weft_future cb_fut;
+static int spawned_ran(void *arg) {
+  (void)arg;
+  weft_future_set(&cb_fut, 1, NULL);
+  return 0;
+}
+static void spawning_cb(void *arg) {
+  (void)arg;
+  if (weft_sleep_ns(1) != -EINVAL || weft_current().rec != NULL) {
+    weft_future_set(&cb_fut, -EPROTO, NULL);
+    return;
+  }
+  weft_spawn_detached(spawned_ran, NULL);
+}
+
+static int cb_context_main(void *arg) {
+  (void)arg;
+  weft_future_init(&cb_fut);
+  ASSERT_EQ(weft_call_soon(spawning_cb, NULL, NULL), 0);
+  ASSERT_EQ(weft_future_await(&cb_fut, NULL), 1);
+  return 0;
+}
+TEST(callbacks_run_in_scheduler_context) { run_both(cb_context_main, NULL); }
+
+static void set_fut_cb(void *arg) { weft_future_set(arg, 5, NULL); }
+
+TEST(callbacks_from_a_foreign_thread) {
+  weft_config c = {0};
+  c.workers = 2;
+  weft_runtime *rt;
+  ASSERT_EQ(weft_runtime_new(&rt, &c), 0);
+  weft_future f;
+  weft_future_init(&f);
+  ASSERT_EQ(weft_runtime_call_soon(rt, set_fut_cb, &f, NULL), 0);
+  for (int i = 0; i < 2000 && !weft_future_done(&f); i++) usleep(1000);
+  ASSERT_EQ(weft_future_result(&f, NULL), 5);
+  ASSERT_EQ(weft_future_destroy(&f), 0);
+  weft_future_init(&f);
+  weft_callback *h;
+  ASSERT_EQ(weft_runtime_call_at(rt, weft_now_ns() + 5 * MS, set_fut_cb, &f, &h), 0);
+  for (int i = 0; i < 2000 && !weft_future_done(&f); i++) usleep(1000);
+  ASSERT_EQ(weft_future_result(&f, NULL), 5);
+  ASSERT_EQ(weft_callback_cancel(h), 0); /* it ran */
+  weft_callback_release(h);
+  ASSERT_EQ(weft_future_destroy(&f), 0);
+  weft_future_init(&f);
+  ASSERT_EQ(weft_runtime_call_at(rt, weft_now_ns() + 50 * MS, set_fut_cb, &f, &h), 0);
+  ASSERT_EQ(weft_callback_cancel(h), 1);
+  weft_callback_release(h);
+  usleep(100000);
+  ASSERT_TRUE(!weft_future_done(&f)); /* cancelled: never ran */
+  ASSERT_EQ(weft_runtime_shutdown(rt), 0);
+}
+
+/* Racy: cancel from another thread while the callback is due: exactly one
+ * of "cancelled" and "ran" holds. */
+static _Atomic int cb_ran;
+static void count_ran(void *arg) {
+  (void)arg;
+  atomic_fetch_add(&cb_ran, 1);
+}
+TEST(callbacks_stress_cancel_vs_run) {
+  weft_config c = {0};
+  c.workers = tu_nproc();
+  weft_runtime *rt;
+  ASSERT_EQ(weft_runtime_new(&rt, &c), 0);
+  long iters = tu_iters(3000);
+  int cancelled = 0;
+  atomic_store(&cb_ran, 0);
+  for (long i = 0; i < iters; i++) {
+    weft_callback *h;
+    ASSERT_EQ(weft_runtime_call_soon(rt, count_ran, NULL, &h), 0);
+    if (i % 3) sched_yield();
+    cancelled += weft_callback_cancel(h);
+    weft_callback_release(h);
+  }
+  for (int i = 0; i < 5000 && atomic_load(&cb_ran) + cancelled < iters; i++) usleep(1000);
+  ASSERT_EQ(atomic_load(&cb_ran) + cancelled, iters);
+  /* submitted and shut down at once: the submitting tasks may never run, the
+   * entries never fire: nothing leaks (ASan), nothing runs */
+  for (int i = 0; i < 50; i++) {
+    weft_callback *h;
+    ASSERT_EQ(weft_runtime_call_at(rt, weft_now_ns() + 3600 * 1000 * MS, count_ran, NULL, i & 1 ? &h : NULL), 0);
+    if (i & 1) weft_callback_release(h);
+  }
+  int ran = atomic_load(&cb_ran);
+  ASSERT_EQ(weft_runtime_shutdown(rt), 0);
+  ASSERT_EQ(atomic_load(&cb_ran), ran);
+}
+
+/* A callback that queues itself again with call_soon does not starve the
+ * tasks (asyncio runs it again at the next loop iteration). */
+static _Atomic int requeues, requeue_stop;
+static void requeue_cb(void *arg) {
+  atomic_fetch_add(&requeues, 1);
+  if (!atomic_load(&requeue_stop)) weft_call_soon(requeue_cb, arg, NULL); /* forever, until stopped */
+}
+
+static int requeue_main(void *arg) {
+  (void)arg;
+  atomic_store(&requeues, 0);
+  atomic_store(&requeue_stop, 0);
+  weft_pin();
+  ASSERT_EQ(weft_call_soon(requeue_cb, NULL, NULL), 0);
+  for (int i = 0; i < 20; i++) ASSERT_EQ(weft_sleep_ns(1 * MS), 0); /* keeps running meanwhile */
+  ASSERT_TRUE(atomic_load(&requeues) >= 1);
+  atomic_store(&requeue_stop, 1);
+  weft_unpin();
+  return 0;
+}
+TEST(callbacks_requeued_from_a_callback_do_not_starve_tasks) { run_both(requeue_main, NULL); }
+
+/* ------------------------------------------------------------ task-local values */
+
+static weft_taskvar var_a, var_b;
+
+static int child_sees(void *arg) {
+  (void)arg;
+  if (weft_taskvar_get(&var_a) != (void *)1) return -EPROTO; /* inherited */
+  if (weft_taskvar_get(&var_b) != (void *)50) return -EPROTO; /* default */
+  weft_taskvar_set(&var_a, (void *)2, NULL); /* its own copy */
+  weft_taskvar_set(&var_b, (void *)3, NULL);
+  if (weft_taskvar_get(&var_a) != (void *)2) return -EPROTO;
+  weft_sleep_ns(1 * MS); /* (resumes anywhere: the values are the task's) */
+  if (weft_taskvar_get(&var_a) != (void *)2 || weft_taskvar_get(&var_b) != (void *)3) return -EPROTO;
+  return 0;
+}
+
+static int grandchild_chain(void *arg) {
+  int depth = (int)(intptr_t)arg;
+  if (weft_taskvar_get(&var_a) != (void *)(intptr_t)(100 + depth)) return -EPROTO;
+  if (depth == 5) return 0;
+  weft_taskvar_set(&var_a, (void *)(intptr_t)(101 + depth), NULL);
+  weft_task t = weft_spawn(grandchild_chain, (void *)(intptr_t)(depth + 1));
+  int rc = weft_join(t);
+  weft_task_release(t);
+  if (weft_taskvar_get(&var_a) != (void *)(intptr_t)(101 + depth)) return -EPROTO;
+  return rc;
+}
+
+static int taskvar_main(void *arg) {
+  (void)arg;
+  ASSERT_EQ(weft_taskvar_get(&var_a), (void *)0);
+  void *old = (void *)9;
+  ASSERT_EQ(weft_taskvar_set(&var_a, (void *)1, &old), 0);
+  ASSERT_PTR_EQ(old, NULL);
+  weft_task ts[20];
+  for (int i = 0; i < 20; i++) ts[i] = weft_spawn(child_sees, NULL);
+  for (int i = 0; i < 20; i++) {
+    ASSERT_EQ(weft_join(ts[i]), 0);
+    weft_task_release(ts[i]);
+  }
+  ASSERT_EQ(weft_taskvar_get(&var_a), (void *)1); /* children's sets never show here */
+  ASSERT_EQ(weft_taskvar_get(&var_b), (void *)50);
+  ASSERT_EQ(weft_taskvar_set(&var_a, (void *)100, &old), 0);
+  ASSERT_PTR_EQ(old, (void *)1);
+  weft_task t = weft_spawn(grandchild_chain, (void *)0);
+  ASSERT_EQ(weft_join(t), 0);
+  weft_task_release(t);
+  weft_taskvar bad = {0, NULL};
+  ASSERT_EQ(weft_taskvar_set(&bad, NULL, NULL), -EINVAL);
+  return 0;
+}
+TEST(taskvars_inherited_as_a_copy) {
+  weft_taskvar_init(&var_a, NULL);
+  weft_taskvar_init(&var_b, (void *)50);
+  ASSERT_EQ(weft_taskvar_get(&var_b), (void *)50);              /* outside a task: the default */
+  ASSERT_EQ(weft_taskvar_set(&var_b, NULL, NULL), -EINVAL);     /* outside a task */
+  run_both(taskvar_main, NULL);
+}
+
+/* ------------------------------------------------------------ introspection */
+
+static weft_future intro_f;
+static int awaits_future(void *arg) {
+  (void)arg;
+  return weft_future_await(&intro_f, NULL);
+}
+
+static weft_event intro_ev;
+static int awaits_event(void *arg) {
+  (void)arg;
+  return weft_event_wait(&intro_ev);
+}
+
+static weft_lock intro_lock;
+static int awaits_lock(void *arg) {
+  (void)arg;
+  int rc = weft_lock_acquire(&intro_lock);
+  if (rc == 0) weft_lock_release(&intro_lock);
+  return rc;
+}
+
+static weft_sem intro_sem;
+static int awaits_sem(void *arg) {
+  (void)arg;
+  return weft_sem_acquire(&intro_sem);
+}
+
+static int intro_pipe[2];
+static int awaits_read(void *arg) {
+  (void)arg;
+  char c;
+  return (int)weft_read(intro_pipe[0], &c, 1);
+}
+
+static int intro_block_fd = -1;
+static int blocking_read(void *arg) {
+  (void)arg;
+  char c;
+  return (int)read(intro_block_fd, &c, 1); /* blocks a pool thread until the write */
+}
+static int awaits_thread(void *arg) {
+  (void)arg;
+  return weft_to_thread(blocking_read, NULL);
+}
+
+static int intro_main(void *arg) {
+  (void)arg;
+  weft_future_init(&intro_f);
+  weft_event_init(&intro_ev);
+  weft_lock_init(&intro_lock);
+  ASSERT_EQ(weft_sem_init(&intro_sem, 0), 0);
+  ASSERT_EQ(pipe2(intro_pipe, O_CLOEXEC), 0);
+  int thread_pipe[2];
+  ASSERT_EQ(pipe2(thread_pipe, O_CLOEXEC), 0);
+  intro_block_fd = thread_pipe[0];
+  ASSERT_EQ(weft_lock_acquire(&intro_lock), 0);
+  weft_task lk = weft_spawn(awaits_lock, NULL);
+  weft_task sm = weft_spawn(awaits_sem, NULL);
+  weft_task rd = weft_spawn(awaits_read, NULL);
+  weft_task th = weft_spawn(awaits_thread, NULL);
+  weft_task e = weft_spawn(awaits_event, NULL);
+  weft_spawn_opts o = {.name = "sleepy"};
+  weft_task s = weft_spawn_ex(tu_forever, NULL, &o);
+  o.name = "future-waiter";
+  weft_task f = weft_spawn_ex(awaits_future, NULL, &o);
+  weft_task j = weft_spawn(tu_return_arg, NULL);
+  weft_sleep_ns(5 * MS);
+  ASSERT_STR_EQ(weft_task_waiting_on(s), "sleep");
+  ASSERT_STR_EQ(weft_task_waiting_on(f), "future");
+  ASSERT_STR_EQ(weft_task_waiting_on(e), "event");
+  ASSERT_STR_EQ(weft_task_waiting_on(lk), "lock");
+  ASSERT_STR_EQ(weft_task_waiting_on(sm), "semaphore");
+  ASSERT_STR_EQ(weft_task_waiting_on(rd), "io");
+  ASSERT_STR_EQ(weft_task_waiting_on(th), "to_thread");
+  ASSERT_STR_EQ(weft_task_waiting_on(weft_current()), ""); /* running */
+  ASSERT_EQ(weft_lock_release(&intro_lock), 0);
+  ASSERT_EQ(weft_join(lk), 0);
+  weft_sem_release(&intro_sem);
+  ASSERT_EQ(weft_join(sm), 0);
+  ASSERT_EQ(write(intro_pipe[1], "x", 1), 1);
+  ASSERT_EQ(weft_join(rd), 1);
+  ASSERT_EQ(write(thread_pipe[1], "y", 1), 1);
+  ASSERT_EQ(weft_join(th), 1);
+  weft_task_release(lk);
+  weft_task_release(sm);
+  weft_task_release(rd);
+  weft_task_release(th);
+  close(intro_pipe[0]);
+  close(intro_pipe[1]);
+  close(thread_pipe[0]);
+  close(thread_pipe[1]);
+  weft_sem_destroy(&intro_sem);
+  weft_lock_destroy(&intro_lock);
+  weft_task_info info[16];
+  int n = weft_tasks(info, 16);
+  ASSERT_TRUE(n >= 3);
+  int found = 0;
+  for (int i = 0; i < n && i < 16; i++)
+    if (strcmp(info[i].name, "sleepy") == 0) {
+      ASSERT_STR_EQ(info[i].waiting_on, "sleep");
+      found = 1;
+    }
+  ASSERT_TRUE(found);
+  /* a dump names them */
+  char path[] = "/tmp/weft-dump-XXXXXX";
+  int fd = mkstemp(path);
+  ASSERT_TRUE(fd >= 0);
+  unlink(path);
+  ASSERT_TRUE(weft_tasks_dump(fd) >= 3);
+  char buf[4096] = {0};
+  ASSERT_TRUE(pread(fd, buf, sizeof buf - 1, 0) > 0);
+  close(fd);
+  ASSERT_TRUE(strstr(buf, "sleepy") && strstr(buf, "waiting on: sleep"));
+  ASSERT_TRUE(strstr(buf, "future-waiter") && strstr(buf, "waiting on: future"));
+  ASSERT_EQ(weft_tasks_dump(-1), -EINVAL);
+  weft_event_set(&intro_ev);
+  weft_join(e);
+  weft_task_release(e);
+  weft_cancel(s);
+  weft_future_set(&intro_f, 0, NULL);
+  weft_join(s);
+  weft_join(f);
+  weft_join(j);
+  weft_task_release(s);
+  weft_task_release(f);
+  weft_task_release(j);
+  ASSERT_STR_EQ(weft_task_waiting_on(s), ""); /* a freed handle */
+  return 0;
+}
+TEST(introspection_waiting_on_and_dump) {
+  ASSERT_EQ(weft_tasks_dump(1), -EINVAL); /* outside a task */
+  run_both(intro_main, NULL);
+}
+
+/* debug mode prints the dump on SIGQUIT (from the monitor thread) */
+static int sigquit_main(void *arg) {
+  (void)arg;
+  weft_spawn_opts o = {.name = "quit-sleeper"};
+  weft_task s = weft_spawn_ex(tu_forever, NULL, &o);
+  weft_sleep_ns(2 * MS);
+  kill(getpid(), SIGQUIT);
+  weft_sleep_ns(200 * MS); /* the monitor samples every 20 ms */
+  weft_cancel(s);
+  weft_join(s);
+  weft_task_release(s);
+  return 0;
+}
+TEST(introspection_sigquit_dump_in_debug_mode) {
+  char path[] = "/tmp/weft-quit-XXXXXX";
+  int fd = mkstemp(path);
+  ASSERT_TRUE(fd >= 0);
+  unlink(path);
+  int saved = dup(2);
+  dup2(fd, 2);
+  weft_config c = {0};
+  c.workers = 2;
+  c.debug = 1;
+  int rc = weft_run(sigquit_main, NULL, &c);
+  dup2(saved, 2);
+  ASSERT_EQ(rc, 0);
+  char buf[8192] = {0};
+  ASSERT_TRUE(pread(fd, buf, sizeof buf - 1, 0) > 0);
+  close(fd);
+  if (!strstr(buf, "quit-sleeper")) TEST_FAIL("no dump on SIGQUIT: %s", buf);
+  ASSERT_TRUE(strstr(buf, "waiting on: sleep") != NULL);
+  /* the default action is back once the debug runtime stopped */
+  struct sigaction sa;
+  sigaction(SIGQUIT, NULL, &sa);
+  ASSERT_TRUE(sa.sa_handler == SIG_DFL);
+}
+
+TEST_MAIN()

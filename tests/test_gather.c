@@ -1,0 +1,377 @@
+/* tests/test_gather.c: gather, wait, as_completed and shield, from
+ * asyncio's documented behaviour. */
+#include <pthread.h>
+
+#include "task_util.h"
+
+/* ------------------------------------------------------------ gather */
+
+static int gather_order_main(void *arg) {
+  (void)arg;
+  enum { N = 20 };
+  weft_task t[N];
+  weft_awaitable a[N + 1];
+  for (int i = 0; i < N; i++) {
+    /* later entries finish first: results still come in order */
+    t[i] = weft_spawn(tu_return_arg, (void *)(intptr_t)i);
+    a[i] = weft_aw_task(t[i]);
+  }
+  weft_future f;
+  weft_future_init(&f);
+  weft_future_set(&f, 99, &f);
+  a[N] = weft_aw_future(&f);
+  int st[N + 1];
+  void *val[N + 1];
+  ASSERT_EQ(weft_gather(a, N + 1, st, val, 0), 0);
+  for (int i = 0; i < N; i++) ASSERT_EQ(st[i], i);
+  ASSERT_EQ(st[N], 99);
+  ASSERT_PTR_EQ(val[N], &f);
+  for (int i = 0; i < N; i++) weft_task_release(t[i]);
+  ASSERT_EQ(weft_gather(NULL, 0, NULL, NULL, 0), 0); /* gather() of nothing */
+  return 0;
+}
+TEST(gather_results_in_order) { run_both(gather_order_main, NULL); }
+
+static int gather_first_failure_main(void *arg) {
+  (void)arg;
+  weft_task slow = weft_spawn(tu_sleep_then_7, (void *)(intptr_t)50);
+  weft_task bad = weft_spawn(tu_fail_after, (void *)(intptr_t)1);
+  weft_awaitable a[2] = {weft_aw_task(slow), weft_aw_task(bad)};
+  int st[2];
+  int64_t t0 = weft_now_ns();
+  ASSERT_EQ(weft_gather(a, 2, st, NULL, 0), -EIO); /* at once */
+  ASSERT_EQ(st[1], -EIO);
+  ASSERT_EQ(st[0], -EBUSY); /* not done: the others go on */
+  ASSERT_TRUE(!weft_task_done(slow));
+  ASSERT_EQ(weft_join(slow), 7); /* and were not cancelled */
+  ASSERT_TRUE(weft_now_ns() - t0 >= 50 * MS);
+  /* return_exceptions: everything collected */
+  weft_task c = weft_spawn(tu_fail_after, (void *)(intptr_t)1);
+  weft_task d = weft_spawn(tu_sleep_then_7, (void *)(intptr_t)10);
+  weft_awaitable b[2] = {weft_aw_task(c), weft_aw_task(d)};
+  ASSERT_EQ(weft_gather(b, 2, st, NULL, WEFT_GATHER_RETURN_EXCEPTIONS), 0);
+  ASSERT_EQ(st[0], -EIO);
+  ASSERT_EQ(st[1], 7);
+  weft_task_release(slow);
+  weft_task_release(bad);
+  weft_task_release(c);
+  weft_task_release(d);
+  return 0;
+}
+TEST(gather_first_failure_and_return_exceptions) { run_both(gather_first_failure_main, NULL); }
+
+/* a cancelled child is a failure for gather (asyncio: CancelledError propagates) */
+static int gather_cancelled_child_main(void *arg) {
+  (void)arg;
+  weft_task a = weft_spawn(tu_forever, NULL);
+  weft_task b = weft_spawn(tu_sleep_then_7, (void *)(intptr_t)5);
+  weft_cancel(a);
+  weft_awaitable aw[2] = {weft_aw_task(a), weft_aw_task(b)};
+  int st[2];
+  ASSERT_EQ(weft_gather(aw, 2, st, NULL, WEFT_GATHER_RETURN_EXCEPTIONS), 0);
+  ASSERT_EQ(st[0], -ECANCELED);
+  ASSERT_EQ(st[1], 7);
+  weft_task c = weft_spawn(tu_forever, NULL);
+  weft_cancel(c);
+  weft_awaitable aw2[1] = {weft_aw_task(c)};
+  ASSERT_EQ(weft_gather(aw2, 1, st, NULL, 0), -ECANCELED);
+  weft_task_release(a);
+  weft_task_release(b);
+  weft_task_release(c);
+  return 0;
+}
+TEST(gather_cancelled_child) { run_both(gather_cancelled_child_main, NULL); }
+
+struct gather_ctx {
+  weft_task kids[3];
+  int st[3];
+  int rc;
+  int started;
+};
+
+static int gatherer(void *arg) {
+  struct gather_ctx *g = arg;
+  g->started = 1;
+  weft_awaitable a[3];
+  for (int i = 0; i < 3; i++) a[i] = weft_aw_task(g->kids[i]);
+  g->rc = weft_gather(a, 3, g->st, NULL, 0);
+  return g->rc;
+}
+
+static int gather_cancel_main(void *arg) {
+  (void)arg;
+  struct gather_ctx g = {0};
+  g.kids[0] = weft_spawn(tu_forever, NULL);
+  g.kids[1] = weft_spawn(tu_forever, NULL);
+  g.kids[2] = weft_spawn(tu_return_arg, (void *)(intptr_t)3);
+  weft_task t = weft_spawn(gatherer, &g);
+  weft_sleep_ns(5 * MS);
+  ASSERT_EQ(weft_cancel(t), 1);
+  ASSERT_EQ(weft_join(t), -ECANCELED);
+  /* cancelling the gather cancelled the children, and it waited for them */
+  ASSERT_TRUE(weft_task_done(g.kids[0]) && weft_task_done(g.kids[1]));
+  ASSERT_EQ(g.st[0], -ECANCELED);
+  ASSERT_EQ(g.st[1], -ECANCELED);
+  ASSERT_EQ(g.st[2], 3);
+  for (int i = 0; i < 3; i++) weft_task_release(g.kids[i]);
+  weft_task_release(t);
+  return 0;
+}
+TEST(gather_cancelled_cancels_children) { run_both(gather_cancel_main, NULL); }
+
+static int gather_self(void *arg) {
+  (void)arg;
+  weft_awaitable a[1] = {weft_aw_task(weft_current())};
+  return weft_gather(a, 1, NULL, NULL, 0);
+}
+
+static int gather_bad_input_main(void *arg) {
+  (void)arg;
+  weft_task t = weft_spawn(tu_return_arg, NULL);
+  weft_join(t);
+  weft_task_release(t);
+  weft_awaitable a[1] = {weft_aw_task(t)};
+  ASSERT_EQ(weft_gather(a, 1, NULL, NULL, 0), -ESRCH);
+  ASSERT_EQ(weft_wait(a, 1, WEFT_ALL_COMPLETED, WEFT_FOREVER, NULL), -ESRCH);
+  weft_task s = weft_spawn(gather_self, NULL);
+  ASSERT_EQ(weft_join(s), -EDEADLK);
+  weft_task_release(s);
+  weft_awaitable bad[1] = {{0}};
+  ASSERT_EQ(weft_gather(bad, 1, NULL, NULL, 0), -EINVAL);
+  ASSERT_EQ(weft_gather(bad, 1, NULL, NULL, 0x100), -EINVAL);
+  weft_future f;
+  weft_future_init(&f);
+  weft_awaitable fa[1] = {weft_aw_future(&f)};
+  ASSERT_EQ(weft_wait(fa, 1, WEFT_ALL_COMPLETED, -1, NULL), -EINVAL);
+  ASSERT_EQ(weft_wait(fa, 0, WEFT_ALL_COMPLETED, 0, NULL), -EINVAL);
+  ASSERT_EQ(weft_wait(fa, 1, 7, 0, NULL), -EINVAL);
+  weft_as_completed it;
+  ASSERT_EQ(weft_as_completed_init(&it, fa, 1, -5), -EINVAL);
+  ASSERT_EQ(weft_wait_for(fa[0], -1, NULL), -EINVAL);
+  return 0;
+}
+TEST(gather_wait_bad_input) { run_both(gather_bad_input_main, NULL); }
+
+/* ------------------------------------------------------------ wait */
+
+static int wait_modes_main(void *arg) {
+  (void)arg;
+  weft_task fast = weft_spawn(tu_sleep_then_7, (void *)(intptr_t)1);
+  weft_task slow = weft_spawn(tu_sleep_then_7, (void *)(intptr_t)40);
+  weft_task bad = weft_spawn(tu_fail_after, (void *)(intptr_t)10);
+  weft_awaitable a[3] = {weft_aw_task(fast), weft_aw_task(slow), weft_aw_task(bad)};
+  bool done[3];
+  ASSERT_EQ(weft_wait(a, 3, WEFT_FIRST_COMPLETED, WEFT_FOREVER, done), 1);
+  ASSERT_TRUE(done[0] && !done[1] && !done[2]);
+  ASSERT_EQ(weft_wait(a, 3, WEFT_FIRST_EXCEPTION, WEFT_FOREVER, done), 2);
+  ASSERT_TRUE(done[0] && !done[1] && done[2]);
+  ASSERT_EQ(weft_aw_result(a[2], NULL), -EIO);
+  /* a timeout: returns with the pending set, cancels nothing */
+  ASSERT_EQ(weft_wait(a, 3, WEFT_ALL_COMPLETED, 1 * MS, done), 2);
+  ASSERT_TRUE(!done[1]);
+  ASSERT_TRUE(!weft_task_done(slow));
+  ASSERT_EQ(weft_wait(a, 3, WEFT_ALL_COMPLETED, WEFT_FOREVER, done), 3);
+  ASSERT_EQ(weft_aw_result(a[1], NULL), 7);
+  /* FIRST_EXCEPTION ignores cancelled ones */
+  weft_task c = weft_spawn(tu_forever, NULL);
+  weft_task d = weft_spawn(tu_sleep_then_7, (void *)(intptr_t)5);
+  weft_cancel(c);
+  weft_awaitable b[2] = {weft_aw_task(c), weft_aw_task(d)};
+  ASSERT_EQ(weft_wait(b, 2, WEFT_FIRST_EXCEPTION, WEFT_FOREVER, done), 2);
+  weft_task_release(fast);
+  weft_task_release(slow);
+  weft_task_release(bad);
+  weft_task_release(c);
+  weft_task_release(d);
+  return 0;
+}
+TEST(wait_modes_and_timeout) { run_both(wait_modes_main, NULL); }
+
+static weft_task wait_cancel_kid;
+static int waiter_task(void *arg) {
+  (void)arg;
+  weft_awaitable a[1] = {weft_aw_task(wait_cancel_kid)};
+  return weft_wait(a, 1, WEFT_ALL_COMPLETED, WEFT_FOREVER, NULL);
+}
+
+static int wait_cancel_main(void *arg) {
+  (void)arg;
+  wait_cancel_kid = weft_spawn(tu_sleep_then_7, (void *)(intptr_t)20);
+  weft_task w = weft_spawn(waiter_task, NULL);
+  weft_sleep_ns(2 * MS);
+  weft_cancel(w);
+  ASSERT_EQ(weft_join(w), -ECANCELED);
+  ASSERT_EQ(weft_join(wait_cancel_kid), 7); /* wait cancels nothing */
+  weft_task_release(w);
+  weft_task_release(wait_cancel_kid);
+  return 0;
+}
+TEST(wait_cancelled_cancels_nothing) { run_both(wait_cancel_main, NULL); }
+
+/* ------------------------------------------------------------ as_completed */
+
+static int as_completed_main(void *arg) {
+  (void)arg;
+  int delays[4] = {30, 5, 15, 1};
+  weft_task t[4];
+  weft_awaitable a[4];
+  for (int i = 0; i < 4; i++) {
+    t[i] = weft_spawn(tu_sleep_then_7, (void *)(intptr_t)delays[i]);
+    a[i] = weft_aw_task(t[i]);
+  }
+  weft_as_completed it;
+  ASSERT_EQ(weft_as_completed_init(&it, a, 4, WEFT_FOREVER), 0);
+  int expect[4] = {3, 1, 2, 0};
+  for (int k = 0; k < 4; k++) {
+    int idx = weft_as_completed_next(&it);
+    ASSERT_EQ(idx, expect[k]);
+    ASSERT_EQ(weft_aw_result(a[idx], NULL), 7);
+  }
+  ASSERT_EQ(weft_as_completed_next(&it), -ENOENT);
+  weft_as_completed_destroy(&it);
+  for (int i = 0; i < 4; i++) weft_task_release(t[i]);
+  /* an overall timeout */
+  weft_task s = weft_spawn(tu_sleep_then_7, (void *)(intptr_t)1);
+  weft_task l = weft_spawn(tu_forever, NULL);
+  weft_awaitable b[2] = {weft_aw_task(l), weft_aw_task(s)};
+  ASSERT_EQ(weft_as_completed_init(&it, b, 2, 20 * MS), 0);
+  ASSERT_EQ(weft_as_completed_next(&it), 1);
+  ASSERT_EQ(weft_as_completed_next(&it), -ETIMEDOUT);
+  ASSERT_EQ(weft_as_completed_next(&it), -ETIMEDOUT);
+  weft_as_completed_destroy(&it); /* l is still running: its node is unsubscribed */
+  weft_cancel(l);
+  ASSERT_EQ(weft_join(l), -ECANCELED);
+  weft_task_release(s);
+  weft_task_release(l);
+  return 0;
+}
+TEST(as_completed_order_and_timeout) { run_both(as_completed_main, NULL); }
+
+/* ------------------------------------------------------------ shield */
+
+static weft_task shield_inner;
+static int shielder(void *arg) {
+  (void)arg;
+  return weft_shield(weft_aw_task(shield_inner), NULL);
+}
+
+static int shield_main(void *arg) {
+  (void)arg;
+  shield_inner = weft_spawn(tu_sleep_then_7, (void *)(intptr_t)20);
+  weft_task outer = weft_spawn(shielder, NULL);
+  weft_sleep_ns(2 * MS);
+  ASSERT_EQ(weft_cancel(outer), 1);
+  ASSERT_EQ(weft_join(outer), -ECANCELED); /* the waiter gets -ECANCELED at once */
+  ASSERT_TRUE(!weft_task_done(shield_inner));
+  ASSERT_EQ(weft_cancelling(shield_inner), 0); /* the inner work was not cancelled */
+  ASSERT_EQ(weft_join(shield_inner), 7);        /* and goes on to its result */
+  weft_task_release(outer);
+  /* not cancelled: shield is a plain await */
+  weft_task again = weft_spawn(shielder, NULL);
+  ASSERT_EQ(weft_join(again), 7);
+  weft_task_release(again);
+  weft_task_release(shield_inner);
+  /* a shielded future */
+  weft_future f;
+  weft_future_init(&f);
+  weft_future_set(&f, 4, &f);
+  void *v;
+  ASSERT_EQ(weft_shield(weft_aw_future(&f), &v), 4);
+  ASSERT_PTR_EQ(v, &f);
+  return 0;
+}
+TEST(shield_with_the_outer_cancelled) { run_both(shield_main, NULL); }
+
+/* ------------------------------------------------------------ racy */
+
+/* Children end while the gatherer is being cancelled: every outcome is
+ * consistent, nothing hangs, counts hold. */
+static int quick(void *arg) {
+  int n = (int)(intptr_t)arg;
+  for (int i = 0; i < n; i++) weft_yield();
+  return n;
+}
+
+static int gather_race_main(void *arg) {
+  (void)arg;
+  long iters = tu_iters(2000);
+  for (long it = 0; it < iters; it++) {
+    struct gather_ctx g;
+    for (int i = 0; i < 3; i++) g.kids[i] = weft_spawn(quick, (void *)(intptr_t)(it % 4 + i));
+    g.started = 0;
+    weft_task t = weft_spawn(gatherer, &g);
+    for (long y = 0; y < 1 + it % 4; y++) weft_yield();
+    weft_cancel(t);
+    int rc = weft_join(t);
+    ASSERT_TRUE(rc == 0 || rc == -ECANCELED);
+    if (!g.started) { /* cancelled before it ran: the children were never its */
+      for (int i = 0; i < 3; i++) {
+        ASSERT_EQ(weft_join(g.kids[i]), (int)(it % 4 + i));
+        weft_task_release(g.kids[i]);
+      }
+      weft_task_release(t);
+      continue;
+    }
+    for (int i = 0; i < 3; i++) {
+      int st = weft_task_status(g.kids[i]);
+      if (rc == 0) ASSERT_EQ(st, (int)(it % 4 + i));
+      if (rc == -ECANCELED) {
+        ASSERT_TRUE(st == -ECANCELED || st == (int)(it % 4 + i));
+        ASSERT_EQ(g.st[i], st);
+      }
+      weft_task_release(g.kids[i]);
+    }
+    weft_task_release(t);
+  }
+  return 0;
+}
+TEST(gather_stress_cancel_vs_completion) { run_both(gather_race_main, NULL); }
+
+/* Racy: futures completed by a foreign thread while as_completed and wait
+ * (FIRST_COMPLETED, then a timeout) run: each index comes exactly once. */
+enum { AC_N = 16 };
+static weft_future ac_f[AC_N];
+static void *ac_setter(void *arg) {
+  long seed = (long)(intptr_t)arg;
+  for (int k = 0; k < AC_N; k++) {
+    int i = (int)((k * 7 + seed) % AC_N);
+    weft_future_set(&ac_f[i], i, NULL);
+    if (k % 4 == 0) sched_yield();
+  }
+  return NULL;
+}
+
+static int ac_race_main(void *arg) {
+  (void)arg;
+  long iters = tu_iters(300);
+  for (long it = 0; it < iters; it++) {
+    weft_awaitable a[AC_N];
+    for (int i = 0; i < AC_N; i++) {
+      weft_future_init(&ac_f[i]);
+      a[i] = weft_aw_future(&ac_f[i]);
+    }
+    pthread_t th;
+    pthread_create(&th, NULL, ac_setter, (void *)(intptr_t)it);
+    bool done[AC_N];
+    int n = weft_wait(a, AC_N, WEFT_FIRST_COMPLETED, it % 2 ? WEFT_FOREVER : 50000, done);
+    ASSERT_TRUE(n >= 0 && n <= AC_N);
+    weft_as_completed ac;
+    ASSERT_EQ(weft_as_completed_init(&ac, a, AC_N, WEFT_FOREVER), 0);
+    bool seen[AC_N] = {false};
+    for (int k = 0; k < AC_N; k++) {
+      int idx = weft_as_completed_next(&ac);
+      ASSERT_TRUE(idx >= 0 && idx < AC_N);
+      ASSERT_TRUE(!seen[idx]);
+      seen[idx] = true;
+      ASSERT_EQ(weft_aw_result(a[idx], NULL), idx);
+    }
+    ASSERT_EQ(weft_as_completed_next(&ac), -ENOENT);
+    weft_as_completed_destroy(&ac);
+    pthread_join(th, NULL);
+    for (int i = 0; i < AC_N; i++) ASSERT_EQ(weft_future_destroy(&ac_f[i]), 0);
+  }
+  return 0;
+}
+TEST(as_completed_stress_foreign_completions) { run_both(ac_race_main, NULL); }
+
+TEST_MAIN()

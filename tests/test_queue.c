@@ -1,0 +1,477 @@
+/* tests/test_queue.c: weft_queue's kinds (LIFO, priority), join/task_done,
+ * shutdown (graceful, immediate), bad input, foreign threads, and stress
+ * tests with cancellation on 4 workers (every item got exactly once). The
+ * FIFO basics are in test_sync.c. */
+#include <pthread.h>
+#include <stdatomic.h>
+
+#include <weft/weft.h>
+
+#include "sync_stress.h"
+#include "test.h"
+
+static int cmp_int(const void *a, const void *b) {
+  intptr_t x = (intptr_t)a, y = (intptr_t)b;
+  return (x > y) - (x < y);
+}
+
+TEST(queue_bad_input) {
+  weft_queue q;
+  ASSERT_EQ(weft_queue_init(&q, (size_t)-1), -EINVAL); /* a negative maxsize */
+  ASSERT_EQ(weft_queue_init_lifo(&q, (size_t)-5), -EINVAL);
+  ASSERT_EQ(weft_queue_init_priority(&q, 0, NULL), -EINVAL);
+  ASSERT_EQ(weft_queue_init_ex(&q, 0, (enum weft_queue_kind)7, NULL), -EINVAL);
+  ASSERT_EQ(weft_queue_init(&q, 2), 0);
+  void *it;
+  ASSERT_EQ(weft_queue_put(&q, (void *)1), -EINVAL); /* outside a task */
+  ASSERT_EQ(weft_queue_get(&q, &it), -EINVAL);
+  ASSERT_EQ(weft_queue_join(&q), -EINVAL);
+  ASSERT_EQ(weft_queue_task_done(&q), -EOVERFLOW); /* nothing was put */
+  ASSERT_EQ(weft_queue_destroy(&q), 0);
+}
+
+TEST(queue_lifo_and_priority_order) {
+  weft_queue q;
+  void *it;
+  ASSERT_EQ(weft_queue_init_lifo(&q, 0), 0);
+  for (intptr_t i = 0; i < 100; i++) ASSERT_EQ(weft_queue_put_nowait(&q, (void *)i), 0); /* grows */
+  for (intptr_t i = 99; i >= 0; i--) {
+    ASSERT_EQ(weft_queue_get_nowait(&q, &it), 0);
+    ASSERT_EQ((intptr_t)it, i);
+  }
+  ASSERT_EQ(weft_queue_get_nowait(&q, &it), -EAGAIN);
+  ASSERT_EQ(weft_queue_destroy(&q), 0);
+
+  ASSERT_EQ(weft_queue_init_lifo(&q, 3), 0);
+  for (intptr_t i = 0; i < 3; i++) ASSERT_EQ(weft_queue_put_nowait(&q, (void *)i), 0);
+  ASSERT_TRUE(weft_queue_full(&q));
+  ASSERT_EQ(weft_queue_put_nowait(&q, (void *)9), -EAGAIN);
+  ASSERT_EQ(weft_queue_get_nowait(&q, &it), 0);
+  ASSERT_EQ((intptr_t)it, 2);
+  ASSERT_EQ(weft_queue_destroy(&q), 0);
+
+  ASSERT_EQ(weft_queue_init_priority(&q, 0, cmp_int), 0);
+  uint64_t rng = 7;
+  enum { N = 1000 };
+  for (int i = 0; i < N; i++) ASSERT_EQ(weft_queue_put_nowait(&q, (void *)(intptr_t)(rng_step(&rng) % 500)), 0);
+  ASSERT_EQ(weft_queue_qsize(&q), N);
+  intptr_t last = -1;
+  for (int i = 0; i < N; i++) {
+    ASSERT_EQ(weft_queue_get_nowait(&q, &it), 0);
+    ASSERT_GE((intptr_t)it, last);
+    last = (intptr_t)it;
+  }
+  ASSERT_TRUE(weft_queue_empty(&q));
+  ASSERT_EQ(weft_queue_destroy(&q), 0);
+
+  /* bounded priority queue; a big bounded queue starts small and grows */
+  ASSERT_EQ(weft_queue_init_priority(&q, 4, cmp_int), 0);
+  intptr_t in[4] = {5, 1, 4, 2};
+  for (int i = 0; i < 4; i++) ASSERT_EQ(weft_queue_put_nowait(&q, (void *)in[i]), 0);
+  ASSERT_EQ(weft_queue_put_nowait(&q, (void *)0), -EAGAIN);
+  intptr_t want[4] = {1, 2, 4, 5};
+  for (int i = 0; i < 4; i++) {
+    ASSERT_EQ(weft_queue_get_nowait(&q, &it), 0);
+    ASSERT_EQ((intptr_t)it, want[i]);
+  }
+  ASSERT_EQ(weft_queue_destroy(&q), 0);
+  ASSERT_EQ(weft_queue_init(&q, 5000), 0);
+  for (intptr_t i = 0; i < 5000; i++) ASSERT_EQ(weft_queue_put_nowait(&q, (void *)i), 0);
+  ASSERT_EQ(weft_queue_put_nowait(&q, (void *)1), -EAGAIN);
+  for (intptr_t i = 0; i < 5000; i++) {
+    ASSERT_EQ(weft_queue_get_nowait(&q, &it), 0);
+    ASSERT_EQ((intptr_t)it, i);
+  }
+  ASSERT_EQ(weft_queue_destroy(&q), 0);
+}
+
+/* Growth races: a bounded queue larger than its first buffer, filled by
+ * many tasks at once (a putter that drops the lock to grow may find the
+ * queue full, or already grown, when it comes back). */
+static weft_queue GQ;
+static atomic_long grow_put;
+
+static int grow_filler(void *arg) {
+  (void)arg;
+  for (;;) {
+    int rc = weft_queue_put_nowait(&GQ, (void *)1);
+    if (rc == -EAGAIN) return 0;
+    if (rc != 0) return rc;
+    atomic_fetch_add(&grow_put, 1);
+  }
+}
+
+static int grow_main(void *arg) {
+  (void)arg;
+  size_t sizes[] = {1500, 2049, 5000};
+  for (int k = 0; k < 3; k++) {
+    for (int round = 0; round < 20; round++) {
+      ASSERT_EQ(weft_queue_init(&GQ, sizes[k]), 0);
+      atomic_store(&grow_put, 0);
+      weft_task t[8];
+      for (int i = 0; i < 8; i++) t[i] = weft_spawn(grow_filler, NULL);
+      for (int i = 0; i < 8; i++) {
+        ASSERT_EQ(weft_join(t[i]), 0);
+        weft_task_release(t[i]);
+      }
+      ASSERT_EQ(atomic_load(&grow_put), (long)sizes[k]);
+      ASSERT_EQ(weft_queue_qsize(&GQ), sizes[k]);
+      ASSERT_TRUE(weft_queue_full(&GQ));
+      ASSERT_EQ(weft_queue_destroy(&GQ), 0);
+    }
+  }
+  return 0;
+}
+
+TEST(queue_bounded_growth_under_concurrent_puts) {
+  weft_config c = cfg_workers(4);
+  ASSERT_EQ(weft_run(grow_main, NULL, &c), 0);
+}
+
+/* ------------------------------------------------------------ join / task_done */
+
+static weft_queue Q;
+static atomic_int joined;
+
+static int joiner(void *arg) {
+  (void)arg;
+  int rc = weft_queue_join(&Q);
+  if (rc == 0) atomic_fetch_add(&joined, 1);
+  return rc;
+}
+
+static int worker_task(void *arg) {
+  (void)arg;
+  for (;;) {
+    void *it;
+    int rc = weft_queue_get(&Q, &it);
+    if (rc < 0) return rc == -ESHUTDOWN ? 0 : rc;
+    weft_yield();
+    if (weft_queue_task_done(&Q) != 0) return -1;
+  }
+}
+
+static int join_main(void *arg) {
+  (void)arg;
+  ASSERT_EQ(weft_queue_init(&Q, 0), 0);
+  atomic_store(&joined, 0);
+  ASSERT_EQ(weft_queue_join(&Q), 0); /* nothing unfinished */
+  for (intptr_t i = 1; i <= 3; i++) ASSERT_EQ(weft_queue_put(&Q, (void *)i), 0);
+  weft_task j[3];
+  for (int i = 0; i < 3; i++) j[i] = weft_spawn(joiner, NULL);
+  weft_sleep_ns(2000000);
+  ASSERT_EQ(atomic_load(&joined), 0);
+  ASSERT_EQ(weft_queue_destroy(&Q), -EBUSY); /* joiners wait */
+  void *it;
+  for (int i = 0; i < 3; i++) ASSERT_EQ(weft_queue_get(&Q, &it), 0);
+  ASSERT_EQ(weft_queue_task_done(&Q), 0);
+  ASSERT_EQ(weft_queue_task_done(&Q), 0);
+  weft_sleep_ns(1000000);
+  ASSERT_EQ(atomic_load(&joined), 0); /* one still unfinished */
+  ASSERT_EQ(weft_queue_task_done(&Q), 0);
+  for (int i = 0; i < 3; i++) {
+    ASSERT_EQ(weft_join(j[i]), 0);
+    weft_task_release(j[i]);
+  }
+  ASSERT_EQ(atomic_load(&joined), 3);
+  ASSERT_EQ(weft_queue_task_done(&Q), -EOVERFLOW); /* one too many */
+
+  /* workers: join returns once they marked every item done */
+  weft_task w[4];
+  for (int i = 0; i < 4; i++) w[i] = weft_spawn(worker_task, NULL);
+  for (intptr_t i = 0; i < 1000; i++) ASSERT_EQ(weft_queue_put(&Q, (void *)i), 0);
+  ASSERT_EQ(weft_queue_join(&Q), 0);
+  ASSERT_TRUE(weft_queue_empty(&Q));
+  /* a cancelled joiner leaves */
+  ASSERT_EQ(weft_queue_put_nowait(&Q, (void *)1), 0);
+  weft_task jc = weft_spawn(joiner, NULL);
+  weft_sleep_ns(1000000);
+  weft_cancel(jc);
+  int st = weft_join(jc); /* cancelled, or the workers finished the item first */
+  ASSERT_TRUE(st == -ECANCELED || st == 0);
+  weft_task_release(jc);
+  ASSERT_EQ(weft_queue_join(&Q), 0);
+  ASSERT_EQ(weft_queue_shutdown(&Q, false), 0);
+  for (int i = 0; i < 4; i++) {
+    ASSERT_EQ(weft_join(w[i]), 0);
+    weft_task_release(w[i]);
+  }
+  ASSERT_EQ(weft_queue_destroy(&Q), 0);
+  return 0;
+}
+
+TEST(queue_join_and_task_done) {
+  weft_config c = cfg_workers(2);
+  ASSERT_EQ(weft_run(join_main, NULL, &c), 0);
+}
+
+/* ------------------------------------------------------------ shutdown */
+
+static int blocked_get(void *arg) {
+  (void)arg;
+  void *it;
+  return weft_queue_get(&Q, &it);
+}
+
+static int blocked_put(void *arg) {
+  return weft_queue_put(&Q, arg);
+}
+
+static int shutdown_main(void *arg) {
+  (void)arg;
+  void *it;
+  /* graceful: gets drain, then fail; puts fail; a blocked getter wakes */
+  ASSERT_EQ(weft_queue_init(&Q, 2), 0);
+  weft_task g = weft_spawn(blocked_get, NULL);
+  weft_sleep_ns(1000000);
+  ASSERT_EQ(weft_queue_shutdown(&Q, false), 0);
+  ASSERT_EQ(weft_join(g), -ESHUTDOWN);
+  weft_task_release(g);
+  ASSERT_TRUE(weft_queue_is_shutdown(&Q));
+  ASSERT_EQ(weft_queue_put(&Q, (void *)1), -ESHUTDOWN);
+  ASSERT_EQ(weft_queue_put_nowait(&Q, (void *)1), -ESHUTDOWN);
+  ASSERT_EQ(weft_queue_get_nowait(&Q, &it), -ESHUTDOWN);
+  ASSERT_EQ(weft_queue_shutdown(&Q, false), 0); /* again: harmless */
+  ASSERT_EQ(weft_queue_destroy(&Q), 0);
+
+  ASSERT_EQ(weft_queue_init(&Q, 2), 0);
+  ASSERT_EQ(weft_queue_put(&Q, (void *)1), 0);
+  ASSERT_EQ(weft_queue_put(&Q, (void *)2), 0);
+  weft_task p = weft_spawn(blocked_put, (void *)3); /* full: waits */
+  weft_sleep_ns(1000000);
+  ASSERT_EQ(weft_queue_shutdown(&Q, false), 0);
+  ASSERT_EQ(weft_join(p), -ESHUTDOWN); /* nothing put */
+  weft_task_release(p);
+  ASSERT_EQ(weft_queue_get(&Q, &it), 0);
+  ASSERT_EQ((intptr_t)it, 1);
+  ASSERT_EQ(weft_queue_get_nowait(&Q, &it), 0);
+  ASSERT_EQ((intptr_t)it, 2);
+  ASSERT_EQ(weft_queue_get(&Q, &it), -ESHUTDOWN);
+  ASSERT_EQ(weft_queue_destroy(&Q), 0);
+
+  /* immediate: the items are dropped, join returns, gets fail at once */
+  ASSERT_EQ(weft_queue_init(&Q, 0), 0);
+  atomic_store(&joined, 0);
+  for (intptr_t i = 0; i < 5; i++) ASSERT_EQ(weft_queue_put(&Q, (void *)i), 0);
+  ASSERT_EQ(weft_queue_get(&Q, &it), 0); /* one taken, not yet done */
+  weft_task j = weft_spawn(joiner, NULL);
+  weft_sleep_ns(1000000);
+  ASSERT_EQ(weft_queue_shutdown(&Q, true), 0);
+  ASSERT_EQ(weft_queue_qsize(&Q), 0);
+  weft_sleep_ns(1000000);
+  ASSERT_EQ(atomic_load(&joined), 0); /* the item taken is still unfinished */
+  ASSERT_EQ(weft_queue_task_done(&Q), 0);
+  ASSERT_EQ(weft_join(j), 0);
+  weft_task_release(j);
+  ASSERT_EQ(weft_queue_get(&Q, &it), -ESHUTDOWN);
+  ASSERT_EQ(weft_queue_task_done(&Q), -EOVERFLOW);
+  ASSERT_EQ(weft_queue_destroy(&Q), 0);
+  return 0;
+}
+
+TEST(queue_shutdown_graceful_and_immediate) {
+  weft_config c = cfg_workers(2);
+  ASSERT_EQ(weft_run(shutdown_main, NULL, &c), 0);
+}
+
+/* ------------------------------------------------------------ foreign threads */
+
+static void *thread_put(void *arg) {
+  usleep(5000);
+  ASSERT_EQ(weft_queue_put_nowait(arg, (void *)42), 0); /* wakes the getter */
+  return NULL;
+}
+
+static void *thread_get(void *arg) {
+  void *it;
+  while (weft_queue_get_nowait(arg, &it) == -EAGAIN) usleep(100);
+  ASSERT_EQ((intptr_t)it, 7); /* the oldest */
+  return NULL;
+}
+
+static int foreign_main(void *arg) {
+  (void)arg;
+  weft_queue q;
+  weft_queue_init(&q, 1);
+  pthread_t th;
+  pthread_create(&th, NULL, thread_put, &q);
+  void *it;
+  ASSERT_EQ(weft_queue_get(&q, &it), 0);
+  ASSERT_EQ((intptr_t)it, 42);
+  pthread_join(th, NULL);
+  ASSERT_EQ(weft_queue_put(&q, (void *)7), 0);
+  pthread_create(&th, NULL, thread_get, &q);
+  ASSERT_EQ(weft_queue_put(&q, (void *)43), 0); /* full until the thread takes 7 */
+  ASSERT_EQ(weft_queue_get(&q, &it), 0);
+  ASSERT_EQ((intptr_t)it, 43);
+  pthread_join(th, NULL);
+  ASSERT_EQ(weft_queue_destroy(&q), 0);
+  return 0;
+}
+
+/* task_done and shutdown from a thread wake a joiner and a getter. */
+static void *thread_done_and_shutdown(void *arg) {
+  void *it;
+  while (weft_queue_get_nowait(arg, &it) == -EAGAIN) usleep(100);
+  usleep(5000);
+  ASSERT_EQ(weft_queue_task_done(arg), 0); /* releases the joiner */
+  usleep(5000);
+  ASSERT_EQ(weft_queue_shutdown(arg, false), 0); /* wakes the getter */
+  return NULL;
+}
+
+static weft_queue *TQ;
+static int tq_getter(void *arg) {
+  (void)arg;
+  void *it;
+  return weft_queue_get(TQ, &it);
+}
+
+static int foreign_join_main(void *arg) {
+  (void)arg;
+  weft_queue q;
+  weft_queue_init(&q, 0);
+  TQ = &q;
+  ASSERT_EQ(weft_queue_put(&q, (void *)1), 0);
+  pthread_t th;
+  pthread_create(&th, NULL, thread_done_and_shutdown, &q);
+  ASSERT_EQ(weft_queue_join(&q), 0);
+  weft_task g = weft_spawn(tq_getter, NULL);
+  ASSERT_EQ(weft_join(g), -ESHUTDOWN);
+  weft_task_release(g);
+  pthread_join(th, NULL);
+  ASSERT_EQ(weft_queue_destroy(&q), 0);
+  return 0;
+}
+
+TEST(queue_task_done_and_shutdown_from_a_foreign_thread) {
+  weft_config c = cfg_workers(2);
+  ASSERT_EQ(weft_run(foreign_join_main, NULL, &c), 0);
+}
+
+TEST(queue_nowait_calls_from_a_foreign_thread) {
+  weft_config c = cfg_workers(2);
+  ASSERT_EQ(weft_run(foreign_main, NULL, &c), 0);
+}
+
+/* ------------------------------------------------------------ stress */
+
+static struct {
+  weft_queue q;
+  long per_producer;
+  atomic_uchar *seen;  /* [producers * per_producer] */
+  atomic_long got, cancelled_puts, cancelled_gets;
+} St;
+
+enum { PRODUCERS = 12, CONSUMERS = 12 };
+
+/* Item i of producer p is p * per_producer + i + 1 (0 ends a consumer). */
+static int stress_producer(void *arg) {
+  long p = (long)(intptr_t)arg;
+  for (long i = 0; i < St.per_producer; i++) {
+    void *item = (void *)(intptr_t)(p * St.per_producer + i + 1);
+    int rc;
+    while ((rc = weft_queue_put(&St.q, item)) == -ECANCELED) atomic_fetch_add(&St.cancelled_puts, 1);
+    if (rc != 0) return -100;
+  }
+  return 0;
+}
+
+static int stress_consumer(void *arg) {
+  (void)arg;
+  for (;;) {
+    void *it;
+    int rc = weft_queue_get(&St.q, &it);
+    if (rc == -ECANCELED) {
+      atomic_fetch_add(&St.cancelled_gets, 1);
+      continue;
+    }
+    if (rc != 0) return -100;
+    intptr_t v = (intptr_t)it;
+    if (v == 0) return 0;
+    if (atomic_fetch_add(&St.seen[v - 1], 1) != 0) return -101; /* twice */
+    atomic_fetch_add(&St.got, 1);
+  }
+}
+
+static int stress_run(size_t maxsize, enum weft_queue_kind kind) {
+  St.per_producer = (test_sanitized() ? 8000 : 100000) * test_stress_scale() / sync_migrate_div();
+  long total = PRODUCERS * St.per_producer;
+  St.seen = calloc((size_t)total, 1);
+  atomic_store(&St.got, 0);
+  atomic_store(&St.cancelled_puts, 0);
+  atomic_store(&St.cancelled_gets, 0);
+  ASSERT_EQ(weft_queue_init_ex(&St.q, maxsize, kind, cmp_int), 0);
+  weft_task prod[PRODUCERS], cons[CONSUMERS], victims[(PRODUCERS + CONSUMERS) / 3];
+  int nv = 0;
+  for (int i = 0; i < CONSUMERS; i++) {
+    cons[i] = weft_spawn(stress_consumer, NULL);
+    if (i % 3 == 0) victims[nv++] = cons[i];
+  }
+  for (int i = 0; i < PRODUCERS; i++) {
+    prod[i] = weft_spawn(stress_producer, (void *)(intptr_t)i);
+    if (i % 3 == 0) victims[nv++] = prod[i];
+  }
+  atomic_int stop = 0;
+  canceller_arg ca = {victims, nv, &stop, 0};
+  cancellers cs = cancellers_start(&ca);
+  long never_ran = 0;
+  for (int i = 0; i < PRODUCERS; i++) {
+    int st = weft_join(prod[i]);
+    ASSERT_TRUE(st == 0 || st == -ECANCELED);
+    if (st == -ECANCELED) { /* cancelled before it started: put its items here */
+      never_ran++;
+      for (long k = 0; k < St.per_producer; k++)
+        ASSERT_EQ(weft_queue_put(&St.q, (void *)(intptr_t)(i * St.per_producer + k + 1)), 0);
+    }
+    weft_task_release(prod[i]);
+  }
+  ASSERT_EQ(cancellers_stop(&ca, &cs), 0);
+  /* One end marker per consumer; a consumer cancelled before it started
+   * never takes its marker, so stop once every consumer is done (a
+   * blocking put could wait forever on a bounded queue). */
+  for (int i = 0; i < CONSUMERS; i++) {
+    for (;;) {
+      int rc = weft_queue_put_nowait(&St.q, NULL);
+      if (rc == 0) break;
+      ASSERT_EQ(rc, -EAGAIN);
+      bool all_done = true;
+      for (int k = 0; k < CONSUMERS; k++) all_done = all_done && weft_task_done(cons[k]);
+      if (all_done) break;
+      weft_sleep_ns(100000);
+    }
+  }
+  for (int i = 0; i < CONSUMERS; i++) {
+    int st = weft_join(cons[i]);
+    ASSERT_TRUE(st == 0 || st == -ECANCELED);
+    weft_task_release(cons[i]);
+  }
+  /* consumers cancelled before they started left their end markers */
+  void *it;
+  while (weft_queue_get_nowait(&St.q, &it) == 0) ASSERT_PTR_EQ(it, NULL);
+  ASSERT_EQ(atomic_load(&St.got), total);
+  for (long i = 0; i < total; i++) ASSERT_EQ(atomic_load(&St.seen[i]), 1);
+  ASSERT_EQ(weft_queue_destroy(&St.q), 0); /* no waiter left behind */
+  free(St.seen);
+  fprintf(stderr, "queue stress maxsize=%zu kind=%d: %ld items, %ld cancelled puts, %ld cancelled gets, %ld requests\n",
+          maxsize, (int)kind, total, atomic_load(&St.cancelled_puts), atomic_load(&St.cancelled_gets), atomic_load(&ca.requests));
+  (void)never_ran;
+  return 0;
+}
+
+static int stress_main(void *arg) {
+  (void)arg;
+  ASSERT_EQ(stress_run(1, WEFT_QUEUE_FIFO), 0);
+  ASSERT_EQ(stress_run(16, WEFT_QUEUE_FIFO), 0);
+  ASSERT_EQ(stress_run(0, WEFT_QUEUE_FIFO), 0);
+  ASSERT_EQ(stress_run(8, WEFT_QUEUE_PRIORITY), 0);
+  ASSERT_EQ(stress_run(4, WEFT_QUEUE_LIFO), 0);
+  return 0;
+}
+
+TEST(queue_stress_with_cancellation_4_workers) {
+  weft_config c = cfg_workers(4);
+  ASSERT_EQ(weft_run(stress_main, NULL, &c), 0);
+}
+
+TEST_MAIN()
