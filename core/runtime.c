@@ -23,6 +23,7 @@
 
 #include "core/alloc.h"
 #include "core/runtime.h"
+#include "process/signal.h"
 #include "core/taskext.h"
 #include "core/worker.h"
 #include "io/reactor.h"
@@ -390,7 +391,18 @@ int weft_run(weft_fn main, void *arg, const weft_config *cfg) {
   if (rc) return rc;
   weft_task t;
   rc = weft_runtime_submit(rt, main, arg, &t);
-  if (rc == 0) rc = weft_runtime_wait(rt, t);
+  if (rc == 0) {
+    /* asyncio.run's KeyboardInterrupt: the first SIGINT cancels main
+     * (process/signal.c; weft/process.h says when) */
+    weft__run_sigint si = {.main = t};
+    bool watching = weft__run_sigint_wanted() && weft_runtime_call(rt, weft__run_sigint_begin, &si) == 0;
+    rc = weft_runtime_wait(rt, t);
+    if (watching) {
+      weft_runtime_call(rt, weft__run_sigint_end, &si);
+      /* relaxed: the end call joined the watch's task */
+      if (rc == -ECANCELED && weft__load(&si.interrupted, RELAXED)) rc = -EINTR;
+    }
+  }
   weft_runtime_shutdown(rt);
   return rc;
 }

@@ -23,6 +23,14 @@
  * returned by every later write/drain. Cancellation and deadlines do not
  * latch: the bytes not sent stay buffered.
  *
+ * NOT A SOCKET. A pipe, FIFO or tty (a subprocess's stdio,
+ * process/spawn.c) works too: `sock` (fstat at creation) picks read/write
+ * (weft_read/weft_write, and pwritev2(RWF_NOWAIT) for the first attempt)
+ * instead of recv/send, and write_eof closes the descriptor (a pipe has no
+ * half-close: the reader sees end of file once the write end is closed).
+ * Writing to a pipe with no reader raises SIGPIPE unless it is ignored
+ * (the subprocess code ignores it, as Python does).
+ *
  * Rejected: a background flusher task per stream that sends on its own
  * (asyncio's transport): it needs the writer's buffer shared between two
  * tasks (a lock on every write) and a task per connection more; drain is
@@ -32,6 +40,7 @@
 #include <limits.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/uio.h>
 #include <unistd.h>
 
@@ -48,7 +57,8 @@
 #define CLOSE_FLUSH_NS (10LL * 1000 * 1000 * 1000)
 
 struct weft_stream {
-  int fd;              /* immutable until wait_closed */
+  int fd;              /* immutable until wait_closed (or a non-socket's write_eof: -1) */
+  bool sock;           /* immutable: fd is a socket (recv/send) rather than a pipe or file (read/write) */
   /* reader: the reading task only */
   char *rbuf;
   size_t rcap, rpos, rend;
@@ -72,6 +82,7 @@ int weft__stream_new(int fd, size_t limit, weft_stream **out) {
   }
   memset(s, 0, sizeof *s);
   s->fd = fd;
+  s->sock = true;
   s->limit = limit ? limit : DEFAULT_LIMIT;
   s->timeout_ns = -1;
   s->high = DEFAULT_HIGH;
@@ -83,7 +94,11 @@ int weft__stream_new(int fd, size_t limit, weft_stream **out) {
 int weft_stream_from_fd(int fd, weft_stream **out) {
   if (!out) return -EINVAL;
   if (fd < 0) return -EBADF;
-  return weft__stream_new(fd, 0, out);
+  struct stat st;
+  bool sock = fstat(fd, &st) != 0 || S_ISSOCK(st.st_mode);
+  int rc = weft__stream_new(fd, 0, out);
+  if (rc == 0) (*out)->sock = sock;
+  return rc;
 }
 
 int weft_open_connection(const char *host, uint16_t port, int64_t deadline, weft_stream **out) {
@@ -128,6 +143,7 @@ int weft_stream_set_timeout(weft_stream *s, int64_t timeout_ns) {
 
 /* One receive, within the stream's time limit. Suspends. */
 static ssize_t recv_some(weft_stream *s, void *buf, size_t n) {
+  if (!s->sock) return weft_read_until(s->fd, buf, n, weft__deadline_after(s->timeout_ns));
   return weft_recv_until(s->fd, buf, n, 0, weft__deadline_after(s->timeout_ns));
 }
 
@@ -287,7 +303,8 @@ static bool latches(ssize_t err) { return err != -ECANCELED && err != -ETIMEDOUT
 /* Send until at most `target` bytes stay buffered. Suspends. */
 static int flush_to(weft_stream *s, size_t target, int64_t deadline) {
   while (s->wend - s->wpos > target) {
-    ssize_t n = weft_send_until(s->fd, s->wbuf + s->wpos, s->wend - s->wpos, 0, deadline);
+    ssize_t n = s->sock ? weft_send_until(s->fd, s->wbuf + s->wpos, s->wend - s->wpos, 0, deadline)
+                        : weft_write_until(s->fd, s->wbuf + s->wpos, s->wend - s->wpos, deadline);
     if (n < 0) {
       if (latches(n)) s->werr = (int)n;
       return (int)n;
@@ -316,10 +333,11 @@ int weft_stream_writev(weft_stream *s, const struct iovec *iov, int iovcnt) {
   size_t sent = 0;
   if (s->wend == s->wpos && total) { /* nothing queued: try the kernel at once */
     struct msghdr msg = {.msg_iov = (struct iovec *)iov, .msg_iovlen = (size_t)iovcnt};
-    ssize_t n = sendmsg(s->fd, &msg, MSG_DONTWAIT | MSG_NOSIGNAL);
+    ssize_t n = s->sock ? sendmsg(s->fd, &msg, MSG_DONTWAIT | MSG_NOSIGNAL)
+                        : pwritev2(s->fd, iov, iovcnt, -1, RWF_NOWAIT);
     if (n >= 0) {
       sent = (size_t)n;
-    } else if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) {
+    } else if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR && errno != EOPNOTSUPP) {
       s->werr = -errno;
       return s->werr;
     }
@@ -355,6 +373,11 @@ int weft_stream_write_eof(weft_stream *s) {
   int rc = weft_stream_drain(s);
   if (rc) return rc;
   s->eof_sent = true;
+  if (!s->sock) { /* no half-close on a pipe: close it (reads then get -EBADF) */
+    int fd = s->fd;
+    s->fd = -1;
+    return close(fd) < 0 ? -errno : 0;
+  }
   return weft_shutdown(s->fd, SHUT_WR);
 }
 
@@ -367,7 +390,7 @@ int weft_stream_wait_closed(weft_stream *s) {
   s->closing = true;
   int rc = s->werr;
   if (!rc && s->wend > s->wpos) rc = flush_to(s, 0, weft__deadline_after(CLOSE_FLUSH_NS));
-  close(s->fd);
+  if (s->fd >= 0) close(s->fd);
   weft__free(s->rbuf, s->rcap);
   weft__free(s->wbuf, s->wcap);
   weft__free(s, sizeof *s);

@@ -20,5 +20,6 @@
 #include <weft/sync.h>
 #include <weft/io.h>
 #include <weft/net.h>
+#include <weft/process.h>
 
 #endif
