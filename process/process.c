@@ -240,6 +240,17 @@ static int reaper_task(void *arg) {
   return 0;
 }
 
+int weft_process_close_pipe(weft_process *p, int which) {
+  if (!p || which < 0 || which > 2) return -EINVAL;
+  weft_stream **s = which == 0 ? &p->in : which == 1 ? &p->out : &p->err;
+  if (!*s) return -EBADF;
+  weft_stream *st = *s;
+  *s = NULL;
+  weft_stream_close(st);
+  int rc = weft_stream_wait_closed(st);
+  return rc == -EPIPE || rc == -ECONNRESET ? 0 : rc;
+}
+
 int weft_process_free(weft_process *p) {
   if (!p) return -EINVAL;
   weft_stream **streams[3] = {&p->in, &p->out, &p->err};

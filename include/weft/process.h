@@ -96,6 +96,15 @@ WEFT_API weft_stream *weft_process_stdin(weft_process *p);
 WEFT_API weft_stream *weft_process_stdout(weft_process *p);
 WEFT_API weft_stream *weft_process_stderr(weft_process *p);
 
+/* Close the parent's end of the child's stdin (which = 0), stdout (1) or
+ * stderr (2) pipe now and free its stream (the accessor then returns
+ * NULL): a writer's buffered bytes are flushed first (at most 10 s). To
+ * stop reading a producer, as a shell pipeline does when its consumer
+ * exits: the child gets SIGPIPE (or EPIPE) at its next write. No other
+ * task may be using that stream. Suspends. Errors: -EINVAL NULL p or a bad
+ * which; -EBADF that descriptor is not a pipe or was closed already. */
+WEFT_API int weft_process_close_pipe(weft_process *p, int which);
+
 /* Wait for the child to exit and reap it; *returncode (if not NULL)
  * receives its exit status, or minus the signal number that killed it (as
  * Python's returncode). Returns at once when it was reaped already. Any
