@@ -389,19 +389,21 @@ int weft_run(weft_fn main, void *arg, const weft_config *cfg) {
   weft_runtime *rt;
   int rc = weft_runtime_new(&rt, cfg);
   if (rc) return rc;
+  /* asyncio.run's KeyboardInterrupt: the first SIGINT cancels main
+   * (process/signal.c; weft/process.h says when). The watch exists before
+   * main starts, so main never sees its descriptor appear. */
+  weft__run_sigint si = {0};
+  bool watching = weft__run_sigint_wanted() && weft_runtime_call(rt, weft__run_sigint_begin, &si) == 0;
   weft_task t;
   rc = weft_runtime_submit(rt, main, arg, &t);
   if (rc == 0) {
-    /* asyncio.run's KeyboardInterrupt: the first SIGINT cancels main
-     * (process/signal.c; weft/process.h says when) */
-    weft__run_sigint si = {.main = t};
-    bool watching = weft__run_sigint_wanted() && weft_runtime_call(rt, weft__run_sigint_begin, &si) == 0;
+    if (watching) weft__run_sigint_arm(&si, t);
     rc = weft_runtime_wait(rt, t);
-    if (watching) {
-      weft_runtime_call(rt, weft__run_sigint_end, &si);
-      /* relaxed: the end call joined the watch's task */
-      if (rc == -ECANCELED && weft__load(&si.interrupted, RELAXED)) rc = -EINTR;
-    }
+  }
+  if (watching) {
+    weft_runtime_call(rt, weft__run_sigint_end, &si);
+    /* relaxed: the end call joined the watch's task, and arm ran here */
+    if (rc == -ECANCELED && weft__load(&si.interrupted, RELAXED)) rc = -EINTR;
   }
   weft_runtime_shutdown(rt);
   return rc;

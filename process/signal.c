@@ -198,11 +198,24 @@ int weft_signal_watch_remove(weft_signal_watch *w) {
 
 /* ------------------------------------------------------------ weft_run's SIGINT */
 
+static void cancel_main_once(weft__run_sigint *r) {
+  int no = 0;
+  /* relaxed: the CAS only elects one canceller; main was published by the
+   * seq_cst store of armed, which the caller loaded (or made) */
+  if (weft__cas(&r->cancelled, &no, 1, RELAXED, RELAXED)) weft_cancel(r->main);
+}
+
 static int on_sigint(int signo, void *arg) {
   weft__run_sigint *r = arg;
-  weft__store(&r->interrupted, 1, RELAXED); /* relaxed: read after the watch's task was joined */
-  weft_cancel(r->main);
+  weft__store(&r->interrupted, 1, SEQ_CST);           /* then the load of armed: see signal.h */
+  if (weft__load(&r->armed, SEQ_CST)) cancel_main_once(r); /* pairs with the store in arm */
   return 0;
+}
+
+void weft__run_sigint_arm(weft__run_sigint *r, weft_task main) {
+  r->main = main;
+  weft__store(&r->armed, 1, SEQ_CST);                   /* publishes main; then the load below */
+  if (weft__load(&r->interrupted, SEQ_CST)) cancel_main_once(r);
 }
 
 bool weft__run_sigint_wanted(void) {
