@@ -175,11 +175,13 @@ static int comm_body(weft_process *p, weft_communicate *c) {
   weft_task tin = {0}, terr = {0};
   int rc = 0;
   if (p->in) {
-    tin = weft_spawn(stdin_task, &m);
+    weft_spawn_opts so = {.name = "weft-stdin-writer"};
+    tin = weft_spawn_ex(stdin_task, &m, &so);
     if (!tin.rec) rc = -errno;
   }
   if (!rc && p->err) {
-    terr = weft_spawn(stderr_task, &m);
+    weft_spawn_opts so = {.name = "weft-stderr-reader"};
+    terr = weft_spawn_ex(stderr_task, &m, &so);
     if (!terr.rec) rc = -errno;
   }
   if (!rc && p->out) rc = read_to_end(p->out, c->out, c->out_cap, &c->out_len);
@@ -262,7 +264,9 @@ int weft_process_free(weft_process *p) {
   }
   int rc = try_reap(p);
   if (rc == REAP_RUNNING || rc == REAP_BUSY) {
-    if (weft_spawn_detached(reaper_task, p) == 0) return 0;
+    weft_spawn_opts so = {.name = "weft-reaper", .detached = true};
+    weft_task t = weft_spawn_ex(reaper_task, p, &so);
+    if (t.rec) return 0; /* detached: the handle is not ours to use */
   }
   release(p);
   return 0;

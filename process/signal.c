@@ -130,7 +130,8 @@ int weft__signal_watch_add(weft_signal_watch **out, int signo, weft_signal_fn fn
     weft__free(w, sizeof *w);
     return e;
   }
-  w->task = weft_spawn(watch_task, w);
+  weft_spawn_opts so = {.name = "weft-signal-watch"}; /* for dumps and weft_tasks */
+  w->task = weft_spawn_ex(watch_task, w, &so);
   if (!w->task.rec) {
     int e = -errno;
     close(w->efd);

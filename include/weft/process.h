@@ -110,7 +110,9 @@ WEFT_API int weft_process_close_pipe(weft_process *p, int which);
  * Python's returncode). Returns at once when it was reaped already. Any
  * number of tasks may wait at once. Suspends.
  * Errors: -ECANCELED; -ETIMEDOUT (the _until form's CLOCK_MONOTONIC
- * deadline); -EINVAL NULL p, outside a task. */
+ * deadline); -EINVAL NULL p, outside a task; -ECHILD the program set
+ * SIGCHLD to SIG_IGN, so the kernel reaped the child itself and its
+ * status is lost. */
 WEFT_API int weft_process_wait(weft_process *p, int *returncode);
 WEFT_API int weft_process_wait_until(weft_process *p, int64_t deadline_ns, int *returncode);
 
