@@ -29,7 +29,10 @@
  * instead of recv/send, and write_eof closes the descriptor (a pipe has no
  * half-close: the reader sees end of file once the write end is closed).
  * Writing to a pipe with no reader raises SIGPIPE unless it is ignored
- * (the subprocess code ignores it, as Python does).
+ * (the subprocess code ignores it, as Python does). Because write_eof
+ * changes `fd` there, a non-socket stream must not be read by one task
+ * while another calls write_eof (a pipe end is only read or only written,
+ * so the subprocess streams never do).
  *
  * Rejected: a background flusher task per stream that sends on its own
  * (asyncio's transport): it needs the writer's buffer shared between two
