@@ -141,6 +141,29 @@ static int basics_main(void *arg) {
 
 TEST(exec_shell_exit_codes_signals) { ASSERT_EQ(run(basics_main, 2), 0); }
 
+/* ------------------------------------------------------------ many waiters */
+
+static int waiter_task(void *arg) {
+  int rc = -1;
+  int e = weft_process_wait(arg, &rc);
+  return e ? e : rc;
+}
+
+static int waiters_main(void *arg) {
+  weft_process *p;
+  ASSERT_EQ(weft_process_shell(&p, "sleep 0.2; exit 9", NULL), 0);
+  weft_task t[8];
+  for (int i = 0; i < 8; i++) t[i] = weft_spawn(waiter_task, p);
+  for (int i = 0; i < 8; i++) {
+    ASSERT_EQ(weft_join(t[i]), 9); /* every waiter sees the one status */
+    weft_task_release(t[i]);
+  }
+  weft_process_free(p);
+  return 0;
+}
+
+TEST(many_tasks_wait_for_one_child) { ASSERT_EQ(run(waiters_main, 4), 0); }
+
 /* ------------------------------------------------------------ bad input */
 
 static int errors_main(void *arg) {
