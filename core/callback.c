@@ -131,8 +131,13 @@ int weft_runtime_call_at(weft_runtime *rt, int64_t deadline, weft_callback_fn fn
   }
   if (out) *out = h; /* (before the task may end: submit_done may drop the heap's reference, never the user's) */
   if (weft__task_subscribe((weft__task *)t.rec, node)) { /* our handle keeps the record */
+    /* t is done already. If it ran, it took the heap's reference and the
+     * callback may have fired and freed h by now: h must not be touched
+     * (TSan saw that use after free). It cannot suspend, so it ended with
+     * -ECANCELED only when it was cancelled before it ran: then h is
+     * untouched and its reference is ours to drop. */
     weft__free(node, sizeof *node);
-    submit_done(t, h);
+    if (weft_task_status(t) == -ECANCELED) submit_done(t, h);
   }
   weft_task_release(t);
   return 0;
