@@ -75,6 +75,8 @@ ROWS = [
     ("to_thread", "to_thread",
      {"full": "calls=100000 concurrency=64", "quick": "calls=20000 concurrency=64", "smoke": "calls=200 concurrency=8"}),
     ("idle_tasks", "idle_tasks", {"full": "n=100000", "quick": "n=20000", "smoke": "n=200"}),
+    ("spawn_process", "spawn_process",
+     {"full": "n=1000 concurrency=32", "quick": "n=300 concurrency=32", "smoke": "n=20 concurrency=4"}),
     ("tcp_echo", "tcp_echo",
      {"full": "conns=64 size=64 seconds=5", "quick": "conns=64 size=64 seconds=2", "smoke": "conns=4 size=64 seconds=1"}),
     ("http_plaintext", "http_plaintext",

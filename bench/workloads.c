@@ -31,6 +31,7 @@
 
 #include <weft/core.h>
 #include <weft/io.h>
+#include <weft/process.h>
 #include <weft/sync.h>
 
 #define MAX_PARAMS 4
@@ -503,6 +504,44 @@ static int to_thread(bench *b) {
   return 0;
 }
 
+/* ------------------------------------------------------------ spawn_process */
+
+/* `concurrency` tasks each start and reap /bin/true until n children ran,
+ * checking every exit status (as ../shared/peers/common/spawn_loop does
+ * with posix_spawn + waitpid from threads). */
+static struct {
+  long n;
+  atomic_long next, ok;
+} sp;
+
+static int sp_task(void *arg) {
+  (void)arg;
+  char *argv[] = {"/bin/true", NULL};
+  long ok = 0;
+  while (atomic_fetch_add_explicit(&sp.next, 1, memory_order_relaxed) < sp.n) { /* a ticket counter */
+    weft_process *p;
+    int rc = weft_process_exec(&p, "/bin/true", argv, NULL), code = -1;
+    if (rc) return rc;
+    rc = weft_process_wait(p, &code);
+    weft_process_free(p);
+    if (rc) return rc;
+    if (code == 0) ok++;
+  }
+  atomic_fetch_add_explicit(&sp.ok, ok, memory_order_relaxed); /* read after the joins */
+  return 0;
+}
+
+static int spawn_process(bench *b) {
+  sp.n = b->p[0];
+  int64_t t0 = weft_now_ns();
+  if (spawn_and_join(b->p[1], sp_task, NULL, "spawn_process") < 0) return -1;
+  b->wall_s = seconds_since(t0);
+  long ok = atomic_load(&sp.ok);
+  if (ok != sp.n) return fail("spawn_process: %ld children exited 0, want %ld", ok, sp.n);
+  b->value = (double)ok / b->wall_s;
+  return 0;
+}
+
 /* ------------------------------------------------------------ file_read */
 
 /* The input file: size_mb MiB in which every aligned 8-byte word holds its
@@ -599,6 +638,7 @@ static const workload workloads[] = {
     {"lock_contention", "acquisitions/s", lock_contention, {{"tasks", 64, 1}, {"iters", 20000, 1}}},
     {"idle_tasks", "bytes/task", idle_tasks, {{"n", 100000, 1}}},
     {"to_thread", "calls/s", to_thread, {{"calls", 100000, 1}, {"concurrency", 64, 1}}},
+    {"spawn_process", "processes/s", spawn_process, {{"n", 1000, 1}, {"concurrency", 32, 1}}},
     {"file_read", "GB/s", file_read, {{"tasks", 64, 1}, {"size_mb", 256, 1}, {"block_kb", 64, 1}, {"reads", 200000, 1}}},
 };
 #define N_WORKLOADS (sizeof workloads / sizeof workloads[0])

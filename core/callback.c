@@ -132,6 +132,7 @@ int weft_runtime_call_at(weft_runtime *rt, int64_t deadline, weft_callback_fn fn
   }
   if (out) *out = h; /* (before the task may end: submit_done may drop the heap's reference, never the user's) */
   if (weft__task_subscribe((weft__task *)t.rec, node)) { /* our handle keeps the record */
+    /* t is done already: submit_done touches h only if t never ran */
     weft__free(node, sizeof *node);
     submit_done(t, h);
   }

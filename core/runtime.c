@@ -23,6 +23,7 @@
 
 #include "core/alloc.h"
 #include "core/runtime.h"
+#include "process/signal.h"
 #include "core/taskext.h"
 #include "core/worker.h"
 #include "io/reactor.h"
@@ -388,9 +389,22 @@ int weft_run(weft_fn main, void *arg, const weft_config *cfg) {
   weft_runtime *rt;
   int rc = weft_runtime_new(&rt, cfg);
   if (rc) return rc;
+  /* asyncio.run's KeyboardInterrupt: the first SIGINT cancels main
+   * (process/signal.c; weft/process.h says when). The watch exists before
+   * main starts, so main never sees its descriptor appear. */
+  weft__run_sigint si = {0};
+  bool watching = weft__run_sigint_wanted() && weft_runtime_call(rt, weft__run_sigint_begin, &si) == 0;
   weft_task t;
   rc = weft_runtime_submit(rt, main, arg, &t);
-  if (rc == 0) rc = weft_runtime_wait(rt, t);
+  if (rc == 0) {
+    if (watching) weft__run_sigint_arm(&si, t);
+    rc = weft_runtime_wait(rt, t);
+  }
+  if (watching) {
+    weft_runtime_call(rt, weft__run_sigint_end, &si);
+    /* relaxed: the end call joined the watch's task, and arm ran here */
+    if (rc == -ECANCELED && weft__load(&si.interrupted, RELAXED)) rc = -EINTR;
+  }
   weft_runtime_shutdown(rt);
   return rc;
 }

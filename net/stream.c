@@ -36,6 +36,17 @@
  * ABORT (weft_stream_abort): wait_closed then drops what is buffered,
  * sends no close_notify, and closes with SO_LINGER 0 (a reset).
  *
+ * NOT A SOCKET. A pipe, FIFO or tty (a subprocess's stdio,
+ * process/spawn.c) works too: `sock` (fstat at creation) picks read/write
+ * (weft_read/weft_write, and pwritev2(RWF_NOWAIT) for the first attempt)
+ * instead of recv/send, and write_eof closes the descriptor (a pipe has no
+ * half-close: the reader sees end of file once the write end is closed).
+ * Writing to a pipe with no reader raises SIGPIPE unless it is ignored
+ * (the subprocess code ignores it, as Python does). Because write_eof
+ * changes `fd` there, a non-socket stream must not be read by one task
+ * while another calls write_eof (a pipe end is only read or only written,
+ * so the subprocess streams never do).
+ *
  * Rejected: a background flusher task per stream that sends on its own
  * (asyncio's transport): it needs the writer's buffer shared between two
  * tasks (a lock on every write) and a task per connection more; drain is
@@ -45,6 +56,7 @@
 #include <limits.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/uio.h>
 #include <unistd.h>
 
@@ -61,7 +73,8 @@
 #define CLOSE_FLUSH_NS (10LL * 1000 * 1000 * 1000)
 
 struct weft_stream {
-  int fd;              /* immutable until wait_closed */
+  int fd;              /* immutable until wait_closed (or a non-socket's write_eof: -1) */
+  bool sock;           /* immutable: fd is a socket (recv/send) rather than a pipe or file (read/write) */
   /* reader: the reading task only */
   char *rbuf;
   size_t rcap, rpos, rend;
@@ -87,6 +100,7 @@ int weft__stream_new(int fd, size_t limit, weft_stream **out) {
   }
   memset(s, 0, sizeof *s);
   s->fd = fd;
+  s->sock = true;
   s->limit = limit ? limit : DEFAULT_LIMIT;
   s->timeout_ns = -1;
   s->high = DEFAULT_HIGH;
@@ -98,7 +112,11 @@ int weft__stream_new(int fd, size_t limit, weft_stream **out) {
 int weft_stream_from_fd(int fd, weft_stream **out) {
   if (!out) return -EINVAL;
   if (fd < 0) return -EBADF;
-  return weft__stream_new(fd, 0, out);
+  struct stat st;
+  bool sock = fstat(fd, &st) != 0 || S_ISSOCK(st.st_mode);
+  int rc = weft__stream_new(fd, 0, out);
+  if (rc == 0) (*out)->sock = sock;
+  return rc;
 }
 
 int weft_open_connection(const char *host, uint16_t port, int64_t deadline, weft_stream **out) {
@@ -144,10 +162,13 @@ int weft_stream_set_timeout(weft_stream *s, int64_t timeout_ns) {
 /* One receive, within the stream's time limit. Suspends. */
 static ssize_t recv_some(weft_stream *s, void *buf, size_t n) {
   int64_t deadline = weft__deadline_after(s->timeout_ns);
-  if (!s->tls) return weft_recv_until(s->fd, buf, n, 0, deadline);
-  ssize_t r = weft__tls_recv(s->tls, s->fd, buf, n, deadline);
-  if (r == -ECONNRESET) s->eof = true; /* reported once, then end of stream */
-  return r;
+  if (s->tls) {
+    ssize_t r = weft__tls_recv(s->tls, s->fd, buf, n, deadline);
+    if (r == -ECONNRESET) s->eof = true; /* reported once, then end of stream */
+    return r;
+  }
+  if (!s->sock) return weft_read_until(s->fd, buf, n, deadline);
+  return weft_recv_until(s->fd, buf, n, 0, deadline);
 }
 
 static size_t buffered(const weft_stream *s) { return s->rend - s->rpos; }
@@ -306,6 +327,7 @@ static bool latches(ssize_t err) { return err != -ECANCELED && err != -ETIMEDOUT
 /* One send of wbuf's first n bytes (TLS: deadline 0 never waits, -EAGAIN). */
 static ssize_t send_some(weft_stream *s, size_t n, int64_t deadline) {
   if (s->tls) return weft__tls_send(s->tls, s->fd, s->wbuf + s->wpos, n, deadline);
+  if (!s->sock) return weft_write_until(s->fd, s->wbuf + s->wpos, n, deadline);
   return weft_send_until(s->fd, s->wbuf + s->wpos, n, 0, deadline);
 }
 
@@ -357,10 +379,11 @@ int weft_stream_writev(weft_stream *s, const struct iovec *iov, int iovcnt) {
   bool was_empty = s->wend == s->wpos;
   if (was_empty && total && !s->tls) { /* nothing queued: try the kernel at once */
     struct msghdr msg = {.msg_iov = (struct iovec *)iov, .msg_iovlen = (size_t)iovcnt};
-    ssize_t n = sendmsg(s->fd, &msg, MSG_DONTWAIT | MSG_NOSIGNAL);
+    ssize_t n = s->sock ? sendmsg(s->fd, &msg, MSG_DONTWAIT | MSG_NOSIGNAL)
+                        : pwritev2(s->fd, iov, iovcnt, -1, RWF_NOWAIT);
     if (n >= 0) {
       sent = (size_t)n;
-    } else if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) {
+    } else if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR && errno != EOPNOTSUPP) {
       s->werr = -errno;
       return s->werr;
     }
@@ -398,6 +421,11 @@ int weft_stream_write_eof(weft_stream *s) {
   if (rc) return rc;
   s->eof_sent = true;
   if (s->tls && (rc = weft__tls_close_notify(s->tls, s->fd, WEFT__NO_DEADLINE))) return rc;
+  if (!s->sock) { /* no half-close on a pipe: close it (reads then get -EBADF) */
+    int fd = s->fd;
+    s->fd = -1;
+    return close(fd) < 0 ? -errno : 0;
+  }
   return weft_shutdown(s->fd, SHUT_WR);
 }
 
@@ -422,7 +450,7 @@ int weft_stream_wait_closed(weft_stream *s) {
     if (!rc && s->tls && !s->eof_sent) rc = weft__tls_close_notify(s->tls, s->fd, deadline);
   }
   weft__tls_free(s->tls);
-  close(s->fd);
+  if (s->fd >= 0) close(s->fd);
   weft__free(s->rbuf, s->rcap);
   weft__free(s->wbuf, s->wcap);
   weft__free(s, sizeof *s);

@@ -51,3 +51,10 @@ if(WEFT_EXAMPLES)
     set_tests_properties(net_examples PROPERTIES TIMEOUT 300 LABELS unit)
   endif()
 endif()
+
+# ---------------------------------------------------------------- subprocess example, end to end
+if(WEFT_EXAMPLES)
+  add_test(NAME example_pipeline COMMAND sh ${CMAKE_CURRENT_SOURCE_DIR}/test_example_pipeline.sh
+    $<TARGET_FILE:pipeline>)
+  set_tests_properties(example_pipeline PROPERTIES TIMEOUT 300 LABELS unit)
+endif()

@@ -38,6 +38,7 @@ WORKLOADS = {
     "lock_contention": ("acquisitions/s", [("tasks", 64), ("iters", 20000)]),
     "to_thread": ("calls/s", [("calls", 100000), ("concurrency", 64)]),
     "idle_tasks": ("bytes/task", [("n", 100000)]),
+    "spawn_process": ("processes/s", [("n", 1000), ("concurrency", 32)]),
     "file_read": ("GB/s", [("tasks", 64), ("size_mb", 256), ("block_kb", 64), ("reads", 200000)]),
 }
 
@@ -236,6 +237,26 @@ async def to_thread(p):
     wall = time.perf_counter() - t0
     check(total == calls * (calls - 1) // 2, "sum of results %d is wrong" % total)
     return calls / wall, wall, {}
+
+
+async def spawn_process(p):
+    n, conc = p["n"], p["concurrency"]
+    next_child = 0
+    ok = 0
+
+    async def starter():
+        nonlocal next_child, ok
+        while next_child < n:
+            next_child += 1
+            proc = await asyncio.create_subprocess_exec("/bin/true")
+            if await proc.wait() == 0:
+                ok += 1
+
+    t0 = time.perf_counter()
+    await asyncio.gather(*(starter() for _ in range(conc)))
+    wall = time.perf_counter() - t0
+    check(ok == n, "%d children exited 0, want %d" % (ok, n))
+    return n / wall, wall, {}
 
 
 async def idle_tasks(p):

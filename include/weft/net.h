@@ -198,8 +198,13 @@ typedef struct weft_stream weft_stream;
 WEFT_API int weft_open_connection(const char *host, uint16_t port, int64_t deadline_ns, weft_stream **out);
 WEFT_API int weft_open_unix_connection(const char *path, int64_t deadline_ns, weft_stream **out);
 
-/* Wrap a connected socket (the stream owns fd from now on, also on error:
- * -ENOMEM closes it). Does not suspend. */
+/* Wrap a connected socket, or a pipe, FIFO or tty (the stream owns fd from
+ * now on, also on error: -ENOMEM closes it). On a descriptor that is not a
+ * socket the stream reads and writes with read/write, write_eof closes the
+ * descriptor (no half-close on a pipe; later reads get -EBADF), and a write
+ * to a pipe with no reader raises SIGPIPE unless SIGPIPE is ignored (then
+ * -EPIPE; weft/process.h ignores it when it makes a stdin pipe). Does not
+ * suspend. */
 WEFT_API int weft_stream_from_fd(int fd, weft_stream **out);
 
 /* The descriptor (for options); the stream still owns it. */

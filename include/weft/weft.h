@@ -21,5 +21,6 @@
 #include <weft/io.h>
 #include <weft/net.h>
 #include <weft/tls.h>
+#include <weft/process.h>
 
 #endif

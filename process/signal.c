@@ -1,0 +1,238 @@
+/* process/signal.c: signal handlers that run as tasks
+ * (loop.add_signal_handler), and weft_run's SIGINT.
+ *
+ * HOW. While a signal has at least one watch, its sigaction is our
+ * handler (the previous action is saved and restored after the last
+ * watch goes). The handler, in whichever thread the kernel picked, writes
+ * 1 to the eventfd of every watch of that signal (write(2) and lock-free
+ * atomics: async-signal-safe); each watch's task reads its eventfd on its
+ * worker's reactor and calls the user's function. An eventfd counts, so
+ * deliveries during a call become one more call.
+ *
+ * WHY NOT signalfd. A signalfd sees a signal only while it is blocked in
+ * every thread of the process; otherwise the kernel delivers it to a thread
+ * that has it unblocked (for SIGINT: the default action, death). Blocking
+ * it in weft's workers is not enough: the program's main thread and
+ * threads of other libraries would all have to block it too, which weft
+ * cannot do for them. The handler works whatever the threads' masks
+ * (asyncio's set_wakeup_fd is the same technique). SA_RESTART keeps
+ * system calls in other code from failing with EINTR; the reactors retry
+ * an interrupted wait.
+ *
+ * REMOVAL vs A RUNNING HANDLER. Each signal's slot counts the handlers
+ * running (`busy`). Removal clears the watch's pointer, then waits until
+ * `busy` is 0 before closing the eventfd, so a handler never writes to a
+ * descriptor number that was closed and reused. Both sides use seq_cst
+ * (handler: increment busy, then load the pointer; removal: clear the
+ * pointer, then load busy): a Dekker pattern, which acquire/release alone
+ * does not order.
+ *
+ * Registration (add/remove, sigaction) is under one mutex: rare, never
+ * inside a handler.
+ */
+#include <errno.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+#include <weft/io.h>
+#include <weft/process.h>
+
+#include "core/alloc.h"
+#include "core/atomic.h"
+#include "process/signal.h"
+
+#define NSIGS 65
+#define MAX_WATCHES 64
+
+struct weft_signal_watch {
+  int signo;
+  int efd;               /* O_CLOEXEC | O_NONBLOCK */
+  weft_signal_fn fn;
+  void *arg;
+  weft_task task;
+  _Atomic int stopping;  /* set by remove before it cancels the task */
+};
+
+typedef struct sigslot {
+  _Atomic(weft_signal_watch *) watches[MAX_WATCHES];
+  _Atomic int busy;      /* handlers running for this signal */
+  unsigned count;        /* under reg_lock */
+  bool oneshot;          /* under reg_lock: installed with SA_RESETHAND */
+  struct sigaction prev; /* under reg_lock: restored after the last watch */
+} sigslot;
+
+static sigslot slots[NSIGS];
+static pthread_mutex_t reg_lock = PTHREAD_MUTEX_INITIALIZER;
+
+static void on_signal(int signo) {
+  int saved = errno;
+  sigslot *s = &slots[signo];
+  weft__fetch_add(&s->busy, 1, SEQ_CST); /* seq_cst: pairs with remove's store of NULL, then load of busy */
+  for (int i = 0; i < MAX_WATCHES; i++) {
+    weft_signal_watch *w = weft__load(&s->watches[i], SEQ_CST); /* see above */
+    if (w) {
+      uint64_t one = 1;
+      ssize_t n = write(w->efd, &one, sizeof one);
+      (void)n; /* EAGAIN: the counter is full, a call is due anyway */
+    }
+  }
+  weft__fetch_sub(&s->busy, 1, SEQ_CST);
+  errno = saved;
+}
+
+static bool refused(int signo) {
+  return signo <= 0 || signo >= NSIGS || signo == SIGKILL || signo == SIGSTOP || signo == SIGSEGV ||
+         signo == SIGBUS || signo == SIGFPE || signo == SIGILL;
+}
+
+static int install(sigslot *s, int signo, bool oneshot) {
+  struct sigaction sa = {0};
+  sa.sa_handler = on_signal;
+  sigemptyset(&sa.sa_mask);
+  sa.sa_flags = SA_RESTART | (oneshot ? SA_RESETHAND : 0);
+  if (sigaction(signo, &sa, s->count ? NULL : &s->prev) < 0) return -errno;
+  s->oneshot = oneshot;
+  return 0;
+}
+
+static int watch_task(void *arg) {
+  weft_signal_watch *w = arg;
+  /* acquire: pairs with the release store in remove */
+  while (!weft__load(&w->stopping, ACQUIRE)) {
+    uint64_t v;
+    ssize_t n = weft_read(w->efd, &v, sizeof v);
+    if (n == (ssize_t)sizeof v) {
+      w->fn(w->signo, w->arg);
+    } else if (n < 0 && n != -ECANCELED && n != -EAGAIN && n != -EINTR) {
+      return (int)n;
+    }
+  }
+  return 0;
+}
+
+static void remove_task(weft_signal_watch *w);
+
+int weft__signal_watch_add(weft_signal_watch **out, int signo, weft_signal_fn fn, void *arg, bool oneshot) {
+  if (!out || !fn || refused(signo)) return -EINVAL;
+  if (weft_backend() < 0) return -EINVAL;
+  weft_signal_watch *w = weft__zalloc(sizeof *w);
+  if (!w) return -ENOMEM;
+  w->signo = signo;
+  w->fn = fn;
+  w->arg = arg;
+  w->efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+  if (w->efd < 0) {
+    int e = -errno;
+    weft__free(w, sizeof *w);
+    return e;
+  }
+  weft_spawn_opts so = {.name = "weft-signal-watch"}; /* for dumps and weft_tasks */
+  w->task = weft_spawn_ex(watch_task, w, &so);
+  if (!w->task.rec) {
+    int e = -errno;
+    close(w->efd);
+    weft__free(w, sizeof *w);
+    return e;
+  }
+  sigslot *s = &slots[signo];
+  int rc = -EBUSY;
+  pthread_mutex_lock(&reg_lock);
+  for (int i = 0; i < MAX_WATCHES; i++) {
+    if (weft__load(&s->watches[i], RELAXED)) continue; /* relaxed: written only under reg_lock */
+    rc = 0;
+    if (s->count == 0 || (s->oneshot && !oneshot)) rc = install(s, signo, oneshot);
+    if (!rc) {
+      weft__store(&s->watches[i], w, SEQ_CST); /* the handler's seq_cst load sees a whole watch */
+      s->count++;
+    }
+    break;
+  }
+  pthread_mutex_unlock(&reg_lock);
+  if (rc) {
+    weft__store(&w->stopping, 1, RELEASE);
+    weft_cancel(w->task);
+    remove_task(w);
+    return rc;
+  }
+  *out = w;
+  return 0;
+}
+
+int weft_signal_watch_add(weft_signal_watch **out, int signo, weft_signal_fn fn, void *arg) {
+  return weft__signal_watch_add(out, signo, fn, arg, false);
+}
+
+/* Stop w's task (joining it whatever cancellations arrive) and free w. */
+static void remove_task(weft_signal_watch *w) {
+  int st;
+  do {
+    st = weft_join(w->task);
+  } while (st == -ECANCELED && !weft_task_done(w->task));
+  weft_task_release(w->task);
+  close(w->efd);
+  weft__free(w, sizeof *w);
+}
+
+int weft_signal_watch_remove(weft_signal_watch *w) {
+  if (!w) return -EINVAL;
+  sigslot *s = &slots[w->signo];
+  pthread_mutex_lock(&reg_lock);
+  for (int i = 0; i < MAX_WATCHES; i++) {
+    if (weft__load(&s->watches[i], RELAXED) == w) { /* relaxed: written only under reg_lock */
+      weft__store(&s->watches[i], NULL, SEQ_CST); /* then the busy load below: see the file comment */
+      if (--s->count == 0) sigaction(w->signo, &s->prev, NULL);
+      break;
+    }
+  }
+  pthread_mutex_unlock(&reg_lock);
+  while (weft__load(&s->busy, SEQ_CST)) /* a handler may still hold w: wait for it to leave */
+    weft_yield();
+  weft__store(&w->stopping, 1, RELEASE); /* pairs with the acquire in watch_task */
+  weft_cancel(w->task);
+  remove_task(w);
+  return 0;
+}
+
+/* ------------------------------------------------------------ weft_run's SIGINT */
+
+static void cancel_main_once(weft__run_sigint *r) {
+  int no = 0;
+  /* relaxed: the CAS only elects one canceller; main was published by the
+   * seq_cst store of armed, which the caller loaded (or made) */
+  if (weft__cas(&r->cancelled, &no, 1, RELAXED, RELAXED)) weft_cancel(r->main);
+}
+
+static int on_sigint(int signo, void *arg) {
+  weft__run_sigint *r = arg;
+  weft__store(&r->interrupted, 1, SEQ_CST);           /* then the load of armed: see signal.h */
+  if (weft__load(&r->armed, SEQ_CST)) cancel_main_once(r); /* pairs with the store in arm */
+  return 0;
+}
+
+void weft__run_sigint_arm(weft__run_sigint *r, weft_task main) {
+  r->main = main;
+  weft__store(&r->armed, 1, SEQ_CST);                   /* publishes main; then the load below */
+  if (weft__load(&r->interrupted, SEQ_CST)) cancel_main_once(r);
+}
+
+bool weft__run_sigint_wanted(void) {
+  struct sigaction sa;
+  sigset_t cur;
+  if (sigaction(SIGINT, NULL, &sa) != 0 || sa.sa_handler != SIG_DFL || (sa.sa_flags & SA_SIGINFO)) return false;
+  if (pthread_sigmask(SIG_BLOCK, NULL, &cur) != 0 || sigismember(&cur, SIGINT)) return false;
+  return true;
+}
+
+int weft__run_sigint_begin(void *arg) {
+  weft__run_sigint *r = arg;
+  return weft__signal_watch_add(&r->watch, SIGINT, on_sigint, r, true);
+}
+
+int weft__run_sigint_end(void *arg) {
+  weft__run_sigint *r = arg;
+  return weft_signal_watch_remove(r->watch);
+}

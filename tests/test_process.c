@@ -1,0 +1,629 @@
+/* tests/test_process.c: subprocesses: exec and shell, every stdio
+ * combination, large outputs on both pipes, large input, exit codes and
+ * signal deaths, a child that ignores SIGTERM, many concurrent children
+ * across the workers (no zombie, no leaked descriptor), communicate's
+ * cancellation and timeout, spawn errors, environment, working directory,
+ * process groups, descriptors inherited, -EPIPE on a dead child's stdin.
+ * Run on whichever backend WEFT_BACKEND names. */
+#include <dirent.h>
+#include <fcntl.h>
+#include <stdatomic.h>
+#include <sys/stat.h>
+
+#include <weft/weft.h>
+
+#include "test.h"
+
+#define MIB (1024 * 1024)
+
+static void list_fds(const char *when) {
+  char cmd[64];
+  snprintf(cmd, sizeof cmd, "ls -l /proc/%d/fd >&2", (int)getpid());
+  fprintf(stderr, "%s:\n", when);
+  if (system(cmd)) {}
+}
+
+/* The descriptors the runtime opens lazily (the blocking pool's first
+ * use opens an eventfd) exist before a test counts. */
+static void warm_up(void) {
+  weft_process *p;
+  char *a[] = {"/bin/true", NULL};
+  int rc;
+  if (weft_process_exec(&p, a[0], a, NULL) || weft_process_wait(p, &rc) || rc) TEST_FAIL("warm-up");
+  weft_process_free(p);
+}
+
+static int count_fds(void) {
+  DIR *d = opendir("/proc/self/fd");
+  int n = 0;
+  struct dirent *e;
+  while ((e = readdir(d))) n += e->d_name[0] != '.';
+  closedir(d);
+  return n - 1;
+}
+
+/* Children of this process, and how many of them are zombies. */
+static int count_children(int *zombies) {
+  DIR *d = opendir("/proc");
+  int n = 0, z = 0;
+  struct dirent *e;
+  while ((e = readdir(d))) {
+    if (e->d_name[0] < '0' || e->d_name[0] > '9') continue;
+    char path[300], buf[512];
+    snprintf(path, sizeof path, "/proc/%s/stat", e->d_name);
+    FILE *f = fopen(path, "r");
+    if (!f) continue;
+    size_t len = fread(buf, 1, sizeof buf - 1, f);
+    fclose(f);
+    buf[len] = 0;
+    char *rp = strrchr(buf, ')');
+    char state;
+    int ppid;
+    if (!rp || sscanf(rp + 2, "%c %d", &state, &ppid) != 2) continue;
+    if (ppid == getpid()) {
+      n++;
+      z += state == 'Z';
+    }
+  }
+  closedir(d);
+  if (zombies) *zombies = z;
+  return n;
+}
+
+static int run(weft_fn fn, unsigned workers) {
+  weft_config c = {0};
+  c.workers = workers;
+  return weft_run(fn, NULL, &c);
+}
+
+static int shell_rc(const char *cmd, int *rc) {
+  weft_process *p;
+  int e = weft_process_shell(&p, cmd, NULL);
+  if (e) return e;
+  e = weft_process_wait(p, rc);
+  weft_process_free(p);
+  return e;
+}
+
+/* ------------------------------------------------------------ basics */
+
+static int basics_main(void *arg) {
+  int rc = 99;
+  char *t[] = {"true", NULL}, *f[] = {"/bin/false", NULL};
+  weft_process *p;
+  ASSERT_EQ(weft_process_exec(&p, "true", t, NULL), 0); /* PATH search */
+  ASSERT_GT(weft_process_pid(p), 0);
+  ASSERT_EQ(weft_process_returncode(p, &rc), -EBUSY);
+  ASSERT_EQ(weft_process_wait(p, &rc), 0);
+  ASSERT_EQ(rc, 0);
+  ASSERT_EQ(weft_process_wait(p, &rc), 0); /* again: at once */
+  ASSERT_EQ(weft_process_returncode(p, &rc), 0);
+  ASSERT_EQ(weft_process_send_signal(p, SIGTERM), -ESRCH);
+  ASSERT_EQ(weft_process_free(p), 0);
+  ASSERT_EQ(weft_process_exec(&p, "/bin/false", f, NULL), 0);
+  ASSERT_EQ(weft_process_wait(p, &rc), 0);
+  ASSERT_EQ(rc, 1);
+  weft_process_free(p);
+  ASSERT_EQ(shell_rc("exit 7", &rc), 0);
+  ASSERT_EQ(rc, 7);
+  ASSERT_EQ(shell_rc("kill -TERM $$", &rc), 0);
+  ASSERT_EQ(rc, -SIGTERM);
+  ASSERT_EQ(shell_rc("kill -KILL $$", &rc), 0);
+  ASSERT_EQ(rc, -SIGKILL);
+  /* terminate and kill from the parent */
+  char *sl[] = {"sleep", "10", NULL};
+  ASSERT_EQ(weft_process_exec(&p, "sleep", sl, NULL), 0);
+  ASSERT_EQ(weft_process_terminate(p), 0);
+  ASSERT_EQ(weft_process_wait(p, &rc), 0);
+  ASSERT_EQ(rc, -SIGTERM);
+  weft_process_free(p);
+  ASSERT_EQ(weft_process_exec(&p, "sleep", sl, NULL), 0);
+  ASSERT_EQ(weft_process_send_signal(p, 0), 0);
+  ASSERT_EQ(weft_process_send_signal(p, 65), -EINVAL);
+  ASSERT_EQ(weft_process_kill(p), 0);
+  ASSERT_EQ(weft_process_wait(p, &rc), 0);
+  ASSERT_EQ(rc, -SIGKILL);
+  weft_process_free(p);
+  /* the shell with pipes */
+  weft_process_opts o = {.stdout_mode = WEFT_STDIO_PIPE, .stderr_mode = WEFT_STDIO_PIPE};
+  ASSERT_EQ(weft_process_shell(&p, "echo hello; echo oops >&2; exit 3", &o), 0);
+  char out[64], err[64];
+  weft_communicate c = {.out = out, .out_cap = sizeof out, .err = err, .err_cap = sizeof err};
+  ASSERT_EQ(weft_process_communicate(p, &c), 0);
+  ASSERT_EQ(c.returncode, 3);
+  ASSERT_EQ(c.out_len, 6);
+  ASSERT_TRUE(!memcmp(out, "hello\n", 6));
+  ASSERT_EQ(c.err_len, 5);
+  ASSERT_TRUE(!memcmp(err, "oops\n", 5));
+  weft_process_free(p);
+  return 0;
+}
+
+TEST(exec_shell_exit_codes_signals) { ASSERT_EQ(run(basics_main, 2), 0); }
+
+/* ------------------------------------------------------------ many waiters */
+
+static int waiter_task(void *arg) {
+  int rc = -1;
+  int e = weft_process_wait(arg, &rc);
+  return e ? e : rc;
+}
+
+static int waiters_main(void *arg) {
+  weft_process *p;
+  ASSERT_EQ(weft_process_shell(&p, "sleep 0.2; exit 9", NULL), 0);
+  weft_task t[8];
+  for (int i = 0; i < 8; i++) t[i] = weft_spawn(waiter_task, p);
+  for (int i = 0; i < 8; i++) {
+    ASSERT_EQ(weft_join(t[i]), 9); /* every waiter sees the one status */
+    weft_task_release(t[i]);
+  }
+  weft_process_free(p);
+  return 0;
+}
+
+TEST(many_tasks_wait_for_one_child) { ASSERT_EQ(run(waiters_main, 4), 0); }
+
+/* ------------------------------------------------------------ bad input */
+
+static int errors_main(void *arg) {
+  warm_up();
+  int fds = count_fds();
+  weft_process *p = (weft_process *)1;
+  char *a[] = {"/nonexistent/weft-x", NULL};
+  ASSERT_EQ(weft_process_exec(&p, a[0], a, NULL), -ENOENT);
+  ASSERT_PTR_EQ(p, NULL);
+  char *b[] = {"weft-no-such-program", NULL};
+  ASSERT_EQ(weft_process_exec(&p, b[0], b, NULL), -ENOENT);
+  char *c[] = {"/etc/passwd", NULL}; /* not executable */
+  ASSERT_EQ(weft_process_exec(&p, c[0], c, NULL), -EACCES);
+  char *d[] = {"true", NULL};
+  weft_process_opts o = {.cwd = "/nonexistent-dir-weft", .stdout_mode = WEFT_STDIO_PIPE};
+  ASSERT_EQ(weft_process_exec(&p, d[0], d, &o), -ENOENT);
+  char *empty[] = {NULL};
+  ASSERT_EQ(weft_process_exec(&p, "true", empty, NULL), -EINVAL);
+  ASSERT_EQ(weft_process_exec(&p, "true", NULL, NULL), -EINVAL);
+  ASSERT_EQ(weft_process_exec(&p, NULL, d, NULL), -EINVAL);
+  ASSERT_EQ(weft_process_shell(&p, NULL, NULL), -EINVAL);
+  weft_process_opts bad = {.stdin_mode = WEFT_STDIO_STDOUT};
+  ASSERT_EQ(weft_process_exec(&p, "true", d, &bad), -EINVAL);
+  weft_process_opts bad2 = {.stdout_mode = 9};
+  ASSERT_EQ(weft_process_exec(&p, "true", d, &bad2), -EINVAL);
+  weft_process_opts bad3 = {.stdout_mode = WEFT_STDIO_FD, .stdout_fd = -1};
+  ASSERT_EQ(weft_process_exec(&p, "true", d, &bad3), -EINVAL);
+  ASSERT_EQ(weft_process_wait(NULL, NULL), -EINVAL);
+  ASSERT_EQ(weft_process_free(NULL), -EINVAL);
+  ASSERT_EQ(weft_process_communicate(NULL, NULL), -EINVAL);
+  /* input for a child whose stdin is not a pipe */
+  ASSERT_EQ(weft_process_exec(&p, "true", d, NULL), 0);
+  weft_communicate cm = {.input = "x", .input_len = 1};
+  ASSERT_EQ(weft_process_communicate(p, &cm), -EINVAL);
+  int rc;
+  ASSERT_EQ(weft_process_wait(p, &rc), 0);
+  weft_process_free(p);
+  ASSERT_EQ(count_fds(), fds);
+  int z;
+  ASSERT_EQ(count_children(&z), 0);
+  return 0;
+}
+
+TEST(spawn_errors) {
+  char *d[] = {"true", NULL};
+  weft_process *p;
+  ASSERT_EQ(weft_process_exec(&p, "true", d, NULL), -EINVAL); /* outside a task */
+  ASSERT_EQ(run(errors_main, 2), 0);
+}
+
+/* ------------------------------------------------------------ stdio */
+
+static char tmpdir[64];
+
+static int tmpfile_with(const char *name, const char *content) {
+  char path[128];
+  snprintf(path, sizeof path, "%s/%s", tmpdir, name);
+  int fd = open(path, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+  if (fd < 0) TEST_FAIL("open %s: %s", path, strerror(errno));
+  if (content && write(fd, content, strlen(content)) != (ssize_t)strlen(content)) TEST_FAIL("write");
+  lseek(fd, 0, SEEK_SET);
+  return fd;
+}
+
+static size_t read_fd(int fd, char *buf, size_t cap) {
+  lseek(fd, 0, SEEK_SET);
+  ssize_t n = read(fd, buf, cap - 1);
+  if (n < 0) TEST_FAIL("read");
+  buf[n] = 0;
+  return (size_t)n;
+}
+
+static int stdio_main(void *arg) {
+  /* fd 0, 1, 2 are files set up by the test */
+  warm_up();
+  int fds = count_fds();
+  const int in_modes[] = {WEFT_STDIO_INHERIT, WEFT_STDIO_PIPE, WEFT_STDIO_DEVNULL, WEFT_STDIO_FD};
+  const int out_modes[] = {WEFT_STDIO_INHERIT, WEFT_STDIO_PIPE, WEFT_STDIO_DEVNULL, WEFT_STDIO_FD};
+  const int err_modes[] = {WEFT_STDIO_INHERIT, WEFT_STDIO_PIPE, WEFT_STDIO_DEVNULL, WEFT_STDIO_FD,
+                           WEFT_STDIO_STDOUT};
+  int combos = 0;
+  for (int i = 0; i < 4; i++)
+    for (int o = 0; o < 4; o++)
+      for (int e = 0; e < 5; e++) {
+        int in_fd = tmpfile_with("in", "fromfd\n");
+        int out_fd = tmpfile_with("out", NULL);
+        int err_fd = tmpfile_with("err", NULL);
+        if (ftruncate(1, 0) || ftruncate(2, 0)) TEST_FAIL("ftruncate");
+        lseek(1, 0, SEEK_SET);
+        lseek(2, 0, SEEK_SET);
+        lseek(0, 0, SEEK_SET);
+        weft_process_opts opts = {.stdin_mode = in_modes[i], .stdout_mode = out_modes[o],
+                                  .stderr_mode = err_modes[e], .stdin_fd = in_fd, .stdout_fd = out_fd,
+                                  .stderr_fd = err_fd};
+        weft_process *p;
+        ASSERT_EQ(weft_process_shell(&p, "cat; echo E >&2", &opts), 0);
+        ASSERT_TRUE((weft_process_stdin(p) != NULL) == (in_modes[i] == WEFT_STDIO_PIPE));
+        ASSERT_TRUE((weft_process_stdout(p) != NULL) == (out_modes[o] == WEFT_STDIO_PIPE));
+        ASSERT_TRUE((weft_process_stderr(p) != NULL) == (err_modes[e] == WEFT_STDIO_PIPE));
+        char out[256] = {0}, err[256] = {0};
+        weft_communicate c = {.out = out, .out_cap = sizeof out - 1, .err = err, .err_cap = sizeof err - 1};
+        if (in_modes[i] == WEFT_STDIO_PIPE) {
+          c.input = "frompipe\n";
+          c.input_len = 9;
+        }
+        ASSERT_EQ(weft_process_communicate(p, &c), 0);
+        ASSERT_EQ(c.returncode, 0);
+        weft_process_free(p);
+        const char *want_in = in_modes[i] == WEFT_STDIO_INHERIT ? "inherited\n"
+                              : in_modes[i] == WEFT_STDIO_PIPE  ? "frompipe\n"
+                              : in_modes[i] == WEFT_STDIO_FD    ? "fromfd\n"
+                                                                : "";
+        char where_out[512], where_err[512], buf1[256], buf2[256];
+        /* what each destination should hold */
+        char want_out[512], want_err[512];
+        snprintf(want_out, sizeof want_out, "%s%s", want_in, err_modes[e] == WEFT_STDIO_STDOUT ? "E\n" : "");
+        snprintf(want_err, sizeof want_err, "%s", err_modes[e] == WEFT_STDIO_STDOUT ? "" : "E\n");
+        /* stdout's destination */
+        where_out[0] = 0;
+        if (out_modes[o] == WEFT_STDIO_PIPE) snprintf(where_out, sizeof where_out, "%.*s", (int)c.out_len, out);
+        if (out_modes[o] == WEFT_STDIO_FD) read_fd(out_fd, where_out, sizeof where_out);
+        if (out_modes[o] == WEFT_STDIO_INHERIT) read_fd(1, where_out, sizeof where_out);
+        if (out_modes[o] == WEFT_STDIO_DEVNULL) strcpy(where_out, want_out);
+        where_err[0] = 0;
+        if (err_modes[e] == WEFT_STDIO_PIPE) snprintf(where_err, sizeof where_err, "%.*s", (int)c.err_len, err);
+        if (err_modes[e] == WEFT_STDIO_FD) read_fd(err_fd, where_err, sizeof where_err);
+        if (err_modes[e] == WEFT_STDIO_INHERIT) read_fd(2, where_err, sizeof where_err);
+        if (err_modes[e] == WEFT_STDIO_DEVNULL || err_modes[e] == WEFT_STDIO_STDOUT) strcpy(where_err, want_err);
+        if (strcmp(where_out, want_out) || strcmp(where_err, want_err)) {
+          read_fd(1, buf1, sizeof buf1);
+          read_fd(2, buf2, sizeof buf2);
+          TEST_FAIL("stdin %d stdout %d stderr %d: out [%s] want [%s], err [%s] want [%s]", in_modes[i],
+                    out_modes[o], err_modes[e], where_out, want_out, where_err, want_err);
+        }
+        close(in_fd);
+        close(out_fd);
+        close(err_fd);
+        combos++;
+      }
+  ASSERT_EQ(combos, 80);
+  ASSERT_EQ(count_fds(), fds);
+  return 0;
+}
+
+TEST(stdio_every_combination) {
+  snprintf(tmpdir, sizeof tmpdir, "/tmp/weft-test-proc-%d", (int)getpid());
+  mkdir(tmpdir, 0700);
+  int in = tmpfile_with("inh-in", "inherited\n");
+  int out = tmpfile_with("inh-out", NULL);
+  int err = tmpfile_with("inh-err", NULL);
+  int saved_err = dup(2);
+  FILE *f = fdopen(dup(saved_err), "w"); /* the asserts' messages go to the real stderr */
+  setvbuf(f, NULL, _IONBF, 0);
+  stderr = f;
+  dup2(in, 0);
+  dup2(out, 1);
+  dup2(err, 2);
+  close(in);
+  close(out);
+  close(err);
+  int rc = run(stdio_main, 2);
+  dup2(saved_err, 2);
+  char cmd[128];
+  snprintf(cmd, sizeof cmd, "rm -rf %s", tmpdir);
+  if (system(cmd) != 0) fprintf(stderr, "could not remove %s\n", tmpdir);
+  ASSERT_EQ(rc, 0);
+}
+
+/* ------------------------------------------------------------ big data */
+
+static int big_main(void *arg) {
+  /* 1 MiB on each pipe, stderr first: a parent reading stdout alone would deadlock */
+  weft_process_opts o = {.stdout_mode = WEFT_STDIO_PIPE, .stderr_mode = WEFT_STDIO_PIPE};
+  weft_process *p;
+  ASSERT_EQ(weft_process_shell(&p, "yes b | head -c 1048576 >&2; yes a | head -c 1048576", &o), 0);
+  char *out = malloc(MIB), *err = malloc(MIB);
+  weft_communicate c = {.out = out, .out_cap = MIB, .err = err, .err_cap = MIB};
+  ASSERT_EQ(weft_process_communicate(p, &c), 0);
+  ASSERT_EQ(c.returncode, 0);
+  ASSERT_EQ(c.out_len, MIB);
+  ASSERT_EQ(c.err_len, MIB);
+  for (size_t i = 0; i < MIB; i += 2) {
+    if (out[i] != 'a' || err[i] != 'b' || out[i + 1] != '\n' || err[i + 1] != '\n') TEST_FAIL("byte %zu", i);
+  }
+  weft_process_free(p);
+  /* output past the buffers: read and dropped, counted, -ENOBUFS */
+  ASSERT_EQ(weft_process_shell(&p, "yes b | head -c 1048576 >&2; yes a | head -c 1048576", &o), 0);
+  weft_communicate c2 = {.out = out, .out_cap = 1000, .err = err, .err_cap = 10};
+  ASSERT_EQ(weft_process_communicate(p, &c2), -ENOBUFS);
+  ASSERT_EQ(c2.out_len, MIB);
+  ASSERT_EQ(c2.err_len, MIB);
+  ASSERT_EQ(c2.returncode, 0);
+  weft_process_free(p);
+  /* input larger than the pipe buffer, echoed back while it is written */
+  size_t n = 2 * MIB;
+  char *in = malloc(n), *back = malloc(n + 1);
+  for (size_t i = 0; i < n; i++) in[i] = (char)(i * 7 + (i >> 12));
+  weft_process_opts o2 = {.stdin_mode = WEFT_STDIO_PIPE, .stdout_mode = WEFT_STDIO_PIPE};
+  char *cat[] = {"cat", NULL};
+  ASSERT_EQ(weft_process_exec(&p, "cat", cat, &o2), 0);
+  weft_communicate c3 = {.input = in, .input_len = n, .out = back, .out_cap = n + 1};
+  ASSERT_EQ(weft_process_communicate(p, &c3), 0);
+  ASSERT_EQ(c3.out_len, n);
+  ASSERT_TRUE(!memcmp(in, back, n));
+  weft_process_free(p);
+  /* a child that reads nothing: its input is dropped, not an error */
+  ASSERT_EQ(weft_process_shell(&p, "exec </dev/null; exit 4", &o2), 0);
+  weft_communicate c4 = {.input = in, .input_len = n, .out = back, .out_cap = n};
+  ASSERT_EQ(weft_process_communicate(p, &c4), 0);
+  ASSERT_EQ(c4.returncode, 4);
+  weft_process_free(p);
+  free(in);
+  free(back);
+  free(out);
+  free(err);
+  return 0;
+}
+
+TEST(large_outputs_and_input) { ASSERT_EQ(run(big_main, 2), 0); }
+
+/* ------------------------------------------------------------ streams */
+
+static int streams_main(void *arg) {
+  warm_up();
+  int fds = count_fds();
+  weft_process_opts o = {.stdin_mode = WEFT_STDIO_PIPE, .stdout_mode = WEFT_STDIO_PIPE};
+  weft_process *p;
+  ASSERT_EQ(weft_process_shell(&p, "while read l; do echo \"got $l\"; done", &o), 0);
+  weft_stream *in = weft_process_stdin(p), *out = weft_process_stdout(p);
+  char line[64];
+  for (int i = 0; i < 20; i++) {
+    char msg[32], want[40];
+    int len = snprintf(msg, sizeof msg, "line %d\n", i);
+    ASSERT_EQ(weft_stream_write(in, msg, (size_t)len), 0);
+    ASSERT_EQ(weft_stream_drain(in), 0);
+    ssize_t n = weft_stream_readline(out, line, sizeof line);
+    snprintf(want, sizeof want, "got %s", msg);
+    ASSERT_EQ(n, (ssize_t)strlen(want));
+    ASSERT_TRUE(!memcmp(line, want, (size_t)n));
+  }
+  ASSERT_EQ(weft_stream_write_eof(in), 0);
+  ASSERT_EQ(weft_stream_write(in, "x", 1), -EPIPE);
+  ASSERT_EQ(weft_stream_readline(out, line, sizeof line), 0); /* end of stream */
+  int rc;
+  ASSERT_EQ(weft_process_wait(p, &rc), 0);
+  ASSERT_EQ(rc, 0);
+  weft_process_free(p);
+  /* a dead child's stdin: -EPIPE, and this process is not killed by SIGPIPE */
+  ASSERT_EQ(weft_process_shell(&p, "exit 0", &o), 0);
+  ASSERT_EQ(weft_process_wait(p, &rc), 0);
+  static char big[256 * 1024];
+  int w = weft_stream_write(weft_process_stdin(p), big, sizeof big);
+  if (w == 0) w = weft_stream_drain(weft_process_stdin(p));
+  ASSERT_EQ(w, -EPIPE);
+  weft_process_free(p);
+  if (count_fds() != fds) list_fds("after");
+  ASSERT_EQ(count_fds(), fds);
+  return 0;
+}
+
+TEST(pipes_as_streams_and_epipe) { ASSERT_EQ(run(streams_main, 2), 0); }
+
+/* ------------------------------------------------------------ SIGTERM ignored */
+
+static int ignores_term_main(void *arg) {
+  weft_process_opts o = {.stdout_mode = WEFT_STDIO_PIPE};
+  weft_process *p;
+  ASSERT_EQ(weft_process_shell(&p, "trap '' TERM; echo ready; exec sleep 30", &o), 0);
+  char line[16];
+  ASSERT_EQ(weft_stream_readline(weft_process_stdout(p), line, sizeof line), 6);
+  ASSERT_EQ(weft_process_terminate(p), 0);
+  int rc = 99;
+  ASSERT_EQ(weft_process_wait_until(p, weft_now_ns() + 300 * 1000000LL, &rc), -ETIMEDOUT);
+  ASSERT_EQ(weft_process_returncode(p, &rc), -EBUSY);
+  ASSERT_EQ(weft_process_kill(p), 0);
+  ASSERT_EQ(weft_process_wait(p, &rc), 0);
+  ASSERT_EQ(rc, -SIGKILL);
+  weft_process_free(p);
+  return 0;
+}
+
+TEST(child_ignoring_sigterm_is_killed) { ASSERT_EQ(run(ignores_term_main, 2), 0); }
+
+/* ------------------------------------------------------------ communicate cancelled */
+
+typedef struct comm_arg {
+  weft_process *p;
+  weft_communicate c;
+  char out[64];
+} comm_arg;
+
+static int comm_task(void *arg) {
+  comm_arg *a = arg;
+  return weft_process_communicate(a->p, &a->c);
+}
+
+static int cancel_main(void *arg) {
+  weft_process_opts o = {.stdin_mode = WEFT_STDIO_PIPE, .stdout_mode = WEFT_STDIO_PIPE,
+                         .stderr_mode = WEFT_STDIO_PIPE};
+  comm_arg a = {0};
+  int rc;
+  /* cancelled: the child is killed */
+  ASSERT_EQ(weft_process_shell(&a.p, "echo started; exec sleep 30", &o), 0);
+  a.c.out = a.out;
+  a.c.out_cap = sizeof a.out;
+  weft_task t = weft_spawn(comm_task, &a);
+  ASSERT_EQ(weft_sleep_ns(100 * 1000000LL), 0);
+  ASSERT_GE(weft_cancel(t), 0);
+  ASSERT_EQ(weft_join(t), -ECANCELED);
+  weft_task_release(t);
+  ASSERT_EQ(weft_process_wait(a.p, &rc), 0);
+  ASSERT_EQ(rc, -SIGKILL);
+  weft_process_free(a.p);
+  /* a timeout: -ETIMEDOUT, killed; what was read stays */
+  ASSERT_EQ(weft_process_shell(&a.p, "echo started; exec sleep 30", &o), 0);
+  memset(&a.c, 0, sizeof a.c);
+  a.c.out = a.out;
+  a.c.out_cap = sizeof a.out;
+  a.c.deadline_ns = weft_now_ns() + 300 * 1000000LL;
+  ASSERT_EQ(weft_process_communicate(a.p, &a.c), -ETIMEDOUT);
+  ASSERT_EQ(a.c.out_len, 8);
+  ASSERT_TRUE(!memcmp(a.out, "started\n", 8));
+  ASSERT_EQ(weft_process_wait(a.p, &rc), 0);
+  ASSERT_EQ(rc, -SIGKILL);
+  weft_process_free(a.p);
+  /* left running when asked */
+  ASSERT_EQ(weft_process_shell(&a.p, "exec sleep 30", &o), 0);
+  memset(&a.c, 0, sizeof a.c);
+  a.c.deadline_ns = weft_now_ns() + 100 * 1000000LL;
+  a.c.flags = WEFT_COMMUNICATE_LEAVE_RUNNING;
+  ASSERT_EQ(weft_process_communicate(a.p, &a.c), -ETIMEDOUT);
+  ASSERT_EQ(weft_sleep_ns(50 * 1000000LL), 0);
+  ASSERT_EQ(weft_process_returncode(a.p, &rc), -EBUSY);
+  ASSERT_EQ(weft_process_send_signal(a.p, 0), 0);
+  ASSERT_EQ(weft_process_kill(a.p), 0);
+  ASSERT_EQ(weft_process_wait(a.p, &rc), 0);
+  ASSERT_EQ(rc, -SIGKILL);
+  weft_process_free(a.p);
+  return 0;
+}
+
+TEST(communicate_cancel_and_timeout) { ASSERT_EQ(run(cancel_main, 2), 0); }
+
+/* ------------------------------------------------------------ env, cwd, groups, descriptors */
+
+static int env_main(void *arg) {
+  char *env[] = {"FOO=bar baz", NULL};
+  weft_process_opts o = {.stdout_mode = WEFT_STDIO_PIPE, .env = env, .cwd = "/tmp"};
+  weft_process *p;
+  ASSERT_EQ(weft_process_shell(&p, "echo \"$FOO\"; pwd; echo \"${PATH-unset}\"", &o), 0);
+  char out[256];
+  weft_communicate c = {.out = out, .out_cap = sizeof out};
+  ASSERT_EQ(weft_process_communicate(p, &c), 0);
+  out[c.out_len] = 0;
+  ASSERT_TRUE(!strncmp(out, "bar baz\n/tmp\n", 13));
+  weft_process_free(p);
+  /* the descriptors a child gets: 0, 1, 2 only (ls opens 3 for the directory) */
+  weft_process_opts o2 = {.stdout_mode = WEFT_STDIO_PIPE};
+  char *ls[] = {"ls", "/proc/self/fd", NULL};
+  ASSERT_EQ(weft_process_exec(&p, "ls", ls, &o2), 0);
+  weft_communicate c2 = {.out = out, .out_cap = sizeof out - 1};
+  ASSERT_EQ(weft_process_communicate(p, &c2), 0);
+  out[c2.out_len] = 0;
+  /* every descriptor the child has but one (ls's own) is one this process
+   * has without FD_CLOEXEC (0, 1, 2 and what the test's own parent passed) */
+  int extra = 0, listed = 0;
+  for (char *l = strtok(out, "\n"); l; l = strtok(NULL, "\n")) {
+    int fd = atoi(l), fl = fcntl(fd, F_GETFD);
+    listed++;
+    extra += fl < 0 || (fl & FD_CLOEXEC);
+  }
+  ASSERT_GE(listed, 4);
+  ASSERT_EQ(extra, 1);
+  weft_process_free(p);
+  /* process group and session */
+  char *sl[] = {"sleep", "10", NULL};
+  for (int k = 0; k < 2; k++) {
+    weft_process_opts o3 = {.flags = k ? WEFT_PROCESS_NEW_SESSION : WEFT_PROCESS_SETPGID};
+    ASSERT_EQ(weft_process_exec(&p, "sleep", sl, &o3), 0);
+    pid_t pid = weft_process_pid(p);
+    ASSERT_EQ(getpgid(pid), pid);
+    if (k) ASSERT_EQ(getsid(pid), pid);
+    else ASSERT_EQ(getsid(pid), getsid(0));
+    int rc;
+    ASSERT_EQ(weft_process_kill(p), 0);
+    ASSERT_EQ(weft_process_wait(p, &rc), 0);
+    weft_process_free(p);
+  }
+  return 0;
+}
+
+TEST(env_cwd_groups_and_inherited_descriptors) { ASSERT_EQ(run(env_main, 2), 0); }
+
+/* ------------------------------------------------------------ many children */
+
+static atomic_int children_ok;
+
+static int one_child(void *arg) {
+  long i = (long)arg;
+  weft_process *p;
+  int rc = -1;
+  if (i % 2) {
+    char *a[] = {"/bin/true", NULL};
+    if (weft_process_exec(&p, "/bin/true", a, NULL)) return -1;
+    if (weft_process_wait(p, &rc)) return -1;
+  } else {
+    weft_process_opts o = {.stdout_mode = WEFT_STDIO_PIPE, .stderr_mode = WEFT_STDIO_STDOUT};
+    char *a[] = {"echo", "hi", NULL};
+    if (weft_process_exec(&p, "echo", a, &o)) return -1;
+    char out[8];
+    weft_communicate c = {.out = out, .out_cap = sizeof out};
+    if (weft_process_communicate(p, &c) || c.out_len != 3) return -1;
+    rc = c.returncode;
+  }
+  weft_process_free(p);
+  if (rc == 0) atomic_fetch_add(&children_ok, 1);
+  return rc;
+}
+
+static int many_main(void *arg) {
+  long n = (test_sanitized() ? 60 : 200) * test_stress_scale();
+  warm_up();
+  int fds = count_fds();
+  weft_task *t = malloc(sizeof *t * (size_t)n);
+  for (long i = 0; i < n; i++) {
+    t[i] = weft_spawn(one_child, (void *)i);
+    ASSERT_TRUE(t[i].rec != NULL);
+  }
+  for (long i = 0; i < n; i++) {
+    ASSERT_EQ(weft_join(t[i]), 0);
+    weft_task_release(t[i]);
+  }
+  free(t);
+  ASSERT_EQ(atomic_load(&children_ok), n);
+  int z;
+  ASSERT_EQ(count_children(&z), 0);
+  ASSERT_EQ(z, 0);
+  ASSERT_EQ(count_fds(), fds);
+  return 0;
+}
+
+TEST(many_concurrent_children_no_zombie_no_leak) { ASSERT_EQ(run(many_main, 4), 0); }
+
+/* ------------------------------------------------------------ freed before wait */
+
+static int free_main(void *arg) {
+  weft_process *p;
+  for (int i = 0; i < 10; i++) {
+    ASSERT_EQ(weft_process_shell(&p, "sleep 0.1", NULL), 0);
+    ASSERT_EQ(weft_process_free(p), 0); /* reaped in the background */
+  }
+  int z = 0, n = 1;
+  for (int k = 0; k < 100 && n; k++) {
+    ASSERT_EQ(weft_sleep_ns(50 * 1000000LL), 0);
+    n = count_children(&z);
+  }
+  ASSERT_EQ(n, 0);
+  return 0;
+}
+
+TEST(freed_before_wait_is_reaped) { ASSERT_EQ(run(free_main, 2), 0); }
+
+TEST_MAIN()
