@@ -156,9 +156,11 @@ TEST(gather_wait_bad_input) { run_both(gather_bad_input_main, NULL); }
 
 static int wait_modes_main(void *arg) {
   (void)arg;
+  /* 1, 300 and 1000 ms: the order must hold on a loaded machine under
+   * ThreadSanitizer (10 against 1 ms did not, once) */
   weft_task fast = weft_spawn(tu_sleep_then_7, (void *)(intptr_t)1);
-  weft_task slow = weft_spawn(tu_sleep_then_7, (void *)(intptr_t)40);
-  weft_task bad = weft_spawn(tu_fail_after, (void *)(intptr_t)10);
+  weft_task slow = weft_spawn(tu_sleep_then_7, (void *)(intptr_t)1000);
+  weft_task bad = weft_spawn(tu_fail_after, (void *)(intptr_t)300);
   weft_awaitable a[3] = {weft_aw_task(fast), weft_aw_task(slow), weft_aw_task(bad)};
   bool done[3];
   ASSERT_EQ(weft_wait(a, 3, WEFT_FIRST_COMPLETED, WEFT_FOREVER, done), 1);

@@ -191,7 +191,7 @@ TEST(readuntil_limit_overrun_leaves_the_data_readable) {
 typedef struct slow {
   int fd;
   size_t expect;
-  int64_t pause_ns;
+  _Atomic int64_t pause_ns; /* set by the writer while the reader runs (atomic: TSan saw the race) */
   size_t got;
   bool ok;
 } slow;
