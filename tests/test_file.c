@@ -15,21 +15,7 @@
 #include "core/runtime.h"
 #include "core/task.h"
 #include "test.h"
-
-static weft_config cfg_workers(unsigned n) {
-  weft_config c = {0};
-  c.workers = n;
-  return c;
-}
-
-static int count_fds(void) {
-  DIR *d = opendir("/proc/self/fd");
-  int n = 0;
-  struct dirent *e;
-  while ((e = readdir(d))) n += e->d_name[0] != '.';
-  closedir(d);
-  return n - 1;
-}
+#include "test_util.h"
 
 static char dir[64];
 

@@ -11,21 +11,7 @@
 #include <weft/weft.h>
 
 #include "test.h"
-
-static weft_config cfg_workers(unsigned n) {
-  weft_config c = {0};
-  c.workers = n;
-  return c;
-}
-
-static int count_fds(void) {
-  DIR *d = opendir("/proc/self/fd");
-  int n = 0;
-  struct dirent *e;
-  while ((e = readdir(d))) n += e->d_name[0] != '.';
-  closedir(d);
-  return n - 1;
-}
+#include "test_util.h"
 
 /* A stream over one end of a socketpair; *peer gets the other end. */
 static weft_stream *pair_stream(int *peer) {

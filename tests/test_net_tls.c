@@ -34,6 +34,7 @@
 #include <weft/weft.h>
 
 #include "test.h"
+#include "test_util.h"
 
 /* ------------------------------------------------------------ certificates */
 
@@ -141,21 +142,6 @@ static weft_tls_ctx *client_ctx(const char *ca, const char *alpn) {
   weft_tls_ctx *c = NULL;
   ASSERT_EQ(weft_tls_ctx_new(&c, false, &o), 0);
   return c;
-}
-
-static weft_config cfg_workers(unsigned n) {
-  weft_config c = {0};
-  c.workers = n;
-  return c;
-}
-
-static int count_fds(void) {
-  DIR *d = opendir("/proc/self/fd");
-  int n = 0;
-  struct dirent *e;
-  while ((e = readdir(d))) n += e->d_name[0] != '.';
-  closedir(d);
-  return n - 1;
 }
 
 static uint16_t port_of(weft_server *srv) {

@@ -13,6 +13,7 @@
 #include <weft/weft.h>
 
 #include "test.h"
+#include "test_util.h"
 
 #define MIB (1024 * 1024)
 
@@ -31,15 +32,6 @@ static void warm_up(void) {
   int rc;
   if (weft_process_exec(&p, a[0], a, NULL) || weft_process_wait(p, &rc) || rc) TEST_FAIL("warm-up");
   weft_process_free(p);
-}
-
-static int count_fds(void) {
-  DIR *d = opendir("/proc/self/fd");
-  int n = 0;
-  struct dirent *e;
-  while ((e = readdir(d))) n += e->d_name[0] != '.';
-  closedir(d);
-  return n - 1;
 }
 
 /* Children of this process, and how many of them are zombies. */

@@ -9,14 +9,9 @@
 
 #include "core/alloc.h"
 #include "test.h"
+#include "test_util.h"
 
 int weft__io_nop(void);
-
-static weft_config cfg_workers(unsigned n) {
-  weft_config c = {0};
-  c.workers = n;
-  return c;
-}
 
 /* ------------------------------------------------------------ basics */
 

@@ -5,12 +5,7 @@
 #include <weft/weft.h>
 
 #include "test.h"
-
-static weft_config cfg_workers(unsigned n) {
-  weft_config c = {0};
-  c.workers = n;
-  return c;
-}
+#include "test_util.h"
 
 /* ------------------------------------------------------------ event */
 
