@@ -2,11 +2,20 @@
  *
  * One ring per worker, created on the worker's thread. Setup flags, best
  * first, each retried without when the kernel refuses it (EINVAL):
- *   SINGLE_ISSUER|DEFER_TASKRUN (6.1): completions are posted only when the
- *     owner enters the kernel to reap them: no task-work interrupts while it
- *     runs tasks;
- *   COOP_TASKRUN|TASKRUN_FLAG (5.19): no IPI to run task work;
+ *   SINGLE_ISSUER|COOP_TASKRUN|TASKRUN_FLAG (6.0): no IPI to run task work;
+ *     the kernel raises IORING_SQ_TASKRUN in the SQ flags when completions
+ *     wait for the owner to enter, and poll enters then;
+ *   COOP_TASKRUN|TASKRUN_FLAG (5.19);
  *   none.
+ * NOT DEFER_TASKRUN (6.1), although it saves the task-work interrupts: with
+ * it the kernel runs at most ~20 deferred completions per io_uring_enter
+ * that does not wait (IO_LOCAL_TW_DEFAULT_MAX), while a recv that finds its
+ * data at submission completes at once. Under load the completions that
+ * had to wait for data fall behind the ones that did not, and a few
+ * connections starve: http_plaintext with 400 connections on one worker
+ * (16-core machine, wrk -t4) had p50 3.0 ms but p99 476 ms and 115k req/s;
+ * with COOP_TASKRUN p99 16 ms at 164k req/s, and at two workers p99 250 ms
+ * -> 1.8 ms (docs/io-choices.md).
  * SUBMIT_ALL keeps submitting past a failed entry.
  *
  * The wake eventfd has a read always armed (wake_op); its completion ends
@@ -28,7 +37,6 @@ typedef struct uring_state {
   weft__io_op wake_op;     /* the armed read of wake_fd */
   uint64_t wake_buf;
   bool wake_armed;
-  bool defer_taskrun;
 } uring_state;
 
 static void wake_complete(weft__io_op *op, int32_t res, uint32_t flags) {
@@ -54,7 +62,8 @@ int weft__uring_init(weft__reactor *r, unsigned entries) {
   uring_state *u = weft__zalloc(sizeof *u);
   if (!u) return -ENOMEM;
   static const unsigned flag_sets[] = {
-      IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN | IORING_SETUP_SUBMIT_ALL,
+      IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_COOP_TASKRUN | IORING_SETUP_TASKRUN_FLAG |
+          IORING_SETUP_SUBMIT_ALL,
       IORING_SETUP_COOP_TASKRUN | IORING_SETUP_TASKRUN_FLAG | IORING_SETUP_SUBMIT_ALL,
       0,
   };
@@ -65,10 +74,7 @@ int weft__uring_init(weft__reactor *r, unsigned entries) {
     p.flags = flag_sets[i] | IORING_SETUP_CQSIZE;
     p.cq_entries = entries * 4;
     rc = io_uring_queue_init_params(entries, &u->ring, &p);
-    if (rc == 0) {
-      u->defer_taskrun = (flag_sets[i] & IORING_SETUP_DEFER_TASKRUN) != 0;
-      break;
-    }
+    if (rc == 0) break;
     if (rc != -EINVAL) break;
   }
   if (rc) {
@@ -123,7 +129,10 @@ static unsigned reap(weft__reactor *r) {
 void weft__uring_poll(weft__reactor *r) {
   uring_state *u = r->impl;
   if (io_uring_sq_ready(&u->ring) == 0 && r->inflight == 0) return;
-  if (u->defer_taskrun || io_uring_sq_ready(&u->ring))
+  /* TASKRUN: completions wait for task work that only an enter runs;
+   * CQ_OVERFLOW: completions wait in the kernel's overflow list */
+  if (io_uring_sq_ready(&u->ring) ||
+      (IO_URING_READ_ONCE(*u->ring.sq.kflags) & (IORING_SQ_TASKRUN | IORING_SQ_CQ_OVERFLOW)))
     io_uring_submit_and_get_events(&u->ring);
   reap(r);
 }
