@@ -20,7 +20,9 @@
  * (EPOLLIN|EPOLLOUT|EPOLLRDHUP) for the transport's life; its completion
  * records the ready bits and kicks the driver, which receives with
  * non-blocking recv(2) until the socket is drained (EAGAIN, or a short
- * read on TCP: the kernel then had no more, and new data makes a new edge).
+ * read on TCP: the kernel then had no more, and new data or the peer's end
+ * makes a new edge; unless the edge seen already said the end (RDHUP, HUP,
+ * ERR) was queued behind the data: then it reads on until the end).
  *
  * THE SHARED STATE (under `lock`, a spinlock held for a few instructions,
  * never across a system call, a wake or an allocation): the write buffer (a
@@ -231,6 +233,7 @@ static void eop_complete(weft__io_op *op, int32_t res, uint32_t flags) {
   weft_transport *t = (weft_transport *)((char *)op - offsetof(weft_transport, eop));
   uint32_t ev = (uint32_t)res;
   if (ev & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)) t->ready |= EPOLLIN;
+  if (ev & (EPOLLRDHUP | EPOLLHUP | EPOLLERR)) t->ready |= EPOLLRDHUP; /* an end is queued behind the data */
   if (ev & (EPOLLOUT | EPOLLHUP | EPOLLERR)) t->ready |= EPOLLOUT;
   kick(t);
 }
@@ -633,7 +636,8 @@ static int epoll_read(weft_transport *t) {
       return READ_IDLE;
     }
     if (n == -EINTR) continue;
-    if (n > 0 && t->tcp && (size_t)n < len) t->ready &= ~(uint32_t)EPOLLIN; /* drained: a new edge comes */
+    if (n > 0 && t->tcp && (size_t)n < len && !(t->ready & EPOLLRDHUP))
+      t->ready &= ~(uint32_t)EPOLLIN; /* drained: new data or an end makes a new edge */
     rc = deliver(t, n);
     if (rc < 0) return rc;
     if (t->read_eof) return READ_AGAIN;
