@@ -181,6 +181,7 @@ static weft_protocol proto_of(rec *r) {
 typedef struct server_recs {
   rec tmpl;
   rec recs[MAX_CONNS];
+  _Atomic int set_up[MAX_CONNS]; /* the factory finished with recs[i] (server_rec waits for it) */
   _Atomic int n;
 } server_recs;
 
@@ -195,11 +196,13 @@ static int factory(weft_protocol *out, void *arg) {
   r->lost = keep_events.lost;
   r->made = keep_events.made;
   *out = proto_of(r);
+  atomic_store(&s->set_up[i], 1); /* after the copy: the test may look at it now */
   return 0;
 }
 
 static uint16_t start(weft_server **srv, server_recs *s) {
   atomic_store(&s->n, 0);
+  for (int i = 0; i < MAX_CONNS; i++) atomic_store(&s->set_up[i], 0);
   ASSERT_EQ(weft_create_server(srv, "127.0.0.1", 0, factory, s, NULL), 0);
   weft_addr a;
   ASSERT_EQ(weft_server_addr(*srv, &a), 0);
@@ -208,8 +211,9 @@ static uint16_t start(weft_server **srv, server_recs *s) {
 
 /* Wait until the server made connection i. */
 static rec *server_rec(server_recs *s, int i) {
-  for (int k = 0; k < 10000 && atomic_load(&s->n) <= i; k++) weft_sleep_ns(1000000);
-  ASSERT_TRUE(atomic_load(&s->n) > i);
+  for (int k = 0; k < 10000 && (atomic_load(&s->n) <= i || !atomic_load(&s->set_up[i])); k++)
+    weft_sleep_ns(1000000);
+  ASSERT_TRUE(atomic_load(&s->n) > i && atomic_load(&s->set_up[i]));
   ASSERT_EQ(weft_event_wait(&s->recs[i].made), 0);
   return &s->recs[i];
 }
@@ -606,6 +610,7 @@ static int unix_main(void *arg) {
   static server_recs s;
   s.tmpl = (rec){.echo = true};
   atomic_store(&s.n, 0);
+  for (int i = 0; i < MAX_CONNS; i++) atomic_store(&s.set_up[i], 0);
   weft_server *srv;
   ASSERT_EQ(weft_create_unix_server(&srv, path, factory, &s, NULL), 0);
   rec c;
