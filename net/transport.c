@@ -109,6 +109,8 @@ struct weft_transport {
   int fd;
   bool dgram;
   bool tcp;             /* a TCP socket: a short read means drained (epoll) */
+  bool debug;           /* debug mode: check that callbacks do not suspend */
+  weft__task *driver;   /* the driver task (set before connection_made) */
   bool buffered;        /* the protocol receives through get_buffer/buffer_updated */
   weft_protocol p;
   weft_datagram_protocol dp;
@@ -120,7 +122,11 @@ struct weft_transport {
   int backend;
   char *rbuf;
   weft__io_op rop, wop, eop; /* uring receive, uring POLLOUT, the epoll registration */
-  bool rinflight, winflight;
+  weft__io_op sop;      /* uring: the one send in flight (it holds the send token) */
+  bool rinflight, winflight, sinflight;
+  struct iovec siov[FLUSH_IOVS]; /* the in-flight send's buffers, message and size */
+  struct msghdr smsg;
+  size_t swant;
   bool rdone;           /* uring: a receive completed, not yet delivered */
   int32_t rres;
   char *rdst;           /* where the in-flight/completed receive went */
@@ -129,7 +135,7 @@ struct weft_transport {
   weft_addr rfrom;
   uint32_t ready;       /* epoll: EPOLLIN/EPOLLOUT seen since the driver last drained */
   bool watched;         /* epoll: registered */
-  bool need_out;        /* a flush met a full socket: wait for POLLOUT */
+  bool need_out;        /* a send by the driver met a full socket: wait for POLLOUT */
   bool read_eof;        /* the peer's end of stream was delivered */
   bool writing_paused;  /* pause_writing was called last (not resume) */
   bool eof_sent;
@@ -139,6 +145,7 @@ struct weft_transport {
   chunk *head, *tail;
   size_t wsize;
   bool token;
+  int dgram_err;        /* a buffered datagram's failed send, for error_received */
   unsigned fd_users;
   bool kick;
   weft__task *wtask;
@@ -242,21 +249,21 @@ static void eop_complete(weft__io_op *op, int32_t res, uint32_t flags) {
 
 /* Debug mode: a callback must not suspend; the task's wait sequence number
  * moves on each suspension, so compare it around the call. */
-static uint32_t cb_seq(void) {
-  if (!weft__debug_on()) return 0;
+static uint32_t cb_seq(const weft_transport *t) {
+  if (!t->debug) return 0;
   weft__task *self = weft__task_self();
   return WEFT__WS_SEQ(weft__load(&self->ws, RELAXED)); /* relaxed: our own word, written by us */
 }
 
-static void cb_check(uint32_t before) {
-  if (weft__debug_on() && cb_seq() != before) weft__debug_misuse("a protocol callback suspended (weft/protocol.h)");
+static void cb_check(const weft_transport *t, uint32_t before) {
+  if (t->debug && cb_seq(t) != before) weft__debug_misuse("a protocol callback suspended (weft/protocol.h)");
 }
 
 #define CALLBACK(t, call)        \
   do {                           \
-    uint32_t seq_ = cb_seq();    \
+    uint32_t seq_ = cb_seq(t);   \
     call;                        \
-    cb_check(seq_);              \
+    cb_check(t, seq_);           \
   } while (0)
 
 static weft_datagram_transport *as_dgram(weft_transport *t) { return (weft_datagram_transport *)t; }
@@ -414,6 +421,8 @@ static chunk *chunk_from(const struct iovec *iov, int iovcnt, size_t total, size
   return c;
 }
 
+static int flush(weft_transport *t);
+
 /* write/writev/sendto: see THE SEND TOKEN above. */
 static int write_iov(weft_transport *t, const struct iovec *iov, int iovcnt, size_t total, const weft_addr *to) {
   wakeup w = {0};
@@ -422,6 +431,30 @@ static int write_iov(weft_transport *t, const struct iovec *iov, int iovcnt, siz
   if (rc) {
     weft__spin_unlock(&t->lock);
     return rc;
+  }
+  if (t->backend == WEFT_BACKEND_URING && weft__task_self() == t->driver) {
+    /* the driver itself (a callback) on io_uring: buffer, and let the
+     * ring send it with its next batch (flush_ring) */
+    weft__spin_unlock(&t->lock);
+    chunk *c = chunk_from(iov, iovcnt, total, 0, to);
+    if (!c) return -ENOMEM;
+    weft__spin_lock(&t->lock);
+    if (t->dgram && t->wsize + total > t->high) rc = -ENOBUFS;
+    if (!rc) {
+      if (t->tail)
+        t->tail->next = c;
+      else
+        t->head = c;
+      t->tail = c;
+      t->wsize += total;
+    }
+    weft__spin_unlock(&t->lock);
+    if (rc) {
+      weft__free(c, chunk_size(c));
+      return rc;
+    }
+    flush(t); /* a fatal error is latched in werr: the driver ends the connection */
+    return 0;
   }
   if (!t->token && !t->head) {
     t->token = true;
@@ -484,77 +517,163 @@ static int write_iov(weft_transport *t, const struct iovec *iov, int iovcnt, siz
   return rc;
 }
 
-/* The driver: send what is buffered, as long as the socket takes it.
- * Returns 0, or a stream's fatal send error. A datagram that fails is
- * dropped and reported to error_received. */
-static int flush(weft_transport *t) {
-  while (!t->need_out) {
-    struct iovec iov[FLUSH_IOVS];
-    int n = 0;
-    size_t want = 0;
-    weft_addr to = {.len = 0};
-    weft__spin_lock(&t->lock);
-    if (t->token || !t->head) {
-      weft__spin_unlock(&t->lock);
-      return 0;
+/* Under the lock, the token holder on the driver's thread (the driver's
+ * flush or its send's completion): take the first `sent` of `want` bytes
+ * off the head of the buffer (a datagram leaves whole, sent or failed);
+ * the chunks to free after unlocking go to *done. A stream that took less
+ * than wanted is full: wait for POLLOUT. */
+static void consume_locked(weft_transport *t, ssize_t sent, size_t want, chunk **done) {
+  if (t->dgram) {
+    chunk *c = t->head;
+    t->head = c->next;
+    if (!t->head) t->tail = NULL;
+    c->next = *done;
+    *done = c;
+    t->wsize -= c->len;
+    return;
+  }
+  size_t left = (size_t)sent;
+  while (left) {
+    chunk *c = t->head;
+    size_t k = c->len - c->pos;
+    if (left < k) {
+      c->pos += left;
+      t->wsize -= left;
+      break;
     }
-    t->token = true;
-    for (chunk *c = t->head; c && n < (t->dgram ? 1 : FLUSH_IOVS); c = c->next, n++) {
-      iov[n].iov_base = c->data + c->pos;
-      iov[n].iov_len = c->len - c->pos;
-      want += iov[n].iov_len;
-      if (t->dgram) to = c->to;
-    }
+    left -= k;
+    t->wsize -= k;
+    t->head = c->next;
+    if (!t->head) t->tail = NULL;
+    c->next = *done;
+    *done = c;
+  }
+  if ((size_t)sent < want) t->need_out = true;
+}
+
+/* The driver: take the token and gather the head of the buffer into iov
+ * (a datagram: its one chunk and address). Returns the iovec count, 0 when
+ * there is nothing to send or the token is taken. */
+static int gather(weft_transport *t, struct iovec *iov, size_t *want, weft_addr **to) {
+  int n = 0;
+  *want = 0;
+  *to = NULL;
+  weft__spin_lock(&t->lock);
+  if (t->token || !t->head) {
     weft__spin_unlock(&t->lock);
-    ssize_t sent = send_now(t->fd, iov, n, t->dgram ? &to : NULL);
-    int dgram_err = 0;
-    if (sent == -EAGAIN) {
-      sent = 0;
-      t->need_out = true;
-    } else if (sent < 0 && !t->dgram) {
-      weft__spin_lock(&t->lock);
-      if (!t->werr) t->werr = (int)sent;
-      t->token = false;
-      weft__spin_unlock(&t->lock);
-      return (int)sent;
-    } else if (sent < 0) {
-      dgram_err = (int)sent;
-    }
-    chunk *done = NULL;
+    return 0;
+  }
+  t->token = true;
+  for (chunk *c = t->head; c && n < (t->dgram ? 1 : FLUSH_IOVS); c = c->next, n++) {
+    iov[n].iov_base = c->data + c->pos;
+    iov[n].iov_len = c->len - c->pos;
+    *want += iov[n].iov_len;
+    if (t->dgram) *to = &c->to; /* the chunk stays until it is consumed */
+  }
+  weft__spin_unlock(&t->lock);
+  return n;
+}
+
+/* A send's outcome (the syscall's, or the ring's completion): consume,
+ * release the token. Returns 0, or the stream's fatal error (latched in
+ * werr). A failed datagram is dropped and its error left in dgram_err for
+ * the driver to report (error_received runs in the driver only). */
+static int sent_locked_release(weft_transport *t, ssize_t sent, size_t want, bool kick_driver) {
+  chunk *done = NULL;
+  int fatal = 0;
+  wakeup w = {0};
+  weft__spin_lock(&t->lock);
+  if (sent == -EAGAIN) {
+    t->need_out = true;
+  } else if (sent < 0 && !t->dgram) {
+    if (!t->werr) t->werr = (int)sent;
+    fatal = (int)sent;
+  } else {
+    if (sent < 0) t->dgram_err = (int)sent;
+    consume_locked(t, sent < 0 ? 0 : sent, want, &done);
+  }
+  t->token = false;
+  /* the completion wakes the driver only when it has something to do:
+   * more to send (or POLLOUT to arm), an end to act on, an error to
+   * report, resume_writing to call */
+  if (kick_driver && (t->head || t->need_out || t->closing || t->dead || t->werr || t->dgram_err || t->eof_req ||
+                      (t->writing_paused && t->wsize <= t->low)))
+    kick_locked(t, &w);
+  weft__spin_unlock(&t->lock);
+  fire(&w);
+  free_chunks(done);
+  return fatal;
+}
+
+/* io_uring: the in-flight send completed (on the driver's thread). */
+static void sop_complete(weft__io_op *op, int32_t res, uint32_t flags) {
+  (void)flags;
+  weft_transport *t = (weft_transport *)((char *)op - offsetof(weft_transport, sop));
+  t->sinflight = false;
+  if (res == -ECANCELED) res = 0; /* teardown cancelled it: nothing more goes */
+  sent_locked_release(t, res, t->swant, true);
+}
+
+/* io_uring: submit the head of the buffer as the transport's one send
+ * operation (the token stays taken until its completion). Returns true
+ * when submitted, false when there was nothing to send (or no entry: the
+ * caller then sends with a system call). */
+static bool flush_ring(weft_transport *t) {
+  weft_addr *to;
+  int n = gather(t, t->siov, &t->swant, &to);
+  if (!n) return false;
+  struct io_uring_sqe *sqe = weft__reactor_sqe(&weft__worker_self()->reactor, &t->sop);
+  if (!sqe) { /* give the token back untouched */
     weft__spin_lock(&t->lock);
-    if (t->dgram) {
-      if (!t->need_out) { /* sent or failed: the datagram leaves the buffer whole */
-        done = t->head;
-        t->head = done->next;
-        if (!t->head) t->tail = NULL;
-        done->next = NULL;
-        t->wsize -= done->len;
-      }
-    } else {
-      size_t left = (size_t)sent;
-      while (left) {
-        chunk *c = t->head;
-        size_t k = c->len - c->pos;
-        if (left < k) {
-          c->pos += left;
-          t->wsize -= left;
-          break;
-        }
-        left -= k;
-        t->wsize -= k;
-        t->head = c->next;
-        if (!t->head) t->tail = NULL;
-        c->next = done;
-        done = c;
-      }
-      if ((size_t)sent < want) t->need_out = true; /* the socket is full: wait for POLLOUT */
-    }
     t->token = false;
     weft__spin_unlock(&t->lock);
-    free_chunks(done);
-    if (dgram_err) cb_error(t, dgram_err);
+    return false;
+  }
+  if (n == 1 && !t->dgram) {
+    io_uring_prep_send(sqe, t->fd, t->siov[0].iov_base, t->siov[0].iov_len, MSG_NOSIGNAL);
+  } else {
+    t->smsg = (struct msghdr){.msg_iov = t->siov, .msg_iovlen = (size_t)n};
+    if (to && to->len) {
+      t->smsg.msg_name = &to->u;
+      t->smsg.msg_namelen = to->len;
+    }
+    io_uring_prep_sendmsg(sqe, t->fd, &t->smsg, MSG_NOSIGNAL);
+  }
+  t->sinflight = true;
+  return true;
+}
+
+/* The driver: send what is buffered, as long as the socket takes it: on
+ * io_uring as one send operation at a time (submitted with the ring's next
+ * batch: no system call of its own), on epoll (or when the ring has no
+ * entry) with non-blocking system calls. Returns 0, or a stream's fatal
+ * send error. */
+static int flush(weft_transport *t) {
+  if (t->backend == WEFT_BACKEND_URING) {
+    if (t->need_out || t->sinflight) return 0;
+    if (flush_ring(t)) return 0;
+  }
+  while (!t->need_out) {
+    struct iovec iov[FLUSH_IOVS];
+    size_t want;
+    weft_addr *to;
+    int n = gather(t, iov, &want, &to);
+    if (!n) return 0;
+    ssize_t sent = send_now(t->fd, iov, n, to);
+    int rc = sent_locked_release(t, sent, want, false);
+    if (rc) return rc;
   }
   return 0;
+}
+
+/* The driver: report a datagram's failed send. */
+static void report_dgram_error(weft_transport *t) {
+  if (!t->dgram) return;
+  weft__spin_lock(&t->lock);
+  int err = t->dgram_err;
+  t->dgram_err = 0;
+  weft__spin_unlock(&t->lock);
+  if (err) cb_error(t, err);
 }
 
 /* The driver: call pause_writing/resume_writing at the watermarks. */
@@ -686,11 +805,29 @@ static void transport_free(weft_transport *t) {
 }
 
 static void teardown(weft_transport *t, int err) {
+  weft__spin_lock(&t->lock);
+  t->closing = true;
+  t->dead = true; /* from now on nobody takes the token or uses the descriptor */
+  weft__spin_unlock(&t->lock);
+  if (t->backend == WEFT_BACKEND_URING) { /* cancel our operations and wait for their completions */
+    weft__reactor *r = &weft__worker_self()->reactor;
+    weft__io_op *ops[3] = {t->rinflight ? &t->rop : NULL, t->winflight ? &t->wop : NULL,
+                           t->sinflight ? &t->sop : NULL};
+    for (int i = 0; i < 3; i++) {
+      if (!ops[i]) continue;
+      struct io_uring_sqe *sqe = weft__reactor_sqe(r, &cancel_sink);
+      if (sqe)
+        io_uring_prep_cancel64(sqe, (uint64_t)(uintptr_t)ops[i], 0);
+      else
+        shutdown(t->fd, SHUT_RDWR); /* no entry: end the operations another way */
+    }
+    while (t->rinflight || t->winflight || t->sinflight) drv_wait(t, false);
+  } else if (t->watched) {
+    weft__epoll_unwatch(&weft__worker_self()->reactor, t->fd);
+  }
   chunk *drop;
-  for (;;) { /* mark it dead; wait until nobody sends or uses the descriptor */
+  for (;;) { /* wait until no other task sends or uses the descriptor */
     weft__spin_lock(&t->lock);
-    t->closing = true;
-    t->dead = true;
     bool busy = t->token || t->fd_users;
     if (!busy) {
       drop = t->head;
@@ -700,21 +837,6 @@ static void teardown(weft_transport *t, int err) {
     weft__spin_unlock(&t->lock);
     if (!busy) break;
     drv_wait(t, false);
-  }
-  if (t->backend == WEFT_BACKEND_URING) {
-    weft__reactor *r = &weft__worker_self()->reactor;
-    weft__io_op *ops[2] = {t->rinflight ? &t->rop : NULL, t->winflight ? &t->wop : NULL};
-    for (int i = 0; i < 2; i++) {
-      if (!ops[i]) continue;
-      struct io_uring_sqe *sqe = weft__reactor_sqe(r, &cancel_sink);
-      if (sqe)
-        io_uring_prep_cancel64(sqe, (uint64_t)(uintptr_t)ops[i], 0);
-      else
-        shutdown(t->fd, SHUT_RDWR); /* no entry: end the operations another way */
-    }
-    while (t->rinflight || t->winflight) drv_wait(t, false);
-  } else if (t->watched) {
-    weft__epoll_unwatch(&weft__worker_self()->reactor, t->fd);
   }
   bool aborting;
   weft__spin_lock(&t->lock);
@@ -734,6 +856,7 @@ static void teardown(weft_transport *t, int err) {
 static void drive(weft_transport *t) {
   weft_pin();
   t->backend = weft__io_backend();
+  t->driver = weft__task_self();
   int err = 0;
   if (t->backend == WEFT_BACKEND_EPOLL) {
     err = weft__epoll_watch_edge(&weft__worker_self()->reactor, t->fd, EPOLLIN | EPOLLOUT | EPOLLRDHUP, &t->eop);
@@ -765,6 +888,7 @@ static void drive(weft_transport *t) {
       err = rc;
       break;
     }
+    report_dgram_error(t);
     watermarks(t);
     weft__spin_lock(&t->lock);
     bool empty = !t->head && !t->token;
@@ -829,6 +953,8 @@ static int transport_new(weft_transport **out, int fd, bool dgram, const weft_pr
   len = sizeof proto;
   getsockopt(fd, SOL_SOCKET, SO_PROTOCOL, &proto, &len);
   t->tcp = type == SOCK_STREAM && proto == IPPROTO_TCP;
+  t->debug = weft__debug_on();
+  t->sop.complete = sop_complete;
   t->rop.complete = rop_complete;
   t->wop.complete = wop_complete;
   t->eop.complete = eop_complete;
