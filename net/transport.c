@@ -43,7 +43,13 @@
  * the list (writes that came meanwhile were appended behind it, since the
  * token was held), so bytes keep the writers' order. A write that finds
  * bytes buffered or the token taken copies into a new chunk (allocated
- * before taking the lock) and appends it. Only the token holder consumes
+ * before taking the lock) and appends it. On io_uring the driver sends
+ * with ring operations instead (its own writes, from callbacks, included:
+ * they are appended and flushed at once): one IORING_OP_SEND/SENDMSG at a
+ * time, which holds the token until its completion (on the driver's
+ * thread) consumes what went; the send then costs no system call of its
+ * own, it is submitted with the worker's next batch. (Measured with
+ * bench/echo_cpu.py: see docs/benchmarks.md.) Only the token holder consumes
  * chunks from the head and frees them (after unlocking); appenders touch
  * only the tail. The driver's teardown closes the socket only once the
  * token is free and `dead` is set under the lock, so no send or
@@ -52,9 +58,10 @@
  * for the same reason.
  *
  * TEARDOWN. The driver marks the transport dead (later calls get -EPIPE),
- * waits for the token and the fd users, cancels its in-flight ring
- * operations and waits for their completions (the buffer rule of io/op.h:
- * the kernel may write into the receive buffer until then), unwatches the
+ * cancels its in-flight ring operations and waits for their completions
+ * (the buffer rule of io/op.h: the kernel may use the receive buffer and
+ * the chunks being sent until then), waits for the token and the fd users
+ * (another task's send(2) or getpeername in progress), unwatches the
  * descriptor (epoll), closes it (SO_LINGER 0 after abort), frees the
  * buffer, calls connection_lost, and drops its reference. These waits are
  * not cancellable: a cancellation that arrives then stays pending.

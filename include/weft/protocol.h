@@ -29,9 +29,12 @@
  *    instructions; never across a system call or an allocation); whoever
  *    holds the buffer's SEND TOKEN (taken under the lock) is the only one
  *    sending, so bytes leave in the order the writes were made. A write
- *    with nothing buffered sends at once (one send(2), MSG_DONTWAIT) and
- *    buffers only what the kernel did not take; the driver flushes the rest
- *    when the socket is writable;
+ *    from another task with nothing buffered sends at once (one send(2),
+ *    MSG_DONTWAIT) and buffers only what the kernel did not take; a write
+ *    from a callback (the driver) on io_uring is copied and goes out as a
+ *    ring send operation with the worker's next batch of submissions (no
+ *    system call of its own); the driver flushes what is buffered when the
+ *    socket is writable;
  *  - pause_writing/resume_writing run in the driver too: after the callback
  *    during which the buffer went above the high watermark (or, for a write
  *    from another task, as soon as the driver runs), not inside write()
