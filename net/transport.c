@@ -446,7 +446,8 @@ static int write_iov(weft_transport *t, const struct iovec *iov, int iovcnt, siz
     chunk *c = chunk_from(iov, iovcnt, total, 0, to);
     if (!c) return -ENOMEM;
     weft__spin_lock(&t->lock);
-    if (t->dgram && t->wsize + total > t->high) rc = -ENOBUFS;
+    rc = write_refused(t); /* a close from another task meanwhile */
+    if (!rc && t->dgram && t->wsize + total > t->high) rc = -ENOBUFS;
     if (!rc) {
       if (t->tail)
         t->tail->next = c;
@@ -467,8 +468,9 @@ static int write_iov(weft_transport *t, const struct iovec *iov, int iovcnt, siz
     t->token = true;
     weft__spin_unlock(&t->lock);
     ssize_t n = send_now(t->fd, iov, iovcnt, to);
-    if (n == -EAGAIN) n = 0;
-    if (n == (ssize_t)total) {
+    bool full = n == -EAGAIN;
+    if (full) n = 0;
+    if (!full && n == (ssize_t)total) {
       release_token(t);
       return 0;
     }
