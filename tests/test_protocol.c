@@ -857,4 +857,56 @@ TEST(protocol_bad_input) {
   ASSERT_EQ(weft_create_connection("127.0.0.1", 1, &plain, WEFT_NO_DEADLINE, &t), -EINVAL); /* outside a task */
 }
 
+/* ------------------------------------------------------------ debug mode */
+
+static void sleepy_data(weft_transport *t, const void *d, size_t n, void *u) {
+  (void)d, (void)n, (void)u;
+  weft_sleep_ns(1000000); /* a misuse: callbacks must not suspend */
+  weft_transport_close(t);
+}
+
+static int sleepy_factory(weft_protocol *out, void *arg) {
+  (void)arg;
+  *out = (weft_protocol){.data_received = sleepy_data};
+  return 0;
+}
+
+static int debug_main(void *arg) {
+  (void)arg;
+  weft_server *srv;
+  ASSERT_EQ(weft_create_server(&srv, "127.0.0.1", 0, sleepy_factory, NULL, NULL), 0);
+  weft_addr a;
+  ASSERT_EQ(weft_server_addr(srv, &a), 0);
+  weft_stream *st;
+  ASSERT_EQ(weft_open_connection("127.0.0.1", (uint16_t)weft_addr_port(&a), WEFT_NO_DEADLINE, &st), 0);
+  ASSERT_EQ(weft_stream_write(st, "x", 1), 0);
+  char buf[4];
+  ASSERT_EQ(weft_stream_read_all(st, buf, sizeof buf), 0); /* the server closed after the callback */
+  weft_stream_wait_closed(st);
+  weft_server_free(srv);
+  return 0;
+}
+
+TEST(debug_mode_reports_a_callback_that_suspended) {
+  setenv("WEFT_DEBUG", "1", 1); /* this forked test only */
+  char path[] = "/tmp/weft-proto-dbg-XXXXXX";
+  int fd = mkstemp(path);
+  ASSERT_TRUE(fd >= 0);
+  fflush(stderr);
+  int saved = dup(2);
+  dup2(fd, 2);
+  weft_config c = cfg_workers(2);
+  int rc = weft_run(debug_main, NULL, &c);
+  fflush(stderr);
+  dup2(saved, 2);
+  close(saved);
+  ASSERT_EQ(rc, 0);
+  char text[8192] = {0};
+  ssize_t n = pread(fd, text, sizeof text - 1, 0);
+  close(fd);
+  unlink(path);
+  ASSERT_TRUE(n > 0);
+  ASSERT_TRUE(strstr(text, "a protocol callback suspended") != NULL);
+}
+
 TEST_MAIN()
