@@ -16,7 +16,10 @@
  * get_buffer memory), submitted by the driver and left in flight while the
  * driver wakes for other reasons; its completion records the result and
  * kicks the driver. A result that arrives while reading is paused stays
- * there until resume_reading. epoll: one edge-triggered registration
+ * there until resume_reading. A receive that completes with -EAGAIN (the
+ * ring may do so on a non-blocking socket, as net/socket.c notes) is
+ * followed by a POLLIN poll on the same op, then a new receive. epoll: one
+ * edge-triggered registration
  * (EPOLLIN|EPOLLOUT|EPOLLRDHUP) for the transport's life; its completion
  * records the ready bits and kicks the driver, which receives with
  * non-blocking recv(2) until the socket is drained (EAGAIN, or a short
@@ -135,6 +138,7 @@ struct weft_transport {
   struct msghdr smsg;
   size_t swant;
   bool rdone;           /* uring: a receive completed, not yet delivered */
+  bool rpoll, rpolling; /* uring: the last receive said -EAGAIN: poll for POLLIN next / the poll is in flight */
   int32_t rres;
   char *rdst;           /* where the in-flight/completed receive went */
   struct msghdr rmsg;   /* datagrams (uring) */
@@ -227,9 +231,14 @@ static uint32_t drv_wait(weft_transport *t, bool cancellable) {
 static void rop_complete(weft__io_op *op, int32_t res, uint32_t flags) {
   (void)flags;
   weft_transport *t = (weft_transport *)((char *)op - offsetof(weft_transport, rop));
+  t->rinflight = false;
+  if (t->rpolling) { /* the POLLIN after an -EAGAIN: receive again */
+    t->rpolling = false;
+    kick(t);
+    return;
+  }
   t->rres = res;
   t->rdone = true;
-  t->rinflight = false;
   kick(t);
 }
 
@@ -737,6 +746,10 @@ static int deliver(weft_transport *t, ssize_t n) {
 static int uring_read(weft_transport *t) {
   if (!t->rdone) return READ_IDLE;
   t->rdone = false;
+  if (t->rres == -EAGAIN) { /* the ring may say so on a non-blocking socket: poll first */
+    t->rpoll = true;
+    return READ_IDLE;
+  }
   if (t->dgram) t->rfrom.len = t->rres >= 0 ? t->rmsg.msg_namelen : 0;
   return deliver(t, t->rres);
 }
@@ -779,6 +792,14 @@ static int epoll_read(weft_transport *t) {
  * POLLOUT when a flush met a full socket. 0 or a fatal error. */
 static int uring_arm(weft_transport *t, const snapshot *s) {
   weft__reactor *r = &weft__worker_self()->reactor;
+  if (!t->rinflight && !t->rdone && !s->paused && !s->closing && !t->read_eof && t->rpoll) {
+    struct io_uring_sqe *sqe = weft__reactor_sqe(r, &t->rop);
+    if (!sqe) return -EAGAIN;
+    io_uring_prep_poll_add(sqe, t->fd, POLLIN);
+    t->rpoll = false;
+    t->rpolling = true;
+    t->rinflight = true;
+  }
   if (!t->rinflight && !t->rdone && !s->paused && !s->closing && !t->read_eof) {
     size_t len;
     int rc = recv_target(t, &len);
