@@ -101,7 +101,7 @@
 #include "io/reactor.h"
 #include "net/net.h"
 
-#define RECV_SIZE (64 * 1024)
+#define RECV_SIZE (16 * 1024) /* as a stream's first read buffer: a receive in flight holds it, idle or not */
 #define DEFAULT_HIGH (64 * 1024)
 #define FLUSH_IOVS 16
 

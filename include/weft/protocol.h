@@ -124,7 +124,8 @@ WEFT_API int weft_connect_accepted_socket(int fd, const weft_protocol *p, weft_t
  * protocol factory(arg) makes, driven by the connection's task. Shutdown
  * cancels the drivers still running: connection_lost(-ECANCELED).
  * opts.tls must be NULL (TLS is not plugged into transports: -EINVAL);
- * opts.limit is each connection's receive size (0: 64 KiB). Suspends.
+ * opts.limit is each connection's receive size (0: 16 KiB; the receive
+ * in flight holds that much per connection, idle or not). Suspends.
  * Errors: weft_start_server's. */
 WEFT_API int weft_create_server(weft_server **out, const char *host, uint16_t port, weft_protocol_factory factory,
                                 void *arg, const weft_server_opts *opts);
