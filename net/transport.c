@@ -102,6 +102,7 @@
 #include "net/net.h"
 
 #define RECV_SIZE (16 * 1024) /* as a stream's first read buffer: a receive in flight holds it, idle or not */
+#define DGRAM_RECV_SIZE (64 * 1024) /* the largest UDP datagram (65507 bytes over IPv4) fits */
 #define DEFAULT_HIGH (64 * 1024)
 #define FLUSH_IOVS 16
 
@@ -969,6 +970,7 @@ static int transport_new(weft_transport **out, int fd, bool dgram, const weft_pr
   if (dp) t->dp = *dp;
   t->buffered = !dgram && p->get_buffer;
   t->rsize = rsize ? rsize : RECV_SIZE;
+  if (dgram && t->rsize < DGRAM_RECV_SIZE) t->rsize = DGRAM_RECV_SIZE; /* a whole datagram, never truncated */
   if (!t->buffered) {
     t->rbuf = weft__alloc(t->rsize);
     if (!t->rbuf) {
