@@ -1,12 +1,13 @@
 /* examples/server_main.h: the main() the server examples share (echo_server,
- * http_hello, https_hello): flags, a clean stop on SIGINT/SIGTERM, the
+ * echo_proto, http_hello, https_hello): flags, a clean stop on SIGINT/SIGTERM, the
  * runtime, the server.
  *
  *     NAME [--host H] [--port P] [--workers N] [--max-s S] [--placement rr|local]
  *          [--cert PEM --key PEM]      (required when the example serves TLS)
  *
  * Listens on H:P (default 127.0.0.1 and the example's port), one handler task
- * per connection, on N workers (default: the CPUs available). Stopping: the
+ * per connection (or, with a protocol factory, one protocol and its driver
+ * task per connection), on N workers (default: the CPUs available). Stopping: the
  * main thread blocks SIGINT and SIGTERM before the runtime starts (so every
  * worker inherits the mask) and waits for them with sigtimedwait (or S
  * seconds); then it shuts the server down (new connections refused,
@@ -30,6 +31,7 @@ typedef struct example_server {
   const char *name;     /* the program, for messages */
   int port;             /* the default port */
   weft_conn_fn handler; /* one task per connection */
+  weft_protocol_factory factory; /* instead of handler: a protocol per connection (weft/protocol.h) */
   bool tls;             /* TLS (--cert and --key required), ALPN http/1.1 */
 } example_server;
 
@@ -53,7 +55,9 @@ static int ex_start(void *arg) {
     }
     opts.tls = ex_tls;
   }
-  int rc = weft_start_server(&ex_server, ex_host, (uint16_t)ex_port, ex_spec->handler, NULL, &opts);
+  int rc = ex_spec->factory
+               ? weft_create_server(&ex_server, ex_host, (uint16_t)ex_port, ex_spec->factory, NULL, &opts)
+               : weft_start_server(&ex_server, ex_host, (uint16_t)ex_port, ex_spec->handler, NULL, &opts);
   if (rc < 0) fprintf(stderr, "%s: cannot listen on %s:%d: %s\n", ex_spec->name, ex_host, ex_port, strerror(-rc));
   return rc;
 }

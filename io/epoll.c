@@ -94,6 +94,18 @@ int weft__epoll_watch(weft__reactor *r, int fd, uint32_t events, weft__io_op *op
   return 0;
 }
 
+/* OWNER: watch fd for events, edge-triggered and for good (EPOLLET, no
+ * EPOLLONESHOT): op->complete(op, revents, 0) runs at each edge until
+ * unwatch. For an owner that keeps one registration for a descriptor's
+ * life (net/transport.c's driver) instead of one per wait. */
+int weft__epoll_watch_edge(weft__reactor *r, int fd, uint32_t events, weft__io_op *op) {
+  epoll_state *e = r->impl;
+  struct epoll_event ev = {.events = events | EPOLLET, .data.ptr = op};
+  if (epoll_ctl(e->epfd, EPOLL_CTL_ADD, fd, &ev) < 0) return -errno;
+  e->registered++;
+  return 0;
+}
+
 /* OWNER: stop watching fd (after its event, or on cancellation). */
 void weft__epoll_unwatch(weft__reactor *r, int fd) {
   epoll_state *e = r->impl;

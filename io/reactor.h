@@ -80,6 +80,10 @@ struct io_uring_sqe *weft__reactor_sqe(weft__reactor *r, weft__io_op *op);
 int weft__epoll_watch(weft__reactor *r, int fd, uint32_t events, weft__io_op *op);
 void weft__epoll_unwatch(weft__reactor *r, int fd);
 
+/* OWNER, epoll only: as watch, but edge-triggered and until unwatch
+ * (op->complete runs at every edge). */
+int weft__epoll_watch_edge(weft__reactor *r, int fd, uint32_t events, weft__io_op *op);
+
 /* OWNER, io_uring only: make room for n submission entries (flushing the
  * queue if needed), so that a linked pair is not split across two
  * submissions. Returns 0 or the flush's error. */

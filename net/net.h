@@ -43,4 +43,16 @@ bool weft__tls_ctx_is_server(const struct weft_tls_ctx *ctx);
 struct weft__tls *weft__stream_tls(const struct weft_stream *s);
 int weft__stream_set_tls(struct weft_stream *s, struct weft__tls *t);
 
+/* A server whose connection tasks call fd_fn(fd, opts.limit, ctx, arg)
+ * with the accepted socket (fd_fn owns it) instead of a stream handler
+ * (net/server.c; net/transport.c's create_server: ctx is the protocol
+ * factory). Suspends (as weft_start_server, without name resolution). */
+typedef void (*weft__fnptr)(void);
+typedef void (*weft__conn_fd_fn)(int fd, size_t limit, weft__fnptr ctx, void *arg);
+struct weft_server;
+struct weft_server_opts;
+struct weft_addr;
+int weft__start_server_fd(struct weft_server **out, const struct weft_addr *a, weft__conn_fd_fn fd_fn,
+                          weft__fnptr ctx, void *arg, const struct weft_server_opts *opts);
+
 #endif

@@ -19,6 +19,11 @@
  * sleep 100 ms and try again rather than spin; the pending connection
  * stays in the backlog meanwhile.
  *
+ * RAW CONNECTIONS (weft__start_server_fd, for net/transport.c's
+ * create_server): the connection task calls fd_fn(fd) instead of making a
+ * stream and calling a handler; the rest (placement, the list, shutdown's
+ * cancellation) is the same.
+ *
  * HANDLERS. Each connection has a record linked in the server's list
  * (under `lock`, a spinlock: a few instructions, no wake, no allocation)
  * from before its task is spawned until the task ends; `active` counts
@@ -65,6 +70,8 @@ struct weft_server {
   weft_addr addr;               /* immutable */
   bool unlink_path;             /* immutable: a Unix path we created */
   weft_conn_fn fn;              /* immutable */
+  weft__conn_fd_fn fd_fn;       /* immutable: instead of fn, gets the socket (net/transport.c) */
+  weft__fnptr fd_ctx;           /* immutable: passed to fd_fn (a protocol factory) */
   void *arg;
   weft_server_opts opts;        /* immutable */
   weft_task accept_task;        /* the closer's */
@@ -123,7 +130,12 @@ static int conn_main(void *arg) {
   if (r->pinned) weft_unpin(); /* placed: from now on the scheduler may move it */
   if (cancel) weft_cancel(weft_current());
   weft_stream *s;
-  if (weft__stream_new(r->fd, srv->opts.limit, &s) == 0) {
+  if (srv->fd_fn) {
+    if (cancel)
+      close(r->fd); /* cancelled before it began: no protocol is made */
+    else
+      srv->fd_fn(r->fd, srv->opts.limit, srv->fd_ctx, srv->arg); /* owns the socket from now on */
+  } else if (weft__stream_new(r->fd, srv->opts.limit, &s) == 0) {
     if (!cancel && srv->opts.tls && weft_stream_start_tls(s, srv->opts.tls, true, NULL) != 0) {
       cancel = true; /* a failed handshake: close without calling the handler */
       weft_stream_abort(s);
@@ -188,7 +200,8 @@ static int accept_main(void *arg) {
   }
 }
 
-static int start(weft_server **out, const weft_addr *a, weft_conn_fn fn, void *arg, const weft_server_opts *opts) {
+static int start(weft_server **out, const weft_addr *a, weft_conn_fn fn, weft__conn_fd_fn fd_fn, weft__fnptr fd_ctx,
+                 void *arg, const weft_server_opts *opts) {
   weft_server_opts o = opts ? *opts : (weft_server_opts){0};
   if (o.placement != WEFT_PLACE_ROUND_ROBIN && o.placement != WEFT_PLACE_LOCAL) return -EINVAL;
   if (o.tls && !weft__tls_ctx_is_server(o.tls)) return -EINVAL;
@@ -202,6 +215,8 @@ static int start(weft_server **out, const weft_addr *a, weft_conn_fn fn, void *a
   memset(srv, 0, sizeof *srv);
   srv->lfd = lfd;
   srv->fn = fn;
+  srv->fd_fn = fd_fn;
+  srv->fd_ctx = fd_ctx;
   srv->arg = arg;
   srv->opts = o;
   weft__spin_init(&srv->lock);
@@ -231,7 +246,7 @@ int weft_start_server(weft_server **out, const char *host, uint16_t port, weft_c
   weft_addr a;
   int n = weft_resolve(host, port, AF_UNSPEC, WEFT_RESOLVE_PASSIVE, &a, 1);
   if (n < 0) return n;
-  return start(out, &a, fn, arg, opts);
+  return start(out, &a, fn, NULL, NULL, arg, opts);
 }
 
 int weft_start_unix_server(weft_server **out, const char *path, weft_conn_fn fn, void *arg,
@@ -241,7 +256,14 @@ int weft_start_unix_server(weft_server **out, const char *path, weft_conn_fn fn,
   weft_addr a;
   int rc = weft_addr_unix(&a, path);
   if (rc) return rc;
-  return start(out, &a, fn, arg, opts);
+  return start(out, &a, fn, NULL, NULL, arg, opts);
+}
+
+int weft__start_server_fd(weft_server **out, const weft_addr *a, weft__conn_fd_fn fd_fn, weft__fnptr fd_ctx,
+                          void *arg, const weft_server_opts *opts) {
+  if (!out || !a || !fd_fn) return -EINVAL;
+  if (!weft__task_self()) return -EINVAL;
+  return start(out, a, NULL, fd_fn, fd_ctx, arg, opts);
 }
 
 int weft_server_addr(const weft_server *srv, weft_addr *out) {

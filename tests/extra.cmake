@@ -40,14 +40,14 @@ if(TARGET api_headers)
 endif()
 
 # ---------------------------------------------------------------- networking examples, end to end
-# (appended by the networking work) examples/echo_server and examples/http_hello
+# (appended by the networking work) examples/echo_server, examples/echo_proto and examples/http_hello
 # against clients weft did not write: Python's asyncio streams, curl, wrk
 # (tests/test_net_examples.py; the backend follows WEFT_BACKEND).
 if(WEFT_EXAMPLES)
   find_program(WEFT_NET_PYTHON python3)
   if(WEFT_NET_PYTHON)
     add_test(NAME net_examples COMMAND ${WEFT_NET_PYTHON} ${CMAKE_CURRENT_SOURCE_DIR}/test_net_examples.py
-      $<TARGET_FILE:echo_server> $<TARGET_FILE:http_hello> $<TARGET_FILE:https_hello>)
+      $<TARGET_FILE:echo_server> $<TARGET_FILE:http_hello> $<TARGET_FILE:https_hello> $<TARGET_FILE:echo_proto>)
     set_tests_properties(net_examples PROPERTIES TIMEOUT 300 LABELS unit)
   endif()
 endif()

@@ -11,7 +11,10 @@ of a handshake, a client gone mid-handshake), curl and openssl s_client;
 its certificate is made with the openssl command line (skipped when
 missing).
 
-    test_net_examples.py ECHO_SERVER HTTP_HELLO [HTTPS_HELLO]
+    test_net_examples.py ECHO_SERVER HTTP_HELLO [HTTPS_HELLO [ECHO_PROTO]]
+
+ECHO_PROTO (examples/echo_proto, the echo server on weft/protocol.h) gets
+the same echo tests as ECHO_SERVER.
 """
 import asyncio
 import os
@@ -26,6 +29,7 @@ import time
 
 ECHO, HTTP = sys.argv[1], sys.argv[2]
 HTTPS = sys.argv[3] if len(sys.argv) > 3 else None
+ECHO_PROTO = sys.argv[4] if len(sys.argv) > 4 else None
 RESPONSE_BODY = b"Hello, World!"
 
 
@@ -103,18 +107,18 @@ async def echo_load(port):
     check(await echo_client(port, random.Random(7), None) > 0, "echo after abrupt closes")
 
 
-def test_echo():
+def test_echo(exe=ECHO, name="echo_server"):
     port = free_port()
-    p = start(ECHO, port)
+    p = start(exe, port)
     try:
         asyncio.run(asyncio.wait_for(echo_load(port), 120))
         # port in use: a second server reports it and exits non-zero
-        q = subprocess.run([ECHO, "--port", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        q = subprocess.run([exe, "--port", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                            timeout=20)
         check(q.returncode != 0 and b"Address already in use" in q.stderr, "port in use: %r" % q.stderr)
     finally:
-        stop(p, "echo_server")
-    print("ok   echo_server: asyncio clients, abrupt closes and resets, port in use, SIGTERM")
+        stop(p, name)
+    print("ok   %s: asyncio clients, abrupt closes and resets, port in use, SIGTERM" % name)
 
 
 # ------------------------------------------------------------ http
@@ -266,5 +270,7 @@ def test_https():
 
 
 test_echo()
+if ECHO_PROTO:
+    test_echo(ECHO_PROTO, "echo_proto")
 test_http()
 test_https()

@@ -21,6 +21,7 @@
 #include <weft/io.h>
 #include <weft/net.h>
 #include <weft/tls.h>
+#include <weft/protocol.h>
 #include <weft/process.h>
 
 #endif

@@ -1,0 +1,912 @@
+/* tests/test_protocol.c: transports and protocols (weft/protocol.h) over
+ * TCP and Unix sockets: the callbacks' order (a recorded trace compared
+ * with the documented one), every byte of random-sized writes checked,
+ * eof_received half-open and not, flow control at the watermarks (a peer
+ * that does not read), pause_reading/resume_reading, close from inside
+ * data_received, abort with buffered data, connection_lost exactly once on
+ * a peer's reset, server shutdown (cancellation) and a lost creator, the
+ * buffered protocol receiving into the user's memory, writes from many
+ * tasks on both workers at once, Python's asyncio as the independent peer,
+ * bad input, no descriptor leaked. The peers are weft's streams (or raw
+ * sockets, or python3), never the code under test at both ends, except in
+ * the client/server trace test. Runs on whichever backend WEFT_BACKEND
+ * selects. Loopback only. */
+#include <netinet/in.h>
+#include <stdatomic.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
+#include <weft/weft.h>
+
+#include "test.h"
+#include "test_util.h"
+
+/* ------------------------------------------------------------ a recording protocol */
+
+typedef struct rec {
+  char trace[64];           /* callbacks in order; runs of data collapse to one 'D' */
+  _Atomic int tlen;
+  unsigned char *data;      /* everything received (data_received/buffer_updated) */
+  _Atomic size_t len;
+  size_t cap;
+  int lost_err;
+  _Atomic int lost_count;
+  _Atomic int pauses, resumes;
+  weft_event lost;          /* set by connection_lost */
+  weft_event made;          /* set by connection_made */
+  weft_transport *t;        /* held from connection_made on (released by the test) */
+  /* behaviour */
+  bool echo;                /* write back what arrives */
+  bool keep_open_on_eof;    /* eof_received's answer */
+  const char *eof_reply;    /* written from eof_received, then close */
+  bool close_in_data;       /* close() inside the first data_received */
+  bool pause_in_made;       /* pause_reading() inside connection_made */
+  size_t blob;              /* write this many pattern bytes in connection_made */
+  size_t high, low;         /* watermarks set in connection_made (0: default) */
+  /* buffered protocol */
+  unsigned char *ubuf;      /* the user's memory: buffer_updated fills it in order */
+  size_t ucap, upiece;
+} rec;
+
+static void rec_init(rec *r) {
+  memset(r, 0, sizeof *r);
+  weft_event_init(&r->lost);
+  weft_event_init(&r->made);
+}
+
+static void rec_free(rec *r) {
+  free(r->data);
+  if (r->t) weft_transport_release(r->t);
+}
+
+static void mark(rec *r, char c) {
+  int n = atomic_load(&r->tlen);
+  if (c == 'D' && n > 0 && r->trace[n - 1] == 'D') return;
+  if (n < (int)sizeof r->trace - 1) {
+    r->trace[n] = c;
+    atomic_store(&r->tlen, n + 1); /* the trace is read after `lost` (an event: ordered) */
+  }
+}
+
+static unsigned char pattern(size_t i) { return (unsigned char)(i * 2654435761u >> 13); }
+
+static void keep(rec *r, const void *data, size_t n) {
+  size_t len = atomic_load(&r->len);
+  if (len + n > r->cap) {
+    r->cap = (len + n) * 2;
+    r->data = realloc(r->data, r->cap);
+  }
+  memcpy(r->data + len, data, n);
+  atomic_store(&r->len, len + n);
+}
+
+static void on_made(weft_transport *t, void *u) {
+  rec *r = u;
+  mark(r, 'M');
+  weft_transport_hold(t);
+  r->t = t;
+  if (r->high) ASSERT_EQ(weft_transport_set_write_buffer_limits(t, r->high, r->low), 0);
+  if (r->pause_in_made) ASSERT_EQ(weft_transport_pause_reading(t), 0);
+  if (r->blob) {
+    unsigned char *b = malloc(r->blob);
+    for (size_t i = 0; i < r->blob; i++) b[i] = pattern(i);
+    ASSERT_EQ(weft_transport_write(t, b, r->blob), 0);
+    free(b); /* the transport copied what it did not send */
+  }
+  weft_event_set(&r->made);
+}
+
+static void on_data(weft_transport *t, const void *data, size_t n, void *u) {
+  rec *r = u;
+  ASSERT_TRUE(n > 0);
+  mark(r, 'D');
+  keep(r, data, n);
+  if (r->echo) ASSERT_EQ(weft_transport_write(t, data, n), 0);
+  if (r->close_in_data) {
+    weft_transport_close(t);
+    ASSERT_TRUE(weft_transport_is_closing(t));
+    ASSERT_EQ(weft_transport_write(t, "x", 1), -EPIPE);
+  }
+}
+
+static bool on_eof(weft_transport *t, void *u) {
+  rec *r = u;
+  mark(r, 'E');
+  if (r->eof_reply) {
+    ASSERT_EQ(weft_transport_write(t, r->eof_reply, strlen(r->eof_reply)), 0);
+    weft_transport_close(t);
+  }
+  return r->keep_open_on_eof;
+}
+
+static void on_lost(weft_transport *t, int err, void *u) {
+  rec *r = u;
+  (void)t;
+  mark(r, 'L');
+  r->lost_err = err;
+  atomic_fetch_add(&r->lost_count, 1);
+  weft_event_set(&r->lost);
+}
+
+static void on_pause(weft_transport *t, void *u) {
+  rec *r = u;
+  ASSERT_TRUE(weft_transport_get_write_buffer_size(t) > 0);
+  mark(r, 'P');
+  atomic_fetch_add(&r->pauses, 1);
+}
+
+static void on_resume(weft_transport *t, void *u) {
+  rec *r = u;
+  size_t low;
+  weft_transport_get_write_buffer_limits(t, NULL, &low);
+  ASSERT_TRUE(weft_transport_get_write_buffer_size(t) <= low);
+  mark(r, 'R');
+  atomic_fetch_add(&r->resumes, 1);
+}
+
+static void *on_get_buffer(weft_transport *t, size_t hint, size_t *len, void *u) {
+  rec *r = u;
+  (void)t;
+  ASSERT_TRUE(hint > 0);
+  size_t used = atomic_load(&r->len);
+  if (used >= r->ucap) return NULL; /* full: the transport aborts (-ENOBUFS) */
+  *len = r->ucap - used < r->upiece ? r->ucap - used : r->upiece;
+  return r->ubuf + used;
+}
+
+static void on_buffer_updated(weft_transport *t, size_t n, void *u) {
+  rec *r = u;
+  (void)t;
+  ASSERT_TRUE(n > 0);
+  mark(r, 'D');
+  atomic_store(&r->len, atomic_load(&r->len) + n); /* the bytes are already in place */
+}
+
+static weft_protocol proto_of(rec *r) {
+  weft_protocol p = {.user = r, .connection_made = on_made, .eof_received = on_eof, .connection_lost = on_lost,
+                     .pause_writing = on_pause, .resume_writing = on_resume};
+  if (r->ubuf) {
+    p.get_buffer = on_get_buffer;
+    p.buffer_updated = on_buffer_updated;
+  } else {
+    p.data_received = on_data;
+  }
+  return p;
+}
+
+/* A server's recs: the factory hands out the next one, configured like
+ * `tmpl`. */
+#define MAX_CONNS 64
+typedef struct server_recs {
+  rec tmpl;
+  rec recs[MAX_CONNS];
+  _Atomic int set_up[MAX_CONNS]; /* the factory finished with recs[i] (server_rec waits for it) */
+  _Atomic int n;
+} server_recs;
+
+static int factory(weft_protocol *out, void *arg) {
+  server_recs *s = arg;
+  int i = atomic_fetch_add(&s->n, 1);
+  ASSERT_TRUE(i < MAX_CONNS);
+  rec *r = &s->recs[i];
+  rec_init(r);
+  rec keep_events = *r;
+  *r = s->tmpl;
+  r->lost = keep_events.lost;
+  r->made = keep_events.made;
+  *out = proto_of(r);
+  atomic_store(&s->set_up[i], 1); /* after the copy: the test may look at it now */
+  return 0;
+}
+
+static uint16_t start(weft_server **srv, server_recs *s) {
+  atomic_store(&s->n, 0);
+  for (int i = 0; i < MAX_CONNS; i++) atomic_store(&s->set_up[i], 0);
+  ASSERT_EQ(weft_create_server(srv, "127.0.0.1", 0, factory, s, NULL), 0);
+  weft_addr a;
+  ASSERT_EQ(weft_server_addr(*srv, &a), 0);
+  return (uint16_t)weft_addr_port(&a);
+}
+
+/* Wait until the server made connection i. */
+static rec *server_rec(server_recs *s, int i) {
+  for (int k = 0; k < 10000 && (atomic_load(&s->n) <= i || !atomic_load(&s->set_up[i])); k++)
+    weft_sleep_ns(1000000);
+  ASSERT_TRUE(atomic_load(&s->n) > i && atomic_load(&s->set_up[i]));
+  ASSERT_EQ(weft_event_wait(&s->recs[i].made), 0);
+  return &s->recs[i];
+}
+
+static void assert_trace(rec *r, const char *want) {
+  r->trace[atomic_load(&r->tlen)] = 0;
+  if (strcmp(r->trace, want) != 0) TEST_FAIL("trace %s, want %s", r->trace, want);
+}
+
+/* ------------------------------------------------------------ order and integrity */
+
+static size_t total_random(unsigned *seed, size_t *sizes, int n) {
+  size_t total = 0;
+  for (int i = 0; i < n; i++) {
+    sizes[i] = 1 + (size_t)(rand_r(seed) % 70000);
+    total += sizes[i];
+  }
+  return total;
+}
+
+static int order_main(void *arg) {
+  (void)arg;
+  int fds0 = count_fds();
+  static server_recs s;
+  s.tmpl = (rec){.echo = true};
+  weft_server *srv;
+  uint16_t port = start(&srv, &s);
+  rec c;
+  rec_init(&c);
+  weft_protocol p = proto_of(&c);
+  weft_transport *t;
+  ASSERT_EQ(weft_create_connection("127.0.0.1", port, &p, WEFT_NO_DEADLINE, &t), 0);
+  ASSERT_TRUE(weft_event_is_set(&c.made)); /* create_connection returns after connection_made */
+  weft_addr peer, local;
+  ASSERT_EQ(weft_transport_get_extra_info(t, "peername", &peer, sizeof peer), 0);
+  ASSERT_EQ(weft_addr_port(&peer), port);
+  ASSERT_EQ(weft_transport_get_extra_info(t, "sockname", &local, sizeof local), 0);
+  int fd = -1;
+  ASSERT_EQ(weft_transport_get_extra_info(t, "socket", &fd, sizeof fd), 0);
+  ASSERT_TRUE(fd >= 0);
+  ASSERT_TRUE(weft_transport_can_write_eof(t));
+  unsigned seed = 12345;
+  enum { N = 40 };
+  size_t sizes[N];
+  size_t total = total_random(&seed, sizes, N);
+  unsigned char *out = malloc(total);
+  for (size_t i = 0; i < total; i++) out[i] = pattern(i * 7 + 3);
+  size_t off = 0;
+  for (int i = 0; i < N; i++) { /* writes of random sizes, sometimes two buffers at once */
+    if (i % 3 == 0 && sizes[i] > 1) {
+      struct iovec iov[2] = {{out + off, sizes[i] / 2}, {out + off + sizes[i] / 2, sizes[i] - sizes[i] / 2}};
+      ASSERT_EQ(weft_transport_writev(t, iov, 2), 0);
+    } else {
+      ASSERT_EQ(weft_transport_write(t, out + off, sizes[i]), 0);
+    }
+    off += sizes[i];
+    if (i % 8 == 0) weft_sleep_ns(1000000);
+  }
+  for (int k = 0; k < 20000 && atomic_load(&c.len) < total; k++) weft_sleep_ns(1000000);
+  ASSERT_UEQ(atomic_load(&c.len), total);
+  ASSERT_TRUE(memcmp(c.data, out, total) == 0);
+  /* the client half-closes: the server's eof_received answers false, so
+   * the server closes; the client sees end of stream and closes too */
+  ASSERT_EQ(weft_transport_write_eof(t), 0);
+  ASSERT_EQ(weft_transport_write(t, "x", 1), -EPIPE);
+  ASSERT_EQ(weft_event_wait(&c.lost), 0);
+  rec *sr = server_rec(&s, 0);
+  ASSERT_EQ(weft_event_wait(&sr->lost), 0);
+  assert_trace(&c, "MDEL");
+  assert_trace(sr, "MDEL");
+  ASSERT_EQ(c.lost_err, 0);
+  ASSERT_EQ(sr->lost_err, 0);
+  ASSERT_UEQ(atomic_load(&sr->len), total);
+  ASSERT_TRUE(memcmp(sr->data, out, total) == 0);
+  ASSERT_EQ(atomic_load(&c.lost_count), 1);
+  ASSERT_EQ(atomic_load(&sr->lost_count), 1);
+  /* a transport held past connection_lost reports it closed */
+  ASSERT_TRUE(weft_transport_is_closing(t));
+  ASSERT_EQ(weft_transport_write(t, "x", 1), -EPIPE);
+  ASSERT_EQ(weft_transport_get_extra_info(t, "socket", &fd, sizeof fd), -EBADF);
+  weft_transport_release(t);
+  rec_free(&c);
+  rec_free(sr);
+  weft_server_free(srv);
+  free(out);
+  ASSERT_EQ(count_fds(), fds0);
+  return 0;
+}
+
+TEST(callbacks_in_order_and_every_byte_checked) {
+  weft_config c = cfg_workers(2);
+  ASSERT_EQ(weft_run(order_main, NULL, &c), 0);
+}
+
+/* ------------------------------------------------------------ end of stream */
+
+static int half_open_main(void *arg) {
+  bool keep_open = arg != NULL;
+  static server_recs s;
+  s.tmpl = (rec){.keep_open_on_eof = keep_open, .eof_reply = keep_open ? "bye" : NULL};
+  weft_server *srv;
+  uint16_t port = start(&srv, &s);
+  weft_stream *st;
+  ASSERT_EQ(weft_open_connection("127.0.0.1", port, WEFT_NO_DEADLINE, &st), 0);
+  ASSERT_EQ(weft_stream_write(st, "hello", 5), 0);
+  ASSERT_EQ(weft_stream_write_eof(st), 0);
+  char buf[16];
+  ssize_t n = weft_stream_read_all(st, buf, sizeof buf);
+  rec *sr = server_rec(&s, 0);
+  ASSERT_EQ(weft_event_wait(&sr->lost), 0);
+  if (keep_open) { /* half open: the server wrote after the peer's end, then closed */
+    ASSERT_EQ(n, 3);
+    ASSERT_TRUE(memcmp(buf, "bye", 3) == 0);
+  } else {
+    ASSERT_EQ(n, 0);
+  }
+  assert_trace(sr, "MDEL");
+  ASSERT_EQ(sr->lost_err, 0);
+  ASSERT_UEQ(atomic_load(&sr->len), 5);
+  ASSERT_EQ(weft_stream_wait_closed(st), 0);
+  rec_free(sr);
+  weft_server_free(srv);
+  return 0;
+}
+
+TEST(eof_received_closes) {
+  weft_config c = cfg_workers(2);
+  ASSERT_EQ(weft_run(half_open_main, NULL, &c), 0);
+}
+
+TEST(eof_received_keeps_half_open) {
+  weft_config c = cfg_workers(2);
+  ASSERT_EQ(weft_run(half_open_main, "keep", &c), 0);
+}
+
+/* ------------------------------------------------------------ flow control */
+
+static int flow_main(void *arg) {
+  bool do_abort = arg != NULL;
+  size_t blob = test_sanitized() ? (size_t)8 << 20 : (size_t)32 << 20; /* far more than the socket buffers */
+  static server_recs s;
+  s.tmpl = (rec){.blob = blob, .high = 256 * 1024, .low = 64 * 1024};
+  weft_server *srv;
+  uint16_t port = start(&srv, &s);
+  weft_stream *st;
+  ASSERT_EQ(weft_open_connection("127.0.0.1", port, WEFT_NO_DEADLINE, &st), 0);
+  rec *sr = server_rec(&s, 0);
+  /* the peer does not read: the write buffer stays above high */
+  weft_sleep_ns(200000000);
+  ASSERT_EQ(atomic_load(&sr->pauses), 1);
+  ASSERT_EQ(atomic_load(&sr->resumes), 0);
+  size_t buffered = weft_transport_get_write_buffer_size(sr->t);
+  ASSERT_TRUE(buffered > 256 * 1024);
+  if (do_abort) {
+    weft_transport_abort(sr->t);
+    ASSERT_EQ(weft_event_wait(&sr->lost), 0);
+    ASSERT_EQ(sr->lost_err, 0);
+    ASSERT_EQ(weft_transport_get_write_buffer_size(sr->t), 0); /* dropped */
+    assert_trace(sr, "MPL");
+    /* the peer reads what was sent, then the reset */
+    char *buf = malloc(1 << 20);
+    size_t got = 0;
+    ssize_t n;
+    while ((n = weft_stream_read(st, buf, 1 << 20)) > 0) got += (size_t)n;
+    ASSERT_TRUE(n == -ECONNRESET || n == 0);
+    ASSERT_TRUE(got < blob);
+    free(buf);
+  } else {
+    /* now read everything, checking every byte; the server closes once the
+     * buffer is empty (close() from this task: cross-task) */
+    weft_transport_close(sr->t);
+    unsigned char *buf = malloc(1 << 20);
+    size_t got = 0;
+    for (;;) {
+      ssize_t n = weft_stream_read(st, buf, 1 << 20);
+      ASSERT_TRUE(n >= 0);
+      if (n == 0) break;
+      for (ssize_t i = 0; i < n; i++)
+        if (buf[i] != pattern(got + (size_t)i)) TEST_FAIL("byte %zu differs", got + (size_t)i);
+      got += (size_t)n;
+    }
+    ASSERT_UEQ(got, blob);
+    free(buf);
+    ASSERT_EQ(weft_event_wait(&sr->lost), 0);
+    ASSERT_EQ(sr->lost_err, 0);
+    ASSERT_EQ(atomic_load(&sr->pauses), 1);
+    ASSERT_EQ(atomic_load(&sr->resumes), 1);
+    assert_trace(sr, "MPRL");
+  }
+  ASSERT_EQ(atomic_load(&sr->lost_count), 1);
+  weft_stream_wait_closed(st);
+  rec_free(sr);
+  weft_server_free(srv);
+  return 0;
+}
+
+TEST(flow_control_at_the_watermarks) {
+  weft_config c = cfg_workers(2);
+  ASSERT_EQ(weft_run(flow_main, NULL, &c), 0);
+}
+
+TEST(abort_drops_buffered_data) {
+  weft_config c = cfg_workers(2);
+  ASSERT_EQ(weft_run(flow_main, "abort", &c), 0);
+}
+
+/* ------------------------------------------------------------ pause_reading */
+
+static int pause_main(void *arg) {
+  (void)arg;
+  static server_recs s;
+  s.tmpl = (rec){.pause_in_made = true, .echo = true};
+  weft_server *srv;
+  uint16_t port = start(&srv, &s);
+  weft_stream *st;
+  ASSERT_EQ(weft_open_connection("127.0.0.1", port, WEFT_NO_DEADLINE, &st), 0);
+  rec *sr = server_rec(&s, 0);
+  ASSERT_TRUE(!weft_transport_is_reading(sr->t));
+  ASSERT_EQ(weft_stream_write(st, "0123456789", 10), 0);
+  ASSERT_EQ(weft_stream_drain(st), 0);
+  weft_sleep_ns(150000000);
+  ASSERT_UEQ(atomic_load(&sr->len), 0); /* paused: nothing delivered */
+  ASSERT_EQ(weft_transport_resume_reading(sr->t), 0); /* from another task */
+  ASSERT_TRUE(weft_transport_is_reading(sr->t));
+  char buf[16];
+  ASSERT_EQ(weft_stream_readexactly(st, buf, 10, NULL), 10);
+  ASSERT_TRUE(memcmp(buf, "0123456789", 10) == 0);
+  /* pause again: the end of stream is not delivered while paused either */
+  ASSERT_EQ(weft_transport_pause_reading(sr->t), 0);
+  ASSERT_EQ(weft_transport_pause_reading(sr->t), 0); /* idempotent */
+  ASSERT_EQ(weft_stream_write_eof(st), 0);
+  weft_sleep_ns(100000000);
+  ASSERT_TRUE(!weft_event_is_set(&sr->lost));
+  ASSERT_EQ(weft_transport_resume_reading(sr->t), 0);
+  ASSERT_EQ(weft_event_wait(&sr->lost), 0);
+  assert_trace(sr, "MDEL");
+  ASSERT_EQ(weft_transport_pause_reading(sr->t), -EPIPE);
+  weft_stream_wait_closed(st);
+  rec_free(sr);
+  weft_server_free(srv);
+  return 0;
+}
+
+TEST(pause_reading_delivers_nothing_until_resumed) {
+  weft_config c = cfg_workers(2);
+  ASSERT_EQ(weft_run(pause_main, NULL, &c), 0);
+}
+
+/* ------------------------------------------------------------ close inside a callback */
+
+static int close_in_data_main(void *arg) {
+  (void)arg;
+  static server_recs s;
+  s.tmpl = (rec){.close_in_data = true, .echo = true};
+  weft_server *srv;
+  uint16_t port = start(&srv, &s);
+  weft_stream *st;
+  ASSERT_EQ(weft_open_connection("127.0.0.1", port, WEFT_NO_DEADLINE, &st), 0);
+  ASSERT_EQ(weft_stream_write(st, "abc", 3), 0);
+  ASSERT_EQ(weft_stream_drain(st), 0);
+  char buf[16];
+  ASSERT_EQ(weft_stream_read_all(st, buf, sizeof buf), 3); /* the echo was flushed before the close */
+  ASSERT_TRUE(memcmp(buf, "abc", 3) == 0);
+  rec *sr = server_rec(&s, 0);
+  ASSERT_EQ(weft_event_wait(&sr->lost), 0);
+  assert_trace(sr, "MDL");
+  ASSERT_EQ(sr->lost_err, 0);
+  weft_stream_wait_closed(st);
+  rec_free(sr);
+  weft_server_free(srv);
+  return 0;
+}
+
+TEST(close_from_inside_data_received) {
+  weft_config c = cfg_workers(2);
+  ASSERT_EQ(weft_run(close_in_data_main, NULL, &c), 0);
+}
+
+/* ------------------------------------------------------------ connection_lost once */
+
+static int reset_main(void *arg) {
+  (void)arg;
+  static server_recs s;
+  s.tmpl = (rec){.echo = true};
+  weft_server *srv;
+  uint16_t port = start(&srv, &s);
+  weft_addr a;
+  ASSERT_EQ(weft_addr_ip(&a, "127.0.0.1", port), 0);
+  int fd = weft_connect_addr(&a, WEFT_NO_DEADLINE);
+  ASSERT_TRUE(fd >= 0);
+  ASSERT_EQ(weft_send(fd, "ping", 4, 0), 4);
+  char buf[4];
+  ASSERT_EQ(weft_recv(fd, buf, 4, MSG_WAITALL), 4);
+  struct linger lg = {1, 0};
+  ASSERT_EQ(setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof lg), 0);
+  close(fd); /* a reset */
+  rec *sr = server_rec(&s, 0);
+  ASSERT_EQ(weft_event_wait(&sr->lost), 0);
+  ASSERT_EQ(sr->lost_err, -ECONNRESET);
+  weft_sleep_ns(20000000);
+  ASSERT_EQ(atomic_load(&sr->lost_count), 1);
+  assert_trace(sr, "MDL");
+  rec_free(sr);
+  weft_server_free(srv);
+  return 0;
+}
+
+TEST(connection_lost_once_on_peer_reset) {
+  weft_config c = cfg_workers(2);
+  ASSERT_EQ(weft_run(reset_main, NULL, &c), 0);
+}
+
+static int shutdown_main(void *arg) {
+  (void)arg;
+  int fds0 = count_fds();
+  static server_recs s;
+  s.tmpl = (rec){.echo = true};
+  weft_server *srv;
+  uint16_t port = start(&srv, &s);
+  enum { N = 8 };
+  weft_stream *st[N];
+  for (int i = 0; i < N; i++) {
+    ASSERT_EQ(weft_open_connection("127.0.0.1", port, WEFT_NO_DEADLINE, &st[i]), 0);
+    ASSERT_EQ(weft_stream_write(st[i], "x", 1), 0);
+    char c;
+    ASSERT_EQ(weft_stream_readexactly(st[i], &c, 1, NULL), 1);
+  }
+  ASSERT_EQ(weft_server_active(srv), N);
+  /* the peers stay open: shutdown with a deadline now cancels every driver */
+  ASSERT_EQ(weft_server_shutdown(srv, weft_now_ns()), N);
+  ASSERT_EQ(weft_server_active(srv), 0);
+  for (int i = 0; i < N; i++) {
+    rec *sr = &s.recs[i];
+    ASSERT_TRUE(weft_event_is_set(&sr->lost));
+    ASSERT_EQ(sr->lost_err, -ECANCELED);
+    ASSERT_EQ(atomic_load(&sr->lost_count), 1);
+    assert_trace(sr, "MDL");
+    char c;
+    ASSERT_EQ(weft_stream_read(st[i], &c, 1), 0); /* the server side is closed */
+    weft_stream_wait_closed(st[i]);
+    rec_free(sr);
+  }
+  weft_server_free(srv);
+  ASSERT_EQ(count_fds(), fds0);
+  return 0;
+}
+
+TEST(connection_lost_cancelled_on_server_shutdown) {
+  weft_config c = cfg_workers(2);
+  ASSERT_EQ(weft_run(shutdown_main, NULL, &c), 0);
+}
+
+/* ------------------------------------------------------------ buffered protocol */
+
+static int buffered_main(void *arg) {
+  (void)arg;
+  size_t total = 300000;
+  static server_recs s;
+  unsigned char *mem = calloc(1, total + 1000);
+  s.tmpl = (rec){.ubuf = mem, .ucap = total + 1000, .upiece = 777}; /* room left: get_buffer never fails here */
+  weft_server *srv;
+  uint16_t port = start(&srv, &s);
+  weft_stream *st;
+  ASSERT_EQ(weft_open_connection("127.0.0.1", port, WEFT_NO_DEADLINE, &st), 0);
+  unsigned char *out = malloc(total);
+  for (size_t i = 0; i < total; i++) out[i] = pattern(i + 11);
+  ASSERT_EQ(weft_stream_write(st, out, total), 0);
+  ASSERT_EQ(weft_stream_write_eof(st), 0);
+  rec *sr = server_rec(&s, 0);
+  ASSERT_EQ(weft_event_wait(&sr->lost), 0);
+  assert_trace(sr, "MDEL");
+  ASSERT_UEQ(atomic_load(&sr->len), total);
+  ASSERT_TRUE(memcmp(mem, out, total) == 0); /* received straight into the user's memory, in order */
+  weft_stream_wait_closed(st);
+  rec_free(sr);
+  weft_server_free(srv);
+  free(mem);
+  free(out);
+  return 0;
+}
+
+TEST(buffered_protocol_receives_into_user_memory) {
+  weft_config c = cfg_workers(2);
+  ASSERT_EQ(weft_run(buffered_main, NULL, &c), 0);
+}
+
+/* ------------------------------------------------------------ Unix sockets */
+
+static int unix_main(void *arg) {
+  (void)arg;
+  char path[64];
+  snprintf(path, sizeof path, "/tmp/weft-proto-%d.sock", (int)getpid());
+  unlink(path);
+  static server_recs s;
+  s.tmpl = (rec){.echo = true};
+  atomic_store(&s.n, 0);
+  for (int i = 0; i < MAX_CONNS; i++) atomic_store(&s.set_up[i], 0);
+  weft_server *srv;
+  ASSERT_EQ(weft_create_unix_server(&srv, path, factory, &s, NULL), 0);
+  rec c;
+  rec_init(&c);
+  weft_protocol p = proto_of(&c);
+  weft_transport *t;
+  ASSERT_EQ(weft_create_unix_connection(path, &p, WEFT_NO_DEADLINE, &t), 0);
+  size_t total = 200000;
+  unsigned char *out = malloc(total);
+  for (size_t i = 0; i < total; i++) out[i] = pattern(i * 3);
+  for (size_t off = 0; off < total; off += 10000) ASSERT_EQ(weft_transport_write(t, out + off, 10000), 0);
+  for (int k = 0; k < 20000 && atomic_load(&c.len) < total; k++) weft_sleep_ns(1000000);
+  ASSERT_UEQ(atomic_load(&c.len), total);
+  ASSERT_TRUE(memcmp(c.data, out, total) == 0);
+  weft_transport_close(t);
+  ASSERT_EQ(weft_event_wait(&c.lost), 0);
+  rec *sr = server_rec(&s, 0);
+  ASSERT_EQ(weft_event_wait(&sr->lost), 0);
+  assert_trace(&c, "MDL");
+  assert_trace(sr, "MDEL");
+  weft_transport_release(t);
+  rec_free(&c);
+  rec_free(sr);
+  weft_server_free(srv);
+  free(out);
+  ASSERT_EQ(access(path, F_OK), -1);
+  return 0;
+}
+
+TEST(unix_socket_transport) {
+  weft_config c = cfg_workers(2);
+  ASSERT_EQ(weft_run(unix_main, NULL, &c), 0);
+}
+
+/* ------------------------------------------------------------ writes from many tasks */
+
+typedef struct writer_arg {
+  weft_transport *t;
+  int id, count;
+} writer_arg;
+
+/* Records "<id><seq:4>" of 5 bytes; each writer's records must arrive in
+ * its own order. */
+static int writer_main(void *arg) {
+  writer_arg *w = arg;
+  for (int i = 0; i < w->count; i++) {
+    unsigned char rec5[5] = {(unsigned char)w->id, (unsigned char)(i >> 24), (unsigned char)(i >> 16),
+                             (unsigned char)(i >> 8), (unsigned char)i};
+    ASSERT_EQ(weft_transport_write(w->t, rec5, 5), 0);
+    if (i % 64 == 0) weft_yield();
+  }
+  return 0;
+}
+
+static int many_writers_main(void *arg) {
+  (void)arg;
+  static server_recs s;
+  s.tmpl = (rec){0};
+  weft_server *srv;
+  uint16_t port = start(&srv, &s);
+  rec c;
+  rec_init(&c);
+  weft_protocol p = proto_of(&c);
+  weft_transport *t;
+  ASSERT_EQ(weft_create_connection("127.0.0.1", port, &p, WEFT_NO_DEADLINE, &t), 0);
+  enum { W = 6 };
+  int count = test_sanitized() ? 2000 : (int)(20000 * test_stress_scale());
+  writer_arg wa[W];
+  weft_task ts[W];
+  for (int i = 0; i < W; i++) {
+    wa[i] = (writer_arg){t, i, count};
+    ts[i] = weft_spawn(writer_main, &wa[i]);
+  }
+  for (int i = 0; i < W; i++) {
+    ASSERT_EQ(weft_join(ts[i]), 0);
+    weft_task_release(ts[i]);
+  }
+  weft_transport_close(t);
+  ASSERT_EQ(weft_event_wait(&c.lost), 0);
+  ASSERT_EQ(c.lost_err, 0);
+  rec *sr = server_rec(&s, 0);
+  ASSERT_EQ(weft_event_wait(&sr->lost), 0);
+  size_t len = atomic_load(&sr->len);
+  ASSERT_UEQ(len, (size_t)W * (size_t)count * 5);
+  int next[W] = {0};
+  for (size_t off = 0; off < len; off += 5) {
+    unsigned char *r = sr->data + off;
+    ASSERT_TRUE(r[0] < W);
+    int seq = (r[1] << 24) | (r[2] << 16) | (r[3] << 8) | r[4];
+    ASSERT_EQ(seq, next[r[0]]);
+    next[r[0]]++;
+  }
+  weft_transport_release(t);
+  rec_free(&c);
+  rec_free(sr);
+  weft_server_free(srv);
+  return 0;
+}
+
+TEST(writes_from_many_tasks_keep_each_writers_order) {
+  weft_config c = cfg_workers(2);
+  ASSERT_EQ(weft_run(many_writers_main, NULL, &c), 0);
+}
+
+/* ------------------------------------------------------------ Python's asyncio as the peer */
+
+static char py_cmd[1024];
+static int run_cmd(void *arg) {
+  (void)arg;
+  int rc = system(py_cmd);
+  return WIFEXITED(rc) ? WEXITSTATUS(rc) : 128;
+}
+
+static const char *py_client =
+    "import asyncio, os, sys\n"
+    "async def main():\n"
+    "    r, w = await asyncio.open_connection('127.0.0.1', int(sys.argv[1]))\n"
+    "    data = os.urandom(300000)\n"
+    "    got = bytearray()\n"
+    "    for i in range(0, len(data), 7001):\n"
+    "        w.write(data[i:i+7001]); await w.drain()\n"
+    "    while len(got) < len(data):\n"
+    "        b = await r.read(65536)\n"
+    "        if not b: break\n"
+    "        got += b\n"
+    "    assert bytes(got) == data, 'echo differs'\n"
+    "    w.write_eof()\n"
+    "    assert await r.read() == b'', 'no end of stream'\n"
+    "    w.close(); await w.wait_closed()\n"
+    "asyncio.run(main())\n";
+
+static int python_main(void *arg) {
+  (void)arg;
+  static server_recs s;
+  s.tmpl = (rec){.echo = true};
+  weft_server *srv;
+  uint16_t port = start(&srv, &s);
+  char script[64];
+  snprintf(script, sizeof script, "/tmp/weft-proto-py-%d.py", (int)getpid());
+  FILE *f = fopen(script, "w");
+  ASSERT_TRUE(f != NULL);
+  fputs(py_client, f);
+  fclose(f);
+  snprintf(py_cmd, sizeof py_cmd, "python3 %s %u", script, (unsigned)port);
+  ASSERT_EQ(weft_to_thread(run_cmd, NULL), 0);
+  unlink(script);
+  rec *sr = server_rec(&s, 0);
+  ASSERT_EQ(weft_event_wait(&sr->lost), 0);
+  assert_trace(sr, "MDEL");
+  ASSERT_UEQ(atomic_load(&sr->len), 300000);
+  rec_free(sr);
+  weft_server_free(srv);
+  return 0;
+}
+
+TEST(python_asyncio_client_against_a_protocol_server) {
+  if (system("python3 -c 'import asyncio' 2>/dev/null") != 0) TEST_SKIP("no python3");
+  weft_config c = cfg_workers(2);
+  ASSERT_EQ(weft_run(python_main, NULL, &c), 0);
+}
+
+/* ------------------------------------------------------------ bad input */
+
+static void nothing(weft_transport *t, const void *d, size_t n, void *u) {
+  (void)t, (void)d, (void)n, (void)u;
+}
+static void *no_buffer(weft_transport *t, size_t h, size_t *n, void *u) {
+  (void)t, (void)h, (void)n, (void)u;
+  return NULL;
+}
+
+static int bad_main(void *arg) {
+  (void)arg;
+  int fds0 = count_fds();
+  weft_protocol both = {.data_received = nothing, .get_buffer = no_buffer};
+  weft_transport *t;
+  ASSERT_EQ(weft_create_connection("127.0.0.1", 1, &both, WEFT_NO_DEADLINE, &t), -EINVAL);
+  ASSERT_EQ(weft_create_connection("127.0.0.1", 1, NULL, WEFT_NO_DEADLINE, &t), -EINVAL);
+  weft_protocol half = {.get_buffer = no_buffer};
+  ASSERT_EQ(weft_create_connection("127.0.0.1", 1, &half, WEFT_NO_DEADLINE, &t), -EINVAL);
+  weft_protocol plain = {.data_received = nothing};
+  /* nobody listens on a port we held and closed */
+  weft_addr a;
+  ASSERT_EQ(weft_addr_ip(&a, "127.0.0.1", 0), 0);
+  int lfd = weft_listen(&a, 1, 0);
+  weft_addr la;
+  ASSERT_EQ(weft_sockname(lfd, &la), 0);
+  close(lfd);
+  ASSERT_EQ(weft_create_connection("127.0.0.1", (uint16_t)weft_addr_port(&la), &plain, WEFT_NO_DEADLINE, &t),
+            -ECONNREFUSED);
+  weft_server *srv;
+  ASSERT_EQ(weft_create_server(&srv, "127.0.0.1", 0, NULL, NULL, NULL), -EINVAL);
+  weft_server_opts o = {.tls = (weft_tls_ctx *)&o};
+  ASSERT_EQ(weft_create_server(&srv, "127.0.0.1", 0, factory, NULL, &o), -EINVAL);
+  ASSERT_EQ(weft_connect_accepted_socket(-1, &plain, &t), -EBADF);
+  int pipefd[2];
+  ASSERT_EQ(pipe(pipefd), 0);
+  ASSERT_EQ(weft_connect_accepted_socket(pipefd[0], &plain, &t), -ENOTSOCK); /* and it was closed */
+  close(pipefd[1]);
+  ASSERT_EQ(weft_transport_write(NULL, "x", 1), -EINVAL);
+  /* a real transport: calls with bad arguments */
+  int sv[2];
+  ASSERT_EQ(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+  rec c;
+  rec_init(&c);
+  weft_protocol p = proto_of(&c);
+  ASSERT_EQ(weft_connect_accepted_socket(sv[0], &p, &t), 0);
+  ASSERT_EQ(weft_transport_write(t, NULL, 1), -EINVAL);
+  ASSERT_EQ(weft_transport_write(t, "x", 0), 0);
+  ASSERT_EQ(weft_transport_writev(t, NULL, 1), -EINVAL);
+  ASSERT_EQ(weft_transport_writev(t, NULL, -1), -EINVAL);
+  ASSERT_EQ(weft_transport_set_write_buffer_limits(t, 10, 20), -EINVAL);
+  ASSERT_EQ(weft_transport_set_write_buffer_limits(t, WEFT_TRANSPORT_DEFAULT, WEFT_TRANSPORT_DEFAULT), 0);
+  size_t high, low;
+  weft_transport_get_write_buffer_limits(t, &high, &low);
+  ASSERT_UEQ(high, 65536);
+  ASSERT_UEQ(low, 16384);
+  int x;
+  ASSERT_EQ(weft_transport_get_extra_info(t, "nonsense", &x, sizeof x), -ENOENT);
+  ASSERT_EQ(weft_transport_get_extra_info(t, "socket", &x, 1), -EINVAL);
+  ASSERT_EQ(weft_transport_get_extra_info(t, "peername", &x, sizeof x), -EINVAL);
+  ASSERT_EQ(weft_transport_write(t, "hi", 2), 0);
+  char buf[2];
+  ASSERT_EQ(weft_recv(sv[1], buf, 2, MSG_WAITALL), 2);
+  weft_transport_close(t);
+  weft_transport_close(t); /* idempotent */
+  weft_transport_abort(t);  /* after close: still one connection_lost */
+  ASSERT_EQ(weft_event_wait(&c.lost), 0);
+  ASSERT_EQ(atomic_load(&c.lost_count), 1);
+  ASSERT_EQ(weft_transport_write_eof(t), -EPIPE);
+  ASSERT_EQ(weft_recv(sv[1], buf, 1, 0), 0);
+  close(sv[1]);
+  weft_transport_release(t);
+  rec_free(&c);
+  ASSERT_EQ(count_fds(), fds0);
+  return 0;
+}
+
+TEST(protocol_bad_input) {
+  weft_config c = cfg_workers(2);
+  ASSERT_EQ(weft_run(bad_main, NULL, &c), 0);
+  weft_protocol plain = {.data_received = nothing};
+  weft_transport *t;
+  ASSERT_EQ(weft_create_connection("127.0.0.1", 1, &plain, WEFT_NO_DEADLINE, &t), -EINVAL); /* outside a task */
+}
+
+/* ------------------------------------------------------------ debug mode */
+
+static void sleepy_data(weft_transport *t, const void *d, size_t n, void *u) {
+  (void)d, (void)n, (void)u;
+  weft_sleep_ns(1000000); /* a misuse: callbacks must not suspend */
+  weft_transport_close(t);
+}
+
+static int sleepy_factory(weft_protocol *out, void *arg) {
+  (void)arg;
+  *out = (weft_protocol){.data_received = sleepy_data};
+  return 0;
+}
+
+static int debug_main(void *arg) {
+  (void)arg;
+  weft_server *srv;
+  ASSERT_EQ(weft_create_server(&srv, "127.0.0.1", 0, sleepy_factory, NULL, NULL), 0);
+  weft_addr a;
+  ASSERT_EQ(weft_server_addr(srv, &a), 0);
+  weft_stream *st;
+  ASSERT_EQ(weft_open_connection("127.0.0.1", (uint16_t)weft_addr_port(&a), WEFT_NO_DEADLINE, &st), 0);
+  ASSERT_EQ(weft_stream_write(st, "x", 1), 0);
+  char buf[4];
+  ASSERT_EQ(weft_stream_read_all(st, buf, sizeof buf), 0); /* the server closed after the callback */
+  weft_stream_wait_closed(st);
+  weft_server_free(srv);
+  return 0;
+}
+
+TEST(debug_mode_reports_a_callback_that_suspended) {
+  setenv("WEFT_DEBUG", "1", 1); /* this forked test only */
+  char path[] = "/tmp/weft-proto-dbg-XXXXXX";
+  int fd = mkstemp(path);
+  ASSERT_TRUE(fd >= 0);
+  fflush(stderr);
+  int saved = dup(2);
+  dup2(fd, 2);
+  weft_config c = cfg_workers(2);
+  int rc = weft_run(debug_main, NULL, &c);
+  fflush(stderr);
+  dup2(saved, 2);
+  close(saved);
+  ASSERT_EQ(rc, 0);
+  char text[8192] = {0};
+  ssize_t n = pread(fd, text, sizeof text - 1, 0);
+  close(fd);
+  unlink(path);
+  ASSERT_TRUE(n > 0);
+  ASSERT_TRUE(strstr(text, "a protocol callback suspended") != NULL);
+}
+
+TEST_MAIN()
