@@ -15,6 +15,20 @@
  * longer linked) but was cancelled at the same moment passes the wakeup on
  * to the next waiter of its kind, if what it waited for is still there.
  *
+ * PUTTER HAND-OVER. A get that frees a slot while putters wait inserts
+ * the oldest putter's item itself (the putter left it in its wait node,
+ * t->waiter.item) and marks the node (mark = 1), then wakes the putter,
+ * whose put has returned 0 by the time it runs. On a bounded queue with a
+ * producer ahead of its consumer this halves the task switches: the
+ * consumer takes the freed slot's next item at once instead of waiting for
+ * the producer to run and put it (queue_throughput maxsize=1: one switch
+ * per item instead of two, as Go's channels do). The getter skips it when
+ * the putter's wait has already ended (cancelled first: as in asyncio, its
+ * item is not put; it passes the wakeup on). A putter chosen this way and
+ * cancelled at the same moment returns 0 (its item is in) and its cancel
+ * request stays pending for its next wait. So full() may still be true
+ * right after a get (asyncio: until the woken putter runs).
+ *
  * JOIN. task_done bringing `unfinished` to 0 releases every joiner waiting
  * then: it marks their nodes (mark = 1, a walk back from the tail over the
  * unmarked ones) and pops marked nodes in batches, waking them after
@@ -248,13 +262,23 @@ int weft_queue_put_nowait(weft_queue *q, void *item) {
 }
 
 /* Caller holds the lock and the queue has an item: take the next, choose
- * a putter to wake, unlock, wake it. */
+ * a putter to wake, unlock, wake it. The putter's item goes into the slot
+ * just freed, on its behalf (PUTTER HAND-OVER, above), unless its wait has
+ * ended already (a cancel came first: it then passes the wakeup on) or the
+ * queue is shut down. */
 static void *take_and_unlock(queue_impl *x) {
-  weft__wakeup wake;
+  weft__wakeup wake, gwake;
+  bool have_gwake = false;
   void *it = pop_item(x);
   bool have_wake = weft__waitlist_pop(&x->putters, &wake);
+  if (have_wake && !is_shut(x) && weft__wait_pending(wake.task, wake.seq)) {
+    weft__waiter *n = &wake.task->waiter; /* unlinked, but its task waits: stable under the lock */
+    insert_locked(x, n->item, &gwake, &have_gwake); /* room: an item was just taken */
+    n->mark = 1;                                    /* its put is done */
+  }
   weft__spin_unlock(&x->lock);
   if (have_wake) weft__wakeup_fire(&wake);
+  if (have_gwake) weft__wakeup_fire(&gwake);
   return it;
 }
 
@@ -274,7 +298,7 @@ int weft_queue_get_nowait(weft_queue *q, void **item) {
 /* Wait on wl (lock held on entry and on return). Returns 0 when woken
  * normally, -ECANCELED when cancelled (then *chosen tells whether a waker
  * had picked this waiter). */
-static int wait_on(queue_impl *x, weft__waitlist *wl, weft__task *self, bool *chosen) {
+static int wait_on(queue_impl *x, weft__waitlist *wl, weft__task *self, void *item, bool *chosen) {
   int64_t seq = weft__wait_prepare(true);
   if (seq < 0) {
     *chosen = false;
@@ -283,12 +307,19 @@ static int wait_on(queue_impl *x, weft__waitlist *wl, weft__task *self, bool *ch
   weft__waiting_on(self, wl == &x->getters ? WEFT__WAITING_QUEUE_GET : WEFT__WAITING_QUEUE_PUT);
   weft__waitlist_push(wl, self, (uint32_t)seq);
   self->waiter.mark = 0;
+  self->waiter.item = item; /* a putter's: a getter may insert it for us */
   weft__spin_unlock(&x->lock);
   uint32_t why = weft__wait_commit((uint32_t)seq);
   weft__spin_lock(&x->lock);
   *chosen = !self->waiter.linked;
   weft__waitlist_remove(wl, self);
   return why == WEFT__WAKE_CANCEL ? -ECANCELED : 0;
+}
+
+/* The calling task's cancel request, delivered by a wait whose work was
+ * done anyway, is made pending again (io/op.c does the same). */
+static void repend_cancel(weft__task *self) {
+  weft__store(&self->cancel_pending, 1, RELAXED); /* relaxed: the flag carries no data */
 }
 
 /* A waiter of wl was cancelled (lock held). If a waker had chosen it and
@@ -327,8 +358,13 @@ int weft_queue_put(weft_queue *q, void *item) {
       continue; /* re-check: the lock was dropped */
     }
     bool chosen;
-    if (wait_on(x, &x->putters, self, &chosen) < 0)
-      return cancelled_and_unlock(x, &x->putters, chosen && !is_full(x) && !is_shut(x));
+    int rc = wait_on(x, &x->putters, self, item, &chosen);
+    if (chosen && self->waiter.mark) { /* a getter inserted our item */
+      weft__spin_unlock(&x->lock);
+      if (rc < 0) repend_cancel(self); /* cancelled at that moment: the put happened, the request stays */
+      return 0;
+    }
+    if (rc < 0) return cancelled_and_unlock(x, &x->putters, chosen && !is_full(x) && !is_shut(x));
   }
   insert_locked(x, item, &wake, &have_wake);
   weft__spin_unlock(&x->lock);
@@ -350,7 +386,7 @@ int weft_queue_get(weft_queue *q, void **item) {
       return -ESHUTDOWN;
     }
     bool chosen;
-    if (wait_on(x, &x->getters, self, &chosen) < 0)
+    if (wait_on(x, &x->getters, self, NULL, &chosen) < 0)
       return cancelled_and_unlock(x, &x->getters, chosen && x->count);
   }
   void *it = take_and_unlock(x);
@@ -431,7 +467,7 @@ int weft_queue_join(weft_queue *q) {
     return 0;
   }
   bool chosen;
-  int rc = wait_on(x, &x->joiners, self, &chosen); /* woken only by a release */
+  int rc = wait_on(x, &x->joiners, self, NULL, &chosen); /* woken only by a release */
   weft__spin_unlock(&x->lock);
   return rc;
 }

@@ -217,7 +217,11 @@ WEFT_API int weft_queue_init_priority(weft_queue *q, size_t maxsize, weft_queue_
 /* Destroy (the items still in it are dropped: the caller owns them).
  * Errors: -EBUSY tasks still wait on it (put, get or join; nothing is freed). */
 WEFT_API int weft_queue_destroy(weft_queue *q);
-/* Put an item, suspending while the queue is full. Suspends.
+/* Put an item, suspending while the queue is full. Suspends. A waiting
+ * putter's item is put in for it by the get that frees a slot (unlike
+ * asyncio, where the woken putter puts it when it runs: so full() may stay
+ * true after a get); if the putter is cancelled at that very moment, put
+ * returns 0 and the cancel request stays pending for its next wait.
  * Errors: -ECANCELED (nothing was put); -ESHUTDOWN the queue is shut down
  * (nothing was put); -ENOMEM; -EINVAL outside a task. */
 WEFT_API int weft_queue_put(weft_queue *q, void *item);
