@@ -6,14 +6,17 @@
  * (put and not yet marked done) and the shutdown flag. The buffer is a ring
  * (FIFO: items from head), a stack (LIFO: head stays 0, items taken from
  * the end) or a binary min-heap ordered by the caller's cmp (PRIORITY: head
- * stays 0, the root is next). As in asyncio, an item always goes through
- * the buffer: a put stores it and wakes the oldest getter; the woken getter
- * takes the next item when it runs (if another task took it first, it
- * waits again). Hence a cancelled getter never loses an item (it never held
- * one) and a cancelled putter never inserts half of one (it inserts only
- * when it returns 0). A waiter that was chosen by a wake (its node no
- * longer linked) but was cancelled at the same moment passes the wakeup on
- * to the next waiter of its kind, if what it waited for is still there.
+ * stays 0, the root is next). As in asyncio, a put stores the item and
+ * wakes the oldest getter; the woken getter takes the next item when it
+ * runs (if another task took it first, it waits again); and a get wakes
+ * the oldest putter. Two shortcuts (below: GETTER and PUTTER HAND-OVER)
+ * let the waker do the woken task's work for it when the woken task's
+ * wait has not ended yet. A cancelled getter never loses an item (it never
+ * held one, or it returns it) and a cancelled putter never inserts half of
+ * one (it inserts only when it returns 0). A waiter that was chosen by a
+ * wake (its node no longer linked) but was cancelled at the same moment
+ * passes the wakeup on to the next waiter of its kind, if what it waited
+ * for is still there.
  *
  * PUTTER HAND-OVER. A get that frees a slot while putters wait inserts
  * the oldest putter's item itself (the putter left it in its wait node,
@@ -28,6 +31,17 @@
  * cancelled at the same moment returns 0 (its item is in) and its cancel
  * request stays pending for its next wait. So full() may still be true
  * right after a get (asyncio: until the woken putter runs).
+ *
+ * GETTER HAND-OVER. A put into an empty queue while getters wait hands
+ * the item to the oldest getter directly (its wait node's item, mark = 1)
+ * instead of through the buffer, unless that getter's wait has already
+ * ended (cancelled first: as above, the item goes into the buffer and the
+ * getter passes the wakeup on). A getter chosen this way returns the item
+ * without taking the lock again (wait_on's HANDED); one cancelled at the
+ * same moment returns it too, its cancel request left pending. So no item
+ * is lost to a cancelled getter: a getter either never got the item, or
+ * returns it. Only into an EMPTY queue: items already buffered are older
+ * and go first.
  *
  * JOIN. task_done bringing `unfinished` to 0 releases every joiner waiting
  * then: it marks their nodes (mark = 1, a walk back from the tail over the
@@ -224,9 +238,16 @@ static int grow(queue_impl *x) {
 /* Caller holds the lock; the queue is not shut down, not full, and has a
  * free slot (count < cap): insert and choose a getter to wake. */
 static void insert_locked(queue_impl *x, void *item, weft__wakeup *wake, bool *have_wake) {
-  push_item(x, item);
   x->unfinished++;
   *have_wake = weft__waitlist_pop(&x->getters, wake);
+  if (*have_wake && x->count == 0 && weft__wait_pending(wake->task, wake->seq)) {
+    /* GETTER HAND-OVER (above): the item goes to the getter directly */
+    weft__waiter *n = &wake->task->waiter; /* unlinked, but its task waits: stable under the lock */
+    n->item = item;
+    n->mark = 1;
+    return;
+  }
+  push_item(x, item);
 }
 
 static inline bool is_shut(queue_impl *x) {
@@ -295,9 +316,18 @@ int weft_queue_get_nowait(weft_queue *q, void **item) {
   return 0;
 }
 
-/* Wait on wl (lock held on entry and on return). Returns 0 when woken
- * normally, -ECANCELED when cancelled (then *chosen tells whether a waker
- * had picked this waiter). */
+/* Wait on wl (lock held on entry). Returns HANDED, with the lock NOT
+ * held, when a waker marked our node (mark = 1: a getter put our item in,
+ * a putter handed us its item in waiter.item, or a task_done released a
+ * joiner) and the wake that ended the wait was its: the waker wrote the
+ * node under the lock before its wake, whose release CAS our resumption
+ * acquires, and nobody touches an unlinked node after that, so the node
+ * is read without relocking (a hop of ping_pong saves a lock round trip,
+ * which on 2 workers is a cache miss). Otherwise returns with the lock
+ * held: 0 when woken normally, -ECANCELED when cancelled (then *chosen
+ * tells whether a waker had picked this waiter, and mark whether it had
+ * done our work already). */
+enum { HANDED = 1 };
 static int wait_on(queue_impl *x, weft__waitlist *wl, weft__task *self, void *item, bool *chosen) {
   int64_t seq = weft__wait_prepare(true);
   if (seq < 0) {
@@ -310,6 +340,7 @@ static int wait_on(queue_impl *x, weft__waitlist *wl, weft__task *self, void *it
   self->waiter.item = item; /* a putter's: a getter may insert it for us */
   weft__spin_unlock(&x->lock);
   uint32_t why = weft__wait_commit((uint32_t)seq);
+  if (why == WEFT__WAKE_NORMAL && self->waiter.mark) return HANDED;
   weft__spin_lock(&x->lock);
   *chosen = !self->waiter.linked;
   weft__waitlist_remove(wl, self);
@@ -359,7 +390,8 @@ int weft_queue_put(weft_queue *q, void *item) {
     }
     bool chosen;
     int rc = wait_on(x, &x->putters, self, item, &chosen);
-    if (chosen && self->waiter.mark) { /* a getter inserted our item */
+    if (rc == HANDED) return 0; /* a getter put our item in */
+    if (chosen && self->waiter.mark) { /* a getter put our item in, and we were cancelled at that moment */
       weft__spin_unlock(&x->lock);
       if (rc < 0) repend_cancel(self); /* cancelled at that moment: the put happened, the request stays */
       return 0;
@@ -386,8 +418,16 @@ int weft_queue_get(weft_queue *q, void **item) {
       return -ESHUTDOWN;
     }
     bool chosen;
-    if (wait_on(x, &x->getters, self, NULL, &chosen) < 0)
-      return cancelled_and_unlock(x, &x->getters, chosen && x->count);
+    int rc = wait_on(x, &x->getters, self, NULL, &chosen);
+    if (rc == HANDED || (chosen && self->waiter.mark)) { /* a putter handed us its item */
+      if (rc != HANDED) {
+        weft__spin_unlock(&x->lock);
+        if (rc < 0) repend_cancel(self); /* cancelled at that moment: the get happened, the request stays */
+      }
+      if (item) *item = self->waiter.item;
+      return 0;
+    }
+    if (rc < 0) return cancelled_and_unlock(x, &x->getters, chosen && x->count);
   }
   void *it = take_and_unlock(x);
   if (item) *item = it;
@@ -468,6 +508,7 @@ int weft_queue_join(weft_queue *q) {
   }
   bool chosen;
   int rc = wait_on(x, &x->joiners, self, NULL, &chosen); /* woken only by a release */
+  if (rc == HANDED) return 0;                                /* released, lock not held */
   weft__spin_unlock(&x->lock);
   return rc;
 }

@@ -82,6 +82,54 @@ static int handover_main(void *arg) {
   return 0;
 }
 
+static int handover_getter(void *arg) {
+  (void)arg;
+  void *it;
+  int rc = weft_queue_get(&HQ, &it);
+  return rc < 0 ? rc : (int)(intptr_t)it;
+}
+
+/* On one worker: a put into an empty queue hands the item to the oldest
+ * waiting getter, unless that getter was cancelled first. */
+static int getter_handover_main(void *arg) {
+  (void)arg;
+  void *it;
+  ASSERT_EQ(weft_queue_init(&HQ, 4), 0);
+  weft_task a = weft_spawn(handover_getter, NULL);
+  weft_sleep_ns(1000000); /* it waits: empty */
+  weft_task b = weft_spawn(handover_getter, NULL);
+  weft_sleep_ns(1000000);
+  ASSERT_EQ(weft_queue_put(&HQ, (void *)11), 0);
+  ASSERT_EQ(weft_queue_qsize(&HQ), 0); /* handed to a, not buffered */
+  ASSERT_EQ(weft_queue_put(&HQ, (void *)12), 0);
+  ASSERT_EQ(weft_queue_qsize(&HQ), 0); /* handed to b */
+  ASSERT_EQ(weft_join(a), 11);
+  ASSERT_EQ(weft_join(b), 12);
+  weft_task_release(a);
+  weft_task_release(b);
+  /* cancelled before the put: the item is buffered, and goes to the next getter */
+  a = weft_spawn(handover_getter, NULL);
+  weft_sleep_ns(1000000);
+  b = weft_spawn(handover_getter, NULL);
+  weft_sleep_ns(1000000);
+  weft_cancel(a); /* it has not run since: still in the list */
+  ASSERT_EQ(weft_queue_put(&HQ, (void *)13), 0);
+  ASSERT_EQ(weft_join(a), -ECANCELED);
+  ASSERT_EQ(weft_join(b), 13); /* a passed the wakeup on */
+  weft_task_release(a);
+  weft_task_release(b);
+  ASSERT_EQ(weft_queue_get_nowait(&HQ, &it), -EAGAIN);
+  for (int k = 0; k < 3; k++) ASSERT_EQ(weft_queue_task_done(&HQ), 0);
+  ASSERT_EQ(weft_queue_task_done(&HQ), -EOVERFLOW);
+  ASSERT_EQ(weft_queue_destroy(&HQ), 0);
+  return 0;
+}
+
+TEST(queue_put_hands_the_item_to_a_waiting_getter) {
+  weft_config c = cfg_workers(1);
+  ASSERT_EQ(weft_run(getter_handover_main, NULL, &c), 0);
+}
+
 TEST(queue_get_puts_a_waiting_putters_item_for_it) {
   weft_config c = cfg_workers(1);
   ASSERT_EQ(weft_run(handover_main, NULL, &c), 0);
