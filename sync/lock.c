@@ -28,9 +28,9 @@
  * overtake them. Why: with strict hand-off (weft up to here, and asyncio),
  * a saturated lock is a convoy: every acquisition is a hand-off, a wake and
  * a task switch, and the lock is idle while the next owner is switched in
- * (lock_contention, tasks=64 on 2 workers: 15M acquisitions/s against Go's
- * 24M; see docs/benchmarks.md for the figures after). Letting the running
- * task keep the lock makes it as cheap as an uncontended one.
+ * (lock_contention, tasks=64 on 2 workers: 13-20M acquisitions/s, about
+ * Go's figure in the quiet run, docs/benchmarks.md). Letting the running
+ * task keep the lock makes it as cheap as an uncontended one: 51-65M.
  *
  * HAND-OFF MODE (`handoff`, under guard). A woken waiter that loses after
  * waiting STARVING_NS in all (since it first queued) switches it on as it
@@ -72,7 +72,7 @@
  * run yet, or it waits for something else while holding it), and in
  * hand-off mode (the lock is never free then).
  *
- * Rejected: strict FIFO hand-off alone (the convoy above: 13-15M
+ * Rejected: strict FIFO hand-off alone (the convoy above: 13-20M
  * acquisitions/s on 2 workers); a plain-store release with a separate
  * waiter count (a store then a load of another word needs a full fence on
  * both sides, which costs what the CAS costs).

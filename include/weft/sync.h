@@ -62,7 +62,7 @@ WEFT_API int weft_event_wait(weft_event *ev);
  * waiter that loses goes back to the head of the queue. Strict hand-off
  * makes a saturated lock a convoy (a wake and a task switch for every
  * acquisition, the lock idle in between): lock_contention on 2 workers ran
- * at ~15M acquisitions/s with it, against ~40M without (docs/benchmarks.md).
+ * at 13-20M acquisitions/s with it, 51-65M without (docs/benchmarks.md).
  * No waiter starves: a woken waiter that loses after waiting more than 1 ms
  * switches the lock to strict FIFO hand-off (no newcomer overtakes) until
  * the queue is empty or a waiter is served within 1 ms. */
