@@ -9,6 +9,8 @@
 # weft runs through bench/run with WEFT_NO_BUILD=1 (run `bench/run build`
 # first); the Go peer is /work/shared/peers/go/peer-go, or, when that binary
 # is missing, a copy built from its sources in a temporary folder ($GO_PEER
+# overrides). queue_throughput, which that peer lacks, runs against
+# bench/peers/go_queue (built the same way, into a temporary folder; $GO_QUEUE_PEER
 # overrides). Runs of weft and Go alternate, one process per measurement.
 # Prints a Markdown table of medians (min–max) and ratios on stdout.
 set -euo pipefail
@@ -32,6 +34,18 @@ if [[ ! -x "$go_peer" ]]; then
   fi
 fi
 
+go_queue_peer="${GO_QUEUE_PEER:-}"
+if [[ -z "$go_queue_peer" ]]; then
+  qsrc="$root/bench/peers/go_queue"
+  qcache="${TMPDIR:-/tmp}/weft-peer-go-queue"
+  go_queue_peer="$qcache/peer-go-queue"
+  if [[ ! -x "$go_queue_peer" || "$qsrc/main.go" -nt "$go_queue_peer" ]]; then
+    echo "compare_go: building bench/peers/go_queue in $qcache" >&2
+    mkdir -p "$qcache"
+    (cd "$qsrc" && GOCACHE="${GOCACHE:-$qcache/.gocache}" HOME="${HOME:-$qcache}" go build -o "$go_queue_peer" .) >&2
+  fi
+fi
+
 if [[ ! -x "$root/build/release/bench/weft_bench" ]]; then
   echo "compare_go: build/release/bench/weft_bench is missing: run bench/run build first" >&2
   exit 1
@@ -43,6 +57,9 @@ cases=(
   "yield_many"
   "ping_pong pairs=1 rounds=200000"
   "ping_pong pairs=64 rounds=20000"
+  "queue_throughput pairs=1 maxsize=1"
+  "queue_throughput pairs=1 maxsize=1024"
+  "queue_throughput pairs=64 maxsize=1024 items=20000"
   "chained_spawn"
   "fib"
   "timers tasks=100000"
@@ -57,6 +74,9 @@ worker_counts=(1)
 results="$(mktemp)"
 trap 'rm -f "$results"' EXIT
 
+# go_for WORKLOAD: the Go program that implements it.
+go_for() { if [[ "$1" == queue_throughput ]]; then echo "$go_queue_peer"; else echo "$go_peer"; fi; }
+
 # run_one LABEL SYSTEM WORKERS ARGS...: one process; appends "label<TAB>system<TAB>workers<TAB>json|FAIL".
 run_one() {
   local label="$1" system="$2" workers="$3"
@@ -65,7 +85,7 @@ run_one() {
   if [[ "$system" == weft ]]; then
     out="$(WEFT_NO_BUILD=1 "$root/bench/run" "$@" "workers=$workers" 2>/dev/null)" || out=""
   else
-    out="$("$go_peer" "$@" "workers=$workers" 2>/dev/null)" || out=""
+    out="$("$(go_for "$1")" "$@" "workers=$workers" 2>/dev/null)" || out=""
   fi
   line="$(printf '%s\n' "$out" | tail -n 1)"
   [[ "$line" == "{"* ]] || line=FAIL
@@ -77,7 +97,7 @@ for w in "${worker_counts[@]}"; do
     read -r -a args <<<"$c"
     echo "compare_go: $c workers=$w (1 warm-up + $REPS runs each)" >&2
     WEFT_NO_BUILD=1 "$root/bench/run" "${args[@]}" "workers=$w" >/dev/null 2>&1 || true
-    "$go_peer" "${args[@]}" "workers=$w" >/dev/null 2>&1 || true
+    "$(go_for "${args[0]}")" "${args[@]}" "workers=$w" >/dev/null 2>&1 || true
     for ((r = 0; r < REPS; r++)); do
       run_one "$c" weft "$w" "${args[@]}"
       run_one "$c" go "$w" "${args[@]}"

@@ -245,6 +245,59 @@ static int ping_pong(bench *b) {
   return 0;
 }
 
+/* ------------------------------------------------------------ queue_throughput */
+
+static struct {
+  weft_queue *q; /* one per pair, of maxsize */
+  long items;    /* per pair */
+  atomic_long got;
+  atomic_long bad;
+} qt;
+
+/* Task 2p is pair p's producer (puts 1..items), task 2p+1 its consumer
+ * (gets them, checking the order). */
+static int queue_throughput_task(void *arg) {
+  long i = (long)(intptr_t)arg;
+  weft_queue *q = &qt.q[i / 2];
+  if ((i & 1) == 0) {
+    for (long k = 1; k <= qt.items; k++)
+      if (weft_queue_put(q, (void *)(intptr_t)k) < 0) return -ECANCELED;
+    return 0;
+  }
+  long bad = 0;
+  for (long k = 1; k <= qt.items; k++) {
+    void *v;
+    if (weft_queue_get(q, &v) < 0) return -ECANCELED;
+    bad += (long)(intptr_t)v != k;
+  }
+  atomic_fetch_add(&qt.got, qt.items);
+  atomic_fetch_add(&qt.bad, bad);
+  return 0;
+}
+
+/* `pairs` producer/consumer pairs, each moving `items` items through its
+ * own queue of `maxsize` (the Go peer, bench/peers/go_queue: a buffered
+ * channel of that capacity). */
+static int queue_throughput(bench *b) {
+  long pairs = b->p[0], maxsize = b->p[1];
+  qt.items = b->p[2];
+  qt.q = calloc((size_t)pairs, sizeof *qt.q);
+  if (!qt.q) return fail("queue_throughput: out of memory");
+  for (long i = 0; i < pairs; i++)
+    if (weft_queue_init(&qt.q[i], (size_t)maxsize) < 0) return fail("queue_throughput: weft_queue_init failed");
+  int64_t t0 = weft_now_ns();
+  int rc = spawn_and_join(2 * pairs, queue_throughput_task, pair_index, "queue_throughput");
+  b->wall_s = seconds_since(t0);
+  for (long i = 0; i < pairs; i++) weft_queue_destroy(&qt.q[i]);
+  free(qt.q);
+  if (rc < 0) return rc;
+  long got = atomic_load(&qt.got), bad = atomic_load(&qt.bad);
+  if (bad != 0 || got != pairs * qt.items)
+    return fail("queue_throughput: %ld items got (want %ld), %ld out of order", got, pairs * qt.items, bad);
+  b->value = (double)got / b->wall_s;
+  return 0;
+}
+
 /* ------------------------------------------------------------ chained_spawn */
 
 static struct {
@@ -635,6 +688,7 @@ static const workload workloads[] = {
     {"chained_spawn", "spawns/s", chained_spawn, {{"depth", 1000000, 1}}},
     {"fib", "tasks/s", fib, {{"k", 27, 0}, {"cutoff", 0, 0}}},
     {"timers", "x_ideal", timers, {{"tasks", 100000, 1}, {"ms", 10, 1}, {"times", 10, 1}}},
+    {"queue_throughput", "items/s", queue_throughput, {{"pairs", 1, 1}, {"maxsize", 1, 1}, {"items", 1000000, 1}}},
     {"lock_contention", "acquisitions/s", lock_contention, {{"tasks", 64, 1}, {"iters", 20000, 1}}},
     {"idle_tasks", "bytes/task", idle_tasks, {{"n", 100000, 1}}},
     {"to_thread", "calls/s", to_thread, {{"calls", 100000, 1}, {"concurrency", 64, 1}}},

@@ -125,6 +125,7 @@ typedef struct weft__waiter {
   uint32_t seq;
   bool linked;
   uint8_t mark; /* the primitive's own use, under its lock (the barrier: its round ended) */
+  void *item;   /* the primitive's own use, under its lock (the queue: a waiting putter's item) */
 } weft__waiter;
 
 struct weft_runtime;
@@ -211,6 +212,15 @@ void weft__wait_abandon(void);
 /* Switch out until woken for this seq. Returns the wake reason
  * (WEFT__WAKE_*). On WEFT__WAKE_CANCEL the request is delivered. */
 uint32_t weft__wait_commit(uint32_t seq);
+
+/* Whether t's wait number seq has not ended yet (no waker, canceller or
+ * timer has won it). A snapshot: it may end right after. Any thread. */
+static inline bool weft__wait_pending(weft__task *t, uint32_t seq) {
+  /* relaxed: a hint; the caller's wake (a CAS) decides */
+  uint64_t w = weft__load(&t->ws, RELAXED);
+  uint32_t st = WEFT__WS_STATE(w);
+  return WEFT__WS_SEQ(w) == seq && (st == WEFT__TS_WAITING || st == WEFT__TS_PARKED);
+}
 
 /* Wake t's wait number seq. Any thread. Returns true when this call ended
  * the wait (it won), false when the wait had already ended or is stale, or

@@ -63,6 +63,23 @@ static inline void weft__waitlist_push(weft__waitlist *wl, weft__task *t, uint32
   wl->len++;
 }
 
+/* Link t at the head: a waiter that was woken to retry and lost keeps its
+ * place ahead of those that queued after it (sync/lock.c). */
+static inline void weft__waitlist_push_front(weft__waitlist *wl, weft__task *t, uint32_t seq) {
+  weft__waiter *n = &t->waiter;
+  n->task = t;
+  n->seq = seq;
+  n->linked = true;
+  n->prev = NULL;
+  n->next = wl->head;
+  if (wl->head)
+    wl->head->prev = n;
+  else
+    wl->tail = n;
+  wl->head = n;
+  wl->len++;
+}
+
 static inline void weft__waitlist_remove(weft__waitlist *wl, weft__task *t) {
   weft__waiter *n = &t->waiter;
   if (!n->linked) return;

@@ -6,14 +6,42 @@
  * (put and not yet marked done) and the shutdown flag. The buffer is a ring
  * (FIFO: items from head), a stack (LIFO: head stays 0, items taken from
  * the end) or a binary min-heap ordered by the caller's cmp (PRIORITY: head
- * stays 0, the root is next). As in asyncio, an item always goes through
- * the buffer: a put stores it and wakes the oldest getter; the woken getter
- * takes the next item when it runs (if another task took it first, it
- * waits again). Hence a cancelled getter never loses an item (it never held
- * one) and a cancelled putter never inserts half of one (it inserts only
- * when it returns 0). A waiter that was chosen by a wake (its node no
- * longer linked) but was cancelled at the same moment passes the wakeup on
- * to the next waiter of its kind, if what it waited for is still there.
+ * stays 0, the root is next). As in asyncio, a put stores the item and
+ * wakes the oldest getter; the woken getter takes the next item when it
+ * runs (if another task took it first, it waits again); and a get wakes
+ * the oldest putter. Two shortcuts (below: GETTER and PUTTER HAND-OVER)
+ * let the waker do the woken task's work for it when the woken task's
+ * wait has not ended yet. A cancelled getter never loses an item (it never
+ * held one, or it returns it) and a cancelled putter never inserts half of
+ * one (it inserts only when it returns 0). A waiter that was chosen by a
+ * wake (its node no longer linked) but was cancelled at the same moment
+ * passes the wakeup on to the next waiter of its kind, if what it waited
+ * for is still there.
+ *
+ * PUTTER HAND-OVER. A get that frees a slot while putters wait inserts
+ * the oldest putter's item itself (the putter left it in its wait node,
+ * t->waiter.item) and marks the node (mark = 1), then wakes the putter,
+ * whose put has returned 0 by the time it runs. On a bounded queue with a
+ * producer ahead of its consumer this halves the task switches: the
+ * consumer takes the freed slot's next item at once instead of waiting for
+ * the producer to run and put it (queue_throughput maxsize=1: one switch
+ * per item instead of two, as Go's channels do). The getter skips it when
+ * the putter's wait has already ended (cancelled first: as in asyncio, its
+ * item is not put; it passes the wakeup on). A putter chosen this way and
+ * cancelled at the same moment returns 0 (its item is in) and its cancel
+ * request stays pending for its next wait. So full() may still be true
+ * right after a get (asyncio: until the woken putter runs).
+ *
+ * GETTER HAND-OVER. A put into an empty queue while getters wait hands
+ * the item to the oldest getter directly (its wait node's item, mark = 1)
+ * instead of through the buffer, unless that getter's wait has already
+ * ended (cancelled first: as above, the item goes into the buffer and the
+ * getter passes the wakeup on). A getter chosen this way returns the item
+ * without taking the lock again (wait_on's HANDED); one cancelled at the
+ * same moment returns it too, its cancel request left pending. So no item
+ * is lost to a cancelled getter: a getter either never got the item, or
+ * returns it. Only into an EMPTY queue: items already buffered are older
+ * and go first.
  *
  * JOIN. task_done bringing `unfinished` to 0 releases every joiner waiting
  * then: it marks their nodes (mark = 1, a walk back from the tail over the
@@ -210,9 +238,16 @@ static int grow(queue_impl *x) {
 /* Caller holds the lock; the queue is not shut down, not full, and has a
  * free slot (count < cap): insert and choose a getter to wake. */
 static void insert_locked(queue_impl *x, void *item, weft__wakeup *wake, bool *have_wake) {
-  push_item(x, item);
   x->unfinished++;
   *have_wake = weft__waitlist_pop(&x->getters, wake);
+  if (*have_wake && x->count == 0 && weft__wait_pending(wake->task, wake->seq)) {
+    /* GETTER HAND-OVER (above): the item goes to the getter directly */
+    weft__waiter *n = &wake->task->waiter; /* unlinked, but its task waits: stable under the lock */
+    n->item = item;
+    n->mark = 1;
+    return;
+  }
+  push_item(x, item);
 }
 
 static inline bool is_shut(queue_impl *x) {
@@ -248,13 +283,23 @@ int weft_queue_put_nowait(weft_queue *q, void *item) {
 }
 
 /* Caller holds the lock and the queue has an item: take the next, choose
- * a putter to wake, unlock, wake it. */
+ * a putter to wake, unlock, wake it. The putter's item goes into the slot
+ * just freed, on its behalf (PUTTER HAND-OVER, above), unless its wait has
+ * ended already (a cancel came first: it then passes the wakeup on) or the
+ * queue is shut down. */
 static void *take_and_unlock(queue_impl *x) {
-  weft__wakeup wake;
+  weft__wakeup wake, gwake;
+  bool have_gwake = false;
   void *it = pop_item(x);
   bool have_wake = weft__waitlist_pop(&x->putters, &wake);
+  if (have_wake && !is_shut(x) && weft__wait_pending(wake.task, wake.seq)) {
+    weft__waiter *n = &wake.task->waiter; /* unlinked, but its task waits: stable under the lock */
+    insert_locked(x, n->item, &gwake, &have_gwake); /* room: an item was just taken */
+    n->mark = 1;                                    /* its put is done */
+  }
   weft__spin_unlock(&x->lock);
   if (have_wake) weft__wakeup_fire(&wake);
+  if (have_gwake) weft__wakeup_fire(&gwake);
   return it;
 }
 
@@ -271,10 +316,19 @@ int weft_queue_get_nowait(weft_queue *q, void **item) {
   return 0;
 }
 
-/* Wait on wl (lock held on entry and on return). Returns 0 when woken
- * normally, -ECANCELED when cancelled (then *chosen tells whether a waker
- * had picked this waiter). */
-static int wait_on(queue_impl *x, weft__waitlist *wl, weft__task *self, bool *chosen) {
+/* Wait on wl (lock held on entry). Returns HANDED, with the lock NOT
+ * held, when a waker marked our node (mark = 1: a getter put our item in,
+ * a putter handed us its item in waiter.item, or a task_done released a
+ * joiner) and the wake that ended the wait was its: the waker wrote the
+ * node under the lock before its wake, whose release CAS our resumption
+ * acquires, and nobody touches an unlinked node after that, so the node
+ * is read without relocking (a hop of ping_pong saves a lock round trip,
+ * which on 2 workers is a cache miss). Otherwise returns with the lock
+ * held: 0 when woken normally, -ECANCELED when cancelled (then *chosen
+ * tells whether a waker had picked this waiter, and mark whether it had
+ * done our work already). */
+enum { HANDED = 1 };
+static int wait_on(queue_impl *x, weft__waitlist *wl, weft__task *self, void *item, bool *chosen) {
   int64_t seq = weft__wait_prepare(true);
   if (seq < 0) {
     *chosen = false;
@@ -283,12 +337,20 @@ static int wait_on(queue_impl *x, weft__waitlist *wl, weft__task *self, bool *ch
   weft__waiting_on(self, wl == &x->getters ? WEFT__WAITING_QUEUE_GET : WEFT__WAITING_QUEUE_PUT);
   weft__waitlist_push(wl, self, (uint32_t)seq);
   self->waiter.mark = 0;
+  self->waiter.item = item; /* a putter's: a getter may insert it for us */
   weft__spin_unlock(&x->lock);
   uint32_t why = weft__wait_commit((uint32_t)seq);
+  if (why == WEFT__WAKE_NORMAL && self->waiter.mark) return HANDED;
   weft__spin_lock(&x->lock);
   *chosen = !self->waiter.linked;
   weft__waitlist_remove(wl, self);
   return why == WEFT__WAKE_CANCEL ? -ECANCELED : 0;
+}
+
+/* The calling task's cancel request, delivered by a wait whose work was
+ * done anyway, is made pending again (io/op.c does the same). */
+static void repend_cancel(weft__task *self) {
+  weft__store(&self->cancel_pending, 1, RELAXED); /* relaxed: the flag carries no data */
 }
 
 /* A waiter of wl was cancelled (lock held). If a waker had chosen it and
@@ -327,8 +389,14 @@ int weft_queue_put(weft_queue *q, void *item) {
       continue; /* re-check: the lock was dropped */
     }
     bool chosen;
-    if (wait_on(x, &x->putters, self, &chosen) < 0)
-      return cancelled_and_unlock(x, &x->putters, chosen && !is_full(x) && !is_shut(x));
+    int rc = wait_on(x, &x->putters, self, item, &chosen);
+    if (rc == HANDED) return 0; /* a getter put our item in */
+    if (chosen && self->waiter.mark) { /* a getter put our item in, and we were cancelled at that moment */
+      weft__spin_unlock(&x->lock);
+      if (rc < 0) repend_cancel(self); /* cancelled at that moment: the put happened, the request stays */
+      return 0;
+    }
+    if (rc < 0) return cancelled_and_unlock(x, &x->putters, chosen && !is_full(x) && !is_shut(x));
   }
   insert_locked(x, item, &wake, &have_wake);
   weft__spin_unlock(&x->lock);
@@ -350,8 +418,16 @@ int weft_queue_get(weft_queue *q, void **item) {
       return -ESHUTDOWN;
     }
     bool chosen;
-    if (wait_on(x, &x->getters, self, &chosen) < 0)
-      return cancelled_and_unlock(x, &x->getters, chosen && x->count);
+    int rc = wait_on(x, &x->getters, self, NULL, &chosen);
+    if (rc == HANDED || (chosen && self->waiter.mark)) { /* a putter handed us its item */
+      if (rc != HANDED) {
+        weft__spin_unlock(&x->lock);
+        if (rc < 0) repend_cancel(self); /* cancelled at that moment: the get happened, the request stays */
+      }
+      if (item) *item = self->waiter.item;
+      return 0;
+    }
+    if (rc < 0) return cancelled_and_unlock(x, &x->getters, chosen && x->count);
   }
   void *it = take_and_unlock(x);
   if (item) *item = it;
@@ -431,7 +507,8 @@ int weft_queue_join(weft_queue *q) {
     return 0;
   }
   bool chosen;
-  int rc = wait_on(x, &x->joiners, self, &chosen); /* woken only by a release */
+  int rc = wait_on(x, &x->joiners, self, NULL, &chosen); /* woken only by a release */
+  if (rc == HANDED) return 0;                                /* released, lock not held */
   weft__spin_unlock(&x->lock);
   return rc;
 }

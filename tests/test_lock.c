@@ -1,5 +1,6 @@
-/* tests/test_lock.c: weft_lock (asyncio.Lock): ownership, FIFO hand-off
- * without barging, cancellation, calls from foreign threads, and a stress
+/* tests/test_lock.c: weft_lock (asyncio.Lock): ownership, FIFO order among
+ * waiters, overtaking in normal mode and hand-off mode against starvation,
+ * cancellation, calls from foreign threads, and a stress
  * test with cancellations on 4 workers. */
 #include <pthread.h>
 #include <stdatomic.h>
@@ -79,7 +80,7 @@ TEST(lock_misuse_is_printed_in_debug_mode) {
   close(fd);
 }
 
-/* ------------------------------------------------------------ FIFO, no barging */
+/* ------------------------------------------------------------ FIFO, overtaking, hand-off */
 
 static int order[8];
 static atomic_int order_n;
@@ -93,8 +94,12 @@ static int fifo_waiter(void *arg) {
   return weft_lock_release(&L);
 }
 
+/* Waiters are served in the order they queued. On one worker, also the two
+ * modes: a running task may take the lock before the woken waiter runs
+ * (normal mode); the woken waiter, losing after more than 1 ms of waiting,
+ * switches hand-off mode on, and then the lock goes to it directly. */
 static int fifo_main(void *arg) {
-  (void)arg;
+  bool one_worker = arg != NULL;
   weft_lock_init(&L);
   atomic_store(&order_n, 0);
   ASSERT_EQ(weft_lock_acquire(&L), 0);
@@ -105,26 +110,130 @@ static int fifo_main(void *arg) {
   }
   ASSERT_EQ(weft_lock_destroy(&L), -EBUSY);
   ASSERT_EQ(weft_lock_release(&L), 0);
-  /* Handed to waiter 0, which has not run yet: a newcomer may not take it. */
-  ASSERT_TRUE(weft_lock_locked(&L));
-  ASSERT_EQ(weft_lock_try_acquire(&L), -EAGAIN);
-  ASSERT_EQ(weft_lock_acquire(&L), 0); /* queues behind the 5 */
-  ASSERT_EQ(atomic_load(&order_n), 5);
-  for (int i = 0; i < 5; i++) ASSERT_EQ(order[i], i);
-  ASSERT_EQ(weft_lock_release(&L), 0);
+  if (one_worker) {
+    /* Normal mode: waiter 0 was woken and has not run yet; the lock is
+     * free, and the running task may take it first. */
+    ASSERT_TRUE(!weft_lock_locked(&L));
+    ASSERT_EQ(weft_lock_destroy(&L), -EBUSY); /* a woken waiter is on its way */
+    ASSERT_EQ(weft_lock_try_acquire(&L), 0);
+    weft_yield(); /* waiter 0 runs, loses, queues again at the front: it waited > 1 ms */
+    ASSERT_EQ(atomic_load(&order_n), 0);
+    ASSERT_EQ(weft_lock_release(&L), 0);
+    /* Hand-off mode: handed to waiter 0, which has not run yet; nobody
+     * may take it now. */
+    ASSERT_TRUE(weft_lock_locked(&L));
+    ASSERT_EQ(weft_lock_try_acquire(&L), -EAGAIN);
+    ASSERT_EQ(weft_lock_acquire(&L), 0); /* queues behind the 5 */
+    ASSERT_EQ(atomic_load(&order_n), 5);
+    ASSERT_EQ(weft_lock_release(&L), 0);
+  }
   for (int i = 0; i < 5; i++) {
     ASSERT_EQ(weft_join(t[i]), 0);
     weft_task_release(t[i]);
   }
+  ASSERT_EQ(atomic_load(&order_n), 5);
+  for (int i = 0; i < 5; i++) ASSERT_EQ(order[i], i);
+  ASSERT_TRUE(!weft_lock_locked(&L));
+  ASSERT_EQ(weft_lock_try_acquire(&L), 0); /* back to the fast path */
+  ASSERT_EQ(weft_lock_release(&L), 0);
   ASSERT_EQ(weft_lock_destroy(&L), 0);
   return 0;
 }
 
-TEST(lock_fifo_handoff_without_barging) {
+TEST(lock_fifo_among_waiters_overtaking_and_handoff) {
   weft_config c1 = cfg_workers(1);
-  ASSERT_EQ(weft_run(fifo_main, NULL, &c1), 0);
+  ASSERT_EQ(weft_run(fifo_main, &c1, &c1), 0);
   weft_config c2 = cfg_workers(2);
   ASSERT_EQ(weft_run(fifo_main, NULL, &c2), 0);
+}
+
+/* ------------------------------------------------------------ starvation */
+
+/* Bargers take the lock again and again, holding it across a yield, so
+ * that a woken waiter always finds it taken (in normal mode it would lose
+ * forever). Each victim must still get the lock VICTIM_ROUNDS times before
+ * the bargers give up (after 20 s): hand-off mode serves it after ~1 ms. */
+enum { BARGERS = 3, VICTIMS = 2, VICTIM_ROUNDS = 20 };
+
+static struct {
+  atomic_int victims_done;
+  atomic_long barges;
+  atomic_long max_wait_ns;
+  atomic_int deadline_hit;
+  long counter; /* under the lock */
+} SV;
+
+static int barger(void *arg) {
+  (void)arg;
+  int64_t deadline = weft_now_ns() + 20 * 1000000000ll;
+  long n = 0;
+  while (atomic_load(&SV.victims_done) < VICTIMS) {
+    if (weft_now_ns() > deadline) {
+      atomic_store(&SV.deadline_hit, 1);
+      break;
+    }
+    int rc = weft_lock_acquire(&L);
+    if (rc < 0) return rc;
+    SV.counter++;
+    weft_yield(); /* hold it across a suspension */
+    if (weft_lock_release(&L) != 0) return -1;
+    n++;
+  }
+  atomic_fetch_add(&SV.barges, n);
+  return 0;
+}
+
+static int victim(void *arg) {
+  (void)arg;
+  for (int i = 0; i < VICTIM_ROUNDS; i++) {
+    int64_t t0 = weft_now_ns();
+    int rc = weft_lock_acquire(&L);
+    if (rc < 0) return rc;
+    long w = (long)(weft_now_ns() - t0), m = atomic_load(&SV.max_wait_ns);
+    while (w > m && !atomic_compare_exchange_weak(&SV.max_wait_ns, &m, w)) {
+    }
+    SV.counter++;
+    if (weft_lock_release(&L) != 0) return -1;
+    weft_sleep_ns(100000); /* let the bargers run alone a while */
+  }
+  atomic_fetch_add(&SV.victims_done, 1);
+  return 0;
+}
+
+static int starvation_main(void *arg) {
+  (void)arg;
+  weft_lock_init(&L);
+  atomic_store(&SV.victims_done, 0);
+  atomic_store(&SV.barges, 0);
+  atomic_store(&SV.max_wait_ns, 0);
+  atomic_store(&SV.deadline_hit, 0);
+  SV.counter = 0;
+  weft_task b[BARGERS], v[VICTIMS];
+  for (int i = 0; i < BARGERS; i++) b[i] = weft_spawn(barger, NULL);
+  weft_sleep_ns(2000000); /* the bargers own the lock */
+  for (int i = 0; i < VICTIMS; i++) v[i] = weft_spawn(victim, NULL);
+  for (int i = 0; i < VICTIMS; i++) {
+    ASSERT_EQ(weft_join(v[i]), 0);
+    weft_task_release(v[i]);
+  }
+  for (int i = 0; i < BARGERS; i++) {
+    ASSERT_EQ(weft_join(b[i]), 0);
+    weft_task_release(b[i]);
+  }
+  ASSERT_EQ(atomic_load(&SV.deadline_hit), 0); /* the victims were served while the bargers ran */
+  ASSERT_EQ(SV.counter, atomic_load(&SV.barges) + VICTIMS * VICTIM_ROUNDS);
+  ASSERT_TRUE(!weft_lock_locked(&L));
+  ASSERT_EQ(weft_lock_destroy(&L), 0);
+  fprintf(stderr, "lock starvation: %ld barging acquisitions, longest victim wait %.3f ms\n",
+          atomic_load(&SV.barges), (double)atomic_load(&SV.max_wait_ns) / 1e6);
+  return 0;
+}
+
+TEST(lock_waiter_is_not_starved_by_running_acquirers) {
+  weft_config c1 = cfg_workers(1);
+  ASSERT_EQ(weft_run(starvation_main, NULL, &c1), 0);
+  weft_config c2 = cfg_workers(2);
+  ASSERT_EQ(weft_run(starvation_main, NULL, &c2), 0);
 }
 
 /* ------------------------------------------------------------ cancellation */

@@ -30,6 +30,111 @@ TEST(queue_bad_input) {
   ASSERT_EQ(weft_queue_destroy(&q), 0);
 }
 
+/* ------------------------------------------------------------ putter hand-over */
+
+static weft_queue HQ;
+
+static int handover_putter(void *arg) { return weft_queue_put(&HQ, arg); }
+
+/* On one worker, so that the woken putter has not run when main looks. */
+static int handover_main(void *arg) {
+  (void)arg;
+  void *it;
+  ASSERT_EQ(weft_queue_init(&HQ, 1), 0);
+  /* A get that frees the slot puts the waiting putter's item in for it. */
+  ASSERT_EQ(weft_queue_put(&HQ, (void *)1), 0);
+  weft_task p = weft_spawn(handover_putter, (void *)2);
+  weft_sleep_ns(1000000); /* it waits: full */
+  ASSERT_EQ(weft_queue_get(&HQ, &it), 0);
+  ASSERT_PTR_EQ(it, (void *)1);
+  ASSERT_TRUE(weft_queue_full(&HQ)); /* its item is in already */
+  ASSERT_EQ(weft_queue_get_nowait(&HQ, &it), 0);
+  ASSERT_PTR_EQ(it, (void *)2);
+  ASSERT_EQ(weft_join(p), 0);
+  weft_task_release(p);
+  /* A putter cancelled before the get: its item is not put. */
+  ASSERT_EQ(weft_queue_put(&HQ, (void *)3), 0);
+  p = weft_spawn(handover_putter, (void *)4);
+  weft_sleep_ns(1000000);
+  weft_cancel(p); /* it has not run since: still in the list */
+  ASSERT_EQ(weft_queue_get(&HQ, &it), 0);
+  ASSERT_PTR_EQ(it, (void *)3);
+  ASSERT_EQ(weft_queue_get_nowait(&HQ, &it), -EAGAIN);
+  ASSERT_EQ(weft_join(p), -ECANCELED);
+  weft_task_release(p);
+  /* Two putters: each get moves the oldest one's item in, in order. */
+  ASSERT_EQ(weft_queue_put(&HQ, (void *)5), 0);
+  weft_task a = weft_spawn(handover_putter, (void *)6);
+  weft_sleep_ns(1000000);
+  weft_task b = weft_spawn(handover_putter, (void *)7);
+  weft_sleep_ns(1000000);
+  for (intptr_t want = 5; want <= 7; want++) {
+    ASSERT_EQ(weft_queue_get(&HQ, &it), 0);
+    ASSERT_PTR_EQ(it, (void *)want);
+  }
+  ASSERT_EQ(weft_join(a), 0);
+  ASSERT_EQ(weft_join(b), 0);
+  weft_task_release(a);
+  weft_task_release(b);
+  for (int k = 0; k < 6; k++) ASSERT_EQ(weft_queue_task_done(&HQ), 0); /* 6 items were put (not 4) */
+  ASSERT_EQ(weft_queue_task_done(&HQ), -EOVERFLOW);
+  ASSERT_EQ(weft_queue_destroy(&HQ), 0);
+  return 0;
+}
+
+static int handover_getter(void *arg) {
+  (void)arg;
+  void *it;
+  int rc = weft_queue_get(&HQ, &it);
+  return rc < 0 ? rc : (int)(intptr_t)it;
+}
+
+/* On one worker: a put into an empty queue hands the item to the oldest
+ * waiting getter, unless that getter was cancelled first. */
+static int getter_handover_main(void *arg) {
+  (void)arg;
+  void *it;
+  ASSERT_EQ(weft_queue_init(&HQ, 4), 0);
+  weft_task a = weft_spawn(handover_getter, NULL);
+  weft_sleep_ns(1000000); /* it waits: empty */
+  weft_task b = weft_spawn(handover_getter, NULL);
+  weft_sleep_ns(1000000);
+  ASSERT_EQ(weft_queue_put(&HQ, (void *)11), 0);
+  ASSERT_EQ(weft_queue_qsize(&HQ), 0); /* handed to a, not buffered */
+  ASSERT_EQ(weft_queue_put(&HQ, (void *)12), 0);
+  ASSERT_EQ(weft_queue_qsize(&HQ), 0); /* handed to b */
+  ASSERT_EQ(weft_join(a), 11);
+  ASSERT_EQ(weft_join(b), 12);
+  weft_task_release(a);
+  weft_task_release(b);
+  /* cancelled before the put: the item is buffered, and goes to the next getter */
+  a = weft_spawn(handover_getter, NULL);
+  weft_sleep_ns(1000000);
+  b = weft_spawn(handover_getter, NULL);
+  weft_sleep_ns(1000000);
+  weft_cancel(a); /* it has not run since: still in the list */
+  ASSERT_EQ(weft_queue_put(&HQ, (void *)13), 0);
+  ASSERT_EQ(weft_join(a), -ECANCELED);
+  ASSERT_EQ(weft_join(b), 13); /* a passed the wakeup on */
+  weft_task_release(a);
+  weft_task_release(b);
+  ASSERT_EQ(weft_queue_get_nowait(&HQ, &it), -EAGAIN);
+  for (int k = 0; k < 3; k++) ASSERT_EQ(weft_queue_task_done(&HQ), 0);
+  ASSERT_EQ(weft_queue_task_done(&HQ), -EOVERFLOW);
+  ASSERT_EQ(weft_queue_destroy(&HQ), 0);
+  return 0;
+}
+
+TEST(queue_put_hands_the_item_to_a_waiting_getter) {
+  weft_config c = cfg_workers(1);
+  ASSERT_EQ(weft_run(getter_handover_main, NULL, &c), 0);
+}
+
+TEST(queue_get_puts_a_waiting_putters_item_for_it) {
+  weft_config c = cfg_workers(1);
+  ASSERT_EQ(weft_run(handover_main, NULL, &c), 0);
+}
+
 TEST(queue_lifo_and_priority_order) {
   weft_queue q;
   void *it;

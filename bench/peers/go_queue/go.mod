@@ -1,0 +1,3 @@
+module goqueue
+
+go 1.19
