@@ -1,7 +1,13 @@
-/* sync/lock.c: asyncio.Lock across workers: a FIFO queue of waiters, and a
- * free lock that a running task may take (Go's sync.Mutex protocol: a
- * normal mode that lets running tasks overtake a woken waiter, and a
- * hand-off mode that a waiter starved for STARVING_NS switches on).
+/* sync/lock.c: asyncio.Lock across workers: a FIFO queue of waiters, in one
+ * of two modes chosen at init (weft/sync.h):
+ *  - WEFT_LOCK_FIFO (weft_lock_init, the default): asyncio's and DESIGN.md's
+ *    semantics: FIFO, no barging. A release with waiters hands the lock to
+ *    the oldest waiter; a newcomer finds it held and queues behind, also
+ *    while the waiter it was handed to has not run yet. This is the
+ *    HAND-OFF MODE below, switched on whenever the list is not empty.
+ *  - WEFT_LOCK_OVERTAKE (opt-in): Go's sync.Mutex protocol: a normal mode
+ *    that lets running tasks overtake a woken waiter, and a hand-off mode
+ *    that a waiter starved for STARVING_NS switches on.
  *
  * THE STATE WORD `state` holds the holder and two flags:
  *
@@ -17,7 +23,7 @@
  * CASes self back to 0 (keeping the flags), unless WAITERS is set and
  * WOKEN is not: then a waiter must be woken, under the spinlock `guard`.
  *
- * NORMAL MODE. A release that finds waiters and no woken waiter frees the
+ * NORMAL MODE (WEFT_LOCK_OVERTAKE only). A release that finds waiters and no woken waiter frees the
  * lock, pops the oldest waiter, sets WOKEN and wakes it (onto the
  * releaser's worker, where it runs next: core/worker.c's LIFO slot). Later
  * releases see WOKEN and wake nobody: one wake is in flight at a time. The
@@ -32,13 +38,17 @@
  * Go's figure in the quiet run, docs/benchmarks.md). Letting the running
  * task keep the lock makes it as cheap as an uncontended one: 51-65M.
  *
- * HAND-OFF MODE (`handoff`, under guard). A woken waiter that loses after
+ * HAND-OFF MODE (`handoff`, under guard). In WEFT_LOCK_FIFO it is on
+ * exactly while the list is not empty: the waiter that queues first switches
+ * it on (under guard, with its push), and the release that empties the list,
+ * or the cancelled last waiter, switches it off; no waiter is ever woken to
+ * compete (WOKEN is never set). In WEFT_LOCK_OVERTAKE: a woken waiter that loses after
  * waiting STARVING_NS in all (since it first queued) switches it on as it
  * queues again. Then a release with waiters hands the lock over inside the
  * state word (`state` becomes the oldest waiter, plus WAITERS if more
  * wait) before waking it, and newcomers, finding it held, queue behind:
- * strict FIFO, as asyncio, until the list is empty or a waiter handed the
- * lock had waited less than STARVING_NS (it switches the mode off). So no
+ * strict FIFO, as asyncio, until the list is empty or (OVERTAKE) a waiter
+ * handed the lock had waited less than STARVING_NS (it switches the mode off). So no
  * waiter waits much longer than STARVING_NS once it runs, whatever stream
  * of running acquirers there is.
  *
@@ -97,6 +107,7 @@ enum { SPIN_ROUNDS = 64 };
 typedef struct lock_impl {
   _Atomic uintptr_t state; /* holder | WOKEN | FOREIGN | WAITERS (above) */
   _Atomic bool handoff;    /* hand-off mode: changed under guard; read racily as a hint (relaxed) */
+  bool overtake;           /* WEFT_LOCK_OVERTAKE; set at init, read-only after */
   weft__spinlock guard;    /* guards `waiters`, every change of WAITERS, and `handoff` */
   weft__waitlist waiters;  /* under guard */
 } lock_impl;
@@ -119,14 +130,18 @@ static inline uintptr_t self_token(void) {
 /* The holder field of a state word (the token, FOREIGN included); 0 = free. */
 static inline uintptr_t holder(uintptr_t s) { return s & ~(uintptr_t)QUEUE_FLAGS; }
 
-int weft_lock_init(weft_lock *lk) {
+int weft_lock_init_mode(weft_lock *lk, unsigned mode) {
+  if (!lk || (mode != WEFT_LOCK_FIFO && mode != WEFT_LOCK_OVERTAKE)) return -EINVAL;
   lock_impl *l = impl(lk);
   weft__store(&l->state, 0, RELAXED);
   weft__store(&l->handoff, false, RELAXED);
+  l->overtake = mode == WEFT_LOCK_OVERTAKE;
   weft__spin_init(&l->guard);
   weft__waitlist_init(&l->waiters);
   return 0;
 }
+
+int weft_lock_init(weft_lock *lk) { return weft_lock_init_mode(lk, WEFT_LOCK_FIFO); }
 
 int weft_lock_destroy(weft_lock *lk) {
   lock_impl *l = impl(lk);
@@ -285,6 +300,7 @@ static int acquire_slow(lock_impl *l, weft__task *self, bool cancellable) {
       if (starving) weft__store(&l->handoff, true, RELAXED);       /* relaxed: under guard */
     } else {
       weft__waitlist_push(&l->waiters, self, (uint32_t)seq);
+      if (!l->overtake) weft__store(&l->handoff, true, RELAXED); /* relaxed: under guard */
     }
     woken = false;
     weft__spin_unlock(&l->guard);
@@ -293,7 +309,7 @@ static int acquire_slow(lock_impl *l, weft__task *self, bool cancellable) {
       /* acquire: pairs with the release store that handed us the lock */
       if (holder(weft__load(&l->state, ACQUIRE)) == (uintptr_t)self) { /* hand-off mode */
         /* relaxed: a hint; switched off under guard */
-        if (weft__load(&l->handoff, RELAXED) && weft_now_ns() - since < STARVING_NS) {
+        if (l->overtake && weft__load(&l->handoff, RELAXED) && weft_now_ns() - since < STARVING_NS) {
           weft__spin_lock(&l->guard);
           weft__store(&l->handoff, false, RELAXED); /* we did not starve: back to normal mode */
           weft__spin_unlock(&l->guard);

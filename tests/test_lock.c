@@ -82,6 +82,9 @@ TEST(lock_misuse_is_printed_in_debug_mode) {
 
 /* ------------------------------------------------------------ FIFO, overtaking, hand-off */
 
+/* The mode every test's lock is initialised in (tests run in both). */
+static unsigned lock_mode = WEFT_LOCK_FIFO;
+
 static int order[8];
 static atomic_int order_n;
 
@@ -100,7 +103,7 @@ static int fifo_waiter(void *arg) {
  * switches hand-off mode on, and then the lock goes to it directly. */
 static int fifo_main(void *arg) {
   bool one_worker = arg != NULL;
-  weft_lock_init(&L);
+  ASSERT_EQ(weft_lock_init_mode(&L, lock_mode), 0);
   atomic_store(&order_n, 0);
   ASSERT_EQ(weft_lock_acquire(&L), 0);
   weft_task t[5];
@@ -110,7 +113,17 @@ static int fifo_main(void *arg) {
   }
   ASSERT_EQ(weft_lock_destroy(&L), -EBUSY);
   ASSERT_EQ(weft_lock_release(&L), 0);
-  if (one_worker) {
+  if (one_worker && lock_mode == WEFT_LOCK_FIFO) {
+    /* No barging: the lock went to waiter 0, which has not run yet;
+     * nobody may take it now, and a newcomer queues behind the five. */
+    ASSERT_TRUE(weft_lock_locked(&L));
+    ASSERT_EQ(atomic_load(&order_n), 0);
+    ASSERT_EQ(weft_lock_try_acquire(&L), -EAGAIN);
+    ASSERT_EQ(weft_lock_destroy(&L), -EBUSY);
+    ASSERT_EQ(weft_lock_acquire(&L), 0);
+    ASSERT_EQ(atomic_load(&order_n), 5);
+    ASSERT_EQ(weft_lock_release(&L), 0);
+  } else if (one_worker) {
     /* Normal mode: waiter 0 was woken and has not run yet; the lock is
      * free, and the running task may take it first. */
     ASSERT_TRUE(!weft_lock_locked(&L));
@@ -140,11 +153,32 @@ static int fifo_main(void *arg) {
   return 0;
 }
 
-TEST(lock_fifo_among_waiters_overtaking_and_handoff) {
+TEST(lock_fifo_handoff_without_barging) {
+  lock_mode = WEFT_LOCK_FIFO;
   weft_config c1 = cfg_workers(1);
   ASSERT_EQ(weft_run(fifo_main, &c1, &c1), 0);
   weft_config c2 = cfg_workers(2);
   ASSERT_EQ(weft_run(fifo_main, NULL, &c2), 0);
+}
+
+TEST(lock_overtake_fifo_among_waiters_overtaking_and_handoff) {
+  lock_mode = WEFT_LOCK_OVERTAKE;
+  weft_config c1 = cfg_workers(1);
+  ASSERT_EQ(weft_run(fifo_main, &c1, &c1), 0);
+  weft_config c2 = cfg_workers(2);
+  ASSERT_EQ(weft_run(fifo_main, NULL, &c2), 0);
+  lock_mode = WEFT_LOCK_FIFO;
+}
+
+TEST(lock_init_mode_rejects_bad_input) {
+  weft_lock l;
+  ASSERT_EQ(weft_lock_init_mode(&l, 7), -EINVAL);
+  ASSERT_EQ(weft_lock_init_mode(NULL, WEFT_LOCK_FIFO), -EINVAL);
+  ASSERT_EQ(weft_lock_init(NULL), -EINVAL);
+  ASSERT_EQ(weft_lock_init_mode(&l, WEFT_LOCK_OVERTAKE), 0);
+  ASSERT_EQ(weft_lock_try_acquire(&l), 0);
+  ASSERT_EQ(weft_lock_release(&l), 0);
+  ASSERT_EQ(weft_lock_destroy(&l), 0);
 }
 
 /* ------------------------------------------------------------ starvation */
@@ -202,7 +236,7 @@ static int victim(void *arg) {
 
 static int starvation_main(void *arg) {
   (void)arg;
-  weft_lock_init(&L);
+  ASSERT_EQ(weft_lock_init_mode(&L, lock_mode), 0);
   atomic_store(&SV.victims_done, 0);
   atomic_store(&SV.barges, 0);
   atomic_store(&SV.max_wait_ns, 0);
@@ -230,10 +264,14 @@ static int starvation_main(void *arg) {
 }
 
 TEST(lock_waiter_is_not_starved_by_running_acquirers) {
-  weft_config c1 = cfg_workers(1);
-  ASSERT_EQ(weft_run(starvation_main, NULL, &c1), 0);
-  weft_config c2 = cfg_workers(2);
-  ASSERT_EQ(weft_run(starvation_main, NULL, &c2), 0);
+  for (int m = 0; m < 2; m++) {
+    lock_mode = m ? WEFT_LOCK_OVERTAKE : WEFT_LOCK_FIFO;
+    weft_config c1 = cfg_workers(1);
+    ASSERT_EQ(weft_run(starvation_main, NULL, &c1), 0);
+    weft_config c2 = cfg_workers(2);
+    ASSERT_EQ(weft_run(starvation_main, NULL, &c2), 0);
+  }
+  lock_mode = WEFT_LOCK_FIFO;
 }
 
 /* ------------------------------------------------------------ cancellation */
@@ -247,7 +285,7 @@ static int plain_waiter(void *arg) {
 
 static int cancel_main(void *arg) {
   (void)arg;
-  weft_lock_init(&L);
+  ASSERT_EQ(weft_lock_init_mode(&L, lock_mode), 0);
   ASSERT_EQ(weft_lock_acquire(&L), 0);
   weft_task a = weft_spawn(plain_waiter, NULL);
   weft_sleep_ns(1000000);
@@ -276,15 +314,19 @@ static int cancel_main(void *arg) {
 }
 
 TEST(lock_cancelled_waiter_does_not_take_the_lock) {
-  weft_config c = cfg_workers(2);
-  ASSERT_EQ(weft_run(cancel_main, NULL, &c), 0);
+  for (int m = 0; m < 2; m++) {
+    lock_mode = m ? WEFT_LOCK_OVERTAKE : WEFT_LOCK_FIFO;
+    weft_config c = cfg_workers(2);
+    ASSERT_EQ(weft_run(cancel_main, NULL, &c), 0);
+  }
+  lock_mode = WEFT_LOCK_FIFO;
 }
 
 /* A waiter cancelled while it is being handed the lock: cancel it right
  * after the release, many times; every round must end with the lock free. */
 static int handoff_race_main(void *arg) {
   (void)arg;
-  weft_lock_init(&L);
+  ASSERT_EQ(weft_lock_init_mode(&L, lock_mode), 0);
   int rounds = test_sanitized() ? 300 : 2000;
   int got = 0, cancelled = 0;
   for (int r = 0; r < rounds; r++) {
@@ -307,8 +349,12 @@ static int handoff_race_main(void *arg) {
 }
 
 TEST(lock_waiter_cancelled_at_handoff_passes_it_on) {
-  weft_config c = cfg_workers(2);
-  ASSERT_EQ(weft_run(handoff_race_main, NULL, &c), 0);
+  for (int m = 0; m < 2; m++) {
+    lock_mode = m ? WEFT_LOCK_OVERTAKE : WEFT_LOCK_FIFO;
+    weft_config c = cfg_workers(2);
+    ASSERT_EQ(weft_run(handoff_race_main, NULL, &c), 0);
+  }
+  lock_mode = WEFT_LOCK_FIFO;
 }
 
 /* ------------------------------------------------------------ foreign threads */
@@ -333,7 +379,7 @@ static void *thread_bad_release(void *arg) {
 
 static int foreign_main(void *arg) {
   (void)arg;
-  weft_lock_init(&L);
+  ASSERT_EQ(weft_lock_init_mode(&L, lock_mode), 0);
   atomic_store(&thread_holds, 0);
   pthread_t th;
   pthread_create(&th, NULL, thread_holder, NULL);
@@ -386,7 +432,7 @@ static int stress_task(void *arg) {
 static int stress_main(void *arg) {
   (void)arg;
   enum { TASKS = 48 };
-  weft_lock_init(&S.lock);
+  ASSERT_EQ(weft_lock_init_mode(&S.lock, lock_mode), 0);
   S.counter = 0;
   S.iters = (int)((test_sanitized() ? 8000 : 150000) * test_stress_scale() / sync_migrate_div());
   weft_task t[TASKS], victims[TASKS / 3];
@@ -423,6 +469,20 @@ TEST(lock_stress_with_cancellation_2_workers) {
 TEST(lock_stress_with_cancellation_4_workers) {
   weft_config c = cfg_workers(4);
   ASSERT_EQ(weft_run(stress_main, NULL, &c), 0);
+}
+
+TEST(lock_overtake_stress_with_cancellation_2_workers) {
+  lock_mode = WEFT_LOCK_OVERTAKE;
+  weft_config c = cfg_workers(2);
+  ASSERT_EQ(weft_run(stress_main, NULL, &c), 0);
+  lock_mode = WEFT_LOCK_FIFO;
+}
+
+TEST(lock_overtake_stress_with_cancellation_4_workers) {
+  lock_mode = WEFT_LOCK_OVERTAKE;
+  weft_config c = cfg_workers(4);
+  ASSERT_EQ(weft_run(stress_main, NULL, &c), 0);
+  lock_mode = WEFT_LOCK_FIFO;
 }
 
 TEST_MAIN()

@@ -54,37 +54,47 @@ WEFT_API int weft_event_wait(weft_event *ev);
 /* asyncio.Lock: not reentrant, owned by the task (or thread) that took it.
  * Waiters are served in the order they queued. Uncontended, an acquire and
  * a release are one atomic operation each, with no system call. A task
- * that finds the lock held by a running task spins a few dozen rounds
- * before it queues.
+ * that finds the lock held by a running task, with nobody queued, spins a
+ * few dozen rounds before it queues.
  *
- * Unlike asyncio, a running task may take a free lock before a waiter that
- * was woken for it has run (Go's sync.Mutex "normal mode"): the woken
- * waiter that loses goes back to the head of the queue. Strict hand-off
- * makes a saturated lock a convoy (a wake and a task switch for every
- * acquisition, the lock idle in between): lock_contention on 2 workers ran
- * at 13-20M acquisitions/s with it, 51-65M without (docs/benchmarks.md).
- * No waiter starves: a woken waiter that loses after waiting more than 1 ms
- * switches the lock to strict FIFO hand-off (no newcomer overtakes) until
- * the queue is empty or a waiter is served within 1 ms. */
+ * Two modes, chosen at init:
+ *  - WEFT_LOCK_FIFO (weft_lock_init): asyncio's semantics. FIFO and no
+ *    barging: a release with waiters hands the lock to the oldest one, and
+ *    a newcomer waits while that waiter has not run yet.
+ *  - WEFT_LOCK_OVERTAKE (weft_lock_init_mode), Go's sync.Mutex: a running
+ *    task may take a free lock before a waiter that was woken for it has
+ *    run; the woken waiter that loses goes back to the head of the queue.
+ *    No waiter starves: one that loses after waiting more than 1 ms
+ *    switches the lock to strict hand-off until the queue is empty or a
+ *    waiter is served within 1 ms. Under saturation strict hand-off is a
+ *    convoy (a wake and a task switch per acquisition, the lock idle in
+ *    between): lock_contention on 2 workers ran at 13-20M acquisitions/s
+ *    in FIFO mode and 51-68M in this one (docs/benchmarks.md). Choose it
+ *    for locks around short critical sections that many tasks hammer, when
+ *    strict arrival order among newcomers does not matter. */
 typedef struct weft_lock {
   uint64_t opaque[6]; /* 48 bytes, 8-byte aligned */
 } weft_lock;
 
-/* Initialise (unlocked). Never fails; returns 0. */
+enum { WEFT_LOCK_FIFO = 0, WEFT_LOCK_OVERTAKE = 1 };
+/* Initialise (unlocked), in WEFT_LOCK_FIFO mode. Returns 0 (-EINVAL for NULL). */
 WEFT_API int weft_lock_init(weft_lock *l);
+/* Initialise (unlocked) in the given mode. Errors: -EINVAL (l NULL, or an
+ * unknown mode). */
+WEFT_API int weft_lock_init_mode(weft_lock *l, unsigned mode);
 /* Destroy. Errors: -EBUSY tasks wait on it, or it is held (nothing changes). */
 WEFT_API int weft_lock_destroy(weft_lock *l);
 /* Take the lock, suspending while another task holds it. Suspends.
  * Errors: -ECANCELED (the lock was not taken); -EDEADLK the caller holds it
  * already; -EINVAL outside a task. */
 WEFT_API int weft_lock_acquire(weft_lock *l);
-/* Take the lock if it is free (as acquire would, possibly before a woken
+/* Take the lock if it is free (in OVERTAKE mode possibly before a woken
  * waiter; see above). Any thread (a thread outside the runtime owns it
  * then, and must release it itself). Errors: -EAGAIN it is held (or being
  * handed to a waiter). */
 WEFT_API int weft_lock_try_acquire(weft_lock *l);
-/* Release the lock the caller holds; the oldest waiter, if any, is woken to
- * take it (or, after starvation, owns it now).
+/* Release the lock the caller holds; the oldest waiter, if any, owns it now
+ * (FIFO, or OVERTAKE after starvation) or is woken to take it (OVERTAKE).
  * Any thread (the one that holds it). Errors: -EPERM the caller does not hold
  * it (unlocked, or held by another task or thread). */
 WEFT_API int weft_lock_release(weft_lock *l);
