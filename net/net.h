@@ -43,4 +43,9 @@ bool weft__tls_ctx_is_server(const struct weft_tls_ctx *ctx);
 struct weft__tls *weft__stream_tls(const struct weft_stream *s);
 int weft__stream_set_tls(struct weft_stream *s, struct weft__tls *t);
 
+/* Tests: whether servers started from now on accept with one multishot
+ * accept on io_uring (default) or single-shot accepts (the fallback for
+ * kernels before 5.19). net/server.c. Any thread. */
+void weft__server_set_multishot(bool on);
+
 #endif
