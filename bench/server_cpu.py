@@ -3,7 +3,7 @@
 nginx, measured back to back in one run.
 
     bench/server_cpu.py --build DIR [--rows echo,http] [--reps 5] [--seconds 5]
-                        [--configs weft1,weft2,libuv,nginx1,nginx2]
+                        [--configs weft1,weft2,libuv,nginx1,nginx2] [--base DIR]
                         [--env KEY=VALUE ...] [--tag NAME]
 
 DIR is a weft build directory (Release) holding examples/echo_server,
@@ -16,9 +16,12 @@ bench/echo_client (echo: conns=64 size=64) or `wrk -t1 -c100` (http) for
 as ../shared/peers/run_all.sh counts server_cpu_s) over the load is divided
 by the messages or requests served: microseconds per message. The table
 gives, per config, the median (min-max) of that and of the rate, and the
-ratio weft / peer of the medians (< 1: weft spends less CPU per message).
+ratio weft / peer of the medians (< 1: weft spends less CPU per message),
+and the same ratio taken within each rep (runs back to back), median
+(min-max) over the reps.
 --env sets variables for weft's servers only (WEFT_BACKEND=epoll, say);
---tag names the weft configs in the output. nginx (http only) runs from
+--tag names the weft configs in the output. --base DIR adds configs base1
+and base2: weft's servers from another build (the code before a change). nginx (http only) runs from
 /usr/sbin/nginx with ../shared/peers/nginx/nginx.conf.in rendered under a
 temporary directory.
 """
@@ -33,6 +36,7 @@ import sys
 import tempfile
 import time
 
+BASE = [None]  # --base: another weft build, configs base1, base2
 HERE = os.path.dirname(os.path.abspath(__file__))
 NGINX_CONF = os.path.join(HERE, "..", "..", "shared", "peers", "nginx", "nginx.conf.in")
 
@@ -76,8 +80,10 @@ def proc_cpu(pid):
 
 
 def server_argv(cfg, row, port, build, tmp):
-    if cfg.startswith("weft"):
+    if cfg.startswith("weft") or cfg.startswith("base"):
         ex = "echo_server" if row == "echo" else "http_hello"
+        if cfg.startswith("base"):
+            build = BASE[0]
         return [os.path.join(build, "examples", ex), "--host", "127.0.0.1", "--port", str(port),
                 "--workers", cfg[4:]]
     if cfg == "libuv":
@@ -115,7 +121,7 @@ def load(row, port, build, seconds):
 def run_one(cfg, row, build, seconds, env, tmp):
     port = free_port()
     e = dict(os.environ)
-    if cfg.startswith("weft"):
+    if cfg.startswith("weft") or cfg.startswith("base"):
         e.update(env)
     srv = subprocess.Popen(server_argv(cfg, row, port, build, tmp), stdout=subprocess.DEVNULL,
                            stderr=subprocess.DEVNULL, env=e)
@@ -149,8 +155,10 @@ def main():
     ap.add_argument("--configs", default="weft1,weft2,libuv,nginx1,nginx2")
     ap.add_argument("--env", action="append", default=[])
     ap.add_argument("--tag", default="")
+    ap.add_argument("--base", help="a second weft build (before a change): configs base1, base2")
     a = ap.parse_args()
     env = dict(kv.split("=", 1) for kv in a.env)
+    BASE[0] = a.base
     cfgs = a.configs.split(",")
     tmp = tempfile.mkdtemp(prefix="server_cpu-")
     try:
@@ -168,8 +176,9 @@ def main():
                 print("  %-7s %s   %s" % (c, fmt(res[c][0], " us"), fmt([r / 1000 for r in res[c][1]], "k")))
             med = {c: statistics.median(res[c][0]) for c in rc}
             for w in [c for c in rc if c.startswith("weft")]:
-                for p in [c for c in rc if not c.startswith("weft")]:
-                    print("  %s / %s = %.2f" % (w, p, med[w] / med[p]))
+                for p in [c for c in rc if not c.startswith("weft") and (c[-1] == w[-1] or not c.startswith("base"))]:
+                    paired = [x / y for x, y in zip(res[w][0], res[p][0])]
+                    print("  %s / %s = %.2f (medians); per rep %s" % (w, p, med[w] / med[p], fmt(paired, "")))
             sys.stdout.flush()
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -74,6 +74,12 @@ void weft__reactor_unpark(weft__reactor *r);
  * only fails (NULL) if the kernel refuses the flush. */
 struct io_uring_sqe *weft__reactor_sqe(weft__reactor *r, weft__io_op *op);
 
+/* OWNER: whether sends may be left in flight on this ring (net/stream.c's
+ * ring sends): io_uring with DEFER_TASKRUN (kernel 6.1), where a send with
+ * MSG_WAITALL on a stream socket keeps sending until all is sent, waiting
+ * for room in the socket, rather than stopping short with -EAGAIN. */
+bool weft__reactor_ring_sends(weft__reactor *r);
+
 /* OWNER, epoll only (io/epoll.c): a one-shot watch of fd; op->complete
  * gets the ready events. Returns 0 or -errno (EEXIST: already watched
  * here; EPERM: not pollable). unwatch after the event or to give up. */

@@ -20,6 +20,8 @@
 #include <string.h>
 #include <time.h>
 
+#include <weft/core.h>
+
 #include "core/alloc.h"
 #include "io/reactor.h"
 
@@ -175,4 +177,8 @@ int weft__reactor_sq_room(weft__reactor *r, unsigned n) {
     if (rc == -EBUSY || rc == -EAGAIN) reap(r); /* make room in the completion queue */
   }
   return 0;
+}
+
+bool weft__reactor_ring_sends(weft__reactor *r) {
+  return r->backend == WEFT_BACKEND_URING && ((uring_state *)r->impl)->defer_taskrun;
 }
