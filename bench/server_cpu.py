@@ -4,6 +4,7 @@ nginx, measured back to back in one run.
 
     bench/server_cpu.py --build DIR [--rows echo,http] [--reps 5] [--seconds 5]
                         [--configs weft1,weft2,libuv,nginx1,nginx2] [--base DIR]
+                        [--base-env KEY=VALUE ...]
                         [--env KEY=VALUE ...] [--tag NAME]
 
 DIR is a weft build directory (Release) holding examples/echo_server,
@@ -19,7 +20,9 @@ gives, per config, the median (min-max) of that and of the rate, and the
 ratio weft / peer of the medians (< 1: weft spends less CPU per message),
 and the same ratio taken within each rep (runs back to back), median
 (min-max) over the reps.
---env sets variables for weft's servers only (WEFT_BACKEND=epoll, say);
+--env sets variables for weft's servers only (WEFT_BACKEND=epoll, say),
+--base-env for the base configs only (the same build as --build with
+--base-env WEFT_BACKEND=epoll compares the backends back to back);
 --tag names the weft configs in the output. --base DIR adds configs base1
 and base2: weft's servers from another build (the code before a change). nginx (http only) runs from
 /usr/sbin/nginx with ../shared/peers/nginx/nginx.conf.in rendered under a
@@ -36,6 +39,7 @@ import sys
 import tempfile
 import time
 
+BASE_ENV = {}
 BASE = [None]  # --base: another weft build, configs base1, base2
 HERE = os.path.dirname(os.path.abspath(__file__))
 NGINX_CONF = os.path.join(HERE, "..", "..", "shared", "peers", "nginx", "nginx.conf.in")
@@ -121,8 +125,10 @@ def load(row, port, build, seconds):
 def run_one(cfg, row, build, seconds, env, tmp):
     port = free_port()
     e = dict(os.environ)
-    if cfg.startswith("weft") or cfg.startswith("base"):
+    if cfg.startswith("weft"):
         e.update(env)
+    elif cfg.startswith("base"):
+        e.update(BASE_ENV)
     srv = subprocess.Popen(server_argv(cfg, row, port, build, tmp), stdout=subprocess.DEVNULL,
                            stderr=subprocess.DEVNULL, env=e)
     try:
@@ -156,9 +162,11 @@ def main():
     ap.add_argument("--env", action="append", default=[])
     ap.add_argument("--tag", default="")
     ap.add_argument("--base", help="a second weft build (before a change): configs base1, base2")
+    ap.add_argument("--base-env", action="append", default=[], help="KEY=VALUE for the base configs only")
     a = ap.parse_args()
     env = dict(kv.split("=", 1) for kv in a.env)
     BASE[0] = a.base
+    BASE_ENV.update(kv.split("=", 1) for kv in a.base_env)
     cfgs = a.configs.split(",")
     tmp = tempfile.mkdtemp(prefix="server_cpu-")
     try:

@@ -15,9 +15,20 @@
  * only when a separator search needs more.
  *
  * WRITER. write copies into wbuf[wpos, wend) after one non-blocking send
- * (MSG_DONTWAIT: a plain system call, no suspension, on both backends)
- * when nothing is buffered, so a small reply costs one send(2) and drain
- * then has nothing to do. Back-pressure: when the buffer passes `high`, the
+ * (MSG_DONTWAIT: a plain system call, no suspension) when nothing is
+ * buffered, so a small reply costs one send(2) and drain then has nothing
+ * to do. RING SEND: on io_uring (plain sockets, a write of at most `low`
+ * bytes into an empty buffer, no ring send in flight) the bytes are
+ * copied into wbuf, which is handed to a send submitted on the ring and
+ * not waited for (net/ring_send.c: it leaves with the worker's next
+ * io_uring_enter, batched with the other tasks' I/O); the writer goes on
+ * in the spare buffer (the previous ring send's, so that a ping-pong
+ * allocates nothing). Bytes written while it is in flight are buffered
+ * behind it and never sent before it ends. The next writer call settles
+ * it when its completion came (accounting only), and drain, back-pressure
+ * and wait_closed wait for it (cancellably: a cancel or deadline cancels
+ * the send, and what it did not send goes back to the front of the
+ * buffer); buffered() counts its bytes until the completion came. Back-pressure: when the buffer passes `high`, the
  * write itself sends (suspending) until at most `low` is left; drain sends
  * everything. A send error (-EPIPE, -ECONNRESET) is latched in `werr` and
  * returned by every later write/drain. Cancellation and deadlines do not
