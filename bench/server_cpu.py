@@ -2,7 +2,7 @@
 """bench/server_cpu.py: the servers' CPU per request, weft against libuv and
 nginx, measured back to back in one run.
 
-    bench/server_cpu.py --build DIR [--rows echo,http] [--reps 5] [--seconds 5]
+    bench/server_cpu.py --build DIR [--rows echo,http,accept] [--reps 5] [--seconds 5]
                         [--configs weft1,weft2,libuv,nginx1,nginx2] [--base DIR]
                         [--base-env KEY=VALUE ...]
                         [--env KEY=VALUE ...] [--tag NAME]
@@ -12,8 +12,9 @@ examples/http_hello, bench/echo_client and bench/uv_bench (the libuv peer).
 Each rep runs every config once, in the given order (interleaved, so that
 the neighbours' load on this shared 2-vCPU VM hits every config alike);
 for each run the server is started on a free port of 127.0.0.1, loaded with
-bench/echo_client (echo: conns=64 size=64) or `wrk -t1 -c100` (http) for
---seconds, and its CPU time (utime+stime of the process and its children,
+bench/echo_client (echo: conns=64 size=64), `wrk -t1 -c100` (http) or
+bench/connect_client (accept: 4 threads, each connecting, echoing one
+byte and closing, over and over; the echo servers) for --seconds, and its CPU time (utime+stime of the process and its children,
 as ../shared/peers/run_all.sh counts server_cpu_s) over the load is divided
 by the messages or requests served: microseconds per message. The table
 gives, per config, the median (min-max) of that and of the rate, and the
@@ -85,13 +86,13 @@ def proc_cpu(pid):
 
 def server_argv(cfg, row, port, build, tmp):
     if cfg.startswith("weft") or cfg.startswith("base"):
-        ex = "echo_server" if row == "echo" else "http_hello"
+        ex = "http_hello" if row == "http" else "echo_server"
         if cfg.startswith("base"):
             build = BASE[0]
         return [os.path.join(build, "examples", ex), "--host", "127.0.0.1", "--port", str(port),
                 "--workers", cfg[4:]]
     if cfg == "libuv":
-        return [os.path.join(build, "bench", "uv_bench"), "serve_echo" if row == "echo" else "serve_http",
+        return [os.path.join(build, "bench", "uv_bench"), "serve_http" if row == "http" else "serve_echo",
                 "port=%d" % port, "max_s=120"]
     if cfg.startswith("nginx"):
         with open(NGINX_CONF) as f:
@@ -105,7 +106,15 @@ def server_argv(cfg, row, port, build, tmp):
 
 
 def load(row, port, build, seconds):
-    """-> messages (or requests) served, or raise."""
+    """-> messages (or requests, or connections) served, or raise."""
+    if row == "accept":
+        out = subprocess.run([os.path.join(build, "bench", "connect_client"), "port=%d" % port, "threads=4",
+                              "seconds=%d" % seconds], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                             timeout=seconds + 30)
+        m = re.search(r'"connections":\s*([0-9]+)', out.stdout)
+        if out.returncode or not m:
+            raise RuntimeError("connect_client: " + out.stdout + out.stderr)
+        return float(m.group(1))
     if row == "echo":
         out = subprocess.run([os.path.join(build, "bench", "echo_client"), "port=%d" % port, "conns=64", "size=64",
                               "seconds=%d" % seconds], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
@@ -171,7 +180,7 @@ def main():
     tmp = tempfile.mkdtemp(prefix="server_cpu-")
     try:
         for row in a.rows.split(","):
-            rc = [c for c in cfgs if not (row == "echo" and c.startswith("nginx"))]
+            rc = [c for c in cfgs if not (row != "http" and c.startswith("nginx"))]
             res = {c: ([], []) for c in rc}
             for rep in range(a.reps):
                 for c in rc:
