@@ -24,6 +24,9 @@ and the same ratio taken within each rep (runs back to back), median
 --env sets variables for weft's servers only (WEFT_BACKEND=epoll, say),
 --base-env for the base configs only (the same build as --build with
 --base-env WEFT_BACKEND=epoll compares the backends back to back);
+--count adds, per config, the server's system calls and context switches
+per message (perf stat on the raw_syscalls:sys_enter and
+sched:sched_switch tracepoints; steadier than CPU time on a shared VM).
 --tag names the weft configs in the output. --base DIR adds configs base1
 and base2: weft's servers from another build (the code before a change). nginx (http only) runs from
 /usr/sbin/nginx with ../shared/peers/nginx/nginx.conf.in rendered under a
@@ -41,6 +44,8 @@ import tempfile
 import time
 
 BASE_ENV = {}
+COUNT = [False]  # --count: system calls and context switches per message (perf stat tracepoints)
+COUNTS = {}
 BASE = [None]  # --base: another weft build, configs base1, base2
 HERE = os.path.dirname(os.path.abspath(__file__))
 NGINX_CONF = os.path.join(HERE, "..", "..", "shared", "peers", "nginx", "nginx.conf.in")
@@ -144,9 +149,31 @@ def run_one(cfg, row, build, seconds, env, tmp):
         if not wait_listening(port, srv):
             raise RuntimeError("%s did not listen" % cfg)
         time.sleep(0.2)  # nginx's workers
+        perf = None
+        if COUNT[0]:
+            pids = [srv.pid]
+            try:
+                with open("/proc/%d/task/%d/children" % (srv.pid, srv.pid)) as f:
+                    pids += [int(x) for x in f.read().split()]
+            except OSError:
+                pass
+            perf = subprocess.Popen(["perf", "stat", "-x", ",", "-e", "raw_syscalls:sys_enter,sched:sched_switch",
+                                     "-p", ",".join(map(str, pids))], stdout=subprocess.DEVNULL,
+                                    stderr=subprocess.PIPE, text=True)
+            time.sleep(0.2)
         c0 = proc_cpu(srv.pid)
         n = load(row, port, build, seconds)
         c1 = proc_cpu(srv.pid)
+        if perf:
+            perf.send_signal(2)
+            err = perf.communicate(timeout=10)[1]
+            counts = {}
+            for ln in err.splitlines():
+                f = ln.split(",")
+                if len(f) > 2 and f[0].strip().isdigit():
+                    counts[f[2]] = int(f[0])
+            COUNTS.setdefault(cfg, []).append((counts.get("raw_syscalls:sys_enter", 0) / n,
+                                               counts.get("sched:sched_switch", 0) / n))
     finally:
         srv.terminate()
         try:
@@ -171,10 +198,13 @@ def main():
     ap.add_argument("--env", action="append", default=[])
     ap.add_argument("--tag", default="")
     ap.add_argument("--base", help="a second weft build (before a change): configs base1, base2")
+    ap.add_argument("--count", action="store_true",
+                    help="also count the server's system calls and context switches per message (perf stat)")
     ap.add_argument("--base-env", action="append", default=[], help="KEY=VALUE for the base configs only")
     a = ap.parse_args()
     env = dict(kv.split("=", 1) for kv in a.env)
     BASE[0] = a.base
+    COUNT[0] = a.count
     BASE_ENV.update(kv.split("=", 1) for kv in a.base_env)
     cfgs = a.configs.split(",")
     tmp = tempfile.mkdtemp(prefix="server_cpu-")
@@ -190,7 +220,12 @@ def main():
                     print("  %s %s rep %d: %.2f us/msg, %.0f /s" % (row, c, rep + 1, us, rate), file=sys.stderr)
             print("%s%s: cpu us per message, median (min-max); rate /s" % (row, " [" + a.tag + "]" if a.tag else ""))
             for c in rc:
-                print("  %-7s %s   %s" % (c, fmt(res[c][0], " us"), fmt([r / 1000 for r in res[c][1]], "k")))
+                extra = ""
+                if c in COUNTS:
+                    extra = "   syscalls/msg %s, switches/msg %s" % (fmt([x[0] for x in COUNTS[c]], ""),
+                                                                   fmt([x[1] for x in COUNTS[c]], ""))
+                print("  %-7s %s   %s%s" % (c, fmt(res[c][0], " us"), fmt([r / 1000 for r in res[c][1]], "k"), extra))
+            COUNTS.clear()
             med = {c: statistics.median(res[c][0]) for c in rc}
             for w in [c for c in rc if c.startswith("weft")]:
                 for p in [c for c in rc if not c.startswith("weft") and (c[-1] == w[-1] or not c.startswith("base"))]:
