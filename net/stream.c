@@ -95,6 +95,7 @@ struct weft_stream {
   size_t limit;
   int64_t timeout_ns;  /* each receive's time limit; < 0: none */
   bool eof;
+  bool drained;        /* the last receive got less than asked: the socket was empty then */
   /* writer: the writing task only */
   char *wbuf;
   size_t wcap, wpos, wend;
@@ -186,7 +187,9 @@ static ssize_t recv_some(weft_stream *s, void *buf, size_t n) {
     return r;
   }
   if (!s->sock) return weft_read_until(s->fd, buf, n, deadline);
-  return weft_recv_until(s->fd, buf, n, 0, deadline);
+  ssize_t r = s->drained ? weft__recv_drained(s->fd, buf, n, deadline) : weft_recv_until(s->fd, buf, n, 0, deadline);
+  s->drained = r >= 0 && (size_t)r < n;
+  return r;
 }
 
 static size_t buffered(const weft_stream *s) { return s->rend - s->rpos; }
