@@ -28,11 +28,12 @@
  * it when its completion came (accounting only), and drain, back-pressure
  * and wait_closed wait for it (cancellably: a cancel or deadline cancels
  * the send, and what it did not send goes back to the front of the
- * buffer); buffered() counts its bytes until the completion came. Back-pressure: when the buffer passes `high`, the
- * write itself sends (suspending) until at most `low` is left; drain sends
- * everything. A send error (-EPIPE, -ECONNRESET) is latched in `werr` and
- * returned by every later write/drain. Cancellation and deadlines do not
- * latch: the bytes not sent stay buffered.
+ * buffer); buffered() counts its bytes until the completion came.
+ * Back-pressure: when the buffer passes `high`, the write itself sends
+ * (suspending) until at most `low` is left; drain sends everything. A
+ * send error (-EPIPE, -ECONNRESET) is latched in `werr` and returned by
+ * every later write/drain. Cancellation and deadlines do not latch: the
+ * bytes not sent stay buffered.
  *
  * TLS. A stream with a TLS layer (`tls`, net/tls.c) moves its bytes
  * through it instead of the socket calls: recv_some, flush_to and the
@@ -72,8 +73,6 @@
 #include <unistd.h>
 
 #include <weft/net.h>
-
-#include <liburing.h>
 
 #include "core/alloc.h"
 #include "io/op.h"
@@ -566,8 +565,9 @@ int weft_stream_wait_closed(weft_stream *s) {
   if (!s) return -EINVAL;
   s->closing = true;
   int64_t deadline = weft__deadline_after(CLOSE_FLUSH_NS);
-  ring_send_settle(s, deadline, s->aborting); /* the kernel is done with wbuf before it is freed */
+  int settled = ring_send_settle(s, deadline, s->aborting); /* the kernel is done with wbuf before it is freed */
   int rc = s->werr;
+  if (!rc && !s->aborting) rc = settled; /* cancelled or timed out: stop there, as flush_to would */
   if (s->aborting) {
     struct linger lg = {.l_onoff = 1, .l_linger = 0};
     setsockopt(s->fd, SOL_SOCKET, SO_LINGER, &lg, sizeof lg); /* a reset (fails harmlessly on a non-socket) */
