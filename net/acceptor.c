@@ -36,6 +36,11 @@
  * -EAGAIN (a non-blocking listener on a kernel that does not poll for
  * it) re-arms after a POLLIN wait.
  *
+ * THE DESCRIPTOR LIMIT. The kernel reads RLIMIT_NOFILE when the accept is
+ * prepared, so a multishot accept keeps the limit of its arming: a limit
+ * lowered later applies from the next re-arm (after the next error, the
+ * EMFILE back-off's included). Servers set their limit at start-up.
+ *
  * THE BUFFER RULE (io/op.h). The operation names the acceptor (user_data)
  * and no buffer (no peer address is asked for). fini, on every path,
  * submits IORING_OP_ASYNC_CANCEL for it while it is armed and waits, not
