@@ -254,7 +254,7 @@ static int burst_main(void *arg) {
   return 0;
 }
 
-static int burst_conns(void) { return (test_sanitized() ? 400 : 2000) * (test_stress_scale() > 1 ? 2 : 1); }
+static int burst_conns(void) { return (test_sanitized() ? 200 : 2000) * (test_stress_scale() > 1 ? 2 : 1); }
 
 TEST(server_burst_every_connection_counted) {
   weft_config c = cfg_workers(2);
@@ -292,7 +292,7 @@ static int noop_handler(weft_stream *s, void *arg) {
 static int close_race_main(void *arg) {
   (void)arg;
   int fds0 = count_fds();
-  int rounds = test_sanitized() ? 10 : 40;
+  int rounds = test_sanitized() ? 3 : 40;
   for (int r = 0; r < rounds; r++) {
     weft_server *srv;
     ASSERT_EQ(weft_start_server(&srv, "127.0.0.1", 0, noop_handler, NULL, NULL), 0);
