@@ -48,6 +48,7 @@ typedef struct weft__reactor {
   _Atomic unsigned long cq_overflows; /* owner stores (relaxed): reaps that found the kernel holding
                                          overflowed completions (IORING_FEAT_NODROP); read by tests */
   void *impl;                  /* the backend's state (struct io_uring, epoll fd, ...) */
+  bool ring_sends;             /* io_uring: sends may stay in flight (weft__reactor_ring_sends) */
 } weft__reactor;
 
 /* Resolve WEFT_BACKEND_AUTO (and the WEFT_BACKEND variable) to a backend
@@ -73,6 +74,12 @@ void weft__reactor_unpark(weft__reactor *r);
  * counted). When the submission queue is full it is flushed first, so this
  * only fails (NULL) if the kernel refuses the flush. */
 struct io_uring_sqe *weft__reactor_sqe(weft__reactor *r, weft__io_op *op);
+
+/* OWNER: whether sends may be left in flight on this ring (net/ring_send.c):
+ * io_uring on a kernel (6.0, probed once per ring) where a send with
+ * MSG_WAITALL on a stream socket keeps sending until all is sent, waiting
+ * for room in the socket, rather than stopping short with -EAGAIN. */
+static inline bool weft__reactor_ring_sends(const weft__reactor *r) { return r->ring_sends; }
 
 /* OWNER, epoll only (io/epoll.c): a one-shot watch of fd; op->complete
  * gets the ready events. Returns 0 or -errno (EEXIST: already watched

@@ -58,6 +58,18 @@ static void arm_wake(weft__reactor *r) {
   u->wake_armed = true;
 }
 
+/* Whether sends may be left in flight on this ring (net/ring_send.c): a
+ * kernel that knows IORING_OP_SEND_ZC (6.0) is well past 5.18, where a
+ * send with MSG_WAITALL on a stream socket became a retry until all is
+ * sent (waiting for room, also on an O_NONBLOCK socket) instead of a short
+ * count or -EAGAIN. One probe per ring, at its creation. */
+static bool probe_ring_sends(struct io_uring *ring) {
+  struct io_uring_probe *p = io_uring_get_probe_ring(ring);
+  bool ok = p && io_uring_opcode_supported(p, IORING_OP_SEND_ZC);
+  if (p) io_uring_free_probe(p);
+  return ok;
+}
+
 int weft__uring_init(weft__reactor *r, unsigned entries) {
   uring_state *u = weft__zalloc(sizeof *u);
   if (!u) return -ENOMEM;
@@ -83,6 +95,7 @@ int weft__uring_init(weft__reactor *r, unsigned entries) {
   }
   u->wake_op.complete = wake_complete;
   r->impl = u;
+  r->ring_sends = probe_ring_sends(&u->ring);
   arm_wake(r);
   io_uring_submit(&u->ring);
   return 0;

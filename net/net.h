@@ -14,6 +14,13 @@ struct weft_stream;
 ssize_t weft__recvmsg_until(int fd, struct msghdr *msg, int flags, int64_t deadline);
 ssize_t weft__sendmsg_until(int fd, const struct msghdr *msg, int flags, int64_t deadline);
 
+/* weft_recv_until for a socket the caller just drained (its last receive
+ * got less than asked): on epoll the readiness wait comes before the first
+ * try, which would fail with EAGAIN (one system call less per message);
+ * on io_uring it is weft_recv_until (IORING_RECVSEND_POLL_FIRST measured no
+ * gain there: docs/io-choices.md). Suspends. net/socket.c. */
+ssize_t weft__recv_drained(int fd, void *buf, size_t len, int64_t deadline);
+
 /* A stream over fd with the reader limit `limit` (0: the default); owns fd
  * from now on (closes it on -ENOMEM). net/stream.c. */
 int weft__stream_new(int fd, size_t limit, struct weft_stream **out);
@@ -54,5 +61,10 @@ struct weft_server_opts;
 struct weft_addr;
 int weft__start_server_fd(struct weft_server **out, const struct weft_addr *a, weft__conn_fd_fn fd_fn,
                           weft__fnptr ctx, void *arg, const struct weft_server_opts *opts);
+
+/* Tests: whether servers started from now on accept with one multishot
+ * accept on io_uring (default) or single-shot accepts (the fallback for
+ * kernels before 5.19). net/server.c. Any thread. */
+void weft__server_set_multishot(bool on);
 
 #endif

@@ -1,9 +1,13 @@
 /* net/server.c: asyncio.start_server: a listener, an accept loop task, and
  * one handler task per connection.
  *
- * THE ACCEPT LOOP is one task per server: weft_accept (IORING_OP_ACCEPT on
- * io_uring, accept4 after EPOLLIN on epoll), then a detached handler task
- * for the connection. Placement (opts.placement): ROUND_ROBIN (default)
+ * THE ACCEPT LOOP is one task per server: on io_uring one multishot
+ * IORING_OP_ACCEPT (net/acceptor.c: armed once, re-armed when the kernel
+ * ends it; the loop's task stays pinned to its worker meanwhile, and
+ * close's cancellation waits for the accept's last completion), falling
+ * back to single-shot weft_accept on kernels without it (before 5.19);
+ * on epoll weft_accept (accept4 after EPOLLIN). Each connection gets a
+ * detached handler task. Placement (opts.placement): ROUND_ROBIN (default)
  * starts handler i on worker i mod N (weft__spawn_pinned; the handler
  * unpins itself at once, so stealing may still move it later); LOCAL
  * spawns it like any task, on the accept loop's worker, where idle workers
@@ -52,6 +56,7 @@
 #include "core/task.h"
 #include "core/waitlist.h"
 #include "io/op.h"
+#include "net/acceptor.h"
 #include "net/net.h"
 
 #define BACKOFF_NS (100LL * 1000 * 1000)
@@ -181,23 +186,54 @@ static void serve_one(weft_server *srv, int fd) {
 
 static bool out_of_resources(int e) { return e == -EMFILE || e == -ENFILE || e == -ENOBUFS || e == -ENOMEM; }
 
+/* What the loop does with one accept result: 1 to go on, 0 or a negative
+ * errno to end the loop with. */
+static int on_accept(weft_server *srv, int fd) {
+  if (fd >= 0) {
+    weft__fetch_add(&srv->accepted, 1, RELAXED); /* relaxed: a statistic */
+    serve_one(srv, fd);
+    return 1;
+  }
+  if (fd == -ECANCELED) return 0;
+  if (out_of_resources(fd)) {
+    if (weft_sleep_ns(BACKOFF_NS) == -ECANCELED) return 0;
+  } else if (fd == -EBADF || fd == -EINVAL || fd == -ENOTSOCK) {
+    return fd; /* the listener is gone */
+  }
+  return 1; /* ECONNABORTED, EPROTO, EPERM (a firewall), ...: the next one */
+}
+
+static _Atomic bool multishot_accept = true;
+
+void weft__server_set_multishot(bool on) {
+  weft__store(&multishot_accept, on, RELAXED); /* relaxed: read by servers started later (a test switch) */
+}
+
+/* io_uring: one multishot accept (net/acceptor.c); -EOPNOTSUPP when the
+ * kernel has none (the caller accepts single-shot). */
+static int accept_multishot(weft_server *srv) {
+  weft__acceptor a;
+  int rc = weft__acceptor_init(&a, srv->lfd);
+  if (rc) return -EOPNOTSUPP;
+  do {
+    int fd = weft__acceptor_next(&a);
+    rc = fd == -EOPNOTSUPP ? fd : on_accept(srv, fd);
+  } while (rc == 1);
+  weft__acceptor_fini(&a); /* the kernel is done with it before we return */
+  return rc;
+}
+
 static int accept_main(void *arg) {
   weft_server *srv = arg;
-  for (;;) {
-    int fd = weft_accept(srv->lfd, NULL);
-    if (fd >= 0) {
-      weft__fetch_add(&srv->accepted, 1, RELAXED); /* relaxed: a statistic */
-      serve_one(srv, fd);
-      continue;
-    }
-    if (fd == -ECANCELED) return 0;
-    if (out_of_resources(fd)) {
-      if (weft_sleep_ns(BACKOFF_NS) == -ECANCELED) return 0;
-    } else if (fd == -EBADF || fd == -EINVAL || fd == -ENOTSOCK) {
-      return fd; /* the listener is gone */
-    }
-    /* ECONNABORTED, EPROTO, EPERM (a firewall), ...: the next one */
+  /* relaxed: a test switch, set before the server starts */
+  if (weft__io_backend() == WEFT_BACKEND_URING && weft__load(&multishot_accept, RELAXED)) {
+    int rc = accept_multishot(srv);
+    if (rc != -EOPNOTSUPP) return rc;
   }
+  int rc;
+  do rc = on_accept(srv, weft_accept(srv->lfd, NULL));
+  while (rc == 1);
+  return rc;
 }
 
 static int start(weft_server **out, const weft_addr *a, weft_conn_fn fn, weft__conn_fd_fn fd_fn, weft__fnptr fd_ctx,

@@ -12,7 +12,8 @@
  * epoll: the non-blocking system call first (MSG_DONTWAIT, accept4 on a
  * non-blocking listener, connect's EINPROGRESS); on EAGAIN the task waits
  * for readiness with a one-shot registration on its worker (io/op.c) and
- * tries again. The readiness wait is the cancellation point; the call
+ * tries again. A stream's receive after one that drained the socket
+ * (weft__recv_drained) waits for readiness first: the try would fail. The readiness wait is the cancellation point; the call
  * itself moves nothing the caller could lose.
  *
  * The memory an operation names (buffer, msghdr, peer address and its
@@ -48,6 +49,7 @@ typedef struct sock_op {
   struct msghdr *msg;
   struct sockaddr *sa; /* accept: the peer (may be NULL) */
   socklen_t *salen;
+  bool wait_first; /* epoll: the socket was just drained: wait for readiness before the first try */
 } sock_op;
 
 static bool wants_out(int kind) { return kind == OP_SEND || kind == OP_SENDMSG; }
@@ -98,6 +100,10 @@ static ssize_t sock_syscall(sock_op *o) {
 static ssize_t epoll_sock(sock_op *o, int64_t deadline) {
   int rc = weft__io_cancel_point();
   if (rc) return rc;
+  if (o->wait_first) { /* the try would fail with EAGAIN: save it */
+    rc = weft__epoll_wait_fd(o->fd, wants_out(o->kind) ? EPOLLOUT : EPOLLIN, deadline);
+    if (rc < 0) return rc;
+  }
   for (;;) {
     ssize_t r = sock_syscall(o);
     if (r >= 0) return r;
@@ -131,6 +137,13 @@ static ssize_t recv_send(int kind, int fd, const void *buf, size_t len, int flag
 ssize_t weft_recv(int fd, void *buf, size_t len, int flags) {
   return recv_send(OP_RECV, fd, buf, len, flags, WEFT__NO_DEADLINE);
 }
+ssize_t weft__recv_drained(int fd, void *buf, size_t len, int64_t deadline) {
+  int rc = weft__io_buf(buf, &len);
+  if (rc) return rc;
+  sock_op o = {.kind = OP_RECV, .fd = fd, .buf = buf, .len = len, .wait_first = true};
+  return sock_run(&o, deadline);
+}
+
 ssize_t weft_send(int fd, const void *buf, size_t len, int flags) {
   return recv_send(OP_SEND, fd, buf, len, flags, WEFT__NO_DEADLINE);
 }

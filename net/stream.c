@@ -15,13 +15,25 @@
  * only when a separator search needs more.
  *
  * WRITER. write copies into wbuf[wpos, wend) after one non-blocking send
- * (MSG_DONTWAIT: a plain system call, no suspension, on both backends)
- * when nothing is buffered, so a small reply costs one send(2) and drain
- * then has nothing to do. Back-pressure: when the buffer passes `high`, the
- * write itself sends (suspending) until at most `low` is left; drain sends
- * everything. A send error (-EPIPE, -ECONNRESET) is latched in `werr` and
- * returned by every later write/drain. Cancellation and deadlines do not
- * latch: the bytes not sent stay buffered.
+ * (MSG_DONTWAIT: a plain system call, no suspension) when nothing is
+ * buffered, so a small reply costs one send(2) and drain then has nothing
+ * to do. RING SEND: on io_uring (plain sockets, a write of at most `low`
+ * bytes into an empty buffer, no ring send in flight) the bytes are
+ * copied into wbuf, which is handed to a send submitted on the ring and
+ * not waited for (net/ring_send.c: it leaves with the worker's next
+ * io_uring_enter, batched with the other tasks' I/O); the writer goes on
+ * in the spare buffer (the previous ring send's, so that a ping-pong
+ * allocates nothing). Bytes written while it is in flight are buffered
+ * behind it and never sent before it ends. The next writer call settles
+ * it when its completion came (accounting only), and drain, back-pressure
+ * and wait_closed wait for it (cancellably: a cancel or deadline cancels
+ * the send, and what it did not send goes back to the front of the
+ * buffer); buffered() counts its bytes until the completion came.
+ * Back-pressure: when the buffer passes `high`, the write itself sends
+ * (suspending) until at most `low` is left; drain sends everything. A
+ * send error (-EPIPE, -ECONNRESET) is latched in `werr` and returned by
+ * every later write/drain. Cancellation and deadlines do not latch: the
+ * bytes not sent stay buffered.
  *
  * TLS. A stream with a TLS layer (`tls`, net/tls.c) moves its bytes
  * through it instead of the socket calls: recv_some, flush_to and the
@@ -65,6 +77,7 @@
 #include "core/alloc.h"
 #include "io/op.h"
 #include "net/net.h"
+#include "net/ring_send.h"
 
 #define RBUF_START (16 * 1024)
 #define DEFAULT_LIMIT (64 * 1024)
@@ -81,14 +94,19 @@ struct weft_stream {
   size_t limit;
   int64_t timeout_ns;  /* each receive's time limit; < 0: none */
   bool eof;
+  bool drained;        /* the last receive got less than asked: the socket was empty then */
   /* writer: the writing task only */
   char *wbuf;
   size_t wcap, wpos, wend;
+  char *wspare;        /* a ring send's buffer back from the kernel, for the next wbuf */
+  size_t wspare_cap;
   size_t high, low;
   int werr;            /* a latched send error, or 0 */
   bool closing;        /* close() was called: writes get -EPIPE */
   bool eof_sent;       /* write_eof() shut the write side */
   bool aborting;       /* abort(): wait_closed resets the connection */
+  bool rs_busy;        /* a ring send in flight, not yet settled */
+  weft__ring_send rs;  /* writer: that send (net/ring_send.c) */
   struct weft__tls *tls; /* the TLS layer, or NULL (set by start_tls before any transfer) */
 };
 
@@ -168,7 +186,9 @@ static ssize_t recv_some(weft_stream *s, void *buf, size_t n) {
     return r;
   }
   if (!s->sock) return weft_read_until(s->fd, buf, n, deadline);
-  return weft_recv_until(s->fd, buf, n, 0, deadline);
+  ssize_t r = s->drained ? weft__recv_drained(s->fd, buf, n, deadline) : weft_recv_until(s->fd, buf, n, 0, deadline);
+  s->drained = r >= 0 && (size_t)r < n;
+  return r;
 }
 
 static size_t buffered(const weft_stream *s) { return s->rend - s->rpos; }
@@ -300,7 +320,89 @@ bool weft_stream_at_eof(const weft_stream *s) { return s && s->eof && s->rpos ==
 
 /* ------------------------------------------------------------ writer */
 
-size_t weft_stream_buffered(const weft_stream *s) { return s ? s->wend - s->wpos : 0; }
+size_t weft_stream_buffered(const weft_stream *s) {
+  if (!s) return 0;
+  /* a ring send's bytes count until its completion was reaped (then
+   * settling only does the accounting: it does not wait) */
+  if (!s->rs_busy) return s->wend - s->wpos;
+  int32_t res;
+  size_t sent = weft__ring_send_done((weft__ring_send *)&s->rs, &res) && res > 0 ? (size_t)res : 0;
+  return s->wend - s->wpos + s->rs.len - sent;
+}
+
+/* ------------------------------------------------------------ ring send */
+
+/* Hand wbuf[wpos, wend) to a ring send (net/ring_send.c) and write on
+ * into the spare buffer; false (nothing changed) when it was not
+ * submitted. */
+static bool ring_send_start(weft_stream *s) {
+  if (!weft__ring_send_start(&s->rs, s->fd, s->wbuf, s->wcap, s->wpos, s->wend - s->wpos)) return false;
+  s->rs_busy = true;
+  s->wbuf = s->wspare; /* the kernel has the old one */
+  s->wcap = s->wspare_cap;
+  s->wspare = NULL;
+  s->wspare_cap = 0;
+  s->wpos = s->wend = 0;
+  return true;
+}
+
+static bool latches(ssize_t err);
+
+/* Settle the ring send in flight, if any: wait for its completion
+ * and account for it (bytes sent leave the buffer; an error latches as a
+ * send's). 0, or -ECANCELED / -ETIMEDOUT when a cancel request or the
+ * deadline stopped it first (what it did not send stays buffered). */
+static int ring_send_settle(weft_stream *s, int64_t deadline, bool cancel_now) {
+  weft__ring_send *rs = &s->rs;
+  if (!s->rs_busy) return 0;
+  uint32_t why = weft__ring_send_wait(rs, deadline, cancel_now);
+  s->rs_busy = false;
+  int32_t res = 0;
+  weft__ring_send_done(rs, &res); /* done after the wait */
+  size_t sent = res > 0 ? (size_t)res : 0;
+  if (res < 0 && res != -ECANCELED && res != -EINTR && res != -EAGAIN && latches(res)) s->werr = res;
+  if (sent < rs->len && !s->werr) {
+    /* stopped short (cancelled, timed out): the rest goes back in front
+     * of what was written since, in the ring send's buffer */
+    size_t rest = rs->len - sent, later = s->wend - s->wpos;
+    memmove(rs->buf, rs->buf + rs->off + sent, rest);
+    if (rest + later > rs->cap) {
+      size_t ncap = rs->cap;
+      while (ncap < rest + later) ncap *= 2;
+      char *nb = weft__realloc(rs->buf, rs->cap, ncap);
+      if (!nb) { /* cannot keep both: the stream fails as after a send error */
+        s->werr = -ENOMEM;
+        goto spare;
+      }
+      rs->buf = nb;
+      rs->cap = ncap;
+    }
+    if (later) memcpy(rs->buf + rest, s->wbuf + s->wpos, later);
+    weft__free(s->wspare, s->wspare_cap);
+    s->wspare = s->wbuf;
+    s->wspare_cap = s->wcap;
+    s->wbuf = rs->buf;
+    s->wcap = rs->cap;
+    s->wpos = 0;
+    s->wend = rest + later;
+  } else {
+  spare: /* its buffer is the next spare */
+    if (!s->wspare) {
+      s->wspare = rs->buf;
+      s->wspare_cap = rs->cap;
+    } else {
+      weft__free(rs->buf, rs->cap);
+    }
+  }
+  rs->buf = NULL;
+  if (why == WEFT__WAKE_CANCEL) {
+    if (res == -ECANCELED || res == -EINTR) return -ECANCELED;
+    weft__store(&weft__task_self()->cancel_pending, 1, RELAXED); /* it completed first: the request stays pending (relaxed: as io/op.c) */
+  } else if (why == WEFT__WAKE_TIMER && (res == -ECANCELED || res == -EINTR)) {
+    return -ETIMEDOUT;
+  }
+  return 0;
+}
 
 static int append(weft_stream *s, const void *p, size_t n) {
   if (!n) return 0;
@@ -308,6 +410,12 @@ static int append(weft_stream *s, const void *p, size_t n) {
     memmove(s->wbuf, s->wbuf + s->wpos, s->wend - s->wpos);
     s->wend -= s->wpos;
     s->wpos = 0;
+  }
+  if (!s->wbuf && s->wspare) { /* a ring send's old buffer */
+    s->wbuf = s->wspare;
+    s->wcap = s->wspare_cap;
+    s->wspare = NULL;
+    s->wspare_cap = 0;
   }
   if (s->wend + n > s->wcap) {
     size_t ncap = s->wcap ? s->wcap : 4096;
@@ -348,6 +456,9 @@ static int tls_send_now(weft_stream *s) {
 
 /* Send until at most `target` bytes stay buffered. Suspends. */
 static int flush_to(weft_stream *s, size_t target, int64_t deadline) {
+  int rc = ring_send_settle(s, deadline, false);
+  if (rc) return rc;
+  if (s->werr) return s->werr;
   while (s->wend - s->wpos > target) {
     ssize_t n = send_some(s, s->wend - s->wpos, deadline);
     if (n < 0) {
@@ -375,8 +486,21 @@ int weft_stream_writev(weft_stream *s, const struct iovec *iov, int iovcnt) {
     if (!iov[i].iov_base && iov[i].iov_len) return -EINVAL;
     total += iov[i].iov_len;
   }
+  /* a ring send done: account for it now (no wait); one in flight: what
+   * is written meanwhile is buffered behind it (sent by drain) */
+  int32_t res;
+  if (s->rs_busy && weft__ring_send_done(&s->rs, &res) && (rc = ring_send_settle(s, WEFT__NO_DEADLINE, false)))
+    return rc;
+  if ((rc = write_state(s))) return rc;
   size_t sent = 0;
-  bool was_empty = s->wend == s->wpos;
+  bool was_empty = s->wend == s->wpos && !s->rs_busy;
+  if (was_empty && total && total <= s->low && !s->tls && s->sock && weft__io_backend() == WEFT_BACKEND_URING) {
+    /* nothing queued, on io_uring: copy, send on the ring without waiting */
+    for (int i = 0; i < iovcnt; i++)
+      if ((rc = append(s, iov[i].iov_base, iov[i].iov_len))) return rc;
+    ring_send_start(s); /* if the ring refused it, the bytes stay buffered for drain */
+    return 0;
+  }
   if (was_empty && total && !s->tls) { /* nothing queued: try the kernel at once */
     struct msghdr msg = {.msg_iov = (struct iovec *)iov, .msg_iovlen = (size_t)iovcnt};
     ssize_t n = s->sock ? sendmsg(s->fd, &msg, MSG_DONTWAIT | MSG_NOSIGNAL)
@@ -399,7 +523,7 @@ int weft_stream_writev(weft_stream *s, const struct iovec *iov, int iovcnt) {
     sent = 0;
   }
   if (s->tls && was_empty && (rc = tls_send_now(s))) return rc;
-  if (s->wend - s->wpos > s->high) return flush_to(s, s->low, WEFT__NO_DEADLINE);
+  if (weft_stream_buffered(s) > s->high) return flush_to(s, s->low, WEFT__NO_DEADLINE);
   return 0;
 }
 
@@ -440,12 +564,14 @@ void weft_stream_abort(weft_stream *s) {
 int weft_stream_wait_closed(weft_stream *s) {
   if (!s) return -EINVAL;
   s->closing = true;
+  int64_t deadline = weft__deadline_after(CLOSE_FLUSH_NS);
+  int settled = ring_send_settle(s, deadline, s->aborting); /* the kernel is done with wbuf before it is freed */
   int rc = s->werr;
+  if (!rc && !s->aborting) rc = settled; /* cancelled or timed out: stop there, as flush_to would */
   if (s->aborting) {
     struct linger lg = {.l_onoff = 1, .l_linger = 0};
     setsockopt(s->fd, SOL_SOCKET, SO_LINGER, &lg, sizeof lg); /* a reset (fails harmlessly on a non-socket) */
   } else {
-    int64_t deadline = weft__deadline_after(CLOSE_FLUSH_NS);
     if (!rc && s->wend > s->wpos) rc = flush_to(s, 0, deadline);
     if (!rc && s->tls && !s->eof_sent) rc = weft__tls_close_notify(s->tls, s->fd, deadline);
   }
@@ -453,6 +579,7 @@ int weft_stream_wait_closed(weft_stream *s) {
   if (s->fd >= 0) close(s->fd);
   weft__free(s->rbuf, s->rcap);
   weft__free(s->wbuf, s->wcap);
+  weft__free(s->wspare, s->wspare_cap);
   weft__free(s, sizeof *s);
   return rc;
 }
@@ -472,6 +599,11 @@ int weft_stream_local(const weft_stream *s, weft_addr *out) {
 struct weft__tls *weft__stream_tls(const weft_stream *s) { return s->tls; }
 
 int weft__stream_set_tls(weft_stream *s, struct weft__tls *t) {
+  int rc = ring_send_settle(s, WEFT__NO_DEADLINE, false);
+  if (rc) {
+    weft__tls_free(t);
+    return rc;
+  }
   if (s->tls || s->closing || s->eof_sent || buffered(s) || s->wend > s->wpos) {
     weft__tls_free(t);
     return -EINVAL;

@@ -185,7 +185,11 @@ WEFT_API int weft_udp_bind(const weft_addr *a);
  * Reading goes through a buffer (64 KiB to start); `limit` (default 64 KiB)
  * bounds what readuntil/readline may buffer looking for a separator.
  * Writing copies into a buffer; the bytes go to the kernel at once when it
- * takes them, else at the next drain. Back-pressure: a write that takes the
+ * takes them, else at the next drain (on io_uring a small write into an
+ * empty buffer is a send submitted to the worker's ring and not waited
+ * for: it leaves with the worker's next batch of I/O; buffered() counts
+ * it until it completed, drain waits for it, and a send error it meets is
+ * returned by the next write or drain). Back-pressure: a write that takes the
  * buffer past the high watermark (default 64 KiB) first sends until at most
  * the low watermark (default 16 KiB) is left, so a writer that never drains
  * keeps bounded memory; drain sends everything buffered. A stream may
@@ -207,7 +211,9 @@ WEFT_API int weft_open_unix_connection(const char *path, int64_t deadline_ns, we
  * suspend. */
 WEFT_API int weft_stream_from_fd(int fd, weft_stream **out);
 
-/* The descriptor (for options); the stream still owns it. */
+/* The descriptor (for options); the stream still owns it. Bytes written
+ * through the stream may still be on their way: drain before writing to
+ * the descriptor directly. */
 WEFT_API int weft_stream_fd(const weft_stream *s);
 
 /* Set the reader's limit (> 0) and the writer's watermarks (low <= high).
