@@ -261,9 +261,12 @@ static int acquire_slow(lock_impl *l, weft__task *self, bool cancellable) {
   int64_t since = 0;  /* when we first queued */
   for (;;) {
     if (spin_take(l, self, woken)) return 0;
-    int64_t now = weft_now_ns(); /* outside guard (a vDSO call, but it may be a system call) */
-    if (!since) since = now;
-    bool starving = woken && now - since > STARVING_NS;
+    bool starving = false;
+    if (l->overtake) { /* FIFO mode never measures starvation */
+      int64_t now = weft_now_ns(); /* outside guard (a vDSO call, but it may be a system call) */
+      if (!since) since = now;
+      starving = woken && now - since > STARVING_NS;
+    }
     weft__spin_lock(&l->guard);
     int64_t seq = weft__wait_prepare(cancellable);
     weft__waiting_on(self, WEFT__WAITING_LOCK);
