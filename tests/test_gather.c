@@ -212,23 +212,36 @@ TEST(wait_cancelled_cancels_nothing) { run_both(wait_cancel_main, NULL); }
 
 /* ------------------------------------------------------------ as_completed */
 
+/* A kid that finishes (with 7) when its event is set: the test decides the
+ * order of completion, so that no timing on a loaded machine (under
+ * ThreadSanitizer, sleeps of 1, 5, 15 and 30 ms once finished out of order)
+ * can change it. */
+static weft_event ac_go[4];
+static int ac_kid(void *arg) {
+  int rc = weft_event_wait(&ac_go[(intptr_t)arg]);
+  return rc < 0 ? rc : 7;
+}
+
 static int as_completed_main(void *arg) {
   (void)arg;
-  int delays[4] = {30, 5, 15, 1};
   weft_task t[4];
   weft_awaitable a[4];
   for (int i = 0; i < 4; i++) {
-    t[i] = weft_spawn(tu_sleep_then_7, (void *)(intptr_t)delays[i]);
+    weft_event_init(&ac_go[i]);
+    t[i] = weft_spawn(ac_kid, (void *)(intptr_t)i);
     a[i] = weft_aw_task(t[i]);
   }
   weft_as_completed it;
   ASSERT_EQ(weft_as_completed_init(&it, a, 4, WEFT_FOREVER), 0);
   int expect[4] = {3, 1, 2, 0};
   for (int k = 0; k < 4; k++) {
+    weft_event_set(&ac_go[expect[k]]); /* the next to finish */
     int idx = weft_as_completed_next(&it);
     ASSERT_EQ(idx, expect[k]);
     ASSERT_EQ(weft_aw_result(a[idx], NULL), 7);
   }
+  /* all four ended with 7 */
+  for (int i = 0; i < 4; i++) ASSERT_EQ(weft_join(t[i]), 7);
   ASSERT_EQ(weft_as_completed_next(&it), -ENOENT);
   weft_as_completed_destroy(&it);
   for (int i = 0; i < 4; i++) weft_task_release(t[i]);
