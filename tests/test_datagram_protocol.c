@@ -123,10 +123,14 @@ static int echo_main(void *arg) {
   ASSERT_EQ(weft_datagram_get_extra_info(ct, "sockname", &caddr, sizeof caddr), 0);
   int sent = 0;
   for (int i = 0; i < N; i++) {
-    /* UDP may drop under load: pace the sends a little, count what came back */
+    /* UDP drops when a receive buffer overflows (a slow receiver: under
+     * ThreadSanitizer 27 of 200 were lost with a fixed 2 ms pause): send in
+     * windows of 10 and let the echoes catch up (at most 300 ms) before the
+     * next window; count what came back */
     ASSERT_EQ(weft_datagram_sendto(ct, expect + (size_t)i * 70000, sizes[i], NULL), 0);
     sent++;
-    if (i % 10 == 9) weft_sleep_ns(2000000);
+    if (i % 10 == 9)
+      for (int k = 0; k < 300 && atomic_load(&client.received) < sent; k++) weft_sleep_ns(1000000);
   }
   for (int k = 0; k < 3000 && atomic_load(&client.received) < sent; k++) weft_sleep_ns(1000000);
   printf("datagrams sent %d, echoed back %d\n", sent, atomic_load(&client.received));
