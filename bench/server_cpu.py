@@ -36,7 +36,6 @@ import argparse
 import os
 import re
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -51,42 +50,9 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 NGINX_CONF = os.path.join(HERE, "..", "..", "shared", "peers", "nginx", "nginx.conf.in")
 
 
-def free_port():
-    with socket.socket() as so:
-        so.bind(("127.0.0.1", 0))
-        return so.getsockname()[1]
-
-
-def wait_listening(port, proc, limit_s=15):
-    end = time.time() + limit_s
-    while time.time() < end:
-        if proc.poll() is not None:
-            return False
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=1):
-                return True
-        except OSError:
-            time.sleep(0.05)
-    return False
-
-
-def proc_cpu(pid):
-    tick = os.sysconf("SC_CLK_TCK")
-    total = 0
-    pids = [pid]
-    try:
-        with open("/proc/%d/task/%d/children" % (pid, pid)) as f:
-            pids += [int(x) for x in f.read().split()]
-    except OSError:
-        pass
-    for p in pids:
-        try:
-            with open("/proc/%d/stat" % p) as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-            total += int(fields[11]) + int(fields[12])
-        except OSError:
-            pass
-    return total / tick
+# the server helpers of the comparison harness (one copy of each)
+sys.path.insert(0, HERE)
+from compare import free_port, proc_cpu, wait_listening  # noqa: E402
 
 
 def server_argv(cfg, row, port, build, tmp):

@@ -133,8 +133,8 @@ static inline uintptr_t holder(uintptr_t s) { return s & ~(uintptr_t)QUEUE_FLAGS
 int weft_lock_init_mode(weft_lock *lk, unsigned mode) {
   if (!lk || (mode != WEFT_LOCK_FIFO && mode != WEFT_LOCK_OVERTAKE)) return -EINVAL;
   lock_impl *l = impl(lk);
-  weft__store(&l->state, 0, RELAXED);
-  weft__store(&l->handoff, false, RELAXED);
+  weft__store(&l->state, 0, RELAXED); /* relaxed: init, before the lock is shared */
+  weft__store(&l->handoff, false, RELAXED); /* relaxed: init */
   l->overtake = mode == WEFT_LOCK_OVERTAKE;
   weft__spin_init(&l->guard);
   weft__waitlist_init(&l->waiters);
@@ -219,7 +219,7 @@ static void pass_woken_and_unlock(lock_impl *l) {
 int weft_lock_try_acquire(weft_lock *lk) {
   lock_impl *l = impl(lk);
   uintptr_t me = self_token();
-  uintptr_t s = weft__load(&l->state, RELAXED);
+  uintptr_t s = weft__load(&l->state, RELAXED); /* relaxed: a first guess; the acquire CAS below validates it */
   while (holder(s) == 0) {
     /* acquire: pairs with the release CAS/store that freed the lock */
     if (weft__cas(&l->state, &s, s | me, ACQUIRE, RELAXED)) return 0;
@@ -240,7 +240,7 @@ static inline bool worth_spinning(lock_impl *l, uintptr_t s) {
  * woken waiter clears WOKEN as it takes it. */
 static bool spin_take(lock_impl *l, weft__task *self, bool woken) {
   uintptr_t drop = woken ? WOKEN : 0;
-  uintptr_t s = weft__load(&l->state, RELAXED);
+  uintptr_t s = weft__load(&l->state, RELAXED); /* relaxed: a first guess; the CAS validates it */
   for (int i = 0; i < SPIN_ROUNDS; i++) {
     if (holder(s) == 0) {
       /* acquire: pairs with the release that freed it */
@@ -249,7 +249,7 @@ static bool spin_take(lock_impl *l, weft__task *self, bool woken) {
     }
     if (!worth_spinning(l, s)) return false;
     weft__cpu_relax();
-    s = weft__load(&l->state, RELAXED);
+    s = weft__load(&l->state, RELAXED); /* relaxed: polling; the CAS validates it */
   }
   return false;
 }
@@ -278,7 +278,7 @@ static int acquire_slow(lock_impl *l, weft__task *self, bool cancellable) {
       return (int)seq;
     }
     uintptr_t drop = woken ? WOKEN : 0;
-    uintptr_t s = weft__load(&l->state, RELAXED);
+    uintptr_t s = weft__load(&l->state, RELAXED); /* relaxed: under guard; the CASes below validate it */
     bool took = false;
     for (;;) {
       if (holder(s) == 0) { /* freed meanwhile */
@@ -367,7 +367,7 @@ int weft_lock_acquire(weft_lock *lk) {
 void weft__lock_acquire_uncancellable(weft_lock *lk) {
   lock_impl *l = impl(lk);
   weft__task *self = weft__task_self();
-  uintptr_t s = weft__load(&l->state, RELAXED);
+  uintptr_t s = weft__load(&l->state, RELAXED); /* relaxed: a first guess; the acquire CAS validates it */
   /* acquire: as in weft_lock_acquire */
   if (holder(s) == 0 && weft__cas(&l->state, &s, s | (uintptr_t)self, ACQUIRE, RELAXED)) return;
   (void)acquire_slow(l, self, false); /* not cancellable: returns 0 */
@@ -376,7 +376,7 @@ void weft__lock_acquire_uncancellable(weft_lock *lk) {
 int weft_lock_release(weft_lock *lk) {
   lock_impl *l = impl(lk);
   uintptr_t me = self_token();
-  uintptr_t s = weft__load(&l->state, RELAXED);
+  uintptr_t s = weft__load(&l->state, RELAXED); /* relaxed: a first guess; the release CAS (or guard) validates it */
   for (;;) {
     if (weft__unlikely(holder(s) != me)) {
       weft__debug_misuse("weft_lock_release by a task or thread that does not hold the lock");

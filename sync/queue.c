@@ -118,7 +118,7 @@ int weft_queue_init_ex(weft_queue *q, size_t maxsize, enum weft_queue_kind kind,
   x->cap = maxsize ? (maxsize < INITIAL_BOUNDED ? maxsize : INITIAL_BOUNDED) : INITIAL_UNBOUNDED;
   x->buf = weft__alloc(sizeof(void *) * x->cap);
   if (!x->buf) return -ENOMEM;
-  weft__store(&x->shut, false, RELAXED);
+  weft__store(&x->shut, false, RELAXED); /* relaxed: init, before the queue is shared */
   weft__waitlist_init(&x->getters);
   weft__waitlist_init(&x->putters);
   weft__waitlist_init(&x->joiners);
