@@ -412,6 +412,16 @@ static ssize_t send_now(int fd, const struct iovec *iov, int iovcnt, const weft_
   }
 }
 
+/* Under t->lock: queue chunk c (total bytes) at the end of the write buffer. */
+static void append_locked(weft_transport *t, chunk *c, size_t total) {
+  if (t->tail)
+    t->tail->next = c;
+  else
+    t->head = c;
+  t->tail = c;
+  t->wsize += total;
+}
+
 /* A chunk holding the bytes of iov from offset `skip` on. */
 static chunk *chunk_from(const struct iovec *iov, int iovcnt, size_t total, size_t skip, const weft_addr *to) {
   size_t len = total - skip;
@@ -458,14 +468,7 @@ static int write_iov(weft_transport *t, const struct iovec *iov, int iovcnt, siz
     weft__spin_lock(&t->lock);
     rc = write_refused(t); /* a close from another task meanwhile */
     if (!rc && t->dgram && t->wsize + total > t->high) rc = -ENOBUFS;
-    if (!rc) {
-      if (t->tail)
-        t->tail->next = c;
-      else
-        t->head = c;
-      t->tail = c;
-      t->wsize += total;
-    }
+    if (!rc) append_locked(t, c, total);
     weft__spin_unlock(&t->lock);
     if (rc) {
       weft__free(c, chunk_size(c));
@@ -522,12 +525,7 @@ static int write_iov(weft_transport *t, const struct iovec *iov, int iovcnt, siz
   rc = write_refused(t);
   if (!rc && t->dgram && t->wsize + total > t->high) rc = -ENOBUFS;
   if (!rc) {
-    if (t->tail)
-      t->tail->next = c;
-    else
-      t->head = c;
-    t->tail = c;
-    t->wsize += total;
+    append_locked(t, c, total);
     if (!t->token || t->wsize > t->high) kick_locked(t, &w);
   }
   weft__spin_unlock(&t->lock);
