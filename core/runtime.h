@@ -46,8 +46,8 @@ typedef struct weft_runtime {
   /* the task record arena: every record ever allocated, type-stable */
   pthread_mutex_t arena_lock;
   struct weft__task_slab *slabs;   /* under arena_lock */
-  weft__task *free_tasks;          /* under arena_lock: the global free list */
-  size_t n_free;                   /* under arena_lock */
+  weft__task *depot;               /* under arena_lock: full magazines of free records
+                                      (core/worker.c, "task records") */
   _Atomic(weft__task *) all_tasks; /* every record, pushed once, never removed */
   _Atomic uint64_t next_id;        /* task ids for default names */
 

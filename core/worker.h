@@ -38,11 +38,10 @@
 #include "io/reactor.h"
 
 #define WEFT__LIFO_MAX 3
-#define WEFT__SEARCH_ROUNDS 64
-#define WEFT__TAKE_BATCH 8 /* oldest deque tasks the owner claims with one CAS */ /* steal attempts before a searching worker parks */
+#define WEFT__SEARCH_ROUNDS 64 /* steal attempts before a searching worker parks */
+#define WEFT__TAKE_BATCH 8 /* oldest deque tasks the owner claims with one CAS */
 #define WEFT__SPAWN_STACK 16 /* tasks spawned here and not yet stealable (see weft__schedule_spawn) */
 #define WEFT__GLOBAL_INTERVAL 61
-#define WEFT__FREE_TASKS_MAX 1024 /* records a worker keeps before giving half back */
 #define WEFT__TRIM_IDLE_NS 1000000000LL /* idle this long before giving stack memory back */
 
 struct weft_runtime;
@@ -68,8 +67,9 @@ typedef struct weft__worker {
   uint32_t tick;
   bool searching;
   uint64_t rng;               /* xorshift state: victims, the migrate test mode */
-  weft__task *free_tasks;     /* recycled records (linked by link.next) */
-  size_t n_free;
+  weft__task *free_tasks;     /* a magazine of free records, linked by link.next (core/worker.c) */
+  size_t n_free;              /* its count, at most MAG_TASKS */
+  weft__task *spare;          /* a full magazine, or NULL */
   weft__stack_pool stacks;
   weft__timer_heap timers;
   weft__reactor reactor;

@@ -439,20 +439,31 @@ TEST(misuse_inside_a_task) {
 }
 
 #ifdef WEFT_TEST_HOOKS
+static weft_event enomem_go;
+
+static int wait_go(void *arg) {
+  (void)arg;
+  return weft_event_wait(&enomem_go);
+}
+
+#define ENOMEM_SPAWNS 2000 /* more than the records a worker and the depot cache (core/worker.c) */
+
 static int enomem_main(void *arg) {
   (void)arg;
-  /* exhaust the cached records first so spawn must allocate */
+  weft_event_init(&enomem_go);
+  /* exhaust the cached records first so spawn must allocate: the tasks wait
+   * until the loop is over, so none is recycled meanwhile */
   int failures = 0;
-  weft_task ts[300];
+  static weft_task ts[ENOMEM_SPAWNS];
   int n = 0;
-  for (int i = 0; i < 300; i++) {
+  for (int i = 0; i < ENOMEM_SPAWNS; i++) {
     /* re-armed before every spawn: the one injected failure must reach the
      * spawn, not an allocation some other thread of the runtime happened to
      * make meanwhile (seen once in ~100 runs under ThreadSanitizer on a
      * loaded machine: no spawn failed) */
     weft__fault_alloc_after(0);
     errno = 0;
-    weft_task t = weft_spawn(sleeper, (void *)(intptr_t)1000000);
+    weft_task t = weft_spawn(wait_go, NULL);
     if (weft_task_is_null(t)) {
       ASSERT_EQ(errno, ENOMEM);
       failures++;
@@ -462,6 +473,7 @@ static int enomem_main(void *arg) {
   }
   weft__fault_alloc_after(-1);
   ASSERT_EQ(failures, 1);
+  weft_event_set(&enomem_go);
   for (int i = 0; i < n; i++) {
     ASSERT_EQ(weft_join(ts[i]), 0);
     weft_task_release(ts[i]);
