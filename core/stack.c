@@ -107,7 +107,16 @@ static long read_max_map_count(void) {
 static void proc_init(void) {
   long ps = sysconf(_SC_PAGESIZE);
   page_size = ps > 0 ? (size_t)ps : 4096;
-  budget_initial = read_max_map_count() / 4;
+  /* A quarter of vm.max_map_count, but never more than a quarter of its
+   * default (65530): the same guard coverage on every machine (the first
+   * ~8,000 stacks), because each mprotect guard takes the mmap lock for
+   * writing, which stalls every other worker's page faults and populates.
+   * Measured on a 16-core machine whose max_map_count let every stack have
+   * one: timers (100,000 tasks, 16 workers) made 98,000 mprotect calls, and
+   * the kernel's mmap-lock spinning (osq_lock, rwsem_spin_on_owner) was a
+   * quarter of the run's CPU. */
+  long maps = read_max_map_count();
+  budget_initial = (maps < 65530 ? maps : 65530) / 4;
   weft__store(&guard_budget, budget_initial, RELAXED); /* before any stack: no pair needed */
   const char *gi = getenv("WEFT_GUARD_INSTALL"); /* see make_guard */
   weft__store(&no_guard_install, !(gi && *gi == '1'), RELAXED);
