@@ -39,7 +39,7 @@
 extern "C" {
 struct weft__deque; // opaque here: see the note above
 void weft__deque_init(weft__deque *d, uint32_t capacity);
-bool weft__deque_push(weft__deque *d, void *item);
+uint32_t weft__deque_push(weft__deque *d, void *item);
 uint32_t weft__deque_take_half(weft__deque *d, void **out, uint32_t max);
 void *weft__deque_take(weft__deque *d);
 void *weft__deque_steal_half(weft__deque *victim, weft__deque *dst);

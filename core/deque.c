@@ -129,27 +129,51 @@ void weft__deque_init(weft__deque *d, uint32_t capacity) {
    * to other threads (thread creation, a release store) orders these. */
   weft__store(&d->top, 0, RELAXED);
   weft__store(&d->bottom, 0, RELAXED);
+  d->top_seen = 0;
   d->mask = capacity - 1;
   for (uint32_t i = 0; i < WEFT_DEQUE_CAP; i++) weft__store(&d->slots[i], NULL, RELAXED);
 }
 
 size_t weft__deque_sizeof(void) { return sizeof(weft__deque); }
 
-bool weft__deque_push(weft__deque *d, void *item) {
+uint32_t weft__deque_push(weft__deque *d, void *item) {
   assert(item != NULL);
   uint64_t b = owner_bottom(d);
-  /* acquire: pairs with the release half of the takers' CAS on top, so the
-   * read of the slot we may now overwrite (index b - cap) by the taker that
-   * claimed it happened before our store below (protocol (b)). */
-  uint64_t t = weft__load(&d->top, ACQUIRE);
+  uint64_t t = d->top_seen;
+  if (b - t > d->mask || b - t < WEFT_DEQUE_EXACT_LEN) {
+    /* acquire: pairs with the release half of the takers' CAS on top, so the
+     * read of the slot we may now overwrite (index b - cap) by the taker that
+     * claimed it happened before our store below (protocol (b)). Skipped
+     * while an earlier observed top (top_seen, also acquired) already proves
+     * the slot free and the count is large enough not to need an exact value. */
+    t = weft__load(&d->top, ACQUIRE);
+    d->top_seen = t;
+  }
   assert(b - t <= (uint64_t)d->mask + 1);
-  if (b - t > d->mask) return false; /* b - t == capacity: full */
+  if (b - t > d->mask) return 0; /* b - t == capacity: full */
   /* relaxed: published by the release store of bottom just below */
   weft__store(&d->slots[b & d->mask], item, RELAXED);
   /* release: pairs with the takers' acquire load of bottom: they see the
    * slot and the item's contents (protocol (a)). */
   weft__store(&d->bottom, b + 1, RELEASE);
-  return true;
+  return (uint32_t)(b + 1 - t);
+}
+
+uint32_t weft__deque_push_batch(weft__deque *d, void *const *items, uint32_t n) {
+  uint64_t b = owner_bottom(d);
+  /* acquire: as in push (protocol (b)), for every slot written below */
+  uint64_t t = weft__load(&d->top, ACQUIRE);
+  d->top_seen = t;
+  assert(b - t <= (uint64_t)d->mask + 1);
+  if (n == 0 || b - t + n > (uint64_t)d->mask + 1) return 0;
+  for (uint32_t i = 0; i < n; i++) {
+    assert(items[i] != NULL);
+    /* relaxed: published by the release store of bottom below */
+    weft__store(&d->slots[(b + i) & d->mask], items[i], RELAXED);
+  }
+  /* release: as in push (protocol (a)), for all n slots at once */
+  weft__store(&d->bottom, b + n, RELEASE);
+  return (uint32_t)(b + n - t);
 }
 
 /* Read the current (top, bottom) pair of d for a taker; returns the count
@@ -197,7 +221,10 @@ uint32_t weft__deque_take_half(weft__deque *d, void **out, uint32_t max) {
       out[i] = weft__load(&d->slots[(t + i) & d->mask], RELAXED);
     /* acq_rel: as in take(); the release lets a later push reuse the slots
      * (b). */
-    if (weft__cas(&d->top, &t, t + n, ACQ_REL, RELAXED)) return (uint32_t)n;
+    if (weft__cas(&d->top, &t, t + n, ACQ_REL, RELAXED)) {
+      d->top_seen = t + n; /* our own CAS: see top_seen in deque.h */
+      return (uint32_t)n;
+    }
     weft__cpu_relax();
   }
   return 0;
@@ -209,6 +236,7 @@ void *weft__deque_steal_half(weft__deque *victim, weft__deque *dst) {
   /* acquire: pairs with the release half of the CASes of the thieves that
    * took from dst, before we overwrite slots they read (protocol (c)). */
   uint64_t dt = weft__load(&dst->top, ACQUIRE);
+  dst->top_seen = dt;
   uint64_t room = (uint64_t)dst->mask + 1 - (db - dt); /* dst should be empty: room = cap */
   assert(db - dt <= (uint64_t)dst->mask + 1);
   uint64_t t, n;

@@ -34,6 +34,10 @@
                             * with 4,096, because 256 sent every round through
                             * the inject queue's lock. 32 KiB per worker. */
 
+/* Push re-reads top (exact count) when its own copy says the deque holds at
+ * most this many: small counts decide whether to wake a worker. */
+#define WEFT_DEQUE_EXACT_LEN 16
+
 typedef struct weft__deque {
   /* The next index to take. Owner and thieves: read anywhere, changed only by
    * a CAS (never a plain store after init), so every change is in the release
@@ -44,6 +48,14 @@ typedef struct weft__deque {
   _Alignas(WEFT_CACHELINE) _Atomic uint64_t bottom;
   /* capacity - 1 (capacity may be shrunk by tests); written at init only. */
   uint32_t mask;
+  /* The owner's copy of a top value it has observed (an acquire load, or
+   * its own CAS): owner only, plain. top only grows, so the copy is a lower
+   * bound, and "b - top_seen < capacity" proves the slot of index b free
+   * (protocol (b) needs only that the owner observed such a top before its
+   * store, not that it be the latest). Push then skips loading top, whose
+   * line every thief's CAS takes away: with one spawner and fifteen thieves
+   * that load was most of the spawner's push. */
+  uint64_t top_seen;
   /* Written by the owner only (relaxed), read by any taker (relaxed) before
    * its CAS on top; a read that races with an overwrite is always followed
    * by a failing CAS (deque.c). */
@@ -54,9 +66,25 @@ typedef struct weft__deque {
  * Not thread-safe: publish the deque to other threads afterwards. */
 void weft__deque_init(weft__deque *d, uint32_t capacity);
 
-/* OWNER: push at the bottom. Returns false when full (nothing pushed); "full"
- * may be seen a moment early while a concurrent take is finishing. */
-bool weft__deque_push(weft__deque *d, void *item);
+/* OWNER: push at the bottom. Returns 0 when full (nothing pushed; "full"
+ * may be seen a moment early while a concurrent take is finishing), else
+ * the item count after the push as far as the owner knows: exact when it is
+ * at most WEFT_DEQUE_EXACT_LEN, an upper bound above that. */
+uint32_t weft__deque_push(weft__deque *d, void *item);
+
+/* OWNER: push n items (items[0] oldest) with one publication. Returns 0
+ * when they do not all fit (nothing pushed), else the count after the push
+ * (exact: top is re-read). */
+uint32_t weft__deque_push_batch(weft__deque *d, void *const *items, uint32_t n);
+
+/* OWNER: an upper bound of the item count, read from the owner's own copies
+ * (no shared line touched): exact as of the last push or take_half that
+ * re-read top. */
+static inline uint32_t weft__deque_owner_len(const weft__deque *d) {
+  /* relaxed: the owner's own store */
+  uint64_t c = weft__load(&d->bottom, RELAXED) - d->top_seen;
+  return c > d->mask ? d->mask + 1 : (uint32_t)c;
+}
 
 /* OWNER: claim the oldest half of the items (for the overflow into the
  * inject queue): ceil(len/2) of them, at most max, stored in out[] oldest

@@ -239,8 +239,16 @@ static void push_back(weft__worker *w, weft__task *t) {
     weft__inbox_push(&w->inbox, &t->link);
     return;
   }
-  if (!weft__deque_push(&w->deque, t)) overflow(w, t);
-  weft__idle_notify_local(w->rt);
+  uint32_t n = weft__deque_push(&w->deque, t);
+  if (!n) overflow(w, t);
+  /* Wake a parked worker when work appears where there was none, and then
+   * every 16 pushes while a backlog grows, not at every push: a woken worker
+   * that finds work wakes the next one itself (rule 3 of core/idle.h), and
+   * reading the idle state is a cache miss whenever searching workers change
+   * it (one spawner, 15 searching workers: those reads were a quarter of the
+   * spawner's time). Missing a wake costs parallelism for a moment, never a
+   * task: this worker runs its own deque (see weft__idle_notify_local). */
+  if (n <= 1 || (n & 15) == 0) weft__idle_notify_local(w->rt);
 }
 
 /* Any thread: hand t to worker x in particular. */
@@ -315,16 +323,35 @@ void weft__schedule_many(weft__task **ts, size_t n) {
   weft__idle_notify(rt);
 }
 
+static void publish_spawned(weft__worker *w);
+
 void weft__schedule_spawn(weft__worker *w, weft__task *t) {
   weft__runtime *rt = w->rt;
-  /* relaxed: a policy hint (a parked worker would be notified below) */
-  uint32_t idle = weft__load(&rt->idle.state, RELAXED);
-  if (rt->migrate || !w->current || ((idle >> 16) < rt->nworkers && w->n_spawned_stack > 0)) {
-    /* a parked worker could run it, and this one already has another
-     * spawn waiting: make it stealable (one pending spawn stays local, so a
-     * chain of tasks that each spawn the next does not bounce between
-     * workers through a wake-up each) */
+  /* A policy hint, refreshed every 16 spawns: the idle state's line is
+   * written by every worker that starts or ends a search, so loading it at
+   * each spawn was a cache miss per spawn (relaxed: nothing is read through
+   * it; a parked worker is notified by push_back) */
+  if ((w->spawned_local & 15) == 0 || !w->parked_seen)
+    w->parked_seen = (weft__load(&rt->idle.state, RELAXED) >> 16) < rt->nworkers;
+  if (rt->migrate || !w->current) {
     weft__schedule(t, false);
+    return;
+  }
+  if (w->n_spawned_stack > 0 && w->parked_seen) {
+    /* A parked worker could run it, and this one already has another spawn
+     * waiting: make it stealable (one pending spawn stays local, so a chain
+     * of tasks that each spawn the next does not bounce between workers
+     * through a wake-up each). */
+    if (weft__deque_owner_len(&w->deque) < WEFT_DEQUE_EXACT_LEN) {
+      weft__schedule(t, false);
+      return;
+    }
+    /* A backlog is already stealable: publish the spawns in batches of
+     * WEFT__SPAWN_STACK with one store of the deque's bottom, whose line
+     * every searching worker reads (one spawner, 15 thieves: a push per
+     * spawn made that store a cache-line transfer per spawn). */
+    if (w->n_spawned_stack == WEFT__SPAWN_STACK) publish_spawned(w);
+    w->spawned_stack[w->n_spawned_stack++] = t;
     return;
   }
   if (w->n_spawned_stack == WEFT__SPAWN_STACK) {
@@ -344,6 +371,21 @@ bool weft__spawn_stack_remove(weft__worker *w, weft__task *t) {
     return true;
   }
   return false;
+}
+
+/* OWNER: the spawn stack goes to the deque, oldest first, with one
+ * publication (pinned tasks never enter the spawn stack: spawn_on pins only
+ * through weft__schedule). */
+static void publish_spawned(weft__worker *w) {
+  int n = w->n_spawned_stack;
+  w->n_spawned_stack = 0;
+  uint32_t len = weft__deque_push_batch(&w->deque, (void *const *)w->spawned_stack, (uint32_t)n);
+  if (!len) {
+    for (int i = 0; i < n; i++) push_back(w, w->spawned_stack[i]);
+    return;
+  }
+  if (len <= (uint32_t)n || (len & ~(uint32_t)15) != ((len - (uint32_t)n) & ~(uint32_t)15))
+    weft__idle_notify_local(w->rt); /* as push_back: new work, or a 16 boundary crossed */
 }
 
 /* OWNER: make the spawn stack stealable (fairness: every global interval,

@@ -65,6 +65,7 @@ typedef struct weft__worker {
   weft__task *pinned_tail;
   int lifo_streak;
   uint32_t tick;
+  bool parked_seen;           /* weft__schedule_spawn's hint: some worker was parked */
   bool searching;
   uint64_t rng;               /* xorshift state: victims, the migrate test mode */
   weft__task *free_tasks;     /* a magazine of free records, linked by link.next (core/worker.c) */

@@ -205,10 +205,27 @@ TEST(wrap_around_model) {
       weft__deque *d = &dq[k];
       uint32_t n = (uint32_t)(tail[k] - head[k]);
       switch ((r >> 1) % 8) {
-      case 0: case 1: case 2: case 3: { /* push */
-        bool ok = weft__deque_push(d, ITEM(next));
-        ASSERT_EQ(ok, n < cap[k]);
-        if (ok) model[k][tail[k]++ % WEFT_DEQUE_CAP] = next++;
+      case 0: case 1: case 2: { /* push */
+        uint32_t got = weft__deque_push(d, ITEM(next));
+        ASSERT_EQ(got != 0, n < cap[k]);
+        if (got) {
+          if (n + 1 <= WEFT_DEQUE_EXACT_LEN) ASSERT_EQ(got, n + 1); /* exact when small */
+          ASSERT_TRUE(got >= n + 1);
+          model[k][tail[k]++ % WEFT_DEQUE_CAP] = next++;
+        }
+        break;
+      }
+      case 3: { /* push_batch of 1..3: all or nothing, exact count */
+        uint32_t m = (uint32_t)(r >> 8) % 3 + 1;
+        void *items[3];
+        for (uint32_t j = 0; j < m; j++) items[j] = ITEM(next + j);
+        uint32_t got = weft__deque_push_batch(d, items, m);
+        if (n + m > cap[k]) {
+          ASSERT_EQ(got, 0);
+        } else {
+          ASSERT_EQ(got, n + m);
+          for (uint32_t j = 0; j < m; j++) model[k][tail[k]++ % WEFT_DEQUE_CAP] = next++;
+        }
         break;
       }
       case 4: case 5: { /* take */
@@ -417,6 +434,19 @@ static void owner_run(stress *s) {
   } while (0)
   for (uint64_t i = 0; i < s->n; i++) {
     s->items[i].payload = expected_payload(s, i); /* plain: published by push */
+    uint64_t rb = rng_next(&rng);
+    if (rb % 4 == 0 && i + 4 <= s->n) { /* now and then a batch of 2..4 (the spawn path) */
+      uint32_t m = (uint32_t)(rb >> 8) % 3 + 2;
+      void *batch[4];
+      for (uint32_t j = 0; j < m; j++) {
+        s->items[i + j].payload = expected_payload(s, i + j);
+        batch[j] = &s->items[i + j];
+      }
+      if (weft__deque_push_batch(d, batch, m)) {
+        i += m - 1;
+        continue;
+      }
+    }
     for (int tries = 1; !weft__deque_push(d, &s->items[i]); tries++) {
       /* full: mostly give the thieves a moment (a yield, so that they run
        * even when threads outnumber cores), now and then overflow */
