@@ -122,6 +122,82 @@ TEST(event_set_wakes_waiters_racing_with_it) {
   ASSERT_EQ(weft_run(race_main, NULL, &c), 0);
 }
 
+/* set() owes a wake to the waiters present when it ran and to no later
+ * one, even while the newest owed waiter is cancelled and the event is
+ * cleared and waited on again during the set: a thread sets while the main
+ * task cancels the newest waiter of generation 1, clears the event and
+ * starts generation 2. Generation 2 must keep waiting until the next set. */
+static weft_event gen_ev;
+static atomic_int gen_woke[2], gen_arrived;
+
+static int gen_waiter(void *arg) {
+  int g = (int)(intptr_t)arg;
+  if (g == 0) atomic_fetch_add(&gen_arrived, 1);
+  int rc = weft_event_wait(&gen_ev);
+  if (rc == 0) atomic_fetch_add(&gen_woke[g], 1);
+  return rc;
+}
+
+static void *gen_setter(void *arg) {
+  (void)arg;
+  weft_event_set(&gen_ev);
+  return NULL;
+}
+
+static int gen_main(void *arg) {
+  (void)arg;
+  enum { GEN1 = 2000, GEN2 = 50, CANCEL = 10 };
+  static weft_task g1[GEN1];
+  weft_task g2[GEN2];
+  int rounds = test_sanitized() ? 5 : 20;
+  for (int r = 0; r < rounds; r++) {
+    weft_event_init(&gen_ev);
+    atomic_store(&gen_woke[0], 0);
+    atomic_store(&gen_woke[1], 0);
+    atomic_store(&gen_arrived, 0);
+    for (int i = 0; i < GEN1; i++) g1[i] = weft_spawn(gen_waiter, (void *)0);
+    while (atomic_load(&gen_arrived) < GEN1) weft_sleep_ns(1000000);
+    weft_sleep_ns(2000000); /* they all wait (a straggler is woken by the second set below) */
+    pthread_t th;
+    pthread_create(&th, NULL, gen_setter, NULL);
+    /* once the flag is up, the set has begun and owes generation 1 only */
+    for (int64_t t0 = weft_now_ns(); !weft_event_is_set(&gen_ev);) ASSERT_TRUE(weft_now_ns() - t0 < 10000000000LL);
+    /* the newest leave the list while the set is under way (the yields let
+     * them run here at once): one of them is likely the last waiter owed,
+     * which must hand that mark on (event.c) */
+    for (int i = GEN1 - CANCEL; i < GEN1; i++) weft_cancel(g1[i]);
+    for (int i = 0; i < CANCEL; i++) weft_yield();
+    weft_event_clear(&gen_ev);
+    for (int i = 0; i < GEN2; i++) g2[i] = weft_spawn(gen_waiter, (void *)1);
+    for (int i = 0; i < GEN2; i++) weft_yield(); /* they wait, maybe before the set is over */
+    pthread_join(th, NULL);
+    weft_sleep_ns(2000000);
+    /* generation 2 waited after the clear: the earlier set owed it nothing */
+    ASSERT_EQ(atomic_load(&gen_woke[1]), 0);
+    weft_event_set(&gen_ev);
+    int cancelled = 0;
+    for (int i = 0; i < GEN1; i++) {
+      int rc = weft_join(g1[i]);
+      ASSERT_TRUE(rc == 0 || (i >= GEN1 - CANCEL && rc == -ECANCELED));
+      cancelled += rc != 0;
+      weft_task_release(g1[i]);
+    }
+    ASSERT_EQ(atomic_load(&gen_woke[0]), GEN1 - cancelled);
+    for (int i = 0; i < GEN2; i++) {
+      ASSERT_EQ(weft_join(g2[i]), 0);
+      weft_task_release(g2[i]);
+    }
+    ASSERT_EQ(atomic_load(&gen_woke[1]), GEN2);
+    ASSERT_EQ(weft_event_destroy(&gen_ev), 0);
+  }
+  return 0;
+}
+
+TEST(event_set_owes_only_earlier_waiters) {
+  weft_config c = cfg_workers(2);
+  ASSERT_EQ(weft_run(gen_main, NULL, &c), 0);
+}
+
 /* ------------------------------------------------------------ queue */
 
 static int queue_basic_main(void *arg) {

@@ -31,7 +31,7 @@ extern "C" {
 
 /* asyncio.Event: a flag that tasks wait on. */
 typedef struct weft_event {
-  uint64_t opaque[4]; /* 32 bytes, 8-byte aligned */
+  uint64_t opaque[5]; /* 40 bytes, 8-byte aligned */
 } weft_event;
 
 /* Initialise (unset). Never fails; returns 0. */
