@@ -19,7 +19,11 @@ peer, "even" when the two spreads overlap.
 Cells: weft w1 and w2 (bench/run, WEFT_NO_BUILD=1), go w1 and w2 (GOMAXPROCS
 = workers), asyncio (Debian's python3), posix_spawn c1 and c32.
 --weft-env adds weft cells run with extra environment variables (for
-experiments: each value is a label as well).
+experiments: each value is a label as well). --base-bin PATH adds cells
+"base w1" and "base w2" that run another build's weft_bench (a before/after
+comparison in the same run: build the older commit elsewhere, e.g.
+git archive OLD | tar -x -C /tmp/old && cmake -S /tmp/old -B /tmp/old/b
+-DCMAKE_BUILD_TYPE=Release && cmake --build /tmp/old/b --target weft_bench).
 """
 import argparse
 import json
@@ -70,6 +74,9 @@ def cells(args, loop, gobin):
             kv = dict(x.split("=", 1) for x in e.split())
             out.append(("weft w%d %s" % (w, e), "weft", [weft, "spawn_process"] + p + ["workers=%d" % w],
                         dict(kv, WEFT_NO_BUILD="1")))
+    if args.base_bin:
+        for w in (1, 2):
+            out.append(("base w%d" % w, "weft", [args.base_bin, "spawn_process"] + p + ["workers=%d" % w], {}))
     if gobin:
         for w in (1, 2):
             out.append(("go w%d" % w, "go", [gobin, "spawn_process"] + p + ["workers=%d" % w], {}))
@@ -101,6 +108,7 @@ def main():
     ap.add_argument("--n", type=int, default=1000)
     ap.add_argument("--concurrency", type=int, default=32)
     ap.add_argument("--weft-env", action="append", default=[])
+    ap.add_argument("--base-bin")
     ap.add_argument("--systems", default="weft,go,asyncio,posix_spawn")
     args = ap.parse_args()
     args.systems = args.systems.split(",")
@@ -123,8 +131,8 @@ def main():
     for name, v in vals.items():
         st[name] = (statistics.median(v), min(v), max(v))
         print("| %s | %s | %s-%s |" % (name, fmt(st[name][0]), fmt(st[name][1]), fmt(st[name][2])))
-    peers = [n for n in vals if not n.startswith("weft")]
-    wefts = [n for n in vals if n.startswith("weft")]
+    peers = [n for n in vals if not n.startswith("weft") and not n.startswith("base")]
+    wefts = [n for n in vals if n.startswith("weft") or n.startswith("base")]
     if peers and wefts:
         print()
         print("| ratio | " + " | ".join(peers) + " |")
