@@ -1,16 +1,23 @@
 /* process/spawn.c: starting a child: create_subprocess_exec and _shell.
  *
  * HOW. The calling task prepares everything that may allocate or fail in
- * the parent (pipes, /dev/null, the PATH to search, the child's stack),
- * then runs the clone on the blocking pool (weft__blocking_call), because
+ * the parent (pipes, /dev/null, the PATH to search), then runs the clone
+ * on the blocking pool (weft__blocking_call), because
  * CLONE_VFORK suspends the calling thread until the child has exec'd, and
  * a worker must never block. The pool thread:
  *   1. blocks every signal (raw rt_sigprocmask: glibc's wrappers keep its
  *      own two signals open), so that no handler of the parent runs in the
  *      child, which shares the parent's memory until exec;
- *   2. clone(CLONE_VM|CLONE_VFORK|CLONE_PIDFD|SIGCHLD) on an mmap'ed stack:
- *      no copy of the page tables (posix_spawn's technique), and a pidfd
- *      for the handle, created O_CLOEXEC by the kernel;
+ *   2. clone(CLONE_VM|CLONE_VFORK|CLONE_PIDFD|SIGCHLD): no copy of the
+ *      page tables (posix_spawn's technique), and a pidfd for the handle,
+ *      created O_CLOEXEC by the kernel. The child runs on an array in the
+ *      pool thread's own frame (musl's posix_spawn does the same): the
+ *      thread is suspended until the child has exec'd or exited, so the
+ *      array is the child's alone meanwhile, and its pages stay mapped
+ *      from one spawn to the next. (An mmap'ed stack per spawn, before,
+ *      cost an mmap, a munmap whose TLB flush reaches every CPU running
+ *      one of the parent's threads, and page faults in every child that
+ *      zero the fresh stack pages: process/README.md's figures.)
  *   3. restores its mask once clone returned (the child has exec'd or
  *      exited).
  *
@@ -26,10 +33,27 @@
  * CLONE_VFORK only after that exit, reads the errno, reaps the child and
  * returns -errno: a missing executable is the spawn call's -ENOENT.
  *
+ * THE SIGNAL RESET. Until exec the child shares the parent's memory, so
+ * none of the parent's handlers may run in it once its mask is emptied:
+ * each caught signal goes back to SIG_DFL first. Which signals are
+ * caught, the child reads from its own /proc/self/status (SigCgt, and
+ * SigIgn for SIGPIPE): clone without CLONE_SIGHAND gave it a private copy
+ * of the parent's dispositions, which nothing but the child changes, so
+ * the masks are exact. That is an open, a read and a close, plus one
+ * rt_sigaction per caught signal (a handful), instead of asking the
+ * kernel about all 64 signals one system call each (glibc's posix_spawn
+ * does that, and so did this file): about 60 fewer system calls in the
+ * window where the spawning thread waits (process/README.md). Without a
+ * readable /proc (a chroot, a foreign pid namespace) the child falls back
+ * to the 64 questions.
+ *
  * Rejected: posix_spawn + pidfd_open (a second system call, a window in
  * which the pid could be reaped and reused by someone calling wait(-1),
  * and exec errors only through glibc's own pipe); fork (copies page tables:
- * slow from a large multi-threaded process).
+ * slow from a large multi-threaded process); serialising the spawns (one
+ * clone at a time) and the clone on the worker (no pool hand-off):
+ * measured, neither made spawn_process faster here, and the second blocks
+ * a worker for the exec (process/README.md).
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -39,7 +63,6 @@
 #include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -59,7 +82,12 @@
 #define P_PIDFD 3
 #endif
 
-#define CHILD_STACK (64 * 1024)
+/* The child's stack, in the pool thread's frame: the child's deepest path
+ * is child_main -> child_search (a PATH_MAX buffer) -> syscall, or
+ * reset_signals -> signals_to_reset (a 4 KiB buffer): under 10 KiB; pool
+ * threads have the default thread stack (RLIMIT_STACK, 8 MiB unless
+ * lowered). */
+#define CHILD_STACK (32 * 1024)
 #define MAX_ARGS 65536
 #define DEFAULT_PATH "/bin:/usr/bin"
 
@@ -83,7 +111,6 @@ struct spawn_req {
   bool err_to_out;   /* 2 = a copy of 1 */
   unsigned flags;
   pid_t pgid;
-  char *stack;
   /* results */
   int child_errno;   /* written by the child (shared memory) before it exits */
   pid_t pid;
@@ -155,20 +182,71 @@ NOSAN static int child_search(struct spawn_req *r) {
   return seen_eacces ? EACCES : err;
 }
 
-NOSAN static int child_main(void *arg) {
-  struct spawn_req *r = arg;
-  long e;
-  /* signals: handlers back to SIG_DFL (SIGPIPE too; other ignored signals
-   * stay ignored, as exec would keep them), then an empty mask */
+/* The hexadecimal mask on the line of buf[0..n) that starts with key
+ * (e.g. "SigCgt:"), in *mask; false when there is no such line. */
+NOSAN static bool status_mask(const char *buf, long n, const char *key, unsigned long *mask) {
+  size_t klen = kstrlen(key);
+  for (long i = 0; i < n; i++) {
+    if (i > 0 && buf[i - 1] != '\n') continue;
+    size_t j = 0;
+    while (j < klen && i + (long)j < n && buf[i + (long)j] == key[j]) j++;
+    if (j < klen) continue;
+    long k = i + (long)klen;
+    while (k < n && (buf[k] == '\t' || buf[k] == ' ')) k++;
+    unsigned long v = 0;
+    int digits = 0;
+    for (; k < n && digits <= 16; k++, digits++) {
+      char c = buf[k];
+      int d = c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
+      if (d < 0) break;
+      v = v << 4 | (unsigned long)d;
+    }
+    if (digits == 0 || digits > 16 || k >= n || buf[k] != '\n') return false; /* cut short or not a mask */
+    *mask = v;
+    return true;
+  }
+  return false;
+}
+
+/* The signals to set to SIG_DFL (bit s-1 for signal s): the caught ones
+ * and SIGPIPE if ignored, from /proc/self/status. False if it cannot be
+ * read. */
+NOSAN static bool signals_to_reset(unsigned long *out) {
+  char buf[4096];
+  long fd = ksys(SYS_openat, AT_FDCWD, (long)"/proc/self/status", O_RDONLY | O_CLOEXEC, 0);
+  if (fd < 0) return false;
+  long n = ksys(SYS_read, fd, (long)buf, sizeof buf, 0);
+  ksys(SYS_close, fd, 0, 0, 0);
+  unsigned long caught, ignored;
+  if (n <= 0 || !status_mask(buf, n, "SigCgt:", &caught) || !status_mask(buf, n, "SigIgn:", &ignored))
+    return false;
+  *out = caught | (ignored & 1UL << (SIGPIPE - 1));
+  return true;
+}
+
+/* Handlers back to SIG_DFL (SIGPIPE too; other ignored signals stay
+ * ignored, as exec would keep them). Every signal is blocked meanwhile. */
+NOSAN static void reset_signals(void) {
+  unsigned long reset = ~0UL;
+  bool known = signals_to_reset(&reset);
   for (int s = 1; s < 65; s++) {
-    if (s == SIGKILL || s == SIGSTOP) continue;
-    struct ksigaction old;
-    if (ksys(SYS_rt_sigaction, s, 0, (long)&old, 8) < 0) continue;
-    if (old.handler == (void *)SIG_DFL) continue;
-    if (old.handler == (void *)SIG_IGN && s != SIGPIPE) continue;
+    if (s == SIGKILL || s == SIGSTOP || !(reset & 1UL << (s - 1))) continue;
+    if (!known) { /* ask the kernel */
+      struct ksigaction old;
+      if (ksys(SYS_rt_sigaction, s, 0, (long)&old, 8) < 0) continue;
+      if (old.handler == (void *)SIG_DFL) continue;
+      if (old.handler == (void *)SIG_IGN && s != SIGPIPE) continue;
+    }
     struct ksigaction dfl = {(void *)SIG_DFL, 0, 0, 0};
     ksys(SYS_rt_sigaction, s, (long)&dfl, 0, 8);
   }
+}
+
+NOSAN static int child_main(void *arg) {
+  struct spawn_req *r = arg;
+  long e;
+  /* signals: the parent's handlers off, then an empty mask */
+  reset_signals();
   unsigned long none = 0;
   ksys(SYS_rt_sigprocmask, SIG_SETMASK, (long)&none, 0, 8);
   if (r->flags & WEFT_PROCESS_NEW_SESSION) {
@@ -223,7 +301,8 @@ static int do_clone(void *arg) {
   syscall(SYS_rt_sigprocmask, SIG_SETMASK, &all, &old, 8);
   int pidfd = -1;
   r->child_errno = 0;
-  pid_t pid = __clone(child_main, r->stack + CHILD_STACK, CLONE_VM | CLONE_VFORK | CLONE_PIDFD | SIGCHLD, r,
+  _Alignas(16) char stack[CHILD_STACK]; /* grows down: the child starts at its end */
+  pid_t pid = __clone(child_main, stack + sizeof stack, CLONE_VM | CLONE_VFORK | CLONE_PIDFD | SIGCHLD, r,
                     &pidfd);
   int e = errno;
   syscall(SYS_rt_sigprocmask, SIG_SETMASK, &old, NULL, 8);
@@ -316,15 +395,11 @@ int weft_process_exec(weft_process **out, const char *file, char *const argv[], 
     }
   }
   p = weft__zalloc(sizeof *p);
-  r.stack = mmap(NULL, CHILD_STACK, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK, -1, 0);
-  if (!p || r.stack == MAP_FAILED) {
-    r.stack = NULL;
+  if (!p) {
     rc = -ENOMEM;
     goto fail;
   }
   rc = weft__blocking_call(do_clone, &r, WEFT__BLOCKING_RESULT);
-  munmap(r.stack, CHILD_STACK);
-  r.stack = NULL;
   for (int i = 0; i < 3; i++) close_if(&child_end[i]);
   close_if(&devnull);
   if (rc) goto fail;
@@ -348,7 +423,6 @@ int weft_process_exec(weft_process **out, const char *file, char *const argv[], 
   *out = p;
   return 0;
 fail:
-  if (r.stack) munmap(r.stack, CHILD_STACK);
   for (int i = 0; i < 3; i++) {
     close_if(&child_end[i]);
     close_if(&parent_end[i]);

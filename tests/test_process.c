@@ -549,6 +549,56 @@ static int env_main(void *arg) {
 
 TEST(env_cwd_groups_and_inherited_descriptors) { ASSERT_EQ(run(env_main, 2), 0); }
 
+/* ------------------------------------------------------------ signal dispositions */
+
+/* The child reads which signals it catches from its own /proc/self/status
+ * and sets those to SIG_DFL (process/spawn.c): a child must start with no
+ * caught signal, an empty mask, SIGPIPE back to default, the other ignored
+ * signals still ignored; the parent's own handlers must be untouched. */
+static void on_usr1(int sig) { (void)sig; }
+
+static unsigned long long status_field(const char *text, const char *key) {
+  const char *at = strstr(text, key);
+  if (!at) TEST_FAIL("no %s in the child's status", key);
+  return strtoull(at + strlen(key), NULL, 16);
+}
+
+static int sigdfl_main(void *arg) {
+  struct sigaction h = {0}, ign = {0}, old_usr1, old_usr2, old_pipe, now;
+  h.sa_handler = on_usr1;
+  ign.sa_handler = SIG_IGN;
+  ASSERT_EQ(sigaction(SIGUSR1, &h, &old_usr1), 0);
+  ASSERT_EQ(sigaction(SIGUSR2, &ign, &old_usr2), 0);
+  ASSERT_EQ(sigaction(SIGPIPE, &ign, &old_pipe), 0);
+  for (int round = 0; round < 3; round++) {
+    weft_process *p;
+    weft_process_opts o = {.stdout_mode = WEFT_STDIO_PIPE};
+    char *a[] = {"cat", "/proc/self/status", NULL};
+    ASSERT_EQ(weft_process_exec(&p, "cat", a, &o), 0);
+    char out[8192];
+    weft_communicate c = {.out = out, .out_cap = sizeof out - 1};
+    ASSERT_EQ(weft_process_communicate(p, &c), 0);
+    ASSERT_EQ(c.returncode, 0);
+    weft_process_free(p);
+    out[c.out_len] = 0;
+    ASSERT_EQ(status_field(out, "\nSigCgt:"), 0ULL);
+    ASSERT_EQ(status_field(out, "\nSigBlk:"), 0ULL);
+    unsigned long long ignored = status_field(out, "\nSigIgn:");
+    ASSERT_TRUE(ignored & 1ULL << (SIGUSR2 - 1));   /* ignored stays ignored */
+    ASSERT_TRUE(!(ignored & 1ULL << (SIGPIPE - 1))); /* but SIGPIPE is reset */
+    ASSERT_EQ(sigaction(SIGUSR1, NULL, &now), 0);   /* the parent keeps its handler */
+    ASSERT_TRUE(now.sa_handler == on_usr1);
+    ASSERT_EQ(sigaction(SIGPIPE, NULL, &now), 0);
+    ASSERT_TRUE(now.sa_handler == SIG_IGN);
+  }
+  sigaction(SIGUSR1, &old_usr1, NULL);
+  sigaction(SIGUSR2, &old_usr2, NULL);
+  sigaction(SIGPIPE, &old_pipe, NULL);
+  return 0;
+}
+
+TEST(child_starts_with_default_handlers_and_empty_mask) { ASSERT_EQ(run(sigdfl_main, 2), 0); }
+
 /* ------------------------------------------------------------ many children */
 
 static atomic_int children_ok;
