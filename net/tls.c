@@ -300,7 +300,12 @@ void weft__tls_free(struct weft__tls *t) {
   weft__free(t, sizeof *t);
 }
 
-enum { OP_HANDSHAKE, OP_READ, OP_WRITE, OP_SHUTDOWN };
+enum {
+  OP_HANDSHAKE = WEFT__TLS_HANDSHAKE,
+  OP_READ = WEFT__TLS_READ,
+  OP_WRITE = WEFT__TLS_WRITE,
+  OP_SHUTDOWN = WEFT__TLS_SHUTDOWN
+};
 
 /* One non-blocking SSL call under the lock: > 0 or 0 done (bytes for read
  * and write), WANT_READ/WANT_WRITE as -EAGAIN with *want the poll bits,
@@ -369,6 +374,39 @@ static ssize_t run(struct weft__tls *t, int fd, int op, void *buf, size_t n, int
     int p = weft_poll(fd, want, deadline);
     if (p < 0) return p;
   }
+}
+
+ssize_t weft__tls_step(struct weft__tls *t, int op, void *buf, size_t n, unsigned *want) {
+  if (n > INT32_MAX) n = INT32_MAX;
+  *want = 0;
+  return call_once(t, op, buf, n, want);
+}
+
+const char *weft__tls_reason(const struct weft__tls *t) { return t->dead ? t->reason : ""; }
+
+const char *weft__tls_cipher(const struct weft__tls *t) {
+  const SSL_CIPHER *c = t->handshaken ? SSL_get_current_cipher(t->ssl) : NULL;
+  return c ? SSL_CIPHER_get_name(c) : NULL; /* a static string of OpenSSL's cipher table */
+}
+
+int weft__tls_peer_der(const struct weft__tls *t, unsigned char **out, size_t *len) {
+  *out = NULL;
+  *len = 0;
+  X509 *x = t->handshaken ? SSL_get1_peer_certificate(t->ssl) : NULL;
+  if (!x) return 0;
+  int n = i2d_X509(x, NULL);
+  int rc = n > 0 ? 0 : -EPROTO;
+  unsigned char *p = n > 0 ? weft__alloc((size_t)n) : NULL;
+  if (n > 0 && !p) rc = -ENOMEM;
+  if (p) {
+    unsigned char *w = p; /* i2d_X509 moves the pointer it is given */
+    i2d_X509(x, &w);
+    *out = p;
+    *len = (size_t)n;
+  }
+  X509_free(x);
+  ERR_clear_error();
+  return rc;
 }
 
 int weft__tls_handshake(struct weft__tls *t, int fd, const weft_tls_ctx *c, int64_t deadline) {
