@@ -190,6 +190,14 @@ static int configure(weft_tls_ctx *c, const weft_tls_opts *o) {
   if (!SSL_CTX_set_min_proto_version(x, TLS1_2_VERSION)) return -EINVAL;
   SSL_CTX_set_options(x, SSL_OP_NO_RENEGOTIATION);
   SSL_CTX_set_mode(x, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
+  /* read ahead: one recv(2) takes a record's header and body (and whatever
+   * follows, up to OpenSSL's 16 KiB buffer) instead of one recv for each:
+   * https_hello went from 4.3 to 3.3 system calls per request. Safe with our
+   * waits: SSL_read serves buffered records before it reads, and says
+   * WANT_READ only after a recv found the socket empty. (Not
+   * SSL_MODE_RELEASE_BUFFERS: it would free and allocate the buffers at
+   * every record; a connection keeps its ~34 KiB.) */
+  SSL_CTX_set_read_ahead(x, 1);
   int rc;
   if (c->server && !o->cert_file) return -EINVAL;
   if (o->cert_file) {
