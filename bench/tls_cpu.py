@@ -5,7 +5,8 @@ to back in one run, with the same certificate, key and cipher.
 
     bench/tls_cpu.py --build DIR [--reps 5] [--seconds 5] [--conns 100]
                      [--configs weft1,weft2,nginx1,nginx2] [--env KEY=VALUE ...]
-                     [--base DIR] [--tag NAME]
+                     [--base DIR] [--tag NAME] [--nginx PATH] [--wrk PATH] [--wrk-threads 1]
+                     [--nginx-conf nginx.conf.in]
 
 DIR is a weft build directory (Release) holding examples/https_hello. The
 certificate is made on the fly (openssl req: a self-signed P-256 key for
@@ -21,7 +22,8 @@ both use OpenSSL 3's defaults, so they must match (the script stops if not).
 Each rep runs every config once, in order (interleaved: the neighbours'
 load on this shared VM hits every config alike); a run starts the server
 on a free port of 127.0.0.1, loads it with `wrk -t1 -cCONNS -dSECONDS
-https://127.0.0.1:PORT/` (keep-alive, one request in flight per connection)
+https://127.0.0.1:PORT/` (keep-alive, one request in flight per connection;
+--wrk-threads sets -t)
 and divides the server's CPU time (utime+stime of the process and its
 children, /proc) over the load by the requests served. The table gives the
 median (min-max) of that and of the rate per config, and weft/nginx ratios
@@ -40,7 +42,9 @@ import tempfile
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-NGINX_CONF = os.path.join(HERE, "..", "..", "shared", "peers", "nginx", "nginx.conf.in")
+NGINX_CONF = [os.path.join(HERE, "..", "..", "shared", "peers", "nginx", "nginx.conf.in")]
+NGINX = ["/usr/sbin/nginx"]
+WRK = [shutil.which("wrk"), 1]  # the program, its -t
 
 sys.path.insert(0, HERE)
 from compare import free_port, proc_cpu, wait_listening  # noqa: E402
@@ -56,7 +60,7 @@ def make_cert(tmp):
 
 def nginx_tls_conf(port, workers, tmp, cert, key):
     """The shared nginx config with TLS on its listener (the one source of the rest)."""
-    with open(NGINX_CONF) as f:
+    with open(NGINX_CONF[0]) as f:
         conf = f.read()
     listen = "listen 127.0.0.1:@PORT@;"
     if listen not in conf:
@@ -80,7 +84,7 @@ def server_argv(cfg, port, build, base, tmp, cert, key):
         return [os.path.join(b, "examples", "https_hello"), "--host", "127.0.0.1", "--port", str(port),
                 "--workers", cfg[4:], "--cert", cert, "--key", key]
     if cfg.startswith("nginx"):
-        return ["/usr/sbin/nginx", "-p", tmp, "-c", nginx_tls_conf(port, cfg[5:], tmp, cert, key)]
+        return [NGINX[0], "-p", tmp, "-c", nginx_tls_conf(port, cfg[5:], tmp, cert, key)]
     raise SystemExit("unknown config " + cfg)
 
 
@@ -115,7 +119,7 @@ def negotiated(port):
 
 
 def load(port, seconds, conns):
-    out = subprocess.run([shutil.which("wrk"), "-t1", "-c%d" % conns, "-d%ds" % seconds,
+    out = subprocess.run([WRK[0], "-t%d" % WRK[1], "-c%d" % conns, "-d%ds" % seconds,
                           "https://127.0.0.1:%d/" % port], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                          text=True, timeout=seconds + 60)
     n = re.search(r"(\d+) requests in", out.stdout)
@@ -150,7 +154,14 @@ def main():
     ap.add_argument("--configs", default="weft1,weft2,nginx1,nginx2")
     ap.add_argument("--env", action="append", default=[])
     ap.add_argument("--tag", default="")
+    ap.add_argument("--nginx", default=NGINX[0])
+    ap.add_argument("--wrk", default=WRK[0])
+    ap.add_argument("--wrk-threads", type=int, default=1)
+    ap.add_argument("--nginx-conf", default=NGINX_CONF[0], help="the plain nginx config template to add TLS to")
     a = ap.parse_args()
+    NGINX[0] = a.nginx
+    NGINX_CONF[0] = a.nginx_conf
+    WRK[0], WRK[1] = a.wrk, a.wrk_threads
     env = dict(kv.split("=", 1) for kv in a.env)
     cfgs = a.configs.split(",")
     tmp = tempfile.mkdtemp(prefix="tls_cpu-")
@@ -175,8 +186,8 @@ def main():
                 res[c][1].append(rate)
                 print("  https %s rep %d: %.2f us/req, %.0f req/s" % (c, rep + 1, us, rate), file=sys.stderr)
         proto, cipher = next(iter(seen.values()))
-        print("https%s (%s %s, wrk -t1 -c%d, %d s x %d reps): server cpu us per request, median (min-max); "
-              "requests/s" % (" [" + a.tag + "]" if a.tag else "", proto, cipher, a.conns, a.seconds, a.reps))
+        print("https%s (%s %s, wrk -t%d -c%d, %d s x %d reps): server cpu us per request, median (min-max); "
+              "requests/s" % (" [" + a.tag + "]" if a.tag else "", proto, cipher, WRK[1], a.conns, a.seconds, a.reps))
         for c in cfgs:
             print("  %-7s %s   %s" % (c, fmt(res[c][0], " us"), fmt([r / 1000 for r in res[c][1]], "k")))
         med = {c: statistics.median(res[c][0]) for c in cfgs}
