@@ -52,6 +52,11 @@ bool weft__tls_ctx_is_server(const struct weft_tls_ctx *ctx);
  * the memory may have moved). */
 enum { WEFT__TLS_HANDSHAKE, WEFT__TLS_READ, WEFT__TLS_WRITE, WEFT__TLS_SHUTDOWN };
 ssize_t weft__tls_step(struct weft__tls *t, int op, void *buf, size_t n, unsigned *want);
+/* A read step returns -EAGAIN (POLLIN) without a system call when the
+ * socket was found empty at the last receive and OpenSSL holds no byte;
+ * the caller says when it sees the socket readable again (then the next
+ * read step tries the socket). Not while another step runs. */
+void weft__tls_readable(struct weft__tls *t);
 /* Why the layer died (OpenSSL's words), "" while it lives. Its user only. */
 const char *weft__tls_reason(const struct weft__tls *t);
 /* After the handshake: the cipher's name (static), NULL before; the

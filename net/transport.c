@@ -278,7 +278,10 @@ static void rop_complete(weft__io_op *op, int32_t res, uint32_t flags) {
   t->rinflight = false;
   if (t->rpolling) { /* the POLLIN after an -EAGAIN (or TLS's readiness poll): receive again */
     t->rpolling = false;
-    if (t->tls) t->ready |= EPOLLIN;
+    if (t->tls) {
+      t->ready |= EPOLLIN;
+      weft__tls_readable(t->tls); /* (the driver is not running: it is pinned to this thread) */
+    }
     kick(t);
     return;
   }
@@ -296,6 +299,7 @@ static void wop_complete(weft__io_op *op, int32_t res, uint32_t flags) {
   if (t->tls_read_wants_out) { /* SSL_read waited for this */
     t->tls_read_wants_out = false;
     t->ready |= EPOLLIN;
+    weft__tls_readable(t->tls);
   }
   kick(t);
 }
@@ -304,7 +308,10 @@ static void eop_complete(weft__io_op *op, int32_t res, uint32_t flags) {
   (void)flags;
   weft_transport *t = (weft_transport *)((char *)op - offsetof(weft_transport, eop));
   uint32_t ev = (uint32_t)res;
-  if (ev & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)) t->ready |= EPOLLIN;
+  if (ev & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)) {
+    t->ready |= EPOLLIN;
+    if (t->tls) weft__tls_readable(t->tls); /* (the driver is not running: it is pinned to this thread) */
+  }
   if (ev & (EPOLLRDHUP | EPOLLHUP | EPOLLERR)) t->ready |= EPOLLRDHUP; /* an end is queued behind the data */
   if (ev & (EPOLLOUT | EPOLLHUP | EPOLLERR)) t->ready |= EPOLLOUT;
   kick(t);
@@ -980,6 +987,9 @@ static int tls_read(weft_transport *t) {
     size_t len;
     int rc = recv_target(t, &len);
     if (rc) return rc;
+    if (t->ready & EPOLLRDHUP) /* epoll: the edge said an end is queued behind the data: a short
+                                  read does not mean drained, read on until the end */
+      weft__tls_readable(t->tls);
     unsigned want = 0;
     ssize_t n = weft__tls_step(t->tls, WEFT__TLS_READ, t->rdst, len, &want);
     if (n == -EAGAIN) {
@@ -1138,6 +1148,7 @@ static void drive(weft_transport *t) {
       if (t->tls_read_wants_out) { /* SSL_read waited for this */
         t->tls_read_wants_out = false;
         t->ready |= EPOLLIN;
+        weft__tls_readable(t->tls);
       }
     }
     if (!s.closing && !s.paused && !t->read_eof) {
