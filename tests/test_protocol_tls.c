@@ -12,7 +12,8 @@
  * handshake timeout, while the server goes on serving; flow control at the
  * watermarks over TLS (a peer that does not read); a peer that closes in
  * the middle of a record or without close_notify (-ECONNRESET); server
- * shutdown during a handshake (-ECANCELED); bad input. Runs on whichever
+ * shutdown during a handshake (-ECANCELED); the buffered protocol
+ * decrypting into the user's memory; bad input. Runs on whichever
  * backend WEFT_BACKEND selects. */
 #include <stdatomic.h>
 #include <sys/socket.h>
@@ -381,6 +382,46 @@ TEST(tls_peer_closing_mid_record_close_and_abort) {
   make_certs();
   weft_config c = cfg_workers(2);
   ASSERT_EQ(weft_run(endings_main, NULL, &c), 0);
+  remove_certs();
+}
+
+/* ------------------------------------------------------------ buffered protocol */
+
+static int buffered_main(void *arg) {
+  (void)arg;
+  size_t total = 300000;
+  weft_tls_ctx *sctx = server_ctx(srv_pem, NULL, 0), *cctx = client_ctx(ca_pem, NULL);
+  static server_recs s;
+  unsigned char *mem = calloc(1, total + 1000);
+  s.tmpl = (rec){.ubuf = mem, .ucap = total + 1000, .upiece = 777}; /* pieces smaller than a record */
+  weft_server *srv;
+  uint16_t port = tls_start(&srv, &s, sctx);
+  weft_stream *st;
+  ASSERT_EQ(weft_open_connection_tls("127.0.0.1", port, WEFT_NO_DEADLINE, cctx, "localhost", &st), 0);
+  unsigned char *out = malloc(total);
+  for (size_t i = 0; i < total; i++) out[i] = pattern(i + 11);
+  ASSERT_EQ(weft_stream_write(st, out, total), 0);
+  ASSERT_EQ(weft_stream_write_eof(st), 0); /* close_notify */
+  rec *sr = server_rec(&s, 0);
+  ASSERT_EQ(weft_event_wait(&sr->lost), 0);
+  ASSERT_EQ(sr->lost_err, 0);
+  assert_trace(sr, "MDEL");
+  ASSERT_UEQ(atomic_load(&sr->len), total);
+  ASSERT_TRUE(memcmp(mem, out, total) == 0); /* decrypted straight into the user's memory, in order */
+  weft_stream_wait_closed(st);
+  rec_free(sr);
+  weft_server_free(srv);
+  weft_tls_ctx_free(sctx);
+  weft_tls_ctx_free(cctx);
+  free(mem);
+  free(out);
+  return 0;
+}
+
+TEST(tls_buffered_protocol_receives_into_user_memory) {
+  make_certs();
+  weft_config c = cfg_workers(2);
+  ASSERT_EQ(weft_run(buffered_main, NULL, &c), 0);
   remove_certs();
 }
 
