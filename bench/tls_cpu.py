@@ -48,6 +48,7 @@ WRK = [shutil.which("wrk"), 1]  # the program, its -t
 
 sys.path.insert(0, HERE)
 from compare import free_port, proc_cpu, wait_listening  # noqa: E402
+from server_cpu import fmt  # noqa: E402  (median (min-max), as server_cpu.py prints it)
 
 
 def make_cert(tmp):
@@ -138,10 +139,6 @@ def run_one(cfg, a, env, tmp, cert, key):
     finally:
         stop(srv)
     return (c1 - c0) * 1e6 / n, n / a.seconds
-
-
-def fmt(xs, unit):
-    return "%.2f%s (%.2f-%.2f)" % (statistics.median(xs), unit, min(xs), max(xs))
 
 
 def main():

@@ -126,6 +126,15 @@ static void remove_certs(void) {
   rmdir(dir);
 }
 
+/* A test body with fresh certificates: weft_run(fn) on two workers. */
+static void run_with_certs(weft_fn fn, void *arg) {
+  make_certs();
+  weft_config c = {0};
+  c.workers = 2;
+  ASSERT_EQ(weft_run(fn, arg, &c), 0);
+  remove_certs();
+}
+
 static weft_tls_ctx *server_ctx(const char *cert, const char *alpn, int64_t hs_timeout) {
   weft_tls_opts o = {.cert_file = cert, .key_file = srv_key, .alpn = alpn, .handshake_timeout_ns = hs_timeout};
   weft_tls_ctx *c = NULL;

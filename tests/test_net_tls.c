@@ -123,10 +123,7 @@ static int many_main(void *arg) {
 }
 
 TEST(many_tls_connections_every_byte_checked) {
-  make_certs();
-  weft_config c = cfg_workers(2);
-  ASSERT_EQ(weft_run(many_main, NULL, &c), 0);
-  remove_certs();
+  run_with_certs(many_main, NULL);
 }
 
 /* ------------------------------------------------------------ full duplex, readexactly, readuntil */
@@ -200,10 +197,7 @@ static int duplex_main(void *arg) {
 }
 
 TEST(one_stream_read_and_written_by_two_tasks) {
-  make_certs();
-  weft_config c = cfg_workers(2);
-  ASSERT_EQ(weft_run(duplex_main, NULL, &c), 0);
-  remove_certs();
+  run_with_certs(duplex_main, NULL);
 }
 
 /* ------------------------------------------------------------ start_tls */
@@ -262,10 +256,7 @@ static int starttls_main(void *arg) {
 }
 
 TEST(start_tls_upgrades_a_plain_connection) {
-  make_certs();
-  weft_config c = cfg_workers(2);
-  ASSERT_EQ(weft_run(starttls_main, NULL, &c), 0);
-  remove_certs();
+  run_with_certs(starttls_main, NULL);
 }
 
 /* ------------------------------------------------------------ verification */
@@ -352,10 +343,7 @@ static int reasons_main(void *arg) {
 }
 
 TEST(failure_reasons) {
-  make_certs();
-  weft_config c = cfg_workers(2);
-  ASSERT_EQ(weft_run(reasons_main, NULL, &c), 0);
-  remove_certs();
+  run_with_certs(reasons_main, NULL);
 }
 
 /* A server that requires client certificates (VERIFY_PEER). */
@@ -397,17 +385,11 @@ static int client_cert_main(void *arg) {
 }
 
 TEST(server_requires_client_certificates) {
-  make_certs();
-  weft_config c = cfg_workers(2);
-  ASSERT_EQ(weft_run(client_cert_main, NULL, &c), 0);
-  remove_certs();
+  run_with_certs(client_cert_main, NULL);
 }
 
 TEST(verification_failures_are_ekeyrejected) {
-  make_certs();
-  weft_config c = cfg_workers(2);
-  ASSERT_EQ(weft_run(verify_main, NULL, &c), 0);
-  remove_certs();
+  run_with_certs(verify_main, NULL);
 }
 
 /* ------------------------------------------------------------ SNI and ALPN */
@@ -459,10 +441,7 @@ static int sni_alpn_main(void *arg) {
 }
 
 TEST(sni_and_alpn) {
-  make_certs();
-  weft_config c = cfg_workers(2);
-  ASSERT_EQ(weft_run(sni_alpn_main, NULL, &c), 0);
-  remove_certs();
+  run_with_certs(sni_alpn_main, NULL);
 }
 
 /* ------------------------------------------------------------ handshake timeout, garbage */
@@ -544,10 +523,7 @@ static int timeout_main(void *arg) {
 }
 
 TEST(handshake_timeout_and_garbage) {
-  make_certs();
-  weft_config c = cfg_workers(2);
-  ASSERT_EQ(weft_run(timeout_main, NULL, &c), 0);
-  remove_certs();
+  run_with_certs(timeout_main, NULL);
 }
 
 /* ------------------------------------------------------------ endings */
@@ -609,10 +585,7 @@ static int endings_main(void *arg) {
 }
 
 TEST(close_notify_against_abrupt_ends) {
-  make_certs();
-  weft_config c = cfg_workers(2);
-  ASSERT_EQ(weft_run(endings_main, NULL, &c), 0);
-  remove_certs();
+  run_with_certs(endings_main, NULL);
 }
 
 /* ------------------------------------------------------------ cancellation */
@@ -660,10 +633,7 @@ static int cancel_main(void *arg) {
 }
 
 TEST(cancelled_read_leaves_the_stream_usable) {
-  make_certs();
-  weft_config c = cfg_workers(2);
-  ASSERT_EQ(weft_run(cancel_main, NULL, &c), 0);
-  remove_certs();
+  run_with_certs(cancel_main, NULL);
 }
 
 /* ------------------------------------------------------------ bad input */

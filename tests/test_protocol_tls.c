@@ -180,10 +180,7 @@ static int echo_main(void *arg) {
 }
 
 TEST(tls_echo_random_sizes_every_byte_checked) {
-  make_certs();
-  weft_config c = cfg_workers(2);
-  ASSERT_EQ(weft_run(echo_main, NULL, &c), 0);
-  remove_certs();
+  run_with_certs(echo_main, NULL);
 }
 
 /* ------------------------------------------------------------ verification failures */
@@ -277,10 +274,7 @@ static int verify_main(void *arg) {
 }
 
 TEST(tls_verification_failure_reported_to_connection_lost) {
-  make_certs();
-  weft_config c = cfg_workers(2);
-  ASSERT_EQ(weft_run(verify_main, NULL, &c), 0);
-  remove_certs();
+  run_with_certs(verify_main, NULL);
 }
 
 /* ------------------------------------------------------------ flow control */
@@ -326,10 +320,7 @@ static int flow_main(void *arg) {
 }
 
 TEST(tls_flow_control_at_the_watermarks) {
-  make_certs();
-  weft_config c = cfg_workers(2);
-  ASSERT_EQ(weft_run(flow_main, NULL, &c), 0);
-  remove_certs();
+  run_with_certs(flow_main, NULL);
 }
 
 /* ------------------------------------------------------------ endings */
@@ -379,10 +370,7 @@ static int endings_main(void *arg) {
 }
 
 TEST(tls_peer_closing_mid_record_close_and_abort) {
-  make_certs();
-  weft_config c = cfg_workers(2);
-  ASSERT_EQ(weft_run(endings_main, NULL, &c), 0);
-  remove_certs();
+  run_with_certs(endings_main, NULL);
 }
 
 /* ------------------------------------------------------------ buffered protocol */
@@ -419,10 +407,7 @@ static int buffered_main(void *arg) {
 }
 
 TEST(tls_buffered_protocol_receives_into_user_memory) {
-  make_certs();
-  weft_config c = cfg_workers(2);
-  ASSERT_EQ(weft_run(buffered_main, NULL, &c), 0);
-  remove_certs();
+  run_with_certs(buffered_main, NULL);
 }
 
 /* ------------------------------------------------------------ shutdown, bad input */
@@ -463,10 +448,7 @@ static int shutdown_main(void *arg) {
 }
 
 TEST(tls_server_shutdown_during_handshake_and_bad_input) {
-  make_certs();
-  weft_config c = cfg_workers(2);
-  ASSERT_EQ(weft_run(shutdown_main, NULL, &c), 0);
-  remove_certs();
+  run_with_certs(shutdown_main, NULL);
 }
 
 TEST_MAIN()
