@@ -42,6 +42,28 @@ int weft__tls_server_name(const struct weft__tls *t, char *buf, size_t cap);
 const char *weft__tls_version(const struct weft__tls *t);
 int weft__tls_error(struct weft__tls *t, char *buf, size_t cap); /* suspends (the lock) */
 bool weft__tls_ctx_is_server(const struct weft_tls_ctx *ctx);
+/* For a caller that waits for readiness itself (net/transport.c's driver,
+ * the only task that uses its TLS layer): one non-blocking SSL call, op
+ * one of WEFT__TLS_*: > 0 bytes read or written, 0 done (handshake,
+ * shutdown) or end of stream (read: close_notify), -EAGAIN with *want =
+ * POLLIN or POLLOUT (what the socket must become before calling again),
+ * else the TLS errors of weft/tls.h (fatal: the layer is dead). A write
+ * retried after -EAGAIN must pass the same bytes again (at least as many;
+ * the memory may have moved). */
+enum { WEFT__TLS_HANDSHAKE, WEFT__TLS_READ, WEFT__TLS_WRITE, WEFT__TLS_SHUTDOWN };
+ssize_t weft__tls_step(struct weft__tls *t, int op, void *buf, size_t n, unsigned *want);
+/* A read step returns -EAGAIN (POLLIN) without a system call when the
+ * socket was found empty at the last receive and OpenSSL holds no byte;
+ * the caller says when it sees the socket readable again (then the next
+ * read step tries the socket). Not while another step runs. */
+void weft__tls_readable(struct weft__tls *t);
+/* Why the layer died (OpenSSL's words), "" while it lives. Its user only. */
+const char *weft__tls_reason(const struct weft__tls *t);
+/* After the handshake: the cipher's name (static), NULL before; the
+ * peer's certificate (DER) into *out (weft__alloc'ed, *len bytes; NULL and
+ * 0 when the peer sent none). 0 or -ENOMEM. */
+const char *weft__tls_cipher(const struct weft__tls *t);
+int weft__tls_peer_der(const struct weft__tls *t, unsigned char **out, size_t *len);
 
 /* net/stream.c's side of TLS: the stream's layer (NULL: plain), and
  * handing one over (-EINVAL when the stream has one already, is closing,
@@ -50,12 +72,14 @@ bool weft__tls_ctx_is_server(const struct weft_tls_ctx *ctx);
 struct weft__tls *weft__stream_tls(const struct weft_stream *s);
 int weft__stream_set_tls(struct weft_stream *s, struct weft__tls *t);
 
-/* A server whose connection tasks call fd_fn(fd, opts.limit, ctx, arg)
- * with the accepted socket (fd_fn owns it) instead of a stream handler
+/* A server whose connection tasks call fd_fn(fd, &opts, ctx, arg) with the
+ * accepted socket (fd_fn owns it) instead of a stream handler
  * (net/server.c; net/transport.c's create_server: ctx is the protocol
- * factory). Suspends (as weft_start_server, without name resolution). */
+ * factory; opts.limit and opts.tls apply to the connection). Suspends (as
+ * weft_start_server, without name resolution). */
 typedef void (*weft__fnptr)(void);
-typedef void (*weft__conn_fd_fn)(int fd, size_t limit, weft__fnptr ctx, void *arg);
+struct weft_server_opts;
+typedef void (*weft__conn_fd_fn)(int fd, const struct weft_server_opts *opts, weft__fnptr ctx, void *arg);
 struct weft_server;
 struct weft_server_opts;
 struct weft_addr;

@@ -139,7 +139,7 @@ static int conn_main(void *arg) {
     if (cancel)
       close(r->fd); /* cancelled before it began: no protocol is made */
     else
-      srv->fd_fn(r->fd, srv->opts.limit, srv->fd_ctx, srv->arg); /* owns the socket from now on */
+      srv->fd_fn(r->fd, &srv->opts, srv->fd_ctx, srv->arg); /* owns the socket from now on */
   } else if (weft__stream_new(r->fd, srv->opts.limit, &s) == 0) {
     if (!cancel && srv->opts.tls && weft_stream_start_tls(s, srv->opts.tls, true, NULL) != 0) {
       cancel = true; /* a failed handshake: close without calling the handler */

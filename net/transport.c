@@ -60,6 +60,27 @@
  * counts the get_extra_info calls that use the descriptor outside the lock
  * for the same reason.
  *
+ * TLS. A TLS transport (weft/tls.h's context given to create_connection_tls
+ * or create_server) has a TLS layer of net/tls.c (OpenSSL with a socket BIO
+ * of recv/send(MSG_DONTWAIT)), used by the driver ALONE: the handshake runs
+ * first in the driver (weft_poll waits, before the epoll registration);
+ * then the driver calls SSL_read/SSL_write/SSL_shutdown without waiting
+ * (weft__tls_step) and waits for readiness the transport's way: on io_uring
+ * a POLLIN poll in the receive's slot (rop) instead of a RECV (OpenSSL
+ * receives itself), the same POLLOUT (wop); on epoll the same edge
+ * registration. `ready & EPOLLIN` says the socket may hold bytes; SSL_read
+ * clears it when it wants more (WANT_READ: its recv got EAGAIN). Writes: the
+ * driver's own (callbacks) encrypt at once from the caller's memory when
+ * nothing is buffered; other tasks' are appended and the driver encrypts
+ * them (the SSL object is not shared, so writers never suspend on it). What
+ * OpenSSL could not finish sending stays first in the buffer, so that its
+ * retry passes the same bytes (OpenSSL's rule). close: the buffer, then
+ * close_notify (waiting for POLLOUT if need be), then the close; abort: no
+ * close_notify. Rejected: encrypting in each writer under a weft_lock (a
+ * write would suspend), and memory BIOs fed by ring RECV/SEND (a second
+ * copy of each record and a second buffer per connection; net/tls.c's
+ * first comment).
+ *
  * TEARDOWN. The driver marks the transport dead (later calls get -EPIPE),
  * cancels its in-flight ring operations and waits for their completions
  * (the buffer rule of io/op.h: the kernel may use the receive buffer and
@@ -90,6 +111,7 @@
 
 #include <weft/protocol.h>
 #include <weft/sync.h>
+#include <weft/tls.h>
 
 #include "core/alloc.h"
 #include "core/atomic.h"
@@ -115,6 +137,18 @@ typedef struct chunk {
 
 static size_t chunk_size(const chunk *c) { return sizeof *c + c->len; }
 
+/* A TLS transport's facts for get_extra_info: set by the driver after the
+ * handshake, before connection_made (immutable from then on), except
+ * `reason`, which the driver writes under the transport's lock when the
+ * TLS layer fails. */
+typedef struct tls_info {
+  const char *cipher, *version; /* OpenSSL's static strings */
+  char alpn[256];
+  unsigned char *peer_der;      /* the peer's certificate (DER), or NULL */
+  size_t peer_len;
+  char reason[160];             /* why the TLS layer failed ("" while it did not) */
+} tls_info;
+
 struct weft_transport {
   /* immutable once the driver runs */
   int fd;
@@ -126,6 +160,11 @@ struct weft_transport {
   weft_protocol p;
   weft_datagram_protocol dp;
   size_t rsize;
+  struct weft__tls *tls; /* the TLS layer (net/tls.c), or NULL: plain; only the driver calls it */
+  weft_tls_ctx *tls_ctx;
+  tls_info *info;        /* TLS only */
+  int64_t hs_deadline;   /* the handshake ends by then (and by the context's timeout) */
+  int made_err;          /* the handshake's error (set before `made`) */
   _Atomic unsigned refs;
   weft_event made;      /* set once connection_made has run (create_connection waits) */
 
@@ -145,7 +184,11 @@ struct weft_transport {
   struct msghdr rmsg;   /* datagrams (uring) */
   struct iovec riov;
   weft_addr rfrom;
-  uint32_t ready;       /* epoll: EPOLLIN/EPOLLOUT seen since the driver last drained */
+  uint32_t ready;       /* epoll: EPOLLIN/EPOLLOUT seen since the driver last drained; TLS on
+                           io_uring: EPOLLIN, a POLLIN came since OpenSSL last wanted to read */
+  bool tls_read_wants_out;  /* TLS: SSL_read wanted the socket writable */
+  bool tls_write_wants_in;  /* TLS: SSL_write wanted the socket readable */
+  bool tls_notified;        /* TLS: close_notify sent (or it never can be) */
   bool watched;         /* epoll: registered */
   bool need_out;        /* a send by the driver met a full socket: wait for POLLOUT */
   bool read_eof;        /* the peer's end of stream was delivered */
@@ -233,8 +276,12 @@ static void rop_complete(weft__io_op *op, int32_t res, uint32_t flags) {
   (void)flags;
   weft_transport *t = (weft_transport *)((char *)op - offsetof(weft_transport, rop));
   t->rinflight = false;
-  if (t->rpolling) { /* the POLLIN after an -EAGAIN: receive again */
+  if (t->rpolling) { /* the POLLIN after an -EAGAIN (or TLS's readiness poll): receive again */
     t->rpolling = false;
+    if (t->tls) {
+      t->ready |= EPOLLIN;
+      weft__tls_readable(t->tls); /* (the driver is not running: it is pinned to this thread) */
+    }
     kick(t);
     return;
   }
@@ -249,6 +296,11 @@ static void wop_complete(weft__io_op *op, int32_t res, uint32_t flags) {
   weft_transport *t = (weft_transport *)((char *)op - offsetof(weft_transport, wop));
   t->winflight = false;
   t->need_out = false; /* writable (or an error the next send reports) */
+  if (t->tls_read_wants_out) { /* SSL_read waited for this */
+    t->tls_read_wants_out = false;
+    t->ready |= EPOLLIN;
+    weft__tls_readable(t->tls);
+  }
   kick(t);
 }
 
@@ -256,7 +308,10 @@ static void eop_complete(weft__io_op *op, int32_t res, uint32_t flags) {
   (void)flags;
   weft_transport *t = (weft_transport *)((char *)op - offsetof(weft_transport, eop));
   uint32_t ev = (uint32_t)res;
-  if (ev & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)) t->ready |= EPOLLIN;
+  if (ev & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)) {
+    t->ready |= EPOLLIN;
+    if (t->tls) weft__tls_readable(t->tls); /* (the driver is not running: it is pinned to this thread) */
+  }
   if (ev & (EPOLLRDHUP | EPOLLHUP | EPOLLERR)) t->ready |= EPOLLRDHUP; /* an end is queued behind the data */
   if (ev & (EPOLLOUT | EPOLLHUP | EPOLLERR)) t->ready |= EPOLLOUT;
   kick(t);
@@ -449,9 +504,11 @@ static chunk *chunk_from(const struct iovec *iov, int iovcnt, size_t total, size
 }
 
 static int flush(weft_transport *t);
+static int tls_write(weft_transport *t, const struct iovec *iov, int iovcnt, size_t total);
 
 /* write/writev/sendto: see THE SEND TOKEN above. */
 static int write_iov(weft_transport *t, const struct iovec *iov, int iovcnt, size_t total, const weft_addr *to) {
+  if (t->tls) return tls_write(t, iov, iovcnt, total);
   wakeup w = {0};
   weft__spin_lock(&t->lock);
   int rc = write_refused(t);
@@ -665,7 +722,10 @@ static bool flush_ring(weft_transport *t) {
  * batch: no system call of its own), on epoll (or when the ring has no
  * entry) with non-blocking system calls. Returns 0, or a stream's fatal
  * send error. */
+static int tls_flush(weft_transport *t);
+
 static int flush(weft_transport *t) {
+  if (t->tls) return tls_flush(t);
   if (t->backend == WEFT_BACKEND_URING) {
     if (t->need_out || t->sinflight) return 0;
     if (flush_ring(t)) return 0;
@@ -681,6 +741,138 @@ static int flush(weft_transport *t) {
     if (rc) return rc;
   }
   return 0;
+}
+
+/* ------------------------------------------------------------ TLS (see TLS at the top) */
+
+/* Under the lock: note the outcome of an SSL_write that is not done
+ * (-EAGAIN: what the socket must become) or failed (latched in werr). */
+static void tls_write_stalled_locked(weft_transport *t, ssize_t n, unsigned want) {
+  if (n == -EAGAIN) {
+    if (want == POLLOUT)
+      t->need_out = true;
+    else
+      t->tls_write_wants_in = true;
+  } else if (!t->werr) {
+    t->werr = (int)n;
+  }
+}
+
+/* write/writev on a TLS transport. The driver (a callback) with nothing
+ * buffered encrypts from the caller's memory at once (SSL_write, partial
+ * writes: a record at a time) and buffers what the socket did not take;
+ * the bytes of a record OpenSSL could not finish sending stay first in the
+ * buffer, so that the retry passes them again (weft__tls_step's rule).
+ * Any other task only appends (the SSL object is the driver's alone) and
+ * kicks the driver. */
+static int tls_write(weft_transport *t, const struct iovec *iov, int iovcnt, size_t total) {
+  bool driver = weft__task_self() == t->driver;
+  wakeup w = {0};
+  weft__spin_lock(&t->lock);
+  int rc = write_refused(t);
+  bool direct = !rc && driver && iovcnt == 1 && !t->token && !t->head && !t->need_out;
+  if (direct) t->token = true;
+  weft__spin_unlock(&t->lock);
+  if (rc) return rc;
+  size_t sent = 0;
+  if (direct) {
+    ssize_t n = 0;
+    unsigned want = 0;
+    while (sent < total) {
+      n = weft__tls_step(t->tls, WEFT__TLS_WRITE, (char *)iov[0].iov_base + sent, total - sent, &want);
+      if (n < 0) break;
+      sent += (size_t)n;
+    }
+    chunk *c = n < 0 && n != -EAGAIN ? NULL : sent < total ? chunk_from(iov, iovcnt, total, sent, NULL) : NULL;
+    weft__spin_lock(&t->lock);
+    if (n < 0) tls_write_stalled_locked(t, n, want);
+    if (c) { /* the rest at the head: writes from other tasks were appended behind it meanwhile */
+      c->next = t->head;
+      t->head = c;
+      if (!t->tail) t->tail = c;
+      t->wsize += c->len;
+    } else if (sent < total && n == -EAGAIN) {
+      n = -ENOMEM;
+      if (!t->werr) t->werr = -ENOMEM; /* part of the bytes went: the stream is broken */
+    }
+    t->token = false;
+    weft__spin_unlock(&t->lock);
+    return n < 0 && n != -EAGAIN ? (int)n : 0;
+  }
+  chunk *c = chunk_from(iov, iovcnt, total, 0, NULL);
+  if (!c) return -ENOMEM;
+  weft__spin_lock(&t->lock);
+  rc = write_refused(t);
+  if (!rc) {
+    append_locked(t, c, total);
+    kick_locked(t, &w); /* (the driver itself: it looks again before it waits) */
+  }
+  weft__spin_unlock(&t->lock);
+  fire(&w);
+  if (rc) weft__free(c, chunk_size(c));
+  return rc;
+}
+
+/* The driver: encrypt and send what is buffered, a chunk at a time (a
+ * record at a time), until the socket is full. 0 or the fatal error. */
+static int tls_flush(weft_transport *t) {
+  t->tls_write_wants_in = false; /* try again: a read may have happened since */
+  while (!t->need_out && !t->tls_write_wants_in) {
+    weft__spin_lock(&t->lock);
+    chunk *c = t->token ? NULL : t->head;
+    if (c) t->token = true;
+    weft__spin_unlock(&t->lock);
+    if (!c) return 0;
+    unsigned want = 0;
+    ssize_t n = weft__tls_step(t->tls, WEFT__TLS_WRITE, c->data + c->pos, c->len - c->pos, &want);
+    chunk *done = NULL;
+    weft__spin_lock(&t->lock);
+    if (n < 0)
+      tls_write_stalled_locked(t, n, want);
+    else
+      consume_locked(t, n, (size_t)n, &done); /* a partial write is a record, not a full socket */
+    t->token = false;
+    int fatal = n < 0 && n != -EAGAIN ? (int)n : 0;
+    weft__spin_unlock(&t->lock);
+    free_chunks(done);
+    if (fatal) return fatal;
+  }
+  return 0;
+}
+
+/* The driver: send close_notify once (nothing after an abort or when the
+ * layer is dead: weft__tls_step then does nothing). true when done, false
+ * when it waits for POLLOUT. */
+static bool tls_notify(weft_transport *t) {
+  if (t->tls_notified) return true;
+  unsigned want = 0;
+  ssize_t r = weft__tls_step(t->tls, WEFT__TLS_SHUTDOWN, NULL, 0, &want);
+  if (r == -EAGAIN && want == POLLOUT) {
+    t->need_out = true;
+    return false;
+  }
+  t->tls_notified = true; /* sent, or it cannot be: the close goes on */
+  return true;
+}
+
+/* The driver, after the handshake: what get_extra_info gives. */
+static int tls_fill_info(weft_transport *t) {
+  tls_info *i = t->info;
+  i->cipher = weft__tls_cipher(t->tls);
+  i->version = weft__tls_version(t->tls);
+  if (weft__tls_alpn(t->tls, i->alpn, sizeof i->alpn) < 0) i->alpn[0] = 0;
+  return weft__tls_peer_der(t->tls, &i->peer_der, &i->peer_len);
+}
+
+/* The driver: keep the TLS layer's reason of failure for get_extra_info. */
+static void tls_keep_reason(weft_transport *t) {
+  if (!t->tls) return;
+  const char *why = weft__tls_reason(t->tls);
+  size_t n = strnlen(why, sizeof t->info->reason - 1);
+  weft__spin_lock(&t->lock);
+  memcpy(t->info->reason, why, n);
+  t->info->reason[n] = 0;
+  weft__spin_unlock(&t->lock);
 }
 
 /* The driver: report a datagram's failed send. */
@@ -786,12 +978,50 @@ static int epoll_read(weft_transport *t) {
   return READ_IDLE;
 }
 
+/* TLS, both backends: decrypt and deliver while the socket may hold bytes
+ * (ready & EPOLLIN: an edge or a POLLIN since OpenSSL last wanted to read)
+ * or a callback changed the state. OpenSSL reads a record at a time with
+ * recv(2) (its BIO, net/tls.c); WANT_READ means the socket is drained. */
+static int tls_read(weft_transport *t) {
+  while (t->ready & EPOLLIN) {
+    size_t len;
+    int rc = recv_target(t, &len);
+    if (rc) return rc;
+    if (t->ready & EPOLLRDHUP) /* epoll: the edge said an end is queued behind the data: a short
+                                  read does not mean drained, read on until the end */
+      weft__tls_readable(t->tls);
+    unsigned want = 0;
+    ssize_t n = weft__tls_step(t->tls, WEFT__TLS_READ, t->rdst, len, &want);
+    if (n == -EAGAIN) {
+      t->ready &= ~(uint32_t)EPOLLIN;
+      if (want == POLLOUT) { /* a record OpenSSL must send first (a TLS 1.3 key update's answer) */
+        t->tls_read_wants_out = true;
+        t->need_out = true;
+      }
+      return READ_IDLE;
+    }
+    rc = deliver(t, n);
+    if (rc < 0) return rc;
+    if (t->read_eof) return READ_AGAIN;
+    if (must_stop_reading(t)) return READ_AGAIN;
+  }
+  return READ_IDLE;
+}
+
 /* io_uring: submit what the driver waits for: a receive (unless paused,
  * closing, at end of stream, or one is in flight or undelivered) and a
  * POLLOUT when a flush met a full socket. 0 or a fatal error. */
 static int uring_arm(weft_transport *t, const snapshot *s) {
   weft__reactor *r = &weft__worker_self()->reactor;
-  if (!t->rinflight && !t->rdone && !s->paused && !s->closing && !t->read_eof && t->rpoll) {
+  bool reading = !s->paused && !s->closing && !t->read_eof;
+  if (t->tls && !t->rinflight && ((reading && !(t->ready & EPOLLIN)) || t->tls_write_wants_in)) {
+    struct io_uring_sqe *sqe = weft__reactor_sqe(r, &t->rop); /* TLS: readiness only (OpenSSL receives) */
+    if (!sqe) return -EAGAIN;
+    io_uring_prep_poll_add(sqe, t->fd, POLLIN);
+    t->rpolling = true;
+    t->rinflight = true;
+  }
+  if (!t->tls && !t->rinflight && !t->rdone && reading && t->rpoll) {
     struct io_uring_sqe *sqe = weft__reactor_sqe(r, &t->rop);
     if (!sqe) return -EAGAIN;
     io_uring_prep_poll_add(sqe, t->fd, POLLIN);
@@ -799,7 +1029,7 @@ static int uring_arm(weft_transport *t, const snapshot *s) {
     t->rpolling = true;
     t->rinflight = true;
   }
-  if (!t->rinflight && !t->rdone && !s->paused && !s->closing && !t->read_eof) {
+  if (!t->tls && !t->rinflight && !t->rdone && reading) {
     size_t len;
     int rc = recv_target(t, &len);
     if (rc) return rc;
@@ -830,6 +1060,11 @@ static int uring_arm(weft_transport *t, const snapshot *s) {
 static void transport_free(weft_transport *t) {
   weft_event_destroy(&t->made);
   if (t->rbuf) weft__free(t->rbuf, t->rsize);
+  weft__tls_free(t->tls);
+  if (t->info) {
+    if (t->info->peer_der) weft__free(t->info->peer_der, t->info->peer_len);
+    weft__free(t->info, sizeof *t->info);
+  }
   weft__free(t, sizeof *t);
 }
 
@@ -877,6 +1112,7 @@ static void teardown(weft_transport *t, int err) {
   }
   close(t->fd);
   free_chunks(drop);
+  tls_keep_reason(t);
   cb_lost(t, err);
 }
 
@@ -887,11 +1123,17 @@ static void drive(weft_transport *t) {
   t->backend = weft__io_backend();
   t->driver = weft__task_self();
   int err = 0;
-  if (t->backend == WEFT_BACKEND_EPOLL) {
+  if (t->tls) { /* the handshake first (it waits with weft_poll: before the epoll registration below) */
+    err = weft__tls_handshake(t->tls, t->fd, t->tls_ctx, t->hs_deadline);
+    if (!err) err = tls_fill_info(t);
+    t->made_err = err;
+    t->ready |= EPOLLIN; /* OpenSSL tries a read first */
+  }
+  if (!err && t->backend == WEFT_BACKEND_EPOLL) {
     err = weft__epoll_watch_edge(&weft__worker_self()->reactor, t->fd, EPOLLIN | EPOLLOUT | EPOLLRDHUP, &t->eop);
     t->watched = err == 0;
   }
-  cb_made(t);
+  if (!t->made_err) cb_made(t); /* (a failed handshake: connection_lost alone, weft/protocol.h) */
   weft_event_set(&t->made);
   while (!err) {
     snapshot s = look(t);
@@ -900,17 +1142,22 @@ static void drive(weft_transport *t) {
       err = s.werr;
       break;
     }
+    if (t->backend == WEFT_BACKEND_EPOLL && (t->ready & EPOLLOUT)) {
+      t->need_out = false;
+      t->ready &= ~(uint32_t)EPOLLOUT; /* a flush that fills the socket waits for the next edge */
+      if (t->tls_read_wants_out) { /* SSL_read waited for this */
+        t->tls_read_wants_out = false;
+        t->ready |= EPOLLIN;
+        weft__tls_readable(t->tls);
+      }
+    }
     if (!s.closing && !s.paused && !t->read_eof) {
-      int rc = t->backend == WEFT_BACKEND_URING ? uring_read(t) : epoll_read(t);
+      int rc = t->tls ? tls_read(t) : t->backend == WEFT_BACKEND_URING ? uring_read(t) : epoll_read(t);
       if (rc < 0) {
         err = rc;
         break;
       }
       if (rc == READ_AGAIN) continue; /* a callback ran: look again */
-    }
-    if (t->backend == WEFT_BACKEND_EPOLL && (t->ready & EPOLLOUT)) {
-      t->need_out = false;
-      t->ready &= ~(uint32_t)EPOLLOUT; /* a flush that fills the socket waits for the next edge */
     }
     int rc = flush(t);
     if (rc < 0) {
@@ -923,11 +1170,11 @@ static void drive(weft_transport *t) {
     bool empty = !t->head && !t->token;
     bool eof_now = t->eof_req && empty && !t->eof_sent;
     weft__spin_unlock(&t->lock);
-    if (eof_now) {
+    if (eof_now && (!t->tls || tls_notify(t))) { /* TLS: close_notify first */
       t->eof_sent = true;
       shutdown(t->fd, SHUT_WR);
     }
-    if (s.closing && empty) break;
+    if (s.closing && empty && (!t->tls || tls_notify(t))) break;
     if (t->backend == WEFT_BACKEND_URING) {
       rc = uring_arm(t, &s);
       if (rc < 0) {
@@ -997,6 +1244,23 @@ static int transport_new(weft_transport **out, int fd, bool dgram, const weft_pr
   return 0;
 }
 
+/* Make t a TLS transport (before its driver starts): client (server_name
+ * as weft__tls_new's) or server. On error t is freed (its socket closed). */
+static int transport_tls(weft_transport *t, weft_tls_ctx *ctx, bool server, const char *server_name,
+                         int64_t deadline) {
+  int rc = -ENOMEM;
+  t->info = weft__zalloc(sizeof *t->info);
+  if (t->info) rc = weft__tls_new(&t->tls, t->fd, ctx, server, server_name);
+  if (rc) {
+    close(t->fd);
+    transport_free(t);
+    return rc;
+  }
+  t->tls_ctx = ctx;
+  t->hs_deadline = deadline;
+  return 0;
+}
+
 static int driver_main(void *arg) {
   drive(arg);
   return 0;
@@ -1014,6 +1278,7 @@ static int start_driver(weft_transport *t, weft_transport **out) {
     return -ENOMEM;
   }
   int rc = weft_event_wait(&t->made);
+  if (rc == 0) rc = t->made_err; /* the handshake's error (written before `made` was set) */
   if (rc < 0 || !out) {
     if (rc < 0) weft_transport_abort(t);
     weft_transport_release(t);
@@ -1023,9 +1288,11 @@ static int start_driver(weft_transport *t, weft_transport **out) {
   return 0;
 }
 
-static int connect_fd(int fd, const weft_protocol *p, weft_transport **out) {
+static int connect_fd(int fd, const weft_protocol *p, weft_tls_ctx *tls, const char *server_name, int64_t deadline,
+                      weft_transport **out) {
   weft_transport *t;
   int rc = transport_new(&t, fd, false, p, NULL, 0);
+  if (!rc && tls) rc = transport_tls(t, tls, false, server_name, deadline);
   if (rc) return rc;
   return start_driver(t, out);
 }
@@ -1037,7 +1304,17 @@ int weft_create_connection(const char *host, uint16_t port, const weft_protocol 
   if (!weft__task_self()) return -EINVAL;
   int fd = weft_connect_host(host, port, deadline, NULL);
   if (fd < 0) return fd;
-  return connect_fd(fd, p, out);
+  return connect_fd(fd, p, NULL, NULL, deadline, out);
+}
+
+int weft_create_connection_tls(const char *host, uint16_t port, const weft_protocol *p, weft_tls_ctx *ctx,
+                               const char *server_name, int64_t deadline, weft_transport **out) {
+  int rc = check_protocol(p);
+  if (rc) return rc;
+  if (!host || !ctx || weft__tls_ctx_is_server(ctx) || !weft__task_self()) return -EINVAL;
+  int fd = weft_connect_host(host, port, deadline, NULL);
+  if (fd < 0) return fd;
+  return connect_fd(fd, p, ctx, server_name ? server_name : host, deadline, out);
 }
 
 int weft_create_unix_connection(const char *path, const weft_protocol *p, int64_t deadline, weft_transport **out) {
@@ -1049,7 +1326,7 @@ int weft_create_unix_connection(const char *path, const weft_protocol *p, int64_
   if (rc) return rc;
   int fd = weft_connect_addr(&a, deadline);
   if (fd < 0) return fd;
-  return connect_fd(fd, p, out);
+  return connect_fd(fd, p, NULL, NULL, deadline, out);
 }
 
 int weft_connect_accepted_socket(int fd, const weft_protocol *p, weft_transport **out) {
@@ -1066,12 +1343,12 @@ int weft_connect_accepted_socket(int fd, const weft_protocol *p, weft_transport 
     close(fd);
     return rc;
   }
-  return connect_fd(fd, p, out);
+  return connect_fd(fd, p, NULL, NULL, WEFT__NO_DEADLINE, out);
 }
 
 /* ------------------------------------------------------------ servers */
 
-static void serve_conn(int fd, size_t limit, weft__fnptr ctx, void *arg) {
+static void serve_conn(int fd, const weft_server_opts *opts, weft__fnptr ctx, void *arg) {
   weft_protocol_factory factory = (weft_protocol_factory)ctx;
   weft_protocol p = {0};
   if (factory(&p, arg) < 0 || check_protocol(&p) < 0) {
@@ -1079,19 +1356,19 @@ static void serve_conn(int fd, size_t limit, weft__fnptr ctx, void *arg) {
     return;
   }
   weft_transport *t;
-  if (transport_new(&t, fd, false, &p, NULL, limit) < 0) return;
+  if (transport_new(&t, fd, false, &p, NULL, opts->limit) < 0) return;
+  if (opts->tls && transport_tls(t, opts->tls, true, NULL, WEFT__NO_DEADLINE) < 0) return;
   drive(t);
 }
 
 static int create_server(weft_server **out, const weft_addr *a, weft_protocol_factory factory, void *arg,
                          const weft_server_opts *opts) {
-  if (opts && opts->tls) return -EINVAL;
   return weft__start_server_fd(out, a, serve_conn, (weft__fnptr)factory, arg, opts);
 }
 
 int weft_create_server(weft_server **out, const char *host, uint16_t port, weft_protocol_factory factory, void *arg,
                        const weft_server_opts *opts) {
-  if (!out || !factory || (opts && opts->tls)) return -EINVAL;
+  if (!out || !factory) return -EINVAL;
   if (!weft__task_self()) return -EINVAL;
   weft_addr a;
   int n = weft_resolve(host, port, AF_UNSPEC, WEFT_RESOLVE_PASSIVE, &a, 1);
@@ -1101,7 +1378,7 @@ int weft_create_server(weft_server **out, const char *host, uint16_t port, weft_
 
 int weft_create_unix_server(weft_server **out, const char *path, weft_protocol_factory factory, void *arg,
                             const weft_server_opts *opts) {
-  if (!out || !factory || (opts && opts->tls)) return -EINVAL;
+  if (!out || !factory) return -EINVAL;
   if (!weft__task_self()) return -EINVAL;
   weft_addr a;
   int rc = weft_addr_unix(&a, path);
@@ -1179,6 +1456,38 @@ bool weft_transport_is_closing(weft_transport *t) {
   return c;
 }
 
+/* A TLS fact into out[len]: its length (a string's without the NUL it is
+ * given), or -EINVAL (too small), -ENOENT (not a TLS name, or no TLS). */
+static int tls_extra_info(weft_transport *t, const char *name, void *out, size_t len) {
+  tls_info *i = t->info;
+  if (!i) return -ENOENT;
+  if (!strcmp(name, "peercert")) {
+    if (len < i->peer_len) return -EINVAL;
+    if (i->peer_len) memcpy(out, i->peer_der, i->peer_len);
+    return (int)i->peer_len;
+  }
+  char reason[sizeof i->reason];
+  const char *str;
+  if (!strcmp(name, "cipher")) {
+    str = i->cipher ? i->cipher : "";
+  } else if (!strcmp(name, "tls_version")) {
+    str = i->version ? i->version : "";
+  } else if (!strcmp(name, "alpn")) {
+    str = i->alpn;
+  } else if (!strcmp(name, "tls_error")) {
+    weft__spin_lock(&t->lock);
+    memcpy(reason, i->reason, sizeof reason);
+    weft__spin_unlock(&t->lock);
+    str = reason;
+  } else {
+    return -ENOENT;
+  }
+  size_t n = strlen(str);
+  if (len < n + 1) return -EINVAL;
+  memcpy(out, str, n + 1);
+  return (int)n;
+}
+
 int weft_transport_get_extra_info(weft_transport *t, const char *name, void *out, size_t len) {
   if (!t || !name || !out) return -EINVAL;
   int which;
@@ -1189,7 +1498,7 @@ int weft_transport_get_extra_info(weft_transport *t, const char *name, void *out
   else if (!strcmp(name, "socket"))
     which = 2;
   else
-    return -ENOENT;
+    return tls_extra_info(t, name, out, len);
   if (len < (which == 2 ? sizeof(int) : sizeof(weft_addr))) return -EINVAL;
   weft__spin_lock(&t->lock);
   if (t->dead) {

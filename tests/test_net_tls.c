@@ -1,10 +1,6 @@
 /* tests/test_net_tls.c: TLS streams (weft/tls.h) on loopback.
  *
- * The certificates are made in each test with OpenSSL's library (not the
- * command line, which may be missing): a CA, a server certificate it signs
- * (CN localhost, SAN DNS:localhost and IP:127.0.0.1, P-256 keys), an
- * expired one, and a second CA nobody trusts, written as PEM files into a
- * fresh temporary directory.
+ * The certificates are made in each test (tests/net_test_util.h).
  *
  * Covered: a TLS echo server and many concurrent clients over two workers
  * with every byte checked (and no descriptor leaked); one stream read and
@@ -26,129 +22,11 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#include <openssl/evp.h>
-#include <openssl/pem.h>
-#include <openssl/x509.h>
-#include <openssl/x509v3.h>
-
 #include <weft/weft.h>
 
 #include "test.h"
 #include "test_util.h"
-
-/* ------------------------------------------------------------ certificates */
-
-static char dir[64], ca_pem[128], other_ca_pem[128], srv_pem[128], srv_key[128], expired_pem[128], bad_pem[128];
-
-static void add_ext(X509 *x, X509 *issuer, int nid, const char *value) {
-  X509V3_CTX c;
-  X509V3_set_ctx_nodb(&c);
-  X509V3_set_ctx(&c, issuer, x, NULL, NULL, 0);
-  X509_EXTENSION *e = X509V3_EXT_conf_nid(NULL, &c, nid, value);
-  ASSERT_TRUE(e);
-  ASSERT_EQ(X509_add_ext(x, e, -1), 1);
-  X509_EXTENSION_free(e);
-}
-
-/* A certificate for key, signed by issuer (NULL: self-signed), valid from
- * now + from_s to now + to_s. */
-static X509 *make_cert(EVP_PKEY *key, const char *cn, X509 *issuer, EVP_PKEY *issuer_key, bool ca, long from_s,
-                       long to_s) {
-  static int serial = 1;
-  X509 *x = X509_new();
-  ASSERT_TRUE(x);
-  X509_set_version(x, 2);
-  ASN1_INTEGER_set(X509_get_serialNumber(x), serial++);
-  X509_gmtime_adj(X509_getm_notBefore(x), from_s);
-  X509_gmtime_adj(X509_getm_notAfter(x), to_s);
-  X509_set_pubkey(x, key);
-  X509_NAME *n = X509_get_subject_name(x);
-  X509_NAME_add_entry_by_txt(n, "CN", MBSTRING_ASC, (const unsigned char *)cn, -1, -1, 0);
-  X509_set_issuer_name(x, issuer ? X509_get_subject_name(issuer) : n);
-  X509 *iss = issuer ? issuer : x;
-  add_ext(x, iss, NID_basic_constraints, ca ? "critical,CA:TRUE" : "CA:FALSE");
-  add_ext(x, iss, NID_subject_key_identifier, "hash");
-  if (ca) {
-    add_ext(x, iss, NID_key_usage, "critical,keyCertSign,cRLSign");
-  } else {
-    add_ext(x, iss, NID_authority_key_identifier, "keyid:always");
-    add_ext(x, iss, NID_subject_alt_name, "DNS:localhost,IP:127.0.0.1");
-  }
-  ASSERT_GT(X509_sign(x, issuer_key ? issuer_key : key, EVP_sha256()), 0);
-  return x;
-}
-
-static void write_cert(const char *path, X509 *x) {
-  FILE *f = fopen(path, "w");
-  ASSERT_TRUE(f);
-  ASSERT_EQ(PEM_write_X509(f, x), 1);
-  fclose(f);
-}
-
-static void write_key(const char *path, EVP_PKEY *k) {
-  FILE *f = fopen(path, "w");
-  ASSERT_TRUE(f);
-  ASSERT_EQ(PEM_write_PrivateKey(f, k, NULL, NULL, 0, NULL, NULL), 1);
-  fclose(f);
-}
-
-static void make_certs(void) {
-  snprintf(dir, sizeof dir, "/tmp/weft-tls-XXXXXX");
-  ASSERT_TRUE(mkdtemp(dir));
-  snprintf(ca_pem, sizeof ca_pem, "%s/ca.pem", dir);
-  snprintf(other_ca_pem, sizeof other_ca_pem, "%s/other_ca.pem", dir);
-  snprintf(srv_pem, sizeof srv_pem, "%s/server.pem", dir);
-  snprintf(srv_key, sizeof srv_key, "%s/server.key", dir);
-  snprintf(expired_pem, sizeof expired_pem, "%s/expired.pem", dir);
-  snprintf(bad_pem, sizeof bad_pem, "%s/bad.pem", dir);
-  EVP_PKEY *ca_key = EVP_EC_gen("P-256"), *other_key = EVP_EC_gen("P-256"), *key = EVP_EC_gen("P-256");
-  ASSERT_TRUE(ca_key && other_key && key);
-  X509 *ca = make_cert(ca_key, "weft test CA", NULL, NULL, true, -3600, 86400);
-  X509 *other = make_cert(other_key, "weft other CA", NULL, NULL, true, -3600, 86400);
-  X509 *srv = make_cert(key, "localhost", ca, ca_key, false, -3600, 86400);
-  X509 *expired = make_cert(key, "localhost", ca, ca_key, false, -7200, -3600);
-  write_cert(ca_pem, ca);
-  write_cert(other_ca_pem, other);
-  write_cert(srv_pem, srv);
-  write_cert(expired_pem, expired);
-  write_key(srv_key, key);
-  FILE *f = fopen(bad_pem, "w");
-  fputs("not a certificate\n", f);
-  fclose(f);
-  X509_free(ca);
-  X509_free(other);
-  X509_free(srv);
-  X509_free(expired);
-  EVP_PKEY_free(ca_key);
-  EVP_PKEY_free(other_key);
-  EVP_PKEY_free(key);
-}
-
-static void remove_certs(void) {
-  const char *files[] = {ca_pem, other_ca_pem, srv_pem, srv_key, expired_pem, bad_pem};
-  for (size_t i = 0; i < sizeof files / sizeof *files; i++) unlink(files[i]);
-  rmdir(dir);
-}
-
-static weft_tls_ctx *server_ctx(const char *cert, const char *alpn, int64_t hs_timeout) {
-  weft_tls_opts o = {.cert_file = cert, .key_file = srv_key, .alpn = alpn, .handshake_timeout_ns = hs_timeout};
-  weft_tls_ctx *c = NULL;
-  ASSERT_EQ(weft_tls_ctx_new(&c, true, &o), 0);
-  return c;
-}
-
-static weft_tls_ctx *client_ctx(const char *ca, const char *alpn) {
-  weft_tls_opts o = {.ca_file = ca, .alpn = alpn};
-  weft_tls_ctx *c = NULL;
-  ASSERT_EQ(weft_tls_ctx_new(&c, false, &o), 0);
-  return c;
-}
-
-static uint16_t port_of(weft_server *srv) {
-  weft_addr a;
-  ASSERT_EQ(weft_server_addr(srv, &a), 0);
-  return (uint16_t)weft_addr_port(&a);
-}
+#include "net_test_util.h"
 
 static weft_server *tls_server(weft_conn_fn fn, void *arg, weft_tls_ctx *ctx) {
   weft_server_opts o = {.tls = ctx};
@@ -245,10 +123,7 @@ static int many_main(void *arg) {
 }
 
 TEST(many_tls_connections_every_byte_checked) {
-  make_certs();
-  weft_config c = cfg_workers(2);
-  ASSERT_EQ(weft_run(many_main, NULL, &c), 0);
-  remove_certs();
+  run_with_certs(many_main, NULL);
 }
 
 /* ------------------------------------------------------------ full duplex, readexactly, readuntil */
@@ -322,10 +197,7 @@ static int duplex_main(void *arg) {
 }
 
 TEST(one_stream_read_and_written_by_two_tasks) {
-  make_certs();
-  weft_config c = cfg_workers(2);
-  ASSERT_EQ(weft_run(duplex_main, NULL, &c), 0);
-  remove_certs();
+  run_with_certs(duplex_main, NULL);
 }
 
 /* ------------------------------------------------------------ start_tls */
@@ -384,10 +256,7 @@ static int starttls_main(void *arg) {
 }
 
 TEST(start_tls_upgrades_a_plain_connection) {
-  make_certs();
-  weft_config c = cfg_workers(2);
-  ASSERT_EQ(weft_run(starttls_main, NULL, &c), 0);
-  remove_certs();
+  run_with_certs(starttls_main, NULL);
 }
 
 /* ------------------------------------------------------------ verification */
@@ -474,10 +343,7 @@ static int reasons_main(void *arg) {
 }
 
 TEST(failure_reasons) {
-  make_certs();
-  weft_config c = cfg_workers(2);
-  ASSERT_EQ(weft_run(reasons_main, NULL, &c), 0);
-  remove_certs();
+  run_with_certs(reasons_main, NULL);
 }
 
 /* A server that requires client certificates (VERIFY_PEER). */
@@ -519,17 +385,11 @@ static int client_cert_main(void *arg) {
 }
 
 TEST(server_requires_client_certificates) {
-  make_certs();
-  weft_config c = cfg_workers(2);
-  ASSERT_EQ(weft_run(client_cert_main, NULL, &c), 0);
-  remove_certs();
+  run_with_certs(client_cert_main, NULL);
 }
 
 TEST(verification_failures_are_ekeyrejected) {
-  make_certs();
-  weft_config c = cfg_workers(2);
-  ASSERT_EQ(weft_run(verify_main, NULL, &c), 0);
-  remove_certs();
+  run_with_certs(verify_main, NULL);
 }
 
 /* ------------------------------------------------------------ SNI and ALPN */
@@ -581,10 +441,7 @@ static int sni_alpn_main(void *arg) {
 }
 
 TEST(sni_and_alpn) {
-  make_certs();
-  weft_config c = cfg_workers(2);
-  ASSERT_EQ(weft_run(sni_alpn_main, NULL, &c), 0);
-  remove_certs();
+  run_with_certs(sni_alpn_main, NULL);
 }
 
 /* ------------------------------------------------------------ handshake timeout, garbage */
@@ -666,10 +523,7 @@ static int timeout_main(void *arg) {
 }
 
 TEST(handshake_timeout_and_garbage) {
-  make_certs();
-  weft_config c = cfg_workers(2);
-  ASSERT_EQ(weft_run(timeout_main, NULL, &c), 0);
-  remove_certs();
+  run_with_certs(timeout_main, NULL);
 }
 
 /* ------------------------------------------------------------ endings */
@@ -731,10 +585,7 @@ static int endings_main(void *arg) {
 }
 
 TEST(close_notify_against_abrupt_ends) {
-  make_certs();
-  weft_config c = cfg_workers(2);
-  ASSERT_EQ(weft_run(endings_main, NULL, &c), 0);
-  remove_certs();
+  run_with_certs(endings_main, NULL);
 }
 
 /* ------------------------------------------------------------ cancellation */
@@ -782,10 +633,7 @@ static int cancel_main(void *arg) {
 }
 
 TEST(cancelled_read_leaves_the_stream_usable) {
-  make_certs();
-  weft_config c = cfg_workers(2);
-  ASSERT_EQ(weft_run(cancel_main, NULL, &c), 0);
-  remove_certs();
+  run_with_certs(cancel_main, NULL);
 }
 
 /* ------------------------------------------------------------ bad input */

@@ -47,6 +47,24 @@
  * ended and the last reference is gone. After connection_lost the calls
  * still work on a held transport and report it closed (-EPIPE, is_closing).
  *
+ * TLS. weft_create_connection_tls, and create_server with opts.tls, make
+ * TLS transports (weft/tls.h's contexts, OpenSSL through net/tls.c): the
+ * driver runs the handshake (within the context's handshake timeout) before
+ * connection_made, then the callbacks see and write the decrypted bytes,
+ * exactly as on a plain transport (watermarks count plaintext bytes).
+ * close sends close_notify after the buffer; abort does not; write_eof
+ * sends close_notify then shuts the socket down for writing; the peer's
+ * close_notify is eof_received; a peer that closes without it (or in the
+ * middle of a record) is connection_lost(-ECONNRESET), a protocol error
+ * connection_lost(-EPROTO). A handshake that fails (weft/tls.h's codes:
+ * -EKEYREJECTED we rejected the peer's certificate, -ECONNABORTED the
+ * handshake failed, -ETIMEDOUT it took too long) or is cancelled calls
+ * connection_lost(that error) ALONE: connection_made never ran (the
+ * protocol still learns the end of every connection it was made for);
+ * get_extra_info "tls_error" then gives OpenSSL's reason. The SSL object
+ * is the driver's alone: a write from another task is copied and
+ * encrypted by the driver.
+ *
  * Errors: negative errnos as in weft/net.h. -EINVAL bad input; -EPIPE a
  * write after close/write_eof/abort or the connection's end; a send error
  * (-ECONNRESET, -EPIPE) ends the connection: connection_lost(that error).
@@ -59,6 +77,7 @@
 #include <stdint.h>
 
 #include <weft/net.h>
+#include <weft/tls.h>
 
 struct iovec;
 
@@ -112,6 +131,18 @@ WEFT_API int weft_create_connection(const char *host, uint16_t port, const weft_
 WEFT_API int weft_create_unix_connection(const char *path, const weft_protocol *p, int64_t deadline_ns,
                                          weft_transport **out);
 
+/* create_connection with ssl=ctx: connect as weft_create_connection, then
+ * the driver runs the client handshake (within the context's handshake
+ * timeout and deadline_ns, whichever comes first); returns once
+ * connection_made has run. server_name (NULL: host) is sent as SNI (unless
+ * it is an IP address) and is what the server's certificate is checked
+ * against when ctx verifies. On a handshake failure connection_lost(err)
+ * runs (alone, see TLS above) and the call returns err. Suspends. Errors:
+ * weft_create_connection's; -EINVAL (ctx NULL or a server context); the
+ * TLS errors of weft/tls.h (-EKEYREJECTED, -ECONNABORTED, -ETIMEDOUT). */
+WEFT_API int weft_create_connection_tls(const char *host, uint16_t port, const weft_protocol *p, weft_tls_ctx *ctx,
+                                        const char *server_name, int64_t deadline_ns, weft_transport **out);
+
 /* loop.connect_accepted_socket: a transport over fd, an already connected
  * stream socket (made non-blocking here); the transport owns fd from now
  * on, also on error. Returns once connection_made has run; *out as
@@ -123,8 +154,9 @@ WEFT_API int weft_connect_accepted_socket(int fd, const weft_protocol *p, weft_t
  * wait_closed, shutdown, free), and give each accepted connection the
  * protocol factory(arg) makes, driven by the connection's task. Shutdown
  * cancels the drivers still running: connection_lost(-ECANCELED).
- * opts.tls must be NULL (TLS is not plugged into transports: -EINVAL);
- * opts.limit is each connection's receive size (0: 16 KiB; the receive
+ * opts.tls (a server context): every connection is a TLS transport (see
+ * TLS above); a failed handshake gives its protocol connection_lost(err)
+ * alone and the server goes on. opts.limit is each connection's receive size (0: 16 KiB; the receive
  * in flight holds that much per connection, idle or not). Suspends.
  * Errors: weft_start_server's. */
 WEFT_API int weft_create_server(weft_server **out, const char *host, uint16_t port, weft_protocol_factory factory,
@@ -164,7 +196,18 @@ WEFT_API bool weft_transport_is_closing(weft_transport *t);
 /* get_extra_info(name): "peername" and "sockname" (out: a weft_addr),
  * "socket" (out: an int, the descriptor; the transport still owns it).
  * Returns 0, -ENOENT (an unknown name), -EINVAL (out too small), -EBADF
- * (closed), or the kernel's error. Does not suspend. */
+ * (closed), or the kernel's error. Does not suspend.
+ * On a TLS transport also (any time, after connection_lost too; each
+ * returns the length it wrote):
+ *   "cipher", "tls_version", "alpn" (out: a NUL-terminated string, "" when
+ *       none was negotiated): "TLS_AES_256_GCM_SHA384", "TLSv1.3", "h2";
+ *   "peercert" (out: the peer's certificate, DER; 0 bytes when it sent
+ *       none, as a server's client usually does): d2i_X509 reads it;
+ *   "tls_error" (out: a string): why the TLS layer failed, OpenSSL's
+ *       reason ("certificate verify failed: certificate has expired",
+ *       "handshake timed out"), "" while it has not.
+ * These are -ENOENT on a plain transport; -EINVAL when out is too small
+ * (160 bytes always hold a string but "alpn", 256 "alpn"). */
 WEFT_API int weft_transport_get_extra_info(weft_transport *t, const char *name, void *out, size_t len);
 
 /* pause_reading/resume_reading: no data_received/buffer_updated/

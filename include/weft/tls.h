@@ -8,7 +8,9 @@
  * weft/net.h (read, readexactly, readuntil, limits, write, drain,
  * watermarks, write_eof, close, wait_closed) works unchanged on the
  * decrypted bytes. The TLS work happens on the task that makes the stream
- * call; it waits for the socket's readiness on its worker's reactor.
+ * call; it waits for the socket's readiness on its worker's reactor. The
+ * same contexts make TLS transports (weft/protocol.h: a server's opts.tls,
+ * weft_create_connection_tls), where the transport's driver task does it.
  *
  * Errors specific to TLS (besides the stream calls' own):
  *   -ECONNABORTED  the handshake failed (a protocol error, the peer sent no
