@@ -98,6 +98,7 @@
 #include "core/task.h"
 #include "core/worker.h"
 #include "io/op.h"
+#include "io/readiness.h"
 #include "io/reactor.h"
 #include "net/net.h"
 
@@ -888,6 +889,7 @@ static void drive(weft_transport *t) {
   t->driver = weft__task_self();
   int err = 0;
   if (t->backend == WEFT_BACKEND_EPOLL) {
+    weft__fd_forget(t->fd); /* a registration of io/readiness.c's (connect's wait) would clash */
     err = weft__epoll_watch_edge(&weft__worker_self()->reactor, t->fd, EPOLLIN | EPOLLOUT | EPOLLRDHUP, &t->eop);
     t->watched = err == 0;
   }
