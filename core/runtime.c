@@ -23,6 +23,7 @@
 
 #include "core/alloc.h"
 #include "core/runtime.h"
+#include "io/readiness.h"
 #include "process/signal.h"
 #include "core/taskext.h"
 #include "core/worker.h"
@@ -137,6 +138,7 @@ static void free_runtime(weft__runtime *rt) {
     }
     weft__free(rt->workers, sizeof(weft__worker *) * rt->nworkers);
   }
+  weft__fdtab_free(rt->fdtab); /* after the reactors: no epoll names a slot any more */
   weft__ext_free_all(rt); /* the records' out-of-line state, before the records */
   while (rt->slabs) { /* the record chunks (core/worker.c): 2 MiB each */
     struct weft__task_slab *s = rt->slabs;
@@ -221,6 +223,10 @@ int weft_runtime_new(weft_runtime **out, const weft_config *cfg) {
   }
   weft__stack_guard_install();
 
+  if (backend == WEFT_BACKEND_EPOLL && !(rt->fdtab = weft__fdtab_new())) {
+    free_runtime(rt);
+    return -ENOMEM;
+  }
   rt->workers = weft__zalloc(sizeof(weft__worker *) * c.workers);
   if (!rt->workers) {
     free_runtime(rt);

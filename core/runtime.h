@@ -42,6 +42,7 @@ typedef struct weft_runtime {
   weft__idle idle;
   weft__stack_shared stacks;
   weft__blocking_pool blocking;    /* to_thread and blocking I/O (core/blocking.h) */
+  struct weft__fdtab *fdtab;       /* epoll backend: descriptor readiness (io/readiness.c); immutable */
 
   /* the task record arena: every record ever allocated, type-stable */
   pthread_mutex_t arena_lock;

@@ -1,7 +1,11 @@
 /* io/epoll.c: the epoll backend of the reactor, for where io_uring is
  * refused. Parks in epoll_pwait2 (nanosecond timeout; epoll_wait's
  * milliseconds are too coarse for timers) with the wake eventfd
- * registered; descriptor operations register their fds here too. */
+ * registered. Three kinds of registration share the epoll, told apart by
+ * data.ptr: NULL the wake eventfd; a pointer with bit 0 set a descriptor's
+ * slot (io/readiness.c: edge-triggered, kept while the descriptor lives);
+ * any other pointer an op (the one-shot watch of io/op.c's fallback, and
+ * net/transport.c's edge-triggered driver). */
 #include <errno.h>
 #include <stdint.h>
 #include <sys/epoll.h>
@@ -10,10 +14,13 @@
 
 #include "core/alloc.h"
 #include "io/reactor.h"
+#include "io/readiness.h"
 
 typedef struct epoll_state {
   int epfd;
-  unsigned registered; /* descriptors other than the wake eventfd */
+  unsigned registered; /* owner: the ops' registrations (one-shot and the transports') */
+  _Atomic unsigned slots; /* io/readiness.c's registrations added here and not deleted: an upper
+                             bound (the kernel drops those of closed files silently) */
 } epoll_state;
 
 int weft__epoll_init(weft__reactor *r) {
@@ -54,13 +61,18 @@ static void dispatch(weft__reactor *r, struct epoll_event *evs, int n) {
       weft__store(&r->unpark_armed, 0, SEQ_CST);
       continue;
     }
-    op->complete(op, (int32_t)evs[i].events, 0);
+    if ((uintptr_t)op & 1u)
+      weft__ready_event((struct weft__fdslot *)((uintptr_t)op & ~(uintptr_t)1), evs[i].events);
+    else
+      op->complete(op, (int32_t)evs[i].events, 0);
   }
 }
 
 void weft__epoll_poll(weft__reactor *r) {
   epoll_state *e = r->impl;
-  if (e->registered == 0 && r->inflight == 0) return;
+  /* relaxed: a count, no data; a registration made on another thread and
+   * not yet seen here is reported by the next park at the latest */
+  if (e->registered == 0 && weft__load(&e->slots, RELAXED) == 0 && r->inflight == 0) return;
   struct epoll_event evs[64];
   int n = epoll_wait(e->epfd, evs, 64, 0);
   if (n > 0) dispatch(r, evs, n);
@@ -111,4 +123,34 @@ void weft__epoll_unwatch(weft__reactor *r, int fd) {
   epoll_state *e = r->impl;
   (void)epoll_ctl(e->epfd, EPOLL_CTL_DEL, fd, NULL); /* ENOENT/EBADF: the fd was closed meanwhile */
   e->registered--;
+}
+
+/* ------------------------------------------------------------ descriptor slots (io/readiness.c) */
+
+#define SLOT_EVENTS (EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLPRI | EPOLLET)
+
+/* ANY THREAD (epoll_ctl is thread-safe): register fd for good, edge-
+ * triggered, naming slot. 0 or -errno (EEXIST, EPERM, EBADF, ENOMEM). */
+int weft__epoll_reg_add(weft__reactor *r, int fd, struct weft__fdslot *slot) {
+  epoll_state *e = r->impl;
+  struct epoll_event ev = {.events = SLOT_EVENTS, .data.ptr = (void *)((uintptr_t)slot | 1u)};
+  if (epoll_ctl(e->epfd, EPOLL_CTL_ADD, fd, &ev) < 0) return -errno;
+  weft__fetch_add(&e->slots, 1, RELAXED); /* relaxed: a count (see poll) */
+  return 0;
+}
+
+/* ANY THREAD: re-state fd's registration (the kernel re-reports its
+ * current readiness): 0, or -ENOENT when this number's file is not the
+ * registered one any more. */
+int weft__epoll_reg_mod(weft__reactor *r, int fd, struct weft__fdslot *slot) {
+  epoll_state *e = r->impl;
+  struct epoll_event ev = {.events = SLOT_EVENTS, .data.ptr = (void *)((uintptr_t)slot | 1u)};
+  return epoll_ctl(e->epfd, EPOLL_CTL_MOD, fd, &ev) < 0 ? -errno : 0;
+}
+
+/* ANY THREAD: drop fd's registration (before it is closed). */
+void weft__epoll_reg_del(weft__reactor *r, int fd) {
+  epoll_state *e = r->impl;
+  if (epoll_ctl(e->epfd, EPOLL_CTL_DEL, fd, NULL) == 0)
+    weft__fetch_sub(&e->slots, 1, RELAXED); /* relaxed: a count (see poll) */
 }

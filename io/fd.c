@@ -8,16 +8,16 @@
  *
  * epoll: the non-blocking attempt first (preadv2/pwritev2 with RWF_NOWAIT,
  * which works on any descriptor whatever its O_NONBLOCK flag, and on a
- * cached regular file); on -EAGAIN the task waits for readiness (a one-shot
- * epoll registration on its worker: io/op.c) and tries again. Chosen over
- * edge-triggered registrations kept per descriptor: a registration belongs
- * to one worker's epoll, and a task (and its descriptor) moves between
- * workers; one-shot registrations need no per-descriptor state. A
- * descriptor epoll cannot watch (a regular file whose data is not cached,
- * -EPERM) is read on the blocking pool (io/file.c's sysjob); a pollable
- * descriptor without RWF_NOWAIT support (EOPNOTSUPP: some character
- * devices) waits for readiness and then makes the plain call, which can
- * block the worker only if another reader drains it in between.
+ * cached regular file); on -EAGAIN the task waits for readiness
+ * (io/readiness.h: the descriptor is registered once, edge-triggered, in
+ * the epoll of the worker that first waited on it, and its readiness is
+ * kept per direction; the attempt is skipped while that says the last
+ * one found it not ready) and tries again. A descriptor epoll cannot
+ * watch (a regular file whose data is not cached, -EPERM) is read on the
+ * blocking pool (io/file.c's sysjob); a pollable descriptor without
+ * RWF_NOWAIT support (EOPNOTSUPP: some character devices) waits for
+ * readiness and then makes the plain call, which can block the worker
+ * only if another reader drains it in between.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -34,6 +34,7 @@
 #include "core/blocking.h"
 #include "io/fd.h"
 #include "io/op.h"
+#include "io/readiness.h"
 
 /* ------------------------------------------------------------ io_uring */
 
@@ -92,38 +93,54 @@ static ssize_t epoll_rw(int fd, const struct iovec *iov, int iovcnt, int64_t off
   int nowait = RWF_NOWAIT;
   int rc = weft__io_cancel_point();
   if (rc) return rc;
+  weft__ready rd;
+  bool ready = weft__ready_begin(&rd, fd, wr ? WEFT__DIR_OUT : WEFT__DIR_IN);
   for (;;) {
-    ssize_t r = wr ? pwritev2(fd, iov, iovcnt, off, nowait) : preadv2(fd, iov, iovcnt, off, nowait);
-    if (r > 0 && nowait) return finish_on_pool(fd, iov, iovcnt, off, wr, r);
-    if (r >= 0) return r;
-    int e = errno;
-    if (e == EINTR) continue;
-    if (e != EAGAIN && e != EOPNOTSUPP) return -e;
+    int e = EAGAIN;
+    if (ready) {
+      ssize_t r = wr ? pwritev2(fd, iov, iovcnt, off, nowait) : preadv2(fd, iov, iovcnt, off, nowait);
+      if (r > 0 && nowait) return finish_on_pool(fd, iov, iovcnt, off, wr, r);
+      if (r >= 0) return r;
+      e = errno;
+      if (e == EINTR) continue;
+      if (e != EAGAIN && e != EOPNOTSUPP) return -e;
+      weft__ready_clear(&rd);
+    }
     if (deadline != WEFT__NO_DEADLINE && weft_now_ns() >= deadline) return -ETIMEDOUT;
-    rc = weft__epoll_wait_fd(fd, wr ? EPOLLOUT : EPOLLIN, deadline);
+    rc = weft__ready_wait(&rd, deadline);
     if (rc == -EPERM) { /* not pollable (a regular file): the blocking pool */
       weft__sysjob j = {.op = wr ? WEFT__SYS_PWRITEV : WEFT__SYS_PREADV, .fd = fd, .iov = iov, .iovcnt = iovcnt, .off = off};
       return weft__sysjob_run(&j);
     }
     if (rc < 0) return rc;
     if (e == EOPNOTSUPP) nowait = 0; /* ready now: the plain call */
+    ready = true;
   }
 }
 
+/* Both directions at once: the one-shot watch (a task waits in one slot
+ * list at a time); one direction: the descriptor's readiness. */
 static int epoll_poll(int fd, unsigned events, int64_t deadline) {
   struct pollfd p = {.fd = fd, .events = (short)events};
   int rc = weft__io_cancel_point();
   if (rc) return rc;
+  bool both = (events & POLLOUT) && (events & (POLLIN | POLLPRI));
+  weft__ready rd;
+  weft__ready_begin(&rd, fd, (events & POLLOUT) && !both ? WEFT__DIR_OUT : WEFT__DIR_IN);
   for (;;) {
     int n = poll(&p, 1, 0);
     if (n > 0) return (p.revents & POLLNVAL) ? -EBADF : p.revents;
     if (n < 0 && errno != EINTR) return -errno;
     if (n < 0) continue;
-    uint32_t ev = 0;
-    if (events & POLLIN) ev |= EPOLLIN;
-    if (events & POLLOUT) ev |= EPOLLOUT;
-    if (events & POLLPRI) ev |= EPOLLPRI;
-    rc = weft__epoll_wait_fd(fd, ev, deadline);
+    if (deadline != WEFT__NO_DEADLINE && weft_now_ns() >= deadline) return -ETIMEDOUT;
+    if (both) {
+      uint32_t ev = EPOLLIN | EPOLLOUT;
+      if (events & POLLPRI) ev |= EPOLLPRI;
+      rc = weft__epoll_wait_fd(fd, ev, deadline);
+    } else {
+      weft__ready_clear(&rd);
+      rc = weft__ready_wait(&rd, deadline);
+    }
     if (rc == -EPERM) return (int)(events & (POLLIN | POLLOUT)); /* a regular file: always ready */
     if (rc < 0) return rc;
   }
@@ -210,6 +227,9 @@ static ssize_t uring_splice(int in, int64_t off_in, int out, int64_t off_out, si
 static ssize_t epoll_splice(int in, int64_t off_in, int out, int64_t off_out, size_t len, unsigned flags, bool is_tee) {
   int rc = weft__io_cancel_point();
   if (rc) return rc;
+  weft__ready rin, rout; /* snapshots before each try (io/readiness.h) */
+  weft__ready_begin(&rin, in, WEFT__DIR_IN);
+  weft__ready_begin(&rout, out, WEFT__DIR_OUT);
   for (;;) {
     loff_t oi = off_in, oo = off_out;
     ssize_t r = is_tee ? tee(in, out, len, flags | SPLICE_F_NONBLOCK)
@@ -219,13 +239,18 @@ static ssize_t epoll_splice(int in, int64_t off_in, int out, int64_t off_out, si
     if (errno != EAGAIN) return -errno;
     struct pollfd p[2] = {{.fd = in, .events = POLLIN}, {.fd = out, .events = POLLOUT}};
     if (poll(p, 2, 0) < 0 && errno != EINTR) return -errno;
-    if (!(p[0].revents & (POLLIN | POLLHUP | POLLERR)))
-      rc = weft__epoll_wait_fd(in, EPOLLIN, WEFT__NO_DEADLINE);
-    else if (!(p[1].revents & (POLLOUT | POLLERR)))
-      rc = weft__epoll_wait_fd(out, EPOLLOUT, WEFT__NO_DEADLINE);
-    else
+    if (!(p[0].revents & (POLLIN | POLLHUP | POLLERR))) {
+      weft__ready_clear(&rin);
+      rc = weft__ready_wait(&rin, WEFT__NO_DEADLINE);
+    } else if (!(p[1].revents & (POLLOUT | POLLERR))) {
+      weft__ready_clear(&rout);
+      rc = weft__ready_wait(&rout, WEFT__NO_DEADLINE);
+    } else {
       rc = weft_yield(); /* both ready, yet EAGAIN (a race with another user): try again */
+    }
     if (rc < 0 && rc != -EPERM) return rc;
+    weft__ready_begin(&rin, in, WEFT__DIR_IN); /* fresh snapshots for the next try */
+    weft__ready_begin(&rout, out, WEFT__DIR_OUT);
   }
 }
 

@@ -27,6 +27,7 @@
 #include "core/blocking.h"
 #include "io/fd.h"
 #include "io/op.h"
+#include "io/readiness.h"
 
 /* ------------------------------------------------------------ the pool's side (epoll) */
 
@@ -89,6 +90,7 @@ int weft_open(const char *path, int flags, mode_t mode) { return weft_openat(AT_
 
 int weft_close(int fd) {
   if (fd < 0) return -EBADF;
+  weft__fd_forget(fd); /* epoll: drop its registration first (io/readiness.h) */
   weft__sysjob j = {.op = WEFT__SYS_CLOSE, .fd = fd};
   return file_call(&j);
 }

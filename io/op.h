@@ -70,7 +70,10 @@ struct io_uring_sqe *weft__uop_begin(weft__uop *u, int64_t deadline, int *err);
 int weft__uop_wait(weft__uop *u, struct io_uring_sqe *sqe);
 
 /* epoll: wait until fd is ready for `events` (EPOLLIN/EPOLLOUT/...) or the
- * deadline. Returns the ready events (> 0), -ETIMEDOUT, -ECANCELED, or
+ * deadline, with a one-shot registration added and removed around the
+ * wait: the fallback of io/readiness.h's per-descriptor registrations (a
+ * descriptor another owner registered in this epoll, one past the table,
+ * a poll of both directions at once). Returns the ready events (> 0), -ETIMEDOUT, -ECANCELED, or
  * -EPERM when epoll cannot watch fd (a regular file: always ready). */
 int weft__epoll_wait_fd(int fd, uint32_t events, int64_t deadline);
 

@@ -91,6 +91,13 @@ void weft__epoll_unwatch(weft__reactor *r, int fd);
  * (op->complete runs at every edge). */
 int weft__epoll_watch_edge(weft__reactor *r, int fd, uint32_t events, weft__io_op *op);
 
+/* epoll only, ANY THREAD: io/readiness.c's registrations (edge-triggered,
+ * for the descriptor's life, naming its slot); see io/epoll.c. */
+struct weft__fdslot;
+int weft__epoll_reg_add(weft__reactor *r, int fd, struct weft__fdslot *slot);
+int weft__epoll_reg_mod(weft__reactor *r, int fd, struct weft__fdslot *slot);
+void weft__epoll_reg_del(weft__reactor *r, int fd);
+
 /* OWNER, io_uring only: make room for n submission entries (flushing the
  * queue if needed), so that a linked pair is not split across two
  * submissions. Returns 0 or the flush's error. */

@@ -14,12 +14,13 @@ struct weft_stream;
 ssize_t weft__recvmsg_until(int fd, struct msghdr *msg, int flags, int64_t deadline);
 ssize_t weft__sendmsg_until(int fd, const struct msghdr *msg, int flags, int64_t deadline);
 
-/* weft_recv_until for a socket the caller just drained (its last receive
- * got less than asked): on epoll the readiness wait comes before the first
- * try, which would fail with EAGAIN (one system call less per message);
- * on io_uring it is weft_recv_until (IORING_RECVSEND_POLL_FIRST measured no
- * gain there: docs/io-choices.md). Suspends. net/socket.c. */
-ssize_t weft__recv_drained(int fd, void *buf, size_t len, int64_t deadline);
+/* weft_recv_until for a stream socket's reader (net/stream.c): on epoll
+ * a receive that gets less than asked records that the socket is empty,
+ * so the next one waits for readiness before trying (the try would fail
+ * with EAGAIN: one system call less per message); on io_uring it is
+ * weft_recv_until (IORING_RECVSEND_POLL_FIRST measured no gain there:
+ * docs/io-choices.md). Suspends. net/socket.c. */
+ssize_t weft__recv_stream(int fd, void *buf, size_t len, int64_t deadline);
 
 /* A stream over fd with the reader limit `limit` (0: the default); owns fd
  * from now on (closes it on -ENOMEM). net/stream.c. */

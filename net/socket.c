@@ -11,10 +11,13 @@
  *
  * epoll: the non-blocking system call first (MSG_DONTWAIT, accept4 on a
  * non-blocking listener, connect's EINPROGRESS); on EAGAIN the task waits
- * for readiness with a one-shot registration on its worker (io/op.c) and
- * tries again. A stream's receive after one that drained the socket
- * (weft__recv_drained) waits for readiness first: the try would fail. The readiness wait is the cancellation point; the call
- * itself moves nothing the caller could lose.
+ * for readiness (io/readiness.h: the descriptor's edge-triggered
+ * registration and readiness ticks) and tries again. The call is skipped
+ * when the descriptor's readiness says the last try found it not ready
+ * and no event came since; a stream's receive (weft__recv_stream) that
+ * got less than asked records that the socket is empty, so the next one
+ * waits without the try that would fail. The readiness wait is the
+ * cancellation point; the call itself moves nothing the caller could lose.
  *
  * The memory an operation names (buffer, msghdr, peer address and its
  * length) lives with the caller (or on this task's stack) and the call
@@ -36,6 +39,7 @@
 
 #include "io/fd.h"
 #include "io/op.h"
+#include "io/readiness.h"
 #include "net/net.h"
 
 enum { OP_RECV, OP_SEND, OP_RECVMSG, OP_SENDMSG, OP_ACCEPT };
@@ -49,7 +53,7 @@ typedef struct sock_op {
   struct msghdr *msg;
   struct sockaddr *sa; /* accept: the peer (may be NULL) */
   socklen_t *salen;
-  bool wait_first; /* epoll: the socket was just drained: wait for readiness before the first try */
+  bool stream; /* a stream socket's receive (weft__recv_stream): short means drained */
 } sock_op;
 
 static bool wants_out(int kind) { return kind == OP_SEND || kind == OP_SENDMSG; }
@@ -100,19 +104,24 @@ static ssize_t sock_syscall(sock_op *o) {
 static ssize_t epoll_sock(sock_op *o, int64_t deadline) {
   int rc = weft__io_cancel_point();
   if (rc) return rc;
-  if (o->wait_first) { /* the try would fail with EAGAIN: save it */
-    rc = weft__epoll_wait_fd(o->fd, wants_out(o->kind) ? EPOLLOUT : EPOLLIN, deadline);
-    if (rc < 0) return rc;
-  }
+  weft__ready rd;
+  bool ready = weft__ready_begin(&rd, o->fd, wants_out(o->kind) ? WEFT__DIR_OUT : WEFT__DIR_IN);
   for (;;) {
-    ssize_t r = sock_syscall(o);
-    if (r >= 0) return r;
-    int e = errno;
-    if (e == EINTR) continue;
-    if (e != EAGAIN && e != EWOULDBLOCK) return -e;
+    if (ready) {
+      ssize_t r = sock_syscall(o);
+      if (r >= 0) {
+        if (o->stream && r > 0 && (size_t)r < o->len) weft__ready_drained(&rd); /* emptied it */
+        return r;
+      }
+      int e = errno;
+      if (e == EINTR) continue;
+      if (e != EAGAIN && e != EWOULDBLOCK) return -e;
+      weft__ready_clear(&rd);
+    }
     if (deadline != WEFT__NO_DEADLINE && weft_now_ns() >= deadline) return -ETIMEDOUT;
-    rc = weft__epoll_wait_fd(o->fd, wants_out(o->kind) ? EPOLLOUT : EPOLLIN, deadline);
+    rc = weft__ready_wait(&rd, deadline);
     if (rc < 0) return rc;
+    ready = true;
   }
 }
 
@@ -137,10 +146,10 @@ static ssize_t recv_send(int kind, int fd, const void *buf, size_t len, int flag
 ssize_t weft_recv(int fd, void *buf, size_t len, int flags) {
   return recv_send(OP_RECV, fd, buf, len, flags, WEFT__NO_DEADLINE);
 }
-ssize_t weft__recv_drained(int fd, void *buf, size_t len, int64_t deadline) {
+ssize_t weft__recv_stream(int fd, void *buf, size_t len, int64_t deadline) {
   int rc = weft__io_buf(buf, &len);
   if (rc) return rc;
-  sock_op o = {.kind = OP_RECV, .fd = fd, .buf = buf, .len = len, .wait_first = true};
+  sock_op o = {.kind = OP_RECV, .fd = fd, .buf = buf, .len = len, .stream = true};
   return sock_run(&o, deadline);
 }
 
@@ -231,10 +240,18 @@ int weft_connect(int fd, const weft_addr *a, int64_t deadline) {
   }
   rc = weft__io_cancel_point();
   if (rc) return rc;
+  weft__ready rd;
+  weft__ready_begin(&rd, fd, WEFT__DIR_OUT); /* the snapshot before the call (io/readiness.h) */
   if (connect(fd, &a->u.sa, a->len) == 0) return 0;
   if (errno != EINPROGRESS && errno != EINTR && errno != EAGAIN) return -errno;
-  rc = weft__epoll_wait_fd(fd, EPOLLOUT, deadline);
-  return rc < 0 ? rc : so_error(fd);
+  for (;;) { /* until writable: a wake may be another one's (a reset of the slot) */
+    weft__ready_clear(&rd);
+    rc = weft__ready_wait(&rd, deadline);
+    if (rc < 0) return rc;
+    struct pollfd p = {.fd = fd, .events = POLLOUT};
+    if (poll(&p, 1, 0) != 0) break; /* ready, or poll's own error: SO_ERROR says */
+  }
+  return so_error(fd);
 }
 
 int weft_connect_addr(const weft_addr *a, int64_t deadline) {

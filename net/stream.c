@@ -76,6 +76,7 @@
 
 #include "core/alloc.h"
 #include "io/op.h"
+#include "io/readiness.h"
 #include "net/net.h"
 #include "net/ring_send.h"
 
@@ -88,13 +89,13 @@
 struct weft_stream {
   int fd;              /* immutable until wait_closed (or a non-socket's write_eof: -1) */
   bool sock;           /* immutable: fd is a socket (recv/send) rather than a pipe or file (read/write) */
+  bool bytes;          /* immutable: a SOCK_STREAM socket, where a short receive means it was emptied */
   /* reader: the reading task only */
   char *rbuf;
   size_t rcap, rpos, rend;
   size_t limit;
   int64_t timeout_ns;  /* each receive's time limit; < 0: none */
   bool eof;
-  bool drained;        /* the last receive got less than asked: the socket was empty then */
   /* writer: the writing task only */
   char *wbuf;
   size_t wcap, wpos, wend;
@@ -117,8 +118,10 @@ int weft__stream_new(int fd, size_t limit, weft_stream **out) {
     return -ENOMEM;
   }
   memset(s, 0, sizeof *s);
+  weft__fd_own(fd); /* epoll: registered once, forgotten before the close (io/readiness.h) */
   s->fd = fd;
   s->sock = true;
+  s->bytes = true;
   s->limit = limit ? limit : DEFAULT_LIMIT;
   s->timeout_ns = -1;
   s->high = DEFAULT_HIGH;
@@ -132,8 +135,14 @@ int weft_stream_from_fd(int fd, weft_stream **out) {
   if (fd < 0) return -EBADF;
   struct stat st;
   bool sock = fstat(fd, &st) != 0 || S_ISSOCK(st.st_mode);
+  int type = 0;
+  socklen_t tlen = sizeof type;
+  bool bytes = sock && getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &tlen) == 0 && type == SOCK_STREAM;
   int rc = weft__stream_new(fd, 0, out);
-  if (rc == 0) (*out)->sock = sock;
+  if (rc == 0) {
+    (*out)->sock = sock;
+    (*out)->bytes = bytes;
+  }
   return rc;
 }
 
@@ -186,9 +195,7 @@ static ssize_t recv_some(weft_stream *s, void *buf, size_t n) {
     return r;
   }
   if (!s->sock) return weft_read_until(s->fd, buf, n, deadline);
-  ssize_t r = s->drained ? weft__recv_drained(s->fd, buf, n, deadline) : weft_recv_until(s->fd, buf, n, 0, deadline);
-  s->drained = r >= 0 && (size_t)r < n;
-  return r;
+  return s->bytes ? weft__recv_stream(s->fd, buf, n, deadline) : weft_recv_until(s->fd, buf, n, 0, deadline);
 }
 
 static size_t buffered(const weft_stream *s) { return s->rend - s->rpos; }
@@ -548,6 +555,7 @@ int weft_stream_write_eof(weft_stream *s) {
   if (!s->sock) { /* no half-close on a pipe: close it (reads then get -EBADF) */
     int fd = s->fd;
     s->fd = -1;
+    weft__fd_forget(fd);
     return close(fd) < 0 ? -errno : 0;
   }
   return weft_shutdown(s->fd, SHUT_WR);
@@ -576,7 +584,10 @@ int weft_stream_wait_closed(weft_stream *s) {
     if (!rc && s->tls && !s->eof_sent) rc = weft__tls_close_notify(s->tls, s->fd, deadline);
   }
   weft__tls_free(s->tls);
-  if (s->fd >= 0) close(s->fd);
+  if (s->fd >= 0) {
+    weft__fd_forget(s->fd);
+    close(s->fd);
+  }
   weft__free(s->rbuf, s->rcap);
   weft__free(s->wbuf, s->wcap);
   weft__free(s->wspare, s->wspare_cap);

@@ -120,6 +120,7 @@
 #include "core/task.h"
 #include "core/worker.h"
 #include "io/op.h"
+#include "io/readiness.h"
 #include "io/reactor.h"
 #include "net/net.h"
 
@@ -1130,6 +1131,9 @@ static void drive(weft_transport *t) {
     t->ready |= EPOLLIN; /* OpenSSL tries a read first */
   }
   if (!err && t->backend == WEFT_BACKEND_EPOLL) {
+    /* a registration of io/readiness.c's (connect's wait, the handshake's
+     * polls) would clash with the driver's own */
+    weft__fd_forget(t->fd);
     err = weft__epoll_watch_edge(&weft__worker_self()->reactor, t->fd, EPOLLIN | EPOLLOUT | EPOLLRDHUP, &t->eop);
     t->watched = err == 0;
   }

@@ -59,6 +59,7 @@ static int watch_main(void *arg) {
   pthread_t th;
   pthread_create(&th, NULL, kill_later, (void *)(long)SIGUSR1);
   ASSERT_EQ(wait_calls(0, 6), 6);
+  ASSERT_EQ(wait_calls(1, 6), 6); /* b's task runs apart from a's: wait for it too before removing b */
   pthread_join(th, NULL);
   ASSERT_EQ(weft_signal_watch_remove(b), 0);
   ASSERT_EQ(kill(getpid(), SIGUSR1), 0);
