@@ -794,7 +794,9 @@ void *weft__worker_main(void *arg) {
       /* Search a little before parking: waking a parked worker costs a
        * system call here and 5-8 us there, so a burst of short tasks
        * should not park and unpark a worker between each of them. */
-      for (int round = 0; !t && round < WEFT__SEARCH_ROUNDS; round++) {
+      unsigned victims = rt->nworkers > 1 ? rt->nworkers - 1 : 1;
+      unsigned rounds = (WEFT__SEARCH_PROBES + victims - 1) / victims;
+      for (unsigned round = 0; !t && round < rounds; round++) {
         if (round) weft__cpu_relax();
         t = steal(w);
         if (!t) t = take_local(w);
