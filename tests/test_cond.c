@@ -11,6 +11,7 @@
 static weft_lock L;
 static weft_cond C;
 static int items;         /* under L */
+static int arrived;       /* under L: consumers that reached their wait */
 static atomic_int woken;
 
 static bool have_items(void *arg) {
@@ -21,6 +22,7 @@ static bool have_items(void *arg) {
 static int consumer(void *arg) {
   (void)arg;
   if (weft_lock_acquire(&L) != 0) return -1;
+  arrived++;
   int rc = weft_cond_wait_for(&C, have_items, NULL);
   if (rc == 0) {
     items--;
@@ -49,13 +51,27 @@ static int notify_main(void *arg) {
   ASSERT_EQ(weft_lock_release(&L), 0);
 
   weft_task t[5];
+  arrived = 0;
   for (int i = 0; i < 5; i++) t[i] = weft_spawn(consumer, NULL);
-  weft_sleep_ns(2000000);
+  /* all five wait: each counted itself under L and then released L, which
+   * only its wait does (items is 0) (a fixed sleep here was too short
+   * under ThreadSanitizer on a loaded machine) */
+  for (;;) {
+    ASSERT_EQ(weft_lock_acquire(&L), 0);
+    if (arrived == 5) break;
+    ASSERT_EQ(weft_lock_release(&L), 0);
+    weft_sleep_ns(1000000);
+  }
+  ASSERT_EQ(weft_lock_release(&L), 0);
   ASSERT_EQ(weft_cond_destroy(&C), -EBUSY);
   ASSERT_EQ(weft_lock_acquire(&L), 0);
   items = 5;
   ASSERT_EQ(weft_cond_notify(&C, 2), 2);
   ASSERT_EQ(weft_lock_release(&L), 0);
+  for (int64_t t0 = weft_now_ns(); atomic_load(&woken) < 2;) {
+    ASSERT_TRUE(weft_now_ns() - t0 < 10000000000LL);
+    weft_sleep_ns(1000000);
+  }
   weft_sleep_ns(2000000);
   ASSERT_EQ(atomic_load(&woken), 2); /* exactly two woke */
   ASSERT_EQ(weft_lock_acquire(&L), 0);
