@@ -244,8 +244,10 @@ static int swallow_then_cancelled(void *arg) {
 }
 
 static weft_task wf_inner;
+static atomic_int wf_started;
 static int wf_outer(void *arg) {
   (void)arg;
+  atomic_store(&wf_started, 1);
   return weft_wait_for(weft_aw_task(wf_inner), 1000 * MS, NULL);
 }
 
@@ -294,7 +296,14 @@ static int wait_for_main(void *arg) {
   weft_task_release(t);
   /* the waiter cancelled from elsewhere: -ECANCELED, inner cancelled */
   wf_inner = weft_spawn(tu_forever, NULL);
+  atomic_store(&wf_started, 0);
   weft_task o = weft_spawn(wf_outer, NULL);
+  /* o must be in its wait_for (cancelled before it ran, it would never
+   * start it: a fixed 2 ms was too short under ThreadSanitizer) */
+  for (int64_t w0 = weft_now_ns(); !atomic_load(&wf_started);) {
+    ASSERT_TRUE(weft_now_ns() - w0 < 10000 * MS);
+    weft_sleep_ns(MS);
+  }
   weft_sleep_ns(2 * MS);
   weft_cancel(o);
   ASSERT_EQ(weft_join(o), -ECANCELED);
