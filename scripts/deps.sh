@@ -14,6 +14,8 @@
 set -euo pipefail
 
 pkgs=(cmake make pkg-config liburing-dev libjemalloc-dev libssl-dev libbenchmark-dev python3 python3-uvloop libuv1-dev wrk)
+# clang: scripts/test.sh builds the ThreadSanitizer configuration with it
+pkgs+=(clang)
 # The context switch's aarch64 test is cross-compiled and run under qemu-user
 # on x86_64 hosts; on aarch64 it runs natively and needs neither.
 if [[ $(uname -m) == x86_64 ]]; then
