@@ -170,6 +170,23 @@ bool weft__wake(weft__task *t, uint32_t seq, uint32_t reason) {
   return won != 0;
 }
 
+bool weft__wake_unpinning(weft__task *t, uint32_t seq, bool *unpinned) {
+  int won = wake_cas(t, seq, WEFT__WAKE_NORMAL);
+  if (won == 2) {
+    if (t->pin_count == 1) {
+      /* t is switched out (PARKED, now RUNNABLE) and not queued yet: its
+       * pin fields, which only t itself changes while it runs, are ours
+       * until the schedule below queues it (the queue's release publishes
+       * them to whoever resumes it). release: as in weft_unpin. */
+      t->pin_count = 0;
+      weft__store(&t->pinned, 0, RELEASE);
+      *unpinned = true;
+    }
+    weft__schedule(t, true);
+  }
+  return won != 0;
+}
+
 void weft__wake_many(const weft__wakeup_pair *w, size_t n) {
   weft__task *runnable[64];
   size_t k = 0;

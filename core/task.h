@@ -227,6 +227,16 @@ static inline bool weft__wait_pending(weft__task *t, uint32_t seq) {
  * reason is CANCEL and the wait is not cancellable. */
 bool weft__wake(weft__task *t, uint32_t seq, uint32_t reason);
 
+/* weft__wake(t, seq, NORMAL) for the completion of an operation that
+ * pinned t to the calling worker (io/op.h). When it makes t runnable and
+ * that pin is t's only one (pin_count 1: the task pinned nothing itself),
+ * it drops the pin before queueing t, so that t may resume on another
+ * worker (an idle one steals it) rather than always on this one; it then
+ * sets *unpinned (the caller's record, read by t once resumed). A wake that
+ * finds t still switching out (NOTIFIED) leaves the pin: t resumes here at
+ * once. Only the worker t is pinned to calls it. */
+bool weft__wake_unpinning(weft__task *t, uint32_t seq, bool *unpinned);
+
 /* Wake many waits with reason NORMAL, as weft__wake each; the tasks made
  * runnable are queued together (one inject-queue lock and one worker
  * notification from a thread outside the runtime). All of one runtime.

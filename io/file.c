@@ -63,6 +63,7 @@ static int file_call(weft__sysjob *j) {
   int err;
   struct io_uring_sqe *sqe = weft__uop_begin(&u, WEFT__NO_DEADLINE, &err);
   if (!sqe) return err;
+  u.movable = true; /* a file-system call: no tie to this worker (io/op.h) */
   switch (j->op) {
     case WEFT__SYS_OPENAT: io_uring_prep_openat(sqe, j->fd, j->path, j->flags, j->mode); break;
     case WEFT__SYS_CLOSE: io_uring_prep_close(sqe, j->fd); break;

@@ -4,9 +4,11 @@
  * task is pinned there from before its submission until after its
  * completion was reaped, and the completion callbacks run in that
  * worker's reap (its scheduler context, or a flush inside a task on that
- * same thread). Hence `seq`, `res` and `done` of a weft__uop need no
- * atomics: one thread touches them; the wake's release CAS on the task's
- * wait word still publishes them (the task resumes on the same thread).
+ * same thread). Hence `seq`, `res`, `done` and `pin_dropped` of a
+ * weft__uop need no atomics: while the operation is in flight one thread
+ * touches them; the completion's wake (a release CAS on the task's wait
+ * word, then the run queue's release) publishes them to the task, which
+ * may resume on another worker once the completion dropped its pin.
  */
 #include <errno.h>
 #include <liburing.h>
@@ -33,7 +35,10 @@ static void uop_complete(weft__io_op *op, int32_t res, uint32_t flags) {
   weft__uop *u = (weft__uop *)op;
   u->res = res;
   u->done = true;
-  weft__wake(u->task, u->seq, WEFT__WAKE_NORMAL);
+  if (u->movable) /* a file operation: the task need not resume here (op.h, PINNING) */
+    weft__wake_unpinning(u->task, u->seq, &u->pin_dropped);
+  else
+    weft__wake(u->task, u->seq, WEFT__WAKE_NORMAL);
 }
 
 int weft__io_backend(void) {
@@ -113,13 +118,13 @@ int weft__uop_wait(weft__uop *u, struct io_uring_sqe *sqe) {
        * its own; wait for it all the same */
       weft__wait_commit(u->seq);
     }
-    weft_unpin();
+    if (!u->pin_dropped) weft_unpin();
     int res = u->res;
     if (res == -ECANCELED || (res == -EINTR && u->cancel_sent)) return -ECANCELED;
     repend_cancel(u->task); /* it completed first: its result wins */
     return res;
   }
-  weft_unpin();
+  if (!u->pin_dropped) weft_unpin(); /* else the completion dropped it: we may run anywhere now */
   if (u->res == -ECANCELED && u->deadline != WEFT__NO_DEADLINE) return -ETIMEDOUT; /* the linked timeout fired */
   return u->res;
 }

@@ -8,10 +8,25 @@
  * operation never returns before that, cancellation included.
  *
  * PINNING. While an operation is in flight its task is pinned to the worker
- * that owns the ring (core/task.h pin_count/pin_worker): every wake of the
- * task (the completion, a cancel from any thread) resumes it on that
+ * that owns the ring (core/task.h pin_count/pin_worker): a wake of the task
+ * before the completion (a cancel from any thread) resumes it on that
  * worker, which alone may submit to its ring (SINGLE_ISSUER) and alone reaps
- * its completions. A cancelled task therefore runs on the owner, submits
+ * its completions. The completion ends the operation; for a file operation
+ * (`movable`: positional reads and writes, and io/file.c's calls) its wake
+ * also drops the pin (weft__wake_unpinning, when the task pinned nothing
+ * itself), so that the task is queued like any woken task and a worker
+ * that runs out of work may steal it. A file's data is copied by whichever
+ * thread submits the read, and nothing ties it to a worker; pinned through
+ * the completion, tasks reading back to back stayed on one worker for ever,
+ * and the split of the work was frozen at the first reads: file_read at 2
+ * workers ran at ~9 or ~13 GB/s from one run to the next, by how the 64
+ * tasks happened to be split at the start (14-16 GB/s now). Operations on
+ * sockets, pipes and other descriptors stay pinned until the task resumes:
+ * a connection's next operations go to the ring that has its socket hot,
+ * and unpinning those too cost the servers at 2 workers 3-5% more CPU and
+ * ~0.1 more system calls per message here (bench/server_cpu.py --count,
+ * echo 12.93 against 12.50 us, http 12.76 against 12.09 us). The servers
+ * spread connections when they accept them instead (net/server.c). A cancelled task therefore runs on the owner, submits
  * IORING_OP_ASYNC_CANCEL naming the operation on its own ring and waits,
  * not cancellably, for the operation's completion (the cancel's own
  * completion goes to a static sink op: it may arrive after the task
@@ -52,6 +67,8 @@ typedef struct weft__uop {
   int32_t res;                  /* the completion's result */
   bool done;                    /* the completion was reaped */
   bool cancel_sent;             /* an ASYNC_CANCEL was submitted by the task */
+  bool movable;                 /* set by the caller after begin: the completion may unpin the task */
+  bool pin_dropped;             /* the completion's wake unpinned the task (weft__wake_unpinning) */
   int64_t deadline;
   struct weft__worker *w;       /* the owner */
 } weft__uop;

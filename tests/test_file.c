@@ -339,6 +339,55 @@ TEST(more_operations_in_flight_than_ring_entries) {
   remove_dir();
 }
 
+/* io/op.h, PINNING: a file operation's completion unpins its task, so it
+ * may resume on another worker (the migrate test mode moves every task
+ * that is not pinned: here, at each pread), while a pipe read resumes on
+ * the ring's owner, and so does a task that pinned itself. io_uring only:
+ * the epoll backend reads cached file data without suspending. */
+static int movable_main(void *arg) {
+  (void)arg;
+  if (weft_backend() != WEFT_BACKEND_URING) return 0;
+  int fd = weft_open(path_of("movable"), O_RDWR | O_CREAT | O_TRUNC, 0600);
+  ASSERT_TRUE(fd >= 0);
+  char buf[64] = {0};
+  ASSERT_EQ(weft_pwrite(fd, buf, sizeof buf, 0), 64);
+  int moved = 0;
+  for (int i = 0; i < 20; i++) {
+    int before = weft_worker_id();
+    ASSERT_EQ(weft_pread(fd, buf, sizeof buf, 0), 64);
+    if (weft_worker_id() != before) moved++;
+  }
+  ASSERT_GT(moved, 0);
+  ASSERT_EQ(weft_pin(), 0); /* pinned by the task itself: it stays */
+  for (int i = 0; i < 20; i++) {
+    int before = weft_worker_id();
+    ASSERT_EQ(weft_pread(fd, buf, sizeof buf, 0), 64);
+    ASSERT_EQ(weft_worker_id(), before);
+  }
+  ASSERT_EQ(weft_unpin(), 0);
+  int p[2];
+  ASSERT_EQ(pipe2(p, O_CLOEXEC), 0);
+  for (int i = 0; i < 20; i++) {
+    ASSERT_EQ(write(p[1], "x", 1), 1); /* the read finds it there: it completes at once */
+    int before = weft_worker_id();
+    ASSERT_EQ(weft_read(p[0], buf, 1), 1);
+    ASSERT_EQ(weft_worker_id(), before);
+  }
+  close(p[0]);
+  close(p[1]);
+  ASSERT_EQ(weft_close(fd), 0);
+  return 0;
+}
+
+TEST(a_file_operation_may_resume_elsewhere_a_pipe_read_does_not) {
+  make_dir();
+  weft_config c = cfg_workers(2);
+  c.test_migrate = 1;
+  c.test_seed = 777;
+  ASSERT_EQ(weft_run(movable_main, NULL, &c), 0);
+  remove_dir();
+}
+
 /* ------------------------------------------------------------ cancellation of file calls */
 
 static atomic_long cf_done, cf_cancelled;

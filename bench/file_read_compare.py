@@ -1,0 +1,141 @@
+#!/usr/bin/python3
+"""bench/file_read_compare.py: the file_read row against its peers, in one run.
+
+    bench/file_read_compare.py [--reps 5] [--systems weft,go,tokio,libuv]
+
+Issue 5's target is a ratio taken in one run: weft's file_read (BENCHMARKS.md
+defaults: 64 tasks, a 256 MiB file, 64 KiB blocks, 200,000 reads, page cache
+warm) against libuv's uv_fs_read, Tokio's pread pool and Go's pread
+goroutines from ../shared/peers, all reading the same file. Peers are built
+outside the source tree (/tmp/weft-file-peers) from ../shared/peers: libuv
+with Debian's libuv1-dev, Go with Debian's golang; Tokio needs the offline
+cargo build of its build.sh, so an already built binary is used
+($TOKIO_PEER, ../shared/peers/tokio/peer-tokio or /tmp/peer-tokio/peer-tokio)
+and the cells are left out when there is none. weft runs through bench/run
+(its release build, made first). One warm-up round (not counted), then
+--reps rounds; a round runs every cell once, one process each, in turn, so
+that a shared machine's load falls on every cell alike. Prints a Markdown
+table: each cell's median (min-max) in GB/s, and weft (w1, wN) over each
+peer at the same worker count (libuv, single-threaded, at both).
+"""
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+PEERS = os.environ.get("WEFT_PEERS", os.path.join(ROOT, "..", "shared", "peers"))
+CACHE = os.environ.get("WEFT_FILE_PEERS_CACHE", "/tmp/weft-file-peers")
+FILE = "/tmp/weft_peer_file.bin"  # bench/workloads.c's and the peers' default path
+
+
+def log(msg):
+    print("[file_read_compare] " + msg, file=sys.stderr, flush=True)
+
+
+def newer(src, out):
+    return not os.path.exists(out) or os.path.getmtime(src) > os.path.getmtime(out)
+
+
+def build_peers():
+    os.makedirs(CACHE, exist_ok=True)
+    found = {}
+    uv = os.path.join(CACHE, "peer-libuv")
+    src = os.path.join(PEERS, "libuv", "bench.c")
+    if newer(src, uv):
+        flags = subprocess.run(["pkg-config", "--cflags", "--libs", "libuv"], stdout=subprocess.PIPE, text=True)
+        if flags.returncode == 0:
+            subprocess.run(["cc", "-O2", "-o", uv, src] + flags.stdout.split(), check=True)
+    if os.path.exists(uv):
+        found["libuv"] = uv
+    gobin = os.path.join(CACHE, "go", "peer-go")
+    gosrc = os.path.join(PEERS, "go", "main.go")
+    if shutil.which("go") and newer(gosrc, gobin):
+        d = os.path.join(CACHE, "go")
+        shutil.rmtree(d, ignore_errors=True)
+        shutil.copytree(os.path.join(PEERS, "go"), d)
+        for f in os.listdir(d):
+            os.chmod(os.path.join(d, f), 0o644)
+        env = dict(os.environ, GOCACHE=os.path.join(CACHE, "gocache"), GOFLAGS="-mod=mod", GOPROXY="off")
+        subprocess.run(["go", "build", "-o", "peer-go", "."], cwd=d, env=env, check=True)
+    if os.path.exists(gobin):
+        found["go"] = gobin
+    for t in (os.environ.get("TOKIO_PEER"), os.path.join(PEERS, "tokio", "peer-tokio"), "/tmp/peer-tokio/peer-tokio"):
+        if t and os.access(t, os.X_OK):
+            found["tokio"] = t
+            break
+    subprocess.run([os.path.join(ROOT, "bench", "run"), "build"], check=True, stdout=sys.stderr)
+    return found
+
+
+def cells(systems, peers, nproc):
+    counts = [1] if nproc == 1 else [1, nproc]
+    out = []
+    for w in counts:
+        out.append(("weft w%d" % w, [os.path.join(ROOT, "bench", "run"), "file_read", "workers=%d" % w], "weft"))
+    for sysname in ("go", "tokio"):
+        if sysname in peers:
+            for w in counts:
+                out.append(("%s w%d" % (sysname, w), [peers[sysname], "file_read", "file=" + FILE, "workers=%d" % w],
+                            sysname))
+    if "libuv" in peers:
+        out.append(("libuv", [peers["libuv"], "file_read", "file=" + FILE], "libuv"))
+    return [c for c in out if c[2] in systems]
+
+
+def run(cell):
+    name, argv, _ = cell
+    cp = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, timeout=300,
+                        env=dict(os.environ, WEFT_NO_BUILD="1"))
+    lines = [l for l in cp.stdout.splitlines() if l.startswith("{")]
+    if cp.returncode != 0 or not lines:
+        sys.exit("file_read_compare: %s failed (exit %d): %s" % (name, cp.returncode, cp.stderr.strip()[-500:]))
+    return json.loads(lines[-1])["value"]
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--reps", type=int, default=5)
+    ap.add_argument("--systems", default="weft,go,tokio,libuv")
+    args = ap.parse_args()
+    systems = args.systems.split(",")
+    nproc = len(os.sched_getaffinity(0))
+    peers = build_peers()
+    for s in ("go", "tokio", "libuv"):
+        if s in systems and s not in peers:
+            log("no %s peer here: its cells are left out" % s)
+    cs = cells(systems, peers, nproc)
+    vals = {c[0]: [] for c in cs}
+    for rep in range(args.reps + 1):
+        for c in cs:
+            v = run(c)
+            if rep > 0:
+                vals[c[0]].append(v)
+            log("%s %s: %.2f GB/s" % ("warm-up" if rep == 0 else "rep %d" % rep, c[0], v))
+    load = open("/proc/loadavg").read().split()[:3]
+    print("file_read (BENCHMARKS.md defaults), %d runs per cell after one warm-up, GB/s, median (min-max); "
+          "load average at the end %s" % (args.reps, " ".join(load)))
+    print()
+    print("| cell | median | min-max |")
+    print("| --- | --- | --- |")
+    med = {}
+    for name, v in vals.items():
+        med[name] = statistics.median(v)
+        print("| %s | %.2f | %.2f-%.2f |" % (name, med[name], min(v), max(v)))
+    print()
+    print("| weft ÷ | go (same workers) | tokio (same workers) | libuv |")
+    print("| --- | --- | --- | --- |")
+    for name in [n for n in vals if n.startswith("weft")]:
+        w = name.split()[1]
+        cols = []
+        for peer in ("go " + w, "tokio " + w, "libuv"):
+            cols.append("%.2f" % (med[name] / med[peer]) if peer in med else "-")
+        print("| %s | %s |" % (name, " | ".join(cols)))
+
+
+if __name__ == "__main__":
+    main()
