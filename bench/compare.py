@@ -115,6 +115,38 @@ def die(msg):
     sys.exit(1)
 
 
+def interleaved(cells, reps, run, say, fmt="%.2f"):
+    """The rounds of a one-run comparison: one warm-up round (not counted),
+    then reps rounds, each running every cell once, in turn, so that a shared
+    machine's load falls on every cell alike. cells: tuples whose first item
+    is the cell's name; run(cell) -> the measured value. Returns
+    {name: [values]} in the cells' order (bench/spawn_compare.py,
+    bench/file_read_compare.py)."""
+    vals = {c[0]: [] for c in cells}
+    for rep in range(reps + 1):
+        for c in cells:
+            v = run(c)
+            if rep > 0:
+                vals[c[0]].append(v)
+            say("%s %s: %s" % ("warm-up" if rep == 0 else "rep %d" % rep, c[0], fmt % v))
+    return vals
+
+
+def print_cells(title, vals, fmt="%.2f"):
+    """Print title (the load average appended), then a Markdown table of each
+    cell's median (min-max). Returns {name: (median, min, max)}."""
+    load = open("/proc/loadavg").read().split()[:3]
+    print("%s; load average at the end %s" % (title, " ".join(load)))
+    print()
+    print("| cell | median | min-max |")
+    print("| --- | --- | --- |")
+    st = {}
+    for name, v in vals.items():
+        st[name] = (statistics.median(v), min(v), max(v))
+        print("| %s | %s | %s-%s |" % (name, fmt % st[name][0], fmt % st[name][1], fmt % st[name][2]))
+    return st
+
+
 class Runner:
     def __init__(self, args):
         self.args = args

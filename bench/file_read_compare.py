@@ -22,9 +22,11 @@ import argparse
 import json
 import os
 import shutil
-import statistics
 import subprocess
 import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from compare import interleaved, print_cells  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
@@ -109,23 +111,10 @@ def main():
         if s in systems and s not in peers:
             log("no %s peer here: its cells are left out" % s)
     cs = cells(systems, peers, nproc)
-    vals = {c[0]: [] for c in cs}
-    for rep in range(args.reps + 1):
-        for c in cs:
-            v = run(c)
-            if rep > 0:
-                vals[c[0]].append(v)
-            log("%s %s: %.2f GB/s" % ("warm-up" if rep == 0 else "rep %d" % rep, c[0], v))
-    load = open("/proc/loadavg").read().split()[:3]
-    print("file_read (BENCHMARKS.md defaults), %d runs per cell after one warm-up, GB/s, median (min-max); "
-          "load average at the end %s" % (args.reps, " ".join(load)))
-    print()
-    print("| cell | median | min-max |")
-    print("| --- | --- | --- |")
-    med = {}
-    for name, v in vals.items():
-        med[name] = statistics.median(v)
-        print("| %s | %.2f | %.2f-%.2f |" % (name, med[name], min(v), max(v)))
+    vals = interleaved(cs, args.reps, run, log, "%.2f GB/s")
+    st = print_cells("file_read (BENCHMARKS.md defaults), %d runs per cell after one warm-up, GB/s, median (min-max)"
+                     % args.reps, vals)
+    med = {name: v[0] for name, v in st.items()}
     print()
     print("| weft ÷ | go (same workers) | tokio (same workers) | libuv |")
     print("| --- | --- | --- | --- |")

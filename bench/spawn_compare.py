@@ -29,9 +29,11 @@ import argparse
 import json
 import os
 import shutil
-import statistics
 import subprocess
 import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from compare import interleaved, print_cells  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
@@ -98,10 +100,6 @@ def run(cell):
     return json.loads(lines[-1])["value"]
 
 
-def fmt(v):
-    return "%.0f" % v
-
-
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--reps", type=int, default=5)
@@ -114,23 +112,9 @@ def main():
     args.systems = args.systems.split(",")
     loop, gobin = build_peers()
     cs = cells(args, loop, gobin)
-    vals = {c[0]: [] for c in cs}
-    for rep in range(args.reps + 1):
-        for c in cs:
-            v = run(c)
-            if rep > 0:
-                vals[c[0]].append(v)
-            log("%s %s: %.1f" % ("warm-up" if rep == 0 else "rep %d" % rep, c[0], v))
-    load = open("/proc/loadavg").read().split()[:3]
-    print("spawn_process n=%d concurrency=%d, %d runs per cell (medians, min-max), processes/s; load average "
-          "at the end %s" % (args.n, args.concurrency, args.reps, " ".join(load)))
-    print()
-    print("| cell | median | min-max |")
-    print("| --- | --- | --- |")
-    st = {}
-    for name, v in vals.items():
-        st[name] = (statistics.median(v), min(v), max(v))
-        print("| %s | %s | %s-%s |" % (name, fmt(st[name][0]), fmt(st[name][1]), fmt(st[name][2])))
+    vals = interleaved(cs, args.reps, run, log, "%.1f")
+    st = print_cells("spawn_process n=%d concurrency=%d, %d runs per cell (medians, min-max), processes/s"
+                     % (args.n, args.concurrency, args.reps), vals, "%.0f")
     peers = [n for n in vals if not n.startswith("weft") and not n.startswith("base")]
     wefts = [n for n in vals if n.startswith("weft") or n.startswith("base")]
     if peers and wefts:

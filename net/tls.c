@@ -233,6 +233,34 @@ static int configure(weft_tls_ctx *c, const weft_tls_opts *o) {
   return 0;
 }
 
+/* Fill the extension cache of every certificate the context shares between
+ * connections: its own chain and the trust store loaded from ca_file.
+ * OpenSSL computes an X509's cache (key ids, flags, the SHA-1 hash) on its
+ * first use, and two first uses at once race inside OpenSSL 3.0: both see
+ * an empty cache, both write it (under the certificate's lock, the second
+ * overwriting what the first is reading), and the fast path that skips the
+ * lock is invisible to ThreadSanitizer (openssl/openssl issues 25202 and
+ * 32609). ThreadSanitizer caught it here: two client handshakes on two
+ * workers checking the server's certificate against one CA, a memcmp of
+ * the CA's key id against the memcpy writing it. Done once, here, before
+ * the context is handed to any task, the caches are only read afterwards.
+ * (Certificates that OpenSSL loads later, from a hashed directory of the
+ * default verify paths, cannot be reached from here.) */
+static void fill_certificate_caches(SSL_CTX *x) {
+  X509 *own = SSL_CTX_get0_certificate(x);
+  if (own) (void)X509_check_purpose(own, -1, 0); /* -1: only fill the cache */
+  STACK_OF(X509) *chain = NULL;
+  if (SSL_CTX_get0_chain_certs(x, &chain) == 1)
+    for (int i = 0; i < sk_X509_num(chain); i++) (void)X509_check_purpose(sk_X509_value(chain, i), -1, 0);
+  X509_STORE *store = SSL_CTX_get_cert_store(x);
+  STACK_OF(X509_OBJECT) *objs = store ? X509_STORE_get0_objects(store) : NULL;
+  for (int i = 0; objs && i < sk_X509_OBJECT_num(objs); i++) {
+    X509 *ca = X509_OBJECT_get0_X509(sk_X509_OBJECT_value(objs, i));
+    if (ca) (void)X509_check_purpose(ca, -1, 0);
+  }
+  ERR_clear_error(); /* an invalid certificate is the handshake's to report */
+}
+
 int weft_tls_ctx_new(weft_tls_ctx **out, bool server, const weft_tls_opts *opts) {
   if (!out) return -EINVAL;
   *out = NULL;
@@ -249,6 +277,7 @@ int weft_tls_ctx_new(weft_tls_ctx **out, bool server, const weft_tls_opts *opts)
   ERR_clear_error();
   c->ssl_ctx = SSL_CTX_new(server ? TLS_server_method() : TLS_client_method());
   int rc = c->ssl_ctx ? configure(c, &o) : -ENOMEM;
+  if (!rc) fill_certificate_caches(c->ssl_ctx);
   if (rc) {
     report("context", NULL, NULL, 0, 0);
     weft_tls_ctx_free(c);
