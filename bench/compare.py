@@ -482,7 +482,11 @@ def summarize(runner, rows, out_dir):
                 r = ratio(row, workload, w, p)
                 cells.append(r)
                 if w == maxw and r != "—" and "(even)" not in r and float(r.split()[0]) < 1:
-                    behind.append("%s vs %s at workers=%d: %s" % (row, p, w, r))
+                    why = ""
+                    if workload == "idle_tasks":  # BENCHMARKS.md, "Comparing"
+                        why = (" (bytes per task; BENCHMARKS.md makes this goal absolute, at most 5 KiB per "
+                               "suspended task for a stackful runtime, not ahead of every peer)")
+                    behind.append("%s vs %s at workers=%d: %s%s" % (row, p, w, r, why))
         out.append("| " + " | ".join(cells) + " |")
     out.append("")
     out.append("## Figures")
