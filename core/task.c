@@ -133,8 +133,6 @@ void weft__wait_abandon(void) {
 
 uint32_t weft__wait_commit(uint32_t seq) {
   weft__task *t = weft__task_self();
-  weft__worker *w = weft__worker_self();
-  (void)w;
   weft__switch_out(t, WEFT__INTENT_PARK);
   /* Resumed (maybe on another worker): the scheduler copied the reason. */
   uint32_t reason = t->wake_reason;
@@ -836,8 +834,6 @@ int weft_yield(void) {
     weft__cancel_consume(t);
     return -ECANCELED;
   }
-  weft__worker *w = weft__worker_self();
-  (void)w;
   weft__switch_out(t, WEFT__INTENT_YIELD);
   if (t->shield_depth == 0 && weft__load(&t->cancel_pending, RELAXED)) {
     weft__cancel_consume(t);
