@@ -5,6 +5,7 @@
 #   bench/scaling.sh                       # task workloads, WORKERS="1 2 4 ... nproc"
 #   SERVERS=1 bench/scaling.sh             # also tcp_echo and http_plaintext
 #   WORKERS="1 4 16" REPS=3 CASES="fib;spawn_many" bench/scaling.sh
+#   SERVERS=1 CASES=none bench/scaling.sh  # the servers only
 #
 # compare.py answers "weft against the single-threaded loops"; this answers
 # "how does weft scale with cores, and where does it stand against the
@@ -53,7 +54,7 @@ cases=(
   "lock_contention"
   "idle_tasks"
 )
-if [[ -n "${CASES:-}" ]]; then IFS=';' read -r -a cases <<<"$CASES"; fi
+if [[ "${CASES:-}" == none ]]; then cases=(); elif [[ -n "${CASES:-}" ]]; then IFS=';' read -r -a cases <<<"$CASES"; fi
 
 [[ -x "$WEFT_BENCH" ]] || { echo "scaling: $WEFT_BENCH is missing (bench/run build)" >&2; exit 1; }
 systems=(weft)
