@@ -132,8 +132,9 @@ void weft__wait_abandon(void) {
 }
 
 uint32_t weft__wait_commit(uint32_t seq) {
-  weft__task *t = weft__task_self();
-  weft__switch_out(t, WEFT__INTENT_PARK);
+  weft__worker *w = weft__worker_self();
+  weft__task *t = w->current; /* prepare succeeded: we are a task */
+  weft__switch_out_from(w, t, WEFT__INTENT_PARK);
   /* Resumed (maybe on another worker): the scheduler copied the reason. */
   uint32_t reason = t->wake_reason;
   (void)seq;
@@ -822,7 +823,8 @@ int64_t weft_now_ns(void) {
 }
 
 int weft_yield(void) {
-  weft__task *t = weft__task_self();
+  weft__worker *w = weft__worker_self();
+  weft__task *t = w ? w->current : NULL;
   if (!t) {
     weft__debug_misuse("weft_yield outside a task");
     return -EINVAL;
@@ -834,7 +836,7 @@ int weft_yield(void) {
     weft__cancel_consume(t);
     return -ECANCELED;
   }
-  weft__switch_out(t, WEFT__INTENT_YIELD);
+  weft__switch_out_from(w, t, WEFT__INTENT_YIELD); /* w: read above, nothing suspended since */
   if (t->shield_depth == 0 && weft__load(&t->cancel_pending, RELAXED)) {
     weft__cancel_consume(t);
     return -ECANCELED;

@@ -232,6 +232,8 @@ static void overflow(weft__worker *w, weft__task *t) {
   weft__inject_push_batch(&w->rt->inject, &((weft__task *)batch[0])->link, &((weft__task *)batch[n - 1])->link, n);
 }
 
+static void push_back_unpinned(weft__worker *w, weft__task *t);
+
 /* OWNER: t goes to the back of this worker's queue (pinned: the pinned list). */
 static void push_back(weft__worker *w, weft__task *t) {
   if (is_pinned(t)) {
@@ -239,6 +241,12 @@ static void push_back(weft__worker *w, weft__task *t) {
     weft__inbox_push(&w->inbox, &t->link);
     return;
   }
+  push_back_unpinned(w, t);
+}
+
+/* push_back for a task the caller found unpinned (a pin changes only while
+ * the task runs, and t does not run now). */
+static void push_back_unpinned(weft__worker *w, weft__task *t) {
   uint32_t n = weft__deque_push(&w->deque, t);
   if (!n) overflow(w, t);
   /* Wake a parked worker when work appears where there was none, and then
@@ -450,7 +458,8 @@ static bool prepare_run(weft__worker *w, weft__task *t) {
    * release push): what they wrote for the task is visible to it */
   uint64_t ws = weft__load(&t->ws, ACQUIRE);
   uint32_t st = WEFT__WS_STATE(ws);
-  if (weft__unlikely(st != WEFT__TS_FRESH && st != WEFT__TS_RUNNABLE && st != WEFT__TS_NOTIFIED)) {
+  enum { QUEUED = 1u << WEFT__TS_FRESH | 1u << WEFT__TS_RUNNABLE | 1u << WEFT__TS_NOTIFIED };
+  if (weft__unlikely(!((1u << st) & QUEUED))) {
     fprintf(stderr, "weft: internal error: a queued task in state %u\n", st);
     abort();
   }
@@ -515,7 +524,7 @@ void weft__finish_switch(weft__worker *w) {
       if (t->rt->migrate || is_pinned(t))
         weft__schedule(t, false);
       else
-        push_back(w, t);
+        push_back_unpinned(w, t);
       return;
     }
     case WEFT__INTENT_EXIT:
@@ -564,8 +573,10 @@ static void leave(weft__worker *w, weft__task *self, int intent, bool final) {
   weft__fiber_switch(&self->fiber, next ? &next->fiber : &w->sched);
 }
 
-void weft__switch_out(weft__task *self, int intent) {
-  leave(weft__worker_self(), self, intent, false);
+void weft__switch_out(weft__task *self, int intent) { weft__switch_out_from(weft__worker_self(), self, intent); }
+
+void weft__switch_out_from(weft__worker *w, weft__task *self, int intent) {
+  leave(w, self, intent, false);
   /* Resumed, maybe on another worker: finish the switch-out of whoever
    * left the context that switched to us. */
   weft__finish_switch(weft__worker_self());
