@@ -115,6 +115,34 @@ def die(msg):
     sys.exit(1)
 
 
+def build_go_peer(peers, cache):
+    """The Go peer of ../shared/peers built into cache/go (again when its
+    source is newer), offline (Debian's golang); its path, or None without
+    go (bench/spawn_compare.py, bench/file_read_compare.py)."""
+    gobin = os.path.join(cache, "go", "peer-go")
+    gosrc = os.path.join(peers, "go", "main.go")
+    if shutil.which("go") and (not os.path.exists(gobin) or os.path.getmtime(gosrc) > os.path.getmtime(gobin)):
+        d = os.path.join(cache, "go")
+        shutil.rmtree(d, ignore_errors=True)
+        shutil.copytree(os.path.join(peers, "go"), d)
+        for f in os.listdir(d):
+            os.chmod(os.path.join(d, f), 0o644)
+        env = dict(os.environ, GOCACHE=os.path.join(cache, "gocache"), GOFLAGS="-mod=mod", GOPROXY="off")
+        subprocess.run(["go", "build", "-o", "peer-go", "."], cwd=d, env=env, check=True)
+    return gobin if os.path.exists(gobin) else None
+
+
+def json_value(who, name, argv, env):
+    """Run one measurement (argv, with env added) and return the "value" of
+    the last JSON line it printed; exit with its stderr if it failed."""
+    cp = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, timeout=300,
+                        env=dict(os.environ, **env))
+    lines = [l for l in cp.stdout.splitlines() if l.startswith("{")]
+    if cp.returncode != 0 or not lines:
+        sys.exit("%s: %s failed (exit %d): %s" % (who, name, cp.returncode, cp.stderr.strip()[-500:]))
+    return json.loads(lines[-1])["value"]
+
+
 def interleaved(cells, reps, run, say, fmt="%.2f"):
     """The rounds of a one-run comparison: one warm-up round (not counted),
     then reps rounds, each running every cell once, in turn, so that a shared

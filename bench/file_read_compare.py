@@ -19,14 +19,12 @@ table: each cell's median (min-max) in GB/s, and weft (w1, wN) over each
 peer at the same worker count (libuv, single-threaded, at both).
 """
 import argparse
-import json
 import os
-import shutil
 import subprocess
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from compare import interleaved, print_cells  # noqa: E402
+from compare import build_go_peer, interleaved, json_value, print_cells  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
@@ -54,17 +52,8 @@ def build_peers():
             subprocess.run(["cc", "-O2", "-o", uv, src] + flags.stdout.split(), check=True)
     if os.path.exists(uv):
         found["libuv"] = uv
-    gobin = os.path.join(CACHE, "go", "peer-go")
-    gosrc = os.path.join(PEERS, "go", "main.go")
-    if shutil.which("go") and newer(gosrc, gobin):
-        d = os.path.join(CACHE, "go")
-        shutil.rmtree(d, ignore_errors=True)
-        shutil.copytree(os.path.join(PEERS, "go"), d)
-        for f in os.listdir(d):
-            os.chmod(os.path.join(d, f), 0o644)
-        env = dict(os.environ, GOCACHE=os.path.join(CACHE, "gocache"), GOFLAGS="-mod=mod", GOPROXY="off")
-        subprocess.run(["go", "build", "-o", "peer-go", "."], cwd=d, env=env, check=True)
-    if os.path.exists(gobin):
+    gobin = build_go_peer(PEERS, CACHE)
+    if gobin:
         found["go"] = gobin
     for t in (os.environ.get("TOKIO_PEER"), os.path.join(PEERS, "tokio", "peer-tokio"), "/tmp/peer-tokio/peer-tokio"):
         if t and os.access(t, os.X_OK):
@@ -91,12 +80,7 @@ def cells(systems, peers, nproc):
 
 def run(cell):
     name, argv, _ = cell
-    cp = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, timeout=300,
-                        env=dict(os.environ, WEFT_NO_BUILD="1"))
-    lines = [l for l in cp.stdout.splitlines() if l.startswith("{")]
-    if cp.returncode != 0 or not lines:
-        sys.exit("file_read_compare: %s failed (exit %d): %s" % (name, cp.returncode, cp.stderr.strip()[-500:]))
-    return json.loads(lines[-1])["value"]
+    return json_value("file_read_compare", name, argv, {"WEFT_NO_BUILD": "1"})
 
 
 def main():

@@ -26,14 +26,12 @@ git archive OLD | tar -x -C /tmp/old && cmake -S /tmp/old -B /tmp/old/b
 -DCMAKE_BUILD_TYPE=Release && cmake --build /tmp/old/b --target weft_bench).
 """
 import argparse
-import json
 import os
-import shutil
 import subprocess
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from compare import interleaved, print_cells  # noqa: E402
+from compare import build_go_peer, interleaved, json_value, print_cells  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
@@ -52,18 +50,9 @@ def build_peers():
     src = os.path.join(PEERS, "common", "spawn_loop.c")
     if not os.path.exists(loop) or os.path.getmtime(src) > os.path.getmtime(loop):
         subprocess.run(["cc", "-O2", "-Wall", "-o", loop, src, "-lpthread"], check=True)
-    gobin = os.path.join(CACHE, "go", "peer-go")
-    gosrc = os.path.join(PEERS, "go", "main.go")
-    if shutil.which("go") and (not os.path.exists(gobin) or os.path.getmtime(gosrc) > os.path.getmtime(gobin)):
-        d = os.path.join(CACHE, "go")
-        shutil.rmtree(d, ignore_errors=True)
-        shutil.copytree(os.path.join(PEERS, "go"), d)
-        for f in os.listdir(d):
-            os.chmod(os.path.join(d, f), 0o644)
-        env = dict(os.environ, GOCACHE=os.path.join(CACHE, "gocache"), GOFLAGS="-mod=mod", GOPROXY="off")
-        subprocess.run(["go", "build", "-o", "peer-go", "."], cwd=d, env=env, check=True)
+    gobin = build_go_peer(PEERS, CACHE)
     subprocess.run([os.path.join(ROOT, "bench", "run"), "build"], check=True, stdout=sys.stderr)
-    return loop, gobin if os.path.exists(gobin) else None
+    return loop, gobin
 
 
 def cells(args, loop, gobin):
@@ -92,12 +81,7 @@ def cells(args, loop, gobin):
 
 def run(cell):
     name, _, argv, extra = cell
-    cp = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, timeout=300,
-                        env=dict(os.environ, **extra))
-    lines = [l for l in cp.stdout.splitlines() if l.startswith("{")]
-    if cp.returncode != 0 or not lines:
-        sys.exit("spawn_compare: %s failed (exit %d): %s" % (name, cp.returncode, cp.stderr.strip()[-500:]))
-    return json.loads(lines[-1])["value"]
+    return json_value("spawn_compare", name, argv, extra)
 
 
 def main():
