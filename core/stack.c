@@ -326,6 +326,7 @@ static weft__stack *carve(weft__stack_shared *sh, uint32_t n) {
     weft__stack *st = &sl->st[i];
     st->lo = base + i * slot + page_size;
     st->size = sh->default_size;
+    st->color = (i % WEFT__STACK_COLORS) * WEFT__STACK_COLOR_STEP; /* stack.h: colouring */
     st->flags = WEFT__STACK_SLAB | make_guard(sh, base + i * slot);
     /* lowest address first off the cold list: neighbours get used together */
     st->next = i + 1 < n ? &sl->st[i + 1] : NULL;
@@ -359,6 +360,7 @@ static weft__stack *map_custom(weft__stack_shared *sh, size_t size) {
   s->next = NULL;
   s->lo = base + page_size;
   s->size = size;
+  s->color = 0; /* a larger-than-default stack: rare, its own mapping */
   s->flags = make_guard(sh, base);
   prepare(s);
   return s;

@@ -474,7 +474,7 @@ static bool prepare_run(weft__worker *w, weft__task *t) {
       return false;
     }
     t->stack = s;
-    weft__fiber_make(&t->fiber, s->lo, s->size, weft__task_entry, t);
+    weft__fiber_make(&t->fiber, s->lo, s->size - s->color, weft__task_entry, t); /* stack.h: colouring */
     t->started = 1;
   }
   weft__store(&t->last_worker, (int8_t)w->id, RELAXED); /* relaxed: for reports */

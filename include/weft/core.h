@@ -61,7 +61,9 @@ enum weft_backend {
 /* A zero-initialised weft_config means every default. */
 typedef struct weft_config {
   unsigned workers;          /* worker threads; 0 = CPUs in the affinity mask and cgroup quota (WEFT_WORKERS overrides) */
-  size_t stack_size;         /* default task stack; 0 = 64 KiB; at least 16 KiB, at most 1 GiB */
+  size_t stack_size;         /* default task stack; 0 = 64 KiB; at least 16 KiB, at most 1 GiB
+                                (up to 768 bytes at its top are left unused, so that tasks' first
+                                frames spread over the cache's sets: core/stack.h) */
   unsigned ring_entries;     /* io_uring submission entries per worker; 0 = 256; at most 32768 */
   unsigned blocking_threads; /* most threads of the blocking pool; 0 = 64 */
   int64_t blocking_idle_ns;  /* idle time after which a blocking thread exits; 0 = 10 s */
