@@ -296,10 +296,19 @@ int weft_runtime_submit(weft_runtime *rt, weft_fn fn, void *arg, weft_task *out)
   return weft__spawn_external(rt, fn, arg, out);
 }
 
+/* A thread blocked in weft_runtime_wait. Its done node lives here, on the
+ * waiting thread's stack (`keep`: the finisher does not free it, and it
+ * copies what it needs from the node under the task's done lock, before
+ * calling wake_thread), so waiting allocates nothing and cannot fail with
+ * ENOMEM. (It allocated through weft_task_add_done_callback before: under
+ * the tests' allocation-failure injection that failure could land here, on
+ * weft_run's thread, which then shut the runtime down and cancelled the
+ * main task that was still running.) */
 typedef struct thread_waiter {
   pthread_mutex_t lock;
   pthread_cond_t cond;
   bool done;
+  weft__done_node node;
 } thread_waiter;
 
 static void wake_thread(weft_task t, void *arg) {
@@ -317,17 +326,21 @@ int weft_runtime_wait(weft_runtime *rt, weft_task t) {
     weft__debug_misuse("weft_runtime_wait called from a task (it blocks the thread): use weft_join");
     return -EINVAL;
   }
+  weft__task *rec;
+  int rc = weft__task_ref(t, &rec);
+  if (rc) return rc;
   thread_waiter tw = {.done = false};
   pthread_mutex_init(&tw.lock, NULL);
   pthread_cond_init(&tw.cond, NULL);
-  int rc = weft_task_add_done_callback(t, wake_thread, &tw);
-  if (rc == 0) {
+  tw.node = (weft__done_node){.cb = wake_thread, .cb_arg = &tw, .keep = true};
+  if (weft__task_subscribe(rec, &tw.node) == 0) { /* linked: wait for wake_thread */
     pthread_mutex_lock(&tw.lock);
     while (!tw.done) pthread_cond_wait(&tw.cond, &tw.lock);
     pthread_mutex_unlock(&tw.lock);
-    rc = weft_task_status(t);
-    weft_task_release(t);
   }
+  weft__task_unref(rec);
+  rc = weft_task_status(t);
+  weft_task_release(t);
   pthread_cond_destroy(&tw.cond);
   pthread_mutex_destroy(&tw.lock);
   return rc;
