@@ -18,7 +18,8 @@
  *  - pinned task: its own worker (LIFO slot or the owner-only pinned list
  *    when woken there; that worker's inbox from elsewhere); never a deque,
  *    so it is never stolen;
- *  - migrate test mode: another worker's inbox, chosen at random;
+ *  - migrate test mode: another worker's inbox, chosen at random, and from
+ *    there its owner-only list, so that it runs on that worker;
  *  - from a task of the same runtime: the LIFO slot; its previous occupant
  *    goes to the back of the deque (stealable: notify an idle worker);
  *  - from the scheduler (timers, completions): the back of the deque;
@@ -601,16 +602,20 @@ void weft__task_entry(void *arg) {
 /* ------------------------------------------------------------ finding work */
 
 /* OWNER: move the inbox into the local queues: pinned tasks to the pinned
- * list, others to the deque. Returns one task to run, or NULL. */
+ * list, others to the deque. Returns one task to run, or NULL. In the
+ * migrate test mode every task goes to the pinned list (owner-only): in the
+ * deque the worker it was sent away from could steal it back, and the mode
+ * promises a move at every suspension. */
 static weft__task *drain_inbox(weft__worker *w) {
   weft__link *l = weft__inbox_take_all(&w->inbox);
   weft__task *first = NULL;
+  bool keep_here = w->rt->migrate;
   while (l) {
     weft__link *next = l->next;
     weft__task *t = task_of(l);
     if (!first) {
       first = t;
-    } else if (is_pinned(t)) {
+    } else if (keep_here || is_pinned(t)) {
       t->link.next = NULL;
       if (w->pinned_tail)
         w->pinned_tail->link.next = &t->link;

@@ -66,7 +66,7 @@ typedef struct weft__worker {
   int n_spawned_stack;
   weft__task *taken[WEFT__TAKE_BATCH]; /* claimed from the own deque, not yet run (owner only) */
   int n_taken, taken_next;
-  weft__task *pinned_head;    /* pinned tasks ready to run here, FIFO (linked by link.next) */
+  weft__task *pinned_head;    /* pinned tasks ready to run here (migrate mode: all), FIFO by link.next */
   weft__task *pinned_tail;
   int lifo_streak;
   uint32_t tick;

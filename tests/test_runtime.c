@@ -585,11 +585,19 @@ static int migrating(void *arg) {
   return moves;
 }
 
+/* Several tasks at once: a worker's inbox then holds more than one of them,
+ * and none of those may run on the worker it left (they once went to the
+ * stealable deque, where that worker could take them back). */
 static int migrate_main(void *arg) {
   (void)arg;
-  weft_task t = weft_spawn(migrating, NULL);
-  int moves = weft_join(t);
-  weft_task_release(t);
+  enum { N = 8 };
+  weft_task t[N];
+  for (int i = 0; i < N; i++) t[i] = weft_spawn(migrating, NULL);
+  int moves = 0;
+  for (int i = 0; i < N; i++) {
+    moves += weft_join(t[i]);
+    weft_task_release(t[i]);
+  }
   return moves;
 }
 
@@ -597,7 +605,7 @@ TEST(migrate_mode_moves_every_suspension) {
   weft_config c = cfg_workers(2);
   c.test_migrate = 1;
   c.test_seed = 12345;
-  ASSERT_EQ(weft_run(migrate_main, NULL, &c), 100);
+  ASSERT_EQ(weft_run(migrate_main, NULL, &c), 8 * 100);
 }
 
 /* ------------------------------------------------------------ debug reports */
