@@ -10,8 +10,10 @@
 #define _GNU_SOURCE
 #include "server_main.h"
 
-/* Echo until end of stream: read what came, hand it back. A write sends at
- * once when the kernel takes it; drain is needed only for what it did not. */
+/* Echo until end of stream: read what came, hand it back. On epoll a write
+ * sends at once when the kernel takes it; on io_uring it leaves with the
+ * worker's next batch of I/O and counts as buffered until then, so drain
+ * (asyncio's write-then-drain) waits for that batch, on this worker. */
 static int echo(weft_stream *s, void *arg) {
   (void)arg;
   weft_set_nodelay(weft_stream_fd(s), true);
