@@ -11,7 +11,9 @@
  *     notify: it wakes a parked worker only if none is searching and some
  *     worker is parked: one relaxed load on the hot path; no wake at all
  *     while every worker is busy or one is already looking. A worker
- *     pushing to its own deque skips the fence (notify_local).
+ *     pushing to its own deque skips the fence (notify_local), and from
+ *     its scheduler context notifies only from the second task on (the
+ *     first is what it runs next: core/worker.c push_back_unpinned).
  *  3. A searcher that finds work stops searching; if it was the last
  *     searcher it notifies, so that the rest of the work is found too.
  *  4. A worker that parks while it was the last searcher re-checks every
