@@ -71,6 +71,7 @@ typedef struct weft__worker {
   int lifo_streak;
   uint32_t tick;
   bool parked_seen;           /* weft__schedule_spawn's hint: some worker was parked */
+  bool notify_owed;           /* a wake deferred by push_back_unpinned (core/worker.c) */
   bool searching;
   uint64_t rng;               /* xorshift state: victims, the migrate test mode */
   weft__task *free_tasks;     /* a magazine of free records, linked by link.next (core/worker.c) */

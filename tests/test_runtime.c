@@ -8,6 +8,7 @@
 #include <weft/weft.h>
 
 #include "core/alloc.h"
+#include "core/task.h"
 #include "test.h"
 #include "test_util.h"
 
@@ -572,6 +573,57 @@ TEST(pinned_tasks_stay_on_their_worker) {
   ASSERT_EQ(weft_run(pin_main, NULL, &c), 0);
   c.test_migrate = 1;
   ASSERT_EQ(weft_run(pin_main, NULL, &c), 0);
+}
+
+/* A task woken in the scheduler's pass (here by its timer) behind local
+ * work that runs long (a pinned task woken in the same pass, which then
+ * spins) is taken by the idle worker, not left behind it. The worker puts
+ * off the wake-up for the first task of its empty deque, which it usually
+ * runs next (core/worker.c push_back_unpinned), and pays it when it picks
+ * something else first, as here. */
+static struct {
+  int64_t deadline;
+  _Atomic int64_t resumed;
+} behind;
+
+static int hog_after_sleeper(void *arg) {
+  (void)arg;
+  weft_sleep_until(behind.deadline + 1); /* expires in the same pass, popped after the sleeper */
+  int64_t end = weft_now_ns() + 400000000;
+  while (weft_now_ns() < end) {
+  }
+  return 0;
+}
+
+static int timed_sleeper(void *arg) {
+  (void)arg;
+  weft_unpin(); /* started on the hog's worker, its timer there; free to move once woken */
+  weft_sleep_until(behind.deadline);
+  atomic_store(&behind.resumed, weft_now_ns());
+  return 0;
+}
+
+static int behind_main(void *arg) {
+  (void)arg;
+  unsigned x = (unsigned)weft_worker_id();
+  behind.deadline = weft_now_ns() + 5000000;
+  atomic_store(&behind.resumed, 0);
+  weft_task s = weft__spawn_pinned(x, timed_sleeper, NULL, NULL);
+  weft_task h = weft__spawn_pinned(x, hog_after_sleeper, NULL, NULL);
+  ASSERT_TRUE(s.rec && h.rec);
+  ASSERT_EQ(weft_join(s), 0);
+  int64_t late = atomic_load(&behind.resumed) - behind.deadline;
+  ASSERT_EQ(weft_join(h), 0);
+  weft_task_release(s);
+  weft_task_release(h);
+  if (late >= 200000000) fprintf(stderr, "woken %lld ms late, behind the hog\n", (long long)(late / 1000000));
+  ASSERT_TRUE(late < 200000000);
+  return 0;
+}
+
+TEST(a_task_woken_behind_a_long_local_task_is_stolen) {
+  weft_config c = cfg_workers(2);
+  ASSERT_EQ(weft_run(behind_main, NULL, &c), 0);
 }
 
 static int migrating(void *arg) {
