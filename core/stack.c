@@ -43,8 +43,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
-#include <sys/syscall.h>
-#include <sys/uio.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -85,7 +83,6 @@ static long budget_initial;
  * and both get EINVAL; no data is published through it. */
 static _Atomic int no_guard_install;
 static _Atomic int no_populate;
-static _Atomic int no_batch_populate; /* process_madvise refused (see populate_batch) */
 
 /* Mappings left for mprotect guards. Relaxed fetch_sub/fetch_add: a counter
  * only, it orders nothing; it may dip below zero briefly while a loser
@@ -188,14 +185,6 @@ void weft__stack_test_guard(bool no_install, long budget) {
 }
 
 long weft__stack_test_guard_budget(void) { return weft__load(&guard_budget, RELAXED); }
-
-static int cold_batch(void);
-
-int weft__stack_test_batch(bool off) {
-  pthread_once(&proc_once, proc_init);
-  if (off) weft__store(&no_batch_populate, 1, RELAXED);
-  return cold_batch();
-}
 unsigned long weft__stack_test_dontneed_calls(void) { return weft__load(&dontneed_calls, RELAXED); }
 #define COUNT_DONTNEED() weft__fetch_add(&dontneed_calls, 1, RELAXED)
 #else
@@ -262,49 +251,6 @@ static void prepare(weft__stack *s) {
     uint64_t c = weft__stack_canary_of(s);
     memcpy(s->lo, &c, sizeof c);
   }
-}
-
-/* How many cold stacks a get takes at once: a batch only where populating
- * pays and the batched call works (prepare_batch). */
-static int cold_batch(void) {
-  /* relaxed: sticky hints, pairs with nothing */
-  return weft__load(&no_populate, RELAXED) || weft__load(&no_batch_populate, RELAXED) ? 1 : WEFT__STACK_POPULATE_BATCH;
-}
-
-/* process_madvise(2) on the caller's own memory, no descriptor needed
- * (PIDFD_SELF_THREAD, Linux 6.15), with any advice (allowed on oneself
- * since 6.13). */
-#define PIDFD_SELF_THREAD_ (-10000)
-
-/* prepare() for n stacks at once: their top pages populated with ONE
- * system call (process_madvise takes a list of ranges). Measured on this
- * project's VM, per stack: madvise + first touch 9-12 us, the batch's share
- * 1.15 us + first touch 4.5-7 us; a touch alone 14-18 us. Where the kernel
- * refuses (older than 6.15: EBADF or EINVAL), each stack is prepared
- * alone from then on. */
-static void prepare_batch(weft__stack **st, int n) {
-#ifdef SYS_process_madvise
-  if (n > 1 && !weft__load(&no_populate, RELAXED) && !weft__load(&no_batch_populate, RELAXED)) {
-    struct iovec iov[WEFT__STACK_POPULATE_BATCH];
-    for (int i = 0; i < n; i++) iov[i] = (struct iovec){st[i]->lo + st[i]->size - page_size, page_size};
-    int saved = errno;
-    long r = syscall(SYS_process_madvise, PIDFD_SELF_THREAD_, iov, (size_t)n, MADV_POPULATE_WRITE, 0);
-    bool refused = r < 0 && (errno == EBADF || errno == EINVAL || errno == ENOSYS || errno == EPERM);
-    errno = saved;
-    if (refused) weft__store(&no_batch_populate, 1, RELAXED); /* relaxed: a sticky hint, as no_populate */
-    if (!refused) { /* done, or short of memory: the first touches fault in what is missing */
-      for (int i = 0; i < n; i++)
-        if (st[i]->flags & WEFT__STACK_CANARY) {
-          uint64_t c = weft__stack_canary_of(st[i]);
-          memcpy(st[i]->lo, &c, sizeof c);
-        }
-      return;
-    }
-  }
-#else
-  weft__store(&no_batch_populate, 1, RELAXED); /* headers without the call: one at a time */
-#endif
-  for (int i = 0; i < n; i++) prepare(st[i]);
 }
 
 /* ---------------------------------------------------------------- shared, pool */
@@ -430,40 +376,17 @@ weft__stack *weft__stack_get(weft__stack_pool *p, size_t size) {
     s->next = NULL;
     return s;
   }
-  /* Cold: take a batch, so that their top pages are populated with one
-   * system call (prepare_batch); the rest go to the hot list (they have
-   * memory now). One at a time where batches are refused or not worth it. */
-  int want = cold_batch();
-  weft__stack *batch[WEFT__STACK_POPULATE_BATCH];
-  int k = 0;
   pthread_mutex_lock(&sh->lock);
-  while (k < want && sh->cold) {
-    batch[k++] = sh->cold;
-    sh->cold = sh->cold->next;
-  }
+  s = sh->cold;
+  if (s) sh->cold = s->next;
   uint32_t n = sh->slab_next;
   pthread_mutex_unlock(&sh->lock);
-  if (k == 0) {
+  if (!s) {
     s = carve(sh, n);
     if (!s) return NULL;
-    batch[k++] = s;
-    if (want > 1) {
-      pthread_mutex_lock(&sh->lock);
-      while (k < want && sh->cold) {
-        batch[k++] = sh->cold;
-        sh->cold = sh->cold->next;
-      }
-      pthread_mutex_unlock(&sh->lock);
-    }
   }
-  prepare_batch(batch, k);
-  for (int i = k - 1; i >= 1; i--) { /* lowest address first off the hot list, as off the cold one */
-    batch[i]->next = p->hot;
-    p->hot = batch[i];
-    p->n_hot++;
-  }
-  s = batch[0];
   s->next = NULL;
+  prepare(s);
   return s;
 }
 

@@ -57,7 +57,6 @@
 #include <stdint.h>
 
 #define WEFT_STACK_HOT 64 /* stacks a worker keeps with their memory while parked */
-#define WEFT__STACK_POPULATE_BATCH 16 /* cold stacks a worker takes and populates at once */
 
 typedef struct weft__stack {
   struct weft__stack *next; /* pool or cold-list link (owner of the list only) */
@@ -178,8 +177,6 @@ void weft__fault_mmap_after(long n); /* make the mmap after n more fail (n < 0: 
 void weft__stack_test_guard(bool no_install, long budget);
 long weft__stack_test_guard_budget(void);        /* mappings left for mprotect guards */
 unsigned long weft__stack_test_dontneed_calls(void); /* madvise(DONTNEED) calls made by trims */
-/* Cold stacks a get takes at once now (1, or WEFT__STACK_POPULATE_BATCH); off: 1 from now on. */
-int weft__stack_test_batch(bool off);
 #endif
 
 #endif

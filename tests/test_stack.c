@@ -403,7 +403,6 @@ TEST(stack_shared_init_sizes) {
 }
 
 TEST(stack_hot_lifo_reuse) {
-  weft__stack_test_batch(true); /* one stack per cold get: the hot list counted exactly */
   weft__stack_shared sh;
   weft__stack_pool p;
   ASSERT_EQ(weft__stack_shared_init(&sh, 0), 0);
@@ -432,7 +431,6 @@ TEST(stack_hot_lifo_reuse) {
 }
 
 TEST(stack_default_and_custom_sizes) {
-  weft__stack_test_batch(true); /* one stack per cold get: the hot list counted exactly */
   weft__stack_shared sh;
   weft__stack_pool p;
   ASSERT_EQ(weft__stack_shared_init(&sh, 0), 0);
@@ -460,40 +458,6 @@ TEST(stack_default_and_custom_sizes) {
   weft__stack_put(&p, dd);
   weft__stack_pool_fini(&p);
   weft__stack_shared_fini(&sh);
-}
-
-/* Where populating pays and the kernel takes a list of ranges, a cold get
- * takes a batch: its first stack is returned, the others go to the hot list
- * with their top pages populated by the same call; none is handed out twice,
- * and all go back. Elsewhere one stack per get. */
-TEST(stack_cold_get_populates_a_batch) {
-  int batch = weft__stack_test_batch(false);
-  printf("  cold gets take %d stack(s) at a time\n", batch);
-  ASSERT_TRUE(batch == 1 || batch == WEFT__STACK_POPULATE_BATCH);
-  weft__stack_shared sh;
-  weft__stack_pool p;
-  ASSERT_EQ(weft__stack_shared_init(&sh, 0), 0);
-  weft__stack_pool_init(&p, &sh);
-  enum { N = 100 };
-  weft__stack *s[N];
-  for (int i = 0; i < N; i++) {
-    size_t hot = p.n_hot;
-    s[i] = weft__stack_get(&p, 0);
-    ASSERT_TRUE(s[i] != NULL);
-    if (hot == 0 && batch > 1) {
-      ASSERT_TRUE(p.n_hot >= 1 && p.n_hot <= (size_t)batch - 1); /* a slab may have had fewer left */
-      for (weft__stack *h = p.hot; h; h = h->next) ASSERT_TRUE(is_resident(h->lo + h->size - 1));
-    } else if (hot == 0) {
-      ASSERT_UEQ(p.n_hot, 0);
-    }
-    ASSERT_TRUE(is_resident(s[i]->lo + s[i]->size - 1));
-    for (int j = 0; j < i; j++) ASSERT_TRUE(s[j] != s[i]);
-    memset(s[i]->lo + s[i]->size - 64, i, 64);
-  }
-  for (int i = 0; i < N; i++) ASSERT_EQ(s[i]->lo[s[i]->size - 1], (char)i);
-  for (int i = 0; i < N; i++) weft__stack_put(&p, s[i]);
-  weft__stack_pool_fini(&p);
-  weft__stack_shared_fini(&sh); /* asserts every stack is back */
 }
 
 /* The whole usable range can be written, and a fresh stack's top page is
@@ -653,7 +617,6 @@ TEST(stack_trim_gives_memory_back) {
 
 /* Trim with nothing to trim, or fewer than WEFT_STACK_HOT: nothing happens. */
 TEST(stack_trim_below_hot_is_noop) {
-  weft__stack_test_batch(true); /* one stack per cold get: the hot list counted exactly */
   weft__stack_shared sh;
   weft__stack_pool p;
   ASSERT_EQ(weft__stack_shared_init(&sh, 0), 0);
