@@ -416,9 +416,8 @@ static void publish_spawned(weft__worker *w) {
 /* OWNER: make the spawn stack stealable (fairness: every global interval,
  * and before parking). */
 static void spill_spawned(weft__worker *w) {
-  int n = w->n_spawned_stack;
-  w->n_spawned_stack = 0; /* first: push_back's notify rule looks at what is left local */
-  for (int i = 0; i < n; i++) push_back(w, w->spawned_stack[i]);
+  for (int i = 0; i < w->n_spawned_stack; i++) push_back(w, w->spawned_stack[i]);
+  w->n_spawned_stack = 0;
 }
 
 /* ------------------------------------------------------------ timers */
