@@ -321,15 +321,32 @@ static void done_cb(weft_task t, void *arg) {
   atomic_fetch_add(&cb_calls, (int)(intptr_t)arg);
 }
 
+static weft_event cb_go;
+static int ret9_when_told(void *arg) {
+  (void)arg;
+  weft_event_wait(&cb_go);
+  return 9;
+}
+
 static int callbacks_main(void *arg) {
   (void)arg;
   weft_task t = weft_spawn(sleeper, (void *)(intptr_t)5000000);
   (void)t;
-  weft_task u = weft_spawn(ret_arg, (void *)9);
+  weft_event_init(&cb_go);
+  /* u finishes only once both callbacks are registered: both then run on
+   * the thread that finishes it. (A callback added while u is finishing
+   * would run at once on the adder's thread, and the finisher's may still
+   * be running: join and done publish before the callbacks run.) */
+  weft_task u = weft_spawn(ret9_when_told, NULL);
   ASSERT_EQ(weft_task_add_done_callback(u, done_cb, (void *)1), 0);
   ASSERT_EQ(weft_task_add_done_callback(u, done_cb, (void *)10), 0);
+  weft_event_set(&cb_go);
   ASSERT_EQ(weft_join(u), 9);
+  /* join returns once u is done, maybe while its finisher is still running
+   * the callbacks on another worker: wait for them (bounded) */
+  for (int i = 0; i < 5000 && atomic_load(&cb_calls) != 11; i++) weft_sleep_ns(1000000);
   ASSERT_EQ(atomic_load(&cb_calls), 11);
+  ASSERT_EQ(weft_event_destroy(&cb_go), 0);
   ASSERT_EQ(weft_task_add_done_callback(u, done_cb, (void *)100), 0); /* done: called at once */
   ASSERT_EQ(atomic_load(&cb_calls), 111);
   weft_task_release(u);
