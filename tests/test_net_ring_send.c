@@ -8,7 +8,8 @@
  * cancelled through a task on its ring's worker), and once the peer reads,
  * a drain sends everything in order, every byte checked. An abort with a
  * stuck ring send closes at once. Many small writes racing a reader on the
- * other worker keep their order. No descriptor leaks. On epoll the same
+ * other worker keep their order. A writer draining after each write
+ * resumes on its ring's worker. No descriptor leaks. On epoll the same
  * tests run the system-call path (the expectations hold for both). */
 #include <fcntl.h>
 #include <pthread.h>
@@ -190,8 +191,8 @@ TEST(small_writes_keep_their_order_across_workers) {
   ASSERT_EQ(weft_run(order_main, NULL, &c), 0);
 }
 
-/* A writer that drains after each of 2,000 small writes waits for its ring send on
- * the ring's worker, and resumes there: it used to come back through the
+/* A writer that drains after each of 2,000 small writes waits for its ring
+ * send on the ring's worker, and resumes there: it used to come back through the
  * deque, where the other worker, woken for it, often stole it (a server's
  * connection hopping between workers, a wake-up per message). io_uring
  * only: on epoll a drain that waits for room waits like any other task,
@@ -210,7 +211,7 @@ static int drainer(void *arg) {
   return moves;
 }
 
-/* The peer's reader, a plain thread (300 small messages would fill the
+/* The peer's reader, a plain thread (a few hundred small messages fill the
  * socket's buffer: each takes a buffer of its own there). */
 static void *peer_reader(void *arg) {
   int fd = *(int *)arg;
