@@ -71,14 +71,21 @@ typedef struct weft__stack {
  * aligned, so without an offset they all fall in the same few sets of the
  * L1 data cache (indexed by the address bits below the page size). A slab
  * stack starts its first frame WEFT__STACK_COLOR_STEP * (its index in the
- * slab mod WEFT__STACK_COLORS) bytes below its top: at most 768 bytes of
+ * slab mod WEFT__STACK_COLORS) bytes below its top: at most 896 bytes of
  * the stack, so a task that uses less than ~3 KiB still fits its top page
- * (RSS per idle task unchanged). Measured (docs/benchmarks.md, "stack
+ * (RSS per idle task unchanged: idle_tasks 4,390 bytes per task with 4 or
+ * 8 colours). A yielding task's hot bytes are about two cache lines (the
+ * saved registers and the frame that called the switch), so 8 colours 128
+ * bytes apart tile 1 KiB of each page without overlap, twice the sets of 4
+ * colours 256 bytes apart. Measured (docs/benchmarks.md, "stack
  * colouring"): 4 colours of 256 bytes gained on yield_many (1,000 tasks)
- * and cost nothing on chained_spawn; 16 of 64 bytes gained more on the
- * first and lost 5% on the second. */
-#define WEFT__STACK_COLORS 4
-#define WEFT__STACK_COLOR_STEP 256
+ * over none, and 8 of 128 bytes gained again: yield_many at 1 worker with
+ * 200 and 1,000 tasks 1.6-1.9x the rate of 4 colours, chained_spawn, fib,
+ * ping_pong and idle_tasks unchanged. 16 of 64 bytes matched 8 on
+ * yield_many and lost 3-5% on chained_spawn. A colour index decorrelated
+ * from the page position ((i + i / 16) mod 8) was 20% slower than i mod 8. */
+#define WEFT__STACK_COLORS 8
+#define WEFT__STACK_COLOR_STEP 128
 
 enum {
   WEFT__STACK_GUARD = 1u << 0,    /* a guard page sits below lo */
