@@ -215,15 +215,15 @@ int weft__collector_wait(weft__collector *c, int64_t deadline, bool cancellable)
 }
 
 bool weft__sub_done(weft__sub *s) {
-  if (s->task) return weft__load(&s->task->done, ACQUIRE) & WEFT__DL_DONE; /* acquire: pairs with the release setting DONE */
+  if (s->task) return weft__load(&s->task->done, ACQUIRE) & WEFT__DL_ENDED; /* acquire: pairs with the release setting DONE or FINISHING */
   return weft_future_done(s->future);
 }
 
 int weft__sub_result(weft__sub *s, void **value) {
   if (s->task) {
     if (value) *value = NULL;
-    /* acquire: pairs with the release that set DONE: status is final */
-    return (weft__load(&s->task->done, ACQUIRE) & WEFT__DL_DONE) ? s->task->status : -EBUSY;
+    /* acquire: pairs with the release that set DONE or FINISHING: status is final */
+    return (weft__load(&s->task->done, ACQUIRE) & WEFT__DL_ENDED) ? s->task->status : -EBUSY;
   }
   return weft_future_result(s->future, value);
 }

@@ -12,8 +12,16 @@
  * value, DONE; then, in batches, unlink up to BATCH nodes under the lock,
  * copying what each needs, and after unlocking wake the waiters and run the
  * callbacks, so nothing touches a node after the lock that unlinked it was
- * released (a woken waiter may return and reuse its node at once). No new
- * node is linked once DONE is set, so the batches end.
+ * released (a woken waiter may return and reuse its node at once).
+ *
+ * Callback order: from the first batch that holds a callback until the
+ * list is found empty again, `draining` is set (under the lock), and a
+ * subscription (weft_future_add_done_callback, the await layer) appends
+ * its node instead of being told "done": the completing thread runs it
+ * behind the callbacks added before it, in the order of adding, as
+ * asyncio's call_soon does. Only the completer's own callbacks can keep it
+ * looping, and each is added by someone once, so the batches end. Awaiting
+ * tasks are not held back: done() and result() answer from `state`.
  *
  * An awaiting task woken by a cancellation re-takes the lock: if its node is
  * still linked it was not chosen: it unlinks it and, as asyncio does when
@@ -52,7 +60,8 @@ typedef struct future_impl {
   void *value;             /* under lock; final once DONE */
   weft__done_node *head;   /* under lock */
   weft__done_node *tail;   /* under lock */
-  size_t n_nodes;          /* under lock */
+  uint32_t n_nodes;        /* under lock */
+  bool draining;           /* under lock: done, and the completer still runs callbacks */
 } future_impl;
 
 _Static_assert(sizeof(future_impl) <= sizeof(weft_future), "weft_future's storage is too small");
@@ -69,6 +78,7 @@ int weft_future_init(weft_future *f) {
   x->value = NULL;
   x->head = x->tail = NULL;
   x->n_nodes = 0;
+  x->draining = false;
   weft__store(&x->busy, 0, RELAXED);
   return 0;
 }
@@ -138,6 +148,7 @@ static int complete(weft_future *f, int status, void *value) {
     weft_done_cb cbs[BATCH];
     void *args[BATCH];
     int n = 0;
+    bool callbacks = false;
     while (x->head && n < BATCH) {
       weft__done_node *node = x->head;
       x->head = node->next;
@@ -147,10 +158,12 @@ static int complete(weft_future *f, int status, void *value) {
       seqs[n] = node->seq;
       cbs[n] = node->cb;
       args[n] = node->cb_arg;
+      callbacks |= node->waiter == NULL;
       n++;
     }
     if (!x->head) x->tail = NULL;
-    bool more = x->head != NULL;
+    bool last = !x->head && !callbacks;
+    x->draining = !last;
     weft__spin_unlock(&x->lock);
     for (int i = 0; i < n; i++) {
       if (waiters[i])
@@ -158,12 +171,15 @@ static int complete(weft_future *f, int status, void *value) {
       else
         cbs[i](WEFT_TASK_NULL, args[i]);
     }
-    if (!more) {
-      /* the last touch of the future: release pairs with destroy's acquire */
-      weft__fetch_sub(&x->busy, 1, RELEASE);
-      return 0;
+    if (!last) {
+      weft__spin_lock(&x->lock);
+      if (x->head) continue; /* added meanwhile (or left by a full batch): behind them, in order */
+      x->draining = false;
+      weft__spin_unlock(&x->lock);
     }
-    weft__spin_lock(&x->lock);
+    /* the last touch of the future: release pairs with destroy's acquire */
+    weft__fetch_sub(&x->busy, 1, RELEASE);
+    return 0;
   }
 }
 
@@ -191,7 +207,7 @@ int weft__future_status(weft_future *f) { return impl(f)->status; }
 int weft__future_subscribe(weft_future *f, weft__done_node *n) {
   future_impl *x = impl(f);
   weft__spin_lock(&x->lock);
-  if (weft__load(&x->state, RELAXED) == DONE) {
+  if (weft__load(&x->state, RELAXED) == DONE && !x->draining) {
     weft__spin_unlock(&x->lock);
     return 1;
   }

@@ -433,7 +433,17 @@ static weft_task handle_of(weft__task *t) {
 
 /* The task has returned: publish status, wake joiners, run callbacks. Runs
  * on the task's own stack, before its final switch (its running reference
- * keeps the record alive). */
+ * keeps the record alive).
+ *
+ * Callbacks run in the order they were added, as asyncio's call_soon runs
+ * them, even those added while earlier ones run: from the first batch that
+ * holds a callback until the list is found empty again the word says
+ * FINISHING, not DONE, and weft_task_add_done_callback (and the await
+ * layer's subscriptions) append to the list instead of running at once;
+ * this loop takes them up. Joiners and status readers treat FINISHING as
+ * ended (asyncio: done() is true, and an await returns, before the done
+ * callbacks have run). A batch of joiners only, with nothing behind it,
+ * publishes DONE at once: the common join costs no extra lock round. */
 void weft__task_finish(weft__task *t, int status) {
   if (weft__unlikely(weft__load(&t->ext, RELAXED) != NULL)) weft__ext_task_end(t); /* relaxed: our own */
   t->status = status;
@@ -450,6 +460,7 @@ void weft__task_finish(weft__task *t, int status) {
     void *cb_args[BATCH];
     weft__done_node *cb_nodes[BATCH];
     int n = 0;
+    bool callbacks = false;
     while (t->done_list && n < BATCH) {
       weft__done_node *node = t->done_list;
       t->done_list = node->next;
@@ -459,10 +470,13 @@ void weft__task_finish(weft__task *t, int status) {
       cbs[n] = node->cb;
       cb_args[n] = node->cb_arg;
       cb_nodes[n] = node->waiter || node->keep ? NULL : node; /* a kept node is its callback's */
+      callbacks |= node->waiter == NULL;
       n++;
     }
     if (!t->done_list) t->done_tail = NULL;
-    done_unlock(t, WEFT__DL_DONE | (t->done_list ? WEFT__DL_WAITERS : 0));
+    bool last = !t->done_list && !callbacks;
+    /* release (the unlock): publishes status with either flag */
+    done_unlock(t, last ? WEFT__DL_DONE : WEFT__DL_FINISHING | (t->done_list ? WEFT__DL_WAITERS : 0));
     for (int i = 0; i < n; i++) {
       if (waiters[i]) {
         weft__wake(waiters[i], seqs[i], WEFT__WAKE_NORMAL);
@@ -471,10 +485,10 @@ void weft__task_finish(weft__task *t, int status) {
         if (cb_nodes[i]) weft__free(cb_nodes[i], sizeof(weft__done_node));
       }
     }
-    if (n < BATCH) break;
+    if (last) break;
     d = done_lock(t);
     if (!t->done_list) {
-      done_unlock(t, WEFT__DL_DONE);
+      done_unlock(t, WEFT__DL_DONE); /* every callback added so far has run */
       break;
     }
   }
@@ -483,6 +497,8 @@ void weft__task_finish(weft__task *t, int status) {
 
 /* ------------------------------------------------------------ subscriptions (core/await.c) */
 
+/* While t is FINISHING the node is appended, not reported done: the finisher
+ * takes it up behind the callbacks added before it (weft__task_finish). */
 int weft__task_subscribe(weft__task *t, weft__done_node *n) {
   uint32_t d = done_lock(t);
   if (d & WEFT__DL_DONE) {
@@ -576,10 +592,10 @@ int weft_join(weft_task h) {
   bool restore_pending = false;
   if (try_inline(self, t)) goto joined;
   for (;;) {
-    /* acquire: pairs with the release that set DONE: status is final */
-    if (weft__load(&t->done, ACQUIRE) & WEFT__DL_DONE) break;
+    /* acquire: pairs with the release that set DONE or FINISHING: status is final */
+    if (weft__load(&t->done, ACQUIRE) & WEFT__DL_ENDED) break;
     uint32_t d = done_lock(t);
-    if (d & WEFT__DL_DONE) {
+    if (d & WEFT__DL_ENDED) {
       done_unlock(t, d);
       break;
     }
@@ -642,8 +658,8 @@ static bool ref_live(weft__task *t) {
  * store of inline_child and exchange of cancel_pending, are seq_cst: a
  * Dekker pair, so at least one side sees the other. */
 static int cancel_rec(weft__task *t) {
-  /* acquire: pairs with the release that set DONE */
-  if (weft__load(&t->done, ACQUIRE) & WEFT__DL_DONE) return 0;
+  /* acquire: pairs with the release that set DONE or FINISHING */
+  if (weft__load(&t->done, ACQUIRE) & WEFT__DL_ENDED) return 0;
   weft__fetch_add(&t->cancelling, 1, RELAXED); /* relaxed: a count for cancelling() */
   /* seq_cst: Dekker pair with weft__wait_prepare (see task.h), and with
    * try_inline (above) */
@@ -707,7 +723,7 @@ weft_task weft_current(void) {
 bool weft_task_done(weft_task h) {
   weft__task *t;
   if (weft__task_ref(h, &t)) return false;
-  bool d = weft__load(&t->done, ACQUIRE) & WEFT__DL_DONE; /* acquire: pairs with the release that set DONE */
+  bool d = weft__load(&t->done, ACQUIRE) & WEFT__DL_ENDED; /* acquire: pairs with the release that set DONE or FINISHING */
   weft__task_unref(t);
   return d;
 }
@@ -717,7 +733,7 @@ int weft_task_status(weft_task h) {
   int rc = weft__task_ref(h, &t);
   if (rc) return rc;
   /* acquire: pairs with the release that set DONE: status is final */
-  int s = (weft__load(&t->done, ACQUIRE) & WEFT__DL_DONE) ? t->status : -EBUSY;
+  int s = (weft__load(&t->done, ACQUIRE) & WEFT__DL_ENDED) ? t->status : -EBUSY;
   weft__task_unref(t);
   return s;
 }
@@ -789,7 +805,7 @@ static int list_tasks(weft__runtime *rt, weft_task_info *out, size_t n) {
        * a listing is a snapshot for reports */
       uint32_t d = weft__load(&t->done, ACQUIRE);
       uint32_t st = WEFT__WS_STATE(weft__load(&t->ws, RELAXED));
-      i->state = (d & WEFT__DL_DONE)                                   ? WEFT_TASK_DONE
+      i->state = (d & WEFT__DL_ENDED)                                   ? WEFT_TASK_DONE
                  : (st == WEFT__TS_RUNNING || st == WEFT__TS_WAITING) ? WEFT_TASK_RUNNING
                  : st == WEFT__TS_PARKED                               ? WEFT_TASK_SUSPENDED
                                                                        : WEFT_TASK_RUNNABLE;

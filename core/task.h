@@ -110,12 +110,18 @@ typedef struct weft__done_node {
   void *cb_arg;
 } weft__done_node;
 
-/* The done word: a tiny lock and two flags (see core/task.c, "done list").
- *   bit 0  LOCKED   the done list is being changed
- *   bit 1  DONE     the task has ended; status is final
- *   bit 2  WAITERS  the done list is not empty
- * A task ending with no waiters needs one CAS (0 -> DONE). */
-enum { WEFT__DL_LOCKED = 1u, WEFT__DL_DONE = 2u, WEFT__DL_WAITERS = 4u };
+/* The done word: a tiny lock and three flags (see core/task.c, "done list").
+ *   bit 0  LOCKED     the done list is being changed
+ *   bit 1  DONE       the task has ended, status is final, and every done
+ *                     callback added so far has run
+ *   bit 2  WAITERS    the done list is not empty
+ *   bit 3  FINISHING  the task has ended and status is final, but the
+ *                     finishing thread still runs its callbacks: a callback
+ *                     added now joins the list behind them (FIFO)
+ * "Ended" (status final: join, done(), status(), cancel) is DONE or
+ * FINISHING. A task ending with no waiters needs one CAS (0 -> DONE). */
+enum { WEFT__DL_LOCKED = 1u, WEFT__DL_DONE = 2u, WEFT__DL_WAITERS = 4u, WEFT__DL_FINISHING = 8u };
+enum { WEFT__DL_ENDED = WEFT__DL_DONE | WEFT__DL_FINISHING };
 
 /* A task's place in a primitive's wait list (core/waitlist.h): under that
  * primitive's lock. A task waits in at most one list at a time. */

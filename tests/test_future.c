@@ -1,5 +1,7 @@
 /* tests/test_future.c: futures (asyncio.Future) and the awaitable value. */
 #include <pthread.h>
+#include <sched.h>
+#include <string.h>
 
 #include "task_util.h"
 
@@ -126,6 +128,59 @@ static int callbacks_main(void *arg) {
   return 0;
 }
 TEST(future_done_callbacks) { run_both(callbacks_main, NULL); }
+
+/* A callback added from another thread while the completer runs an earlier
+ * one runs after it, on the completer's thread (asyncio's FIFO order); an
+ * awaiter is not held back meanwhile: result() answers at once. */
+static struct {
+  weft_future f;
+  _Atomic int first_running, added, n;
+  _Atomic int order[2];
+  _Atomic int ran_at_once, result_during;
+} ff;
+
+static void ff_first(weft_future *f, void *arg) {
+  (void)f;
+  (void)arg;
+  atomic_store(&ff.first_running, 1);
+  for (int64_t t0 = weft_now_ns(); !atomic_load(&ff.added) && weft_now_ns() - t0 < 5000000000LL;) sched_yield();
+  atomic_store(&ff.order[atomic_fetch_add(&ff.n, 1)], 1);
+}
+
+static void ff_second(weft_future *f, void *arg) {
+  (void)f;
+  (void)arg;
+  atomic_store(&ff.order[atomic_fetch_add(&ff.n, 1)], 2);
+}
+
+static void *ff_adder(void *arg) {
+  (void)arg;
+  for (int64_t t0 = weft_now_ns(); !atomic_load(&ff.first_running) && weft_now_ns() - t0 < 5000000000LL;) sched_yield();
+  atomic_store(&ff.result_during, weft_future_result(&ff.f, NULL));
+  ASSERT_EQ(weft_future_add_done_callback(&ff.f, ff_second, NULL), 0);
+  atomic_store(&ff.ran_at_once, atomic_load(&ff.n) != 0);
+  atomic_store(&ff.added, 1);
+  return NULL;
+}
+
+static int ff_main(void *arg) {
+  (void)arg;
+  memset(&ff, 0, sizeof ff);
+  weft_future_init(&ff.f);
+  ASSERT_EQ(weft_future_add_done_callback(&ff.f, ff_first, NULL), 0);
+  pthread_t adder;
+  ASSERT_EQ(pthread_create(&adder, NULL, ff_adder, NULL), 0);
+  ASSERT_EQ(weft_future_set(&ff.f, 7, NULL), 0); /* runs both callbacks before returning */
+  pthread_join(adder, NULL);
+  ASSERT_EQ(atomic_load(&ff.n), 2);
+  ASSERT_EQ(atomic_load(&ff.ran_at_once), 0);
+  ASSERT_EQ(atomic_load(&ff.order[0]), 1);
+  ASSERT_EQ(atomic_load(&ff.order[1]), 2);
+  ASSERT_EQ(atomic_load(&ff.result_during), 7);
+  ASSERT_EQ(weft_future_destroy(&ff.f), 0);
+  return 0;
+}
+TEST(future_callbacks_added_while_completing_run_in_order) { run_both(ff_main, NULL); }
 
 static int self_task(void *arg) {
   weft_task *me = arg;

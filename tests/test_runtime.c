@@ -2,6 +2,7 @@
  * API, configuration errors, debug reports, pinning and the migrate mode. */
 #include <fcntl.h>
 #include <pthread.h>
+#include <sched.h>
 #include <stdatomic.h>
 #include <sys/mman.h>
 
@@ -334,9 +335,8 @@ static int callbacks_main(void *arg) {
   (void)t;
   weft_event_init(&cb_go);
   /* u finishes only once both callbacks are registered: both then run on
-   * the thread that finishes it. (A callback added while u is finishing
-   * would run at once on the adder's thread, and the finisher's may still
-   * be running: join and done publish before the callbacks run.) */
+   * the thread that finishes it (callbacks_added_while_finishing_run_in_order
+   * covers a callback added while u is finishing). */
   weft_task u = weft_spawn(ret9_when_told, NULL);
   ASSERT_EQ(weft_task_add_done_callback(u, done_cb, (void *)1), 0);
   ASSERT_EQ(weft_task_add_done_callback(u, done_cb, (void *)10), 0);
@@ -358,6 +358,130 @@ static int callbacks_main(void *arg) {
 TEST(done_callbacks) {
   weft_config c = cfg_workers(2);
   ASSERT_EQ(weft_run(callbacks_main, NULL, &c), 0);
+}
+
+/* A callback added from another thread while the finisher runs an earlier
+ * one is queued behind it and run by the finisher, not at once by the
+ * adder (asyncio's FIFO call_soon order). The first callback holds the
+ * finisher (bounded) until the adder's call has returned. */
+static struct {
+  weft_task u;
+  _Atomic int first_running, added, n;
+  _Atomic int order[2];
+  _Atomic int ran_at_once; /* the second callback had run when add returned */
+  pthread_t first_thread, second_thread;
+} fifo;
+
+static void fifo_first(weft_task t, void *arg) {
+  (void)t;
+  (void)arg;
+  fifo.first_thread = pthread_self();
+  atomic_store(&fifo.first_running, 1);
+  for (int64_t t0 = weft_now_ns(); !atomic_load(&fifo.added) && weft_now_ns() - t0 < 5000000000LL;) sched_yield();
+  atomic_store(&fifo.order[atomic_fetch_add(&fifo.n, 1)], 1);
+}
+
+static void fifo_second(weft_task t, void *arg) {
+  (void)t;
+  (void)arg;
+  fifo.second_thread = pthread_self();
+  atomic_store(&fifo.order[atomic_fetch_add(&fifo.n, 1)], 2);
+}
+
+static void *fifo_adder(void *arg) {
+  (void)arg;
+  for (int64_t t0 = weft_now_ns(); !atomic_load(&fifo.first_running) && weft_now_ns() - t0 < 5000000000LL;) sched_yield();
+  ASSERT_EQ(weft_task_add_done_callback(fifo.u, fifo_second, NULL), 0);
+  atomic_store(&fifo.ran_at_once, atomic_load(&fifo.n) != 0);
+  atomic_store(&fifo.added, 1);
+  return NULL;
+}
+
+static int fifo_callbacks_main(void *arg) {
+  (void)arg;
+  weft_event_init(&cb_go);
+  fifo.u = weft_spawn(ret9_when_told, NULL);
+  ASSERT_EQ(weft_task_add_done_callback(fifo.u, fifo_first, NULL), 0);
+  pthread_t adder;
+  ASSERT_EQ(pthread_create(&adder, NULL, fifo_adder, NULL), 0);
+  weft_event_set(&cb_go);
+  ASSERT_EQ(weft_join(fifo.u), 9);
+  ASSERT_TRUE(weft_task_done(fifo.u)); /* done as soon as joined, callbacks or not */
+  for (int i = 0; i < 5000 && atomic_load(&fifo.n) != 2; i++) weft_sleep_ns(1000000);
+  pthread_join(adder, NULL);
+  ASSERT_EQ(atomic_load(&fifo.n), 2);
+  ASSERT_EQ(atomic_load(&fifo.ran_at_once), 0);
+  ASSERT_EQ(atomic_load(&fifo.order[0]), 1);
+  ASSERT_EQ(atomic_load(&fifo.order[1]), 2);
+  ASSERT_TRUE(pthread_equal(fifo.first_thread, fifo.second_thread)); /* the finisher ran both */
+  ASSERT_EQ(weft_event_destroy(&cb_go), 0);
+  weft_task_release(fifo.u);
+  return 0;
+}
+
+TEST(callbacks_added_while_finishing_run_in_order) {
+  weft_config c = cfg_workers(2);
+  ASSERT_EQ(weft_run(fifo_callbacks_main, NULL, &c), 0);
+}
+
+/* Stress: four threads add callbacks while the task finishes. Every
+ * callback runs exactly once, and each thread's run in the order it added
+ * them, whether the finisher ran them (appended while FINISHING) or the
+ * adder did at once (after DONE, when all earlier ones had run). */
+enum { RACE_ADDERS = 4 };
+static struct {
+  weft_task u;
+  _Atomic int go, count, bad;
+  _Atomic int last_seq[RACE_ADDERS];
+  int per_adder;
+} race;
+
+static void race_cb(weft_task t, void *arg) {
+  (void)t;
+  intptr_t v = (intptr_t)arg;
+  int who = (int)(v >> 20), seq = (int)(v & 0xfffff);
+  if (atomic_load(&race.last_seq[who]) != seq - 1) atomic_fetch_add(&race.bad, 1);
+  atomic_store(&race.last_seq[who], seq);
+  atomic_fetch_add(&race.count, 1);
+}
+
+static void *race_adder(void *arg) {
+  intptr_t who = (intptr_t)arg;
+  for (int64_t t0 = weft_now_ns(); !atomic_load(&race.go) && weft_now_ns() - t0 < 5000000000LL;) sched_yield();
+  for (int i = 1; i <= race.per_adder; i++)
+    ASSERT_EQ(weft_task_add_done_callback(race.u, race_cb, (void *)(who << 20 | i)), 0);
+  return NULL;
+}
+
+static int race_callbacks_main(void *arg) {
+  (void)arg;
+  race.per_adder = (int)(test_sanitized() ? 500 : 2000) * (int)test_stress_scale();
+  for (int round = 0; round < 5; round++) {
+    atomic_store(&race.go, 0);
+    atomic_store(&race.count, 0);
+    for (int i = 0; i < RACE_ADDERS; i++) atomic_store(&race.last_seq[i], 0);
+    weft_event_init(&cb_go);
+    race.u = weft_spawn(ret9_when_told, NULL);
+    pthread_t th[RACE_ADDERS];
+    for (intptr_t i = 0; i < RACE_ADDERS; i++) ASSERT_EQ(pthread_create(&th[i], NULL, race_adder, (void *)i), 0);
+    atomic_store(&race.go, 1);
+    weft_sleep_ns(100000 * round); /* let the adders get ahead of the finish by more each round */
+    weft_event_set(&cb_go);
+    ASSERT_EQ(weft_join(race.u), 9);
+    for (int i = 0; i < RACE_ADDERS; i++) pthread_join(th[i], NULL);
+    int want = RACE_ADDERS * race.per_adder;
+    for (int i = 0; i < 5000 && atomic_load(&race.count) != want; i++) weft_sleep_ns(1000000);
+    ASSERT_EQ(atomic_load(&race.count), want);
+    ASSERT_EQ(atomic_load(&race.bad), 0);
+    ASSERT_EQ(weft_event_destroy(&cb_go), 0);
+    weft_task_release(race.u);
+  }
+  return 0;
+}
+
+TEST(callbacks_added_during_the_finish_run_once_in_order) {
+  weft_config c = cfg_workers(2);
+  ASSERT_EQ(weft_run(race_callbacks_main, NULL, &c), 0);
 }
 
 static int listing_main(void *arg) {

@@ -180,13 +180,14 @@ WEFT_API int weft_task_set_name(weft_task t, const char *name);
 WEFT_API int weft_task_get_name(weft_task t, char *buf, size_t len);
 
 /* Run cb(t, arg) once t is done, on the thread that finishes t (or at once,
- * on the caller's thread, when t is already done). Callbacks must not block
- * or suspend. Any thread. Errors: -ENOMEM; -ESRCH.
- * t counts as done (weft_join returns, a callback added now runs at once)
- * as soon as its status is published, which may be while the finishing
- * thread still runs the callbacks added before: as in asyncio, where a
- * done task's callbacks are only scheduled, and whoever looks first may
- * find them not run yet. */
+ * on the caller's thread, when t is done and its callbacks have run).
+ * Callbacks run in the order they were added, as in asyncio: one added
+ * while the finishing thread still runs earlier ones is run by that thread
+ * after them, not at once. Callbacks must not block or suspend. Any
+ * thread. Errors: -ENOMEM; -ESRCH.
+ * t counts as done (weft_join returns, weft_task_done is true) as soon as
+ * its status is published, which may be before its callbacks have run: as
+ * in asyncio, where a done task's callbacks are only scheduled. */
 typedef void (*weft_done_cb)(weft_task t, void *arg);
 WEFT_API int weft_task_add_done_callback(weft_task t, weft_done_cb cb, void *arg);
 

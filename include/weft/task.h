@@ -61,8 +61,11 @@ WEFT_API int weft_future_result(const weft_future *f, void **value);
  * without that). Suspends. Errors: -ECANCELED; -EINVAL outside a task. */
 WEFT_API int weft_future_await(weft_future *f, void **value);
 /* add_done_callback: cb(f, arg) runs once f is done, on the completing
- * thread (at once, on the caller's, when f is already done). Callbacks must
- * not suspend or block. Any thread. Errors: -ENOMEM, -EINVAL (cb NULL). */
+ * thread (at once, on the caller's, when f is done and its callbacks have
+ * run). Callbacks run in the order they were added, as in asyncio: one
+ * added while the completing thread still runs earlier ones is run by that
+ * thread after them, not at once. Callbacks must not suspend or block. Any
+ * thread. Errors: -ENOMEM, -EINVAL (cb NULL). */
 typedef void (*weft_future_cb)(weft_future *f, void *arg);
 WEFT_API int weft_future_add_done_callback(weft_future *f, weft_future_cb cb, void *arg);
 /* remove_done_callback: remove every registration of (cb, arg) not yet run;
