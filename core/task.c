@@ -787,6 +787,29 @@ int weft_task_add_done_callback(weft_task h, weft_done_cb cb, void *arg) {
   return 0;
 }
 
+int weft_task_remove_done_callback(weft_task h, weft_done_cb cb, void *arg) {
+  weft__task *t;
+  int rc = weft__task_ref(h, &t);
+  if (rc) return rc;
+  int removed = 0;
+  for (;;) {
+    weft__done_node *found = NULL;
+    uint32_t d = done_lock(t);
+    for (weft__done_node *n = t->done_list; n; n = n->next)
+      if (!n->waiter && !n->keep && n->cb == cb && n->cb_arg == arg) {
+        found = n;
+        break;
+      }
+    if (found) done_remove(t, found);
+    done_unlock(t, (d & ~(uint32_t)WEFT__DL_WAITERS) | (t->done_list ? WEFT__DL_WAITERS : 0));
+    if (!found) break;
+    weft__free(found, sizeof *found); /* after unlocking: the done lock is a spinlock */
+    removed++;
+  }
+  weft__task_unref(t);
+  return removed;
+}
+
 /* ------------------------------------------------------------ listing */
 
 static int list_tasks(weft__runtime *rt, weft_task_info *out, size_t n) {

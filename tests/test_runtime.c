@@ -360,6 +360,41 @@ TEST(done_callbacks) {
   ASSERT_EQ(weft_run(callbacks_main, NULL, &c), 0);
 }
 
+static int remove_callbacks_main(void *arg) {
+  (void)arg;
+  atomic_store(&cb_calls, 0);
+  weft_event_init(&cb_go);
+  weft_task u = weft_spawn(ret9_when_told, NULL);
+  ASSERT_EQ(weft_task_add_done_callback(u, done_cb, (void *)1), 0);
+  ASSERT_EQ(weft_task_add_done_callback(u, done_cb, (void *)10), 0);
+  ASSERT_EQ(weft_task_add_done_callback(u, done_cb, (void *)10), 0);
+  ASSERT_EQ(weft_task_add_done_callback(u, done_cb, (void *)100), 0);
+  ASSERT_EQ(weft_task_remove_done_callback(u, done_cb, (void *)10), 2); /* every registration */
+  ASSERT_EQ(weft_task_remove_done_callback(u, done_cb, (void *)10), 0);
+  ASSERT_EQ(weft_task_remove_done_callback(u, done_cb, (void *)7), 0); /* never added */
+  weft_event_set(&cb_go);
+  ASSERT_EQ(weft_join(u), 9);
+  for (int i = 0; i < 5000 && atomic_load(&cb_calls) != 101; i++) weft_sleep_ns(1000000);
+  ASSERT_EQ(atomic_load(&cb_calls), 101);
+  ASSERT_EQ(weft_task_remove_done_callback(u, done_cb, (void *)1), 0); /* already run */
+  ASSERT_EQ(weft_event_destroy(&cb_go), 0);
+  ASSERT_EQ(weft_task_release(u), 0);
+  /* once the record is recycled the handle is stale (as in stale_main) */
+  for (int i = 0; i < 10000 && weft_task_status(u) != -ESRCH; i++) {
+    weft_task w = weft_spawn(ret_arg, (void *)1);
+    weft_join(w);
+    weft_task_release(w);
+    weft_yield();
+  }
+  ASSERT_EQ(weft_task_remove_done_callback(u, done_cb, (void *)1), -ESRCH);
+  return 0;
+}
+
+TEST(remove_done_callback) {
+  weft_config c = cfg_workers(2);
+  ASSERT_EQ(weft_run(remove_callbacks_main, NULL, &c), 0);
+}
+
 /* A callback added from another thread while the finisher runs an earlier
  * one is queued behind it and run by the finisher, not at once by the
  * adder (asyncio's FIFO call_soon order). The first callback holds the

@@ -190,6 +190,11 @@ WEFT_API int weft_task_get_name(weft_task t, char *buf, size_t len);
  * in asyncio, where a done task's callbacks are only scheduled. */
 typedef void (*weft_done_cb)(weft_task t, void *arg);
 WEFT_API int weft_task_add_done_callback(weft_task t, weft_done_cb cb, void *arg);
+/* task.remove_done_callback(): remove every registration of (cb, arg) that
+ * has not started to run; returns how many were removed (0 once t's
+ * finisher has taken them up, as in asyncio once they are scheduled). Does
+ * not suspend. Any thread. Errors: -ESRCH (stale handle). */
+WEFT_API int weft_task_remove_done_callback(weft_task t, weft_done_cb cb, void *arg);
 
 enum weft_task_state {
   WEFT_TASK_RUNNABLE = 0, /* queued, or not yet started */
