@@ -402,6 +402,30 @@ TEST(stack_shared_init_sizes) {
   ASSERT_EQ(weft__stack_shared_init(&sh, (size_t)2 << 30), -EINVAL);
 }
 
+/* Colouring (stack.h): a slab's stacks cycle through WEFT__STACK_COLORS
+ * distinct first-frame offsets, all inside the top page with room for a
+ * task's first frames, so a task that uses under ~3 KiB still touches one
+ * page. */
+TEST(stack_colours_cycle_within_the_top_page) {
+  weft__stack_shared sh;
+  weft__stack_pool p;
+  ASSERT_EQ(weft__stack_shared_init(&sh, 0), 0);
+  weft__stack_pool_init(&p, &sh);
+  enum { N = 2 * WEFT__STACK_COLORS };
+  weft__stack *s[N];
+  for (int i = 0; i < N; i++) ASSERT_TRUE((s[i] = weft__stack_get(&p, 0)) != NULL);
+  for (int i = 0; i < N; i++) {
+    ASSERT_LE(s[i]->color, 1024u);
+    ASSERT_UEQ(s[i]->color % 64, 0); /* whole cache lines */
+    ASSERT_UEQ(s[i]->color, s[i % WEFT__STACK_COLORS]->color);
+    for (int j = 0; j < i && j < WEFT__STACK_COLORS; j++)
+      if (i < WEFT__STACK_COLORS) ASSERT_TRUE(s[i]->color != s[j]->color);
+  }
+  for (int i = 0; i < N; i++) weft__stack_put(&p, s[i]);
+  weft__stack_pool_fini(&p);
+  weft__stack_shared_fini(&sh);
+}
+
 TEST(stack_hot_lifo_reuse) {
   weft__stack_shared sh;
   weft__stack_pool p;
