@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "task_util.h"
+#include "test_util.h"
 
 static weft_future fut;
 
@@ -143,7 +144,7 @@ static void ff_first(weft_future *f, void *arg) {
   (void)f;
   (void)arg;
   atomic_store(&ff.first_running, 1);
-  for (int64_t t0 = weft_now_ns(); !atomic_load(&ff.added) && weft_now_ns() - t0 < 5000000000LL;) sched_yield();
+  spin_until_set(&ff.added);
   atomic_store(&ff.order[atomic_fetch_add(&ff.n, 1)], 1);
 }
 
@@ -155,7 +156,7 @@ static void ff_second(weft_future *f, void *arg) {
 
 static void *ff_adder(void *arg) {
   (void)arg;
-  for (int64_t t0 = weft_now_ns(); !atomic_load(&ff.first_running) && weft_now_ns() - t0 < 5000000000LL;) sched_yield();
+  spin_until_set(&ff.first_running);
   atomic_store(&ff.result_during, weft_future_result(&ff.f, NULL));
   ASSERT_EQ(weft_future_add_done_callback(&ff.f, ff_second, NULL), 0);
   atomic_store(&ff.ran_at_once, atomic_load(&ff.n) != 0);

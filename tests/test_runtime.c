@@ -2,7 +2,6 @@
  * API, configuration errors, debug reports, pinning and the migrate mode. */
 #include <fcntl.h>
 #include <pthread.h>
-#include <sched.h>
 #include <stdatomic.h>
 #include <sys/mman.h>
 
@@ -344,7 +343,7 @@ static int callbacks_main(void *arg) {
   ASSERT_EQ(weft_join(u), 9);
   /* join returns once u is done, maybe while its finisher is still running
    * the callbacks on another worker: wait for them (bounded) */
-  for (int i = 0; i < 5000 && atomic_load(&cb_calls) != 11; i++) weft_sleep_ns(1000000);
+  wait_until_equal(&cb_calls, 11);
   ASSERT_EQ(atomic_load(&cb_calls), 11);
   ASSERT_EQ(weft_event_destroy(&cb_go), 0);
   ASSERT_EQ(weft_task_add_done_callback(u, done_cb, (void *)100), 0); /* done: called at once */
@@ -374,7 +373,7 @@ static int remove_callbacks_main(void *arg) {
   ASSERT_EQ(weft_task_remove_done_callback(u, done_cb, (void *)7), 0); /* never added */
   weft_event_set(&cb_go);
   ASSERT_EQ(weft_join(u), 9);
-  for (int i = 0; i < 5000 && atomic_load(&cb_calls) != 101; i++) weft_sleep_ns(1000000);
+  wait_until_equal(&cb_calls, 101);
   ASSERT_EQ(atomic_load(&cb_calls), 101);
   ASSERT_EQ(weft_task_remove_done_callback(u, done_cb, (void *)1), 0); /* already run */
   ASSERT_EQ(weft_event_destroy(&cb_go), 0);
@@ -412,7 +411,7 @@ static void fifo_first(weft_task t, void *arg) {
   (void)arg;
   fifo.first_thread = pthread_self();
   atomic_store(&fifo.first_running, 1);
-  for (int64_t t0 = weft_now_ns(); !atomic_load(&fifo.added) && weft_now_ns() - t0 < 5000000000LL;) sched_yield();
+  spin_until_set(&fifo.added);
   atomic_store(&fifo.order[atomic_fetch_add(&fifo.n, 1)], 1);
 }
 
@@ -425,7 +424,7 @@ static void fifo_second(weft_task t, void *arg) {
 
 static void *fifo_adder(void *arg) {
   (void)arg;
-  for (int64_t t0 = weft_now_ns(); !atomic_load(&fifo.first_running) && weft_now_ns() - t0 < 5000000000LL;) sched_yield();
+  spin_until_set(&fifo.first_running);
   ASSERT_EQ(weft_task_add_done_callback(fifo.u, fifo_second, NULL), 0);
   atomic_store(&fifo.ran_at_once, atomic_load(&fifo.n) != 0);
   atomic_store(&fifo.added, 1);
@@ -442,7 +441,7 @@ static int fifo_callbacks_main(void *arg) {
   weft_event_set(&cb_go);
   ASSERT_EQ(weft_join(fifo.u), 9);
   ASSERT_TRUE(weft_task_done(fifo.u)); /* done as soon as joined, callbacks or not */
-  for (int i = 0; i < 5000 && atomic_load(&fifo.n) != 2; i++) weft_sleep_ns(1000000);
+  wait_until_equal(&fifo.n, 2);
   pthread_join(adder, NULL);
   ASSERT_EQ(atomic_load(&fifo.n), 2);
   ASSERT_EQ(atomic_load(&fifo.ran_at_once), 0);
@@ -482,7 +481,7 @@ static void race_cb(weft_task t, void *arg) {
 
 static void *race_adder(void *arg) {
   intptr_t who = (intptr_t)arg;
-  for (int64_t t0 = weft_now_ns(); !atomic_load(&race.go) && weft_now_ns() - t0 < 5000000000LL;) sched_yield();
+  spin_until_set(&race.go);
   for (int i = 1; i <= race.per_adder; i++)
     ASSERT_EQ(weft_task_add_done_callback(race.u, race_cb, (void *)(who << 20 | i)), 0);
   return NULL;
@@ -505,7 +504,7 @@ static int race_callbacks_main(void *arg) {
     ASSERT_EQ(weft_join(race.u), 9);
     for (int i = 0; i < RACE_ADDERS; i++) pthread_join(th[i], NULL);
     int want = RACE_ADDERS * race.per_adder;
-    for (int i = 0; i < 5000 && atomic_load(&race.count) != want; i++) weft_sleep_ns(1000000);
+    wait_until_equal(&race.count, want);
     ASSERT_EQ(atomic_load(&race.count), want);
     ASSERT_EQ(atomic_load(&race.bad), 0);
     ASSERT_EQ(weft_event_destroy(&cb_go), 0);

@@ -4,6 +4,8 @@
 #define WEFT_TESTS_TEST_UTIL_H
 
 #include <dirent.h>
+#include <sched.h>
+#include <stdatomic.h>
 
 #include <weft/core.h>
 
@@ -23,6 +25,18 @@ static inline int count_fds(void) {
   while ((e = readdir(d))) n += e->d_name[0] != '.';
   closedir(d);
   return n - 1;
+}
+
+/* Until *flag is non-zero, at most 5 s, yielding the thread: for plain
+ * threads, and for callbacks, which must not suspend. */
+static inline void spin_until_set(_Atomic int *flag) {
+  for (int64_t t0 = weft_now_ns(); !atomic_load(flag) && weft_now_ns() - t0 < 5000000000LL;) sched_yield();
+}
+
+/* From a task: until *v == want, at most 5 s, in sleeps of 1 ms (the caller
+ * asserts the value afterwards). */
+static inline void wait_until_equal(_Atomic int *v, int want) {
+  for (int i = 0; i < 5000 && atomic_load(v) != want; i++) weft_sleep_ns(1000000);
 }
 
 #endif
