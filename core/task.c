@@ -732,7 +732,7 @@ int weft_task_status(weft_task h) {
   weft__task *t;
   int rc = weft__task_ref(h, &t);
   if (rc) return rc;
-  /* acquire: pairs with the release that set DONE: status is final */
+  /* acquire: pairs with the release that set DONE or FINISHING: status is final */
   int s = (weft__load(&t->done, ACQUIRE) & WEFT__DL_ENDED) ? t->status : -EBUSY;
   weft__task_unref(t);
   return s;
