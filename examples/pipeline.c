@@ -130,8 +130,18 @@ static int pipeline_main(void *arg) {
 int main(int argc, char **argv) {
   static char *dflt[] = {"seq 1 200000", "grep 7", "wc -l"};
   int i = 1;
-  if (i + 1 < argc && !strcmp(argv[i], "--workers")) {
-    workers = atoi(argv[i + 1]);
+  if (i < argc && (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help"))) {
+    fprintf(stderr, "usage: pipeline [--workers N] CMD1 CMD2 ... CMDn   (default: seq 1 200000 | grep 7 | wc -l)\n");
+    return 2;
+  }
+  if (i < argc && !strcmp(argv[i], "--workers")) {
+    char *end = NULL;
+    long v = i + 1 < argc ? strtol(argv[i + 1], &end, 10) : -1;
+    if (i + 1 >= argc || end == argv[i + 1] || *end || v < 0 || v > 4096) {
+      fprintf(stderr, "pipeline: --workers wants an integer from 0 (the CPUs available) to 4096\n");
+      return 2;
+    }
+    workers = (int)v;
     i += 2;
   }
   if (i < argc) {

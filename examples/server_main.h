@@ -75,6 +75,19 @@ static void ex_usage(void) {
   exit(2);
 }
 
+/* A flag's integer value in [lo, hi], or the usage and exit 2 (no silent 0
+ * for "abc", as atoi would give). */
+static int ex_int(const char *flag, const char *value, long lo, long hi) {
+  char *end;
+  errno = 0;
+  long v = strtol(value, &end, 10);
+  if (errno || end == value || *end || v < lo || v > hi) {
+    fprintf(stderr, "%s: %s wants an integer from %ld to %ld, not \"%s\"\n", ex_spec->name, flag, lo, hi, value);
+    ex_usage();
+  }
+  return (int)v;
+}
+
 static int example_server_main(const example_server *spec, int argc, char **argv) {
   ex_spec = spec;
   ex_port = spec->port;
@@ -82,16 +95,15 @@ static int example_server_main(const example_server *spec, int argc, char **argv
     if (i + 1 >= argc) ex_usage();
     const char *flag = argv[i], *value = argv[++i];
     if (!strcmp(flag, "--host")) ex_host = value;
-    else if (!strcmp(flag, "--port")) ex_port = atoi(value);
-    else if (!strcmp(flag, "--workers")) ex_workers = atoi(value);
-    else if (!strcmp(flag, "--max-s")) ex_max_s = atoi(value);
+    else if (!strcmp(flag, "--port")) ex_port = ex_int(flag, value, 0, 65535);
+    else if (!strcmp(flag, "--workers")) ex_workers = ex_int(flag, value, 0, 4096);
+    else if (!strcmp(flag, "--max-s")) ex_max_s = ex_int(flag, value, 0, 1000000000);
     else if (!strcmp(flag, "--placement") && !strcmp(value, "rr")) ex_placement = WEFT_PLACE_ROUND_ROBIN;
     else if (!strcmp(flag, "--placement") && !strcmp(value, "local")) ex_placement = WEFT_PLACE_LOCAL;
     else if (!strcmp(flag, "--cert") && spec->tls) ex_cert = value;
     else if (!strcmp(flag, "--key") && spec->tls) ex_key = value;
     else ex_usage();
   }
-  if (ex_port < 0 || ex_port > 65535 || ex_workers < 0 || ex_max_s < 0) ex_usage();
   if (spec->tls && (!ex_cert || !ex_key)) ex_usage();
   sigset_t stop_set;
   sigemptyset(&stop_set);

@@ -15,4 +15,12 @@ timeout 60 "$p" "echo hi" "cat; exit 3" >/dev/null 2>&1
 [ $? -eq 3 ] || fail "last stage's status"
 got=$(echo "from stdin" | timeout 60 "$p" "cat" "tr a-z A-Z" 2>/dev/null) || fail "stdin: status $?"
 [ "$got" = "FROM STDIN" ] || fail "stdin: got [$got]"
+# bad flags: a message and status 2, no pipeline run
+timeout 10 "$p" --workers x "echo no" >/dev/null 2>&1
+[ $? -eq 2 ] || fail "--workers x: want status 2"
+timeout 10 "$p" --workers 2>/dev/null
+[ $? -eq 2 ] || fail "--workers without a value: want status 2"
+msg=$(timeout 10 "$p" --help 2>&1 >/dev/null)
+[ $? -eq 2 ] || fail "--help: want status 2"
+case "$msg" in usage:*) ;; *) fail "--help: got [$msg]" ;; esac
 echo ok

@@ -116,9 +116,13 @@ def test_echo(exe=ECHO, name="echo_server"):
         q = subprocess.run([exe, "--port", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                            timeout=20)
         check(q.returncode != 0 and b"Address already in use" in q.stderr, "port in use: %r" % q.stderr)
+        # bad flag values: a message and status 2, nothing started
+        for flags in (["--workers", "abc"], ["--port", "99999"], ["--max-s", "-1"], ["--port"]):
+            q = subprocess.run([exe] + flags, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, timeout=20)
+            check(q.returncode == 2 and b"usage:" in q.stderr, "%s: %d %r" % (flags, q.returncode, q.stderr))
     finally:
         stop(p, name)
-    print("ok   %s: asyncio clients, abrupt closes and resets, port in use, SIGTERM" % name)
+    print("ok   %s: asyncio clients, abrupt closes and resets, port in use, bad flags, SIGTERM" % name)
 
 
 # ------------------------------------------------------------ http
