@@ -75,6 +75,7 @@
 #include <weft/net.h>
 
 #include "core/alloc.h"
+#include "core/atomic.h"
 #include "io/op.h"
 #include "io/readiness.h"
 #include "net/net.h"
@@ -96,6 +97,9 @@ struct weft_stream {
   size_t limit;
   int64_t timeout_ns;  /* each receive's time limit; < 0: none */
   bool eof;
+  _Atomic int rerr;    /* the reader met a reset (-ECONNRESET): the writer reports it too (asyncio's
+                        * drain raises ConnectionResetError); written by the reading task, read by
+                        * the writing one, which may run on another worker */
   /* writer: the writing task only */
   char *wbuf;
   size_t wcap, wpos, wend;
@@ -194,8 +198,13 @@ static ssize_t recv_some(weft_stream *s, void *buf, size_t n) {
     if (r == -ECONNRESET) s->eof = true; /* reported once, then end of stream */
     return r;
   }
-  if (!s->sock) return weft_read_until(s->fd, buf, n, deadline);
-  return s->bytes ? weft__recv_stream(s->fd, buf, n, deadline) : weft_recv_until(s->fd, buf, n, 0, deadline);
+  ssize_t r = !s->sock ? weft_read_until(s->fd, buf, n, deadline)
+             : s->bytes ? weft__recv_stream(s->fd, buf, n, deadline)
+                        : weft_recv_until(s->fd, buf, n, 0, deadline);
+  /* relaxed: a sticky flag that publishes nothing else; the writer reads it
+   * at its next write or drain (write_state) */
+  if (r == -ECONNRESET) weft__store(&s->rerr, (int)r, RELAXED);
+  return r;
 }
 
 static size_t buffered(const weft_stream *s) { return s->rend - s->rpos; }
@@ -264,6 +273,25 @@ ssize_t weft_stream_readexactly(weft_stream *s, void *buf, size_t n, size_t *got
   return (ssize_t)n;
 }
 
+/* Put n bytes back as the buffer's contents (it is empty): a read that
+ * fails after it took them loses nothing. Should the buffer have to grow
+ * and no memory be left, the bytes are dropped: the read's own error
+ * (which the caller gets) already ends what it was doing. */
+static void unread(weft_stream *s, const void *p, size_t n) {
+  if (!n) return;
+  if (n > s->rcap) {
+    size_t ncap = s->rcap ? s->rcap : RBUF_START;
+    while (ncap < n) ncap *= 2;
+    char *nb = weft__realloc(s->rbuf, s->rcap, ncap);
+    if (!nb) return;
+    s->rbuf = nb;
+    s->rcap = ncap;
+  }
+  memcpy(s->rbuf, p, n);
+  s->rpos = 0;
+  s->rend = n;
+}
+
 ssize_t weft_stream_read_all(weft_stream *s, void *buf, size_t cap) {
   if (!s || (!buf && cap) || cap > (size_t)SSIZE_MAX) return -EINVAL;
   size_t off = buffered(s) < cap ? buffered(s) : cap;
@@ -272,13 +300,19 @@ ssize_t weft_stream_read_all(weft_stream *s, void *buf, size_t cap) {
     if (buffered(s)) return -ENOBUFS; /* more than cap: the rest stays readable */
     if (off == cap) {                 /* full: is there more? */
       ssize_t r = fill(s);
-      if (r < 0) return r;
+      if (r < 0) {
+        unread(s, buf, off);
+        return r;
+      }
       if (r == 0) return (ssize_t)off;
       return -ENOBUFS;
     }
     if (s->eof) return (ssize_t)off;
     ssize_t r = recv_some(s, (char *)buf + off, cap - off);
-    if (r < 0) return r;
+    if (r < 0) {
+      unread(s, buf, off);
+      return r;
+    }
     if (r == 0) s->eof = true;
     off += (size_t)r;
   }
@@ -289,7 +323,8 @@ static const char *find(const char *hay, size_t hlen, const char *needle, size_t
   return memmem(hay, hlen, needle, nlen);
 }
 
-ssize_t weft_stream_readuntil(weft_stream *s, const void *sep, size_t seplen, void *buf, size_t cap, size_t *got) {
+static ssize_t readuntil(weft_stream *s, const void *sep, size_t seplen, void *buf, size_t cap, size_t *got,
+                         bool line) {
   if (got) *got = 0;
   if (!s || !sep || !seplen || (!buf && cap)) return -EINVAL;
   size_t searched = 0; /* bytes from rpos already known to hold no separator start */
@@ -298,13 +333,14 @@ ssize_t weft_stream_readuntil(weft_stream *s, const void *sep, size_t seplen, vo
     const char *hit = have >= seplen ? find(s->rbuf + s->rpos + searched, have - searched, sep, seplen) : NULL;
     if (hit) {
       size_t len = (size_t)(hit - (s->rbuf + s->rpos)) + seplen;
-      if (len > s->limit || len > cap) return -ENOBUFS;
+      if (len - seplen > s->limit || len > cap) return -ENOBUFS; /* asyncio: isep > limit */
       consume(s, buf, len);
       if (got) *got = len;
       return (ssize_t)len;
     }
-    if (have > s->limit) return -ENOBUFS;
+    if (have >= seplen && have + 1 - seplen > s->limit) return -ENOBUFS; /* asyncio's offset > limit */
     if (s->eof) {
+      if (line && have > cap) return -ENOBUFS; /* a last line that does not fit: nothing consumed */
       size_t k = have < cap ? have : cap;
       consume(s, buf, k);
       if (got) *got = k;
@@ -316,9 +352,14 @@ ssize_t weft_stream_readuntil(weft_stream *s, const void *sep, size_t seplen, vo
   }
 }
 
+ssize_t weft_stream_readuntil(weft_stream *s, const void *sep, size_t seplen, void *buf, size_t cap, size_t *got) {
+  return readuntil(s, sep, seplen, buf, cap, got, false);
+}
+
 ssize_t weft_stream_readline(weft_stream *s, void *buf, size_t cap) {
   size_t got = 0;
-  ssize_t r = weft_stream_readuntil(s, "\n", 1, buf, cap, &got);
+  if (!s) return -EINVAL;
+  ssize_t r = readuntil(s, "\n", 1, buf, cap, &got, true);
   if (r == -ENODATA) return (ssize_t)got;
   return r;
 }
@@ -478,7 +519,9 @@ static int flush_to(weft_stream *s, size_t target, int64_t deadline) {
   return 0;
 }
 
-static int write_state(const weft_stream *s) {
+/* The writer's error: its own, or a reset the reader met (relaxed: see rerr). */
+static int write_state(weft_stream *s) {
+  if (!s->werr) s->werr = weft__load(&s->rerr, RELAXED);
   if (s->werr) return s->werr;
   if (s->closing || s->eof_sent) return -EPIPE;
   return 0;
@@ -541,6 +584,7 @@ int weft_stream_write(weft_stream *s, const void *buf, size_t len) {
 
 int weft_stream_drain(weft_stream *s) {
   if (!s) return -EINVAL;
+  if (!s->werr) s->werr = weft__load(&s->rerr, RELAXED); /* relaxed: see rerr */
   if (s->werr) return s->werr;
   return flush_to(s, 0, WEFT__NO_DEADLINE);
 }

@@ -5,6 +5,9 @@
  * close, peer resets, bad input; no descriptor leaked. Runs on whichever
  * backend WEFT_BACKEND selects. */
 #include <dirent.h>
+#include <string.h>
+#include <stdio.h>
+#include <stdatomic.h>
 #include <sys/uio.h>
 #include <unistd.h>
 
@@ -404,6 +407,191 @@ static int bad_main(void *arg) {
 TEST(stream_bad_input) {
   weft_config c = cfg_workers(1);
   ASSERT_EQ(weft_run(bad_main, NULL, &c), 0);
+}
+
+/* ------------------------------------------------------------ asyncio conformance
+ * read_all keeping its bytes, the limit rule, readline at EOF, drain after a
+ * reset (each failed before net/stream.c was fixed). */
+
+/* read_all under set_timeout: the bytes it received into buf before the
+ * timeout must stay readable (set_timeout's doc: "what arrived so far stays
+ * buffered, except for readexactly's bytes"). */
+static int cf_read_all_timeout_main(void *arg) {
+  (void)arg;
+  int peer;
+  weft_stream *s = pair_stream(&peer);
+  ASSERT_EQ(weft_stream_set_timeout(s, 50000000), 0);
+  ASSERT_EQ(weft_send_all(peer, "hello", 5, NULL), 5);
+  char buf[64] = {0};
+  ASSERT_EQ(weft_stream_read_all(s, buf, sizeof buf), -ETIMEDOUT);
+  ASSERT_EQ(weft_stream_set_timeout(s, -1), 0);
+  ASSERT_EQ(weft_send_all(peer, " world", 6, NULL), 6);
+  ASSERT_EQ(weft_shutdown(peer, SHUT_WR), 0);
+  memset(buf, 0, sizeof buf);
+  ssize_t n = weft_stream_read_all(s, buf, sizeof buf);
+  ASSERT_EQ(n, 11);
+  ASSERT_STR_EQ(buf, "hello world");
+  ASSERT_EQ(weft_stream_wait_closed(s), 0);
+  close(peer);
+  return 0;
+}
+
+TEST(read_all_timeout_keeps_the_bytes_received) {
+  weft_config c = cfg_workers(1);
+  ASSERT_EQ(weft_run(cf_read_all_timeout_main, NULL, &c), 0);
+}
+
+/* the same with a cancellation in the middle of read_all. */
+typedef struct cf_ra { weft_stream *s; char buf[64]; _Atomic int started; } cf_ra;
+static int cf_ra_task(void *arg) {
+  cf_ra *r = arg;
+  atomic_store(&r->started, 1);
+  return (int)weft_stream_read_all(r->s, r->buf, sizeof r->buf);
+}
+static int cf_read_all_cancel_main(void *arg) {
+  (void)arg;
+  int peer;
+  static cf_ra r;
+  r.s = pair_stream(&peer);
+  weft_task t = weft_spawn(cf_ra_task, &r);
+  ASSERT_EQ(weft_send_all(peer, "hello", 5, NULL), 5);
+  weft_sleep_ns(30000000);
+  ASSERT_TRUE(!weft_task_done(t));
+  ASSERT_EQ(weft_cancel(t), 1);
+  ASSERT_EQ(weft_join(t), -ECANCELED);
+  weft_task_release(t);
+  ASSERT_EQ(weft_send_all(peer, " world", 6, NULL), 6);
+  ASSERT_EQ(weft_shutdown(peer, SHUT_WR), 0);
+  char buf[64] = {0};
+  ssize_t n = weft_stream_read_all(r.s, buf, sizeof buf);
+  ASSERT_EQ(n, 11);
+  ASSERT_EQ(weft_stream_wait_closed(r.s), 0);
+  close(peer);
+  return 0;
+}
+
+TEST(read_all_cancelled_keeps_the_bytes_received) {
+  weft_config c = cfg_workers(2);
+  ASSERT_EQ(weft_run(cf_read_all_cancel_main, NULL, &c), 0);
+}
+
+/* asyncio's readuntil raises LimitOverrunError only when the separator
+ * STARTS past the limit (streams.py:639 `if isep > self._limit`): with
+ * limit 10, "1234567890\n" (isep 10) is returned whole. */
+static int cf_limit_boundary_main(void *arg) {
+  (void)arg;
+  int peer;
+  weft_stream *s = pair_stream(&peer);
+  ASSERT_EQ(weft_stream_set_limit(s, 10), 0);
+  ASSERT_EQ(weft_send_all(peer, "1234567890\n123456789\r\n", 22, NULL), 22);
+  char buf[64];
+  ssize_t n = weft_stream_readline(s, buf, sizeof buf);
+  ASSERT_EQ(n, 11);
+  n = weft_stream_readuntil(s, "\r\n", 2, buf, sizeof buf, NULL);
+  ASSERT_EQ(n, 11);
+  ASSERT_EQ(weft_stream_wait_closed(s), 0);
+  close(peer);
+  return 0;
+}
+
+TEST(readuntil_limit_counts_up_to_the_separator_as_asyncio) {
+  weft_config c = cfg_workers(1);
+  ASSERT_EQ(weft_run(cf_limit_boundary_main, NULL, &c), 0);
+}
+
+/* readline at end of stream with a last line longer than cap: -ENOBUFS,
+ * as readuntil (it returned a line cut at cap bytes before, which a caller
+ * could not tell from a complete last line). */
+static int cf_readline_eof_cap_main(void *arg) {
+  (void)arg;
+  int peer;
+  weft_stream *s = pair_stream(&peer);
+  ASSERT_EQ(weft_send_all(peer, "abcdefgh", 8, NULL), 8);
+  ASSERT_EQ(weft_shutdown(peer, SHUT_WR), 0);
+  char buf[4];
+  ssize_t n = weft_stream_readline(s, buf, sizeof buf);
+  ASSERT_EQ(n, -ENOBUFS);
+  ASSERT_EQ(weft_stream_wait_closed(s), 0);
+  close(peer);
+  return 0;
+}
+
+TEST(readline_last_line_longer_than_cap_is_enobufs) {
+  weft_config c = cfg_workers(1);
+  ASSERT_EQ(weft_run(cf_readline_eof_cap_main, NULL, &c), 0);
+}
+
+/* drain after the peer reset the connection: asyncio raises
+ * ConnectionResetError (streams.py:364 the reader's exception, or
+ * :166 _drain_helper's 'Connection lost'). */
+static int cf_drain_after_reset_main(void *arg) {
+  (void)arg;
+  weft_addr any, la;
+  ASSERT_EQ(weft_addr_ip(&any, "127.0.0.1", 0), 0);
+  int lfd = weft_listen(&any, 8, 0);
+  ASSERT_EQ(weft_sockname(lfd, &la), 0);
+  weft_stream *s;
+  ASSERT_EQ(weft_open_connection("127.0.0.1", (uint16_t)weft_addr_port(&la), WEFT_NO_DEADLINE, &s), 0);
+  int srv = weft_accept(lfd, NULL);
+  ASSERT_GE(srv, 0);
+  struct linger lg = {.l_onoff = 1, .l_linger = 0};
+  ASSERT_EQ(weft_setsockopt(srv, SOL_SOCKET, SO_LINGER, &lg, sizeof lg), 0);
+  close(srv);
+  char buf[16];
+  ssize_t r = weft_stream_read(s, buf, sizeof buf);
+  ASSERT_EQ(r, -ECONNRESET);
+  int d = weft_stream_drain(s);
+  ASSERT_TRUE(d == -ECONNRESET || d == -EPIPE);
+  weft_stream_wait_closed(s);
+  close(lfd);
+  return 0;
+}
+
+TEST(drain_after_the_reader_met_a_reset_reports_it) {
+  weft_config c = cfg_workers(2);
+  ASSERT_EQ(weft_run(cf_drain_after_reset_main, NULL, &c), 0);
+}
+
+/* a multi-byte, self-overlapping separator arriving one byte
+ * at a time, with a cancelled readuntil in the middle: nothing lost. */
+typedef struct cf_ru { weft_stream *s; char buf[64]; } cf_ru;
+static int cf_ru_task(void *arg) {
+  cf_ru *r = arg;
+  return (int)weft_stream_readuntil(r->s, "aab", 3, r->buf, sizeof r->buf, NULL);
+}
+static int cf_split_sep_cancel_main(void *arg) {
+  (void)arg;
+  int peer;
+  static cf_ru r;
+  r.s = pair_stream(&peer);
+  weft_task t = weft_spawn(cf_ru_task, &r);
+  const char *d1 = "xyaaaa";
+  for (size_t i = 0; i < strlen(d1); i++) {
+    ASSERT_EQ(weft_send_all(peer, d1 + i, 1, NULL), 1);
+    weft_sleep_ns(2000000);
+  }
+  ASSERT_EQ(weft_cancel(t), 1);
+  ASSERT_EQ(weft_join(t), -ECANCELED);
+  weft_task_release(t);
+  const char *d2 = "bZZaab";
+  for (size_t i = 0; i < strlen(d2); i++) {
+    ASSERT_EQ(weft_send_all(peer, d2 + i, 1, NULL), 1);
+    weft_sleep_ns(1000000);
+  }
+  char buf[64] = {0};
+  ASSERT_EQ(weft_stream_readuntil(r.s, "aab", 3, buf, sizeof buf, NULL), 7);
+  ASSERT_STR_EQ(buf, "xyaaaab");
+  memset(buf, 0, sizeof buf);
+  ASSERT_EQ(weft_stream_readuntil(r.s, "aab", 3, buf, sizeof buf, NULL), 5);
+  ASSERT_STR_EQ(buf, "ZZaab");
+  ASSERT_EQ(weft_stream_wait_closed(r.s), 0);
+  close(peer);
+  return 0;
+}
+
+TEST(split_overlapping_separator_with_a_cancelled_readuntil) {
+  weft_config c = cfg_workers(2);
+  ASSERT_EQ(weft_run(cf_split_sep_cancel_main, NULL, &c), 0);
 }
 
 TEST_MAIN()

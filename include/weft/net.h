@@ -234,7 +234,9 @@ WEFT_API ssize_t weft_stream_read(weft_stream *s, void *buf, size_t n);
 
 /* read(-1): everything until end of stream into buf: the length, or
  * -ENOBUFS when more than cap bytes arrived (the first cap are in buf; the
- * rest stays readable). Suspends. */
+ * rest stays readable). On any other error (a timeout, a cancellation, a
+ * reset) the bytes it had received are buffered again: the next read gets
+ * them. Suspends. */
 WEFT_API ssize_t weft_stream_read_all(weft_stream *s, void *buf, size_t cap);
 
 /* readexactly(n): n bytes into buf, or -ENODATA when the stream ended
@@ -243,16 +245,18 @@ WEFT_API ssize_t weft_stream_read_all(weft_stream *s, void *buf, size_t cap);
 WEFT_API ssize_t weft_stream_readexactly(weft_stream *s, void *buf, size_t n, size_t *got);
 
 /* readuntil(sep): the bytes up to and including sep (seplen >= 1) into
- * buf: their length. -ENOBUFS when no separator lies within the limit or
- * the line would not fit in cap: nothing is consumed. -ENODATA when the
+ * buf: their length. -ENOBUFS when no separator starts within the first
+ * `limit` bytes (asyncio's rule: with limit 10, "1234567890\n" is
+ * returned whole) or the line would not fit in cap: nothing is consumed. -ENODATA when the
  * stream ended before a separator: what was buffered is consumed into buf
  * (up to cap) and *got says how much. Suspends. */
 WEFT_API ssize_t weft_stream_readuntil(weft_stream *s, const void *sep, size_t seplen, void *buf, size_t cap,
                                        size_t *got);
 
 /* readline: readuntil("\n"), except that at end of stream the partial
- * last line is returned (0 at end of stream). -ENOBUFS as readuntil.
- * Suspends. */
+ * last line is returned (0 at end of stream). -ENOBUFS as readuntil, also
+ * for a last line longer than cap (nothing consumed: never a silently cut
+ * line). Suspends. */
 WEFT_API ssize_t weft_stream_readline(weft_stream *s, void *buf, size_t cap);
 
 /* True once the peer's end of stream was seen and the buffer is empty. */
@@ -266,7 +270,8 @@ WEFT_API int weft_stream_writev(weft_stream *s, const struct iovec *iov, int iov
 
 /* Send what is buffered; returns when the kernel took all of it (a reader
  * that does not read holds the drainer: back-pressure). Suspends.
- * Errors: -EPIPE, -ECONNRESET, ... */
+ * Errors: -EPIPE, -ECONNRESET (also when the stream's reader met the
+ * peer's reset, as asyncio's drain raises ConnectionResetError), ... */
 WEFT_API int weft_stream_drain(weft_stream *s);
 
 /* Buffered bytes not yet sent. */
