@@ -40,8 +40,13 @@
  * without taking the lock again (wait_on's HANDED); one cancelled at the
  * same moment returns it too, its cancel request left pending. So no item
  * is lost to a cancelled getter: a getter either never got the item, or
- * returns it. Only into an EMPTY queue: items already buffered are older
- * and go first.
+ * returns it. Only into an EMPTY FIFO queue: items already buffered are
+ * older and go first, and a LIFO or priority getter must take the newest
+ * or smallest item there is when it runs, as asyncio's does (a second put
+ * before it runs may bring a better one). A getter handed an item that
+ * finds the queue shut down with immediate when it runs drops the item
+ * (counted done), as the drain would have in asyncio, where the item was
+ * still in the buffer, and fails with -ESHUTDOWN.
  *
  * JOIN. task_done bringing `unfinished` to 0 releases every joiner waiting
  * then: it marks their nodes (mark = 1, a walk back from the tail over the
@@ -83,6 +88,7 @@ typedef struct queue_impl {
   size_t maxsize;          /* 0 = unbounded; immutable */
   size_t unfinished;       /* under lock: items put and not yet marked done */
   _Atomic bool shut;       /* written under lock; read anywhere */
+  _Atomic bool shut_now;   /* shut down with immediate: written under lock; read anywhere */
   weft__waitlist getters;  /* under lock */
   weft__waitlist putters;  /* under lock */
   weft__waitlist joiners;  /* under lock: released ones (mark 1) first */
@@ -119,6 +125,7 @@ int weft_queue_init_ex(weft_queue *q, size_t maxsize, enum weft_queue_kind kind,
   x->buf = weft__alloc(sizeof(void *) * x->cap);
   if (!x->buf) return -ENOMEM;
   weft__store(&x->shut, false, RELAXED); /* relaxed: init, before the queue is shared */
+  weft__store(&x->shut_now, false, RELAXED); /* relaxed: init */
   weft__waitlist_init(&x->getters);
   weft__waitlist_init(&x->putters);
   weft__waitlist_init(&x->joiners);
@@ -240,7 +247,7 @@ static int grow(queue_impl *x) {
 static void insert_locked(queue_impl *x, void *item, weft__wakeup *wake, bool *have_wake) {
   x->unfinished++;
   *have_wake = weft__waitlist_pop(&x->getters, wake);
-  if (*have_wake && x->count == 0 && weft__wait_pending(wake->task, wake->seq)) {
+  if (*have_wake && x->count == 0 && x->kind == WEFT_QUEUE_FIFO && weft__wait_pending(wake->task, wake->seq)) {
     /* GETTER HAND-OVER (above): the item goes to the getter directly */
     weft__waiter *n = &wake->task->waiter; /* unlinked, but its task waits: stable under the lock */
     n->item = item;
@@ -404,6 +411,19 @@ int weft_queue_put(weft_queue *q, void *item) {
   return 0;
 }
 
+static void release_joiners_and_unlock(queue_impl *x);
+
+/* A getter handed an item before a shutdown(immediate) that came before it
+ * ran: the drain drops it, as asyncio's would (the item was still in its
+ * buffer), counting it done. Caller holds the lock; unlocks. */
+static void drop_handed_and_unlock(queue_impl *x) {
+  if (x->unfinished && --x->unfinished == 0 && x->joiners.len) {
+    release_joiners_and_unlock(x);
+    return;
+  }
+  weft__spin_unlock(&x->lock);
+}
+
 int weft_queue_get(weft_queue *q, void **item) {
   queue_impl *x = impl(q);
   weft__task *self = weft__sync_current();
@@ -420,6 +440,14 @@ int weft_queue_get(weft_queue *q, void **item) {
     bool chosen;
     int rc = wait_on(x, &x->getters, self, NULL, &chosen);
     if (rc == HANDED || (chosen && self->waiter.mark)) { /* a putter handed us its item */
+      if (weft__unlikely(weft__load(&x->shut_now, RELAXED))) { /* relaxed: a hint; re-read under the lock */
+        if (rc == HANDED) weft__spin_lock(&x->lock);
+        if (is_shut(x) && weft__load(&x->shut_now, RELAXED)) {
+          drop_handed_and_unlock(x);
+          return rc < 0 ? rc : -ESHUTDOWN;
+        }
+        if (rc == HANDED) weft__spin_unlock(&x->lock);
+      }
       if (rc != HANDED) {
         weft__spin_unlock(&x->lock);
         if (rc < 0) repend_cancel(self); /* cancelled at that moment: the get happened, the request stays */
@@ -520,6 +548,7 @@ int weft_queue_shutdown(weft_queue *q, bool immediate) {
   weft__spin_lock(&x->lock);
   weft__store(&x->shut, true, RELAXED); /* under the lock: its readers hold it too */
   if (immediate) {
+    weft__store(&x->shut_now, true, RELAXED); /* under the lock, as shut */
     size_t dropped = x->count;
     x->count = 0;
     x->head = 0;

@@ -579,4 +579,73 @@ TEST(queue_stress_with_cancellation_4_workers) {
   ASSERT_EQ(weft_run(stress_main, NULL, &c), 0);
 }
 
+/* ------------------------------------------------------------ getter hand-over vs order and shutdown
+ * (each failed before: the hand-over gave a waiting getter the first item
+ * put whatever the queue kind, and survived an immediate shutdown). */
+
+static weft_queue RQ;
+static int rq_getter(void *arg) {
+  (void)arg;
+  void *it;
+  int rc = weft_queue_get(&RQ, &it);
+  return rc < 0 ? rc : (int)(intptr_t)it;
+}
+
+/* asyncio.PriorityQueue: a getter waiting on an empty queue, two puts
+ * before it runs (5 then 1): the getter gets 1, the smallest (asyncio's
+ * woken getter takes the best item when it runs). */
+static int handover_order_main(void *arg) {
+  int kind = (int)(intptr_t)arg;
+  if (kind == WEFT_QUEUE_PRIORITY)
+    ASSERT_EQ(weft_queue_init_priority(&RQ, 0, cmp_int), 0);
+  else
+    ASSERT_EQ(weft_queue_init_lifo(&RQ, 0), 0);
+  weft_task g = weft_spawn(rq_getter, NULL);
+  weft_sleep_ns(1000000); /* it waits: empty */
+  ASSERT_EQ(weft_queue_put_nowait(&RQ, (void *)5), 0);
+  ASSERT_EQ(weft_queue_put_nowait(&RQ, (void *)1), 0);
+  int got = weft_join(g);
+  weft_task_release(g);
+  void *it = NULL;
+  ASSERT_EQ(weft_queue_get_nowait(&RQ, &it), 0);
+  ASSERT_EQ(got, 1);          /* asyncio: the smallest / the newest */
+  ASSERT_PTR_EQ(it, (void *)5);
+  ASSERT_EQ(weft_queue_destroy(&RQ), 0);
+  return 0;
+}
+
+TEST(priority_queue_waiting_getter_gets_the_smallest) {
+  weft_config c = cfg_workers(1);
+  ASSERT_EQ(weft_run(handover_order_main, (void *)(intptr_t)WEFT_QUEUE_PRIORITY, &c), 0);
+}
+
+TEST(lifo_queue_waiting_getter_gets_the_newest) {
+  weft_config c = cfg_workers(1);
+  ASSERT_EQ(weft_run(handover_order_main, (void *)(intptr_t)WEFT_QUEUE_LIFO, &c), 0);
+}
+
+/* Python 3.13: put_nowait into an empty queue with a waiting getter, then
+ * shutdown(immediate=True) before the getter runs: the item is dropped (and
+ * counted done: join returns at once), the getter raises QueueShutDown. */
+static int handover_shutdown_main(void *arg) {
+  (void)arg;
+  ASSERT_EQ(weft_queue_init(&RQ, 0), 0);
+  weft_task g = weft_spawn(rq_getter, NULL);
+  weft_sleep_ns(1000000); /* it waits: empty */
+  ASSERT_EQ(weft_queue_put_nowait(&RQ, (void *)7), 0);
+  ASSERT_EQ(weft_queue_shutdown(&RQ, true), 0);
+  int got = weft_join(g);
+  weft_task_release(g);
+  int unfinished_zero = weft_queue_task_done(&RQ) == -EOVERFLOW; /* asyncio: 0 unfinished after the drop */
+  ASSERT_EQ(got, -ESHUTDOWN);
+  ASSERT_TRUE(unfinished_zero);
+  ASSERT_EQ(weft_queue_destroy(&RQ), 0);
+  return 0;
+}
+
+TEST(shutdown_immediate_drops_an_item_handed_to_a_waiting_getter) {
+  weft_config c = cfg_workers(1);
+  ASSERT_EQ(weft_run(handover_shutdown_main, NULL, &c), 0);
+}
+
 TEST_MAIN()

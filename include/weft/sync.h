@@ -257,7 +257,9 @@ WEFT_API int weft_queue_join(weft_queue *q);
 /* Python 3.13's Queue.shutdown: later puts fail with -ESHUTDOWN and wake
  * with it; gets return the items left, then -ESHUTDOWN. immediate: the items
  * left are dropped at once (each counts as done, so join returns) and gets
- * fail at once. Calling it again is harmless. Any thread. Returns 0. */
+ * fail at once; an item a put handed to a waiting getter that has not run
+ * yet is dropped too, when that getter runs (its get fails). Calling it
+ * again is harmless. Any thread. Returns 0. */
 WEFT_API int weft_queue_shutdown(weft_queue *q, bool immediate);
 /* Whether shutdown was called. Any thread. */
 WEFT_API bool weft_queue_is_shutdown(weft_queue *q);
