@@ -40,13 +40,17 @@ int weft_gather(const weft_awaitable *aws, size_t n, int *status, void **value, 
   if (rc) return rc;
   rc = weft__collector_wait(c, INT64_MAX, true);
   if (rc == -ECANCELED) {
-    for (size_t i = 0; i < n; i++)
-      if (!weft__sub_done(&c->subs[i])) weft_aw_cancel(aws[i]);
     weft__spin_lock(&c->lock);
     c->stop_on = WEFT__STOP_NEVER; /* now wait for all of them */
     c->stop_hit = false;
     weft__spin_unlock(&c->lock);
-    (void)weft__collector_wait(c, INT64_MAX, false); /* no deadline: cannot fail */
+    /* every cancellation of the caller is forwarded to the awaitables not
+     * done (asyncio: Task.cancel -> _GatheringFuture.cancel, each time) and
+     * is absorbed by that: the caller reports one -ECANCELED */
+    do {
+      for (size_t i = 0; i < n; i++)
+        if (!weft__sub_done(&c->subs[i])) weft_aw_cancel(aws[i]);
+    } while (weft__collector_wait(c, INT64_MAX, true) == -ECANCELED); /* no deadline: 0 or -ECANCELED */
   }
   fill_results(c, status, value);
   if (rc == 0 && !collect_all) {

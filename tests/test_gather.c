@@ -391,4 +391,55 @@ static int ac_race_main(void *arg) {
 }
 TEST(as_completed_stress_foreign_completions) { run_both(ac_race_main, NULL); }
 
+/* ------------------------------------------------------------ gather: every cancel is forwarded
+ *
+ * a second cancel of the gathering caller is forwarded to the children
+ * (asyncio's _GatheringFuture.cancel runs at every Task.cancel of the
+ * caller), and it is absorbed by that forwarding: the caller sees one
+ * CancelledError. */
+static atomic_int child_first_cancel, child_second_cancel;
+static int stubborn_child(void *arg) {
+  (void)arg;
+  int rc = weft_sleep_ns(10000 * MS);
+  if (rc != -ECANCELED) return 1;
+  atomic_store(&child_first_cancel, 1);
+  rc = weft_sleep_ns(10000 * MS); /* cleanup that takes long */
+  if (rc == -ECANCELED) atomic_store(&child_second_cancel, 1);
+  return rc;
+}
+static atomic_int caller_next_rc;
+static int gathering_caller(void *arg) {
+  (void)arg;
+  weft_task c = weft_spawn(stubborn_child, NULL);
+  weft_awaitable a = weft_aw_task(c);
+  int st;
+  int rc = weft_gather(&a, 1, &st, NULL, 0);
+  atomic_store(&caller_next_rc, weft_sleep_ns(10 * MS));
+  weft_task_release(c);
+  return rc;
+}
+static int gather_twice_main(void *arg) {
+  (void)arg;
+  atomic_store(&child_first_cancel, 0);
+  atomic_store(&child_second_cancel, 0);
+  atomic_store(&caller_next_rc, 99);
+  int64_t t0 = weft_now_ns();
+  weft_task c = weft_spawn(gathering_caller, NULL);
+  weft_sleep_ns(100 * MS);
+  weft_cancel(c);
+  for (int i = 0; i < 5000 && !atomic_load(&child_first_cancel); i++) weft_sleep_ns(MS); /* forwarded once */
+  ASSERT_EQ(atomic_load(&child_first_cancel), 1);
+  weft_cancel(c); /* while the child cleans up: forwarded again */
+  int rc = weft_join(c);
+  int64_t el = (weft_now_ns() - t0) / MS;
+  weft_task_release(c);
+  ASSERT_EQ(rc, -ECANCELED);
+  ASSERT_EQ(atomic_load(&child_second_cancel), 1);
+  ASSERT_LT(el, 8000); /* not the child's 10 s clean-up */
+  ASSERT_EQ(atomic_load(&caller_next_rc), 0);
+  return 0;
+}
+TEST_T(gather_forwards_every_cancel_of_its_caller, 60) { run_both(gather_twice_main, NULL); }
+
+
 TEST_MAIN()
