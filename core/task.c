@@ -868,6 +868,10 @@ int weft_yield(void) {
     weft__debug_misuse("weft_yield outside a task");
     return -EINVAL;
   }
+  /* its own timeout scopes that are due expire first, as asyncio runs an
+   * expiry scheduled with call_soon before the task's next step (a task
+   * that never had a scope has no ext: one load) */
+  if (weft__unlikely(weft__load(&t->ext, RELAXED) != NULL)) weft__timeout_expire_due(t);
   /* relaxed: delivery of a request needs no ordering with its data (none) */
   /* relaxed: the request carries no data; a request racing with this check
    * is seen after the switch (or at the next suspension) */

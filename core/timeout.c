@@ -15,7 +15,8 @@
  * without the lock):
  *   ENTERED --timer fires (any worker)--> FIRING --cancel made--> EXPIRED
  *   (a deadline already past at enter/reschedule is armed as a due entry:
- *   it fires at the next timer pass, i.e. at the task's next suspension)
+ *   it fires at the next timer pass, which a waiting task lets run; a
+ *   yielding task expires its due scopes itself: weft__timeout_expire_due)
  *   any --leave--> LEFT
  * Expiry: the timer, under the lock, finds the scope ENTERED with the
  * entry's seq and marks it FIRING; after unlocking it calls weft_cancel on
@@ -85,7 +86,9 @@ static int arm_and_unlock(weft__task *self, weft__task_ext *e, weft__scope *sc) 
   /* A deadline already past is armed like any other: the entry is due, and
    * fires at the worker's next timer pass, which comes only once this task
    * suspends, together with every other due entry, in deadline order, as
-   * asyncio's call_soon of the expiry does. (Expiring at once here made
+   * asyncio's call_soon of the expiry does (a yield, after which the task
+   * may run again before that pass, expires its due scopes itself first:
+   * weft__timeout_expire_due). (Expiring at once here made
    * nested scopes with one deadline disagree: under load the inner one,
    * entered after the deadline, cancelled the task before the outer's
    * entry could fire, and then the inner converted the cancellation.) */
@@ -203,16 +206,9 @@ bool weft_timeout_expired(const weft_timeout *s) {
   return st == FIRING || st == EXPIRED;
 }
 
-/* OWNER worker, scheduler context: a SCOPE entry is due. */
-void weft__timeout_fire(weft__task *t, uint32_t seq) {
-  weft__task_ext *e = weft__ext_peek(t);
-  if (!e) return;
-  weft__spin_lock(&e->lock);
-  weft__scope *sc = find(e, seq);
-  if (!sc) {
-    weft__spin_unlock(&e->lock);
-    return; /* stale: left, rescheduled, or an earlier incarnation's */
-  }
+/* Holding e->lock, sc ENTERED on t's list: expire sc (FIRING, the cancel,
+ * EXPIRED), unlocking for the cancel; returns unlocked. */
+static void expire_and_unlock(weft__task *t, weft__task_ext *e, weft__scope *sc) {
   weft__store(&sc->state, FIRING, RELAXED);
   sc->seq = 0;
   /* relaxed: t cannot end (or be recycled) while the scope is linked and
@@ -223,6 +219,48 @@ void weft__timeout_fire(weft__task *t, uint32_t seq) {
   weft__spin_lock(&e->lock);
   weft__store(&sc->state, EXPIRED, RELAXED);
   weft__spin_unlock(&e->lock);
+}
+
+/* OWNER worker, scheduler context: a SCOPE entry is due. */
+void weft__timeout_fire(weft__task *t, uint32_t seq) {
+  weft__task_ext *e = weft__ext_peek(t);
+  if (!e) return;
+  weft__spin_lock(&e->lock);
+  weft__scope *sc = find(e, seq);
+  if (!sc) {
+    weft__spin_unlock(&e->lock);
+    return; /* stale: left, rescheduled, or an earlier incarnation's */
+  }
+  expire_and_unlock(t, e, sc);
+}
+
+/* The task itself, about to yield: expire its entered scopes that are due.
+ * A yielding task is runnable at once, so it may resume before its worker's
+ * next timer pass (every WEFT__GLOBAL_INTERVAL switches, or when nothing
+ * local is left to run) or on another worker: timeout(0) followed by a
+ * yield did not expire, where asyncio runs the expiry (scheduled with
+ * call_soon) before the task's next step. Every due scope expires here, as
+ * a timer pass expires every due entry, so of nested scopes due together
+ * the outermost still converts. Their heap entries go stale. The list's
+ * links are changed only by the task itself, so it reads them unlocked. */
+void weft__timeout_expire_due(weft__task *t) {
+  weft__task_ext *e = weft__ext_peek(t);
+  if (!e || !e->scopes) return;
+  int64_t now = 0;
+  for (;;) {
+    weft__scope *due = NULL;
+    weft__spin_lock(&e->lock);
+    for (weft__scope *sc = e->scopes; sc && !due; sc = sc->next) {
+      if (sc->deadline == WEFT_FOREVER || weft__load(&sc->state, RELAXED) != ENTERED) continue;
+      if (!now) now = weft_now_ns();
+      if (sc->deadline <= now) due = sc;
+    }
+    if (!due) {
+      weft__spin_unlock(&e->lock);
+      return;
+    }
+    expire_and_unlock(t, e, due);
+  }
 }
 
 bool weft__timeout_any_firing(weft__task_ext *e) {

@@ -465,4 +465,37 @@ static int nested_race_main(void *arg) {
 }
 TEST(timeout_stress_nested_expiring_together) { run_both(nested_race_main, NULL); }
 
+
+/* ------------------------------------------------------------ a due scope and a yield
+ * timeout(0), or a past deadline, then a yield (weft_yield, sleep(0), a
+ * sleep_until in the past): the scope expires at that yield, as asyncio's
+ * call_soon'd expiry runs before the task's next step. Before, a yielding
+ * task resumed before its worker's timer pass and the scope did not expire
+ * (the first iteration failed, at 1 worker and at 2). */
+static int due_scope_yield_main(void *arg) {
+  (void)arg;
+  for (int i = 0; i < 200; i++) {
+    weft_timeout to;
+    ASSERT_EQ(weft_timeout_enter(&to, 0), 0);
+    int rc = i % 3 == 0 ? weft_yield() : i % 3 == 1 ? weft_sleep_ns(0) : weft_sleep_until(weft_now_ns() - 1);
+    ASSERT_EQ(weft_timeout_leave(&to, rc), -ETIMEDOUT);
+    ASSERT_EQ(weft_cancelling(weft_current()), 0);
+    /* nested, both due: only the outermost converts */
+    weft_timeout outer, inner;
+    ASSERT_EQ(weft_timeout_enter_at(&outer, weft_now_ns() - 1), 0);
+    ASSERT_EQ(weft_timeout_enter(&inner, 0), 0);
+    rc = weft_yield();
+    rc = weft_timeout_leave(&inner, rc);
+    ASSERT_EQ(rc, -ECANCELED);
+    ASSERT_EQ(weft_timeout_leave(&outer, rc), -ETIMEDOUT);
+    ASSERT_EQ(weft_cancelling(weft_current()), 0);
+    /* a scope that is not due is left alone by the yield */
+    ASSERT_EQ(weft_timeout_enter(&to, 10000 * MS), 0);
+    ASSERT_EQ(weft_yield(), 0);
+    ASSERT_EQ(weft_timeout_leave(&to, 0), 0);
+  }
+  return 0;
+}
+TEST(a_due_scope_expires_at_a_yield) { run_both(due_scope_yield_main, NULL); }
+
 TEST_MAIN()
