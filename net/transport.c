@@ -165,6 +165,7 @@ struct weft_transport {
   weft_tls_ctx *tls_ctx;
   tls_info *info;        /* TLS only */
   int64_t hs_deadline;   /* the handshake ends by then (and by the context's timeout) */
+  weft_addr peer;        /* a connected datagram endpoint's peer (len 0: not connected) */
   int made_err;          /* the handshake's error (set before `made`) */
   _Atomic unsigned refs;
   weft_event made;      /* set once connection_made has run (create_connection waits) */
@@ -412,10 +413,12 @@ static snapshot look(weft_transport *t) {
   return s;
 }
 
-/* After a callback: did the state change so that reading must stop? */
+/* After a callback: did the state change so that reading must stop (for
+ * now: the buffer went above high, pause_writing is due)? */
 static bool must_stop_reading(weft_transport *t) {
   weft__spin_lock(&t->lock);
-  bool stop = t->closing || t->aborting || t->read_paused || t->werr;
+  bool stop = t->closing || t->aborting || t->read_paused || t->werr ||
+              (!t->dgram && !t->writing_paused && t->wsize > t->high);
   weft__spin_unlock(&t->lock);
   return stop;
 }
@@ -441,7 +444,7 @@ static void release_token(weft_transport *t) {
   wakeup w = {0};
   weft__spin_lock(&t->lock);
   t->token = false;
-  if (t->head || t->closing || t->aborting || t->dead || t->eof_req) kick_locked(t, &w);
+  if (t->head || t->closing || t->aborting || t->dead || t->eof_req || t->werr) kick_locked(t, &w);
   weft__spin_unlock(&t->lock);
   fire(&w);
 }
@@ -1161,7 +1164,10 @@ static void drive(weft_transport *t) {
         err = rc;
         break;
       }
-      if (rc == READ_AGAIN) continue; /* a callback ran: look again */
+      if (rc == READ_AGAIN) { /* a callback ran: pause_writing if it is due, look again */
+        watermarks(t);
+        continue;
+      }
     }
     int rc = flush(t);
     if (rc < 0) {
@@ -1614,16 +1620,29 @@ int weft_create_datagram_endpoint(const weft_addr *local, const weft_addr *remot
   weft_transport *t;
   int rc = transport_new(&t, fd, true, NULL, p, 0);
   if (rc) return rc;
+  if (remote) t->peer = *remote;
   weft_transport *got = NULL;
   rc = start_driver(t, out ? &got : NULL);
   if (rc == 0 && out) *out = as_dgram(got);
   return rc;
 }
 
+/* The same IP address and port. */
+static bool same_addr(const weft_addr *a, const weft_addr *b) {
+  if (a->u.sa.sa_family != b->u.sa.sa_family) return false;
+  if (a->u.sa.sa_family == AF_INET)
+    return a->u.in4.sin_port == b->u.in4.sin_port && a->u.in4.sin_addr.s_addr == b->u.in4.sin_addr.s_addr;
+  if (a->u.sa.sa_family == AF_INET6)
+    return a->u.in6.sin6_port == b->u.in6.sin6_port &&
+           !memcmp(&a->u.in6.sin6_addr, &b->u.in6.sin6_addr, sizeof a->u.in6.sin6_addr);
+  return a->len == b->len && !memcmp(&a->u, &b->u, a->len);
+}
+
 int weft_datagram_sendto(weft_datagram_transport *d, const void *data, size_t len, const weft_addr *addr) {
   weft_transport *t = from_dgram(d);
   if (!t || !t->dgram || (!data && len) || len > (size_t)SSIZE_MAX) return -EINVAL;
   if (addr && (!addr->len || addr->len > sizeof addr->u)) return -EINVAL;
+  if (addr && t->peer.len && !same_addr(addr, &t->peer)) return -EINVAL; /* asyncio: ValueError */
   struct iovec iov = {.iov_base = (void *)data, .iov_len = len};
   return write_iov(t, &iov, 1, len, addr ? addr : &(weft_addr){.len = 0});
 }

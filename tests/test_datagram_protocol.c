@@ -305,4 +305,47 @@ TEST(datagram_bad_input) {
   ASSERT_EQ(weft_run(bad_main, NULL, &c), 0);
 }
 
+
+/* ------------------------------------------------------------ asyncio conformance (each failed before
+ * net/transport.c was fixed) */
+
+/* sendto with an address other than the connected peer's: asyncio
+ * raises ValueError (selector_events.py:1178-1181) and sends nothing; weft
+ * sent the datagram to that other address. */
+static int other_addr_main(void *arg) {
+  (void)arg;
+  drec a = {0}, b = {0}, c = {0};
+  weft_datagram_protocol ap = dproto(&a), bp = dproto(&b), cp = dproto(&c);
+  weft_addr any;
+  ASSERT_EQ(weft_addr_ip(&any, "127.0.0.1", 0), 0);
+  weft_datagram_transport *at, *bt, *ct;
+  ASSERT_EQ(weft_create_datagram_endpoint(&any, NULL, &ap, &at), 0);
+  ASSERT_EQ(weft_create_datagram_endpoint(&any, NULL, &cp, &ct), 0);
+  weft_addr aaddr, caddr;
+  ASSERT_EQ(weft_datagram_get_extra_info(at, "sockname", &aaddr, sizeof aaddr), 0);
+  ASSERT_EQ(weft_datagram_get_extra_info(ct, "sockname", &caddr, sizeof caddr), 0);
+  ASSERT_EQ(weft_create_datagram_endpoint(NULL, &aaddr, &bp, &bt), 0); /* connected to a */
+  int rc = weft_datagram_sendto(bt, "stray", 5, &caddr);
+  weft_sleep_ns(100000000);
+  int got = atomic_load(&c.received);
+  weft_datagram_close(at);
+  weft_datagram_close(bt);
+  weft_datagram_close(ct);
+  weft_event_wait(&a.lost);
+  weft_event_wait(&b.lost);
+  weft_event_wait(&c.lost);
+  weft_datagram_release(at);
+  weft_datagram_release(bt);
+  weft_datagram_release(ct);
+  if (rc == 0 || got != 0)
+    TEST_FAIL("sendto(another address) on a connected endpoint returned %d and that address received %d datagram(s); "
+              "asyncio refuses it (ValueError)", rc, got);
+  return 0;
+}
+
+TEST(sendto_another_address_on_a_connected_endpoint_is_einval) {
+  weft_config c = cfg_workers(2);
+  ASSERT_EQ(weft_run(other_addr_main, NULL, &c), 0);
+}
+
 TEST_MAIN()

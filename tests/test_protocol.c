@@ -709,4 +709,134 @@ TEST(debug_mode_reports_a_callback_that_suspended) {
   ASSERT_TRUE(strstr(text, "a protocol callback suspended") != NULL);
 }
 
+
+/* ------------------------------------------------------------ asyncio conformance (each failed before
+ * net/transport.c was fixed) */
+
+/* A write from another task fails (the peer reset the connection)
+ * while reading is paused: asyncio's write() calls _fatal_error ->
+ * connection_lost(exc). weft latched werr but did not wake the driver, so connection_lost never
+ * came. */
+static int paused_reset_main(void *arg) {
+  (void)arg;
+  static server_recs s;
+  s.tmpl = (rec){.pause_in_made = true};
+  weft_server *srv;
+  uint16_t port = start(&srv, &s);
+  weft_addr a;
+  ASSERT_EQ(weft_addr_ip(&a, "127.0.0.1", port), 0);
+  int fd = weft_connect_addr(&a, WEFT_NO_DEADLINE);
+  ASSERT_TRUE(fd >= 0);
+  rec *sr = server_rec(&s, 0);
+  weft_sleep_ns(50000000);
+  struct linger lg = {1, 0};
+  ASSERT_EQ(setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof lg), 0);
+  close(fd); /* a reset, while the server's transport does not read */
+  weft_sleep_ns(50000000);
+  int rc = 0;
+  for (int i = 0; i < 10 && rc == 0; i++) rc = weft_transport_write(sr->t, "hello", 5); /* from this task */
+  ASSERT_TRUE(rc == -ECONNRESET || rc == -EPIPE);
+  for (int k = 0; k < 5000 && !weft_event_is_set(&sr->lost); k++) weft_sleep_ns(1000000);
+  if (!weft_event_is_set(&sr->lost))
+    TEST_FAIL("write got %d, is_closing %d, but connection_lost was not called within 5 s", rc,
+              (int)weft_transport_is_closing(sr->t));
+  ASSERT_EQ(sr->lost_err, rc);
+  rec_free(sr);
+  weft_server_free(srv);
+  return 0;
+}
+
+TEST(a_write_error_while_reading_is_paused_ends_the_connection) {
+  weft_config c = cfg_workers(2);
+  ASSERT_EQ(weft_run(paused_reset_main, NULL, &c), 0);
+}
+
+/* An echo server fed a flood by a peer that never reads: the header
+ * promises pause_writing "after the callback during which the buffer went
+ * above the high watermark" (asyncio: inside write()). */
+typedef struct flood {
+  _Atomic size_t max_unpaused; /* the largest buffer seen at a callback's entry, above high, with no pause yet */
+  _Atomic int pauses, callbacks;
+  size_t prev_exit;
+  weft_event lost;
+  weft_transport *t;
+} flood;
+
+static void fl_made(weft_transport *t, void *u) {
+  flood *f = u;
+  weft_transport_hold(t);
+  f->t = t;
+  int sz = 64 * 1024;
+  int fd;
+  ASSERT_EQ(weft_transport_get_extra_info(t, "socket", &fd, sizeof fd), 0);
+  setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &sz, sizeof sz);
+}
+static void fl_data(weft_transport *t, const void *d, size_t n, void *u) {
+  flood *f = u;
+  size_t now = weft_transport_get_write_buffer_size(t);
+  atomic_fetch_add(&f->callbacks, 1);
+  if (f->prev_exit > 64 * 1024 && now > 64 * 1024 && atomic_load(&f->pauses) == 0 && now > atomic_load(&f->max_unpaused))
+    atomic_store(&f->max_unpaused, now);
+  ASSERT_EQ(weft_transport_write(t, d, n), 0);
+  f->prev_exit = weft_transport_get_write_buffer_size(t);
+}
+static void fl_pause(weft_transport *t, void *u) {
+  (void)t;
+  atomic_fetch_add(&((flood *)u)->pauses, 1);
+}
+static void fl_lost(weft_transport *t, int err, void *u) {
+  (void)t;
+  (void)err;
+  weft_event_set(&((flood *)u)->lost);
+}
+static flood the_flood;
+static int flood_factory(weft_protocol *out, void *arg) {
+  (void)arg;
+  *out = (weft_protocol){.user = &the_flood, .connection_made = fl_made, .data_received = fl_data,
+                         .pause_writing = fl_pause, .connection_lost = fl_lost};
+  return 0;
+}
+
+static int flood_main(void *arg) {
+  (void)arg;
+  weft_event_init(&the_flood.lost);
+  weft_server *srv;
+  ASSERT_EQ(weft_create_server(&srv, "127.0.0.1", 0, flood_factory, NULL, NULL), 0);
+  uint16_t port = port_of(srv);
+  weft_addr a;
+  ASSERT_EQ(weft_addr_ip(&a, "127.0.0.1", port), 0);
+  int fd = weft_connect_addr(&a, WEFT_NO_DEADLINE);
+  ASSERT_TRUE(fd >= 0);
+  int sz = 64 * 1024;
+  setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &sz, sizeof sz);
+  static char buf[64 * 1024];
+  memset(buf, 'x', sizeof buf);
+  size_t total = (size_t)16 << 20;
+  int64_t t0 = weft_now_ns();
+  for (size_t sent = 0; sent < total && weft_now_ns() - t0 < 5000000000LL;) { /* never reads */
+    ssize_t n = weft_send(fd, buf, sizeof buf, 0);
+    ASSERT_TRUE(n > 0);
+    sent += (size_t)n;
+  }
+  weft_sleep_ns(100000000);
+  size_t worst = atomic_load(&the_flood.max_unpaused);
+  int pauses = atomic_load(&the_flood.pauses), cbs = atomic_load(&the_flood.callbacks);
+  struct linger lg = {1, 0};
+  setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof lg);
+  close(fd);
+  ASSERT_EQ(weft_event_wait(&the_flood.lost), 0);
+  weft_transport_release(the_flood.t);
+  weft_server_free(srv);
+  if (worst)
+    TEST_FAIL("a data_received began with %zu bytes buffered (high 65536), above high since the previous "
+              "callback, and pause_writing not called yet (%d callbacks, %d pauses by the end)",
+              worst, cbs, pauses);
+  return 0;
+}
+
+TEST(pause_writing_is_on_time_under_a_flood) {
+  weft_config c = cfg_workers(2);
+  ASSERT_EQ(weft_run(flood_main, NULL, &c), 0);
+}
+
 TEST_MAIN()

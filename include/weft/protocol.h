@@ -262,7 +262,8 @@ WEFT_API int weft_create_datagram_endpoint(const weft_addr *local, const weft_ad
  * when the kernel cannot take it now, it is buffered (up to the high
  * watermark, 64 KiB, then -ENOBUFS) and sent by the driver. Returns 0, or
  * the send's immediate error (-ECONNREFUSED, -EMSGSIZE, -EDESTADDRREQ with
- * no peer, ...), -EPIPE (closing), -EINVAL. Any task. */
+ * no peer, ...), -EPIPE (closing), -EINVAL (also an addr other than the
+ * connected peer's, as asyncio's ValueError: nothing is sent). Any task. */
 WEFT_API int weft_datagram_sendto(weft_datagram_transport *t, const void *data, size_t len, const weft_addr *addr);
 
 /* close (send what is buffered, then close), abort (drop it), is_closing,
