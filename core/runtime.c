@@ -375,13 +375,66 @@ static bool timer_live_fn(const weft__timer_entry *e) {
   return WEFT__WS_SEQ(ws) == e->seq && (st == WEFT__TS_WAITING || st == WEFT__TS_PARKED);
 }
 
-static void cancel_all(weft__runtime *rt) {
+/* The incarnations (task ids) that shutdown cancelled already: each task is
+ * cancelled once, as asyncio.run's _cancel_all_tasks does, so that a task
+ * may clean up with suspending calls (kill its child and wait for it);
+ * later rounds cancel only the tasks spawned meanwhile. An open-addressing
+ * set of id + 1; without memory every live task is cancelled again. */
+typedef struct idset {
+  uint64_t *v;
+  size_t cap, n;
+  bool failed;
+} idset;
+
+static bool idset_put(uint64_t *v, size_t cap, uint64_t key) {
+  size_t m = cap - 1, i = (size_t)(key * 0x9E3779B97F4A7C15ull) & m;
+  while (v[i]) {
+    if (v[i] == key) return false;
+    i = (i + 1) & m;
+  }
+  v[i] = key;
+  return true;
+}
+
+static bool idset_has(const idset *s, uint64_t key) {
+  if (!s->cap) return false;
+  size_t m = s->cap - 1, i = (size_t)(key * 0x9E3779B97F4A7C15ull) & m;
+  for (; s->v[i]; i = (i + 1) & m)
+    if (s->v[i] == key) return true;
+  return false;
+}
+
+static void idset_add(idset *s, uint64_t key) {
+  if (s->failed) return;
+  if ((s->n + 1) * 2 > s->cap) {
+    size_t nc = s->cap ? s->cap * 2 : 1024;
+    uint64_t *nv = weft__zalloc(nc * sizeof *nv);
+    if (!nv) {
+      s->failed = true;
+      return;
+    }
+    for (size_t i = 0; i < s->cap; i++)
+      if (s->v[i]) idset_put(nv, nc, s->v[i]);
+    weft__free(s->v, s->cap * sizeof *s->v);
+    s->v = nv;
+    s->cap = nc;
+  }
+  if (idset_put(s->v, s->cap, key)) s->n++;
+}
+
+static void cancel_all(weft__runtime *rt, idset *done) {
   /* acquire: pairs with the release push of records in the arena */
   for (weft__task *t = weft__load(&rt->all_tasks, ACQUIRE); t; t = t->arena_next) {
     if (!weft__load(&t->alive, RELAXED)) continue;
-    uint64_t r = weft__load(&t->ref, RELAXED);
+    /* acquire: pairs with the spawn's release of ref, after id was set: the
+     * id read next is this generation's or a later one's */
+    uint64_t r = weft__load(&t->ref, ACQUIRE);
+    uint64_t key = weft__load(&t->id, RELAXED) + 1;
+    if (!done->failed && idset_has(done, key)) continue; /* cancelled once already */
     weft_task h = {(struct weft_task_rec *)t, r >> 32};
-    weft_cancel(h); /* validates the generation; done tasks return 0 */
+    /* validates the generation; done tasks return 0. 1: the task had not
+     * ended, so it was not recycled and key is its own id */
+    if (weft_cancel(h) == 1) idset_add(done, key);
   }
 }
 
@@ -397,12 +450,14 @@ int weft_runtime_shutdown(weft_runtime *rt) {
   if (rt->debug) weft__debug_report_alive(rt);
   /* step 2 */
   long wait_ns = 20000;
+  idset cancelled = {0};
   while (weft__runtime_live(rt) > 0) {
-    cancel_all(rt);
+    cancel_all(rt, &cancelled);
     struct timespec ts = {0, wait_ns};
     nanosleep(&ts, NULL);
     if (wait_ns < 2000000) wait_ns *= 2;
   }
+  weft__free(cancelled.v, cancelled.cap * sizeof *cancelled.v);
   if (rt->debug) weft__debug_stop(rt);
   /* step 3 */
   stop_workers(rt, rt->nworkers);

@@ -3,9 +3,10 @@
  *
  * Shutdown, in order (weft_runtime_shutdown and the end of weft_run):
  *  1. `stopping` is set: submissions from outside are refused (-ESHUTDOWN).
- *  2. Every live task is cancelled; the caller waits until the live count
- *     (sum of spawned - sum of finished, read finished-first so it never
- *     undercounts) reaches zero, cancelling again tasks spawned meanwhile.
+ *  2. Every live task is cancelled, once (asyncio.run: its cleanup may
+ *     suspend); the caller waits until the live count (sum of spawned - sum
+ *     of finished, read finished-first so it never undercounts) reaches
+ *     zero, cancelling the tasks spawned meanwhile.
  *  3. `stop` is set and every worker unparked; each worker leaves its loop
  *     once it has nothing to run, and the threads are joined.
  *  4. The blocking pool is stopped (its threads leave; only detached jobs

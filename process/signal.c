@@ -99,6 +99,21 @@ static int install(sigslot *s, int signo, bool oneshot) {
   return 0;
 }
 
+/* Take w out of its signal's slot, restoring the previous action after the
+ * last watch. Nothing happens when it was taken out already. */
+static void unregister(weft_signal_watch *w) {
+  sigslot *s = &slots[w->signo];
+  pthread_mutex_lock(&reg_lock);
+  for (int i = 0; i < MAX_WATCHES; i++) {
+    if (weft__load(&s->watches[i], RELAXED) == w) { /* relaxed: written only under reg_lock */
+      weft__store(&s->watches[i], NULL, SEQ_CST); /* then the busy load in remove: see the file comment */
+      if (--s->count == 0) sigaction(w->signo, &s->prev, NULL);
+      break;
+    }
+  }
+  pthread_mutex_unlock(&reg_lock);
+}
+
 static int watch_task(void *arg) {
   weft_signal_watch *w = arg;
   /* acquire: pairs with the release store in remove */
@@ -109,6 +124,13 @@ static int watch_task(void *arg) {
       w->fn(w->signo, w->arg);
     } else if (n < 0 && n != -ECANCELED && n != -EAGAIN && n != -EINTR) {
       return (int)n;
+    }
+    /* Cancelled but not by remove: only the runtime's shutdown cancels this
+     * task. As loop.close() removes the handlers left, the signal gets its
+     * previous action back and the task ends (remove still frees w). */
+    if (!weft__load(&w->stopping, ACQUIRE) && weft_cancelling(weft_current()) > 0) {
+      unregister(w);
+      return 0;
     }
   }
   return 0;
@@ -180,15 +202,7 @@ static void remove_task(weft_signal_watch *w) {
 int weft_signal_watch_remove(weft_signal_watch *w) {
   if (!w) return -EINVAL;
   sigslot *s = &slots[w->signo];
-  pthread_mutex_lock(&reg_lock);
-  for (int i = 0; i < MAX_WATCHES; i++) {
-    if (weft__load(&s->watches[i], RELAXED) == w) { /* relaxed: written only under reg_lock */
-      weft__store(&s->watches[i], NULL, SEQ_CST); /* then the busy load below: see the file comment */
-      if (--s->count == 0) sigaction(w->signo, &s->prev, NULL);
-      break;
-    }
-  }
-  pthread_mutex_unlock(&reg_lock);
+  unregister(w);
   while (weft__load(&s->busy, SEQ_CST)) /* a handler may still hold w: wait for it to leave */
     weft_yield();
   weft__store(&w->stopping, 1, RELEASE); /* pairs with the acquire in watch_task */
@@ -208,6 +222,12 @@ static void cancel_main_once(weft__run_sigint *r) {
 
 static int on_sigint(int signo, void *arg) {
   weft__run_sigint *r = arg;
+  /* A SIGINT watch of the program's own takes SIGINT over, as
+   * loop.add_signal_handler(SIGINT) replaces asyncio.run's handler. */
+  pthread_mutex_lock(&reg_lock);
+  unsigned watches = slots[SIGINT].count;
+  pthread_mutex_unlock(&reg_lock);
+  if (watches > 1) return 0;
   weft__store(&r->interrupted, 1, SEQ_CST);           /* then the load of armed: see signal.h */
   if (weft__load(&r->armed, SEQ_CST)) cancel_main_once(r); /* pairs with the store in arm */
   return 0;

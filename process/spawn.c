@@ -81,6 +81,12 @@
 #ifndef P_PIDFD
 #define P_PIDFD 3
 #endif
+#ifndef SYS_close_range
+#define SYS_close_range 436
+#endif
+#ifndef CLOSE_RANGE_CLOEXEC
+#define CLOSE_RANGE_CLOEXEC (1U << 2)
+#endif
 
 /* The child's stack, in the pool thread's frame: the child's deepest path
  * is child_main -> child_search (a PATH_MAX buffer) -> syscall, or
@@ -275,6 +281,11 @@ NOSAN static int child_main(void *arg) {
     if (e < 0) goto fail;
   }
   if (r->err_to_out && (e = ksys(SYS_dup3, 1, 2, 0, 0)) < 0) goto fail;
+  /* every other descriptor closes at exec, also those the program opened
+   * without O_CLOEXEC (subprocess's close_fds=True); this child's own table */
+  if (ksys(SYS_close_range, 3, ~0U, CLOSE_RANGE_CLOEXEC, 0) < 0) {
+    /* kernel < 5.11: left as they are */
+  }
   bool has_slash = false;
   for (const char *c = r->file; *c; c++)
     if (*c == '/') has_slash = true;

@@ -1011,4 +1011,32 @@ TEST(more_operations_than_ring_entries) {
   ASSERT_EQ(weft_run(nop_pressure_main, NULL, &c), 0);
 }
 
+
+/* ------------------------------------------------------------ asyncio conformance (found by review;
+ * the inherited descriptors, the run end and the SIGINT take-over failed
+ * before) */
+
+/* asyncio.run cancels each task left when main returns once and waits for
+ * it: a task may clean up with awaits (python3.11: the cleanup's
+ * asyncio.sleep(0.2) completes). */
+static atomic_int cleanup_rc = 99;
+static int cleans_up(void *arg) {
+  (void)arg;
+  int rc = weft_sleep_ns(100LL * 1000 * 1000000LL);
+  if (rc != -ECANCELED) return rc;
+  atomic_store(&cleanup_rc, weft_sleep_ns(200 * 1000000LL)); /* cleanup that suspends */
+  return -ECANCELED;
+}
+static int leaves_a_task(void *arg) {
+  (void)arg;
+  weft_task t = weft_spawn(cleans_up, NULL);
+  weft_task_release(t);
+  return weft_sleep_ns(50 * 1000000LL);
+}
+TEST_T(a_leftover_task_is_cancelled_once_and_may_clean_up, 20) {
+  weft_config cfg = cfg_workers(2);
+  ASSERT_EQ(weft_run(leaves_a_task, NULL, &cfg), 0);
+  ASSERT_EQ(atomic_load(&cleanup_rc), 0);
+}
+
 TEST_MAIN()

@@ -166,4 +166,103 @@ TEST(program_sigint_handler_left_alone) {
   ASSERT_TRUE(sa.sa_handler == on_int);
 }
 
+
+/* ------------------------------------------------------------ asyncio conformance (found by review;
+ * the inherited descriptors, the run end and the SIGINT take-over failed
+ * before) */
+
+/* asyncio: loop.close() (asyncio.run's end) removes the signal handlers
+ * left installed; asyncio.run returns. */
+static atomic_int left_calls;
+static int count_left(int signo, void *arg) {
+  (void)signo; (void)arg;
+  atomic_fetch_add(&left_calls, 1);
+  return 0;
+}
+static int leave_watch_main(void *arg) {
+  weft_signal_watch *w;
+  ASSERT_EQ(weft_signal_watch_add(&w, SIGUSR2, count_left, NULL), 0);
+  return 4; /* never removed */
+}
+TEST_T(a_watch_left_installed_does_not_hang_the_run_end, 20) {
+  pid_t pid = fork();
+  if (pid == 0) {
+    alarm(5);
+    weft_config cfg = {0};
+    cfg.workers = 2;
+    int rc = weft_run(leave_watch_main, NULL, &cfg);
+    _exit(rc == 4 ? 0 : 1);
+  }
+  int st;
+  ASSERT_EQ(waitpid(pid, &st, 0), pid);
+  if (WIFSIGNALED(st)) TEST_FAIL("weft_run did not return within 5 s (killed by signal %d)", WTERMSIG(st));
+  ASSERT_EQ(WEXITSTATUS(st), 0);
+}
+
+/* asyncio: loop.add_signal_handler(SIGINT, cb) inside asyncio.run replaces
+ * the runner's handler: SIGINT calls cb, main is not cancelled. */
+static atomic_int user_int;
+static int on_user_int(int signo, void *arg) {
+  (void)signo; (void)arg;
+  atomic_fetch_add(&user_int, 1);
+  return 0;
+}
+static int user_sigint_main(void *arg) {
+  weft_signal_watch *w;
+  ASSERT_EQ(weft_signal_watch_add(&w, SIGINT, on_user_int, NULL), 0);
+  ASSERT_EQ(kill(getpid(), SIGINT), 0);
+  int rc = 0;
+  for (int i = 0; i < 1000 && !atomic_load(&user_int); i++)
+    if ((rc = weft_sleep_ns(1000000))) break;
+  if (!rc) rc = weft_sleep_ns(100 * 1000000); /* main goes on */
+  weft_signal_watch_remove(w);
+  if (rc) return rc;
+  return 5;
+}
+TEST_T(a_program_sigint_watch_takes_sigint_over, 20) {
+  weft_config cfg = {0};
+  cfg.workers = 2;
+  int rc = weft_run(user_sigint_main, NULL, &cfg);
+  ASSERT_EQ(atomic_load(&user_int), 1);
+  ASSERT_EQ(rc, 5);
+}
+
+/* coalescing: the deliveries while the handler runs become one more call;
+ * removal restores the previous action */
+static atomic_int co_calls;
+static weft_event co_release;
+static int slow_usr2(int signo, void *arg) {
+  (void)signo; (void)arg;
+  if (atomic_fetch_add(&co_calls, 1) == 0) weft_event_wait(&co_release); /* held until main has sent 5 more */
+  return 0;
+}
+static int coalesce_main(void *arg) {
+  (void)arg;
+  weft_event_init(&co_release);
+  weft_signal_watch *w;
+  ASSERT_EQ(weft_signal_watch_add(&w, SIGUSR2, slow_usr2, NULL), 0);
+  kill(getpid(), SIGUSR2);
+  for (int i = 0; i < 5000 && !atomic_load(&co_calls); i++) weft_sleep_ns(1000000);
+  ASSERT_EQ(atomic_load(&co_calls), 1);
+  for (int i = 0; i < 5; i++) {
+    kill(getpid(), SIGUSR2);
+    weft_sleep_ns(2 * 1000000);
+  }
+  weft_event_set(&co_release);
+  for (int i = 0; i < 5000 && atomic_load(&co_calls) < 2; i++) weft_sleep_ns(1000000);
+  weft_sleep_ns(100 * 1000000); /* no third call comes */
+  ASSERT_EQ(atomic_load(&co_calls), 2);
+  ASSERT_EQ(weft_signal_watch_remove(w), 0);
+  struct sigaction sa;
+  sigaction(SIGUSR2, NULL, &sa);
+  ASSERT_TRUE(sa.sa_handler == SIG_DFL);
+  weft_event_destroy(&co_release);
+  return 0;
+}
+TEST_T(deliveries_during_the_handler_coalesce_into_one, 20) {
+  weft_config cfg = {0};
+  cfg.workers = 2;
+  ASSERT_EQ(weft_run(coalesce_main, NULL, &cfg), 0);
+}
+
 TEST_MAIN()

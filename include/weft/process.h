@@ -8,7 +8,9 @@
  * no copy of the parent's memory), runs only async-signal-safe calls until
  * execve, starts with every signal handler reset to SIG_DFL (SIGPIPE too)
  * and an empty signal mask, and inherits no descriptor but its three
- * standard ones (every descriptor weft opens is O_CLOEXEC). A failed exec
+ * standard ones (as Python's close_fds=True: every descriptor weft opens is
+ * O_CLOEXEC, and the child marks every other one above 2 close-on-exec,
+ * close_range(2), Linux 5.11). A failed exec
  * (missing file, no permission, bad working directory) is the spawn call's
  * own error (-ENOENT, -EACCES, ...), not a child that exits 127.
  *
