@@ -87,6 +87,15 @@ struct weft_addr;
 int weft__start_server_fd(struct weft_server **out, const struct weft_addr *a, weft__conn_fd_fn fd_fn,
                           weft__fnptr ctx, void *arg, const struct weft_server_opts *opts);
 
+/* A server's address for host:port (weft_start_server, weft_create_server):
+ * host NULL or "" is every address: "::" (a dual-stack socket: weft_listen
+ * clears IPV6_V6ONLY on the IPv6 wildcard) where the system has IPv6, else
+ * 0.0.0.0; otherwise the resolver's first address. Suspends. net/server.c. */
+int weft__server_resolve(const char *host, uint16_t port, struct weft_addr *out);
+
+/* Remove a socket file at a Unix path (asyncio's stale-socket rule). */
+void weft__unix_remove_stale(const struct weft_addr *a);
+
 /* Tests: whether servers started from now on accept with one multishot
  * accept on io_uring (default) or single-shot accepts (the fallback for
  * kernels before 5.19). net/server.c. Any thread. */

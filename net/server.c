@@ -46,6 +46,7 @@
  */
 #include <errno.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <weft/net.h>
@@ -74,6 +75,8 @@ struct weft_server {
   int lfd;                      /* the listener; -1 once closed */
   weft_addr addr;               /* immutable */
   bool unlink_path;             /* immutable: a Unix path we created */
+  dev_t path_dev;               /* immutable: the socket file we bound there, so that close removes */
+  ino_t path_ino;               /* it only while it is ours (another server may have replaced it) */
   weft_conn_fn fn;              /* immutable */
   weft__conn_fd_fn fd_fn;       /* immutable: instead of fn, gets the socket (net/transport.c) */
   weft__fnptr fd_ctx;           /* immutable: passed to fd_fn (a protocol factory) */
@@ -236,6 +239,15 @@ static int accept_main(void *arg) {
   return rc;
 }
 
+/* Remove the server's Unix path if the socket file there is still the one
+ * it bound (Python 3.13's rule: a later server may have replaced it). */
+static void unlink_ours(weft_server *srv) {
+  struct stat st;
+  if (srv->unlink_path && stat(srv->addr.u.un.sun_path, &st) == 0 && st.st_dev == srv->path_dev &&
+      st.st_ino == srv->path_ino)
+    unlink(srv->addr.u.un.sun_path);
+}
+
 static int start(weft_server **out, const weft_addr *a, weft_conn_fn fn, weft__conn_fd_fn fd_fn, weft__fnptr fd_ctx,
                  void *arg, const weft_server_opts *opts) {
   weft_server_opts o = opts ? *opts : (weft_server_opts){0};
@@ -262,12 +274,21 @@ static int start(weft_server **out, const weft_addr *a, weft_conn_fn fn, weft__c
   int rc = weft_sockname(lfd, &srv->addr);
   if (rc) srv->addr = *a;
   srv->unlink_path = a->u.sa.sa_family == AF_UNIX && a->u.un.sun_path[0] != 0;
+  struct stat st;
+  if (srv->unlink_path) {
+    if (stat(a->u.un.sun_path, &st) == 0) {
+      srv->path_dev = st.st_dev;
+      srv->path_ino = st.st_ino;
+    } else {
+      srv->unlink_path = false; /* gone already: nothing of ours to remove */
+    }
+  }
   weft_spawn_opts so = {.name = "weft-accept"};
   srv->accept_task = weft_spawn_ex(accept_main, srv, &so);
   if (!srv->accept_task.rec) {
     rc = -errno;
     close(lfd);
-    if (srv->unlink_path) unlink(a->u.un.sun_path);
+    unlink_ours(srv);
     weft__free(srv, sizeof *srv);
     return rc ? rc : -ENOMEM;
   }
@@ -275,14 +296,34 @@ static int start(weft_server **out, const weft_addr *a, weft_conn_fn fn, weft__c
   return 0;
 }
 
+int weft__server_resolve(const char *host, uint16_t port, weft_addr *out) {
+  if (!host || !*host) { /* every address: one dual-stack socket when there is IPv6 */
+    int fd = socket(AF_INET6, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd >= 0) close(fd);
+    return weft_addr_ip(out, fd >= 0 ? "::" : "0.0.0.0", port);
+  }
+  int n = weft_resolve(host, port, AF_UNSPEC, WEFT_RESOLVE_PASSIVE, out, 1);
+  return n < 0 ? n : 0;
+}
+
 int weft_start_server(weft_server **out, const char *host, uint16_t port, weft_conn_fn fn, void *arg,
                       const weft_server_opts *opts) {
   if (!out || !fn) return -EINVAL;
   if (!weft__task_self()) return -EINVAL;
   weft_addr a;
-  int n = weft_resolve(host, port, AF_UNSPEC, WEFT_RESOLVE_PASSIVE, &a, 1);
+  int n = weft__server_resolve(host, port, &a);
   if (n < 0) return n;
   return start(out, &a, fn, NULL, NULL, arg, opts);
+}
+
+/* asyncio's create_unix_server: a socket file already at the path (left by
+ * a server that died) is removed before binding; any other file stays (bind
+ * then fails with -EADDRINUSE). */
+void weft__unix_remove_stale(const weft_addr *a) {
+  struct stat st;
+  if (a->u.sa.sa_family == AF_UNIX && a->u.un.sun_path[0] && stat(a->u.un.sun_path, &st) == 0 &&
+      S_ISSOCK(st.st_mode))
+    unlink(a->u.un.sun_path);
 }
 
 int weft_start_unix_server(weft_server **out, const char *path, weft_conn_fn fn, void *arg,
@@ -292,6 +333,7 @@ int weft_start_unix_server(weft_server **out, const char *path, weft_conn_fn fn,
   weft_addr a;
   int rc = weft_addr_unix(&a, path);
   if (rc) return rc;
+  weft__unix_remove_stale(&a);
   return start(out, &a, fn, NULL, NULL, arg, opts);
 }
 
@@ -346,7 +388,7 @@ int weft_server_close(weft_server *srv) {
   int rc = join_through(srv->accept_task);
   close(srv->lfd);
   srv->lfd = -1;
-  if (srv->unlink_path) unlink(srv->addr.u.un.sun_path);
+  unlink_ours(srv);
   weft__spin_lock(&srv->lock);
   srv->closed = true;
   weft__spin_unlock(&srv->lock);

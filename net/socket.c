@@ -330,6 +330,10 @@ int weft_listen(const weft_addr *a, int backlog, unsigned flags) {
   if (a->u.sa.sa_family != AF_UNIX) {
     rc = weft_set_reuseaddr(fd, true);
     if (!rc && (flags & WEFT_LISTEN_REUSEPORT)) rc = weft_set_reuseport(fd, true);
+    if (!rc && a->u.sa.sa_family == AF_INET6 && IN6_IS_ADDR_UNSPECIFIED(&a->u.in6.sin6_addr)) {
+      int off = 0; /* the IPv6 wildcard takes IPv4 too (whatever net.ipv6.bindv6only says) */
+      (void)setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &off, sizeof off);
+    }
   }
   if (!rc && bind(fd, &a->u.sa, a->len) < 0) rc = -errno;
   if (!rc && listen(fd, backlog <= 0 ? SOMAXCONN : backlog) < 0) rc = -errno;

@@ -1381,7 +1381,7 @@ int weft_create_server(weft_server **out, const char *host, uint16_t port, weft_
   if (!out || !factory) return -EINVAL;
   if (!weft__task_self()) return -EINVAL;
   weft_addr a;
-  int n = weft_resolve(host, port, AF_UNSPEC, WEFT_RESOLVE_PASSIVE, &a, 1);
+  int n = weft__server_resolve(host, port, &a);
   if (n < 0) return n;
   return create_server(out, &a, factory, arg, opts);
 }
@@ -1393,6 +1393,7 @@ int weft_create_unix_server(weft_server **out, const char *path, weft_protocol_f
   weft_addr a;
   int rc = weft_addr_unix(&a, path);
   if (rc) return rc;
+  weft__unix_remove_stale(&a);
   return create_server(out, &a, factory, arg, opts);
 }
 

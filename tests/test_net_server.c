@@ -7,10 +7,14 @@
 #include <dirent.h>
 #include <stdatomic.h>
 #include <sys/resource.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include <weft/weft.h>
 
+#include "net/net.h"
 #include "test.h"
 #include "test_util.h"
 
@@ -328,6 +332,123 @@ TEST(server_bad_input) {
   ASSERT_EQ(weft_run(bad_main, NULL, &c), 0);
   weft_server *srv;
   ASSERT_EQ(weft_start_server(&srv, "127.0.0.1", 0, echo_handler, NULL, NULL), -EINVAL); /* outside a task */
+}
+
+
+/* ------------------------------------------------------------ found by review: the wildcard host,
+ * stale Unix socket files (both failed before), SO_REUSEPORT */
+
+static int hello_handler(weft_stream *s, void *arg) {
+  (void)arg;
+  weft_stream_write(s, "hi", 2);
+  return 0;
+}
+
+/* weft/net.h: host NULL or "" is every IPv4 and IPv6 address (asyncio binds
+ * 0.0.0.0 and ::): weft__server_resolve gives "::", which weft_listen makes
+ * dual-stack (IPV6_V6ONLY off). It gave 0.0.0.0 before: IPv4 only. Checked
+ * on the resolution, so that no test server listens beyond 127.0.0.1. */
+static int wildcard_main(void *arg) {
+  (void)arg;
+  int v6 = socket(AF_INET6, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (v6 >= 0) close(v6);
+  const char *hosts[] = {NULL, ""};
+  for (int i = 0; i < 2; i++) {
+    weft_addr a;
+    ASSERT_EQ(weft__server_resolve(hosts[i], 8080, &a), 0);
+    char text[64];
+    ASSERT_GT(weft_addr_format(&a, text, sizeof text), 0);
+    ASSERT_STR_EQ(text, v6 >= 0 ? "[::]:8080" : "0.0.0.0:8080");
+  }
+  weft_addr a;
+  ASSERT_EQ(weft__server_resolve("127.0.0.1", 8080, &a), 0);
+  ASSERT_EQ(weft_addr_family(&a), AF_INET);
+  ASSERT_EQ(weft_addr_port(&a), 8080);
+  return 0;
+}
+
+TEST(wildcard_host_means_every_ipv4_and_ipv6_address) {
+  weft_config c = cfg_workers(1);
+  ASSERT_EQ(weft_run(wildcard_main, NULL, &c), 0);
+}
+
+/* asyncio's create_unix_server removes a stale socket file at the path
+ * (unix_events.py: if stat.S_ISSOCK(os.stat(path).st_mode): os.remove(path)). */
+static int stale_unix_main(void *arg) {
+  const char *path = arg;
+  unlink(path);
+  /* a socket file left behind by a process that died */
+  int fd = socket(AF_UNIX, SOCK_STREAM, 0);
+  struct sockaddr_un un = {.sun_family = AF_UNIX};
+  snprintf(un.sun_path, sizeof un.sun_path, "%s", path);
+  ASSERT_EQ(bind(fd, (struct sockaddr *)&un, sizeof un), 0);
+  close(fd);
+  weft_server *srv;
+  int rc = weft_start_unix_server(&srv, path, hello_handler, NULL, NULL);
+  ASSERT_EQ(rc, 0);
+  /* a second server takes the path over (asyncio: any socket file there is
+   * removed); the first one's close must not remove the second's file
+   * (Python 3.13 compares the inode) */
+  weft_server *srv2;
+  ASSERT_EQ(weft_start_unix_server(&srv2, path, hello_handler, NULL, NULL), 0);
+  weft_server_free(srv);
+  struct stat st;
+  ASSERT_EQ(stat(path, &st), 0);
+  weft_stream *c;
+  ASSERT_EQ(weft_open_unix_connection(path, WEFT_NO_DEADLINE, &c), 0);
+  char buf[4];
+  ASSERT_EQ(weft_stream_readexactly(c, buf, 2, NULL), 2);
+  weft_stream_wait_closed(c);
+  weft_server_free(srv2);
+  ASSERT_EQ(stat(path, &st), -1); /* the second server's own close removes it */
+  return 0;
+}
+
+TEST(unix_server_replaces_a_stale_socket_file) {
+  char path[64];
+  snprintf(path, sizeof path, "/tmp/weft-stale-%d.sock", (int)getpid());
+  weft_config c = cfg_workers(1);
+  ASSERT_EQ(weft_run(stale_unix_main, path, &c), 0);
+}
+
+
+/* Two servers on one port with SO_REUSEPORT: both start, connections are
+ * served, and closing one leaves the other serving. */
+static int reuseport_main(void *arg) {
+  (void)arg;
+  weft_server_opts o = {.reuseport = true};
+  weft_server *a, *b;
+  ASSERT_EQ(weft_start_server(&a, "127.0.0.1", 0, hello_handler, NULL, &o), 0);
+  weft_addr ad;
+  ASSERT_EQ(weft_server_addr(a, &ad), 0);
+  uint16_t port = (uint16_t)weft_addr_port(&ad);
+  ASSERT_EQ(weft_start_server(&b, "127.0.0.1", port, hello_handler, NULL, &o), 0);
+  for (int i = 0; i < 40; i++) {
+    weft_stream *s;
+    ASSERT_EQ(weft_open_connection("127.0.0.1", port, WEFT_NO_DEADLINE, &s), 0);
+    char buf[4];
+    ASSERT_EQ(weft_stream_readexactly(s, buf, 2, NULL), 2);
+    weft_stream_wait_closed(s);
+  }
+  uint64_t na = weft_server_accepted(a), nb = weft_server_accepted(b);
+  ASSERT_EQ(na + nb, 40);
+  ASSERT_EQ(weft_server_close(a), 0);
+  for (int i = 0; i < 20; i++) {
+    weft_stream *s;
+    ASSERT_EQ(weft_open_connection("127.0.0.1", port, WEFT_NO_DEADLINE, &s), 0);
+    char buf[4];
+    ASSERT_EQ(weft_stream_readexactly(s, buf, 2, NULL), 2);
+    weft_stream_wait_closed(s);
+  }
+  ASSERT_EQ(weft_server_accepted(b), nb + 20);
+  weft_server_free(a);
+  weft_server_free(b);
+  return 0;
+}
+
+TEST(two_servers_with_reuseport) {
+  weft_config c = cfg_workers(2);
+  ASSERT_EQ(weft_run(reuseport_main, NULL, &c), 0);
 }
 
 TEST_MAIN()

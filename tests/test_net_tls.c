@@ -697,4 +697,103 @@ TEST(tls_bad_input) {
   remove_certs();
 }
 
+
+/* ------------------------------------------------------------ found by review: a half close, and
+ * close_notify during the handshake (it left the stream half alive and
+ * without a reason before) */
+
+/* Half-close on TLS: the client's write_eof (close_notify + SHUT_WR), the
+ * handler reads 0 and then answers; the client still reads the answer. */
+static int answer_after_eof(weft_stream *s, void *arg) {
+  (void)arg;
+  char buf[64];
+  size_t got = 0;
+  for (;;) {
+    ssize_t n = weft_stream_read(s, buf + got, sizeof buf - got);
+    if (n < 0) return (int)n;
+    if (n == 0) break;
+    got += (size_t)n;
+  }
+  ASSERT_EQ(weft_stream_write(s, "answer:", 7), 0);
+  ASSERT_EQ(weft_stream_write(s, buf, got), 0);
+  ASSERT_EQ(weft_stream_drain(s), 0);
+  return 0;
+}
+
+static int half_close_main(void *arg) {
+  (void)arg;
+  weft_tls_ctx *sctx = server_ctx(srv_pem, NULL, 0), *cctx = client_ctx(ca_pem, NULL);
+  weft_server *srv = tls_server(answer_after_eof, NULL, sctx);
+  weft_stream *s;
+  ASSERT_EQ(weft_open_connection_tls("127.0.0.1", port_of(srv), WEFT_NO_DEADLINE, cctx, "localhost", &s), 0);
+  ASSERT_EQ(weft_stream_write(s, "question", 8), 0);
+  ASSERT_EQ(weft_stream_write_eof(s), 0);
+  char buf[64];
+  ssize_t n = weft_stream_read_all(s, buf, sizeof buf);
+  ASSERT_EQ(n, 15);
+  ASSERT_EQ(memcmp(buf, "answer:question", 15), 0);
+  weft_stream_wait_closed(s);
+  ASSERT_EQ(weft_server_close(srv), 0);
+  weft_server_free(srv);
+  weft_tls_ctx_free(sctx);
+  weft_tls_ctx_free(cctx);
+  return 0;
+}
+
+TEST(tls_half_close_then_read_the_answer) {
+  run_with_certs(half_close_main, NULL);
+}
+
+/* A peer that answers the ClientHello with a plaintext close_notify alert:
+ * the handshake fails, and then (weft/tls.h) "the TLS layer is unusable:
+ * reads and writes return -EPIPE", and weft_stream_tls_error says why. */
+static int closer_task(void *arg) {
+  int lfd = (int)(intptr_t)arg;
+  int fd = weft_accept(lfd, NULL);
+  ASSERT_GE(fd, 0);
+  char buf[4096];
+  ASSERT_GT(weft_recv(fd, buf, sizeof buf, 0), 0); /* the ClientHello */
+  ASSERT_EQ(weft_send(fd, "\x15\x03\x03\x00\x02\x01\x00", 7, 0), 7); /* alert: warning, close_notify */
+  (void)weft_recv(fd, buf, sizeof buf, 0);
+  close(fd);
+  return 0;
+}
+
+static int hs_close_notify_main(void *arg) {
+  (void)arg;
+  weft_tls_ctx *cctx = client_ctx(ca_pem, NULL);
+  weft_addr a;
+  ASSERT_EQ(weft_addr_ip(&a, "127.0.0.1", 0), 0);
+  int lfd = weft_listen(&a, 4, 0);
+  ASSERT_GE(lfd, 0);
+  ASSERT_EQ(weft_sockname(lfd, &a), 0);
+  weft_task t = weft_spawn(closer_task, (void *)(intptr_t)lfd);
+  int fd = weft_connect_addr(&a, WEFT_NO_DEADLINE);
+  ASSERT_GE(fd, 0);
+  weft_stream *s;
+  ASSERT_EQ(weft_stream_from_fd(fd, &s), 0);
+  int rc = weft_stream_start_tls(s, cctx, false, "localhost");
+  char why[160];
+  int wl = weft_stream_tls_error(s, why, sizeof why);
+  ASSERT_EQ(weft_stream_set_timeout(s, 2000000000LL), 0); /* a bounded read */
+  char buf[8];
+  ssize_t r = weft_stream_read(s, buf, sizeof buf);
+  int w = weft_stream_write(s, "x", 1);
+  weft_stream_abort(s);
+  weft_stream_wait_closed(s);
+  ASSERT_EQ(weft_join(t), 0);
+  weft_task_release(t);
+  close(lfd);
+  weft_tls_ctx_free(cctx);
+  ASSERT_EQ(rc, -ECONNABORTED);
+  ASSERT_GT(wl, 0);
+  ASSERT_EQ(r, -EPIPE);
+  ASSERT_EQ(w, -EPIPE);
+  return 0;
+}
+
+TEST(close_notify_during_the_handshake_is_a_failure_with_a_reason) {
+  run_with_certs(hs_close_notify_main, NULL);
+}
+
 TEST_MAIN()

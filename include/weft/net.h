@@ -326,8 +326,11 @@ typedef struct weft_server_opts {
 typedef struct weft_server weft_server;
 
 /* asyncio.start_server: listen on host:port (host NULL or "": all IPv4 and
- * IPv6 addresses; a name is resolved, the first address used; port 0: the
- * kernel picks, see weft_server_addr) or on a Unix path, and serve each
+ * IPv6 addresses, as one dual-stack IPv6 socket where the system has
+ * IPv6; a name is resolved, the first address used; port 0: the kernel
+ * picks, see weft_server_addr) or on a Unix path (a socket file
+ * already there, left by a server that died, is removed first, as asyncio
+ * does; close removes the path), and serve each
  * accepted connection with fn(stream, arg) in a new task, placed on the
  * workers round-robin (opts.placement). opts may be NULL. Suspends (name resolution). Errors: -EINVAL; -EADDRINUSE; the
  * resolver's; -ENOMEM. */
