@@ -221,6 +221,26 @@ static void expire_and_unlock(weft__task *t, weft__task_ext *e, weft__scope *sc)
   weft__spin_unlock(&e->lock);
 }
 
+/* Expire every entered scope of t whose deadline is at most `by` (0: the
+ * clock, read once, only if some scope has a deadline). Any thread: the
+ * list is walked under the lock. */
+static void expire_due_scopes(weft__task *t, weft__task_ext *e, int64_t by) {
+  for (;;) {
+    weft__scope *due = NULL;
+    weft__spin_lock(&e->lock);
+    for (weft__scope *sc = e->scopes; sc && !due; sc = sc->next) {
+      if (sc->deadline == WEFT_FOREVER || weft__load(&sc->state, RELAXED) != ENTERED) continue;
+      if (!by) by = weft_now_ns();
+      if (sc->deadline <= by) due = sc;
+    }
+    if (!due) {
+      weft__spin_unlock(&e->lock);
+      return;
+    }
+    expire_and_unlock(t, e, due);
+  }
+}
+
 /* OWNER worker, scheduler context: a SCOPE entry is due. */
 void weft__timeout_fire(weft__task *t, uint32_t seq) {
   weft__task_ext *e = weft__ext_peek(t);
@@ -231,7 +251,13 @@ void weft__timeout_fire(weft__task *t, uint32_t seq) {
     weft__spin_unlock(&e->lock);
     return; /* stale: left, rescheduled, or an earlier incarnation's */
   }
+  int64_t deadline = sc->deadline;
   expire_and_unlock(t, e, sc);
+  /* and every other scope of t due by then: their entries may sit in other
+   * workers' heaps (the task moved between its enters), and a task woken by
+   * this cancel could leave an inner scope before an outer one due at the
+   * same time had fired: the inner would then convert instead of the outer */
+  expire_due_scopes(t, e, deadline);
 }
 
 /* The task itself, about to yield: expire its entered scopes that are due.
@@ -246,21 +272,7 @@ void weft__timeout_fire(weft__task *t, uint32_t seq) {
 void weft__timeout_expire_due(weft__task *t) {
   weft__task_ext *e = weft__ext_peek(t);
   if (!e || !e->scopes) return;
-  int64_t now = 0;
-  for (;;) {
-    weft__scope *due = NULL;
-    weft__spin_lock(&e->lock);
-    for (weft__scope *sc = e->scopes; sc && !due; sc = sc->next) {
-      if (sc->deadline == WEFT_FOREVER || weft__load(&sc->state, RELAXED) != ENTERED) continue;
-      if (!now) now = weft_now_ns();
-      if (sc->deadline <= now) due = sc;
-    }
-    if (!due) {
-      weft__spin_unlock(&e->lock);
-      return;
-    }
-    expire_and_unlock(t, e, due);
-  }
+  expire_due_scopes(t, e, 0);
 }
 
 bool weft__timeout_any_firing(weft__task_ext *e) {
