@@ -1462,7 +1462,7 @@ void weft_transport_abort(weft_transport *t) {
 bool weft_transport_is_closing(weft_transport *t) {
   if (!t) return true;
   weft__spin_lock(&t->lock);
-  bool c = t->closing || t->dead;
+  bool c = t->closing || t->dead || t->aborting || t->werr; /* a send error ends it too (asyncio's _fatal_error) */
   weft__spin_unlock(&t->lock);
   return c;
 }

@@ -169,6 +169,7 @@ static int flow_main(void *arg) {
   ASSERT_TRUE(buffered > 256 * 1024);
   if (do_abort) {
     weft_transport_abort(sr->t);
+    ASSERT_TRUE(weft_transport_is_closing(sr->t)); /* at once, as asyncio's abort */
     ASSERT_EQ(weft_event_wait(&sr->lost), 0);
     ASSERT_EQ(sr->lost_err, 0);
     ASSERT_EQ(weft_transport_get_write_buffer_size(sr->t), 0); /* dropped */
@@ -736,6 +737,7 @@ static int paused_reset_main(void *arg) {
   int rc = 0;
   for (int i = 0; i < 10 && rc == 0; i++) rc = weft_transport_write(sr->t, "hello", 5); /* from this task */
   ASSERT_TRUE(rc == -ECONNRESET || rc == -EPIPE);
+  ASSERT_TRUE(weft_transport_is_closing(sr->t)); /* at once, as asyncio's _fatal_error */
   for (int k = 0; k < 5000 && !weft_event_is_set(&sr->lost); k++) weft_sleep_ns(1000000);
   if (!weft_event_is_set(&sr->lost))
     TEST_FAIL("write got %d, is_closing %d, but connection_lost was not called within 5 s", rc,
