@@ -71,6 +71,7 @@
 #include "core/blocking.h"
 #include "core/runtime.h"
 #include "core/task.h"
+#include "core/taskext.h"
 
 #define SPIN_NS 50000 /* how long an idle thread watches for work before sleeping */
 #define DONE_BATCH 16  /* completions woken together */
@@ -89,9 +90,11 @@ typedef struct weft__blocking_job {
   uint32_t seq;                            /* under lock: the waiter's current wait */
   bool heap;                               /* immutable: allocated here (DETACH) */
   bool abandoned;                          /* under lock: the waiter left; the thread frees it */
+  weft__ctx *ctx;                          /* immutable: the caller's task-local values (a reference), NULL = none */
 } job;
 
 static void job_free(job *j) {
+  weft__ctx_unref(j->ctx);
   if (j->heap) weft__free(j, sizeof *j);
 }
 
@@ -256,7 +259,9 @@ static void *pool_thread(void *arg) {
        * (the last one was): a blocking one must not hold them */
       if (done.n && (done.n == DONE_BATCH || last_ns > SHORT_JOB_NS || start - done.first_ns >= DONE_DELAY_NS))
         flush_done(&done);
+      weft__thread_ctx = j->ctx; /* asyncio.to_thread: fn sees the caller's context */
       int status = j->fn(j->arg);
+      weft__thread_ctx = NULL; /* before DONE: the caller may free the job then */
       last_ns = weft_now_ns() - start;
       pthread_mutex_lock(&p->lock);
       j->status = status;
@@ -347,7 +352,10 @@ int weft__blocking_call(int (*fn)(void *), void *arg, int mode) {
     j = weft__alloc(sizeof *j);
     if (!j) return -ENOMEM;
   }
-  *j = (job){.fn = fn, .arg = arg, .task = self, .heap = j != &local};
+  weft__task_ext *ext = weft__ext_peek(self);
+  /* a reference: the caller's later set() copies instead of writing in place
+   * (DETACH: it may run while fn still does) */
+  *j = (job){.fn = fn, .arg = arg, .task = self, .heap = j != &local, .ctx = weft__ctx_ref(ext ? ext->ctx : NULL)};
 
   pthread_mutex_lock(&p->lock);
   int rc = wait_for_room(p, self);

@@ -11,7 +11,8 @@
  * From outside the workers (weft_runtime_call_*) a tiny detached task is
  * submitted whose only job is to insert the entry on the worker it runs on.
  *
- * state: PENDING --fire: CAS--> RUNNING --> RAN;  PENDING --cancel: CAS--> CANCELLED.
+ * state: PENDING --fire: CAS--> RUNNING --> RAN;  PENDING --cancel: CAS--> CANCELLED;
+ * PENDING --dropped unqueued (runtime variant): CAS--> DROPPED --cancel: CAS--> CANCELLED.
  * Exactly one of fire and cancel wins the CAS, so cancel() returning 1
  * means the callback never runs. refs: the user's handle (when asked for)
  * + the heap entry (or the submitting task, until it inserts the entry); the
@@ -28,7 +29,7 @@
 #include "core/task.h"
 #include "core/worker.h"
 
-enum { PENDING = 0, RUNNING = 1, RAN = 2, CANCELLED = 3 };
+enum { PENDING = 0, RUNNING = 1, RAN = 2, CANCELLED = 3, DROPPED = 4 /* never queued: it will not run */ };
 
 struct weft_callback {
   weft_callback_fn fn;   /* immutable */
@@ -84,13 +85,20 @@ int weft_call_later(int64_t delay_ns, weft_callback_fn fn, void *arg, weft_callb
   return weft_call_at(delay_ns > INT64_MAX - now ? INT64_MAX : now + delay_ns, fn, arg, out);
 }
 
+/* Mark a callback that was never queued (a cancel meanwhile stays CANCELLED).
+ * acq_rel: pairs with cancel's CAS. */
+static void drop(weft_callback *h) {
+  int expect = PENDING;
+  (void)weft__cas(&h->state, &expect, DROPPED, ACQ_REL, ACQUIRE);
+}
+
 /* The submitted task of weft_runtime_call_*: insert the entry here. It
  * never suspends, so it cannot be cancelled once it runs: it ends with 0 or
  * -ENOMEM when it ran, and with -ECANCELED only when it never ran. */
 static int submit_task(void *arg) {
   weft_callback *h = arg;
   if (insert(weft__worker_self(), h) < 0) {
-    weft__store(&h->state, CANCELLED, RELAXED); /* out of memory: it will not run */
+    drop(h); /* out of memory: it will not run */
     cb_unref(h);
     return -ENOMEM;
   }
@@ -105,7 +113,7 @@ static int submit_task(void *arg) {
 static void submit_done(weft_task t, void *arg) {
   weft_callback *h = arg;
   if (weft_task_status(t) == -ECANCELED) { /* never ran (see submit_task) */
-    weft__store(&h->state, CANCELLED, RELAXED);
+    drop(h);
     cb_unref(h);
   }
 }
@@ -148,7 +156,10 @@ int weft_callback_cancel(weft_callback *h) {
   if (!h) return -EINVAL;
   int expect = PENDING;
   /* acq_rel: pairs with fire's CAS: exactly one wins */
-  return weft__cas(&h->state, &expect, CANCELLED, ACQ_REL, ACQUIRE) ? 1 : 0;
+  if (weft__cas(&h->state, &expect, CANCELLED, ACQ_REL, ACQUIRE)) return 1;
+  /* dropped without running (its submission never ran, or had no memory):
+   * it will not run, and this is the first cancel */
+  return expect == DROPPED && weft__cas(&h->state, &expect, CANCELLED, ACQ_REL, ACQUIRE) ? 1 : 0;
 }
 
 void weft_callback_release(weft_callback *h) {

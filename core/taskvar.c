@@ -23,6 +23,8 @@
 #include "core/task.h"
 #include "core/taskext.h"
 
+_Thread_local weft__ctx *weft__thread_ctx;
+
 static _Atomic uint64_t next_var_id = 1; /* relaxed: ids only need to be unique */
 
 static size_t ctx_size(uint32_t cap) { return sizeof(weft__ctx) + cap * sizeof(((weft__ctx *)0)->v[0]); }
@@ -42,9 +44,10 @@ int weft_taskvar_init(weft_taskvar *v, void *default_value) {
 void *weft_taskvar_get(const weft_taskvar *v) {
   weft__task *t = weft__task_self();
   weft__task_ext *e = t ? weft__ext_peek(t) : NULL;
-  if (e && e->ctx)
-    for (uint32_t i = 0; i < e->ctx->n; i++)
-      if (e->ctx->v[i].id == v->id) return e->ctx->v[i].value;
+  weft__ctx *c = t ? (e ? e->ctx : NULL) : weft__thread_ctx; /* a pool thread: its caller's values */
+  if (c)
+    for (uint32_t i = 0; i < c->n; i++)
+      if (c->v[i].id == v->id) return c->v[i].value;
   return v->default_value;
 }
 

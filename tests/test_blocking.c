@@ -388,4 +388,66 @@ TEST(shutdown_with_calls_in_flight) {
   ASSERT_GE(done, 1);
 }
 
+
+/* ------------------------------------------------------------ found by review: to_thread and the
+ * caller's task-local values (failed before), a cancelled room waiter */
+
+/* asyncio.to_thread copies the caller's context into the thread
+ * (threads.py: ctx = contextvars.copy_context(); func_call =
+ * functools.partial(ctx.run, func, ...)). */
+static weft_taskvar rv_var;
+static int rv_read_var(void *arg) {
+  *(void **)arg = weft_taskvar_get(&rv_var);
+  return 0;
+}
+static int rv_ctx_main(void *arg) {
+  (void)arg;
+  weft_taskvar_init(&rv_var, (void *)1);
+  ASSERT_EQ(weft_taskvar_set(&rv_var, (void *)42, NULL), 0);
+  void *seen = NULL;
+  ASSERT_EQ(weft_to_thread(rv_read_var, &seen), 0);
+  ASSERT_PTR_EQ(seen, (void *)42);
+  return 0;
+}
+TEST(to_thread_sees_the_callers_taskvars) {
+  weft_config c = cfg_of(2, 2, 0);
+  ASSERT_EQ(weft_run(rv_ctx_main, NULL, &c), 0);
+}
+
+/* A saturated pool (1 thread, queue of 16): a caller waiting for room is
+ * cancelled; it returns -ECANCELED, its fn never runs, and the others run. */
+static atomic_int rv_gate, rv_ran;
+static int rv_block(void *arg) {
+  (void)arg;
+  for (int i = 0; i < 5000 && !atomic_load(&rv_gate); i++) usleep(1000);
+  atomic_fetch_add(&rv_ran, 1);
+  return 0;
+}
+static int rv_caller(void *arg) {
+  (void)arg;
+  return weft_to_thread(rv_block, NULL);
+}
+static int rv_sat_main(void *arg) {
+  (void)arg;
+  enum { N = 1 + WEFT__BLOCKING_QUEUE_PER_THREAD + 3 };
+  weft_task t[N];
+  for (int i = 0; i < N; i++) {
+    t[i] = weft_spawn(rv_caller, NULL);
+    ASSERT_EQ(weft_sleep_ns(1000000), 0);
+  }
+  /* the last three wait for room: cancel the middle one */
+  ASSERT_EQ(weft_cancel(t[N - 2]), 1);
+  ASSERT_EQ(weft_join(t[N - 2]), -ECANCELED);
+  atomic_store(&rv_gate, 1);
+  for (int i = 0; i < N; i++)
+    if (i != N - 2) ASSERT_EQ(weft_join(t[i]), 0);
+  ASSERT_EQ(atomic_load(&rv_ran), N - 1);
+  for (int i = 0; i < N; i++) weft_task_release(t[i]);
+  return 0;
+}
+TEST(saturated_pool_a_cancelled_room_waiter_never_runs) {
+  weft_config c = cfg_of(2, 1, 0);
+  ASSERT_EQ(weft_run(rv_sat_main, NULL, &c), 0);
+}
+
 TEST_MAIN()

@@ -396,4 +396,44 @@ TEST(introspection_sigquit_dump_in_debug_mode) {
   ASSERT_TRUE(sa.sa_handler == SIG_DFL);
 }
 
+
+/* ------------------------------------------------------------ found by review: a runtime callback
+ * dropped at shutdown (cancel returned 0 before) */
+
+static atomic_int rv_gate2, rv_fn_ran;
+static int rv_hog(void *arg) {
+  (void)arg;
+  for (int i = 0; i < 5000 && !atomic_load(&rv_gate2); i++) usleep(1000); /* holds the only worker */
+  return weft_yield(); /* -ECANCELED: shutdown cancelled it */
+}
+static void rv_fn(void *arg) {
+  (void)arg;
+  atomic_fetch_add(&rv_fn_ran, 1);
+}
+static void *rv_shutdown_thread(void *arg) {
+  weft_runtime_shutdown(arg);
+  return NULL;
+}
+/* A runtime_call_soon whose callback is dropped at shutdown: it never ran and
+ * never will, so weft_callback_cancel must return 1 ("1 when it will not
+ * run, 0 when it ran or is running"). */
+TEST(runtime_callback_dropped_at_shutdown_cancel_returns_1) {
+  weft_config c = {0};
+  c.workers = 1;
+  weft_runtime *rt;
+  ASSERT_EQ(weft_runtime_new(&rt, &c), 0);
+  ASSERT_EQ(weft_runtime_submit(rt, rv_hog, NULL, NULL), 0);
+  usleep(20000); /* the hog runs */
+  weft_callback *h;
+  ASSERT_EQ(weft_runtime_call_soon(rt, rv_fn, NULL, &h), 0);
+  pthread_t th;
+  pthread_create(&th, NULL, rv_shutdown_thread, rt);
+  usleep(200000); /* shutdown cancelled every task, the queued submission too */
+  atomic_store(&rv_gate2, 1);
+  pthread_join(th, NULL);
+  ASSERT_EQ(atomic_load(&rv_fn_ran), 0);
+  ASSERT_EQ(weft_callback_cancel(h), 1);
+  weft_callback_release(h);
+}
+
 TEST_MAIN()

@@ -279,4 +279,59 @@ static int race_main(void *arg) {
 }
 TEST(future_stress_complete_vs_cancel) { run_both(race_main, NULL); }
 
+
+/* ------------------------------------------------------------ review coverage: a future set from
+ * a foreign thread, many awaiters, callback order and removal */
+
+static weft_future rv_f;
+static atomic_int rv_order[64];
+static atomic_int rv_n;
+static void rv_cb(weft_future *f, void *arg) {
+  (void)f;
+  int k = atomic_fetch_add(&rv_n, 1);
+  if (k < 64) atomic_store(&rv_order[k], (int)(intptr_t)arg);
+}
+static void *rv_setter(void *arg) {
+  (void)arg;
+  usleep(5000);
+  weft_future_set(&rv_f, 11, NULL);
+  return NULL;
+}
+static int rv_awaiter(void *arg) {
+  (void)arg;
+  void *v;
+  int rc = weft_future_await(&rv_f, &v);
+  return rc;
+}
+static int rv_future_main(void *arg) {
+  (void)arg;
+  weft_future_init(&rv_f);
+  atomic_store(&rv_n, 0);
+  weft_task t[16];
+  for (int i = 0; i < 16; i++) t[i] = weft_spawn(rv_awaiter, NULL);
+  for (int i = 0; i < 5; i++) ASSERT_EQ(weft_future_add_done_callback(&rv_f, rv_cb, (void *)(intptr_t)i), 0);
+  ASSERT_EQ(weft_future_add_done_callback(&rv_f, rv_cb, (void *)(intptr_t)2), 0);
+  ASSERT_EQ(weft_future_remove_done_callback(&rv_f, rv_cb, (void *)(intptr_t)2), 2);
+  pthread_t th;
+  pthread_create(&th, NULL, rv_setter, NULL);
+  for (int i = 0; i < 16; i++) ASSERT_EQ(weft_join(t[i]), 11);
+  pthread_join(th, NULL);
+  ASSERT_EQ(atomic_load(&rv_n), 4);
+  int exp[4] = {0, 1, 3, 4};
+  for (int i = 0; i < 4; i++) ASSERT_EQ(atomic_load(&rv_order[i]), exp[i]);
+  ASSERT_EQ(weft_future_set(&rv_f, 1, NULL), -EALREADY);
+  ASSERT_EQ(weft_future_cancel(&rv_f), 0);
+  ASSERT_TRUE(!weft_future_cancelled(&rv_f));
+  /* awaiting a done future with a pending cancel: the result, cancel kept */
+  weft_cancel(weft_current());
+  void *v;
+  ASSERT_EQ(weft_future_await(&rv_f, &v), 11);
+  ASSERT_EQ(weft_yield(), -ECANCELED);
+  weft_uncancel(weft_current());
+  for (int i = 0; i < 16; i++) weft_task_release(t[i]);
+  ASSERT_EQ(weft_future_destroy(&rv_f), 0);
+  return 0;
+}
+TEST(future_set_from_a_thread_awaiters_and_callback_order) { run_both(rv_future_main, NULL); }
+
 TEST_MAIN()

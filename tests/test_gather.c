@@ -442,4 +442,73 @@ static int gather_twice_main(void *arg) {
 TEST_T(gather_forwards_every_cancel_of_its_caller, 60) { run_both(gather_twice_main, NULL); }
 
 
+
+/* ------------------------------------------------------------ review coverage: wait, as_completed
+ * and shield edge cases */
+
+static int rv_cancel_self_later(void *arg) {
+  int rc = weft_sleep_ns((int64_t)(intptr_t)arg * MS);
+  return rc;
+}
+
+static weft_task rv_inner;
+static int rv_shielder(void *arg) {
+  (void)arg;
+  return weft_shield(weft_aw_task(rv_inner), NULL);
+}
+
+static int rv_gather_main(void *arg) {
+  (void)arg;
+  /* wait FIRST_EXCEPTION: a cancelled child is not an exception */
+  weft_task a = weft_spawn(tu_forever, NULL);
+  weft_task b = weft_spawn(tu_sleep_then_7, (void *)(intptr_t)200);
+  weft_awaitable aw[2] = {weft_aw_task(a), weft_aw_task(b)};
+  weft_cancel(a);
+  ASSERT_EQ(weft_join(a), -ECANCELED);
+  bool done[2];
+  ASSERT_EQ(weft_wait(aw, 2, WEFT_FIRST_EXCEPTION, 5 * MS, done), 1);
+  ASSERT_TRUE(done[0] && !done[1]);
+  /* duplicates */
+  ASSERT_EQ(weft_wait((weft_awaitable[]){aw[1], aw[1]}, 2, WEFT_ALL_COMPLETED, WEFT_FOREVER, done), 2);
+  ASSERT_TRUE(done[0] && done[1]);
+  /* timeout 0 on done ones */
+  ASSERT_EQ(weft_wait(aw, 2, WEFT_ALL_COMPLETED, 0, done), 2);
+  /* as_completed on done ones, duplicates */
+  weft_as_completed it;
+  ASSERT_EQ(weft_as_completed_init(&it, (weft_awaitable[]){aw[1], aw[0], aw[1]}, 3, 0), 0);
+  ASSERT_EQ(weft_as_completed_next(&it), 0);
+  ASSERT_EQ(weft_as_completed_next(&it), 1);
+  ASSERT_EQ(weft_as_completed_next(&it), 2);
+  ASSERT_EQ(weft_as_completed_next(&it), -ENOENT);
+  weft_as_completed_destroy(&it);
+  ASSERT_EQ(weft_as_completed_init(&it, NULL, 0, WEFT_FOREVER), 0);
+  ASSERT_EQ(weft_as_completed_next(&it), -ENOENT);
+  weft_as_completed_destroy(&it);
+  weft_task_release(a);
+  weft_task_release(b);
+  /* shield of a task cancelled directly: the outer await gets -ECANCELED */
+  rv_inner = weft_spawn(tu_forever, NULL);
+  weft_task s = weft_spawn(rv_shielder, NULL);
+  weft_sleep_ns(2 * MS);
+  weft_cancel(rv_inner);
+  ASSERT_EQ(weft_join(s), -ECANCELED);
+  ASSERT_TRUE(weft_task_cancelled(rv_inner));
+  weft_task_release(s);
+  weft_task_release(rv_inner);
+  /* gather with a future completed from a callback */
+  weft_future f;
+  weft_future_init(&f);
+  weft_task g = weft_spawn(rv_cancel_self_later, (void *)(intptr_t)1);
+  int st[2];
+  void *v[2];
+  ASSERT_EQ(weft_future_set(&f, 3, &f), 0);
+  ASSERT_EQ(weft_gather((weft_awaitable[]){weft_aw_future(&f), weft_aw_task(g)}, 2, st, v, 0), 0);
+  ASSERT_EQ(st[0], 3);
+  ASSERT_EQ(st[1], 0);
+  weft_task_release(g);
+  ASSERT_EQ(weft_future_destroy(&f), 0);
+  return 0;
+}
+TEST(wait_as_completed_shield_edges) { run_both(rv_gather_main, NULL); }
+
 TEST_MAIN()

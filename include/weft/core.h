@@ -240,7 +240,8 @@ WEFT_API int weft_yield(void);
 #define WEFT_TO_THREAD_DETACH 1u /* on cancellation return at once; fn runs to its end unobserved */
 
 /* asyncio.to_thread: run fn(arg) on the runtime's pool of blocking threads
- * and suspend until it returns; returns fn's status. fn may block its
+ * and suspend until it returns; returns fn's status. fn sees the caller's
+ * task-local values (weft_taskvar_get) as they were at the call. fn may block its
  * thread (a system call, a lock, a library without an async API); it must
  * not call weft's suspending functions. The pool is created on first use,
  * grows on demand up to weft_config.blocking_threads (default 64), lets a

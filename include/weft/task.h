@@ -254,8 +254,11 @@ WEFT_API int weft_taskgroup_failed(const weft_taskgroup *g);
  * cancel, set events and futures). weft_call_* queue it on the calling
  * worker (from a task or a callback); weft_runtime_call_* from any thread.
  * Callbacks due at the same time run in the order they were queued on one
- * worker. *out (when out is not NULL) receives a handle to cancel it with;
- * release it with weft_callback_release. Callbacks still pending when the
+ * worker; those queued with weft_runtime_call_* may run on different
+ * workers and keep no order among themselves, even from one thread (unlike
+ * asyncio's call_soon_threadsafe, which is FIFO). *out (when out is not
+ * NULL) receives a handle to cancel it with; release it with
+ * weft_callback_release. Callbacks still pending when the
  * runtime shuts down are dropped without running. Errors: -EINVAL outside a
  * worker, negative delay, fn NULL; -ENOMEM; -ESHUTDOWN (runtime variant). */
 typedef struct weft_callback weft_callback;
@@ -284,7 +287,9 @@ typedef struct weft_taskvar {
 
 /* Errors: none; returns 0. */
 WEFT_API int weft_taskvar_init(weft_taskvar *v, void *default_value);
-/* The calling task's value, or the default (also outside a task). */
+/* The calling task's value, or the default (also outside a task). In a
+ * function run by weft_to_thread: the value of the task that called it, as
+ * it was at the call (asyncio.to_thread copies the context). */
 WEFT_API void *weft_taskvar_get(const weft_taskvar *v);
 /* Set the calling task's value; *old (when not NULL) receives the previous
  * one. Errors: -EINVAL outside a task or an uninitialised variable; -ENOMEM. */
