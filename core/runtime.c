@@ -24,6 +24,7 @@
 #include "core/alloc.h"
 #include "core/runtime.h"
 #include "io/readiness.h"
+#include "process/process.h"
 #include "process/signal.h"
 #include "core/taskext.h"
 #include "core/worker.h"
@@ -171,6 +172,9 @@ int weft_runtime_new(weft_runtime **out, const weft_config *cfg) {
   weft_config c;
   int rc = resolve_config(cfg, &c);
   if (rc) return rc;
+  /* as Python at startup: a write to a pipe (or socket) whose reader is
+   * gone returns -EPIPE instead of killing the process (io.h) */
+  weft__process_ignore_sigpipe();
   int probe_err = 0;
   int backend = weft__backend_resolve(c.backend, &probe_err);
   if (backend < 0) return backend;

@@ -87,6 +87,7 @@ static ssize_t finish_on_pool(int fd, const struct iovec *iov, int iovcnt, int64
   weft__sysjob j = {.op = wr ? WEFT__SYS_PWRITEV : WEFT__SYS_PREADV, .fd = fd, .iov = &rest, .iovcnt = 1,
                     .off = off < 0 ? -1 : off + r};
   int more = weft__sysjob_run(&j);
+  if (more == -ECANCELED) weft__io_keep_cancel(); /* r bytes moved: report them, keep the cancel */
   return more > 0 ? r + more : r; /* an error after some bytes moved: report the bytes */
 }
 
@@ -154,6 +155,7 @@ ssize_t weft__io_rw(int fd, const struct iovec *iov, int iovcnt, int64_t off, bo
   if (backend < 0) return backend;
   if (fd < 0) return -EBADF;
   if (iovcnt < 1 || iovcnt > IOV_MAX || !iov) return -EINVAL;
+  if (iovcnt == 1 && iov[0].iov_len > (size_t)SSIZE_MAX) return -EINVAL; /* uring_rw would clamp it */
   if (off < -1) return -EINVAL;
   if (backend == WEFT_BACKEND_URING) return uring_rw(fd, iov, iovcnt, off, wr, deadline);
   return epoll_rw(fd, iov, iovcnt, off, wr, deadline);
@@ -211,16 +213,32 @@ int weft_poll(int fd, unsigned events, int64_t deadline) {
 
 /* ------------------------------------------------------------ splice, tee */
 
+/* An O_NONBLOCK pipe end makes the opcode complete with -EAGAIN: wait for
+ * whichever end is not ready and try again (as uring_rw and epoll_splice),
+ * so that neither backend returns -EAGAIN. */
 static ssize_t uring_splice(int in, int64_t off_in, int out, int64_t off_out, size_t len, unsigned flags, bool is_tee) {
-  weft__uop u;
-  int err;
-  struct io_uring_sqe *sqe = weft__uop_begin(&u, WEFT__NO_DEADLINE, &err);
-  if (!sqe) return err;
-  if (is_tee)
-    io_uring_prep_tee(sqe, in, out, (unsigned)len, flags);
-  else
-    io_uring_prep_splice(sqe, in, off_in, out, off_out, (unsigned)len, flags);
-  return weft__uop_wait(&u, sqe);
+  for (;;) {
+    weft__uop u;
+    int err;
+    struct io_uring_sqe *sqe = weft__uop_begin(&u, WEFT__NO_DEADLINE, &err);
+    if (!sqe) return err;
+    if (is_tee)
+      io_uring_prep_tee(sqe, in, out, (unsigned)len, flags);
+    else
+      io_uring_prep_splice(sqe, in, off_in, out, off_out, (unsigned)len, flags);
+    int res = weft__uop_wait(&u, sqe);
+    if (res != -EAGAIN) return res;
+    struct pollfd p[2] = {{.fd = in, .events = POLLIN}, {.fd = out, .events = POLLOUT}};
+    if (poll(p, 2, 0) < 0 && errno != EINTR) return -errno;
+    int rc;
+    if (!(p[0].revents & (POLLIN | POLLHUP | POLLERR)))
+      rc = uring_poll(in, POLLIN, WEFT__NO_DEADLINE);
+    else if (!(p[1].revents & (POLLOUT | POLLERR)))
+      rc = uring_poll(out, POLLOUT, WEFT__NO_DEADLINE);
+    else
+      rc = weft_yield(); /* both ready, yet EAGAIN (a race with another user): try again */
+    if (rc < 0) return rc;
+  }
 }
 
 /* epoll: the non-blocking call; on -EAGAIN wait for whichever end is not

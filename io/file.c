@@ -93,7 +93,13 @@ int weft_close(int fd) {
   if (fd < 0) return -EBADF;
   weft__fd_forget(fd); /* epoll: drop its registration first (io/readiness.h) */
   weft__sysjob j = {.op = WEFT__SYS_CLOSE, .fd = fd};
-  return file_call(&j);
+  /* not cancellable: a cancel must not leave the descriptor open (io.h:
+   * "gone either way"); a pending request stays for the next suspension */
+  weft__task *t = weft__task_self();
+  if (t) t->shield_depth++;
+  int rc = file_call(&j);
+  if (t) t->shield_depth--;
+  return rc;
 }
 
 int weft_fsync(int fd) {

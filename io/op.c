@@ -129,6 +129,11 @@ int weft__uop_wait(weft__uop *u, struct io_uring_sqe *sqe) {
   return u->res;
 }
 
+void weft__io_keep_cancel(void) {
+  weft__task *t = weft__task_self();
+  if (t) repend_cancel(t);
+}
+
 int weft__io_cancel_point(void) {
   weft__task *t = weft__task_self();
   /* relaxed: the request carries no data (as weft_yield) */

@@ -99,6 +99,11 @@ int weft__epoll_wait_fd(int fd, uint32_t events, int64_t deadline);
  * when a request is pending, else 0. */
 int weft__io_cancel_point(void);
 
+/* A call that consumed a cancel request (a nested wait returned
+ * -ECANCELED) but returns a real result: keep the request pending for
+ * the task's next suspension. */
+void weft__io_keep_cancel(void);
+
 /* A deadline from a relative timeout (ns; < 0: none). */
 int64_t weft__deadline_after(int64_t timeout_ns);
 

@@ -7,7 +7,10 @@
 #include <limits.h>
 #include <poll.h>
 #include <stdatomic.h>
+#include <pty.h>
+#include <signal.h>
 #include <sys/eventfd.h>
+#include <sys/mman.h>
 #include <sys/uio.h>
 
 #include <weft/weft.h>
@@ -412,6 +415,448 @@ TEST(bad_input_gets_an_errno) {
   char buf[4];
   ASSERT_EQ(weft_read(0, buf, 4), -EINVAL); /* outside a task */
   ASSERT_EQ(weft_poll(0, POLLIN, 0), -EINVAL);
+}
+
+
+/* ------------------------------------------------------------ found by review (the close with a
+ * pending cancel, splice on O_NONBLOCK pipes, one iovec past SSIZE_MAX,
+ * SIGPIPE, and the cancelled partial file read on epoll failed before),
+ * and coverage of races the review checked */
+
+
+static int rv_close_cancel_main(void *arg) {
+  (void)arg;
+  int fds0 = count_fds();
+  int p[2];
+  ASSERT_EQ(pipe2(p, O_CLOEXEC), 0);
+  weft_cancel(weft_current());
+  int rc = weft_close(p[0]); /* io.h: "the descriptor is gone either way" */
+  bool still_open = fcntl(p[0], F_GETFD) >= 0;
+  if (still_open) close(p[0]);
+  close(p[1]);
+  ASSERT_TRUE(!still_open);
+  if (rc != -ECANCELED) ASSERT_EQ(weft_sleep_ns(1000000), -ECANCELED); /* the request stayed pending */
+  ASSERT_EQ(count_fds(), fds0);
+  return 0;
+}
+
+TEST(close_with_a_pending_cancel_still_closes) {
+  weft_config c = cfg_workers(2);
+  ASSERT_EQ(weft_run(rv_close_cancel_main, NULL, &c), 0);
+}
+
+static int rv_write_later(void *arg) {
+  int fd = (int)(intptr_t)arg;
+  weft_sleep_ns(20000000);
+  return (int)weft_write(fd, "abc", 3);
+}
+
+static int rv_splice_nb_main2(void *arg) {
+  (void)arg;
+  int a[2], b[2];
+  ASSERT_EQ(pipe2(a, O_CLOEXEC | O_NONBLOCK), 0);
+  ASSERT_EQ(pipe2(b, O_CLOEXEC | O_NONBLOCK), 0);
+  weft_task w = weft_spawn(rv_write_later, (void *)(intptr_t)a[1]);
+  ssize_t r = weft_splice(a[0], -1, b[1], -1, 100, 0);
+  weft_join(w);
+  weft_task_release(w);
+  ssize_t t = weft_tee(b[0], a[1], 100, 0);
+  ASSERT_EQ(r, 3);
+  ASSERT_EQ(t, 3);
+  weft_close(a[0]); weft_close(a[1]); weft_close(b[0]); weft_close(b[1]);
+  return 0;
+}
+
+TEST(splice_from_an_empty_nonblocking_pipe_waits) {
+  weft_config c = cfg_workers(2);
+  ASSERT_EQ(weft_run(rv_splice_nb_main2, NULL, &c), 0);
+}
+
+static int rv_pty_main(void *arg) {
+  (void)arg;
+  int m, s;
+  ASSERT_EQ(openpty(&m, &s, NULL, NULL, NULL), 0);
+  char buf[16];
+  ssize_t r = weft_read_until(m, buf, sizeof buf, weft_now_ns() + 50000000);
+  ASSERT_EQ(r, -ETIMEDOUT);
+  r = weft_read_until(s, buf, sizeof buf, weft_now_ns() + 50000000);
+  ASSERT_EQ(r, -ETIMEDOUT);
+  int pr = weft_poll(s, POLLIN, weft_now_ns() + 20000000);
+  ASSERT_EQ(pr, -ETIMEDOUT);
+  close(m); close(s);
+  return 0;
+}
+
+TEST(tty_read_until_times_out) {
+  weft_config c = cfg_workers(2);
+  ASSERT_EQ(weft_run(rv_pty_main, NULL, &c), 0);
+}
+
+static int rv_pty_reader(void *arg) {
+  int fd = (int)(intptr_t)arg;
+  char buf[16];
+  return (int)weft_read(fd, buf, sizeof buf);
+}
+
+static int rv_pty_cancel_main(void *arg) {
+  (void)arg;
+  int m, s;
+  ASSERT_EQ(openpty(&m, &s, NULL, NULL, NULL), 0);
+  weft_task t = weft_spawn(rv_pty_reader, (void *)(intptr_t)m);
+  weft_sleep_ns(10000000);
+  weft_cancel(t);
+  int r = weft_join(t);
+  ASSERT_EQ(r, -ECANCELED);
+  weft_task_release(t);
+  close(m); close(s);
+  return 0;
+}
+
+TEST(tty_read_cancelled) {
+  weft_config c = cfg_workers(2);
+  ASSERT_EQ(weft_run(rv_pty_cancel_main, NULL, &c), 0);
+}
+
+static int rv_epipe_main(void *arg) {
+  (void)arg;
+  signal(SIGPIPE, SIG_IGN);
+  int p[2];
+  ASSERT_EQ(pipe2(p, O_CLOEXEC), 0);
+  ASSERT_EQ(weft_close(p[0]), 0);
+  ASSERT_EQ(weft_write(p[1], "x", 1), -EPIPE);
+  size_t done = 7;
+  ASSERT_EQ(weft_pwrite_full(p[1], "xyz", 3, -1, &done), -EPIPE);
+  ASSERT_EQ(done, 0);
+  weft_close(p[1]);
+  return 0;
+}
+
+TEST(write_to_a_pipe_without_reader) {
+  weft_config c = cfg_workers(2);
+  ASSERT_EQ(weft_run(rv_epipe_main, NULL, &c), 0);
+}
+
+
+static int rv_huge_main(void *arg) {
+  (void)arg;
+  size_t big = (size_t)3 << 30;
+  char *m = mmap(NULL, big, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+  ASSERT_TRUE(m != MAP_FAILED);
+  int p[2];
+  ASSERT_EQ(pipe2(p, O_CLOEXEC), 0);
+  ASSERT_EQ(weft_write(p[1], "hello", 5), 5);
+  ASSERT_EQ(weft_read(p[0], m, big), 5);
+  ASSERT_EQ(weft_write(p[1], "hello", 5), 5);
+  ASSERT_EQ(weft_close(p[1]), 0);
+  size_t done = 0;
+  ASSERT_EQ(weft_pread_full(p[0], m, big, -1, &done), 5);
+  ASSERT_EQ(done, 5);
+  ASSERT_EQ(weft_read(p[0], m, 0), 0);
+  ASSERT_EQ(weft_splice(p[0], -1, p[0], -1, (size_t)SSIZE_MAX + 1, 0), -EINVAL);
+  struct iovec iov[2] = {{m, (size_t)SSIZE_MAX + 1}, {m, 10}};
+  ssize_t r = weft_preadv(p[0], iov, 2, -1);
+  ASSERT_EQ(r, -EINVAL);
+  weft_close(p[0]);
+  munmap(m, big);
+  return 0;
+}
+
+TEST(huge_lengths) {
+  weft_config c = cfg_workers(2);
+  ASSERT_EQ(weft_run(rv_huge_main, NULL, &c), 0);
+}
+
+/* Deadlines racing with writes: every byte is returned by a read or still
+ * in the pipe. */
+typedef struct rv_dl {
+  int wfd;
+  int rounds;
+} rv_dl;
+
+static int rv_dl_writer(void *arg) {
+  rv_dl *d = arg;
+  for (int i = 0; i < d->rounds; i++) {
+    weft_sleep_ns((i % 7) * 150000);
+    if (weft_write(d->wfd, "b", 1) != 1) return -1;
+  }
+  return 0;
+}
+
+static int rv_deadline_race_main(void *arg) {
+  (void)arg;
+  int p[2];
+  ASSERT_EQ(pipe2(p, O_CLOEXEC | (arg ? O_NONBLOCK : 0)), 0);
+  rv_dl d = {.wfd = p[1], .rounds = 2000};
+  weft_task w = weft_spawn(rv_dl_writer, &d);
+  int got = 0, timeouts = 0;
+  int64_t t0 = weft_now_ns();
+  while (got < d.rounds && weft_now_ns() - t0 < 20000000000LL) {
+    char buf[4];
+    ssize_t r = weft_read_until(p[0], buf, sizeof buf, weft_now_ns() + 200000 + (got % 5) * 100000);
+    if (r == -ETIMEDOUT) timeouts++;
+    else if (r > 0) got += (int)r;
+    else TEST_FAIL("read_until returned %zd", r);
+  }
+  ASSERT_EQ(weft_join(w), 0);
+  weft_task_release(w);
+  ASSERT_EQ(got, d.rounds);
+  weft_close(p[0]);
+  weft_close(p[1]);
+  return 0;
+}
+
+TEST(read_until_racing_with_writes_loses_no_byte) {
+  weft_config c = cfg_workers(4);
+  ASSERT_EQ(weft_run(rv_deadline_race_main, NULL, &c), 0);
+  ASSERT_EQ(weft_run(rv_deadline_race_main, (void *)1, &c), 0);
+}
+
+/* Many writers and readers of one pipe, on all workers: every byte
+ * arrives once. */
+enum { RV_W = 8, RV_R = 8, RV_PER = 4000 };
+static int rv_pp[2];
+static _Atomic long rv_sum_in, rv_count_in;
+
+static int rv_mw(void *arg) {
+  int id = (int)(intptr_t)arg;
+  for (int i = 0; i < RV_PER; i++) {
+    unsigned char b = (unsigned char)(id * 16 + (i & 15));
+    if (weft_write(rv_pp[1], &b, 1) != 1) return -1;
+    if (i % 64 == 0) weft_yield();
+  }
+  return 0;
+}
+
+static int rv_mr(void *arg) {
+  (void)arg;
+  unsigned char buf[37];
+  for (;;) {
+    ssize_t r = weft_read(rv_pp[0], buf, sizeof buf);
+    if (r == 0) return 0;
+    if (r < 0) return (int)r;
+    long s = 0;
+    for (ssize_t i = 0; i < r; i++) s += buf[i];
+    atomic_fetch_add(&rv_sum_in, s);
+    atomic_fetch_add(&rv_count_in, r);
+  }
+}
+
+static int rv_many_main(void *arg) {
+  (void)arg;
+  ASSERT_EQ(pipe2(rv_pp, O_CLOEXEC | (arg ? O_NONBLOCK : 0)), 0);
+  atomic_store(&rv_sum_in, 0);
+  atomic_store(&rv_count_in, 0);
+  weft_task ws[RV_W], rs[RV_R];
+  for (int i = 0; i < RV_R; i++) rs[i] = weft_spawn(rv_mr, NULL);
+  for (int i = 0; i < RV_W; i++) ws[i] = weft_spawn(rv_mw, (void *)(intptr_t)i);
+  for (int i = 0; i < RV_W; i++) {
+    ASSERT_EQ(weft_join(ws[i]), 0);
+    weft_task_release(ws[i]);
+  }
+  ASSERT_EQ(weft_close(rv_pp[1]), 0);
+  for (int i = 0; i < RV_R; i++) {
+    ASSERT_EQ(weft_join(rs[i]), 0);
+    weft_task_release(rs[i]);
+  }
+  long want = 0;
+  for (int id = 0; id < RV_W; id++)
+    for (int i = 0; i < RV_PER; i++) want += (unsigned char)(id * 16 + (i & 15));
+  ASSERT_EQ(atomic_load(&rv_count_in), (long)RV_W * RV_PER);
+  ASSERT_EQ(atomic_load(&rv_sum_in), want);
+  weft_close(rv_pp[0]);
+  return 0;
+}
+
+TEST(many_readers_and_writers_of_one_pipe) {
+  weft_config c = cfg_workers(4);
+  ASSERT_EQ(weft_run(rv_many_main, NULL, &c), 0);
+  ASSERT_EQ(weft_run(rv_many_main, (void *)1, &c), 0);
+}
+
+/* epoll's pitfalls: a registered number closed with close(2) while a dup
+ * keeps its file, then handed out again for another pipe. */
+static int rv_reuse_reader(void *arg) {
+  int fd = (int)(intptr_t)arg;
+  char buf[8];
+  return (int)weft_read_until(fd, buf, sizeof buf, weft_now_ns() + 2000000000LL);
+}
+
+static int rv_reuse_main(void *arg) {
+  (void)arg;
+  int fds0 = count_fds();
+  for (int round = 0; round < 20; round++) {
+    int a[2];
+    ASSERT_EQ(pipe2(a, O_CLOEXEC), 0);
+    char buf[8];
+    /* register a[0] (a wait that times out) */
+    ASSERT_EQ(weft_read_until(a[0], buf, 8, weft_now_ns() + 1000000), -ETIMEDOUT);
+    int dupfd = round % 2 ? dup(a[0]) : -1;
+    int num = a[0];
+    close(a[0]); /* plain close: the registration may stay (dup) */
+    int b[2];
+    ASSERT_EQ(pipe2(b, O_CLOEXEC), 0);
+    int rfd = b[0] == num ? b[0] : b[1] == num ? b[1] : -1;
+    ASSERT_TRUE(rfd >= 0);
+    int wfd = rfd == b[0] ? b[1] : -1;
+    if (wfd < 0) { /* the number went to the write end: reading from it is pointless */
+      close(b[0]); close(b[1]); close(a[1]); if (dupfd >= 0) close(dupfd);
+      continue;
+    }
+    weft_task t = weft_spawn(rv_reuse_reader, (void *)(intptr_t)rfd);
+    weft_sleep_ns(2000000);
+    if (dupfd >= 0) ASSERT_EQ(write(a[1], "old", 3), 3); /* the old file's event must not confuse */
+    ASSERT_EQ(write(wfd, "new", 3), 3);
+    int r = weft_join(t);
+    weft_task_release(t);
+    ASSERT_EQ(r, 3);
+    /* the other direction too: a writer waiting on the reused number */
+    close(b[0]); close(b[1]); close(a[1]);
+    if (dupfd >= 0) close(dupfd);
+  }
+  ASSERT_EQ(count_fds(), fds0);
+  return 0;
+}
+
+TEST(a_closed_and_reused_number_is_watched_afresh) {
+  weft_config c = cfg_workers(2);
+  ASSERT_EQ(weft_run(rv_reuse_main, NULL, &c), 0);
+}
+
+/* One descriptor, one task reading and one writing at once (a socketpair
+ * end), on different workers. */
+static int rv_sp_writer(void *arg) {
+  int fd = (int)(intptr_t)arg;
+  static char big[1 << 20];
+  size_t done = 0;
+  return (int)weft_pwrite_full(fd, big, sizeof big, -1, &done);
+}
+
+static int rv_sp_reader(void *arg) {
+  int fd = (int)(intptr_t)arg;
+  static char buf[1 << 16];
+  long total = 0;
+  while (total < (1 << 20)) {
+    ssize_t r = weft_read(fd, buf, sizeof buf);
+    if (r <= 0) return (int)r;
+    total += r;
+  }
+  return 1;
+}
+
+#include <sys/socket.h>
+static int rv_bidir_main(void *arg) {
+  (void)arg;
+  int s[2];
+  ASSERT_EQ(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, s), 0);
+  /* s[0] is read and written at once; s[1] likewise */
+  weft_task t[4];
+  t[0] = weft_spawn(rv_sp_writer, (void *)(intptr_t)s[0]);
+  t[1] = weft_spawn(rv_sp_reader, (void *)(intptr_t)s[0]);
+  t[2] = weft_spawn(rv_sp_writer, (void *)(intptr_t)s[1]);
+  t[3] = weft_spawn(rv_sp_reader, (void *)(intptr_t)s[1]);
+  ASSERT_EQ(weft_join(t[0]), 1 << 20);
+  ASSERT_EQ(weft_join(t[2]), 1 << 20);
+  ASSERT_EQ(weft_join(t[1]), 1);
+  ASSERT_EQ(weft_join(t[3]), 1);
+  for (int i = 0; i < 4; i++) weft_task_release(t[i]);
+  weft_close(s[0]);
+  weft_close(s[1]);
+  return 0;
+}
+
+TEST(one_descriptor_read_and_written_at_once) {
+  weft_config c = cfg_workers(4);
+  ASSERT_EQ(weft_run(rv_bidir_main, NULL, &c), 0);
+}
+
+/* io.h: "-EINVAL a length past SSIZE_MAX", for every call: preadv's one
+ * iovec too (the kernel's answer on epoll). */
+static int rv_iov_main(void *arg) {
+  (void)arg;
+  int p[2];
+  ASSERT_EQ(pipe2(p, O_CLOEXEC), 0);
+  char buf[16];
+  ASSERT_EQ(weft_write(p[1], "hello", 5), 5);
+  struct iovec iov = {buf, (size_t)SSIZE_MAX + 1};
+  ssize_t r = weft_preadv(p[0], &iov, 1, -1);
+  ASSERT_EQ(r, -EINVAL);
+  iov.iov_len = (size_t)-1;
+  r = weft_pwritev(p[1], &iov, 1, -1);
+  ASSERT_EQ(r, -EINVAL);
+  weft_close(p[0]);
+  weft_close(p[1]);
+  return 0;
+}
+
+TEST(one_iovec_past_ssize_max_is_einval) {
+  weft_config c = cfg_workers(2);
+  ASSERT_EQ(weft_run(rv_iov_main, NULL, &c), 0);
+}
+
+static int rv_sigpipe_main(void *arg) {
+  (void)arg;
+  int p[2];
+  ASSERT_EQ(pipe2(p, O_CLOEXEC), 0);
+  close(p[0]);
+  ssize_t r = weft_write(p[1], "x", 1);
+  ASSERT_EQ(r, -EPIPE);
+  close(p[1]);
+  return 0;
+}
+
+TEST(write_without_reader_sigpipe_default) {
+  weft_config c = cfg_workers(2);
+  ASSERT_EQ(weft_run(rv_sigpipe_main, NULL, &c), 0);
+}
+
+/* Readers of one pipe on all workers, cancelled at random while a writer
+ * writes: every byte is reported by exactly one read, or left in the pipe. */
+enum { RV_CR = 16 };
+static int rv_cp[2];
+static _Atomic long rv_c_got;
+
+static int rv_c_reader(void *arg) {
+  (void)arg;
+  char buf[3];
+  for (;;) {
+    ssize_t r = weft_read(rv_cp[0], buf, sizeof buf);
+    if (r > 0) atomic_fetch_add(&rv_c_got, r);
+    else return (int)r; /* -ECANCELED or 0 */
+  }
+}
+
+static int rv_cancel_storm_main(void *arg) {
+  (void)arg;
+  ASSERT_EQ(pipe2(rv_cp, O_CLOEXEC | O_NONBLOCK), 0);
+  atomic_store(&rv_c_got, 0);
+  long written = 0;
+  for (int round = 0; round < 40; round++) {
+    weft_task t[RV_CR];
+    for (int i = 0; i < RV_CR; i++) t[i] = weft_spawn(rv_c_reader, NULL);
+    for (int k = 0; k < 200; k++) {
+      if (weft_write(rv_cp[1], "abcdefg", 1 + k % 7) > 0) written += 1 + k % 7;
+      if (k % 13 == 0) weft_cancel(t[(k / 13) % RV_CR]);
+      if (k % 5 == 0) weft_yield();
+    }
+    for (int i = 0; i < RV_CR; i++) weft_cancel(t[i]);
+    for (int i = 0; i < RV_CR; i++) {
+      weft_join(t[i]);
+      weft_task_release(t[i]);
+    }
+  }
+  char b[4096];
+  long left = 0;
+  ssize_t r;
+  while ((r = read(rv_cp[0], b, sizeof b)) > 0) left += r;
+  ASSERT_EQ(atomic_load(&rv_c_got) + left, written);
+  weft_close(rv_cp[0]);
+  weft_close(rv_cp[1]);
+  return 0;
+}
+
+TEST(cancel_storm_on_one_pipe_loses_no_byte) {
+  weft_config c = cfg_workers(4);
+  ASSERT_EQ(weft_run(rv_cancel_storm_main, NULL, &c), 0);
 }
 
 TEST_MAIN()

@@ -500,4 +500,125 @@ TEST(cancelled_file_reads_never_return_torn_data_or_leak) {
   remove_dir();
 }
 
+
+/* ------------------------------------------------------------ found by review (the close with a
+ * pending cancel, splice on O_NONBLOCK pipes, one iovec past SSIZE_MAX,
+ * SIGPIPE, and the cancelled partial file read on epoll failed before),
+ * and coverage of races the review checked */
+
+static int rv_hold_pool(void *arg) {
+  (void)arg;
+  usleep(300000); /* the pool's only thread is busy for 300 ms */
+  return 0;
+}
+
+static int rv_holder_task(void *arg) {
+  (void)arg;
+  return weft_to_thread(rv_hold_pool, NULL);
+}
+
+typedef struct rv_reader {
+  int fd;
+  unsigned char *buf;
+  size_t len;
+  _Atomic long res;
+  _Atomic int next;
+} rv_reader;
+
+static int rv_partial_reader(void *arg) {
+  rv_reader *r = arg;
+  ssize_t n = weft_pread(r->fd, r->buf, r->len, 0);
+  atomic_store(&r->res, (long)n);
+  /* io.h: a cancelled call that returns its real result keeps the cancel
+   * for the task's next suspension */
+  atomic_store(&r->next, weft_sleep_ns(200000000));
+  return 0;
+}
+
+static int rv_swallow_main(void *arg) {
+  (void)arg;
+  enum { N = 8 * 1024 * 1024 };
+  static unsigned char data[N], back[N];
+  for (int i = 0; i < N; i++) data[i] = (unsigned char)(i * 13 + 1);
+  char f[128];
+  snprintf(f, sizeof f, "%s", path_of("swallow"));
+  ASSERT_EQ(weft_write_file(f, data, N, 0600), 0);
+  int fd = weft_open(f, O_RDONLY, 0);
+  ASSERT_GE(fd, 0);
+  int wfd = open(f, O_RDWR | O_CLOEXEC);
+  ASSERT_EQ(fsync(wfd), 0);
+  close(wfd);
+  ASSERT_EQ(posix_fadvise(fd, N / 2, N / 2, POSIX_FADV_DONTNEED), 0);
+  weft_sleep_ns(20000000);
+  ASSERT_EQ(posix_fadvise(fd, N / 2, N / 2, POSIX_FADV_DONTNEED), 0);
+  weft_task h = weft_spawn(rv_holder_task, NULL);
+  weft_sleep_ns(20000000); /* the pool's thread is taken */
+  rv_reader r = {.fd = fd, .buf = back, .len = N};
+  atomic_store(&r.res, 99);
+  atomic_store(&r.next, 99);
+  weft_task t = weft_spawn(rv_partial_reader, &r);
+  weft_sleep_ns(50000000); /* its rest is queued behind the holder */
+  weft_cancel(t);
+  weft_join(t);
+  weft_task_release(t);
+  weft_join(h);
+  weft_task_release(h);
+  long res = atomic_load(&r.res);
+  int next = atomic_load(&r.next);
+  if (res > 0) ASSERT_EQ(next, -ECANCELED); /* the cancel was not swallowed */
+  else ASSERT_EQ(res, -ECANCELED);
+  ASSERT_EQ(weft_close(fd), 0);
+  return 0;
+}
+
+TEST(a_cancelled_partial_file_read_keeps_the_cancel) {
+  make_dir();
+  weft_config c = cfg_workers(2);
+  c.blocking_threads = 1;
+  ASSERT_EQ(weft_run(rv_swallow_main, NULL, &c), 0);
+  remove_dir();
+}
+
+static int rv_misc_main(void *arg) {
+  (void)arg;
+  int fds0 = count_fds();
+  static char buf[1 << 16];
+  ssize_t n = weft_read_file("/proc/self/status", buf, sizeof buf - 1);
+  ASSERT_GT(n, 100);
+  buf[n] = 0;
+  ASSERT_TRUE(strstr(buf, "Name:") != NULL);
+  n = weft_read_file("/proc/self/maps", buf, sizeof buf - 1);
+  ASSERT_GT(n, 100);
+  n = weft_read_file("/proc/self/status", buf, 10);
+  ASSERT_EQ(n, -EFBIG);
+  struct statx sx;
+  ASSERT_EQ(weft_statx(AT_FDCWD, path_of("missing"), 0, STATX_ALL, &sx), -ENOENT);
+  ASSERT_EQ(weft_mkdir(path_of("d1"), 0700), 0);
+  ASSERT_EQ(weft_mkdir(path_of("d2"), 0700), 0);
+  ASSERT_EQ(weft_write_file(path_of("d2/x"), "x", 1, 0600), 0);
+  ASSERT_EQ(weft_rename(path_of("d1"), path_of("d2")), -ENOTEMPTY);
+  ASSERT_EQ(weft_write_file(path_of("f"), "x", 1, 0600), 0);
+  ASSERT_EQ(weft_rename(path_of("f"), path_of("d2")), -EISDIR);
+  ASSERT_EQ(weft_rename(path_of("d1"), path_of("f")), -ENOTDIR);
+  static char longp[PATH_MAX + 100];
+  memset(longp, 'a', sizeof longp - 1);
+  ASSERT_EQ(weft_open(longp, O_RDONLY, 0), -ENAMETOOLONG);
+  ASSERT_EQ(weft_statx(AT_FDCWD, longp, 0, STATX_ALL, &sx), -ENAMETOOLONG);
+  ASSERT_EQ(weft_unlink(longp), -ENAMETOOLONG);
+  ASSERT_EQ(weft_read_file(longp, buf, 10), -ENAMETOOLONG);
+  ASSERT_EQ(weft_fsync(12345), -EBADF);
+  ASSERT_EQ(weft_pread(12345, buf, 1, 0), -EBADF);
+  ASSERT_EQ(weft_statx(12345, "", AT_EMPTY_PATH, STATX_ALL, &sx), -EBADF);
+  ASSERT_EQ(weft_read_file(dir, buf, 10), -EISDIR);
+  ASSERT_EQ(count_fds(), fds0);
+  return 0;
+}
+
+TEST(proc_files_and_path_errors) {
+  make_dir();
+  weft_config c = cfg_workers(2);
+  ASSERT_EQ(weft_run(rv_misc_main, NULL, &c), 0);
+  remove_dir();
+}
+
 TEST_MAIN()

@@ -94,7 +94,11 @@ WEFT_API int weft_run(weft_fn main, void *arg, const weft_config *cfg);
 /* An explicit runtime, for programs that own their main thread. */
 typedef struct weft_runtime weft_runtime;
 
-/* Create and start a runtime. Any thread (not a worker). Errors as weft_run. */
+/* Create and start a runtime. Any thread (not a worker). Errors as weft_run.
+ * Like weft_run, it sets SIGPIPE to SIG_IGN when the program left it at
+ * SIG_DFL (Python does the same at startup), so that a write to a pipe or
+ * socket whose reader is gone returns -EPIPE instead of killing the
+ * process; a SIGPIPE disposition the program chose is left alone. */
 WEFT_API int weft_runtime_new(weft_runtime **out, const weft_config *cfg);
 
 /* Submit fn(arg) as a new task from any thread (a worker's task included).

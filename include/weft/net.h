@@ -206,8 +206,8 @@ WEFT_API int weft_open_unix_connection(const char *path, int64_t deadline_ns, we
  * now on, also on error: -ENOMEM closes it). On a descriptor that is not a
  * socket the stream reads and writes with read/write, write_eof closes the
  * descriptor (no half-close on a pipe; later reads get -EBADF), and a write
- * to a pipe with no reader raises SIGPIPE unless SIGPIPE is ignored (then
- * -EPIPE; weft/process.h ignores it when it makes a stdin pipe). Does not
+ * to a pipe with no reader returns -EPIPE (a runtime ignores SIGPIPE when
+ * the program left it at SIG_DFL: weft/core.h, weft_runtime_new). Does not
  * suspend. */
 WEFT_API int weft_stream_from_fd(int fd, weft_stream **out);
 

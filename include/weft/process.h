@@ -19,9 +19,9 @@
  * reaped with waitid(P_PIDFD).
  *
  * SIGPIPE. Writing to a pipe whose reader is gone raises SIGPIPE, which
- * kills a process by default. The first spawn with a stdin pipe sets
- * SIGPIPE to SIG_IGN when it is still SIG_DFL (as Python does at startup),
- * so such a write returns -EPIPE; a program's own SIGPIPE handling is left
+ * kills a process by default. Creating a runtime sets SIGPIPE to SIG_IGN
+ * when it is still SIG_DFL (as Python does at startup: weft/core.h), so
+ * such a write returns -EPIPE; a program's own SIGPIPE handling is left
  * alone. Children get SIGPIPE back at SIG_DFL.
  */
 #ifndef WEFT_PROCESS_H
