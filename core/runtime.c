@@ -35,7 +35,8 @@ int weft__spawn_external(weft__runtime *rt, weft_fn fn, void *arg, weft_task *ou
 /* ------------------------------------------------------------ configuration */
 
 /* CPUs this process may use: the affinity mask, capped by the cgroup v2
- * quota (cpu.max "QUOTA PERIOD"), rounded up; at least 1. */
+ * quota (cpu.max "QUOTA PERIOD"), rounded up; at least 1, at most
+ * WEFT__MAX_WORKERS (a default must not fail on a machine with more CPUs). */
 static unsigned default_workers(void) {
   unsigned n = 1;
   cpu_set_t set;
@@ -56,6 +57,7 @@ static unsigned default_workers(void) {
     }
     fclose(f);
   }
+  if (n > WEFT__MAX_WORKERS) n = WEFT__MAX_WORKERS;
   return n ? n : 1;
 }
 

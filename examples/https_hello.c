@@ -3,7 +3,7 @@
  * connection a TLS stream (weft/tls.h: the server's opts.tls; ALPN
  * "http/1.1"). The handler is http_hello's (examples/http_handler.h).
  *
- *     https_hello --cert PEM --key PEM [--host H] [--port P] [--workers N] [--max-s S]
+ *     https_hello --cert PEM --key PEM [--host H] [--port P] [--workers N] [--max-s S] [--placement rr|local]
  *
  * A client whose TLS handshake fails or stalls for 10 s is reset without
  * reaching the handler. Flags, signals and shutdown: examples/server_main.h.

@@ -137,8 +137,8 @@ int main(int argc, char **argv) {
   if (i < argc && !strcmp(argv[i], "--workers")) {
     char *end = NULL;
     long v = i + 1 < argc ? strtol(argv[i + 1], &end, 10) : -1;
-    if (i + 1 >= argc || end == argv[i + 1] || *end || v < 0 || v > 4096) {
-      fprintf(stderr, "pipeline: --workers wants an integer from 0 (the CPUs available) to 4096\n");
+    if (i + 1 >= argc || end == argv[i + 1] || *end || v < 0 || v > 126) { /* weft_config.workers: at most 126 */
+      fprintf(stderr, "pipeline: --workers wants an integer from 0 (the CPUs available) to 126\n");
       return 2;
     }
     workers = (int)v;

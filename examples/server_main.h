@@ -96,7 +96,7 @@ static int example_server_main(const example_server *spec, int argc, char **argv
     const char *flag = argv[i], *value = argv[++i];
     if (!strcmp(flag, "--host")) ex_host = value;
     else if (!strcmp(flag, "--port")) ex_port = ex_int(flag, value, 0, 65535);
-    else if (!strcmp(flag, "--workers")) ex_workers = ex_int(flag, value, 0, 4096);
+    else if (!strcmp(flag, "--workers")) ex_workers = ex_int(flag, value, 0, 126); /* weft_config.workers: at most 126 */
     else if (!strcmp(flag, "--max-s")) ex_max_s = ex_int(flag, value, 0, 1000000000);
     else if (!strcmp(flag, "--placement") && !strcmp(value, "rr")) ex_placement = WEFT_PLACE_ROUND_ROBIN;
     else if (!strcmp(flag, "--placement") && !strcmp(value, "local")) ex_placement = WEFT_PLACE_LOCAL;

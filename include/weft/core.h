@@ -60,7 +60,8 @@ enum weft_backend {
 
 /* A zero-initialised weft_config means every default. */
 typedef struct weft_config {
-  unsigned workers;          /* worker threads; 0 = CPUs in the affinity mask and cgroup quota (WEFT_WORKERS overrides) */
+  unsigned workers;          /* worker threads, at most 126; 0 = CPUs in the affinity mask and cgroup quota, at most 126
+                                (WEFT_WORKERS overrides) */
   size_t stack_size;         /* default task stack; 0 = 64 KiB; at least 16 KiB, at most 1 GiB
                                 (up to 768 bytes at its top are left unused, so that tasks' first
                                 frames spread over the cache's sets: core/stack.h) */
