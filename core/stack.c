@@ -48,6 +48,7 @@
 
 #include "core/alloc.h"
 #include "core/atomic.h"
+#include "core/task.h"
 
 #ifndef MADV_POPULATE_WRITE
 #define MADV_POPULATE_WRITE 23 /* Linux 5.14 */
@@ -66,7 +67,7 @@
 
 struct weft__stack_slab {
   struct weft__stack_slab *next; /* shared->slabs, under shared->lock */
-  char *base;                    /* the mapping: n x (guard page + default_size) */
+  char *base;                    /* the mapping: n x (guard page + slot_size) */
   size_t len;
   uint32_t n;
   weft__stack st[];              /* the slab's stacks' descriptors */
@@ -262,6 +263,7 @@ int weft__stack_shared_init(weft__stack_shared *s, size_t default_size) {
   int rc = pthread_mutex_init(&s->lock, NULL);
   if (rc) return -rc;
   s->default_size = round_up(default_size, page_size);
+  s->slot_size = 2 * s->default_size;
   s->cold = NULL;
   s->slabs = NULL;
   s->n_stacks = 0;
@@ -309,7 +311,7 @@ void weft__stack_pool_fini(weft__stack_pool *p) {
  * the others go to the cold list. NULL, with nothing leaked, when the
  * record or the mapping cannot be had. */
 static weft__stack *carve(weft__stack_shared *sh, uint32_t n) {
-  size_t slot = page_size + sh->default_size;
+  size_t slot = page_size + sh->slot_size;
   size_t rec = sizeof(struct weft__stack_slab) + n * sizeof(weft__stack);
   struct weft__stack_slab *sl = weft__alloc(rec);
   if (!sl) return NULL;
@@ -325,7 +327,7 @@ static weft__stack *carve(weft__stack_shared *sh, uint32_t n) {
   for (uint32_t i = 0; i < n; i++) {
     weft__stack *st = &sl->st[i];
     st->lo = base + i * slot + page_size;
-    st->size = sh->default_size;
+    st->size = sh->slot_size;
     st->color = (i % WEFT__STACK_COLORS) * WEFT__STACK_COLOR_STEP; /* stack.h: colouring */
     st->flags = WEFT__STACK_SLAB | make_guard(sh, base + i * slot);
     /* lowest address first off the cold list: neighbours get used together */
@@ -392,7 +394,7 @@ weft__stack *weft__stack_get(weft__stack_pool *p, size_t size) {
 
 void weft__stack_put(weft__stack_pool *p, weft__stack *s) {
   if (weft__likely(s->flags & WEFT__STACK_SLAB)) {
-    assert(s->size == p->shared->default_size);
+    assert(s->size == p->shared->slot_size);
     s->next = p->hot;
     p->hot = s;
     p->n_hot++;
@@ -538,6 +540,13 @@ __attribute__((noreturn)) static void report_overflow(const weft__stack *s, cons
   size_t cap = sizeof buf, n = 0, name_max = 200;
   n = put_str(buf, n, cap, "weft: task '");
   if (!name) name = "?";
+  if (!*name) {
+    /* no name set: the default, "task-<id>", as weft_task_get_name gives it
+     * (name is the record's name field: core/task.c, weft__stack_set_running) */
+    const weft__task *t = (const weft__task *)(const void *)(name - offsetof(weft__task, name));
+    n = put_str(buf, n, cap, "task-");
+    n = put_dec(buf, n, cap, weft__load(&((weft__task *)t)->id, RELAXED));
+  }
   while (*name && name_max--) buf[n++] = *name++; /* a runaway name is cut, not trusted */
   n = put_str(buf, n, cap, "' overflowed its ");
   n = put_dec(buf, n, cap, s->size);

@@ -97,7 +97,11 @@ enum {
 /* Per runtime: slabs, the cold list, the default size. */
 typedef struct weft__stack_shared {
   pthread_mutex_t lock;
-  size_t default_size;            /* usable bytes of a default stack (page multiple); fixed */
+  size_t default_size;            /* the stack a task is promised by default (page multiple); fixed */
+  size_t slot_size;               /* the usable bytes of a pooled stack: 2 x default_size, so that a
+                                     task that has used at most default_size still has default_size
+                                     left for a child it joins inline (core/task.c, try_inline); the
+                                     upper half is address space only until used (MAP_NORESERVE) */
   bool canary;                    /* unguarded stacks get a canary word (debug mode; see "Overflow") */
   weft__stack *cold;              /* under lock: default-size stacks without memory */
   struct weft__stack_slab *slabs; /* under lock: every slab, unmapped at fini */

@@ -25,7 +25,13 @@
  * the joiner's worker's spawn stack (owner-only, core/worker.h) takes it off
  * and runs it right there, on the joiner's stack and thread, as a plain
  * call, when the joiner's stack has room: no stack to fault in, no switch,
- * and fork-join code (fib) runs depth-first like the recursion it is. Only
+ * and fork-join code (fib) runs depth-first like the recursion it is.
+ * "Room" is the child's whole stack: its stack_size, or the default, which
+ * it would have had on its own stack (a child given only what was left, at
+ * least 16 KiB before, overflowed where it would have run fine: a review
+ * found it). Pooled stacks are twice the default size (core/stack.h,
+ * slot_size) so that a joiner that used no more than its own default still
+ * has a default's room for its child: fib keeps its inline joins. Only
  * the owner touches the spawn stack, so taking a task off it is the whole
  * claim: no other queue holds an entry for it. (Claiming tasks from the
  * shared queues too was tried: it leaves a stale entry behind, and a task
@@ -530,7 +536,11 @@ static bool try_inline(weft__task *self, weft__task *t) {
   weft__worker *w = weft__worker_self();
   if (w->rt->migrate || !self->stack || t->stack_size > w->rt->stacks.default_size) return false;
   char here;
-  if ((size_t)(&here - self->stack->lo) < INLINE_MIN_ROOM) return false;
+  /* the child may use as much stack as it would get on its own: its
+   * stack_size, or the default (core.h), never just INLINE_MIN_ROOM */
+  size_t need = t->stack_size ? t->stack_size : w->rt->stacks.default_size;
+  if (need < INLINE_MIN_ROOM) need = INLINE_MIN_ROOM;
+  if ((size_t)(&here - self->stack->lo) < need) return false;
   uint64_t ws = weft__load(&t->ws, ACQUIRE); /* acquire: pairs with the spawn's release publication */
   if (WEFT__WS_STATE(ws) != WEFT__TS_FRESH) return false;
   /* Only a task still on this worker's spawn stack: nobody else can start
@@ -820,6 +830,11 @@ static int list_tasks(weft__runtime *rt, weft_task_info *out, size_t n) {
     weft_task h = handle_of(t);
     weft__task *held;
     if (weft__task_ref(h, &held)) continue; /* recycled meanwhile */
+    /* acquire: pairs with the release that set DONE or FINISHING */
+    if (weft__load(&t->done, ACQUIRE) & WEFT__DL_ENDED) { /* asyncio.all_tasks: not yet finished only */
+      weft__task_unref(held);
+      continue;
+    }
     if ((size_t)count < n) {
       weft_task_info *i = &out[count];
       i->task = h;

@@ -2,6 +2,8 @@
  * API, configuration errors, debug reports, pinning and the migrate mode. */
 #include <fcntl.h>
 #include <pthread.h>
+#include <signal.h>
+#include <sys/wait.h>
 #include <stdatomic.h>
 #include <sys/mman.h>
 
@@ -1037,6 +1039,123 @@ TEST_T(a_leftover_task_is_cancelled_once_and_may_clean_up, 20) {
   weft_config cfg = cfg_workers(2);
   ASSERT_EQ(weft_run(leaves_a_task, NULL, &cfg), 0);
   ASSERT_EQ(atomic_load(&cleanup_rc), 0);
+}
+
+
+/* ------------------------------------------------------------ found by review: a default-stack child
+ * joined inline from a deep joiner (it overflowed: the joiner's stack had
+ * only 16 KiB left), the overflow report's default name (it printed ''),
+ * and weft_tasks listing done tasks (asyncio.all_tasks does not) */
+
+/* Uses about `kib` KiB of stack through a recursion with real frames. */
+static __attribute__((noinline)) int rv_burn(int kib) {
+  volatile char buf[1024];
+  buf[0] = (char)kib;
+  buf[1023] = (char)kib;
+  if (kib <= 1) return buf[0] + buf[1023];
+  return rv_burn(kib - 1) + buf[0];
+}
+static int rv_child_burns(void *arg) {
+  rv_burn((int)(intptr_t)arg);
+  return 5;
+}
+/* the joiner first uses most of its stack, then spawns a default-stack
+ * child that needs 40 KiB (within the documented 64 KiB default) */
+static __attribute__((noinline)) int rv_join_deep(int kib) {
+  volatile char buf[1024];
+  buf[0] = 1;
+  if (kib > 1) return rv_join_deep(kib - 1) + buf[0] - 1;
+  weft_task c = weft_spawn(rv_child_burns, (void *)(intptr_t)40);
+  int rc = weft_join(c);
+  weft_task_release(c);
+  return rc;
+}
+static int rv_deep_joiner(void *arg) {
+  (void)arg;
+  return rv_join_deep(40);
+}
+static int rv_inline_stack_main(void *arg) {
+  (void)arg;
+  weft_task j = weft_spawn(rv_deep_joiner, NULL);
+  int rc = weft_join(j);
+  weft_task_release(j);
+  return rc;
+}
+/* core.h: stack_size 0 = the runtime's default (64 KiB): a default-stack
+ * task may use 40 KiB whoever joins it */
+TEST_T(a_default_stack_child_joined_from_a_deep_joiner, 20) {
+  weft_config c = cfg_workers(1);
+  ASSERT_EQ(weft_run(rv_inline_stack_main, NULL, &c), 5);
+}
+
+/* Overflow of a task with the default name: reported by name (core/stack.h:
+ * "weft: task 'NAME' overflowed its N-byte stack"), the name being the one
+ * weft_task_get_name gives: "task-<id>". */
+static char rv_expect[32];
+static int rv_overflows(void *arg) {
+  (void)arg;
+  weft_task_get_name(weft_current(), rv_expect, sizeof rv_expect);
+  fprintf(stderr, "expect '%s'\n", rv_expect);
+  return rv_burn(1000); /* 1 MiB on a 64 KiB stack */
+}
+static int rv_overflow_main(void *arg) {
+  weft_spawn_opts o = {.name = arg, .stack_size = 16384};
+  weft_task t = weft_spawn_ex(rv_overflows, NULL, &o);
+  return weft_join(t);
+}
+static void rv_overflow_report(const char *name, char *out, size_t cap) {
+  int p[2];
+  ASSERT_EQ(pipe(p), 0);
+  pid_t pid = fork();
+  if (pid == 0) {
+    dup2(p[1], 2);
+    close(p[0]);
+    weft_config c = cfg_workers(1);
+    _exit(weft_run(rv_overflow_main, (void *)name, &c));
+  }
+  close(p[1]);
+  size_t n = 0;
+  ssize_t r;
+  while (n + 1 < cap && (r = read(p[0], out + n, cap - 1 - n)) > 0) n += (size_t)r;
+  out[n] = 0;
+  close(p[0]);
+  int st;
+  waitpid(pid, &st, 0);
+  ASSERT_TRUE(WIFSIGNALED(st) && WTERMSIG(st) == SIGABRT);
+}
+TEST_T(an_overflow_is_reported_by_the_default_name, 30) {
+  /* a sanitizer's own stack-overflow handling reports it its way (the
+   * report's wording is covered by test_stack under the sanitizers) */
+  if (test_sanitized()) TEST_SKIP("the sanitizer reports a deep recursion itself");
+  char out[4096];
+  rv_overflow_report("named-one", out, sizeof out);
+  ASSERT_TRUE(strstr(out, "weft: task 'named-one' overflowed") != NULL);
+  rv_overflow_report(NULL, out, sizeof out);
+  char *e = strstr(out, "expect '");
+  ASSERT_TRUE(e != NULL);
+  char want[128];
+  snprintf(want, sizeof want, "weft: task '%.*s' overflowed", (int)(strchr(e + 8, '\'') - (e + 8)), e + 8);
+  ASSERT_TRUE(strstr(out, want) != NULL);
+}
+
+/* asyncio.all_tasks(): "Return a set of not yet finished Task objects";
+ * guide.md maps it to weft_tasks. A done task whose handle is still held
+ * is not alive. */
+static int rv_all_tasks_main(void *arg) {
+  (void)arg;
+  weft_spawn_opts o = {.name = "finished-one"};
+  weft_task t = weft_spawn_ex(ret_arg, (void *)1, &o);
+  ASSERT_EQ(weft_join(t), 1);
+  ASSERT_TRUE(weft_task_done(t));
+  weft_task_info info[16];
+  int n = weft_tasks(info, 16);
+  for (int i = 0; i < n && i < 16; i++) ASSERT_TRUE(strcmp(info[i].name, "finished-one") != 0);
+  weft_task_release(t);
+  return 0;
+}
+TEST_T(the_listing_excludes_done_tasks, 20) {
+  weft_config c = cfg_workers(1);
+  ASSERT_EQ(weft_run(rv_all_tasks_main, NULL, &c), 0);
 }
 
 TEST_MAIN()

@@ -179,7 +179,7 @@ TEST(stack_guard_fault_reports_name) {
   make_shared_word();
   char err[4096];
   int st = run_child(child_write_below_lo, err, sizeof err);
-  expect_overflow_report(st, err, "overflower", 65536, *shared_word);
+  expect_overflow_report(st, err, "overflower", 2 * 65536, *shared_word);
 }
 
 /* Same, for a guard at the bottom of the guard page and in the second slab. */
@@ -197,7 +197,7 @@ TEST(stack_guard_fault_second_slab_bottom_of_guard) {
   make_shared_word();
   char err[4096];
   int st = run_child(child_write_guard_bottom_second_slab, err, sizeof err);
-  expect_overflow_report(st, err, "second-slab", 65536, *shared_word);
+  expect_overflow_report(st, err, "second-slab", 2 * 65536, *shared_word);
 }
 
 /* A real overflow: run a recursive function on the pool's stack (ucontext
@@ -230,7 +230,7 @@ TEST(stack_guard_real_overflow_on_altstack) {
   make_shared_word();
   char err[4096];
   int st = run_child(child_real_overflow, err, sizeof err);
-  const char *want = "weft: task 'deep-recursion' overflowed its 65536-byte stack (fault at 0x";
+  const char *want = "weft: task 'deep-recursion' overflowed its 131072-byte stack (fault at 0x"; /* a pooled stack: 2 x the default */
   const char *at = strstr(err, want);
   if (!at) TEST_FAIL("child stderr lacks \"%s\"; got: \"%s\" (status %#x)", want, err, st);
   uintptr_t addr = (uintptr_t)strtoull(at + strlen(want), NULL, 16);
@@ -271,7 +271,7 @@ TEST(stack_guard_fault_mprotect_fallback) {
   make_shared_word();
   char err[4096];
   int st = run_child(child_mprotect_guard, err, sizeof err);
-  expect_overflow_report(st, err, "mprotected", 65536, *shared_word);
+  expect_overflow_report(st, err, "mprotected", 2 * 65536, *shared_word);
 }
 
 /* Faults that are not overflows of the running stack still crash as before. */
@@ -363,7 +363,7 @@ TEST(stack_overflow_reported_before_previous_handler) {
   make_shared_word();
   char err[4096];
   int st = run_child(child_chain_overflow, err, sizeof err);
-  expect_overflow_report(st, err, "overflower", 65536, *shared_word);
+  expect_overflow_report(st, err, "overflower", 2 * 65536, *shared_word);
 }
 
 /* Install from many threads at once: one handler, still working. */
@@ -383,7 +383,7 @@ TEST(stack_guard_install_concurrent) {
   make_shared_word();
   char err[4096];
   int st = run_child(child_install_race, err, sizeof err);
-  expect_overflow_report(st, err, "overflower", 65536, *shared_word);
+  expect_overflow_report(st, err, "overflower", 2 * 65536, *shared_word);
 }
 
 /* ---------------------------------------------------------------- pools */
@@ -446,7 +446,7 @@ TEST(stack_hot_lifo_reuse) {
   ASSERT_UEQ(p.n_hot, 0);
   /* A fresh slab hands out its stacks in address order (neighbours together). */
   ASSERT_TRUE(b->lo > a->lo && c->lo > b->lo);
-  ASSERT_TRUE(b->lo - a->lo == (ptrdiff_t)(sh.default_size + page()));
+  ASSERT_TRUE(b->lo - a->lo == (ptrdiff_t)(sh.slot_size + page()));
   weft__stack_put(&p, a);
   weft__stack_put(&p, b);
   weft__stack_put(&p, c);
@@ -464,7 +464,7 @@ TEST(stack_default_and_custom_sizes) {
   weft__stack *big = weft__stack_get(&p, sh.default_size + 1);
   ASSERT_TRUE(d0 && d1 && dd && big);
   for (weft__stack *s = d0; s; s = s == d0 ? d1 : s == d1 ? dd : NULL) {
-    ASSERT_UEQ(s->size, sh.default_size);
+    ASSERT_UEQ(s->size, sh.slot_size); /* a default-size request gets a pooled stack: twice the size */
     ASSERT_TRUE(has_flag(s, WEFT__STACK_SLAB));
     ASSERT_TRUE(has_flag(s, WEFT__STACK_GUARD)); /* mprotect within the budget */
   }
@@ -615,7 +615,7 @@ TEST(stack_trim_gives_memory_back) {
   long after = rss_pages();
   unsigned long calls = weft__stack_test_dontneed_calls() - calls0;
   ASSERT_UEQ(p.n_hot, WEFT_STACK_HOT);
-  long expect = (long)((N - WEFT_STACK_HOT) * (sh.default_size / page()));
+  long expect = (long)((N - WEFT_STACK_HOT) * (sh.slot_size / page())); /* every page was touched */
   printf("  rss %ld -> %ld pages (expected drop >= %ld); %lu madvise calls for %d stacks\n", before, after,
          expect * 9 / 10, calls, N - WEFT_STACK_HOT);
   ASSERT_GE(before - after, expect * 9 / 10);

@@ -64,7 +64,9 @@ typedef struct weft_config {
                                 (WEFT_WORKERS overrides) */
   size_t stack_size;         /* default task stack; 0 = 64 KiB; at least 16 KiB, at most 1 GiB
                                 (up to 768 bytes at its top are left unused, so that tasks' first
-                                frames spread over the cache's sets: core/stack.h) */
+                                frames spread over the cache's sets: core/stack.h). A task gets at
+                                least this; pooled stacks are mapped twice as large (address space
+                                only until touched) so that a child joined inline gets as much */
   unsigned ring_entries;     /* io_uring submission entries per worker; 0 = 256; at most 32768 */
   unsigned blocking_threads; /* most threads of the blocking pool; 0 = 64 */
   int64_t blocking_idle_ns;  /* idle time after which a blocking thread exits; 0 = 10 s */
