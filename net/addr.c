@@ -58,14 +58,15 @@ int weft_addr_unix(weft_addr *out, const char *path) {
   if (!out || !path || !*path) return -EINVAL;
   memset(out, 0, sizeof *out);
   size_t n = strlen(path);
-  if (n >= sizeof out->u.un.sun_path) return -ENAMETOOLONG;
+  if (n > sizeof out->u.un.sun_path) return -ENAMETOOLONG;
   out->u.un.sun_family = AF_UNIX;
   memcpy(out->u.un.sun_path, path, n);
   if (path[0] == '@') { /* abstract: a leading NUL, no terminator counted */
     out->u.un.sun_path[0] = 0;
     out->len = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + n);
-  } else {
-    out->len = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + n + 1);
+  } else { /* the terminator counted when it fits (a full sun_path has none: Linux takes it) */
+    size_t len = offsetof(struct sockaddr_un, sun_path) + n + 1;
+    out->len = (socklen_t)(len > sizeof(struct sockaddr_un) ? sizeof(struct sockaddr_un) : len);
   }
   return 0;
 }

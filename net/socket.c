@@ -189,7 +189,8 @@ ssize_t weft__sendmsg_until(int fd, const struct msghdr *msg, int flags, int64_t
 }
 
 ssize_t weft_recvmsg(int fd, struct msghdr *msg, int flags) {
-  return weft__recvmsg_until(fd, msg, flags, WEFT__NO_DEADLINE);
+  /* descriptors received with SCM_RIGHTS are close-on-exec, as every one weft makes */
+  return weft__recvmsg_until(fd, msg, flags | MSG_CMSG_CLOEXEC, WEFT__NO_DEADLINE);
 }
 ssize_t weft_sendmsg(int fd, const struct msghdr *msg, int flags) {
   return weft__sendmsg_until(fd, msg, flags, WEFT__NO_DEADLINE);
@@ -221,12 +222,36 @@ static int check_addr(const weft_addr *a) {
   return 0;
 }
 
+/* A Unix-domain connect never reports EINPROGRESS: a full backlog gives
+ * EAGAIN, and no readiness event says when room was made (the socket
+ * itself polls writable at once, with SO_ERROR 0, while still not
+ * connected). So connect() again, backing off from 1 ms to 50 ms, until
+ * it connects, fails otherwise, or the deadline. */
+static int unix_connect(int fd, const weft_addr *a, int64_t deadline) {
+  int64_t backoff = 1000000;
+  for (;;) {
+    int rc = weft__io_cancel_point();
+    if (rc) return rc;
+    if (connect(fd, &a->u.sa, a->len) == 0) return 0;
+    int e = errno;
+    if (e == EINTR) continue;
+    if (e != EAGAIN) return -e;
+    int64_t now = weft_now_ns();
+    if (deadline != WEFT__NO_DEADLINE && now >= deadline) return -ETIMEDOUT;
+    int64_t until = deadline != WEFT__NO_DEADLINE && deadline - now < backoff ? deadline : now + backoff;
+    rc = weft_sleep_until(until);
+    if (rc < 0) return rc;
+    if (backoff < 50000000) backoff *= 2;
+  }
+}
+
 int weft_connect(int fd, const weft_addr *a, int64_t deadline) {
   int rc = check_addr(a);
   if (rc) return rc;
   int backend = weft__io_backend();
   if (backend < 0) return backend;
   if (fd < 0) return -EBADF;
+  if (a->u.sa.sa_family == AF_UNIX) return unix_connect(fd, a, deadline);
   if (backend == WEFT_BACKEND_URING) {
     weft__uop u;
     int err;
@@ -281,6 +306,7 @@ int weft_shutdown(int fd, int how) {
 
 int weft_setsockopt(int fd, int level, int name, const void *val, socklen_t len) {
   if (fd < 0) return -EBADF;
+  if (!val && len) return -EINVAL;
   return setsockopt(fd, level, name, val, len) < 0 ? -errno : 0;
 }
 
@@ -302,6 +328,7 @@ int weft_set_reuseport(int fd, bool on) { return set_int(fd, SOL_SOCKET, SO_REUS
 int weft_sockname(int fd, weft_addr *out) {
   if (fd < 0) return -EBADF;
   if (!out) return -EINVAL;
+  memset(&out->u, 0, sizeof out->u); /* a Unix path filling sun_path has no terminator: the zeroes after it end it */
   out->len = sizeof out->u;
   if (getsockname(fd, &out->u.sa, &out->len) < 0) {
     out->len = 0;
@@ -313,6 +340,7 @@ int weft_sockname(int fd, weft_addr *out) {
 int weft_peername(int fd, weft_addr *out) {
   if (fd < 0) return -EBADF;
   if (!out) return -EINVAL;
+  memset(&out->u, 0, sizeof out->u); /* a Unix path filling sun_path has no terminator: the zeroes after it end it */
   out->len = sizeof out->u;
   if (getpeername(fd, &out->u.sa, &out->len) < 0) {
     out->len = 0;

@@ -7,6 +7,9 @@
 #include <fcntl.h>
 #include <netinet/tcp.h>
 #include <stdatomic.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
 #include <sys/uio.h>
 #include <unistd.h>
 
@@ -595,6 +598,144 @@ TEST(bad_input) {
   weft_addr a;
   ASSERT_EQ(weft_resolve("localhost", 1, AF_UNSPEC, 0, &a, 1), -EINVAL);
   ASSERT_EQ(weft_connect_host("localhost", 1, WEFT_NO_DEADLINE, NULL), -EINVAL);
+}
+
+
+/* ------------------------------------------------------------ found by review (each failed before):
+ * a Unix name that fills sun_path, a Unix connect to a full backlog, a NULL
+ * setsockopt value, and descriptors received with SCM_RIGHTS */
+
+/* net.h: "-ENAMETOOLONG a Unix path longer than sun_path": a name that
+ * fits sun_path exactly (an abstract "@" + 107 bytes: NUL + 107 = 108, or a
+ * 108-byte path, which Linux and Python accept unterminated) is not longer. */
+TEST(a_unix_name_that_fills_sun_path) {
+  weft_addr a;
+  char name[sizeof a.u.un.sun_path + 1];
+  size_t n = sizeof a.u.un.sun_path; /* 108 */
+  memset(name, 'x', n);
+  name[0] = '@';
+  name[n] = 0;
+  ASSERT_EQ(weft_addr_unix(&a, name), 0);
+  char buf[256];
+  ASSERT_EQ(weft_addr_format(&a, buf, sizeof buf), (int)n);
+  ASSERT_STR_EQ(buf, name);
+  /* the kernel takes it: bind a socket on it */
+  int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  ASSERT_GE(fd, 0);
+  ASSERT_EQ(bind(fd, &a.u.sa, a.len), 0);
+  close(fd);
+  name[0] = '/';
+  ASSERT_EQ(weft_addr_unix(&a, name), 0);
+}
+
+/* A Unix listener whose backlog is full: a nonblocking connect() gets
+ * EAGAIN. weft_connect must wait "until it is connected" (or time out),
+ * never report 0 for a socket that is not connected. */
+static int cf_accept_later(void *arg) {
+  weft_sleep_ns(100000000);
+  return weft_accept(*(int *)arg, NULL);
+}
+
+static int cf_unix_full_main(void *arg) {
+  (void)arg;
+  int fds0 = count_fds();
+  weft_addr ua;
+  char path[64];
+  snprintf(path, sizeof path, "@weft-full-backlog-%d", (int)getpid());
+  ASSERT_EQ(weft_addr_unix(&ua, path), 0);
+  int lfd = weft_listen(&ua, 1, 0);
+  ASSERT_GE(lfd, 0);
+  int fill[16], nfill = 0;
+  int fd = -1;
+  for (int i = 0; i < 16; i++) {
+    fd = weft_connect_addr(&ua, weft_now_ns() + 300000000LL);
+    if (fd < 0) break;
+    weft_addr peer;
+    if (weft_peername(fd, &peer) != 0) break; /* "connected" but not */
+    fill[nfill++] = fd;
+    fd = -1;
+  }
+  int bad = fd; /* before the fix: a descriptor that was not connected (peername -ENOTCONN) */
+  if (bad >= 0) close(bad);
+  if (bad == -ETIMEDOUT) {
+    /* room made later (one accepted after 100 ms): the waiting connect gets through */
+    weft_task t = weft_spawn(cf_accept_later, &lfd);
+    int64_t t0 = weft_now_ns();
+    fd = weft_connect_addr(&ua, t0 + 3000000000LL);
+    ASSERT_GE(fd, 0);
+    ASSERT_GE(weft_now_ns() - t0, 90000000LL);
+    weft_addr peer;
+    ASSERT_EQ(weft_peername(fd, &peer), 0);
+    close(fd);
+    int afd = weft_join(t);
+    ASSERT_GE(afd, 0);
+    close(afd);
+    weft_task_release(t);
+  }
+  for (int i = 0; i < nfill; i++) close(fill[i]);
+  close(lfd);
+  ASSERT_EQ(count_fds(), fds0);
+  ASSERT_EQ(bad, -ETIMEDOUT);
+  return 0;
+}
+
+TEST(a_unix_connect_to_a_full_backlog_waits) {
+  weft_config c = cfg_workers(1);
+  ASSERT_EQ(weft_run(cf_unix_full_main, NULL, &c), 0);
+}
+
+/* net.h: "-EINVAL bad input (a NULL pointer, ...)": getsockopt checks its
+ * pointers, setsockopt passed a NULL value with a length to the kernel
+ * (-EFAULT). NULL with length 0 stays allowed (SO_BINDTODEVICE unbinds so). */
+TEST(setsockopt_null_value_is_einval) {
+  int s = weft_socket(AF_INET, SOCK_STREAM, 0);
+  ASSERT_GE(s, 0);
+  int r = weft_setsockopt(s, SOL_SOCKET, SO_REUSEADDR, NULL, sizeof(int));
+  close(s);
+  ASSERT_EQ(r, -EINVAL);
+}
+
+/* recvmsg: a descriptor received with SCM_RIGHTS is close-on-exec (net.h) */
+static int scm_main(void *arg) {
+  (void)arg;
+  int sv[2];
+  ASSERT_EQ(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0, sv), 0);
+  int p[2];
+  ASSERT_EQ(pipe(p), 0); /* not close-on-exec */
+  char c = 'x';
+  struct iovec iov = {&c, 1};
+  union {
+    struct cmsghdr h;
+    char b[CMSG_SPACE(sizeof(int))];
+  } cm, cr;
+  memset(&cm, 0, sizeof cm);
+  memset(&cr, 0, sizeof cr);
+  struct msghdr m = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = cm.b, .msg_controllen = sizeof cm.b};
+  struct cmsghdr *h = CMSG_FIRSTHDR(&m);
+  h->cmsg_level = SOL_SOCKET;
+  h->cmsg_type = SCM_RIGHTS;
+  h->cmsg_len = CMSG_LEN(sizeof(int));
+  memcpy(CMSG_DATA(h), &p[0], sizeof(int));
+  ASSERT_EQ(weft_sendmsg(sv[0], &m, 0), 1);
+  struct msghdr mr = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = cr.b, .msg_controllen = sizeof cr.b};
+  ASSERT_EQ(weft_recvmsg(sv[1], &mr, 0), 1);
+  h = CMSG_FIRSTHDR(&mr);
+  ASSERT_TRUE(h && h->cmsg_type == SCM_RIGHTS);
+  int got;
+  memcpy(&got, CMSG_DATA(h), sizeof got);
+  int fl = fcntl(got, F_GETFD);
+  close(got);
+  close(p[0]);
+  close(p[1]);
+  close(sv[0]);
+  close(sv[1]);
+  ASSERT_TRUE(fl >= 0 && (fl & FD_CLOEXEC));
+  return 0;
+}
+
+TEST(a_descriptor_received_with_scm_rights_is_cloexec) {
+  weft_config c = cfg_workers(1);
+  ASSERT_EQ(weft_run(scm_main, NULL, &c), 0);
 }
 
 TEST_MAIN()

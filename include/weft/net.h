@@ -145,7 +145,8 @@ WEFT_API ssize_t weft_send_until(int fd, const void *buf, size_t len, int flags,
  * errno with *done (if not NULL) saying how many went. Suspends. */
 WEFT_API ssize_t weft_send_all(int fd, const void *buf, size_t len, size_t *done);
 
-/* recvmsg(2)/sendmsg(2) (sendmsg adds MSG_NOSIGNAL). Suspends. */
+/* recvmsg(2)/sendmsg(2) (recvmsg adds MSG_CMSG_CLOEXEC: descriptors received
+ * with SCM_RIGHTS are close-on-exec; sendmsg adds MSG_NOSIGNAL). Suspends. */
 WEFT_API ssize_t weft_recvmsg(int fd, struct msghdr *msg, int flags);
 WEFT_API ssize_t weft_sendmsg(int fd, const struct msghdr *msg, int flags);
 
