@@ -2,7 +2,9 @@
  * record arena, and the start/stop protocol (core/runtime.c).
  *
  * Shutdown, in order (weft_runtime_shutdown and the end of weft_run):
- *  1. `stopping` is set: submissions from outside are refused (-ESHUTDOWN).
+ *  1. `stopping` is set: submissions from outside are refused (-ESHUTDOWN);
+ *     those already past that check are waited for (`submitting`), so that
+ *     step 2 counts their tasks.
  *  2. Every live task is cancelled, once (asyncio.run: its cleanup may
  *     suspend); the caller waits until the live count (sum of spawned - sum
  *     of finished, read finished-first so it never undercounts) reaches
@@ -55,6 +57,8 @@ typedef struct weft_runtime {
 
   _Atomic int64_t ext_spawned;     /* tasks submitted from outside the workers */
   _Atomic int stopping;            /* step 1 */
+  _Atomic long submitting;         /* external submissions past their check of stopping and not yet
+                                      spawned: shutdown waits for them (weft_runtime_submit) */
   _Atomic int stop;                /* step 3 */
   unsigned n_started;              /* under runtime.c's start_lock: workers that reported */
 
@@ -79,5 +83,11 @@ void weft__debug_misuse(const char *what);
 int weft__debug_start(weft__runtime *rt);
 void weft__debug_stop(weft__runtime *rt);
 void weft__debug_report_alive(weft__runtime *rt);
+
+#ifdef WEFT_TEST_HOOKS
+/* Tests: called by weft_runtime_submit between its check of stopping and
+ * its spawn (NULL: nothing), to hold a submission in that window. */
+extern void (*weft__test_submit_hook)(void);
+#endif
 
 #endif

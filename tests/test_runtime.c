@@ -2,6 +2,7 @@
  * API, configuration errors, debug reports, pinning and the migrate mode. */
 #include <fcntl.h>
 #include <pthread.h>
+#include <semaphore.h>
 #include <signal.h>
 #include <sys/wait.h>
 #include <stdatomic.h>
@@ -10,6 +11,7 @@
 #include <weft/weft.h>
 
 #include "core/alloc.h"
+#include "core/runtime.h"
 #include "core/task.h"
 #include "test.h"
 #include "test_util.h"
@@ -1156,6 +1158,63 @@ static int rv_all_tasks_main(void *arg) {
 TEST_T(the_listing_excludes_done_tasks, 20) {
   weft_config c = cfg_workers(1);
   ASSERT_EQ(weft_run(rv_all_tasks_main, NULL, &c), 0);
+}
+
+
+/* ------------------------------------------------------------ a submission racing a shutdown
+ * A submission that passed its check of `stopping` just before a shutdown
+ * began spawned into the runtime after shutdown had freed it (found by
+ * review; ASan: a use after free in carve_records). The test hook holds a
+ * submission in that window while another thread shuts the runtime down:
+ * shutdown must wait for it, count its task and cancel or run it. */
+#ifdef WEFT_TEST_HOOKS
+static sem_t hook_entered, hook_release;
+static void hold_submission(void) {
+  sem_post(&hook_entered);
+  sem_wait(&hook_release);
+}
+static atomic_int held_ran;
+static int held_task(void *arg) {
+  (void)arg;
+  atomic_store(&held_ran, 1);
+  return 0;
+}
+struct held_ctx {
+  weft_runtime *rt;
+  int rc;
+};
+static void *held_submitter(void *arg) {
+  struct held_ctx *c = arg;
+  c->rc = weft_runtime_submit(c->rt, held_task, NULL, NULL);
+  return NULL;
+}
+static void *shutter(void *arg) {
+  weft_runtime_shutdown(arg);
+  return NULL;
+}
+#endif
+TEST(a_submission_racing_a_shutdown_is_waited_for) {
+#ifndef WEFT_TEST_HOOKS
+  TEST_SKIP("needs -DWEFT_TEST_HOOKS");
+#else
+  sem_init(&hook_entered, 0, 0);
+  sem_init(&hook_release, 0, 0);
+  weft_config c = cfg_workers(2);
+  struct held_ctx ctx = {0};
+  ASSERT_EQ(weft_runtime_new(&ctx.rt, &c), 0);
+  weft__test_submit_hook = hold_submission;
+  pthread_t sub, shut;
+  pthread_create(&sub, NULL, held_submitter, &ctx);
+  sem_wait(&hook_entered); /* past its check, not spawned yet */
+  weft__test_submit_hook = NULL;
+  pthread_create(&shut, NULL, shutter, ctx.rt);
+  usleep(50000); /* shutdown has begun (and, before the fix, freed the runtime) */
+  sem_post(&hook_release);
+  pthread_join(sub, NULL);
+  pthread_join(shut, NULL);
+  ASSERT_EQ(ctx.rc, 0); /* accepted: its check came first */
+  (void)atomic_load(&held_ran); /* ran, or was cancelled before it started: both fine */
+#endif
 }
 
 TEST_MAIN()

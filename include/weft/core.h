@@ -107,7 +107,11 @@ WEFT_API int weft_runtime_new(weft_runtime **out, const weft_config *cfg);
 /* Submit fn(arg) as a new task from any thread (a worker's task included).
  * *out receives a handle that the caller owns (release it, or pass it to
  * weft_runtime_wait, which releases it). out may be NULL: the task is then
- * detached. Any thread. Errors: -ENOMEM; -ESHUTDOWN the runtime is stopping. */
+ * detached. Any thread. Errors: -ENOMEM; -ESHUTDOWN the runtime is stopping.
+ * A submission may race with the start of weft_runtime_shutdown: it is
+ * refused, or its task is counted (and cancelled) by the shutdown. It must
+ * not be able to start after weft_runtime_shutdown returned: the runtime
+ * is freed then. */
 WEFT_API int weft_runtime_submit(weft_runtime *rt, weft_fn fn, void *arg, weft_task *out);
 
 /* Block the calling thread (not a worker's task) until t is done, release
