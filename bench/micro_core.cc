@@ -110,14 +110,16 @@ BENCHMARK(BM_Yield)->UseRealTime();
 
 struct PingPong {
   weft_queue ping, pong;
+  int main_worker;
   std::atomic<int> partner_worker{-1};
 };
 PingPong *g_pp;
 
-// Pins itself on the worker it first runs on (the main task, pinned on the
-// other worker, spins until this one is running elsewhere), then echoes
-// items until it gets the null item.
+// Moves off the main task's worker (a yield puts it where an idle worker
+// steals it), pins itself there, then echoes items until the null item.
 int echo_task(void *) {
+  for (int64_t end = weft_now_ns() + 2000000000; weft_worker_id() == g_pp->main_worker && weft_now_ns() < end;)
+    weft_yield();
   weft_pin();
   g_pp->partner_worker.store(weft_worker_id(), std::memory_order_release);
   for (;;) {
@@ -133,19 +135,18 @@ int wake_body(benchmark::State &state) {
   PingPong pp;
   weft_queue_init(&pp.ping, 1);
   weft_queue_init(&pp.pong, 1);
+  pp.main_worker = weft_worker_id();
   g_pp = &pp;
   weft_task partner = weft_spawn(echo_task, nullptr);
-  // A spawned task first goes to the spawner's LIFO slot, which other
-  // workers cannot steal from; a second spawn pushes the partner to the
-  // deque (stealable, and an idle worker is notified). Then spin (without
-  // suspending, so this worker cannot run the partner itself) until another
-  // worker has picked the partner up.
-  weft_task nudge = weft_spawn(noop_task, nullptr);
-  int64_t deadline = weft_now_ns() + 2000000000;
-  while (pp.partner_worker.load(std::memory_order_acquire) < 0 && weft_now_ns() < deadline) {
-  }
-  bool crossed = pp.partner_worker.load(std::memory_order_acquire) >= 0;
-  if (!crossed) state.SkipWithError("no other worker picked up the partner task within 2 s");
+  // Suspend (not spin: a task spawned here may stay on this worker, not
+  // stealable, until this task switches out) until the partner runs on
+  // another worker.
+  for (int64_t end = weft_now_ns() + 2000000000;
+       pp.partner_worker.load(std::memory_order_acquire) < 0 && weft_now_ns() < end;)
+    weft_sleep_ns(100000);
+  int pw = pp.partner_worker.load(std::memory_order_acquire);
+  bool crossed = pw >= 0 && pw != pp.main_worker;
+  if (!crossed) state.SkipWithError("the partner task did not move to another worker within 2 s");
   uintptr_t i = 1;
   if (crossed) {
     for (auto _ : state) {
@@ -162,8 +163,6 @@ int wake_body(benchmark::State &state) {
   weft_queue_put(&pp.ping, nullptr);  // stop (the partner runs once the spin above ends in any case)
   weft_join(partner);
   weft_task_release(partner);
-  weft_join(nudge);
-  weft_task_release(nudge);
   weft_queue_destroy(&pp.ping);
   weft_queue_destroy(&pp.pong);
   state.counters["partner_worker"] = pp.partner_worker.load();

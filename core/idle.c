@@ -83,15 +83,13 @@ void weft__idle_notify(weft__runtime *rt) {
   weft__reactor_unpark(&x->reactor);
 }
 
-bool weft__idle_park(weft__idle *idle, weft__worker *w) {
+void weft__idle_park(weft__idle *idle, weft__worker *w) {
   pthread_mutex_lock(&idle->lock);
-  uint32_t prev = weft__fetch_sub(&idle->state, ONE_UNPARKED + (w->searching ? 1u : 0u), SEQ_CST);
+  weft__fetch_sub(&idle->state, ONE_UNPARKED + (w->searching ? 1u : 0u), SEQ_CST);
   w->parked = true;
   idle->sleepers[idle->n_sleepers++] = w->id;
   pthread_mutex_unlock(&idle->lock);
-  bool last = w->searching && SEARCHING(prev) == 1;
   w->searching = false;
-  return last;
 }
 
 bool weft__idle_unparked(weft__idle *idle, weft__worker *w) {

@@ -16,10 +16,13 @@
  *     first is what it runs next: core/worker.c push_back_unpinned).
  *  3. A searcher that finds work stops searching; if it was the last
  *     searcher it notifies, so that the rest of the work is found too.
- *  4. A worker that parks while it was the last searcher re-checks every
- *     queue after registering as parked, and notifies if it sees work (the
- *     work may have been pushed while it was deciding, when its notify saw
- *     a searcher: itself).
+ *  4. Every worker that parks re-checks every queue after registering as
+ *     parked, and notifies if it sees work. Not only the last searcher:
+ *     a worker refused by rule 1 may be deciding to park while a push's
+ *     notify saw a searcher, and that searcher, stopping on other work,
+ *     saw nobody parked yet (its rule-3 notify woke no one). Without the
+ *     re-check, the pushed task waited for its worker's current task to
+ *     end while a free worker slept (tests/test_wakeup.c).
  * A worker woken by notify starts out counted as searching.
  */
 #ifndef WEFT_CORE_IDLE_H
@@ -53,8 +56,8 @@ void weft__idle_notify(struct weft_runtime *rt);
 /* OWNER worker, after pushing to its own deque: rule 2 without the fence
  * (see idle.c: a missed wake costs parallelism briefly, never a task). */
 void weft__idle_notify_local(struct weft_runtime *rt);
-/* OWNER worker: register as parked; returns true if it was the last searcher (rule 4). */
-bool weft__idle_park(weft__idle *idle, struct weft__worker *w);
+/* OWNER worker: register as parked (then re-check the queues: rule 4). */
+void weft__idle_park(weft__idle *idle, struct weft__worker *w);
 /* OWNER worker after its park returned: if nobody unparked it (a timer, an
  * I/O completion), take itself off the sleepers (unparked, not searching).
  * Returns true when it had been unparked by notify (it is now a searcher). */

@@ -297,6 +297,7 @@ int weft_runtime_new(weft_runtime **out, const weft_config *cfg) {
 
 #ifdef WEFT_TEST_HOOKS
 void (*weft__test_submit_hook)(void); /* tests: called between a submission's check and its spawn */
+void (*weft__test_park_hook)(void);   /* tests: called by a worker about to park */
 #endif
 
 int weft_runtime_submit(weft_runtime *rt, weft_fn fn, void *arg, weft_task *out) {

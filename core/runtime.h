@@ -88,6 +88,10 @@ void weft__debug_report_alive(weft__runtime *rt);
 /* Tests: called by weft_runtime_submit between its check of stopping and
  * its spawn (NULL: nothing), to hold a submission in that window. */
 extern void (*weft__test_submit_hook)(void);
+/* Tests: called by a worker that has decided to park, before it registers
+ * as parked (NULL: nothing): a stand-in for a preemption in that window.
+ * Set it before the runtime starts and clear it after shutdown. */
+extern void (*weft__test_park_hook)(void);
 #endif
 
 #endif

@@ -786,8 +786,19 @@ static weft__task *find_work(weft__worker *w) {
 
 static void park(weft__worker *w) {
   weft__runtime *rt = w->rt;
-  bool last = weft__idle_park(&rt->idle, w);
-  if (last && work_visible(rt)) weft__idle_notify(rt);
+#ifdef WEFT_TEST_HOOKS
+  if (weft__test_park_hook) weft__test_park_hook();
+#endif
+  weft__idle_park(&rt->idle, w);
+  /* Rule 4 of core/idle.h, for every parking worker: the decrement in
+   * weft__idle_park and this fence, then the load of each queue, are our
+   * half of the StoreLoad pair whose other half is a pusher's store, fence
+   * (weft__idle_notify) and load of the state. Either the pusher sees us
+   * parked and wakes someone, or we see its work here. The fence is needed
+   * beside the seq_cst RMW: on aarch64 a later relaxed load may be
+   * satisfied before the RMW's store is visible. */
+  weft__fence(SEQ_CST);
+  if (work_visible(rt)) weft__idle_notify(rt);
   /* seq_cst: StoreLoad pair with send_to (see there) */
   weft__store(&w->sleeping, 1, SEQ_CST);
   if (weft__inbox_is_empty(&w->inbox) && !weft__load(&rt->stop, ACQUIRE)) {

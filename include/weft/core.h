@@ -143,7 +143,13 @@ typedef struct weft_spawn_opts {
  * it up with weft_task_release (or spawn detached). Does not suspend; makes
  * no system call while memory is available.
  * Returns the null handle with errno set on failure: ENOMEM (the runtime goes
- * on), EINVAL (called outside a task, or a bad option). */
+ * on), EINVAL (called outside a task, or a bad option).
+ * Placement: the newest spawn stays on the caller's worker, to run when the
+ * caller next suspends (a chain of tasks that each spawn the next stays on
+ * one warm worker); while every worker is busy, up to 16 recent spawns do.
+ * Other workers cannot steal those until the caller suspends or spawns
+ * again, as with Tokio's LIFO slot: a task that spawns and then computes
+ * for long without suspending should weft_yield() between the two. */
 WEFT_API weft_task weft_spawn(weft_fn fn, void *arg);
 WEFT_API weft_task weft_spawn_ex(weft_fn fn, void *arg, const weft_spawn_opts *opts);
 
