@@ -799,8 +799,11 @@ static void park(weft__worker *w) {
    * satisfied before the RMW's store is visible. */
   weft__fence(SEQ_CST);
   if (work_visible(rt)) weft__idle_notify(rt);
-  /* seq_cst: StoreLoad pair with send_to (see there) */
-  weft__store(&w->sleeping, 1, SEQ_CST);
+  /* StoreLoad pair with send_to (see there): store, full fence, then load
+   * the inbox. A seq_cst store alone would not do on aarch64, where a
+   * later relaxed load may pass it (stlr then ldr). */
+  weft__store(&w->sleeping, 1, RELAXED);
+  weft__fence(SEQ_CST);
   if (weft__inbox_is_empty(&w->inbox) && !weft__load(&rt->stop, ACQUIRE)) {
     int64_t deadline = weft__timer_next(&w->timers);
     if (w->stacks.n_hot > WEFT_STACK_HOT) {
@@ -819,8 +822,7 @@ static void park(weft__worker *w) {
     weft__reactor_park(&w->reactor, deadline);
   }
   weft__store(&w->sleeping, 0, RELAXED);
-  /* seq_cst: see io/reactor.h: the clear comes before looking for work */
-  weft__store(&w->reactor.unpark_armed, 0, SEQ_CST);
+  weft__reactor_rearm(&w->reactor); /* before looking for work: io/reactor.h */
   weft__idle_unparked(&rt->idle, w);
   weft__worker_run_timers(w);
 }

@@ -57,8 +57,7 @@ static void dispatch(weft__reactor *r, struct epoll_event *evs, int n) {
       uint64_t v;
       while (read(r->wake_fd, &v, sizeof v) < 0 && errno == EINTR) {
       }
-      /* the unpark was consumed: allow the next one (io/reactor.h) */
-      weft__store(&r->unpark_armed, 0, SEQ_CST);
+      weft__reactor_rearm(r); /* the unpark was consumed: allow the next one */
       continue;
     }
     if ((uintptr_t)op & 1u)

@@ -15,8 +15,8 @@
  * `unpark_armed` coalesces unparks so that a burst costs one write:
  *   unparker: make the work visible; if exchange(armed, 1) was 0: write(fd)
  *   owner:    whenever it consumes the eventfd (in park, or in a poll that
- *             reaps the wake read), store armed = 0 (seq_cst), then look
- *             for work. armed == 1 thus always means "a write is on its
+ *             reaps the wake read), store armed = 0 and a full fence
+ *             (weft__reactor_rearm), then look for work. armed == 1 thus always means "a write is on its
  *             way to the owner": clearing it only in park would leave it
  *             set after a poll had eaten the write, and the next unpark
  *             would be skipped while the owner sleeps.
@@ -69,6 +69,16 @@ void weft__reactor_park(weft__reactor *r, int64_t deadline);
 
 /* Any thread: make the owner's park return (now or at its next park). */
 void weft__reactor_unpark(weft__reactor *r);
+
+/* OWNER, after consuming an unpark's write: allow the next one. The store
+ * and the full fence are the owner's half of a StoreLoad pair with the
+ * unparker's publish-then-exchange: the search that follows must see the
+ * work of any unparker whose exchange found the flag still set. A seq_cst
+ * store alone would not order the later relaxed loads on aarch64. */
+static inline void weft__reactor_rearm(weft__reactor *r) {
+  weft__store(&r->unpark_armed, 0, RELAXED);
+  weft__fence(SEQ_CST);
+}
 
 /* OWNER, io_uring only: a submission entry for op (user_data set, inflight
  * counted). When the submission queue is full it is flushed first, so this

@@ -124,10 +124,9 @@ static unsigned reap(weft__reactor *r) {
     weft__io_op *op = io_uring_cqe_get_data(cqe);
     n++;
     if (op == &u->wake_op) {
-      /* The unpark was consumed: allow the next one to write again (see
-       * io/reactor.h). seq_cst: the owner looks for work after this. */
+      /* The unpark was consumed: allow the next one to write again. */
       u->wake_armed = false;
-      weft__store(&r->unpark_armed, 0, SEQ_CST);
+      weft__reactor_rearm(r);
       continue;
     }
     if (!op) continue;
