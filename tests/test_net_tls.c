@@ -17,11 +17,15 @@
  * stays usable); bad input. Runs on whichever backend WEFT_BACKEND selects.
  */
 #include <dirent.h>
+#include <netinet/in.h>
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <openssl/err.h>
+#include <openssl/ssl.h>
 #include <weft/weft.h>
 
 #include "test.h"
@@ -794,6 +798,324 @@ static int hs_close_notify_main(void *arg) {
 
 TEST(close_notify_during_the_handshake_is_a_failure_with_a_reason) {
   run_with_certs(hs_close_notify_main, NULL);
+}
+
+/* ------------------------------------------------------------ bad input against raw OpenSSL peers */
+
+/* A raw OpenSSL peer on a plain thread with blocking sockets (bounded by
+ * SO_RCVTIMEO). mode: what it does after the handshake. */
+typedef struct raw_peer {
+  int lfd, fd;
+  bool server;
+  int mode;
+  uint16_t port;   /* client: where to connect */
+  int result;      /* mode specific */
+  char got[64];
+  pthread_t th;
+} raw_peer;
+
+static int raw_listen(uint16_t *port) {
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+  ASSERT_EQ(bind(fd, (struct sockaddr *)&a, sizeof a), 0);
+  ASSERT_EQ(listen(fd, 4), 0);
+  socklen_t l = sizeof a;
+  getsockname(fd, (struct sockaddr *)&a, &l);
+  *port = ntohs(a.sin_port);
+  return fd;
+}
+
+static void *raw_peer_main(void *arg) {
+  raw_peer *p = arg;
+  int fd;
+  if (p->server) {
+    fd = accept(p->lfd, NULL, NULL);
+  } else {
+    fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK), .sin_port = htons(p->port)};
+    if (connect(fd, (struct sockaddr *)&a, sizeof a)) { p->result = -1000; return NULL; }
+  }
+  struct timeval tv = {.tv_sec = 3};
+  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  SSL_CTX *c = SSL_CTX_new(p->server ? TLS_server_method() : TLS_client_method());
+  SSL_CTX_set_max_proto_version(c, TLS1_2_VERSION);
+  if (p->server) {
+    SSL_CTX_use_certificate_chain_file(c, srv_pem);
+    SSL_CTX_use_PrivateKey_file(c, srv_key, SSL_FILETYPE_PEM);
+  }
+  SSL *ssl = SSL_new(c);
+  SSL_set_fd(ssl, fd);
+  int ok = p->server ? SSL_accept(ssl) : SSL_connect(ssl);
+  if (ok != 1) { p->result = -2000; goto out; }
+  if (p->mode == 0) { /* renegotiate */
+    ASSERT_EQ(SSL_write(ssl, "hi", 2), 2);
+    int r1 = SSL_renegotiate(ssl);
+    int r2 = SSL_do_handshake(ssl);
+    char b[16];
+    int r3 = SSL_read(ssl, b, sizeof b); /* the answer to the renegotiation */
+    p->result = r1 * 100 + r2 * 10 + (r3 > 0);
+    snprintf(p->got, sizeof p->got, "%d %d %d err %d", r1, r2, r3, SSL_get_error(ssl, r3));
+  } else if (p->mode == 1) { /* close_notify, then more bytes: an encrypted-looking record */
+    ASSERT_EQ(SSL_write(ssl, "hello", 5), 5);
+    SSL_shutdown(ssl);
+    static const char rec[] = "\x17\x03\x03\x00\x20" "0123456789abcdef0123456789abcdef";
+    send(fd, rec, sizeof rec - 1, MSG_NOSIGNAL);
+    char b[16];
+    (void)recv(fd, b, sizeof b, 0); /* until the other side goes */
+  }
+out:
+  SSL_free(ssl);
+  SSL_CTX_free(c);
+  close(fd);
+  return NULL;
+}
+
+/* A weft server; a TLS 1.2 OpenSSL client renegotiates. tls.h: "-EPROTO a
+ * TLS protocol error after the handshake (... a renegotiation attempt:
+ * renegotiation is refused)". */
+static _Atomic long reneg_read2;
+static int reneg_handler(weft_stream *s, void *arg) {
+  (void)arg;
+  char buf[16];
+  ASSERT_EQ(weft_stream_readexactly(s, buf, 2, NULL), 2);
+  ASSERT_EQ(weft_stream_set_timeout(s, 5000000000LL), 0);
+  atomic_store(&reneg_read2, (long)weft_stream_read(s, buf, sizeof buf));
+  return 0;
+}
+
+static int reneg_main(void *arg) {
+  (void)arg;
+  weft_tls_ctx *sctx = server_ctx(srv_pem, NULL, 0);
+  atomic_store(&reneg_read2, 1);
+  weft_server *srv = tls_server(reneg_handler, NULL, sctx);
+  raw_peer p = {.server = false, .mode = 0, .port = port_of(srv)};
+  pthread_create(&p.th, NULL, raw_peer_main, &p);
+  for (int k = 0; k < 6000 && atomic_load(&reneg_read2) == 1; k++) weft_sleep_ns(1000000);
+  pthread_join(p.th, NULL);
+  fprintf(stderr, "renegotiating client: %s; server's read: %ld\n", p.got, atomic_load(&reneg_read2));
+  ASSERT_EQ(weft_server_close(srv), 0);
+  weft_server_free(srv);
+  weft_tls_ctx_free(sctx);
+  ASSERT_EQ(atomic_load(&reneg_read2), -EPROTO);
+  return 0;
+}
+
+TEST(a_client_renegotiation_is_refused_with_eproto) {
+  run_with_certs(reneg_main, NULL);
+}
+
+/* A weft client; a TLS 1.2 OpenSSL server asks for renegotiation (HelloRequest). */
+static int reneg_client_main(void *arg) {
+  (void)arg;
+  weft_tls_ctx *cctx = client_ctx(ca_pem, NULL);
+  raw_peer p = {.server = true, .mode = 0};
+  p.lfd = raw_listen(&p.port);
+  pthread_create(&p.th, NULL, raw_peer_main, &p);
+  weft_stream *s;
+  ASSERT_EQ(weft_open_connection_tls("127.0.0.1", p.port, WEFT_NO_DEADLINE, cctx, "localhost", &s), 0);
+  char buf[16];
+  ASSERT_EQ(weft_stream_readexactly(s, buf, 2, NULL), 2);
+  ASSERT_EQ(weft_stream_set_timeout(s, 5000000000LL), 0);
+  ssize_t r = weft_stream_read(s, buf, sizeof buf);
+  char why[160] = "";
+  weft_stream_tls_error(s, why, sizeof why);
+  weft_stream_abort(s);
+  weft_stream_wait_closed(s);
+  pthread_join(p.th, NULL);
+  close(p.lfd);
+  fprintf(stderr, "renegotiating server: %s; client's read: %zd (%s)\n", p.got, r, why);
+  weft_tls_ctx_free(cctx);
+  ASSERT_EQ(r, -EPROTO);
+  return 0;
+}
+
+TEST(a_server_renegotiation_is_refused_with_eproto) {
+  run_with_certs(reneg_client_main, NULL);
+}
+
+/* close_notify, then a record more: read 0, then 0 again. */
+static int cn_then_data_main(void *arg) {
+  (void)arg;
+  weft_tls_ctx *cctx = client_ctx(ca_pem, NULL);
+  raw_peer p = {.server = true, .mode = 1};
+  p.lfd = raw_listen(&p.port);
+  pthread_create(&p.th, NULL, raw_peer_main, &p);
+  weft_stream *s;
+  ASSERT_EQ(weft_open_connection_tls("127.0.0.1", p.port, WEFT_NO_DEADLINE, cctx, "localhost", &s), 0);
+  ASSERT_EQ(weft_stream_set_timeout(s, 5000000000LL), 0);
+  char buf[16];
+  ASSERT_EQ(weft_stream_readexactly(s, buf, 5, NULL), 5);
+  ssize_t r1 = weft_stream_read(s, buf, sizeof buf);
+  weft_sleep_ns(50000000);
+  ssize_t r2 = weft_stream_read(s, buf, sizeof buf);
+  weft_stream_close(s);
+  int wc = weft_stream_wait_closed(s);
+  pthread_join(p.th, NULL);
+  close(p.lfd);
+  fprintf(stderr, "reads %zd %zd, wait_closed %d\n", r1, r2, wc);
+  weft_tls_ctx_free(cctx);
+  ASSERT_EQ(r1, 0);
+  ASSERT_EQ(r2, 0);
+  return 0;
+}
+
+TEST(data_after_close_notify_is_ignored_and_reads_stay_at_eof) {
+  run_with_certs(cn_then_data_main, NULL);
+}
+
+/* Oversized record after the handshake: the header alone, then the peer waits. */
+static int oversize_handler(weft_stream *s, void *arg) {
+  unsigned len = (unsigned)(uintptr_t)arg;
+  ASSERT_EQ(weft_stream_write(s, "ok", 2), 0);
+  ASSERT_EQ(weft_stream_drain(s), 0);
+  unsigned char h[5 + 64] = {0x17, 0x03, 0x03, (unsigned char)(len >> 8), (unsigned char)len};
+  memset(h + 5, 'z', 64);
+  ASSERT_EQ(send(weft_stream_fd(s), h, sizeof h, MSG_NOSIGNAL), (ssize_t)sizeof h);
+  char x;
+  ASSERT_EQ(weft_stream_set_timeout(s, 5000000000LL), 0);
+  (void)weft_stream_read(s, &x, 1);
+  return 0;
+}
+
+static int oversize_main(void *arg) {
+  (void)arg;
+  weft_tls_ctx *sctx = server_ctx(srv_pem, NULL, 0), *cctx = client_ctx(ca_pem, NULL);
+  unsigned lens[] = {16384 + 2048 + 1, 0xffff};
+  for (int i = 0; i < 2; i++) {
+    weft_server *srv = tls_server(oversize_handler, (void *)(uintptr_t)lens[i], sctx);
+    weft_stream *s;
+    ASSERT_EQ(weft_open_connection_tls("127.0.0.1", port_of(srv), WEFT_NO_DEADLINE, cctx, "localhost", &s), 0);
+    ASSERT_EQ(weft_stream_set_timeout(s, 3000000000LL), 0);
+    char buf[8];
+    ASSERT_EQ(weft_stream_readexactly(s, buf, 2, NULL), 2);
+    ssize_t r = weft_stream_read(s, buf, sizeof buf);
+    char why[160] = "";
+    weft_stream_tls_error(s, why, sizeof why);
+    fprintf(stderr, "len %u: read %zd (%s)\n", lens[i], r, why);
+    ASSERT_EQ(r, -EPROTO);
+    ASSERT_GT((int)strlen(why), 0);
+    weft_stream_abort(s);
+    weft_stream_wait_closed(s);
+    ASSERT_EQ(weft_server_close(srv), 0);
+    weft_server_free(srv);
+  }
+  weft_tls_ctx_free(sctx);
+  weft_tls_ctx_free(cctx);
+  return 0;
+}
+
+TEST(an_oversized_record_is_eproto_with_a_reason) {
+  run_with_certs(oversize_main, NULL);
+}
+
+/* Self-signed server certificate with verification on; a key that does not
+ * match; a missing key. */
+static int selfsigned_main(void *arg) {
+  (void)arg;
+  char ss_pem[160], other_key[160];
+  snprintf(ss_pem, sizeof ss_pem, "%s/ss.pem", dir);
+  snprintf(other_key, sizeof other_key, "%s/other.key", dir);
+  EVP_PKEY *k = EVP_EC_gen("P-256");
+  X509 *x = make_cert(k, "localhost", NULL, NULL, false, -3600, 86400);
+  write_cert(ss_pem, x);
+  write_key(other_key, k);
+  X509_free(x);
+  EVP_PKEY_free(k);
+  /* key mismatch */
+  weft_tls_opts o = {.cert_file = srv_pem, .key_file = other_key};
+  weft_tls_ctx *c = NULL;
+  ASSERT_EQ(weft_tls_ctx_new(&c, true, &o), -EINVAL);
+  o.key_file = "/nonexistent/key.pem";
+  ASSERT_EQ(weft_tls_ctx_new(&c, true, &o), -ENOENT);
+  /* self-signed */
+  weft_tls_opts so = {.cert_file = ss_pem, .key_file = other_key};
+  ASSERT_EQ(weft_tls_ctx_new(&c, true, &so), 0);
+  weft_server *srv = tls_server(echo_handler, NULL, c);
+  weft_tls_ctx *cctx = client_ctx(ca_pem, NULL);
+  weft_stream *s;
+  int fd = -1;
+  weft_addr a;
+  ASSERT_EQ(weft_addr_ip(&a, "127.0.0.1", port_of(srv)), 0);
+  fd = weft_connect_addr(&a, WEFT_NO_DEADLINE);
+  ASSERT_GE(fd, 0);
+  ASSERT_EQ(weft_stream_from_fd(fd, &s), 0);
+  int rc = weft_stream_start_tls(s, cctx, false, "localhost");
+  char why[160] = "";
+  weft_stream_tls_error(s, why, sizeof why);
+  fprintf(stderr, "self-signed: %d (%s)\n", rc, why);
+  weft_stream_abort(s);
+  weft_stream_wait_closed(s);
+  ASSERT_EQ(rc, -EKEYREJECTED);
+  ASSERT_TRUE(strstr(why, "self") != NULL);
+  /* the server goes on: a client that does not verify gets through */
+  weft_tls_opts no = {.verify = WEFT_TLS_VERIFY_NONE};
+  weft_tls_ctx *nctx = NULL;
+  ASSERT_EQ(weft_tls_ctx_new(&nctx, false, &no), 0);
+  ASSERT_EQ(weft_open_connection_tls("127.0.0.1", port_of(srv), WEFT_NO_DEADLINE, nctx, "localhost", &s), 0);
+  ASSERT_EQ(weft_stream_write(s, "abc", 3), 0);
+  char b[3];
+  ASSERT_EQ(weft_stream_readexactly(s, b, 3, NULL), 3);
+  weft_stream_close(s);
+  weft_stream_wait_closed(s);
+  ASSERT_EQ(weft_server_close(srv), 0);
+  weft_server_free(srv);
+  weft_tls_ctx_free(c);
+  weft_tls_ctx_free(cctx);
+  weft_tls_ctx_free(nctx);
+  unlink(ss_pem);
+  unlink(other_key);
+  return 0;
+}
+
+TEST(a_self_signed_peer_is_rejected_and_a_mismatched_key_is_einval) {
+  run_with_certs(selfsigned_main, NULL);
+}
+
+/* Many failed handshakes: no descriptor left behind on either side; a
+ * stalled client does not hold up a second one. */
+static int failed_many_main(void *arg) {
+  (void)arg;
+  int fds0 = count_fds();
+  weft_tls_ctx *sctx = server_ctx(srv_pem, NULL, 1000000000), *cctx = client_ctx(other_ca_pem, NULL);
+  weft_tls_ctx *good = client_ctx(ca_pem, NULL);
+  weft_server *srv = tls_server(echo_handler, NULL, sctx);
+  /* a stalled client */
+  weft_addr a;
+  ASSERT_EQ(weft_addr_ip(&a, "127.0.0.1", port_of(srv)), 0);
+  int stall = weft_connect_addr(&a, WEFT_NO_DEADLINE);
+  ASSERT_GE(stall, 0);
+  ASSERT_EQ(weft_send(stall, "\x16\x03\x01\x02\x00\x01", 6, 0), 6);
+  int64_t t0 = weft_now_ns();
+  weft_stream *s;
+  ASSERT_EQ(weft_open_connection_tls("127.0.0.1", port_of(srv), WEFT_NO_DEADLINE, good, "localhost", &s), 0);
+  ASSERT_TRUE(weft_now_ns() - t0 < 500000000); /* not behind the stalled one (1 s) */
+  weft_stream_close(s);
+  weft_stream_wait_closed(s);
+  for (int i = 0; i < 200; i++) {
+    int rc = weft_open_connection_tls("127.0.0.1", port_of(srv), WEFT_NO_DEADLINE, cctx, "localhost", &s);
+    ASSERT_EQ(rc, -EKEYREJECTED);
+    int fd = weft_connect_addr(&a, WEFT_NO_DEADLINE); /* garbage */
+    ASSERT_GE(fd, 0);
+    ASSERT_EQ(weft_send(fd, "GET / HTTP/1.0\r\n\r\n", 18, 0), 18);
+    char b[64];
+    (void)weft_recv(fd, b, sizeof b, 0);
+    close(fd);
+  }
+  char b[8];
+  ASSERT_LE(weft_recv(stall, b, sizeof b, 0), 0); /* the stalled one timed out */
+  close(stall);
+  ASSERT_EQ(weft_server_close(srv), 0);
+  ASSERT_EQ(weft_server_wait_closed(srv), 0);
+  weft_server_free(srv);
+  weft_tls_ctx_free(sctx);
+  weft_tls_ctx_free(cctx);
+  weft_tls_ctx_free(good);
+  ASSERT_EQ(count_fds(), fds0);
+  return 0;
+}
+
+TEST(failed_handshakes_leak_nothing_and_a_stalled_one_blocks_nobody) {
+  run_with_certs(failed_many_main, NULL);
 }
 
 TEST_MAIN()

@@ -15,11 +15,14 @@
  * shutdown during a handshake (-ECANCELED); the buffered protocol
  * decrypting into the user's memory; bad input. Runs on whichever
  * backend WEFT_BACKEND selects. */
+#include <netinet/in.h>
+#include <pthread.h>
 #include <stdatomic.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
 #include <unistd.h>
 
+#include <openssl/ssl.h>
 #include <weft/weft.h>
 
 #include "test.h"
@@ -449,6 +452,325 @@ static int shutdown_main(void *arg) {
 
 TEST(tls_server_shutdown_during_handshake_and_bad_input) {
   run_with_certs(shutdown_main, NULL);
+}
+
+/* ------------------------------------------------------------ bad input on transports */
+
+typedef struct pr {
+  weft_transport *t;
+  _Atomic int calls, eofs, lost;
+  int lost_err;
+  char trace[64];
+  _Atomic int tlen;
+  char data[4096];
+  _Atomic size_t len;
+  bool pause_each;
+  char why[160];
+} pr;
+
+static void pr_mark(pr *r, char c) {
+  int n = atomic_load(&r->tlen);
+  if (n < 63) { r->trace[n] = c; atomic_store(&r->tlen, n + 1); }
+}
+static void pr_made(weft_transport *t, void *u) {
+  pr *r = u;
+  pr_mark(r, 'M');
+  weft_transport_hold(t);
+  r->t = t;
+  if (r->pause_each) ASSERT_EQ(weft_transport_pause_reading(t), 0);
+}
+static void pr_data(weft_transport *t, const void *d, size_t n, void *u) {
+  pr *r = u;
+  pr_mark(r, 'D');
+  if (r->pause_each && !weft_transport_is_reading(t)) pr_mark(r, '!'); /* delivered while paused */
+  size_t l = atomic_load(&r->len);
+  if (l + n <= sizeof r->data) memcpy(r->data + l, d, n);
+  atomic_store(&r->len, l + n);
+  atomic_fetch_add(&r->calls, 1);
+  if (r->pause_each) ASSERT_EQ(weft_transport_pause_reading(t), 0);
+}
+static bool pr_eof(weft_transport *t, void *u) {
+  (void)t;
+  pr *r = u;
+  pr_mark(r, 'E');
+  atomic_fetch_add(&r->eofs, 1);
+  return true; /* keep open: the test closes */
+}
+static void pr_lost(weft_transport *t, int err, void *u) {
+  pr *r = u;
+  pr_mark(r, 'L');
+  if (weft_transport_get_extra_info(t, "tls_error", r->why, sizeof r->why) < 0) r->why[0] = 0;
+  r->lost_err = err;
+  atomic_fetch_add(&r->lost, 1);
+}
+static weft_protocol pr_proto(pr *r) {
+  return (weft_protocol){.user = r, .connection_made = pr_made, .data_received = pr_data, .eof_received = pr_eof,
+                         .connection_lost = pr_lost};
+}
+
+/* A stream server that sends 40 small records (one each), then waits. */
+static int records_handler(weft_stream *s, void *arg) {
+  (void)arg;
+  for (int i = 0; i < 40; i++) {
+    char b[8];
+    snprintf(b, sizeof b, "r%02d,", i);
+    ASSERT_EQ(weft_stream_write(s, b, 4), 0);
+    ASSERT_EQ(weft_stream_drain(s), 0);
+  }
+  char x;
+  ASSERT_EQ(weft_stream_set_timeout(s, 10000000000LL), 0);
+  (void)weft_stream_read(s, &x, 1);
+  return 0;
+}
+
+/* pause_reading with records buffered inside OpenSSL: nothing delivered
+ * while paused; each resume delivers (without new bytes on the socket). */
+static int pause_main(void *arg) {
+  (void)arg;
+  weft_tls_ctx *sctx = server_ctx(srv_pem, NULL, 0), *cctx = client_ctx(ca_pem, NULL);
+  weft_server_opts o = {.tls = sctx};
+  weft_server *srv;
+  ASSERT_EQ(weft_start_server(&srv, "127.0.0.1", 0, records_handler, NULL, &o), 0);
+  static pr r;
+  memset(&r, 0, sizeof r);
+  r.pause_each = true;
+  weft_protocol p = pr_proto(&r);
+  weft_transport *t;
+  ASSERT_EQ(weft_create_connection_tls("127.0.0.1", port_of(srv), &p, cctx, "localhost", WEFT_NO_DEADLINE, &t), 0);
+  weft_sleep_ns(100000000); /* all 40 records in the socket */
+  ASSERT_EQ(atomic_load(&r.calls), 0);
+  for (int i = 0; i < 40 && atomic_load(&r.len) < 160; i++) {
+    int before = atomic_load(&r.calls);
+    ASSERT_EQ(weft_transport_resume_reading(t), 0);
+    for (int k = 0; k < 1000 && atomic_load(&r.calls) == before; k++) weft_sleep_ns(1000000);
+    ASSERT_EQ(atomic_load(&r.calls), before + 1); /* one delivery, then paused again */
+    weft_sleep_ns(10000000);
+    ASSERT_EQ(atomic_load(&r.calls), before + 1); /* nothing more while paused */
+  }
+  ASSERT_UEQ(atomic_load(&r.len), 160);
+  ASSERT_EQ(memcmp(r.data, "r00,r01,", 8), 0);
+  weft_transport_close(t);
+  for (int k = 0; k < 3000 && !atomic_load(&r.lost); k++) weft_sleep_ns(1000000);
+  r.trace[atomic_load(&r.tlen)] = 0;
+  ASSERT_TRUE(strchr(r.trace, '!') == NULL);
+  ASSERT_EQ(r.trace[0], 'M');
+  weft_transport_release(t);
+  weft_transport_release(r.t);
+  ASSERT_EQ(weft_server_close(srv), 0);
+  weft_server_free(srv);
+  weft_tls_ctx_free(sctx);
+  weft_tls_ctx_free(cctx);
+  return 0;
+}
+
+TEST(pause_reading_holds_records_buffered_inside_openssl) {
+  run_with_certs(pause_main, NULL);
+}
+
+/* write_eof on a TLS transport: close_notify; the peer reads 0, answers, the
+ * answer arrives. */
+static int answer_handler(weft_stream *s, void *arg) {
+  (void)arg;
+  char buf[64];
+  ASSERT_EQ(weft_stream_set_timeout(s, 5000000000LL), 0);
+  ssize_t n = weft_stream_read_all(s, buf, sizeof buf);
+  ASSERT_EQ(n, 8);
+  ASSERT_EQ(weft_stream_write(s, "answer", 6), 0);
+  ASSERT_EQ(weft_stream_write_eof(s), 0);
+  return 0;
+}
+
+static int weof_main(void *arg) {
+  (void)arg;
+  weft_tls_ctx *sctx = server_ctx(srv_pem, NULL, 0), *cctx = client_ctx(ca_pem, NULL);
+  weft_server_opts o = {.tls = sctx};
+  weft_server *srv;
+  ASSERT_EQ(weft_start_server(&srv, "127.0.0.1", 0, answer_handler, NULL, &o), 0);
+  static pr r;
+  memset(&r, 0, sizeof r);
+  weft_protocol p = pr_proto(&r);
+  weft_transport *t;
+  ASSERT_EQ(weft_create_connection_tls("127.0.0.1", port_of(srv), &p, cctx, "localhost", WEFT_NO_DEADLINE, &t), 0);
+  ASSERT_TRUE(weft_transport_can_write_eof(t));
+  ASSERT_EQ(weft_transport_write(t, "question", 8), 0);
+  ASSERT_EQ(weft_transport_write_eof(t), 0);
+  for (int k = 0; k < 3000 && !atomic_load(&r.eofs); k++) weft_sleep_ns(1000000);
+  ASSERT_UEQ(atomic_load(&r.len), 6);
+  ASSERT_EQ(memcmp(r.data, "answer", 6), 0);
+  ASSERT_EQ(atomic_load(&r.eofs), 1);
+  weft_transport_close(t);
+  for (int k = 0; k < 3000 && !atomic_load(&r.lost); k++) weft_sleep_ns(1000000);
+  ASSERT_EQ(r.lost_err, 0);
+  r.trace[atomic_load(&r.tlen)] = 0;
+  ASSERT_STR_EQ(r.trace, "MDEL");
+  weft_transport_release(t);
+  weft_transport_release(r.t);
+  ASSERT_EQ(weft_server_close(srv), 0);
+  weft_server_free(srv);
+  weft_tls_ctx_free(sctx);
+  weft_tls_ctx_free(cctx);
+  return 0;
+}
+
+TEST(write_eof_on_a_tls_transport_sends_close_notify_and_reads_the_answer) {
+  run_with_certs(weof_main, NULL);
+}
+
+/* Oversized record and close_notify-then-data on a transport. */
+static int odd_handler(weft_stream *s, void *arg) {
+  (void)arg; /* how 1 uses a raw OpenSSL server instead */
+  ASSERT_EQ(weft_stream_write(s, "ok", 2), 0);
+  ASSERT_EQ(weft_stream_drain(s), 0);
+  unsigned char h[5 + 64] = {0x17, 0x03, 0x03, 0x48, 0x01};
+  memset(h + 5, 'z', 64);
+  ASSERT_EQ(send(weft_stream_fd(s), h, sizeof h, MSG_NOSIGNAL), (ssize_t)sizeof h);
+  char x;
+  ASSERT_EQ(weft_stream_set_timeout(s, 3000000000LL), 0);
+  (void)weft_stream_read(s, &x, 1);
+  return 0;
+}
+
+typedef struct rawsrv { int lfd; uint16_t port; pthread_t th; } rawsrv;
+static void *rawsrv_main(void *arg) {
+  rawsrv *p = arg;
+  int fd = accept(p->lfd, NULL, NULL);
+  struct timeval tv = {.tv_sec = 3};
+  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  SSL_CTX *c = SSL_CTX_new(TLS_server_method());
+  SSL_CTX_use_certificate_chain_file(c, srv_pem);
+  SSL_CTX_use_PrivateKey_file(c, srv_key, SSL_FILETYPE_PEM);
+  SSL *ssl = SSL_new(c);
+  SSL_set_fd(ssl, fd);
+  if (SSL_accept(ssl) == 1) {
+    SSL_write(ssl, "ok", 2);
+    SSL_shutdown(ssl);
+    static const char rec[] = "\x17\x03\x03\x00\x20" "0123456789abcdef0123456789abcdef";
+    send(fd, rec, sizeof rec - 1, MSG_NOSIGNAL);
+    char b[16];
+    (void)recv(fd, b, sizeof b, 0);
+  }
+  SSL_free(ssl);
+  SSL_CTX_free(c);
+  close(fd);
+  return NULL;
+}
+static uint16_t rawsrv_start(rawsrv *p) {
+  p->lfd = socket(AF_INET, SOCK_STREAM, 0);
+  struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+  ASSERT_EQ(bind(p->lfd, (struct sockaddr *)&a, sizeof a), 0);
+  ASSERT_EQ(listen(p->lfd, 4), 0);
+  socklen_t l = sizeof a;
+  getsockname(p->lfd, (struct sockaddr *)&a, &l);
+  p->port = ntohs(a.sin_port);
+  pthread_create(&p->th, NULL, rawsrv_main, p);
+  return p->port;
+}
+
+static int odd_main(void *arg) {
+  (void)arg;
+  weft_tls_ctx *sctx = server_ctx(srv_pem, NULL, 0), *cctx = client_ctx(ca_pem, NULL);
+  for (int how = 0; how < 2; how++) {
+    weft_server_opts o = {.tls = sctx};
+    weft_server *srv;
+    ASSERT_EQ(weft_start_server(&srv, "127.0.0.1", 0, odd_handler, (void *)(intptr_t)how, &o), 0);
+    rawsrv rs;
+    uint16_t port = how == 0 ? port_of(srv) : rawsrv_start(&rs);
+    static pr r;
+    memset(&r, 0, sizeof r);
+    weft_protocol p = pr_proto(&r);
+    weft_transport *t;
+    ASSERT_EQ(weft_create_connection_tls("127.0.0.1", port, &p, cctx, "localhost", WEFT_NO_DEADLINE, &t), 0);
+    for (int k = 0; k < 2000 && !atomic_load(&r.lost) && !(how == 1 && atomic_load(&r.eofs)); k++)
+      weft_sleep_ns(1000000);
+    weft_sleep_ns(50000000);
+    r.trace[atomic_load(&r.tlen)] = 0;
+    fprintf(stderr, "how %d: trace %s lost_err %d (%s)\n", how, r.trace, r.lost_err, r.why);
+    if (how == 0) {
+      ASSERT_STR_EQ(r.trace, "MDL");
+      ASSERT_EQ(r.lost_err, -EPROTO);
+    } else {
+      ASSERT_STR_EQ(r.trace, "MDE");
+    }
+    weft_transport_close(t);
+    for (int k = 0; k < 3000 && !atomic_load(&r.lost); k++) weft_sleep_ns(1000000);
+    weft_transport_release(t);
+    weft_transport_release(r.t);
+    if (how == 1) {
+      pthread_join(rs.th, NULL);
+      close(rs.lfd);
+    }
+    ASSERT_EQ(weft_server_close(srv), 0);
+    weft_server_free(srv);
+  }
+  weft_tls_ctx_free(sctx);
+  weft_tls_ctx_free(cctx);
+  return 0;
+}
+
+TEST(a_transport_meets_an_oversized_record_and_data_after_close_notify) {
+  run_with_certs(odd_main, NULL);
+}
+
+/* Many failed handshakes against a protocol server: no descriptor leaked,
+ * connection_made never called for them; a stalled client does not hold up
+ * another. */
+static int failed_many_main(void *arg) {
+  (void)arg;
+  int fds0 = count_fds();
+  weft_tls_ctx *sctx = server_ctx(srv_pem, NULL, 1000000000), *cctx = client_ctx(other_ca_pem, NULL);
+  weft_tls_ctx *good = client_ctx(ca_pem, NULL);
+  static server_recs s;
+  s.tmpl = (rec){.echo = true};
+  weft_server *srv;
+  uint16_t port = tls_start(&srv, &s, sctx);
+  weft_addr a;
+  ASSERT_EQ(weft_addr_ip(&a, "127.0.0.1", port), 0);
+  int stall = weft_connect_addr(&a, WEFT_NO_DEADLINE);
+  ASSERT_GE(stall, 0);
+  ASSERT_EQ(weft_send(stall, "\x16\x03\x01\x02\x00\x01", 6, 0), 6);
+  int64_t t0 = weft_now_ns();
+  weft_stream *st;
+  ASSERT_EQ(weft_open_connection_tls("127.0.0.1", port, WEFT_NO_DEADLINE, good, "localhost", &st), 0);
+  ASSERT_EQ(weft_stream_write(st, "abc", 3), 0);
+  char b3[3];
+  ASSERT_EQ(weft_stream_readexactly(st, b3, 3, NULL), 3);
+  ASSERT_TRUE(weft_now_ns() - t0 < 500000000); /* not behind the stalled one (1 s) */
+  weft_stream_close(st);
+  weft_stream_wait_closed(st);
+  for (int i = 0; i < 25; i++) {
+    ASSERT_EQ(weft_open_connection_tls("127.0.0.1", port, WEFT_NO_DEADLINE, cctx, "localhost", &st), -EKEYREJECTED);
+    int fd = weft_connect_addr(&a, WEFT_NO_DEADLINE);
+    ASSERT_GE(fd, 0);
+    ASSERT_EQ(weft_send(fd, "GET / HTTP/1.0\r\n\r\n", 18, 0), 18);
+    char b[64];
+    (void)weft_recv(fd, b, sizeof b, 0);
+    close(fd);
+  }
+  char b[8];
+  ASSERT_LE(weft_recv(stall, b, sizeof b, 0), 0);
+  close(stall);
+  weft_sleep_ns(100000000);
+  ASSERT_EQ(weft_server_close(srv), 0);
+  ASSERT_EQ(weft_server_wait_closed(srv), 0);
+  int n = atomic_load(&s.n);
+  for (int i = 0; i < n && i < MAX_CONNS; i++) {
+    rec *r = &s.recs[i];
+    if (!atomic_load(&s.set_up[i])) continue;
+    ASSERT_EQ(weft_event_wait(&r->lost), 0);
+    r->trace[atomic_load(&r->tlen)] = 0;
+    if (r->trace[0] != 'M' && strcmp(r->trace, "L") != 0) TEST_FAIL("conn %d trace %s", i, r->trace);
+    rec_free(r);
+  }
+  weft_server_free(srv);
+  weft_tls_ctx_free(sctx);
+  weft_tls_ctx_free(cctx);
+  weft_tls_ctx_free(good);
+  ASSERT_EQ(count_fds(), fds0);
+  return 0;
+}
+
+TEST(failed_handshakes_on_a_protocol_server_leak_nothing) {
+  run_with_certs(failed_many_main, NULL);
 }
 
 TEST_MAIN()
