@@ -1,9 +1,11 @@
 /* tests/test_lock.c: weft_lock (asyncio.Lock): ownership, FIFO order among
  * waiters, overtaking in normal mode and hand-off mode against starvation,
  * cancellation, calls from foreign threads, and a stress
- * test with cancellations on 4 workers. */
+ * test with cancellations on 4 workers; event, semaphore and condition
+ * against foreign threads and cancels. */
 #include <pthread.h>
 #include <stdatomic.h>
+#include <string.h>
 
 #include <weft/weft.h>
 
@@ -483,6 +485,422 @@ TEST(lock_overtake_stress_with_cancellation_4_workers) {
   weft_config c = cfg_workers(4);
   ASSERT_EQ(weft_run(stress_main, NULL, &c), 0);
   lock_mode = WEFT_LOCK_FIFO;
+}
+
+/* ------------------------------------------------------------ lock, event, semaphore, condition against foreign threads and cancels */
+
+static int sx_workers(void) {
+  const char *w = getenv("WEFT_TEST_WORKERS");
+  return w && *w ? atoi(w) : 2;
+}
+
+/* Wait until task t suspends waiting on `what` (bounded). */
+static void sx_wait_on(weft_task t, const char *what) {
+  for (int i = 0; i < 20000; i++) {
+    if (strcmp(weft_task_waiting_on(t), what) == 0) return;
+    weft_sleep_ns(50000);
+  }
+  TEST_FAIL("task never waited on %s", what);
+}
+
+/* -------- lock: FIFO order among waiters with cancels in the middle */
+static atomic_int sx_order[64];
+static atomic_int sx_order_n;
+static int sx_ordered_waiter(void *arg) {
+  int rc = weft_lock_acquire(&L);
+  if (rc < 0) return rc;
+  sx_order[atomic_fetch_add(&sx_order_n, 1)] = (int)(intptr_t)arg;
+  weft_yield();
+  return weft_lock_release(&L) == 0 ? 0 : -1;
+}
+static int sx_fifo_cancel_main(void *arg) {
+  (void)arg;
+  enum { N = 24 };
+  for (int round = 0; round < 20; round++) {
+    ASSERT_EQ(weft_lock_init_mode(&L, WEFT_LOCK_FIFO), 0);
+    atomic_store(&sx_order_n, 0);
+    ASSERT_EQ(weft_lock_acquire(&L), 0);
+    weft_task t[N];
+    for (int i = 0; i < N; i++) {
+      t[i] = weft_spawn(sx_ordered_waiter, (void *)(intptr_t)i);
+      sx_wait_on(t[i], "lock");
+    }
+    for (int i = round % 3; i < N; i += 3) weft_cancel(t[i]);
+    if (round % 2) weft_sleep_ns(200000); /* let the cancelled ones leave, sometimes */
+    ASSERT_EQ(weft_lock_release(&L), 0);
+    int ok = 0;
+    for (int i = 0; i < N; i++) {
+      int st = weft_join(t[i]);
+      ASSERT_TRUE(st == 0 || st == -ECANCELED);
+      if (i % 3 != round % 3) ASSERT_EQ(st, 0);
+      ok += st == 0;
+      weft_task_release(t[i]);
+    }
+    ASSERT_EQ(atomic_load(&sx_order_n), ok);
+    for (int i = 1; i < ok; i++) ASSERT_LT(sx_order[i - 1], sx_order[i]);
+    ASSERT_TRUE(!weft_lock_locked(&L));
+    ASSERT_EQ(weft_lock_destroy(&L), 0);
+  }
+  return 0;
+}
+TEST_T(lock_waiters_keep_fifo_order_around_cancelled_ones, 30) {
+  weft_config c = cfg_workers((unsigned)sx_workers());
+  ASSERT_EQ(weft_run(sx_fifo_cancel_main, NULL, &c), 0);
+}
+
+/* -------- lock: foreign threads' try_acquire/release racing with tasks (and cancels) */
+static struct {
+  weft_lock lock;
+  long counter;
+  atomic_long task_acq, thread_acq, cancelled;
+  atomic_int stop;
+  int iters;
+} FR;
+static int sx_fr_task(void *arg) {
+  uint64_t rng = (uint64_t)(intptr_t)arg * 0x9E3779B97F4A7C15ull + 7;
+  long mine = 0, c = 0;
+  int64_t end = weft_now_ns() + 1500 * 1000000LL;
+  for (int i = 0; i < FR.iters && weft_now_ns() < end; i++) {
+    int rc = weft_lock_acquire(&FR.lock);
+    if (rc == -ECANCELED) { c++; continue; }
+    if (rc) return -100 + rc;
+    long v = FR.counter;
+    if (rng_step(&rng) % 8 == 0) weft_yield();
+    FR.counter = v + 1;
+    mine++;
+    if (weft_lock_release(&FR.lock) != 0) return -200;
+  }
+  atomic_fetch_add(&FR.task_acq, mine);
+  atomic_fetch_add(&FR.cancelled, c);
+  return 0;
+}
+static void *sx_fr_thread(void *arg) {
+  (void)arg;
+  long mine = 0;
+  while (!atomic_load(&FR.stop)) {
+    if (weft_lock_try_acquire(&FR.lock) != 0) { for (int k = 0; k < 50; k++) __asm__ volatile("" ::: "memory"); continue; }
+    long v = FR.counter;
+    for (int k = 0; k < 20; k++) __asm__ volatile("" ::: "memory");
+    FR.counter = v + 1;
+    mine++;
+    if (weft_lock_release(&FR.lock) != 0) abort();
+  }
+  atomic_fetch_add(&FR.thread_acq, mine);
+  return NULL;
+}
+static unsigned sx_mode;
+static int sx_fr_main(void *arg) {
+  (void)arg;
+  enum { TASKS = 24, THREADS = 2 };
+  ASSERT_EQ(weft_lock_init_mode(&FR.lock, sx_mode), 0);
+  FR.counter = 0;
+  atomic_store(&FR.task_acq, 0); atomic_store(&FR.thread_acq, 0); atomic_store(&FR.cancelled, 0);
+  atomic_store(&FR.stop, 0);
+  FR.iters = (int)(40000 / sync_migrate_div());
+  pthread_t th[THREADS];
+  for (int i = 0; i < THREADS; i++) pthread_create(&th[i], NULL, sx_fr_thread, NULL);
+  weft_task t[TASKS], victims[TASKS / 3];
+  for (int i = 0; i < TASKS; i++) {
+    t[i] = weft_spawn(sx_fr_task, (void *)(intptr_t)(i + 1));
+    if (i % 3 == 0) victims[i / 3] = t[i];
+  }
+  atomic_int stop = 0;
+  canceller_arg ca = {victims, TASKS / 3, &stop, 0};
+  cancellers cs = cancellers_start(&ca);
+  for (int i = 0; i < TASKS; i++) {
+    int st = weft_join(t[i]);
+    ASSERT_TRUE(st == 0 || st == -ECANCELED);
+    weft_task_release(t[i]);
+  }
+  ASSERT_EQ(cancellers_stop(&ca, &cs), 0);
+  atomic_store(&FR.stop, 1);
+  for (int i = 0; i < THREADS; i++) pthread_join(th[i], NULL);
+  ASSERT_EQ(FR.counter, atomic_load(&FR.task_acq) + atomic_load(&FR.thread_acq));
+  ASSERT_TRUE(!weft_lock_locked(&FR.lock));
+  ASSERT_EQ(weft_lock_destroy(&FR.lock), 0);
+  fprintf(stderr, "rv foreign: task %ld thread %ld cancelled %ld\n", atomic_load(&FR.task_acq),
+          atomic_load(&FR.thread_acq), atomic_load(&FR.cancelled));
+  return 0;
+}
+TEST_T(lock_foreign_threads_race_tasks_and_cancels_exactly, 60) {
+  for (int m = 0; m < 2; m++) {
+    sx_mode = m ? WEFT_LOCK_OVERTAKE : WEFT_LOCK_FIFO;
+    weft_config c = cfg_workers((unsigned)sx_workers());
+    ASSERT_EQ(weft_run(sx_fr_main, NULL, &c), 0);
+  }
+}
+
+/* -------- event: foreign set then clear at once wakes every earlier waiter */
+static weft_event RE;
+static atomic_int re_done, re_bad;
+static int sx_ev_waiter(void *arg) {
+  (void)arg;
+  int rc = weft_event_wait(&RE);
+  if (rc) atomic_fetch_add(&re_bad, 1);
+  atomic_fetch_add(&re_done, 1);
+  return rc;
+}
+static void *sx_set_clear(void *arg) {
+  (void)arg;
+  weft_event_set(&RE);
+  weft_event_clear(&RE);
+  return NULL;
+}
+static int sx_ev_main(void *arg) {
+  (void)arg;
+  enum { N = 80 };
+  for (int round = 0; round < 30; round++) {
+    ASSERT_EQ(weft_event_init(&RE), 0);
+    atomic_store(&re_done, 0);
+    atomic_store(&re_bad, 0);
+    weft_task t[N];
+    for (int i = 0; i < N; i++) t[i] = weft_spawn(sx_ev_waiter, NULL);
+    for (int i = 0; i < N; i++) sx_wait_on(t[i], "event");
+    pthread_t th;
+    pthread_create(&th, NULL, sx_set_clear, NULL);
+    pthread_join(th, NULL);
+    int64_t end = weft_now_ns() + 3000 * 1000000LL;
+    while (atomic_load(&re_done) < N && weft_now_ns() < end) weft_sleep_ns(100000);
+    ASSERT_EQ(atomic_load(&re_done), N);
+    ASSERT_EQ(atomic_load(&re_bad), 0);
+    for (int i = 0; i < N; i++) {
+      ASSERT_EQ(weft_join(t[i]), 0);
+      weft_task_release(t[i]);
+    }
+    ASSERT_EQ(weft_event_destroy(&RE), 0);
+  }
+  return 0;
+}
+TEST_T(event_set_then_clear_from_a_foreign_thread_wakes_every_earlier_waiter, 60) {
+  weft_config c = cfg_workers((unsigned)sx_workers());
+  ASSERT_EQ(weft_run(sx_ev_main, NULL, &c), 0);
+}
+
+/* -------- semaphore: storm with cancels and foreign releases/try_acquires: value back exactly */
+static weft_sem RS;
+static atomic_long rs_held, rs_acq, rs_cancel;
+static atomic_int rs_stop;
+static int sx_sem_task(void *arg) {
+  uint64_t rng = (uint64_t)(intptr_t)arg * 0x2545F4914F6CDD1Dull + 3;
+  int64_t end = weft_now_ns() + 1500 * 1000000LL;
+  long n = 0, c = 0;
+  for (int i = 0; i < (int)(20000 / sync_migrate_div()) && weft_now_ns() < end; i++) {
+    int rc = weft_sem_acquire(&RS);
+    if (rc == -ECANCELED) { c++; continue; }
+    if (rc) return -100 + rc;
+    long h = atomic_fetch_add(&rs_held, 1) + 1;
+    if (h > 3) return -300;
+    if (rng_step(&rng) % 8 == 0) weft_yield();
+    atomic_fetch_sub(&rs_held, 1);
+    n++;
+    if (weft_sem_release(&RS) != 0) return -200;
+  }
+  atomic_fetch_add(&rs_acq, n);
+  atomic_fetch_add(&rs_cancel, c);
+  return 0;
+}
+static void *sx_sem_thread(void *arg) {
+  (void)arg;
+  while (!atomic_load(&rs_stop)) {
+    if (weft_sem_try_acquire(&RS) == 0) {
+      long h = atomic_fetch_add(&rs_held, 1) + 1;
+      if (h > 3) abort();
+      atomic_fetch_sub(&rs_held, 1);
+      int rc = weft_sem_release(&RS);
+      if (rc) { fprintf(stderr, "foreign sem release %d\n", rc); abort(); }
+    }
+  }
+  return NULL;
+}
+static int sx_sem_main(void *arg) {
+  bool bounded = arg != NULL;
+  enum { TASKS = 24 };
+  ASSERT_EQ(bounded ? weft_sem_init_bounded(&RS, 3) : weft_sem_init(&RS, 3), 0);
+  atomic_store(&rs_held, 0); atomic_store(&rs_acq, 0); atomic_store(&rs_cancel, 0); atomic_store(&rs_stop, 0);
+  pthread_t th[2];
+  for (int i = 0; i < 2; i++) pthread_create(&th[i], NULL, sx_sem_thread, NULL);
+  weft_task t[TASKS], victims[TASKS / 3];
+  for (int i = 0; i < TASKS; i++) {
+    t[i] = weft_spawn(sx_sem_task, (void *)(intptr_t)(i + 1));
+    if (i % 3 == 0) victims[i / 3] = t[i];
+  }
+  atomic_int stop = 0;
+  canceller_arg ca = {victims, TASKS / 3, &stop, 0};
+  cancellers cs = cancellers_start(&ca);
+  for (int i = 0; i < TASKS; i++) {
+    int st = weft_join(t[i]);
+    if (!(st == 0 || st == -ECANCELED)) TEST_FAIL("sem task %d: %d", i, st);
+    weft_task_release(t[i]);
+  }
+  ASSERT_EQ(cancellers_stop(&ca, &cs), 0);
+  atomic_store(&rs_stop, 1);
+  for (int i = 0; i < 2; i++) pthread_join(th[i], NULL);
+  ASSERT_EQ(weft_sem_value(&RS), 3);
+  ASSERT_TRUE(!weft_sem_locked(&RS));
+  if (bounded) ASSERT_EQ(weft_sem_release(&RS), -EOVERFLOW);
+  ASSERT_EQ(weft_sem_value(&RS), 3);
+  ASSERT_EQ(weft_sem_destroy(&RS), 0);
+  fprintf(stderr, "rv sem: %ld acq, %ld cancelled\n", atomic_load(&rs_acq), atomic_load(&rs_cancel));
+  return 0;
+}
+static void *sx_overflow_thread(void *arg) {
+  int *rc = arg;
+  *rc = weft_sem_release(&RS);
+  return NULL;
+}
+static int sx_bounded_foreign_main(void *arg) {
+  (void)arg;
+  ASSERT_EQ(weft_sem_init_bounded(&RS, 2), 0);
+  pthread_t th;
+  int rc = 0;
+  pthread_create(&th, NULL, sx_overflow_thread, &rc);
+  pthread_join(th, NULL);
+  ASSERT_EQ(rc, -EOVERFLOW);
+  ASSERT_EQ(weft_sem_value(&RS), 2);
+  ASSERT_EQ(weft_sem_acquire(&RS), 0);
+  pthread_create(&th, NULL, sx_overflow_thread, &rc);
+  pthread_join(th, NULL);
+  ASSERT_EQ(rc, 0);
+  ASSERT_EQ(weft_sem_value(&RS), 2);
+  ASSERT_EQ(weft_sem_destroy(&RS), 0);
+  return 0;
+}
+TEST_T(semaphore_storm_with_cancels_and_foreign_threads_ends_at_its_value, 60) {
+  weft_config c = cfg_workers((unsigned)sx_workers());
+  ASSERT_EQ(weft_run(sx_sem_main, NULL, &c), 0);
+  ASSERT_EQ(weft_run(sx_sem_main, (void *)1, &c), 0);
+  ASSERT_EQ(weft_run(sx_bounded_foreign_main, NULL, &c), 0);
+}
+
+/* -------- condition: notify(n) wakes exactly n; notify_all with cancels */
+static weft_cond RC;
+static atomic_int rc_woke, rc_cancelled;
+static int rc_ticket; /* under L */
+static bool sx_pred(void *arg) { return rc_ticket > 0 && arg; }
+static int sx_cond_waiter(void *arg) {
+  int rc = weft_lock_acquire(&L);
+  if (rc) return rc;
+  rc = arg ? weft_cond_wait_for(&RC, sx_pred, (void *)1) : weft_cond_wait(&RC);
+  if (!weft_lock_locked(&L)) return -500;
+  if (rc == 0) {
+    if (arg) rc_ticket--;
+    atomic_fetch_add(&rc_woke, 1);
+  } else if (rc == -ECANCELED) {
+    atomic_fetch_add(&rc_cancelled, 1);
+  }
+  if (weft_lock_release(&L) != 0) return -600;
+  return rc;
+}
+static int sx_cond_main(void *arg) {
+  (void)arg;
+  enum { N = 20 };
+  for (int round = 0; round < 15; round++) {
+    ASSERT_EQ(weft_lock_init_mode(&L, round % 2 ? WEFT_LOCK_OVERTAKE : WEFT_LOCK_FIFO), 0);
+    ASSERT_EQ(weft_cond_init(&RC, &L), 0);
+    atomic_store(&rc_woke, 0);
+    atomic_store(&rc_cancelled, 0);
+    rc_ticket = 0;
+    weft_task t[N];
+    for (int i = 0; i < N; i++) t[i] = weft_spawn(sx_cond_waiter, NULL);
+    for (int i = 0; i < N; i++) sx_wait_on(t[i], "condition");
+    ASSERT_EQ(weft_lock_acquire(&L), 0);
+    ASSERT_EQ(weft_cond_notify(&RC, 7), 7);
+    ASSERT_EQ(weft_cond_destroy(&RC), -EBUSY);
+    ASSERT_EQ(weft_lock_release(&L), 0);
+    int64_t end = weft_now_ns() + 2000 * 1000000LL;
+    while (atomic_load(&rc_woke) < 7 && weft_now_ns() < end) weft_sleep_ns(100000);
+    weft_sleep_ns(2000000);
+    ASSERT_EQ(atomic_load(&rc_woke), 7);
+    /* cancel a few, notify_all at once */
+    for (int i = 0; i < N; i += 4) weft_cancel(t[i]);
+    ASSERT_EQ(weft_lock_acquire(&L), 0);
+    int all = weft_cond_notify_all(&RC);
+    ASSERT_TRUE(all >= 0 && all <= N - 7);
+    ASSERT_EQ(weft_lock_release(&L), 0);
+    int ok = 0, can = 0;
+    for (int i = 0; i < N; i++) {
+      int st = weft_join(t[i]);
+      ASSERT_TRUE(st == 0 || st == -ECANCELED);
+      ok += st == 0; can += st == -ECANCELED;
+      weft_task_release(t[i]);
+    }
+    ASSERT_EQ(ok + can, N);
+    ASSERT_EQ(atomic_load(&rc_woke), ok);
+    ASSERT_TRUE(!weft_lock_locked(&L));
+    ASSERT_EQ(weft_cond_destroy(&RC), 0);
+    ASSERT_EQ(weft_lock_destroy(&L), 0);
+  }
+  /* wait_for with tickets: notify(1) per ticket, each ticket consumed once */
+  ASSERT_EQ(weft_lock_init(&L), 0);
+  ASSERT_EQ(weft_cond_init(&RC, &L), 0);
+  atomic_store(&rc_woke, 0);
+  rc_ticket = 0;
+  weft_task t[N];
+  for (int i = 0; i < N; i++) t[i] = weft_spawn(sx_cond_waiter, (void *)1);
+  for (int i = 0; i < N; i++) sx_wait_on(t[i], "condition");
+  for (int k = 0; k < N; k++) {
+    ASSERT_EQ(weft_lock_acquire(&L), 0);
+    rc_ticket++;
+    ASSERT_EQ(weft_cond_notify(&RC, 1), 1);
+    ASSERT_EQ(weft_lock_release(&L), 0);
+    int64_t end = weft_now_ns() + 2000 * 1000000LL;
+    while (atomic_load(&rc_woke) < k + 1 && weft_now_ns() < end) weft_sleep_ns(50000);
+    ASSERT_EQ(atomic_load(&rc_woke), k + 1);
+  }
+  for (int i = 0; i < N; i++) {
+    ASSERT_EQ(weft_join(t[i]), 0);
+    weft_task_release(t[i]);
+  }
+  ASSERT_EQ(rc_ticket, 0);
+  ASSERT_EQ(weft_cond_destroy(&RC), 0);
+  ASSERT_EQ(weft_lock_destroy(&L), 0);
+  return 0;
+}
+TEST_T(condition_notify_n_wakes_exactly_n_and_notify_all_survives_cancels, 60) {
+  weft_config c = cfg_workers((unsigned)sx_workers());
+  ASSERT_EQ(weft_run(sx_cond_main, NULL, &c), 0);
+}
+
+/* -------- destroy with waiters: -EBUSY, nothing changed */
+static weft_sem DS;
+static weft_event DE;
+static int sx_sem_waiter(void *arg) { (void)arg; return weft_sem_acquire(&DS); }
+static int sx_evw(void *arg) { (void)arg; return weft_event_wait(&DE); }
+static int sx_destroy_main(void *arg) {
+  (void)arg;
+  ASSERT_EQ(weft_lock_init(&L), 0);
+  ASSERT_EQ(weft_lock_acquire(&L), 0);
+  weft_task a = weft_spawn(plain_waiter, NULL);
+  sx_wait_on(a, "lock");
+  ASSERT_EQ(weft_lock_destroy(&L), -EBUSY);
+  ASSERT_EQ(weft_lock_release(&L), 0);
+  ASSERT_EQ(weft_join(a), 7);
+  weft_task_release(a);
+  ASSERT_EQ(weft_lock_destroy(&L), 0);
+
+  ASSERT_EQ(weft_sem_init(&DS, 0), 0);
+  a = weft_spawn(sx_sem_waiter, NULL);
+  sx_wait_on(a, "semaphore");
+  ASSERT_EQ(weft_sem_destroy(&DS), -EBUSY);
+  ASSERT_EQ(weft_sem_release(&DS), 0);
+  ASSERT_EQ(weft_join(a), 0);
+  weft_task_release(a);
+  ASSERT_EQ(weft_sem_value(&DS), 0);
+  ASSERT_EQ(weft_sem_destroy(&DS), 0);
+
+  ASSERT_EQ(weft_event_init(&DE), 0);
+  a = weft_spawn(sx_evw, NULL);
+  sx_wait_on(a, "event");
+  ASSERT_EQ(weft_event_destroy(&DE), -EBUSY);
+  weft_event_set(&DE);
+  ASSERT_EQ(weft_join(a), 0);
+  weft_task_release(a);
+  ASSERT_EQ(weft_event_destroy(&DE), 0);
+  return 0;
+}
+TEST_T(destroying_a_primitive_with_waiters_is_ebusy_and_changes_nothing, 30) {
+  weft_config c = cfg_workers((unsigned)sx_workers());
+  ASSERT_EQ(weft_run(sx_destroy_main, NULL, &c), 0);
 }
 
 TEST_MAIN()
