@@ -9,13 +9,11 @@
  * CAS on the task's wait word publishes the status, and is the
  * release/acquire pair ThreadSanitizer sees); it never touches the job
  * after that unlock, because the task may already have returned and
- * reused its stack. Completions are woken in batches of up to DONE_BATCH
- * (one inject-queue lock, one worker notification), deferred only behind
- * jobs predicted short (the last one took < SHORT_JOB_NS) and while the
- * oldest is younger than DONE_DELAY_NS (a job predicted short that runs
- * long holds them once); before a thread idles it fires what it holds. Measured
- * (to_thread, 2 CPUs): one wake per completion unparked a worker per
- * call (an eventfd write and two io_uring_enter per call).
+ * reused its stack. A completion is woken before the thread runs another
+ * function or idles: never held behind a later call, which may block for
+ * any time, or block on what the finished call's task does next (deferring
+ * completions behind calls predicted short hung such a pair: a review,
+ * tests/test_rev_fut.c).
  *
  * Cancellation of the waiting task (woken with CANCEL), under the lock:
  *  - QUEUED: the job is unlinked; the function never runs: -ECANCELED;
@@ -75,8 +73,6 @@
 
 #define SPIN_NS 50000 /* how long an idle thread watches for work before sleeping */
 #define DONE_BATCH 16  /* completions woken together */
-#define DONE_DELAY_NS 20000 /* the longest a completion waits for its batch (behind short jobs) */
-#define SHORT_JOB_NS 5000 /* a job that ran less than this predicts a short next one */
 
 enum { JOB_QUEUED = 0, JOB_RUNNING = 1, JOB_DONE = 2 };
 
@@ -225,14 +221,11 @@ static void spin_for_work(weft__blocking_pool *p) {
   }
 }
 
-/* Completions a thread has not yet fired: woken together (weft__wake_many:
- * one inject-queue lock and one worker notification for the batch), when
- * the batch is full, before the thread idles, or when the oldest has
- * waited DONE_DELAY_NS. */
+/* The completion a thread has not yet fired (after unlocking): fired
+ * before it runs the next function or idles. */
 typedef struct done_batch {
   weft__wakeup_pair w[DONE_BATCH];
   size_t n;
-  int64_t first_ns;
 } done_batch;
 
 static void flush_done(done_batch *d) {
@@ -244,7 +237,6 @@ static void *pool_thread(void *arg) {
   weft__blocking_pool *p = arg;
   done_batch done = {.n = 0};
   weft__wakeup room;
-  int64_t last_ns = 0; /* how long the last job ran */
   pthread_mutex_lock(&p->lock);
   for (;;) {
     job *j = p->head;
@@ -254,22 +246,20 @@ static void *pool_thread(void *arg) {
       bool have_room = give_room(p, &room);
       pthread_mutex_unlock(&p->lock);
       if (have_room) weft__wakeup_fire(&room);
-      int64_t start = weft_now_ns();
-      /* defer the completions only behind a job expected to be short
-       * (the last one was): a blocking one must not hold them */
-      if (done.n && (done.n == DONE_BATCH || last_ns > SHORT_JOB_NS || start - done.first_ns >= DONE_DELAY_NS))
-        flush_done(&done);
+      /* never hold a finished call's completion across another call: the
+       * next function may block for any time (a prediction from the last
+       * one's length cannot tell), and it may block on what the finished
+       * call's task does next (a review found that hang) */
+      if (done.n) flush_done(&done);
       weft__thread_ctx = j->ctx; /* asyncio.to_thread: fn sees the caller's context */
       int status = j->fn(j->arg);
       weft__thread_ctx = NULL; /* before DONE: the caller may free the job then */
-      last_ns = weft_now_ns() - start;
       pthread_mutex_lock(&p->lock);
       j->status = status;
       j->state = JOB_DONE;
       if (j->abandoned) {
         job_free(j); /* DETACH: its task left (weft__free makes no syscall on the fast path) */
       } else {
-        if (done.n == 0) done.first_ns = weft_now_ns();
         done.w[done.n++] = (weft__wakeup_pair){j->task, j->seq};
       }
       continue;

@@ -131,9 +131,16 @@ int weft_runtime_call_at(weft_runtime *rt, int64_t deadline, weft_callback_fn fn
   }
   node->cb = submit_done;
   node->cb_arg = h;
+  /* counted as a submission in flight until we are done with the task's
+   * record: a shutdown racing with this call waits for us, instead of
+   * unmapping the record between the submission and the subscribe and
+   * release below (a review found that use after free). seq_cst: the
+   * Dekker pair with shutdown's store of stopping, as in weft_runtime_submit */
+  weft__fetch_add(&rt->submitting, 1, SEQ_CST);
   weft_task t;
   int rc = weft_runtime_submit(rt, submit_task, h, &t);
   if (rc < 0) {
+    weft__fetch_sub(&rt->submitting, 1, RELEASE); /* release: as in weft_runtime_submit */
     weft__free(node, sizeof *node);
     weft__free(h, sizeof *h);
     return rc;
@@ -145,6 +152,8 @@ int weft_runtime_call_at(weft_runtime *rt, int64_t deadline, weft_callback_fn fn
     submit_done(t, h);
   }
   weft_task_release(t);
+  /* release: pairs with shutdown's load: our uses of the record come first */
+  weft__fetch_sub(&rt->submitting, 1, RELEASE);
   return 0;
 }
 

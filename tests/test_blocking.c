@@ -1,6 +1,8 @@
 /* tests/test_blocking.c: the blocking-thread pool and weft_to_thread. */
 #include <pthread.h>
 #include <stdatomic.h>
+#include <string.h>
+#include <unistd.h>
 
 #include <weft/weft.h>
 
@@ -448,6 +450,90 @@ static int rv_sat_main(void *arg) {
 TEST(saturated_pool_a_cancelled_room_waiter_never_runs) {
   weft_config c = cfg_of(2, 1, 0);
   ASSERT_EQ(weft_run(rv_sat_main, NULL, &c), 0);
+}
+
+/* ------------------------------------------------------------ completions are never held */
+
+/* A to_thread call whose function has returned must not wait for an
+ * unrelated later call on the same pool thread. asyncio: the executor's
+ * thread completes the future with call_soon_threadsafe as soon as fn
+ * returns. Here: A (instant) and B queued behind X on a 1-thread pool; B
+ * waits (up to 2 s) for A's caller to have resumed. Completions deferred
+ * behind calls predicted short held A's result until B returned: a pair
+ * where B waits on A's caller never finished. */
+static void wait_waiting_on(weft_task t, const char *what) {
+  for (int i = 0; i < 20000; i++) {
+    if (strcmp(weft_task_waiting_on(t), what) == 0) return;
+    weft_sleep_ns(100000);
+  }
+  TEST_FAIL("task never waited on %s", what);
+}
+
+static atomic_int x_go, x_in, a_returned;
+
+static int rx_fn(void *arg) {
+  (void)arg;
+  atomic_store(&x_in, 1);
+  while (!atomic_load(&x_go)) usleep(1000);
+  return 0;
+}
+static int ra_fn(void *arg) { return (int)(intptr_t)arg; }
+static int rb_fn(void *arg) {
+  (void)arg;
+  for (int i = 0; i < 2000; i++) {
+    if (atomic_load(&a_returned) == 8) return 1;
+    usleep(1000);
+  }
+  return 0; /* A's caller never resumed while B ran */
+}
+static int rx_task(void *arg) { return weft_to_thread(rx_fn, arg); }
+static int ra_task(void *arg) {
+  int rc = weft_to_thread(ra_fn, (void *)(intptr_t)7);
+  atomic_fetch_add(&a_returned, 1);
+  return rc;
+}
+static int rb_task(void *arg) { return weft_to_thread(rb_fn, arg); }
+
+static atomic_int rbusy_stop;
+static int rbusy_task(void *arg) {
+  (void)arg;
+  while (!atomic_load(&rbusy_stop)) weft_yield(); /* keeps the workers awake */
+  return 0;
+}
+
+static int to_thread_result_not_held_main(void *arg) {
+  (void)arg;
+  weft_task x = weft_spawn(rx_task, NULL);
+  while (!atomic_load(&x_in)) weft_sleep_ns(100000);
+  enum { NA = 8 };
+  weft_task a[NA];
+  for (int i = 0; i < NA; i++) {
+    a[i] = weft_spawn(ra_task, NULL);
+    wait_waiting_on(a[i], "to_thread");
+  }
+  weft_task b = weft_spawn(rb_task, NULL);
+  wait_waiting_on(b, "to_thread");
+  weft_task busy[2];
+  for (int i = 0; i < 2; i++) busy[i] = weft_spawn(rbusy_task, NULL);
+  weft_yield();
+  atomic_store(&x_go, 1);
+  ASSERT_EQ(weft_join(x), 0);
+  int b_rc = weft_join(b);
+  atomic_store(&rbusy_stop, 1);
+  for (int i = 0; i < NA; i++) {
+    ASSERT_EQ(weft_join(a[i]), 7);
+    weft_task_release(a[i]);
+  }
+  for (int i = 0; i < 2; i++) weft_task_release(busy[i]);
+  ASSERT_EQ(b_rc, 1); /* 0: A's result was held back until B returned */
+  weft_task_release(x);
+  weft_task_release(b);
+  return 0;
+}
+
+TEST_T(a_finished_call_is_not_held_behind_the_next_call_on_its_thread, 30) {
+  weft_config c = cfg_of(2, 1, 0);
+  ASSERT_EQ(weft_run(to_thread_result_not_held_main, NULL, &c), 0);
 }
 
 TEST_MAIN()

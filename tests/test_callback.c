@@ -2,7 +2,9 @@
  * and introspection (waiting-on descriptions, dumps, SIGQUIT). */
 #include <fcntl.h>
 #include <pthread.h>
+#include <semaphore.h>
 #include <signal.h>
+#include <sys/mman.h>
 
 #include "task_util.h"
 
@@ -434,6 +436,75 @@ TEST(runtime_callback_dropped_at_shutdown_cancel_returns_1) {
   ASSERT_EQ(atomic_load(&rv_fn_ran), 0);
   ASSERT_EQ(weft_callback_cancel(h), 1);
   weft_callback_release(h);
+}
+
+/* ------------------------------------------------------------ racing a shutdown */
+
+/* weft_runtime_call_soon may race with the start of weft_runtime_shutdown
+ * (as weft_runtime_submit may: weft/core.h). Here the caller is held right
+ * after its submission, at `*out = h` (a write to a page it cannot write
+ * yet: a stand-in for being preempted there), while another thread shuts
+ * the runtime down. The call must still end safely; today it goes on to
+ * subscribe to and release the submitted task's record, which the shutdown
+ * has unmapped meanwhile (SIGSEGV). */
+static char *guard_page;
+static sem_t fault_seen, fault_release;
+static atomic_int shutdown_returned;
+static weft_runtime *race_rt;
+
+static void segv_handler(int sig, siginfo_t *si, void *ctx) {
+  (void)ctx;
+  if ((char *)si->si_addr < guard_page || (char *)si->si_addr >= guard_page + 4096) {
+    signal(sig, SIG_DFL);
+    return; /* a real crash: re-raised with the default action */
+  }
+  sem_post(&fault_seen);
+  while (sem_wait(&fault_release) != 0) {
+  }
+  mprotect(guard_page, 4096, PROT_READ | PROT_WRITE);
+}
+
+static void race_noop_cb(void *arg) { (void)arg; }
+
+static void *caller_thread(void *arg) {
+  (void)arg;
+  weft_callback **out = (weft_callback **)(void *)guard_page;
+  int rc = weft_runtime_call_soon(race_rt, race_noop_cb, NULL, out);
+  if (rc == 0) weft_callback_release(*out);
+  return (void *)(intptr_t)rc;
+}
+
+static void *shutdown_thread(void *arg) {
+  (void)arg;
+  weft_runtime_shutdown(race_rt);
+  atomic_store(&shutdown_returned, 1);
+  return NULL;
+}
+
+TEST_T(a_runtime_call_soon_racing_a_shutdown_is_waited_for, 30) {
+  guard_page = mmap(NULL, 4096, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  ASSERT_TRUE(guard_page != MAP_FAILED);
+  sem_init(&fault_seen, 0, 0);
+  sem_init(&fault_release, 0, 0);
+  struct sigaction sa = {0};
+  sa.sa_sigaction = segv_handler;
+  sa.sa_flags = SA_SIGINFO;
+  sigaction(SIGSEGV, &sa, NULL);
+  weft_config c = {.workers = 2};
+  ASSERT_EQ(weft_runtime_new(&race_rt, &c), 0);
+  pthread_t a, s;
+  pthread_create(&a, NULL, caller_thread, NULL);
+  while (sem_wait(&fault_seen) != 0) {
+  }
+  /* the call is in progress: its submission was accepted */
+  pthread_create(&s, NULL, shutdown_thread, NULL);
+  usleep(200000); /* let the shutdown finish if it does not wait for the call */
+  sem_post(&fault_release);
+  void *rc;
+  pthread_join(a, &rc);
+  pthread_join(s, NULL);
+  ASSERT_EQ((intptr_t)rc, 0);
+  ASSERT_EQ(atomic_load(&shutdown_returned), 1);
 }
 
 TEST_MAIN()

@@ -3,6 +3,9 @@
 #include <pthread.h>
 
 #include "task_util.h"
+#ifdef __SANITIZE_ADDRESS__
+#include <sanitizer/lsan_interface.h>
+#endif
 
 /* ------------------------------------------------------------ gather */
 
@@ -510,5 +513,68 @@ static int rv_gather_main(void *arg) {
   return 0;
 }
 TEST(wait_as_completed_shield_edges) { run_both(rv_gather_main, NULL); }
+
+/* ------------------------------------------------------------ as_completed: timeout, end, early destroy */
+
+static int ms_sleeper(void *arg) {
+  int r = weft_sleep_ns((int64_t)(intptr_t)arg * 1000000);
+  return r < 0 ? r : (int)(intptr_t)arg;
+}
+
+/* timeout: the finished one first, then -ETIMEDOUT; the rest not cancelled;
+ * exhaustion: -ENOENT; destroying early leaves nothing behind (ASan) */
+static int as_completed_timeout_main(void *arg) {
+  (void)arg;
+  weft_task a = weft_spawn(ms_sleeper, (void *)(intptr_t)5);
+  weft_task b = weft_spawn(ms_sleeper, (void *)(intptr_t)300);
+  weft_awaitable aws[2] = {weft_aw_task(a), weft_aw_task(b)};
+  weft_as_completed it;
+  ASSERT_EQ(weft_as_completed_init(&it, aws, 2, 50 * 1000000), 0);
+  ASSERT_EQ(weft_as_completed_next(&it), 0);
+  ASSERT_EQ(weft_as_completed_next(&it), -ETIMEDOUT);
+  ASSERT_EQ(weft_as_completed_next(&it), -ETIMEDOUT);
+  ASSERT_TRUE(!weft_task_done(b));
+  weft_as_completed_destroy(&it);
+  ASSERT_EQ(weft_join(b), 300);
+  weft_task_release(a);
+  weft_task_release(b);
+
+  /* a member cancelled; exhaustion */
+  weft_future f1, f2;
+  weft_future_init(&f1);
+  weft_future_init(&f2);
+  weft_awaitable fa[2] = {weft_aw_future(&f1), weft_aw_future(&f2)};
+  ASSERT_EQ(weft_as_completed_init(&it, fa, 2, WEFT_FOREVER), 0);
+  weft_future_cancel(&f2);
+  ASSERT_EQ(weft_as_completed_next(&it), 1);
+  ASSERT_EQ(weft_aw_result(fa[1], NULL), -ECANCELED);
+  weft_future_set(&f1, 3, NULL);
+  ASSERT_EQ(weft_as_completed_next(&it), 0);
+  ASSERT_EQ(weft_as_completed_next(&it), -ENOENT);
+  ASSERT_EQ(weft_as_completed_next(&it), -ENOENT);
+  weft_as_completed_destroy(&it);
+  ASSERT_EQ(weft_future_destroy(&f1), 0);
+  ASSERT_EQ(weft_future_destroy(&f2), 0);
+
+  /* destroyed early, completions afterwards (the callbacks must be gone) */
+  weft_future g;
+  weft_future_init(&g);
+  weft_task c = weft_spawn(ms_sleeper, (void *)(intptr_t)10);
+  weft_awaitable ga[3] = {weft_aw_future(&g), weft_aw_task(c), weft_aw_future(&g)};
+  ASSERT_EQ(weft_as_completed_init(&it, ga, 3, WEFT_FOREVER), 0);
+  weft_as_completed_destroy(&it);
+  weft_future_set(&g, 1, NULL);
+  ASSERT_EQ(weft_join(c), 10);
+  weft_task_release(c);
+  ASSERT_EQ(weft_future_destroy(&g), 0);
+  return 0;
+}
+TEST_T(as_completed_after_a_timeout_after_its_end_and_destroyed_early, 30) {
+  weft_config c = {.workers = 2};
+  ASSERT_EQ(weft_run(as_completed_timeout_main, NULL, &c), 0);
+#ifdef __SANITIZE_ADDRESS__
+  ASSERT_EQ(__lsan_do_recoverable_leak_check(), 0); /* the children _exit: check here */
+#endif
+}
 
 TEST_MAIN()
