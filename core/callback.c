@@ -27,6 +27,7 @@
 #include "core/atomic.h"
 #include "core/runtime.h"
 #include "core/task.h"
+#include "core/taskext.h"
 #include "core/worker.h"
 
 enum { PENDING = 0, RUNNING = 1, RAN = 2, CANCELLED = 3, DROPPED = 4 /* never queued: it will not run */ };
@@ -37,11 +38,26 @@ struct weft_callback {
   int64_t deadline;      /* immutable */
   _Atomic int state;     /* CAS: fire vs cancel */
   _Atomic int refs;      /* acq_rel decrements: the last frees */
+  weft__ctx *ctx;        /* immutable: the scheduler's task-local values then (a reference), NULL = none */
 };
 
 static void cb_unref(weft_callback *h) {
   /* acq_rel: the last holder sees every other holder's uses before freeing */
-  if (weft__fetch_sub(&h->refs, 1, ACQ_REL) == 1) weft__free(h, sizeof *h);
+  if (weft__fetch_sub(&h->refs, 1, ACQ_REL) == 1) {
+    weft__ctx_unref(h->ctx);
+    weft__free(h, sizeof *h);
+  }
+}
+
+/* The task-local values of whoever schedules a callback now (asyncio's
+ * call_soon runs it in a copy of the current context): the calling task's;
+ * outside a task, the values the thread runs with (a callback's own, or a
+ * weft_to_thread function's caller's); a new reference, or NULL. */
+static weft__ctx *current_ctx(void) {
+  weft__task *t = weft__task_self();
+  if (!t) return weft__ctx_ref(weft__thread_ctx);
+  weft__task_ext *e = weft__ext_peek(t);
+  return e ? weft__ctx_ref(e->ctx) : NULL;
 }
 
 static weft_callback *cb_new(weft_callback_fn fn, void *arg, int64_t deadline, bool handle) {
@@ -52,6 +68,7 @@ static weft_callback *cb_new(weft_callback_fn fn, void *arg, int64_t deadline, b
   h->deadline = deadline;
   weft__store(&h->state, PENDING, RELAXED);
   weft__store(&h->refs, handle ? 2 : 1, RELAXED); /* relaxed: published by the heap insert / the spawn */
+  h->ctx = current_ctx();
   return h;
 }
 
@@ -70,6 +87,7 @@ int weft_call_at(int64_t deadline, weft_callback_fn fn, void *arg, weft_callback
   weft_callback *h = cb_new(fn, arg, deadline, out != NULL);
   if (!h) return -ENOMEM;
   if (insert(w, h) < 0) {
+    weft__ctx_unref(h->ctx);
     weft__free(h, sizeof *h);
     return -ENOMEM;
   }
@@ -126,6 +144,7 @@ int weft_runtime_call_at(weft_runtime *rt, int64_t deadline, weft_callback_fn fn
    * (the task's end frees it: keep = false) */
   weft__done_node *node = weft__zalloc(sizeof *node);
   if (!node) {
+    weft__ctx_unref(h->ctx);
     weft__free(h, sizeof *h);
     return -ENOMEM;
   }
@@ -142,6 +161,7 @@ int weft_runtime_call_at(weft_runtime *rt, int64_t deadline, weft_callback_fn fn
   if (rc < 0) {
     weft__fetch_sub(&rt->submitting, 1, RELEASE); /* release: as in weft_runtime_submit */
     weft__free(node, sizeof *node);
+    weft__ctx_unref(h->ctx);
     weft__free(h, sizeof *h);
     return rc;
   }
@@ -180,7 +200,12 @@ void weft__callback_fire(void *handle) {
   int expect = PENDING;
   /* acq_rel: pairs with cancel's CAS */
   if (weft__cas(&h->state, &expect, RUNNING, ACQ_REL, ACQUIRE)) {
+    /* it runs with its scheduler's values: weft_taskvar_get reads them
+     * outside a task, and a task it spawns starts with them */
+    weft__ctx *saved = weft__thread_ctx;
+    weft__thread_ctx = h->ctx;
     h->fn(h->arg);
+    weft__thread_ctx = saved;
     weft__store(&h->state, RAN, RELEASE); /* release: a report only */
   }
   cb_unref(h);

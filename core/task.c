@@ -298,7 +298,10 @@ static weft_task spawn_on(weft__runtime *rt, weft__worker *w, weft_fn fn, void *
    * core/taskvar.c); its ext is set before the child is published */
   weft__task *parent = w ? w->current : NULL;
   weft__task_ext *pe = parent ? weft__ext_peek(parent) : NULL;
-  if (weft__unlikely(pe && pe->ctx)) {
+  /* outside a task (a callback, a weft_to_thread function): the values the
+   * thread runs with (core/taskext.h) */
+  weft__ctx *pctx = parent ? (pe ? pe->ctx : NULL) : weft__thread_ctx;
+  if (weft__unlikely(pctx != NULL)) {
     weft__task_ext *ce = weft__ext_get(t);
     if (!ce) {
       t->rt = rt;            /* (a freshly carved record has none yet) */
@@ -306,7 +309,7 @@ static weft_task spawn_on(weft__runtime *rt, weft__worker *w, weft_fn fn, void *
       *err = ENOMEM;
       return WEFT_TASK_NULL;
     }
-    ce->ctx = weft__ctx_ref(pe->ctx);
+    ce->ctx = weft__ctx_ref(pctx);
   }
   uint64_t id;
   if (w) {

@@ -68,10 +68,11 @@ void weft__ext_free_all(struct weft_runtime *rt);
 
 /* core/taskvar.c */
 void weft__ctx_unref(weft__ctx *c);
-/* The task-local values a pool thread runs weft_to_thread's function with
- * (asyncio.to_thread runs it in a copy of the caller's context): set by the
- * pool thread around the call (core/blocking.c), read by weft_taskvar_get
- * outside a task. */
+/* The task-local values a thread runs with outside a task: a pool thread
+ * running weft_to_thread's function (asyncio.to_thread runs it in a copy of
+ * the caller's context; core/blocking.c), and a worker running a callback
+ * (the values of whoever scheduled it; core/callback.c); NULL otherwise.
+ * Read by weft_taskvar_get outside a task, and by spawn. */
 extern _Thread_local weft__ctx *weft__thread_ctx;
 static inline weft__ctx *weft__ctx_ref(weft__ctx *c) {
   if (c) weft__fetch_add(&c->refs, 1, RELAXED); /* relaxed: the holder's reference keeps it alive */

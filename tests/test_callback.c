@@ -226,6 +226,57 @@ TEST(taskvars_inherited_as_a_copy) {
   run_both(taskvar_main, NULL);
 }
 
+/* A callback runs with the values of whoever scheduled it, as they were
+ * then (asyncio: call_soon copies the current context), and a task it
+ * spawns starts with them; a later set in the scheduler is not seen. */
+static _Atomic intptr_t cb_seen[4];
+static _Atomic int cb_child_status = 1;
+static int cb_child(void *arg) {
+  (void)arg;
+  atomic_store(&cb_child_status, weft_taskvar_get(&var_a) == (void *)7 ? 0 : -EPROTO);
+  return 0;
+}
+static void cb_reads(void *arg) {
+  int slot = (int)(intptr_t)arg;
+  atomic_store(&cb_seen[slot], (intptr_t)weft_taskvar_get(&var_a));
+  if (slot == 0) {
+    weft_task t = weft_spawn(cb_child, NULL);
+    weft_task_release(t);
+  }
+}
+static int cb_ctx_thread_fn(void *arg) { /* a pool thread: the caller's values */
+  return weft_runtime_call_soon(arg, cb_reads, (void *)(intptr_t)3, NULL);
+}
+static weft_runtime *cb_ctx_rt;
+static int cb_ctx_main(void *arg) {
+  (void)arg;
+  ASSERT_EQ(weft_taskvar_set(&var_a, (void *)7, NULL), 0);
+  ASSERT_EQ(weft_call_soon(cb_reads, (void *)0, NULL), 0);
+  ASSERT_EQ(weft_call_later(2 * MS, cb_reads, (void *)1, NULL), 0);
+  ASSERT_EQ(weft_taskvar_set(&var_a, (void *)8, NULL), 0); /* after scheduling: not seen */
+  ASSERT_EQ(weft_to_thread(cb_ctx_thread_fn, cb_ctx_rt), 0);
+  for (int i = 0; i < 2000 && (!atomic_load(&cb_seen[1]) || !atomic_load(&cb_seen[3]) || atomic_load(&cb_child_status) == 1); i++)
+    weft_sleep_ns(MS);
+  ASSERT_EQ(atomic_load(&cb_seen[0]), 7);
+  ASSERT_EQ(atomic_load(&cb_seen[1]), 7);
+  ASSERT_EQ(atomic_load(&cb_seen[3]), 8); /* the to_thread caller's value at the call */
+  ASSERT_EQ(atomic_load(&cb_child_status), 0);
+  return 0;
+}
+static void cb_outside(void *arg) { atomic_store(&cb_seen[2], (intptr_t)weft_taskvar_get(&var_b) + 1); }
+TEST(a_callback_runs_with_its_schedulers_task_local_values) {
+  weft_taskvar_init(&var_a, NULL);
+  weft_taskvar_init(&var_b, (void *)50);
+  weft_config c = {.workers = 2};
+  ASSERT_EQ(weft_runtime_new(&cb_ctx_rt, &c), 0);
+  ASSERT_EQ(weft_runtime_call(cb_ctx_rt, cb_ctx_main, NULL), 0);
+  /* from a plain thread: no values, the defaults */
+  ASSERT_EQ(weft_runtime_call_soon(cb_ctx_rt, cb_outside, NULL, NULL), 0);
+  for (int i = 0; i < 2000 && !atomic_load(&cb_seen[2]); i++) usleep(1000);
+  ASSERT_EQ(atomic_load(&cb_seen[2]), 51);
+  ASSERT_EQ(weft_runtime_shutdown(cb_ctx_rt), 0);
+}
+
 /* ------------------------------------------------------------ introspection */
 
 static weft_future intro_f;

@@ -277,9 +277,14 @@ WEFT_API void weft_callback_release(weft_callback *h);
 /* ------------------------------------------------------------ task-local values */
 
 /* contextvars.ContextVar of void * values. A spawned task starts with a
- * copy of its spawner's values (a task spawned from a callback or from
- * outside the runtime starts with none); setting a value in one task never
- * changes another's. Initialise a variable once (any thread) before use. */
+ * copy of its spawner's values; setting a value in one task never changes
+ * another's. A callback (call_soon/call_later/call_at, and the runtime_
+ * variants) runs with the values of whoever scheduled it, as they were
+ * then (asyncio copies the context at call_soon), and a task it spawns
+ * starts with those. A function run by weft_to_thread sees its caller's
+ * values, and so do callbacks and tasks it schedules; a task spawned from
+ * any other thread starts with none. Initialise a variable once (any
+ * thread) before use. */
 typedef struct weft_taskvar {
   uint64_t id;        /* set by init */
   void *default_value;
@@ -287,9 +292,10 @@ typedef struct weft_taskvar {
 
 /* Errors: none; returns 0. */
 WEFT_API int weft_taskvar_init(weft_taskvar *v, void *default_value);
-/* The calling task's value, or the default (also outside a task). In a
- * function run by weft_to_thread: the value of the task that called it, as
- * it was at the call (asyncio.to_thread copies the context). */
+/* The calling task's value, or the default. Outside a task: in a callback,
+ * the value of its scheduler at scheduling time; in a function run by
+ * weft_to_thread, the value of the task that called it, as it was at the
+ * call (asyncio.to_thread copies the context); elsewhere the default. */
 WEFT_API void *weft_taskvar_get(const weft_taskvar *v);
 /* Set the calling task's value; *old (when not NULL) receives the previous
  * one. Errors: -EINVAL outside a task or an uninitialised variable; -ENOMEM. */
