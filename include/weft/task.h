@@ -134,7 +134,8 @@ enum weft_wait_mode {
 /* asyncio.wait: suspend until the mode's condition holds or timeout_ns
  * passes (WEFT_FOREVER: no timeout); cancels nothing. done[i] tells which
  * are done (the rest are the pending set). Returns how many are done (a
- * timeout is not an error: compare with n). Suspends.
+ * timeout is not an error: compare with n); an awaitable given twice counts
+ * twice (asyncio makes a set of them). Suspends.
  * Errors: -ECANCELED (nothing cancelled); -EINVAL n == 0, a negative
  * timeout, a bad mode or awaitable, outside a task; -ESRCH; -EDEADLK; -ENOMEM. */
 WEFT_API int weft_wait(const weft_awaitable *aws, size_t n, int mode, int64_t timeout_ns, bool *done);
@@ -150,7 +151,9 @@ WEFT_API int weft_as_completed_init(weft_as_completed *it, const weft_awaitable 
 /* The index of the next awaitable to finish (its result: weft_aw_result),
  * in the order they finished. Suspends. Errors: -ENOENT every awaitable was
  * returned already; -ETIMEDOUT the overall timeout passed and none that
- * finished remains to be returned; -ECANCELED (nothing cancelled). */
+ * finished remains to be returned; -ECANCELED (nothing cancelled). Unlike
+ * asyncio, which makes a set of its arguments, an awaitable given twice is
+ * two entries, each returned once. A timeout cancels nothing. */
 WEFT_API int weft_as_completed_next(weft_as_completed *it);
 WEFT_API void weft_as_completed_destroy(weft_as_completed *it);
 
