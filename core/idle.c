@@ -55,10 +55,14 @@ static bool should_wake(weft__idle *idle, uint32_t s) {
 }
 
 void weft__idle_notify_local(weft__runtime *rt) {
-  /* relaxed, no fence: the pusher is a running worker that will run its own
-   * deque's tasks if nobody steals them, so missing a worker that is just
-   * parking costs parallelism for a moment (the next push sees it parked),
-   * never a task. This keeps a full fence off the spawn/yield/wake path. */
+  /* The full fence is the pusher's half of rule 4's StoreLoad pair: without
+   * it the deque push (a store) could pass this load (x86 store buffer),
+   * while the parking worker's re-check missed the push: the worker slept
+   * and the task waited for the pusher's current task, however long
+   * ("a moment" only if that task is short: tests/test_rev_live.c stalled
+   * 200 ms about once in 60,000 rounds). The load stays relaxed and
+   * notify_local is called only when work appears or every 16 pushes. */
+  weft__fence(SEQ_CST);
   if (!should_wake(&rt->idle, weft__load(&rt->idle.state, RELAXED))) return;
   weft__idle_notify(rt);
 }

@@ -11,9 +11,12 @@
  *     notify: it wakes a parked worker only if none is searching and some
  *     worker is parked: one relaxed load on the hot path; no wake at all
  *     while every worker is busy or one is already looking. A worker
- *     pushing to its own deque skips the fence (notify_local), and from
- *     its scheduler context notifies only from the second task on (the
- *     first is what it runs next: core/worker.c push_back_unpinned).
+ *     pushing to its own deque (notify_local) notifies only when work
+ *     appears or every 16 pushes, and from its scheduler context only
+ *     from the second task on (the first is what it runs next:
+ *     core/worker.c push_back_unpinned); it too fences before the load
+ *     (the pair of rule 4: without it a push and a parking worker's
+ *     re-check could miss each other).
  *  3. A searcher that finds work stops searching; if it was the last
  *     searcher it notifies, so that the rest of the work is found too.
  *  4. Every worker that parks re-checks every queue after registering as
@@ -53,8 +56,8 @@ bool weft__idle_begin_search(weft__idle *idle, struct weft__worker *w);
 void weft__idle_end_search(struct weft_runtime *rt, struct weft__worker *w);
 /* Any thread: rule 2. */
 void weft__idle_notify(struct weft_runtime *rt);
-/* OWNER worker, after pushing to its own deque: rule 2 without the fence
- * (see idle.c: a missed wake costs parallelism briefly, never a task). */
+/* OWNER worker, after pushing to its own deque: rule 2, called only when
+ * work appears or every 16 pushes (see core/worker.c push_back_unpinned). */
 void weft__idle_notify_local(struct weft_runtime *rt);
 /* OWNER worker: register as parked (then re-check the queues: rule 4). */
 void weft__idle_park(weft__idle *idle, struct weft__worker *w);

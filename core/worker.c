@@ -255,8 +255,10 @@ static void push_back_unpinned(weft__worker *w, weft__task *t) {
    * that finds work wakes the next one itself (rule 3 of core/idle.h), and
    * reading the idle state is a cache miss whenever searching workers change
    * it (one spawner, 15 searching workers: those reads were a quarter of the
-   * spawner's time). Missing a wake costs parallelism for a moment, never a
-   * task: this worker runs its own deque (see weft__idle_notify_local).
+   * spawner's time). The wake when work appears is never missed against a
+   * worker that is parking (weft__idle_notify_local fences: rule 4 of
+   * core/idle.h); otherwise a task could wait for this worker's current
+   * task, however long, while another worker slept.
    * In the scheduler context (no task runs here: completions reaped,
    * timers fired, a task that ended or yielded) the first task of an empty
    * deque is likely the one this worker runs next, not surplus: the wake is
@@ -734,8 +736,17 @@ static weft__task *take_local(weft__worker *w) {
   }
   w->lifo_streak = 0;
   if (w->n_spawned_stack) return w->spawned_stack[--w->n_spawned_stack];
-  if ((t = take_pinned(w))) return t;
-  if (!weft__inbox_is_empty(&w->inbox) && (t = drain_inbox(w))) return t;
+  /* Pinned tasks (pinned list, inbox) and the deque take turns while both
+   * have work. A pinned task that yields, or is woken here or by its I/O
+   * completion, goes back to the pinned side: when that side always came
+   * first, two pinned tasks yielding (or waking each other past the LIFO
+   * cap) ran forever and the deque, timer wake-ups included, never ran
+   * (tests/test_rev_live.c). */
+  if (w->pinned_head || !weft__inbox_is_empty(&w->inbox)) {
+    if ((w->deque_turn ^= 1) && (t = take_from_deque(w))) return t;
+    if ((t = take_pinned(w))) return t;
+    if (!weft__inbox_is_empty(&w->inbox) && (t = drain_inbox(w))) return t;
+  }
   return take_from_deque(w);
 }
 

@@ -13,7 +13,8 @@
  *   starves), the spawn stack spilled to the deque, due timers, a
  *   non-blocking reactor poll (at most one io_uring_enter, none when
  *   nothing is queued or in flight);
- *   LIFO slot -> spawn stack -> pinned list -> inbox -> own deque -> inject
+ *   LIFO slot -> spawn stack -> pinned list -> inbox -> own deque (the
+ *   deque and the pinned side take turns while both have work) -> inject
  *   queue -> timers and reactor -> steal half of a random victim's deque
  *   (64 rounds) -> park.
  * A task that suspends switches straight to the next local task when there
@@ -69,6 +70,7 @@ typedef struct weft__worker {
   weft__task *pinned_head;    /* pinned tasks ready to run here (migrate mode: all), FIFO by link.next */
   weft__task *pinned_tail;
   int lifo_streak;
+  bool deque_turn;            /* take_local: the deque's turn before the pinned side (they alternate) */
   uint32_t tick;
   bool parked_seen;           /* weft__schedule_spawn's hint: some worker was parked */
   bool notify_owed;           /* a wake deferred by push_back_unpinned (core/worker.c) */
