@@ -113,6 +113,23 @@ static inline int test_sanitized(void) {
 #endif
 }
 
+/* Under AddressSanitizer: LeakSanitizer's check, run in each test's child
+ * before it exits (it leaves with _exit, which skips the check at exit, so
+ * without this no test could fail on a leak). Non-zero: leaks reported. */
+#if defined(__SANITIZE_ADDRESS__)
+#define TEST_LSAN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define TEST_LSAN 1
+#endif
+#endif
+#ifdef TEST_LSAN
+#include <sanitizer/lsan_interface.h>
+static inline int test_leak_check(void) { return __lsan_do_recoverable_leak_check(); }
+#else
+static inline int test_leak_check(void) { return 0; }
+#endif
+
 static inline double test_now(void) {
   struct timespec ts;
   clock_gettime(CLOCK_MONOTONIC, &ts);
@@ -133,6 +150,10 @@ static inline int test_run_one(const struct test_case *tc) {
     tc->fn();
     fflush(stdout);
     fflush(stderr);
+    if (test_leak_check()) {
+      fprintf(stderr, "%s: memory leaked (LeakSanitizer's report above)\n", tc->name);
+      _exit(3);
+    }
     _exit(0);
   }
   int st = 0;

@@ -168,9 +168,8 @@ static int echo_main(void *arg) {
   ASSERT_EQ(memcmp(sr->data, big, total), 0);
   ASSERT_EQ(weft_transport_write(t, "x", 1), -EPIPE);
   assert_extra_str(t, "tls_version", "TLSv1.3"); /* still there after connection_lost */
-  weft_transport_release(t);
-  cr.t = NULL; /* released above (rec_free would release its hold) */
-  rec_free(&cr);
+  weft_transport_release(t); /* the reference create_connection gave */
+  rec_free(&cr);              /* and the hold connection_made took */
   rec_free(sr);
   free(big);
   ASSERT_EQ(weft_server_close(srv), 0);
