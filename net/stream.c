@@ -97,6 +97,7 @@ struct weft_stream {
   size_t limit;
   int64_t timeout_ns;  /* each receive's time limit; < 0: none */
   bool eof;
+  int rfail;           /* sticky: bytes taken could not be put back (unread); every read fails with it */
   _Atomic int rerr;    /* the reader met a reset (-ECONNRESET): the writer reports it too (asyncio's
                         * drain raises ConnectionResetError); written by the reading task, read by
                         * the writing one, which may run on another worker */
@@ -192,6 +193,7 @@ int weft_stream_set_timeout(weft_stream *s, int64_t timeout_ns) {
 
 /* One receive, within the stream's time limit. Suspends. */
 static ssize_t recv_some(weft_stream *s, void *buf, size_t n) {
+  if (s->rfail) return s->rfail;
   int64_t deadline = weft__deadline_after(s->timeout_ns);
   if (s->tls) {
     ssize_t r = weft__tls_recv(s->tls, s->fd, buf, n, deadline);
@@ -275,15 +277,20 @@ ssize_t weft_stream_readexactly(weft_stream *s, void *buf, size_t n, size_t *got
 
 /* Put n bytes back as the buffer's contents (it is empty): a read that
  * fails after it took them loses nothing. Should the buffer have to grow
- * and no memory be left, the bytes are dropped: the read's own error
- * (which the caller gets) already ends what it was doing. */
+ * and no memory be left, the stream fails instead (every later read:
+ * -ENOMEM): a gap in the bytes must never pass unseen. Growing the buffer
+ * ahead of what read_all takes would avoid this, at the cost of holding
+ * twice what it reads. */
 static void unread(weft_stream *s, const void *p, size_t n) {
   if (!n) return;
   if (n > s->rcap) {
     size_t ncap = s->rcap ? s->rcap : RBUF_START;
     while (ncap < n) ncap *= 2;
     char *nb = weft__realloc(s->rbuf, s->rcap, ncap);
-    if (!nb) return;
+    if (!nb) {
+      s->rfail = -ENOMEM;
+      return;
+    }
     s->rbuf = nb;
     s->rcap = ncap;
   }
@@ -543,11 +550,15 @@ int weft_stream_writev(weft_stream *s, const struct iovec *iov, int iovcnt) {
     return rc;
   if ((rc = write_state(s))) return rc;
   size_t sent = 0;
+  size_t had = s->wend - s->wpos; /* buffered before this call (append may compact: count from wpos) */
   bool was_empty = s->wend == s->wpos && !s->rs_busy;
   if (was_empty && total && total <= s->low && !s->tls && s->sock && weft__io_backend() == WEFT_BACKEND_URING) {
     /* nothing queued, on io_uring: copy, send on the ring without waiting */
     for (int i = 0; i < iovcnt; i++)
-      if ((rc = append(s, iov[i].iov_base, iov[i].iov_len))) return rc;
+      if ((rc = append(s, iov[i].iov_base, iov[i].iov_len))) {
+        s->wend = s->wpos; /* (it was empty) nothing of this call stays buffered */
+        return rc;
+      }
     ring_send_start(s); /* if the ring refused it, the bytes stay buffered for drain */
     return 0;
   }
@@ -562,6 +573,7 @@ int weft_stream_writev(weft_stream *s, const struct iovec *iov, int iovcnt) {
       return s->werr;
     }
   }
+  bool went = sent > 0; /* part of it is in the kernel already */
   for (int i = 0; i < iovcnt; i++) { /* the rest into the buffer */
     size_t len = iov[i].iov_len;
     if (sent >= len) {
@@ -569,7 +581,13 @@ int weft_stream_writev(weft_stream *s, const struct iovec *iov, int iovcnt) {
       continue;
     }
     rc = append(s, (const char *)iov[i].iov_base + sent, len - sent);
-    if (rc) return rc;
+    if (rc) {
+      if (went)
+        s->werr = rc; /* a prefix was sent, the rest cannot be kept: the stream fails (as a transport's) */
+      else
+        s->wend = s->wpos + had; /* nothing of this call went or stays: a retry sends it once */
+      return rc;
+    }
     sent = 0;
   }
   if (s->tls && was_empty && (rc = tls_send_now(s))) return rc;
