@@ -237,7 +237,8 @@ WEFT_API ssize_t weft_stream_read(weft_stream *s, void *buf, size_t n);
  * -ENOBUFS when more than cap bytes arrived (the first cap are in buf; the
  * rest stays readable). On any other error (a timeout, a cancellation, a
  * reset) the bytes it had received are buffered again: the next read gets
- * them. Suspends. */
+ * them (if no memory is left to hold them, the stream fails instead: every
+ * later read returns -ENOMEM, never a gap in the bytes). Suspends. */
 WEFT_API ssize_t weft_stream_read_all(weft_stream *s, void *buf, size_t cap);
 
 /* readexactly(n): n bytes into buf, or -ENODATA when the stream ended
@@ -265,6 +266,9 @@ WEFT_API bool weft_stream_at_eof(const weft_stream *s);
 
 /* Buffer len bytes (iovcnt buffers) for sending: 0 or a negative errno
  * (-EPIPE after write_eof/close, a send error seen before, -ENOMEM).
+ * -ENOMEM: nothing of this call was sent or kept (a retry sends it once),
+ * unless part of it had gone to the kernel already: then the stream has
+ * failed, and later writes return -ENOMEM too.
  * Suspends only for back-pressure (see above). */
 WEFT_API int weft_stream_write(weft_stream *s, const void *buf, size_t len);
 WEFT_API int weft_stream_writev(weft_stream *s, const struct iovec *iov, int iovcnt);
