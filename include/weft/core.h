@@ -135,7 +135,10 @@ WEFT_API int weft_runtime_backend(const weft_runtime *rt);
 typedef struct weft_spawn_opts {
   const char *name;   /* copied (up to 31 bytes); NULL = "task-<id>" */
   size_t stack_size;  /* 0 = the runtime's default; at least 16 KiB */
-  bool detached;      /* no handle: the record is recycled as soon as the task ends */
+  bool detached;      /* the caller owns no handle: the record is recycled as soon as the task
+                       * ends. The handle weft_spawn_ex returns then only tells success from
+                       * failure: do not release it; join and cancel through it answer -ESRCH
+                       * once the task has ended (its record may already be another task's) */
 } weft_spawn_opts;
 
 /* create_task: start fn(arg) as a new task on the calling task's runtime.
