@@ -265,6 +265,8 @@ int weft__stack_shared_init(weft__stack_shared *s, size_t default_size) {
   s->default_size = round_up(default_size, page_size);
   s->slot_size = 2 * s->default_size;
   s->cold = NULL;
+  s->warm = NULL;
+  weft__store(&s->n_warm, 0, RELAXED); /* before the workers start */
   s->slabs = NULL;
   s->n_stacks = 0;
   s->slab_next = SLAB_FIRST;
@@ -273,6 +275,13 @@ int weft__stack_shared_init(weft__stack_shared *s, size_t default_size) {
 }
 
 void weft__stack_shared_fini(weft__stack_shared *s) {
+  while (s->warm) { /* with memory, but the slabs are unmapped below */
+    weft__stack *w = s->warm;
+    s->warm = w->next;
+    w->next = s->cold;
+    s->cold = w;
+  }
+  weft__store(&s->n_warm, 0, RELAXED);
 #ifndef NDEBUG
   size_t n_cold = 0;
   for (weft__stack *c = s->cold; c; c = c->next) n_cold++;
@@ -302,9 +311,20 @@ static void trim_to(weft__stack_pool *p, size_t keep, bool give_back);
 
 void weft__stack_pool_fini(weft__stack_pool *p) {
   /* The runtime is stopping and will unmap the slabs: no madvise here (it
-   * would cost a system call and a TLB shootdown per run for nothing). */
+   * would cost a system call and a TLB shootdown per run for nothing).
+   * The warm list goes to the cold list the same way. */
   trim_to(p, 0, false);
   p->hot = NULL;
+  weft__stack_shared *sh = p->shared;
+  pthread_mutex_lock(&sh->lock);
+  while (sh->warm) {
+    weft__stack *w = sh->warm;
+    sh->warm = w->next;
+    w->next = sh->cold;
+    sh->cold = w;
+  }
+  weft__store(&sh->n_warm, 0, RELAXED); /* relaxed: n_warm is a hint outside the lock (see stack.h) */
+  pthread_mutex_unlock(&sh->lock);
 }
 
 /* A new slab of n default stacks. The first is returned (without memory);
@@ -379,6 +399,14 @@ weft__stack *weft__stack_get(weft__stack_pool *p, size_t size) {
     return s;
   }
   pthread_mutex_lock(&sh->lock);
+  s = sh->warm;
+  if (s) { /* memory and all, as a hot one: reused as is */
+    sh->warm = s->next;
+    weft__store(&sh->n_warm, weft__load(&sh->n_warm, RELAXED) - 1, RELAXED); /* under lock */
+    pthread_mutex_unlock(&sh->lock);
+    s->next = NULL;
+    return s;
+  }
   s = sh->cold;
   if (s) sh->cold = s->next;
   uint32_t n = sh->slab_next;
@@ -392,12 +420,36 @@ weft__stack *weft__stack_get(weft__stack_pool *p, size_t size) {
   return s;
 }
 
+/* A busy pool past WEFT_STACK_HOT_MAX: keep the WEFT_STACK_HOT most recent
+ * and hand the rest, with their memory, to the warm list, where any
+ * worker's get takes them first. When the warm list is full nobody is
+ * taking stacks: the pool keeps them until its idle trim (giving memory back
+ * here would cost a madvise per hand-over on the path where many tasks end
+ * at once). */
+static void hand_over(weft__stack_pool *p) {
+  weft__stack_shared *sh = p->shared;
+  /* relaxed: a hint; the list itself is changed under the lock */
+  if (weft__load(&sh->n_warm, RELAXED) >= WEFT_STACK_WARM_MAX) return;
+  weft__stack **link = &p->hot;
+  for (size_t i = 0; i < WEFT_STACK_HOT; i++) link = &(*link)->next;
+  weft__stack *rest = *link, *tail = rest;
+  size_t n = p->n_hot - WEFT_STACK_HOT;
+  while (tail->next) tail = tail->next;
+  *link = NULL;
+  p->n_hot = WEFT_STACK_HOT;
+  pthread_mutex_lock(&sh->lock);
+  tail->next = sh->warm;
+  sh->warm = rest;
+  weft__store(&sh->n_warm, weft__load(&sh->n_warm, RELAXED) + n, RELAXED); /* under lock */
+  pthread_mutex_unlock(&sh->lock);
+}
+
 void weft__stack_put(weft__stack_pool *p, weft__stack *s) {
   if (weft__likely(s->flags & WEFT__STACK_SLAB)) {
     assert(s->size == p->shared->slot_size);
     s->next = p->hot;
     p->hot = s;
-    p->n_hot++;
+    if (weft__unlikely(++p->n_hot > WEFT_STACK_HOT_MAX)) hand_over(p);
     return;
   }
   release_guard(s);
@@ -485,7 +537,26 @@ static void trim_to(weft__stack_pool *p, size_t keep, bool give_back) {
   pthread_mutex_unlock(&sh->lock);
 }
 
-void weft__stack_trim(weft__stack_pool *p) { trim_to(p, WEFT_STACK_HOT, true); }
+void weft__stack_trim(weft__stack_pool *p) {
+  weft__stack_shared *sh = p->shared;
+  if (weft__load(&sh->n_warm, RELAXED)) { /* the warm list too: appended, so trimmed (relaxed: a hint) */
+    pthread_mutex_lock(&sh->lock);
+    weft__stack *w = sh->warm;
+    size_t n = weft__load(&sh->n_warm, RELAXED);
+    sh->warm = NULL;
+    weft__store(&sh->n_warm, 0, RELAXED);
+    pthread_mutex_unlock(&sh->lock);
+    weft__stack **link = &p->hot;
+    while (*link) link = &(*link)->next;
+    *link = w;
+    p->n_hot += n;
+  }
+  trim_to(p, WEFT_STACK_HOT, true);
+}
+
+bool weft__stack_trim_wanted(const weft__stack_pool *p) {
+  return p->n_hot > WEFT_STACK_HOT || weft__load(&p->shared->n_warm, RELAXED); /* relaxed: a hint */
+}
 
 /* ---------------------------------------------------------------- check */
 

@@ -57,6 +57,15 @@
 #include <stdint.h>
 
 #define WEFT_STACK_HOT 64 /* stacks a worker keeps with their memory while parked */
+/* A busy pool that reaches WEFT_STACK_HOT_MAX stacks (a worker where tasks end that began elsewhere:
+ * server handlers woken on their descriptor's epoll worker; it never parks, so never trims) hands
+ * all but WEFT_STACK_HOT of them, memory and all, to the runtime's warm list, where any worker's get
+ * takes them before a cold stack; while the warm list holds WEFT_STACK_WARM_MAX the pool keeps the
+ * rest, and a worker's trim before parking empties the warm list into its own trim.
+ * Without this the hot list of such a worker grew without bound under load while the others
+ * carved and faulted in fresh stacks (RSS +800 MB in 20 s of connection churn). */
+#define WEFT_STACK_HOT_MAX (4 * WEFT_STACK_HOT)
+#define WEFT_STACK_WARM_MAX 1024
 
 typedef struct weft__stack {
   struct weft__stack *next; /* pool or cold-list link (owner of the list only) */
@@ -104,6 +113,10 @@ typedef struct weft__stack_shared {
                                      upper half is address space only until used (MAP_NORESERVE) */
   bool canary;                    /* unguarded stacks get a canary word (debug mode; see "Overflow") */
   weft__stack *cold;              /* under lock: default-size stacks without memory */
+  weft__stack *warm;              /* under lock: default-size stacks with memory, handed over by busy
+                                     pools (WEFT_STACK_HOT_MAX) */
+  _Atomic size_t n_warm;          /* written under lock; read without it as a hint (relaxed: nothing
+                                     is read through it; the list is taken under the lock) */
   struct weft__stack_slab *slabs; /* under lock: every slab, unmapped at fini */
   size_t n_stacks;                /* under lock: stacks carved from all slabs */
   uint32_t slab_next;             /* under lock: stacks in the next slab (16..256) */
@@ -130,8 +143,10 @@ weft__stack *weft__stack_get(weft__stack_pool *p, size_t size);
 /* OWNER. Give a stack back (any worker's pool may take any stack of the
  * same shared). A stack larger than the default is unmapped here. */
 void weft__stack_put(weft__stack_pool *p, weft__stack *s);
-/* OWNER, before parking: give the memory of surplus stacks back. */
+/* OWNER, before parking: give the memory of surplus stacks back (the warm list's too). */
 void weft__stack_trim(weft__stack_pool *p);
+/* Whether a trim has anything to give back (n_hot past WEFT_STACK_HOT, or warm stacks). */
+bool weft__stack_trim_wanted(const weft__stack_pool *p);
 
 #define WEFT__STACK_SIGNAL_ROOM 256 /* bytes weft__stack_check wants free below sp */
 #define WEFT__STACK_CANARY_KEY UINT64_C(0x7765667473746b21) /* "weftstk!" */

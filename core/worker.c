@@ -817,7 +817,7 @@ static void park(weft__worker *w) {
   weft__fence(SEQ_CST);
   if (weft__inbox_is_empty(&w->inbox) && !weft__load(&rt->stop, ACQUIRE)) {
     int64_t deadline = weft__timer_next(&w->timers);
-    if (w->stacks.n_hot > WEFT_STACK_HOT) {
+    if (weft__stack_trim_wanted(&w->stacks)) {
       /* Give surplus stack memory back once the worker has been idle for
        * WEFT__TRIM_IDLE_NS, not at every park: busy workloads park
        * thousands of times a second (timers: between every expiry), and

@@ -34,7 +34,10 @@
  * them. A handler stores its own handle (weft_current) in its record when
  * it starts, and cancels itself if a shutdown's cancellation has begun
  * (`cancelling`), so no handler escapes a cancellation that began before
- * it ran. shutdown copies the handles out under the lock into memory
+ * it ran. A handler that returns once the cancellation has begun leaves a
+ * stream with bytes still unsent (a peer that does not read) aborted, not
+ * flushed: wait_closed's 10 s flush would hold shutdown past its deadline.
+ * shutdown copies the handles out under the lock into memory
  * allocated before taking it, and cancels them after unlocking (a handle
  * gone stale in between gets -ESRCH: harmless).
  *
@@ -149,6 +152,12 @@ static int conn_main(void *arg) {
       weft_stream_abort(s);
     }
     if (!cancel) srv->fn(s, srv->arg);
+    weft__spin_lock(&srv->lock);
+    bool late = srv->cancelling;
+    weft__spin_unlock(&srv->lock);
+    /* shutdown's deadline has passed: bytes the peer is not taking are dropped (a reset), not
+     * flushed for wait_closed's 10 s, which would hold shutdown past its deadline */
+    if (late && weft_stream_buffered(s)) weft_stream_abort(s);
     weft_stream_wait_closed(s);
   }
   finish_rec(srv, r);

@@ -273,8 +273,49 @@ def test_https():
           "curl, openssl s_client, SIGTERM")
 
 
+# ------------------------------------------------------------ shutdown with a peer that does not read
+
+def test_shutdown_nonreader(exe, name, payload):
+    """SIGTERM while a client floods the server and never reads: the handler is stuck in drain;
+    server_main.h gives handlers 2 s, then cancels them, so the exit must not wait for the peer."""
+    port = free_port()
+    p = start(exe, port)
+    socks = []
+    try:
+        for _ in range(4):
+            s = socket.create_connection(("127.0.0.1", port), 5)
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            s.setblocking(False)
+            socks.append(s)
+            t_end = time.time() + 3
+            while time.time() < t_end:  # until the server stops taking bytes (it is blocked in drain)
+                try:
+                    s.send(payload)
+                except BlockingIOError:
+                    break
+        time.sleep(0.3)
+        t = time.time()
+        p.send_signal(signal.SIGTERM)
+        try:
+            rc = p.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            raise SystemExit("FAIL: %s did not stop on SIGTERM" % name)
+        dt = time.time() - t
+        check(rc == 0, "%s exited with %d" % (name, rc))
+        check(dt < 6, "%s took %.1f s to stop with a peer that does not read (handlers get 2 s)" % (name, dt))
+    finally:
+        if p.poll() is None:
+            p.kill()
+        for s in socks:
+            s.close()
+    print("ok   %s: SIGTERM with a peer that does not read stops in %.1f s" % (name, dt))
+
+
 test_echo()
 if ECHO_PROTO:
     test_echo(ECHO_PROTO, "echo_proto")
 test_http()
 test_https()
+test_shutdown_nonreader(ECHO, "echo_server", b"x" * 65536)
+test_shutdown_nonreader(HTTP, "http_hello", b"GET / HTTP/1.1\r\nHost: x\r\n\r\n" * 2000)

@@ -847,4 +847,29 @@ TEST(stack_two_threads_exchange_and_trim) {
   weft__stack_shared_fini(&mt_sh);
 }
 
+/* Tasks that begin on one worker and end on another (server handlers woken on their
+ * descriptor's epoll worker), with neither worker ever parking: the stacks pile up in the
+ * ending worker's pool while the starting one carves fresh ones. The stacks in existence
+ * (and the memory they hold) must stay bounded. */
+TEST(stack_one_way_flow_stays_bounded) {
+  weft__stack_shared sh;
+  ASSERT_EQ(weft__stack_shared_init(&sh, 16384), 0);
+  weft__stack_pool a, b;
+  weft__stack_pool_init(&a, &sh);
+  weft__stack_pool_init(&b, &sh);
+  weft__stack *st[100];
+  for (int r = 0; r < 500; r++) { /* 50,000 tasks: start on a, end on b */
+    for (int i = 0; i < 100; i++) {
+      st[i] = weft__stack_get(&a, 0);
+      ASSERT_TRUE(st[i] != NULL);
+    }
+    for (int i = 0; i < 100; i++) weft__stack_put(&b, st[i]);
+  }
+  printf("  %zu stacks carved for 50000 one-way tasks (b holds %zu)\n", sh.n_stacks, b.n_hot);
+  ASSERT_LE((int64_t)sh.n_stacks, 4096);
+  weft__stack_pool_fini(&a);
+  weft__stack_pool_fini(&b);
+  weft__stack_shared_fini(&sh);
+}
+
 TEST_MAIN()

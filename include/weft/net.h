@@ -360,7 +360,9 @@ WEFT_API int weft_server_close(weft_server *srv);
 WEFT_API int weft_server_wait_closed(weft_server *srv);
 
 /* Graceful shutdown: close, let the handlers finish until the deadline,
- * then cancel those still running and wait for them. Returns the number of
+ * then cancel those still running and wait for them (a connection whose
+ * handler returns after the cancellation began is reset if bytes are still
+ * unsent, rather than flushed for up to wait_closed's 10 s). Returns the number of
  * handlers that were cancelled. Suspends (not cut short by cancellation
  * once the handlers are being cancelled). Not from one of the server's own
  * handlers (it would wait for itself), nor wait_closed. */
