@@ -96,7 +96,10 @@ WEFT_API int weft_open(const char *path, int flags, mode_t mode);
 WEFT_API int weft_openat(int dirfd, const char *path, int flags, mode_t mode);
 
 /* close(2): 0 or a negative errno (the descriptor is gone either way).
- * Suspends. */
+ * Suspends. Close a descriptor only when no task is waiting on it (cancel
+ * and join the waiters first): a task waiting on it on another worker is
+ * not woken by the close on io_uring, and on epoll it may go on with a new
+ * file that reuses the number. */
 WEFT_API int weft_close(int fd);
 
 /* pread(2)/pwrite(2) at off (-1: the file position): the bytes moved, a

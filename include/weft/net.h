@@ -289,7 +289,10 @@ WEFT_API int weft_stream_write_eof(weft_stream *s);
  * wait_closed(): send what is buffered (giving up on an error or after
  * 10 s), close the socket and free the stream; call it once, after close
  * or alone. Returns 0 or the error that ended the flush. Suspends, but is
- * not cut short by cancellation beyond the flush. */
+ * not cut short by cancellation beyond the flush. wait_closed frees the
+ * stream: no other task may be in a call on it then (a reader waiting is
+ * not woken: cancel and join it first; asyncio's reader would see end of
+ * stream). */
 WEFT_API void weft_stream_close(weft_stream *s);
 WEFT_API int weft_stream_wait_closed(weft_stream *s);
 
