@@ -763,10 +763,16 @@ TEST(pinned_tasks_stay_on_their_worker) {
 static struct {
   int64_t deadline;
   _Atomic int64_t resumed;
+  _Atomic bool hog_late; /* the hog started after its deadline: the premise failed, try again */
 } behind;
 
 static int hog_after_sleeper(void *arg) {
   (void)arg;
+  /* A machine so loaded that the hog starts after its deadline makes its
+   * sleep a yield: it then spins with the sleeper's timer due but not
+   * fired (a worker runs its timers between tasks, not while one spins):
+   * not what this test is about, so the round is run again. */
+  if (weft_now_ns() >= behind.deadline) atomic_store(&behind.hog_late, true);
   weft_sleep_until(behind.deadline + 1); /* expires in the same pass, popped after the sleeper */
   int64_t end = weft_now_ns() + 400000000;
   while (weft_now_ns() < end) {
@@ -783,10 +789,11 @@ static int timed_sleeper(void *arg) {
 }
 
 static int behind_main(void *arg) {
-  (void)arg;
+  int *premise_failed = arg;
   unsigned x = (unsigned)weft_worker_id();
-  behind.deadline = weft_now_ns() + 5000000;
+  behind.deadline = weft_now_ns() + 20000000;
   atomic_store(&behind.resumed, 0);
+  atomic_store(&behind.hog_late, false);
   weft_task s = weft__spawn_pinned(x, timed_sleeper, NULL, NULL);
   weft_task h = weft__spawn_pinned(x, hog_after_sleeper, NULL, NULL);
   ASSERT_TRUE(s.rec && h.rec);
@@ -795,14 +802,23 @@ static int behind_main(void *arg) {
   ASSERT_EQ(weft_join(h), 0);
   weft_task_release(s);
   weft_task_release(h);
+  if (atomic_load(&behind.hog_late)) {
+    *premise_failed = 1;
+    return 0;
+  }
   if (late >= 200000000) fprintf(stderr, "woken %lld ms late, behind the hog\n", (long long)(late / 1000000));
   ASSERT_TRUE(late < 200000000);
   return 0;
 }
 
 TEST(a_task_woken_behind_a_long_local_task_is_stolen) {
-  weft_config c = cfg_workers(2);
-  ASSERT_EQ(weft_run(behind_main, NULL, &c), 0);
+  int premise_failed = 1;
+  for (int round = 0; round < 10 && premise_failed; round++) {
+    premise_failed = 0;
+    weft_config c = cfg_workers(2);
+    ASSERT_EQ(weft_run(behind_main, &premise_failed, &c), 0);
+  }
+  if (premise_failed) TEST_SKIP("the machine is too loaded to start two tasks within 20 ms");
 }
 
 static int migrating(void *arg) {
