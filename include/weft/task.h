@@ -262,7 +262,9 @@ WEFT_API int weft_taskgroup_failed(const weft_taskgroup *g);
  * asyncio's call_soon_threadsafe, which is FIFO). *out (when out is not
  * NULL) receives a handle to cancel it with; release it with
  * weft_callback_release. Callbacks still pending when the
- * runtime shuts down are dropped without running. Errors: -EINVAL outside a
+ * runtime shuts down are dropped without running; so is a runtime_call_*
+ * callback whose queueing on the worker later finds no memory (it returned
+ * 0: weft_callback_cancel then says 1, it will not run). Errors: -EINVAL outside a
  * worker, negative delay, fn NULL; -ENOMEM; -ESHUTDOWN (runtime variant). */
 typedef struct weft_callback weft_callback;
 typedef void (*weft_callback_fn)(void *arg);
