@@ -316,17 +316,6 @@ static uint64_t lrnd(void) {
   lrng ^= lrng << 17;
   return lrng;
 }
-static void spin_for(int64_t ns) {
-  for (int64_t t0 = weft_now_ns(); weft_now_ns() - t0 < ns;) {
-  }
-}
-static void park_delay(void) {
-  static _Thread_local uint64_t x = 0x9e3779b97f4a7c15ull;
-  x ^= x << 13;
-  x ^= x >> 7;
-  x ^= x << 17;
-  if (x % 2 == 0) spin_for((int64_t)((x >> 8) % 20000));
-}
 static weft_event lp_ev;
 static _Atomic int lp_waiting;
 static _Atomic int64_t lp_ran, lp_set_at;
@@ -339,7 +328,7 @@ static int lp_waiter(void *arg) {
   return 0;
 }
 static int lp_setter(void *arg) {
-  spin_for((int64_t)(intptr_t)arg);
+  spin_ns((int64_t)(intptr_t)arg);
   atomic_store(&lp_set_at, weft_now_ns());
   weft_event_set(&lp_ev);
   for (int64_t t0 = weft_now_ns(); !atomic_load(&lp_ran) && weft_now_ns() - t0 < HOLD_MAX;) {
@@ -357,14 +346,14 @@ static int lp_setter(void *arg) {
   return 0;
 }
 static int lp_spin(void *arg) {
-  spin_for((int64_t)(intptr_t)arg);
+  spin_ns((int64_t)(intptr_t)arg);
   return 0;
 }
 TEST_T(a_task_pushed_beside_a_parking_worker_runs_at_once, 20) {
 #ifndef WEFT_TEST_HOOKS
   TEST_SKIP("needs WEFT_TEST_HOOKS");
 #else
-  weft__test_park_hook = park_delay;
+  weft__test_park_hook = test_park_delay;
   weft_config c = cfg_workers(2);
   weft_runtime *rt;
   ASSERT_EQ(weft_runtime_new(&rt, &c), 0);
@@ -378,7 +367,7 @@ TEST_T(a_task_pushed_beside_a_parking_worker_runs_at_once, 20) {
     ASSERT_EQ(weft_runtime_submit(rt, lp_waiter, NULL, &w1), 0);
     ASSERT_EQ(weft_runtime_submit(rt, lp_waiter, NULL, &w2), 0);
     while (atomic_load(&lp_waiting) < 2) sched_yield();
-    spin_for(20000); /* the waiters have suspended */
+    spin_ns(20000); /* the waiters have suspended */
     ASSERT_EQ(weft_runtime_submit(rt, lp_spin, (void *)(intptr_t)(lrnd() % 20000), &sp), 0);
     ASSERT_EQ(weft_runtime_submit(rt, lp_setter, (void *)(intptr_t)(lrnd() % 40000), &st), 0);
     ASSERT_EQ(weft_runtime_wait(rt, st), 0);

@@ -39,4 +39,20 @@ static inline void wait_until_equal(_Atomic int *v, int want) {
   for (int i = 0; i < 5000 && atomic_load(v) != want; i++) weft_sleep_ns(1000000);
 }
 
+/* Spin (holding the thread) for ns nanoseconds. */
+static inline void spin_ns(int64_t ns) {
+  for (int64_t t0 = weft_now_ns(); weft_now_ns() - t0 < ns;) {
+  }
+}
+
+/* For weft__test_park_hook (WEFT_TEST_HOOKS): half the time, hold the
+ * parking worker 0-20 us, as a preemption in that window would. */
+static inline void test_park_delay(void) {
+  static _Thread_local uint64_t x = 0x9e3779b97f4a7c15ull;
+  x ^= x << 13;
+  x ^= x >> 7;
+  x ^= x << 17;
+  if (x % 2 == 0) spin_ns((int64_t)((x >> 8) % 20000));
+}
+
 #endif

@@ -42,25 +42,14 @@ static uint64_t rnd(void) { /* the test thread's (xorshift) */
   rng ^= rng << 17;
   return rng;
 }
-static void spin_ns(int64_t ns) {
-  for (int64_t t0 = weft_now_ns(); weft_now_ns() - t0 < ns;) {
-  }
-}
 
 /* ------------------------------------------------------- the park hook */
 
-static void park_delay(void) {
-  static _Thread_local uint64_t x = 0x9e3779b97f4a7c15ull;
-  x ^= x << 13;
-  x ^= x >> 7;
-  x ^= x << 17;
-  if (x % 2 == 0) spin_ns((int64_t)((x >> 8) % 20000));
-}
 /* Before the runtime starts: the workers read the hook without a lock, and
  * thread creation orders this store before their loads. */
 static void delay_parking(void) {
 #ifdef WEFT_TEST_HOOKS
-  weft__test_park_hook = park_delay;
+  weft__test_park_hook = test_park_delay;
 #endif
 }
 static void stop_delaying(void) { /* after shutdown */
