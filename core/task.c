@@ -879,7 +879,8 @@ int64_t weft_now_ns(void) {
   return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
 }
 
-int weft_yield(void) {
+/* weft_yield, with the time when the caller has just read it (0: not). */
+static int yield_at(int64_t now) {
   weft__worker *w = weft__worker_self();
   weft__task *t = w ? w->current : NULL;
   if (!t) {
@@ -897,6 +898,7 @@ int weft_yield(void) {
     weft__cancel_consume(t);
     return -ECANCELED;
   }
+  weft__worker_yield_timers(w, now); /* due timers fire before the yielder runs again */
   weft__switch_out_from(w, t, WEFT__INTENT_YIELD); /* w: read above, nothing suspended since */
   if (t->shield_depth == 0 && weft__load(&t->cancel_pending, RELAXED)) {
     weft__cancel_consume(t);
@@ -904,6 +906,8 @@ int weft_yield(void) {
   }
   return 0;
 }
+
+int weft_yield(void) { return yield_at(0); }
 
 /* Sleep until a deadline known to be in the future. */
 static int sleep_deadline(int64_t deadline) {
@@ -920,7 +924,8 @@ int weft_sleep_until(int64_t deadline) {
     weft__debug_misuse("weft_sleep outside a task");
     return -EINVAL;
   }
-  if (deadline <= weft_now_ns()) return weft_yield();
+  int64_t now = weft_now_ns();
+  if (deadline <= now) return yield_at(now);
   return sleep_deadline(deadline);
 }
 

@@ -540,6 +540,10 @@ void weft__finish_switch(weft__worker *w) {
       if (weft__unlikely(!weft__stack_check(t->stack, t->fiber.sp))) report_overflow(t);
       uint64_t cur = weft__load(&t->ws, RELAXED);
       weft__store(&t->ws, (cur & ~(uint64_t)0xf) | WEFT__TS_RUNNABLE, RELAXED); /* only we own it now */
+      if (weft__unlikely(w->yield_timers) && !w->current) { /* the scheduler (weft__worker_yield_timers) */
+        w->yield_timers = false;
+        weft__worker_run_timers(w);
+      }
       if (t->rt->migrate || is_pinned(t))
         weft__schedule(t, false);
       else

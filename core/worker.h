@@ -72,6 +72,7 @@ typedef struct weft__worker {
   int lifo_streak;
   bool deque_turn;            /* take_local: the deque's turn before the pinned side (they alternate) */
   uint32_t tick;
+  bool yield_timers;          /* a yield found a timer due (weft__worker_yield_timers) */
   bool parked_seen;           /* weft__schedule_spawn's hint: some worker was parked */
   bool notify_owed;           /* a wake deferred by push_back_unpinned (core/worker.c) */
   bool searching;
@@ -141,6 +142,28 @@ void weft__switch_out(weft__task *self, int intent);
  * yield and wait paths. */
 void weft__switch_out_from(weft__worker *w, weft__task *self, int intent);
 void weft__finish_switch(weft__worker *w);
+
+/* OWNER, before a yield: when w has a timer due at `now` (0: read the
+ * clock, only if w has timers), make the switch go through the
+ * scheduler's periodic pass, which fires due timers before the yielder can
+ * run again (asyncio checks its timers at every loop iteration). Without
+ * it a task that yields with nothing else local runs again at once, and a
+ * timer due on its worker waited for the next periodic pass (one switch
+ * in ~30) or a suspension: a sleeper stayed asleep behind a hog that had
+ * yielded (tests/test_fairness.c). Costs nothing on a worker without
+ * timers, and one clock read per yield on one with some (Go's scheduler
+ * reads the clock on every pass where timers exist, too). */
+static inline void weft__worker_yield_timers(weft__worker *w, int64_t now) {
+  if (weft__likely(w->timers.len == 0)) return;
+  if (!now) now = weft_now_ns();
+  if (weft__timer_next(&w->timers) > now) return;
+  /* direct_next bumps the tick to a multiple of the interval: no direct
+   * switch, so the yielder's switch-out is finished by the scheduler,
+   * which fires the timers before it requeues the yielder (behind the
+   * tasks they woke; weft__finish_switch) */
+  w->tick += WEFT__GLOBAL_INTERVAL - 1 - w->tick % WEFT__GLOBAL_INTERVAL;
+  w->yield_timers = true;
+}
 
 /* The worker thread's main loop (pthread entry). */
 void *weft__worker_main(void *arg);

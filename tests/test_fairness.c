@@ -8,7 +8,7 @@
  * Known limits, measured and not tested here: a task woken into a worker's
  * LIFO slot, and that worker's due timers, wait while the worker runs a
  * long task that never suspends, even when another worker is idle (300 ms
- * behind a 300 ms computation). Go lets idle threads take both; Tokio's
+ * behind a 300 ms computation); a yield fires the due timers (tested below). Go lets idle threads take both; Tokio's
  * LIFO slot is not stealable either. */
 #include <pthread.h>
 #include <stdatomic.h>
@@ -440,6 +440,62 @@ TEST_T(weft_run_returns_while_a_worker_parks_on_a_far_timer, 20) {
     fprintf(stderr, "weft_run with a 10 s sleeper left (%u workers): %.3f ms\n", nw, d / 1e6);
     ASSERT_TRUE(d < 1000 * MSEC);
   }
+}
+
+/* ------------------------------------------- due timers at a yield */
+
+/* A yield (weft_yield, or a sleep whose deadline has passed) fires its
+ * worker's due timers before the yielder runs again. One worker: a sleeper
+ * waits for T; the hog spins past T, yields once (a sleep until T, which
+ * has passed) and spins HOG_SPIN more. The sleeper must run at the yield,
+ * not after the second spin. Before the fix the timers ran only at the
+ * scheduler's periodic pass (one switch in ~30 here) or when nothing local
+ * was runnable, and the hog, alone in the queues, ran again at once. */
+#define HOG_SPIN (300 * MSEC)
+typedef struct {
+  int64_t t;          /* the sleeper's deadline */
+  _Atomic int64_t woke;
+  _Atomic int64_t yielded;
+} due_probe;
+static int due_sleeper(void *arg) {
+  due_probe *p = arg;
+  weft_sleep_until(p->t);
+  atomic_store(&p->woke, weft_now_ns());
+  return 0;
+}
+static int due_hog(void *arg) {
+  due_probe *p = arg;
+  while (weft_now_ns() < p->t + 2 * MSEC) {
+  }
+  atomic_store(&p->yielded, weft_now_ns());
+  if ((intptr_t)p->t & 1)
+    weft_sleep_until(p->t); /* passed: a yield */
+  else
+    weft_yield();
+  spin_ns(HOG_SPIN);
+  return 0;
+}
+static int due_main(void *arg) {
+  int64_t *late = arg;
+  for (int r = 0; r < 6; r++) {
+    due_probe p = {.t = weft_now_ns() + 20 * MSEC + r};
+    weft_task s = weft_spawn(due_sleeper, &p);
+    weft_yield(); /* the sleeper starts and arms its timer */
+    weft_task h = weft_spawn(due_hog, &p);
+    weft_join(s);
+    weft_join(h);
+    weft_task_release(s);
+    weft_task_release(h);
+    late[r] = atomic_load(&p.woke) - atomic_load(&p.yielded);
+  }
+  return 0;
+}
+TEST_T(a_yield_fires_its_workers_due_timers, 30) {
+  int64_t late[6];
+  weft_config c = cfg_workers(1);
+  ASSERT_EQ(weft_run(due_main, late, &c), 0);
+  report("sleeper woken after the hog's yield", late, 6);
+  ASSERT_TRUE(late[5] < HOG_SPIN / 2); /* sorted by report: the worst round */
 }
 
 TEST_MAIN()

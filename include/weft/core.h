@@ -251,7 +251,9 @@ WEFT_API int weft_sleep_ns(int64_t ns);
 /* Suspend until the CLOCK_MONOTONIC deadline (a past deadline yields). */
 WEFT_API int weft_sleep_until(int64_t deadline_ns);
 
-/* sleep(0): let the other runnable tasks run. Suspends (a cancellation point). */
+/* sleep(0): let the other runnable tasks run. Timers due on the caller's
+ * worker fire first, so the tasks they wake run before the caller resumes
+ * (or are taken by an idle worker). Suspends (a cancellation point). */
 WEFT_API int weft_yield(void);
 
 /* ------------------------------------------------------------ blocking calls */
