@@ -120,29 +120,23 @@ static ssize_t epoll_rw(int fd, const struct iovec *iov, int iovcnt, int64_t off
   }
 }
 
-/* Both directions at once: the one-shot watch (a task waits in one slot
- * list at a time); one direction: the descriptor's readiness. */
+/* The descriptor's readiness in one direction, or in both (a wait that
+ * either direction's event ends: io/readiness.h's WEFT__DIR_BOTH). */
 static int epoll_poll(int fd, unsigned events, int64_t deadline) {
   struct pollfd p = {.fd = fd, .events = (short)events};
   int rc = weft__io_cancel_point();
   if (rc) return rc;
-  bool both = (events & POLLOUT) && (events & (POLLIN | POLLPRI));
+  bool out = events & POLLOUT, in = events & (POLLIN | POLLPRI);
   weft__ready rd;
-  weft__ready_begin(&rd, fd, (events & POLLOUT) && !both ? WEFT__DIR_OUT : WEFT__DIR_IN);
+  weft__ready_begin(&rd, fd, in && out ? WEFT__DIR_BOTH : out ? WEFT__DIR_OUT : WEFT__DIR_IN);
   for (;;) {
     int n = poll(&p, 1, 0);
     if (n > 0) return (p.revents & POLLNVAL) ? -EBADF : p.revents;
     if (n < 0 && errno != EINTR) return -errno;
     if (n < 0) continue;
     if (deadline != WEFT__NO_DEADLINE && weft_now_ns() >= deadline) return -ETIMEDOUT;
-    if (both) {
-      uint32_t ev = EPOLLIN | EPOLLOUT;
-      if (events & POLLPRI) ev |= EPOLLPRI;
-      rc = weft__epoll_wait_fd(fd, ev, deadline);
-    } else {
-      weft__ready_clear(&rd);
-      rc = weft__ready_wait(&rd, deadline);
-    }
+    weft__ready_clear(&rd);
+    rc = weft__ready_wait(&rd, deadline);
     if (rc == -EPERM) return (int)(events & (POLLIN | POLLOUT)); /* a regular file: always ready */
     if (rc < 0) return rc;
   }

@@ -9,6 +9,10 @@
  * running is waited for and its result returned, so an opened descriptor
  * is never lost and a buffer is never written after the call returned).
  *
+ * weft_close wakes the tasks waiting on the descriptor first, on every
+ * worker (io/op.h CLOSE on io_uring, io/readiness.c on epoll): they return
+ * -EBADF.
+ *
  * Cleanup paths (a whole-file helper failing after its open) close with
  * close(2) directly: a pending cancellation must not make the close itself
  * fail and leak the descriptor.
@@ -91,12 +95,17 @@ int weft_open(const char *path, int flags, mode_t mode) { return weft_openat(AT_
 
 int weft_close(int fd) {
   if (fd < 0) return -EBADF;
-  weft__fd_forget(fd); /* epoll: drop its registration first (io/readiness.h) */
+  /* epoll: drop its registration and wake its waiters, who return -EBADF
+   * without another try (io/readiness.c, CLOSE AND REUSE) */
+  weft__fd_forget(fd);
   weft__sysjob j = {.op = WEFT__SYS_CLOSE, .fd = fd};
   /* not cancellable: a cancel must not leave the descriptor open (io.h:
    * "gone either way"); a pending request stays for the next suspension */
   weft__task *t = weft__task_self();
   if (t) t->shield_depth++;
+  /* io_uring: end the operations on fd on every ring first: they hold the
+   * file, and the close alone would not end them (io/op.h, CLOSE) */
+  if (weft__io_backend() == WEFT_BACKEND_URING) weft__uop_cancel_fd(fd);
   int rc = file_call(&j);
   if (t) t->shield_depth--;
   return rc;

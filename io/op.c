@@ -1,14 +1,17 @@
 /* io/op.c: an operation's life on the calling task's worker: submit,
  * suspend, reap, and cancellation that waits for the kernel (the protocol
- * is in io/op.h). Everything here runs on the owner worker's thread: the
+ * is in io/op.h); the cancels that weft_close sends to every ring first
+ * (op.h, CLOSE). Everything here runs on the owner worker's thread: the
  * task is pinned there from before its submission until after its
  * completion was reaped, and the completion callbacks run in that
  * worker's reap (its scheduler context, or a flush inside a task on that
- * same thread). Hence `seq`, `res`, `done` and `pin_dropped` of a
- * weft__uop need no atomics: while the operation is in flight one thread
+ * same thread). Hence `seq`, `res`, `done`, `pin_dropped` and `counted` of
+ * a weft__uop need no atomics: while the operation is in flight one thread
  * touches them; the completion's wake (a release CAS on the task's wait
  * word, then the run queue's release) publishes them to the task, which
- * may resume on another worker once the completion dropped its pin.
+ * may resume on another worker once the completion dropped its pin. The
+ * reactor's fd_ops is atomic only because closers on other workers read
+ * it; its owner alone writes it.
  */
 #include <errno.h>
 #include <liburing.h>
@@ -30,11 +33,36 @@ static void sink_complete(weft__io_op *op, int32_t res, uint32_t flags) {
 }
 static weft__io_op sink_op = {sink_complete};
 
+/* The kernel's internal "interrupted" code (include/linux/errno.h; not in
+ * the user's errno.h). A blocking operation that the kernel runs on its
+ * worker thread (a splice of a blocking pipe) and that a cancel interrupts
+ * completes with it, where a read would say -EINTR: the same meaning. */
+#define KERNEL_ERESTARTSYS 512
+
+/* The result says a cancel interrupted the operation. */
+static bool interrupted(int32_t res) { return res == -EINTR || res == -KERNEL_ERESTARTSYS; }
+
+/* The reactor's count of operations in flight on descriptor number fd
+ * (op.h, CLOSE). */
+static _Atomic uint32_t *fd_ops_of(weft__worker *w, int fd) {
+  return &w->reactor.fd_ops[(unsigned)fd & (WEFT__FD_OP_BUCKETS - 1)];
+}
+
+/* Owner: count an operation on a non-file descriptor in or out. */
+static void count_fd_op(weft__worker *w, int fd, int by) {
+  _Atomic uint32_t *c = fd_ops_of(w, fd);
+  /* relaxed: the owner is the only writer; a closer's relaxed load only
+   * asks whether to cancel on this ring (op.h, CLOSE: an operation it
+   * cannot see yet races the close) */
+  weft__store(c, weft__load(c, RELAXED) + (uint32_t)by, RELAXED);
+}
+
 static void uop_complete(weft__io_op *op, int32_t res, uint32_t flags) {
   (void)flags;
   weft__uop *u = (weft__uop *)op;
   u->res = res;
   u->done = true;
+  if (u->counted) count_fd_op(u->w, u->counted_fd, -1); /* the reap runs on the owner, u->w */
   if (u->movable) /* a file operation: the task need not resume here (op.h, PINNING) */
     weft__wake_unpinning(u->task, u->seq, &u->pin_dropped);
   else
@@ -102,6 +130,11 @@ int weft__uop_wait(weft__uop *u, struct io_uring_sqe *sqe) {
      * frame returns (the task waits for the operation's completion) */
     io_uring_prep_link_timeout(t, &ts, IORING_TIMEOUT_ABS);
   }
+  if (!u->movable && sqe->fd >= 0) { /* a socket's, a pipe's, a poll...: weft_close must cancel it (op.h, CLOSE) */
+    u->counted = true;
+    u->counted_fd = sqe->fd;
+    count_fd_op(w, u->counted_fd, 1);
+  }
   uint32_t why = weft__wait_commit(u->seq);
   if (why == WEFT__WAKE_CANCEL) {
     /* Resumed on the owner (pinned). The request is delivered. */
@@ -120,13 +153,64 @@ int weft__uop_wait(weft__uop *u, struct io_uring_sqe *sqe) {
     }
     if (!u->pin_dropped) weft_unpin();
     int res = u->res;
-    if (res == -ECANCELED || (res == -EINTR && u->cancel_sent)) return -ECANCELED;
+    if (res == -ECANCELED || (interrupted(res) && u->cancel_sent)) return -ECANCELED;
     repend_cancel(u->task); /* it completed first: its result wins */
     return res;
   }
   if (!u->pin_dropped) weft_unpin(); /* else the completion dropped it: we may run anywhere now */
-  if (u->res == -ECANCELED && u->deadline != WEFT__NO_DEADLINE) return -ETIMEDOUT; /* the linked timeout fired */
+  /* a cancel the task did not ask for: its linked timeout, or weft_close's
+   * (CLOSE); -ERESTARTSYS never reaches the caller */
+  if (u->res == -ECANCELED || u->res == -KERNEL_ERESTARTSYS)
+    return u->deadline != WEFT__NO_DEADLINE && weft_now_ns() >= u->deadline ? -ETIMEDOUT : -EBADF;
   return u->res;
+}
+
+/* On the calling task's worker: cancel every operation on fd on its ring
+ * (op.h, CLOSE) and wait for the cancel's completion. */
+static int cancel_fd_here(int fd) {
+  weft__uop u;
+  int err;
+  struct io_uring_sqe *sqe = weft__uop_begin(&u, WEFT__NO_DEADLINE, &err);
+  if (!sqe) return err;
+  u.movable = true; /* it names no descriptor's file (not counted) and completes at once */
+  io_uring_prep_cancel_fd(sqe, fd, IORING_ASYNC_CANCEL_ALL);
+  return weft__uop_wait(&u, sqe); /* how many it cancelled, or -ENOENT */
+}
+
+static int cancel_fd_task(void *arg) { return cancel_fd_here((int)(intptr_t)arg); }
+
+/* The other workers' helpers are joined in groups of this many (handles
+ * on the closer's stack). */
+#define CANCEL_GROUP 16
+
+void weft__uop_cancel_fd(int fd) {
+  weft__worker *w = weft__worker_self();
+  if (!w || !w->current) return;
+  weft__runtime *rt = w->rt;
+  unsigned self = (unsigned)w->id;
+  /* relaxed: see count_fd_op */
+  bool here = weft__load(fd_ops_of(w, fd), RELAXED) != 0;
+  for (unsigned from = 0; from < rt->nworkers;) {
+    weft_task helper[CANCEL_GROUP];
+    int n = 0;
+    for (; from < rt->nworkers && n < CANCEL_GROUP; from++) {
+      /* relaxed: see count_fd_op */
+      if (from == self || weft__load(fd_ops_of(rt->workers[from], fd), RELAXED) == 0) continue;
+      /* no memory for the helper: that ring's waiters on fd are not woken
+       * by this close (they are when the task that holds them is cancelled) */
+      weft_task h = weft__spawn_pinned(from, cancel_fd_task, (void *)(intptr_t)fd, NULL);
+      if (!weft_task_is_null(h)) helper[n++] = h;
+    }
+    if (here) { /* this ring's cancel while the helpers run theirs; no suspension before it, so
+                   `self` is still the worker the task runs on */
+      cancel_fd_here(fd);
+      here = false;
+    }
+    for (int i = 0; i < n; i++) {
+      weft_join(helper[i]);
+      weft_task_release(helper[i]);
+    }
+  }
 }
 
 void weft__io_keep_cancel(void) {

@@ -45,6 +45,33 @@
  * links an IORING_OP_LINK_TIMEOUT (absolute) to the operation; a timed-out
  * operation completes with -ECANCELED, reported as -ETIMEDOUT. The epoll
  * backend's readiness waits use the worker's timer heap.
+ *
+ * CLOSE (weft_close, io_uring). An operation in flight holds its own
+ * reference to the file, so closing the number ends nothing: a receive on
+ * an idle socket would wait for ever, on any ring. So weft_close first
+ * cancels every operation on the descriptor on every ring that may have
+ * one (weft__uop_cancel_fd): IORING_OP_ASYNC_CANCEL with
+ * IORING_ASYNC_CANCEL_FD|ALL, submitted by each ring's owner (SINGLE_ISSUER):
+ * the closer's own ring by the closer, each other one by a task pinned to
+ * its worker, which the closer joins. Only then the close: the kernel turns
+ * the number into a file when the cancel runs, so a cancel after the close
+ * would find nothing (or another file with that number). A ring is skipped
+ * when its reactor's fd_ops count for the number reads 0: the owner counts
+ * the operations that are not `movable` (sockets, pipes, polls, accept...)
+ * from submission to completion, by descriptor number (the submission's
+ * fd, the one ASYNC_CANCEL_FD matches) modulo WEFT__FD_OP_BUCKETS; a
+ * file's operations end by themselves. Buckets, not one count per ring:
+ * weft_run's SIGINT watch (process/signal.c) keeps a read in flight on one
+ * worker for ever, and a server's idle connections keep theirs; a close of
+ * another number need not visit those rings. The count is read relaxed: an
+ * operation whose submission the closer cannot see yet is one that started
+ * concurrently with the close, the caller's own race (as a call made just
+ * after the close would be). The waiter's operation completes with
+ * -ECANCELED that its task did not ask for (no cancel, its deadline not
+ * passed): the call returns -EBADF. Not reached: a splice or tee that
+ * the kernel runs on its own worker thread, blocked reading a blocking
+ * pipe, when its input end is closed (the cancel matches an operation's
+ * output descriptor; closing that one interrupts it: -EBADF too).
  */
 #ifndef WEFT_IO_OP_H
 #define WEFT_IO_OP_H
@@ -69,6 +96,8 @@ typedef struct weft__uop {
   bool cancel_sent;             /* an ASYNC_CANCEL was submitted by the task */
   bool movable;                 /* set by the caller after begin: the completion may unpin the task */
   bool pin_dropped;             /* the completion's wake unpinned the task (weft__wake_unpinning) */
+  bool counted;                 /* in the owner's reactor.fd_ops until the completion (CLOSE), */
+  int counted_fd;               /* as this descriptor (the submission's fd) */
   int64_t deadline;
   struct weft__worker *w;       /* the owner */
 } weft__uop;
@@ -86,11 +115,17 @@ struct io_uring_sqe *weft__uop_begin(weft__uop *u, int64_t deadline, int *err);
  * reaped (see above for cancellation and deadlines); unpin; the result. */
 int weft__uop_wait(weft__uop *u, struct io_uring_sqe *sqe);
 
+/* io_uring: cancel every operation on fd on every ring that may have one
+ * in flight, and wait until the cancels have run (see CLOSE above); then
+ * the caller closes fd. Suspends; not cancellable when the caller shields
+ * itself (weft_close does). */
+void weft__uop_cancel_fd(int fd);
+
 /* epoll: wait until fd is ready for `events` (EPOLLIN/EPOLLOUT/...) or the
  * deadline, with a one-shot registration added and removed around the
  * wait: the fallback of io/readiness.h's per-descriptor registrations (a
- * descriptor another owner registered in this epoll, one past the table,
- * a poll of both directions at once). Returns the ready events (> 0), -ETIMEDOUT, -ECANCELED, or
+ * descriptor another owner registered in this epoll, one past the table).
+ * Returns the ready events (> 0), -ETIMEDOUT, -ECANCELED, or
  * -EPERM when epoll cannot watch fd (a regular file: always ready). */
 int weft__epoll_wait_fd(int fd, uint32_t events, int64_t deadline);
 

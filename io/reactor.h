@@ -36,6 +36,8 @@
 
 struct io_uring_sqe;
 
+#define WEFT__FD_OP_BUCKETS 256 /* reactor.fd_ops: a power of two */
+
 typedef struct weft__io_op {
   void (*complete)(struct weft__io_op *op, int32_t res, uint32_t flags);
 } weft__io_op;
@@ -49,6 +51,9 @@ typedef struct weft__reactor {
                                          overflowed completions (IORING_FEAT_NODROP); read by tests */
   void *impl;                  /* the backend's state (struct io_uring, epoll fd, ...) */
   bool ring_sends;             /* io_uring: sends may stay in flight (weft__reactor_ring_sends) */
+  /* owner stores (relaxed): io/op.c's operations in flight on a descriptor that is not a file's (not
+     `movable`), counted by descriptor number modulo WEFT__FD_OP_BUCKETS; read by weft_close (io/op.h, CLOSE) */
+  _Atomic uint32_t fd_ops[WEFT__FD_OP_BUCKETS];
 } weft__reactor;
 
 /* Resolve WEFT_BACKEND_AUTO (and the WEFT_BACKEND variable) to a backend

@@ -25,10 +25,12 @@
  *   registering  a task is adding the registration now (outside the lock).
  *   owned        the descriptor's owner (a stream) will call
  *                weft__fd_forget before closing it.
- *   gen          bumped by forget: an ADD that straddles a forget is undone.
- *   wl[dir]      the tasks waiting for readiness in each direction.
+ *   wl[dir]      the tasks waiting for readiness in each direction, and
+ *                wl[WEFT__DIR_BOTH] those waiting for either (weft_poll of
+ *                both directions).
  * and, outside the lock, tick[dir] = count << 2 | CLOSED | READY per
- * direction.
+ * direction, and gen, bumped by every reset (forget, own: see CLOSE AND
+ * REUSE), stored under the lock and read by begin without it.
  *
  * THE TICK (the no-lost-wakeup rule). An event (dispatch) bumps the count
  * and sets READY, under the lock, then wakes every waiter of that
@@ -64,6 +66,19 @@
  * waited on before: connect). A descriptor registered in the same epoll
  * by someone else (net/transport.c's driver: ADD says EEXIST) and one past
  * the table fall back to the one-shot watch.
+ * A reset bumps gen, under the lock, before it wakes the waiters; an
+ * operation snapshots gen in begin, and a wait that finds it changed (at
+ * its start, at the compare under the lock, or once woken) returns -EBADF
+ * instead of "try again": the descriptor it was called on was closed, and
+ * another try could reach a new file that took the number at once (the
+ * close itself runs after the forget, on the blocking pool) or register
+ * the old one again just before its close and sleep for ever. own counts
+ * as a close for the waiters it finds: a new owner's file has the number,
+ * so whatever they waited on is gone (the only waiters of that same file
+ * would be tasks already using a descriptor handed to a stream, which its
+ * owner does not allow). A task that is between its begin (or its wake)
+ * and its system call when the close comes is a call racing the close,
+ * the caller's own race, as with close(2) and threads.
  *
  * CANCELLATION and deadlines: a waiter woken by a cancel or its timer
  * unlinks itself under the lock and returns -ECANCELED/-ETIMEDOUT. Nothing
@@ -103,11 +118,11 @@ typedef struct weft__fdslot {
   weft__spinlock lock;
   _Atomic uint32_t tick[2]; /* count << 2 | CLOSED | READY; changed under lock (events, resets) or by
                                CAS (clears) */
+  _Atomic uint32_t gen;     /* resets; stored under the lock, read by begin without it */
   struct weft__reactor *home;
-  uint32_t gen;
   bool registering;
   bool owned;
-  weft__waitlist wl[2];
+  weft__waitlist wl[3];     /* by direction, and WEFT__DIR_BOTH */
 } weft__fdslot;
 
 struct weft__fdtab {
@@ -174,7 +189,7 @@ static void bump(weft__fdslot *s, int d, bool closed, bool reset) {
  * taken. */
 static void release(weft__fdslot *s, unsigned mask, bool reset) {
   weft__wakeup_pair batch[WAKE_BATCH];
-  size_t left[2] = {0, 0};
+  size_t left[3] = {0, 0, 0};
   bool first = true;
   for (;;) {
     size_t n = 0;
@@ -185,9 +200,10 @@ static void release(weft__fdslot *s, unsigned mask, bool reset) {
           bump(s, d, mask & (4u << d), reset);
           left[d] = s->wl[d].len;
         }
+      if (mask & 3u) left[WEFT__DIR_BOTH] = s->wl[WEFT__DIR_BOTH].len; /* either direction wakes them */
       first = false;
     }
-    for (int d = 0; d < 2; d++) {
+    for (int d = 0; d < 3; d++) {
       weft__wakeup wk;
       while (left[d] && n < WAKE_BATCH) {
         if (!weft__waitlist_pop(&s->wl[d], &wk)) {
@@ -202,7 +218,7 @@ static void release(weft__fdslot *s, unsigned mask, bool reset) {
     }
     weft__spin_unlock(&s->lock);
     if (n) weft__wake_many(batch, n);
-    if (!left[0] && !left[1]) return;
+    if (!left[0] && !left[1] && !left[2]) return;
   }
 }
 
@@ -215,33 +231,66 @@ void weft__ready_event(weft__fdslot *s, uint32_t events) {
   if (mask) release(s, mask, false);
 }
 
+/* rd's ticks, taken afresh (begin, and after a wait). */
+static void snapshot(weft__ready *rd) {
+  weft__fdslot *s = rd->slot;
+  if (rd->dir == WEFT__DIR_BOTH) {
+    rd->tick = weft__load(&s->tick[WEFT__DIR_IN], ACQUIRE); /* acquire: pairs with bump's release */
+    rd->tick_out = weft__load(&s->tick[WEFT__DIR_OUT], ACQUIRE); /* acquire: likewise */
+  } else {
+    rd->tick = weft__load(&s->tick[rd->dir], ACQUIRE); /* acquire: pairs with bump's release */
+  }
+}
+
+/* Whether a snapshot says READY (BOTH: in either direction). */
+static bool snap_ready(const weft__ready *rd) {
+  return (rd->tick | (rd->dir == WEFT__DIR_BOTH ? rd->tick_out : 0)) & READY;
+}
+
 bool weft__ready_begin(weft__ready *rd, int fd, int dir) {
   rd->fd = fd;
   rd->dir = dir;
   rd->slot = slot_of(fd, true);
   if (!rd->slot) {
-    rd->tick = READY;
+    rd->tick = rd->tick_out = READY;
     return true;
   }
-  rd->tick = weft__load(&rd->slot->tick[dir], ACQUIRE); /* acquire: pairs with bump's release */
-  return rd->tick & READY;
+  /* relaxed: a reset that happened before this call (a weft_close, then
+   * this call on the new file of that number) is seen by coherence; one
+   * racing it is a close racing the call (see CLOSE AND REUSE) */
+  rd->gen = weft__load(&rd->slot->gen, RELAXED);
+  snapshot(rd);
+  return snap_ready(rd);
 }
 
-static void clear_bits(weft__ready *rd, uint32_t bits) {
-  if (!rd->slot || !(rd->tick & READY)) return;
-  uint32_t seen = rd->tick;
-  /* relaxed: the tick carries no data; the CAS only has to fail when an
-   * event bumped it since the snapshot (then the newer value is kept) */
-  if (weft__cas(&rd->slot->tick[rd->dir], &seen, rd->tick & ~bits, RELAXED, RELAXED))
-    rd->tick &= ~bits;
+/* Clear bits of direction d's tick if it still is *tick (the snapshot). */
+static void clear_bits(weft__fdslot *s, int d, uint32_t *tick, uint32_t bits) {
+  if (!(*tick & READY)) return;
+  uint32_t seen = *tick;
+  /* The CAS only has to fail when an event bumped the tick since the
+   * snapshot (then the newer value is kept). acquire: pairs with bump's
+   * release, so that a reset's gen, stored before its bump, is seen by
+   * wait's first check when the failure sees the bump (acquire on success
+   * too: C11 wants the failure order no stronger; a clear follows an
+   * EAGAIN, no hot path) */
+  if (weft__cas(&s->tick[d], &seen, *tick & ~bits, ACQUIRE, ACQUIRE))
+    *tick &= ~bits;
   else
-    rd->tick = seen;
+    *tick = seen;
 }
 
-void weft__ready_clear(weft__ready *rd) { clear_bits(rd, READY | CLOSED); }
+void weft__ready_clear(weft__ready *rd) {
+  if (!rd->slot) return;
+  if (rd->dir == WEFT__DIR_BOTH) {
+    clear_bits(rd->slot, WEFT__DIR_IN, &rd->tick, READY | CLOSED);
+    clear_bits(rd->slot, WEFT__DIR_OUT, &rd->tick_out, READY | CLOSED);
+  } else {
+    clear_bits(rd->slot, rd->dir, &rd->tick, READY | CLOSED);
+  }
+}
 
 void weft__ready_drained(weft__ready *rd) {
-  if (!(rd->tick & CLOSED)) clear_bits(rd, READY);
+  if (rd->slot && rd->dir != WEFT__DIR_BOTH && !(rd->tick & CLOSED)) clear_bits(rd->slot, rd->dir, &rd->tick, READY);
 }
 
 /* Add fd's registration to r (the slot was claimed: registering, home r,
@@ -250,7 +299,7 @@ void weft__ready_drained(weft__ready *rd) {
 static int add_registration(weft__fdslot *s, int fd, weft__reactor *r, uint32_t gen) {
   int rc = weft__epoll_reg_add(r, fd, s);
   weft__spin_lock(&s->lock);
-  bool forgotten = s->gen != gen;
+  bool forgotten = weft__load(&s->gen, RELAXED) != gen; /* relaxed: stored under this lock */
   s->registering = false;
   if (rc < 0 && !forgotten) s->home = NULL;
   weft__spin_unlock(&s->lock);
@@ -273,7 +322,7 @@ static int ensure_registered(weft__fdslot *s, int fd, weft__reactor *r) {
     if (!home) {
       s->registering = true;
       s->home = r;
-      uint32_t gen = s->gen;
+      uint32_t gen = weft__load(&s->gen, RELAXED); /* relaxed: stored under this lock */
       weft__spin_unlock(&s->lock);
       return add_registration(s, fd, r, gen);
     }
@@ -288,7 +337,26 @@ static int ensure_registered(weft__fdslot *s, int fd, weft__reactor *r) {
   return 0; /* others keep changing it: each of them registers */
 }
 
-static uint32_t fallback_events(int dir) { return dir == WEFT__DIR_OUT ? EPOLLOUT : EPOLLIN | EPOLLPRI; }
+static uint32_t fallback_events(int dir) {
+  return dir == WEFT__DIR_OUT ? EPOLLOUT : dir == WEFT__DIR_IN ? EPOLLIN | EPOLLPRI : EPOLLIN | EPOLLPRI | EPOLLOUT;
+}
+
+/* Under s's lock, or after a wake that a reset's release() made: whether a
+ * reset came since rd's begin (the descriptor was closed). */
+static bool was_reset(const weft__ready *rd) {
+  /* relaxed: under the lock that stores it, or ordered after the store by
+   * the wake (its CAS and the run queue's hand-off) */
+  return weft__load(&rd->slot->gen, RELAXED) != rd->gen;
+}
+
+/* Under s's lock: whether rd's direction(s) moved since the snapshot. */
+static bool ticks_moved(const weft__ready *rd) {
+  weft__fdslot *s = rd->slot;
+  /* relaxed: under the lock that bumps them */
+  if (rd->dir != WEFT__DIR_BOTH) return weft__load(&s->tick[rd->dir], RELAXED) != rd->tick;
+  return weft__load(&s->tick[WEFT__DIR_IN], RELAXED) != rd->tick ||
+         weft__load(&s->tick[WEFT__DIR_OUT], RELAXED) != rd->tick_out;
+}
 
 int weft__ready_wait(weft__ready *rd, int64_t deadline) {
   weft__fdslot *s = rd->slot;
@@ -297,15 +365,20 @@ int weft__ready_wait(weft__ready *rd, int64_t deadline) {
     return rc < 0 ? rc : 0;
   }
   int d = rd->dir;
-  if (rd->tick & READY) { /* an event came after the EAGAIN (clear failed): try again */
-    rd->tick = weft__load(&s->tick[d], ACQUIRE); /* acquire: pairs with bump's release */
+  /* a reset already seen (one that happened before: this task's own
+   * weft_close, say); a racing one is caught under the lock below (it
+   * bumps the ticks too) */
+  if (was_reset(rd)) return -EBADF;
+  if (snap_ready(rd)) { /* an event came after the EAGAIN (clear failed): try again */
+    snapshot(rd);
     return 0;
   }
   weft__worker *w = weft__worker_self();
   int rc = ensure_registered(s, rd->fd, &w->reactor);
   if (rc == -EEXIST) { /* registered in this epoll by another owner: a one-shot watch of a dup */
     rc = weft__epoll_wait_fd(rd->fd, fallback_events(d), deadline);
-    rd->tick = weft__load(&s->tick[d], ACQUIRE); /* acquire: as above */
+    snapshot(rd);
+    if (rc >= 0 && was_reset(rd)) return -EBADF; /* (not woken by the reset: only seen after) */
     return rc < 0 ? rc : 0;
   }
   if (rc < 0) return rc;
@@ -314,34 +387,39 @@ int weft__ready_wait(weft__ready *rd, int64_t deadline) {
   if (seq < 0) return (int)seq;
   weft__waiting_on(self, WEFT__WAITING_IO);
   weft__spin_lock(&s->lock);
-  if (weft__load(&s->tick[d], RELAXED) != rd->tick) { /* relaxed: under the lock that bumps it */
+  if (ticks_moved(rd)) {
+    bool reset = was_reset(rd);
     weft__spin_unlock(&s->lock);
     weft__wait_abandon();
-    rd->tick = weft__load(&s->tick[d], ACQUIRE); /* acquire: as above */
-    return 0;
+    snapshot(rd);
+    return reset ? -EBADF : 0;
   }
   weft__waitlist_push(&s->wl[d], self, (uint32_t)seq);
   weft__spin_unlock(&s->lock);
   uint32_t why = weft__wait_commit((uint32_t)seq);
   weft__spin_lock(&s->lock);
   weft__waitlist_remove(&s->wl[d], self); /* no-op when an event took it out */
+  bool reset = was_reset(rd);
   weft__spin_unlock(&s->lock);
-  rd->tick = weft__load(&s->tick[d], ACQUIRE); /* acquire: as above */
+  snapshot(rd);
   if (why == WEFT__WAKE_CANCEL) return -ECANCELED; /* readiness moves no bytes: nothing is lost */
   if (why == WEFT__WAKE_TIMER) return -ETIMEDOUT;
-  return 0;
+  return reset ? -EBADF : 0;
 }
 
-/* Reset the slot (no registration, both directions READY, waiters woken
- * to try again); drop the registration unless an ADD is in flight (that
- * one undoes itself: gen). */
+/* Reset the slot (no registration, both directions READY, gen bumped:
+ * the waiters woken return -EBADF); drop the registration unless an ADD is
+ * in flight (that one undoes itself: gen). */
 static void reset(weft__fdslot *s, int fd, bool own) {
   weft__spin_lock(&s->lock);
   weft__reactor *home = s->home;
   bool adding = s->registering;
   s->home = NULL;
   s->owned = own;
-  s->gen++;
+  /* relaxed: the lock orders it for the readers under it; the waiters
+   * read it after the wake that follows (release(), below); begin's
+   * lock-free load relies on coherence alone (see there) */
+  weft__store(&s->gen, weft__load(&s->gen, RELAXED) + 1, RELAXED);
   weft__spin_unlock(&s->lock);
   if (home && !adding) weft__epoll_reg_del(home, fd);
   release(s, 3u, true);

@@ -269,7 +269,7 @@ int weft_connect(int fd, const weft_addr *a, int64_t deadline) {
   weft__ready_begin(&rd, fd, WEFT__DIR_OUT); /* the snapshot before the call (io/readiness.h) */
   if (connect(fd, &a->u.sa, a->len) == 0) return 0;
   if (errno != EINPROGRESS && errno != EINTR && errno != EAGAIN) return -errno;
-  for (;;) { /* until writable: a wake may be another one's (a reset of the slot) */
+  for (;;) { /* until writable: a wake says that an event came, not which (a reset returns -EBADF) */
     weft__ready_clear(&rd);
     rc = weft__ready_wait(&rd, deadline);
     if (rc < 0) return rc;

@@ -1,7 +1,9 @@
 /* tests/test_fd.c: reads, writes, readiness, splice/tee on pipes and
  * eventfds; cancellation at every point of an operation's life; deadlines;
- * bad input. Runs on whichever backend WEFT_BACKEND selects (the suite
- * runs on both). */
+ * bad input; weft_close of a descriptor that tasks on either worker wait
+ * on (they return -EBADF, and never touch a new file that took the
+ * number). Runs on whichever backend WEFT_BACKEND selects (the suite runs
+ * on both). */
 #include <dirent.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -15,6 +17,7 @@
 
 #include <weft/weft.h>
 
+#include "core/task.h"
 #include "test.h"
 #include "test_util.h"
 
@@ -857,6 +860,246 @@ static int rv_cancel_storm_main(void *arg) {
 TEST(cancel_storm_on_one_pipe_loses_no_byte) {
   weft_config c = cfg_workers(4);
   ASSERT_EQ(weft_run(rv_cancel_storm_main, NULL, &c), 0);
+}
+
+/* ------------------------------------------------------------ closing a descriptor tasks wait on */
+
+/* weft_close wakes every task waiting on the descriptor, on its own worker
+ * or another one, with -EBADF: reads (with and without a deadline: not
+ * -ETIMEDOUT), polls of one or both directions, accept. The closer is
+ * pinned, and each waiter is pinned to the worker the test chooses. A
+ * waiter not woken within 2 s fails the test (it would wait for ever). */
+enum { CW_READ, CW_READ_UNTIL, CW_RECV, CW_POLL_IN, CW_POLL_BOTH, CW_ACCEPT };
+
+typedef struct cw {
+  int fd;
+  int kind;
+  atomic_int started;
+  char buf[16];
+} cw;
+
+static int cw_waiter(void *arg) {
+  cw *c = arg;
+  atomic_store(&c->started, 1);
+  switch (c->kind) {
+  case CW_READ: return (int)weft_read(c->fd, c->buf, sizeof c->buf);
+  case CW_READ_UNTIL: return (int)weft_read_until(c->fd, c->buf, sizeof c->buf, weft_now_ns() + 30000000000LL);
+  case CW_RECV: return (int)weft_recv(c->fd, c->buf, sizeof c->buf, 0);
+  case CW_POLL_IN: return weft_poll(c->fd, POLLIN, WEFT_NO_DEADLINE);
+  case CW_POLL_BOTH: return weft_poll(c->fd, POLLIN | POLLOUT, WEFT_NO_DEADLINE);
+  default: return weft_accept(c->fd, NULL);
+  }
+}
+
+/* Start a waiter on worker `on`; cw_settle lets the started ones get into
+ * their calls. */
+static weft_task cw_start(cw *c, unsigned on) {
+  weft_task t = weft__spawn_pinned(on, cw_waiter, c, NULL);
+  ASSERT_TRUE(!weft_task_is_null(t));
+  for (int i = 0; i < 5000 && !atomic_load(&c->started); i++) weft_sleep_ns(1000000);
+  return t;
+}
+
+static void cw_settle(const weft_task *t, int n) {
+  weft_sleep_ns(100000000); /* they suspend in their calls well within this */
+  for (int i = 0; i < n; i++) ASSERT_TRUE(!weft_task_done(t[i]));
+}
+
+/* The waiter's result, once it returned; failing after 2 s. */
+static int cw_result(weft_task t) {
+  for (int i = 0; i < 2000 && !weft_task_done(t); i++) weft_sleep_ns(1000000);
+  if (!weft_task_done(t)) TEST_FAIL("a waiter was not woken by weft_close within 2 s");
+  int r = weft_join(t);
+  weft_task_release(t);
+  return r;
+}
+
+/* Take the number of a descriptor just closed with a new socketpair whose
+ * end of that number has 3 bytes to read: the end's peer. */
+static int cw_reuse(int num) {
+  int n[2];
+  ASSERT_EQ(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, n), 0);
+  ASSERT_TRUE(n[0] == num || n[1] == num); /* the lowest free number */
+  int peer = n[0] == num ? n[1] : n[0];
+  ASSERT_EQ(write(peer, "new", 3), 3);
+  return peer;
+}
+
+/* The new file's 3 bytes are still there; close it. */
+static void cw_reuse_check(int num, int peer) {
+  char got[8];
+  ASSERT_EQ(recv(num, got, sizeof got, MSG_DONTWAIT), 3);
+  ASSERT_EQ(memcmp(got, "new", 3), 0);
+  ASSERT_EQ(weft_close(num), 0);
+  ASSERT_EQ(weft_close(peer), 0);
+}
+
+/* Readers of a socketpair end, the number taken by a new socket at once
+ * (as below). arg: 1 = the waiters on the other worker, 0 = on the
+ * closer's. */
+static int cw_read_main(void *arg) {
+  ASSERT_EQ(weft_pin(), 0);
+  unsigned me = (unsigned)weft_worker_id(), on = arg ? 1 - me : me;
+  for (int round = 0; round < 3; round++) {
+    int s[2];
+    ASSERT_EQ(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, s), 0);
+    cw c[3] = {{.fd = s[0], .kind = CW_READ}, {.fd = s[0], .kind = CW_READ_UNTIL}, {.fd = s[0], .kind = CW_RECV}};
+    weft_task t[3];
+    for (int i = 0; i < 3; i++) t[i] = cw_start(&c[i], on);
+    cw_settle(t, 3);
+    ASSERT_EQ(weft_close(s[0]), 0);
+    int peer = cw_reuse(s[0]);
+    for (int i = 0; i < 3; i++) ASSERT_EQ(cw_result(t[i]), -EBADF);
+    cw_reuse_check(s[0], peer);
+    ASSERT_EQ(weft_close(s[1]), 0);
+  }
+  weft_unpin();
+  return 0;
+}
+
+TEST(close_wakes_readers_on_another_worker) {
+  weft_config c = cfg_workers(2);
+  ASSERT_EQ(weft_run(cw_read_main, (void *)1, &c), 0);
+}
+
+TEST(close_wakes_readers_on_the_same_worker) {
+  weft_config c = cfg_workers(2);
+  ASSERT_EQ(weft_run(cw_read_main, (void *)0, &c), 0);
+}
+
+/* A socket with nothing to read and no room to write: a poll of both
+ * directions waits, and one of POLLIN; on both workers. */
+static int cw_poll_main(void *arg) {
+  (void)arg;
+  ASSERT_EQ(weft_pin(), 0);
+  unsigned me = (unsigned)weft_worker_id();
+  int s[2];
+  ASSERT_EQ(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, s), 0);
+  static char fill[1 << 16];
+  while (send(s[0], fill, sizeof fill, MSG_DONTWAIT) > 0) {
+  }
+  ASSERT_EQ(weft_poll(s[0], POLLIN | POLLOUT, weft_now_ns() + 10000000), -ETIMEDOUT); /* it does wait */
+  cw c[4] = {{.fd = s[0], .kind = CW_POLL_BOTH}, {.fd = s[0], .kind = CW_POLL_IN},
+             {.fd = s[0], .kind = CW_POLL_BOTH}, {.fd = s[0], .kind = CW_POLL_IN}};
+  weft_task t[4];
+  for (int i = 0; i < 4; i++) t[i] = cw_start(&c[i], i < 2 ? 1 - me : me);
+  cw_settle(t, 4);
+  ASSERT_EQ(weft_close(s[0]), 0);
+  for (int i = 0; i < 4; i++) ASSERT_EQ(cw_result(t[i]), -EBADF);
+  ASSERT_EQ(weft_close(s[1]), 0);
+  weft_unpin();
+  return 0;
+}
+
+TEST(close_wakes_polls_of_one_and_both_directions) {
+  weft_config c = cfg_workers(2);
+  ASSERT_EQ(weft_run(cw_poll_main, NULL, &c), 0);
+}
+
+/* A poll of both directions (epoll: the slot's third wait list) ends at
+ * an event of either: data to read, then room to write. */
+static int cw_poll2(void *arg) {
+  int fd = (int)(intptr_t)arg;
+  return weft_poll(fd, POLLIN | POLLOUT, weft_now_ns() + 2000000000LL);
+}
+
+static int cw_poll_either_main(void *arg) {
+  (void)arg;
+  ASSERT_EQ(weft_pin(), 0);
+  unsigned me = (unsigned)weft_worker_id();
+  int s[2];
+  ASSERT_EQ(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, s), 0);
+  static char fill[1 << 16];
+  size_t filled = 0;
+  for (ssize_t n; (n = send(s[0], fill, sizeof fill, MSG_DONTWAIT)) > 0;) filled += (size_t)n;
+  for (int round = 0; round < 2; round++) {
+    weft_task t = weft__spawn_pinned(round ? me : 1 - me, cw_poll2, (void *)(intptr_t)s[0], NULL);
+    weft_sleep_ns(50000000);
+    ASSERT_TRUE(!weft_task_done(t));
+    if (round == 0) {
+      ASSERT_EQ(write(s[1], "x", 1), 1); /* something to read */
+    } else {
+      static char sink[1 << 16];
+      for (ssize_t n; filled && (n = recv(s[1], sink, sizeof sink, MSG_DONTWAIT)) > 0;) filled -= (size_t)n;
+    }
+    int r = weft_join(t);
+    weft_task_release(t);
+    ASSERT_GT(r, 0);
+    ASSERT_TRUE(r & (round == 0 ? POLLIN : POLLOUT));
+    if (round == 0) {
+      char c;
+      ASSERT_EQ(read(s[0], &c, 1), 1);
+    }
+  }
+  ASSERT_EQ(weft_close(s[0]), 0);
+  ASSERT_EQ(weft_close(s[1]), 0);
+  weft_unpin();
+  return 0;
+}
+
+TEST(poll_of_both_directions_wakes_on_either) {
+  weft_config c = cfg_workers(2);
+  ASSERT_EQ(weft_run(cw_poll_either_main, NULL, &c), 0);
+}
+
+/* accept on a listener closed by weft_close, on both workers. */
+static int cw_accept_main(void *arg) {
+  (void)arg;
+  ASSERT_EQ(weft_pin(), 0);
+  unsigned me = (unsigned)weft_worker_id();
+  weft_addr a;
+  ASSERT_EQ(weft_addr_ip(&a, "127.0.0.1", 0), 0);
+  int lfd = weft_listen(&a, 8, 0);
+  ASSERT_GE(lfd, 0);
+  cw c[2] = {{.fd = lfd, .kind = CW_ACCEPT}, {.fd = lfd, .kind = CW_ACCEPT}};
+  weft_task t[2] = {cw_start(&c[0], 1 - me), cw_start(&c[1], me)};
+  cw_settle(t, 2);
+  ASSERT_EQ(weft_close(lfd), 0);
+  for (int i = 0; i < 2; i++) ASSERT_EQ(cw_result(t[i]), -EBADF);
+  weft_unpin();
+  return 0;
+}
+
+TEST(close_wakes_accept_on_a_listener) {
+  weft_config c = cfg_workers(2);
+  ASSERT_EQ(weft_run(cw_accept_main, NULL, &c), 0);
+}
+
+/* The number is handed out again at once (a socketpair right after the
+ * close) and the new file gets data before the old waiter runs: the old
+ * waiter returns -EBADF and leaves the data where it is. Rounds alternate
+ * the waiter's worker and its call; no descriptor leaks. */
+static int cw_reuse_main(void *arg) {
+  (void)arg;
+  ASSERT_EQ(weft_pin(), 0);
+  unsigned me = (unsigned)weft_worker_id();
+  int fds0 = count_fds();
+  static const int kinds[] = {CW_READ, CW_RECV, CW_POLL_IN, CW_POLL_BOTH};
+  for (int round = 0; round < 8; round++) {
+    int s[2];
+    ASSERT_EQ(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, s), 0);
+    if (kinds[round / 2] == CW_POLL_BOTH) { /* no room to write either */
+      static char fill[1 << 16];
+      while (send(s[0], fill, sizeof fill, MSG_DONTWAIT) > 0) {
+      }
+    }
+    cw c = {.fd = s[0], .kind = kinds[round / 2]};
+    weft_task t = cw_start(&c, round % 2 ? 1 - me : me);
+    cw_settle(&t, 1);
+    ASSERT_EQ(weft_close(s[0]), 0);
+    int peer = cw_reuse(s[0]);
+    ASSERT_EQ(cw_result(t), -EBADF);
+    cw_reuse_check(s[0], peer);
+    ASSERT_EQ(weft_close(s[1]), 0);
+  }
+  ASSERT_EQ(count_fds(), fds0);
+  weft_unpin();
+  return 0;
+}
+
+TEST(close_then_reuse_leaves_the_new_file_to_its_users) {
+  weft_config c = cfg_workers(2);
+  ASSERT_EQ(weft_run(cw_reuse_main, NULL, &c), 0);
 }
 
 TEST_MAIN()

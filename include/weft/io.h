@@ -96,10 +96,14 @@ WEFT_API int weft_open(const char *path, int flags, mode_t mode);
 WEFT_API int weft_openat(int dirfd, const char *path, int flags, mode_t mode);
 
 /* close(2): 0 or a negative errno (the descriptor is gone either way).
- * Suspends. Close a descriptor only when no task is waiting on it (cancel
- * and join the waiters first): a task waiting on it on another worker is
- * not woken by the close on io_uring, and on epoll it may go on with a new
- * file that reuses the number. */
+ * Suspends. Tasks waiting on the descriptor (for data, room, readiness or
+ * a connection: reads and writes of pipes, sockets and terminals,
+ * weft_poll, and weft/net.h's accept, recv, send, connect...), on any
+ * worker, are woken first and return -EBADF; they never go on with a file
+ * that takes the number next. A regular file's read or write under way
+ * completes or returns -EBADF. A call that starts while the close is under
+ * way races it, as with close(2) and threads; close(2) called directly
+ * wakes nobody. */
 WEFT_API int weft_close(int fd);
 
 /* pread(2)/pwrite(2) at off (-1: the file position): the bytes moved, a

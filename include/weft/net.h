@@ -6,7 +6,8 @@
  * the kernel is done with the caller's memory (-ECANCELED, or its real
  * result when it completed first: bytes that moved are never lost), and the
  * _until calls take a CLOCK_MONOTONIC deadline (WEFT_NO_DEADLINE = none) and
- * return -ETIMEDOUT when it passes first.
+ * return -ETIMEDOUT when it passes first. weft_close of a socket wakes the
+ * tasks waiting on it, on any worker, with -EBADF (weft/io.h).
  *
  * Descriptors made here are always SOCK_CLOEXEC|SOCK_NONBLOCK; the calls
  * still wait for readiness and never return -EAGAIN. Sends use
@@ -291,7 +292,8 @@ WEFT_API int weft_stream_write_eof(weft_stream *s);
  * or alone. Returns 0 or the error that ended the flush. Suspends, but is
  * not cut short by cancellation beyond the flush. wait_closed frees the
  * stream: no other task may be in a call on it then (a reader waiting is
- * not woken: cancel and join it first; asyncio's reader would see end of
+ * not woken, as weft_close's waiters are, since the stream it reads goes
+ * away: cancel and join it first; asyncio's reader would see end of
  * stream). */
 WEFT_API void weft_stream_close(weft_stream *s);
 WEFT_API int weft_stream_wait_closed(weft_stream *s);
