@@ -38,6 +38,12 @@ ssize_t weft__tls_recv(struct weft__tls *t, int fd, void *buf, size_t n, int64_t
 ssize_t weft__tls_send(struct weft__tls *t, int fd, const void *buf, size_t n, int64_t deadline);
 int weft__tls_close_notify(struct weft__tls *t, int fd, int64_t deadline); /* 0: sent, or nothing to send */
 void weft__tls_free(struct weft__tls *t);
+/* The stream is closing under its reader (net/stream.c, CLOSING UNDER A
+ * READER), whose socket is about to be shut for reading: from now on a
+ * read that meets the end of the socket, or would wait for it, returns 0
+ * (end of stream) and leaves the session alive (close_notify may still be
+ * sent). Any thread; before the shutdown(2). */
+void weft__tls_stop(struct weft__tls *t);
 int weft__tls_alpn(const struct weft__tls *t, char *buf, size_t cap);
 int weft__tls_server_name(const struct weft__tls *t, char *buf, size_t cap);
 const char *weft__tls_version(const struct weft__tls *t);

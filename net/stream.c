@@ -48,6 +48,63 @@
  * ABORT (weft_stream_abort): wait_closed then drops what is buffered,
  * sends no close_notify, and closes with SO_LINGER 0 (a reset).
  *
+ * CLOSING UNDER A READER. close(), abort() and wait_closed (writer-side
+ * calls) may run while the reading task, on another worker, is in a read
+ * call waiting for the peer. The reader then returns end of stream (what
+ * each call returns there: read 0, readexactly/readuntil -ENODATA with
+ * what they got, readline the partial line), and wait_closed frees the
+ * stream only after that call has returned. The two meet in `rstate`:
+ *   R_IN      the reader: set (fetch_add) when a call first needs a
+ *             receive, cleared (fetch_sub) as the call's last touch of
+ *             the stream. A call served from the buffer never sets it.
+ *   R_CLOSING the closer (close, abort or wait_closed: fetch_or): from
+ *             now on every receive of the reader ends at once with end of
+ *             stream, and every failed receive reads as end of stream
+ *             (except a cancellation of the reader's own).
+ *   R_WAITER  wait_closed waits for the reader to leave: `closer` and
+ *             `closer_seq` name its wait (published by the CAS that sets
+ *             the bit); the reader's clearing RMW that sees it wakes them.
+ * The reader's add and the closer's or are RMWs of one word, so one of
+ * them comes second and sees the other: a reader that entered first is in
+ * the closer's old value (and is woken), one that enters later sees
+ * R_CLOSING and does not receive. The wake (once, `rwoken`) must reach a
+ * receive that is already waiting in the kernel and every later one:
+ *   a stream socket: shutdown(SHUT_RD). A blocked recv (epoll: an
+ *             EPOLLIN|EPOLLRDHUP edge through io/readiness.c; io_uring:
+ *             the RECV's armed poll fires) and every later one return 0,
+ *             a TLS layer's poll (weft_poll) returns POLLIN. The TLS layer
+ *             is told first (weft__tls_stop), so that the end of stream
+ *             its read then meets is not taken for the peer's truncation
+ *             (which kills the session: no close_notify could follow).
+ *   anything else (a pipe or a tty: no shutdown; a datagram socket: a
+ *             SOCK_DGRAM receive says EAGAIN after it): the descriptor
+ *             number is made to name a pipe whose write end is closed
+ *             (dup3), so that every later read or receive ends at once
+ *             (0, or an error that reads as end of stream); a receive
+ *             already waiting holds the old file: on epoll the
+ *             readiness waiters are woken (weft__fd_forget) and retry on
+ *             the new file; on io_uring its operation is cancelled by
+ *             file (ASYNC_CANCEL_FD, through a task on the reader's
+ *             worker, `rworker`: the ring's single issuer). A write end
+ *             shares the number, so a stream with bytes still to flush is
+ *             woken by wait_closed after its flush rather than by close().
+ * A read that begins after wait_closed returned uses freed memory: the
+ * reader must not call again once it met end of stream, and a closer that
+ * cannot tell whether the reader is between two calls closes first, joins
+ * the reader (whose next read returns end of stream), then waits.
+ * Costs: a reader call that receives makes two uncontended RMWs next to
+ * its system call or ring operation; one served from the buffer checks a
+ * plain flag; wait_closed makes one RMW and one load.
+ * Rejected: cancelling the reader task (weft_cancel): the reader would see
+ * a cancellation where asyncio's sees end of stream, and a request that
+ * arrives after its read completed stays pending for whatever it waits on
+ * next. Closing the descriptor to wake it: io_uring's operation holds the
+ * file (no wake), and on epoll the reader retries on a number that may
+ * already name another file. R_IN around every call, buffered reads too:
+ * two RMWs for each readline of a parser that finds its lines in the
+ * buffer, to cover a reader that is running, which the closer cannot tell
+ * from one between two calls anyway.
+ *
  * NOT A SOCKET. A pipe, FIFO or tty (a subprocess's stdio,
  * process/spawn.c) works too: `sock` (fstat at creation) picks read/write
  * (weft_read/weft_write, and pwritev2(RWF_NOWAIT) for the first attempt)
@@ -65,7 +122,9 @@
  * where asyncio programs wait anyway.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <limits.h>
+#include <liburing.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -76,6 +135,7 @@
 
 #include "core/alloc.h"
 #include "core/atomic.h"
+#include "core/task.h"
 #include "io/op.h"
 #include "io/readiness.h"
 #include "net/net.h"
@@ -98,6 +158,14 @@ struct weft_stream {
   int64_t timeout_ns;  /* each receive's time limit; < 0: none */
   bool eof;
   int rfail;           /* sticky: bytes taken could not be put back (unread); every read fails with it */
+  bool rin;            /* this call set R_IN (the reading task only) */
+  _Atomic int rworker; /* not a stream socket: the worker of this call's receives (a task moves only
+                        * while it waits, and a receive resumes where it was submitted): stored by
+                        * the reader before its R_IN add (relaxed, published by that release), read
+                        * by the closer after an acquire that saw R_IN; io_uring's cancel by file */
+  _Atomic uint32_t rstate; /* R_IN | R_CLOSING | R_WAITER: see CLOSING UNDER A READER */
+  weft__task *closer;  /* wait_closed's wait for the reader: written before its release CAS sets */
+  uint32_t closer_seq; /* R_WAITER, read by the reader after its acq_rel RMW saw the bit */
   _Atomic int rerr;    /* the reader met a reset (-ECONNRESET): the writer reports it too (asyncio's
                         * drain raises ConnectionResetError); written by the reading task, read by
                         * the writing one, which may run on another worker */
@@ -112,6 +180,7 @@ struct weft_stream {
   bool eof_sent;       /* write_eof() shut the write side */
   bool aborting;       /* abort(): wait_closed resets the connection */
   bool rs_busy;        /* a ring send in flight, not yet settled */
+  bool rwoken;         /* the reader's wake was done (close, abort or wait_closed) */
   weft__ring_send rs;  /* writer: that send (net/ring_send.c) */
   struct weft__tls *tls; /* the TLS layer, or NULL (set by start_tls before any transfer) */
 };
@@ -191,18 +260,76 @@ int weft_stream_set_timeout(weft_stream *s, int64_t timeout_ns) {
 
 /* ------------------------------------------------------------ reader */
 
+enum { R_IN = 1u, R_CLOSING = 2u, R_WAITER = 4u }; /* rstate (CLOSING UNDER A READER) */
+
+/* Before a receive: the first of a call sets R_IN. True when the stream is
+ * closing (the receive is not made). */
+static bool reader_enter(weft_stream *s) {
+  if (s->rin) /* relaxed: an early stop only; the wake ends a receive that misses it */
+    return weft__load(&s->rstate, RELAXED) & R_CLOSING;
+  s->rin = true;
+  if (!s->bytes) weft__store(&s->rworker, weft_worker_id(), RELAXED); /* published by the add */
+  /* release: publishes rworker to the closer's acquire of R_IN. Its order
+   * against the closer's fetch_or of R_CLOSING needs nothing more: two RMWs
+   * of one word, the second reads the first's value */
+  return weft__fetch_add(&s->rstate, R_IN, RELEASE) & R_CLOSING;
+}
+
+/* Every reader call's return: clear R_IN if this call set it, and wake a
+ * wait_closed that waits for that. The RMW is the call's last touch of s
+ * unless the closer waits (it frees s only once woken). */
+static inline ssize_t reader_leave(weft_stream *s, ssize_t r) {
+  if (weft__likely(!s->rin)) return r;
+  s->rin = false;
+  /* release: the reader's accesses to s happen before the closer's free
+   * (pairs with the acquire in reader_gone); acquire: closer/closer_seq,
+   * published by reader_gone's release CAS of R_WAITER */
+  uint32_t old = weft__fetch_sub(&s->rstate, R_IN, ACQ_REL);
+  if (old & R_WAITER) weft__wake(s->closer, s->closer_seq, WEFT__WAKE_NORMAL);
+  return r;
+}
+
+/* A receive that failed (or found the end) while the stream is closing:
+ * end of stream, unless it is a cancellation of the reader's own. On
+ * io_uring a non-socket's receive is ended by the closer's ASYNC_CANCEL
+ * (-ECANCELED, or -ETIMEDOUT under a time limit) without any request to
+ * the task: a request still pending was not delivered by it (it stays for
+ * the next suspension), and none ever made (cancelling 0) means ours. */
+static ssize_t closing_result(weft_stream *s, ssize_t r) {
+  if (r == -ECANCELED && s->bytes) return r; /* a socket's: always the task's own */
+  if (r == -ECANCELED) {
+    weft__task *self = weft__task_self();
+    /* relaxed: the task's own flags (weft_cancel's stores are ordered by its
+     * wake, which this task has seen if it delivered the request) */
+    if (!weft__load(&self->cancel_pending, RELAXED) && weft__load(&self->cancelling, RELAXED) > 0) return r;
+  }
+  s->eof = true;
+  return 0;
+}
+
 /* One receive, within the stream's time limit. Suspends. */
 static ssize_t recv_some(weft_stream *s, void *buf, size_t n) {
   if (s->rfail) return s->rfail;
+  if (weft__unlikely(reader_enter(s))) return closing_result(s, 0);
   int64_t deadline = weft__deadline_after(s->timeout_ns);
+  ssize_t r;
   if (s->tls) {
-    ssize_t r = weft__tls_recv(s->tls, s->fd, buf, n, deadline);
+    r = weft__tls_recv(s->tls, s->fd, buf, n, deadline);
+  } else {
+    r = !s->sock ? weft_read_until(s->fd, buf, n, deadline)
+        : s->bytes ? weft__recv_stream(s->fd, buf, n, deadline)
+                   : weft_recv_until(s->fd, buf, n, 0, deadline);
+  }
+  /* relaxed: R_CLOSING only turns what the wake made of the receive into
+   * end of stream (a receive that moved bytes keeps them). Where that is
+   * not 0 already (io_uring's cancel: -ECANCELED), the closer's fetch_or
+   * happens before this load: it precedes the spawn of the cancelling task
+   * on this worker, whose cancel's completion wakes us there */
+  if (weft__unlikely(r <= 0) && (weft__load(&s->rstate, RELAXED) & R_CLOSING)) return closing_result(s, r);
+  if (s->tls) {
     if (r == -ECONNRESET) s->eof = true; /* reported once, then end of stream */
     return r;
   }
-  ssize_t r = !s->sock ? weft_read_until(s->fd, buf, n, deadline)
-             : s->bytes ? weft__recv_stream(s->fd, buf, n, deadline)
-                        : weft_recv_until(s->fd, buf, n, 0, deadline);
   /* relaxed: a sticky flag that publishes nothing else; the writer reads it
    * at its next write or drain (write_state) */
   if (r == -ECONNRESET) weft__store(&s->rerr, (int)r, RELAXED);
@@ -240,8 +367,8 @@ static ssize_t fill(weft_stream *s) {
   return n;
 }
 
-ssize_t weft_stream_read(weft_stream *s, void *buf, size_t n) {
-  if (!s || (!buf && n)) return -EINVAL;
+static ssize_t read_some(weft_stream *s, void *buf, size_t n) {
+  if (!buf && n) return -EINVAL;
   if (n == 0) return 0;
   if (n > WEFT_IO_MAX) n = WEFT_IO_MAX;
   if (buffered(s)) {
@@ -255,9 +382,9 @@ ssize_t weft_stream_read(weft_stream *s, void *buf, size_t n) {
   return r;
 }
 
-ssize_t weft_stream_readexactly(weft_stream *s, void *buf, size_t n, size_t *got) {
+static ssize_t readexactly(weft_stream *s, void *buf, size_t n, size_t *got) {
   if (got) *got = 0;
-  if (!s || (!buf && n) || n > (size_t)SSIZE_MAX) return -EINVAL;
+  if ((!buf && n) || n > (size_t)SSIZE_MAX) return -EINVAL;
   size_t off = buffered(s) < n ? buffered(s) : n;
   consume(s, buf, off);
   if (got) *got = off;
@@ -299,8 +426,8 @@ static void unread(weft_stream *s, const void *p, size_t n) {
   s->rend = n;
 }
 
-ssize_t weft_stream_read_all(weft_stream *s, void *buf, size_t cap) {
-  if (!s || (!buf && cap) || cap > (size_t)SSIZE_MAX) return -EINVAL;
+static ssize_t read_all(weft_stream *s, void *buf, size_t cap) {
+  if ((!buf && cap) || cap > (size_t)SSIZE_MAX) return -EINVAL;
   size_t off = buffered(s) < cap ? buffered(s) : cap;
   consume(s, buf, off);
   for (;;) {
@@ -333,7 +460,7 @@ static const char *find(const char *hay, size_t hlen, const char *needle, size_t
 static ssize_t readuntil(weft_stream *s, const void *sep, size_t seplen, void *buf, size_t cap, size_t *got,
                          bool line) {
   if (got) *got = 0;
-  if (!s || !sep || !seplen || (!buf && cap)) return -EINVAL;
+  if (!sep || !seplen || (!buf && cap)) return -EINVAL;
   size_t searched = 0; /* bytes from rpos already known to hold no separator start */
   for (;;) {
     size_t have = buffered(s);
@@ -359,16 +486,40 @@ static ssize_t readuntil(weft_stream *s, const void *sep, size_t seplen, void *b
   }
 }
 
+/* The public reader calls: each leaves through reader_leave. */
+
+ssize_t weft_stream_read(weft_stream *s, void *buf, size_t n) {
+  if (!s) return -EINVAL;
+  return reader_leave(s, read_some(s, buf, n));
+}
+
+ssize_t weft_stream_readexactly(weft_stream *s, void *buf, size_t n, size_t *got) {
+  if (!s) {
+    if (got) *got = 0;
+    return -EINVAL;
+  }
+  return reader_leave(s, readexactly(s, buf, n, got));
+}
+
+ssize_t weft_stream_read_all(weft_stream *s, void *buf, size_t cap) {
+  if (!s) return -EINVAL;
+  return reader_leave(s, read_all(s, buf, cap));
+}
+
 ssize_t weft_stream_readuntil(weft_stream *s, const void *sep, size_t seplen, void *buf, size_t cap, size_t *got) {
-  return readuntil(s, sep, seplen, buf, cap, got, false);
+  if (!s) {
+    if (got) *got = 0;
+    return -EINVAL;
+  }
+  return reader_leave(s, readuntil(s, sep, seplen, buf, cap, got, false));
 }
 
 ssize_t weft_stream_readline(weft_stream *s, void *buf, size_t cap) {
   size_t got = 0;
   if (!s) return -EINVAL;
   ssize_t r = readuntil(s, "\n", 1, buf, cap, &got, true);
-  if (r == -ENODATA) return (ssize_t)got;
-  return r;
+  if (r == -ENODATA) r = (ssize_t)got;
+  return reader_leave(s, r);
 }
 
 bool weft_stream_at_eof(const weft_stream *s) { return s && s->eof && s->rpos == s->rend; }
@@ -623,17 +774,123 @@ int weft_stream_write_eof(weft_stream *s) {
   return weft_shutdown(s->fd, SHUT_WR);
 }
 
+/* ------------------------------------------------------------ closing under a reader */
+
+/* On the reader's ring: cancel every operation on the file that arg's
+ * descriptor (a duplicate of the stream's old one) names, waiting for the
+ * cancel (the kernel resolves the number when it runs it); then close the
+ * duplicate. */
+static int ring_cancel_task(void *arg) {
+  int fd = (int)(intptr_t)arg;
+  weft__uop u;
+  int err;
+  struct io_uring_sqe *sqe = weft__uop_begin(&u, WEFT__NO_DEADLINE, &err);
+  if (sqe) {
+    io_uring_prep_cancel_fd(sqe, fd, IORING_ASYNC_CANCEL_ALL);
+    weft__uop_wait(&u, sqe);
+  }
+  close(fd);
+  return 0;
+}
+
+/* Make fd name a pipe whose write end is closed (every later read there
+ * ends at once). False when no descriptor could be had for it. */
+static bool point_at_eof(int fd) {
+  int eof[2];
+  if (pipe2(eof, O_CLOEXEC) != 0) return false;
+  close(eof[1]);
+  bool ok = dup3(eof[0], fd, O_CLOEXEC) >= 0; /* atomic: no moment without a file at fd */
+  close(eof[0]);
+  return ok;
+}
+
+/* Wake a reader that is in a receive, for good (see CLOSING UNDER A
+ * READER): every receive it has in flight or makes from now on ends. The
+ * closer, once; after an acquire that saw R_IN (rworker). Out of
+ * descriptors, a non-socket's wake is partial (documented in net.h). */
+static void reader_wake(weft_stream *s) {
+  s->rwoken = true;
+  int fd = s->fd;
+  if (fd < 0) return; /* a pipe's write_eof closed it: a receive there fails at once (-EBADF) */
+  if (s->bytes) {
+    if (s->tls) weft__tls_stop(s->tls);
+    shutdown(fd, SHUT_RD);
+    return;
+  }
+  if (weft__io_backend() != WEFT_BACKEND_URING) {
+    point_at_eof(fd);
+    weft__fd_forget(fd); /* readiness waiters wake and retry, on the new file */
+    return;
+  }
+  /* io_uring: a receive in flight holds the old file; cancel it by that
+   * file (a duplicate keeps it named), on the ring it went to */
+  int old = fcntl(fd, F_DUPFD_CLOEXEC, 0);
+  if (old < 0) return; /* out of descriptors: the receive ends when data or the end comes */
+  point_at_eof(fd);    /* (failing, a receive submitted after the cancel waits for data or the end) */
+  /* relaxed: published by the reader's release add, which our caller acquired */
+  int w = weft__load(&s->rworker, RELAXED);
+  weft_spawn_opts o = {.name = "weft-read-cancel", .detached = true};
+  if (!weft__spawn_pinned((unsigned)w, ring_cancel_task, (void *)(intptr_t)old, &o).rec)
+    close(old); /* (out of memory) the same */
+}
+
+/* close, abort, wait_closed: from now on the reader's receives end; wake a
+ * reader waiting in one now, unless the descriptor still has bytes to
+ * flush (not a stream socket: the wake replaces the file; wait_closed
+ * wakes it after the flush). */
+static void closing_begin(weft_stream *s) {
+  if (s->rwoken) return;
+  /* acq_rel: acquire pairs with the reader's release add (rworker); release
+   * orders nothing the reader reads (R_CLOSING carries no data) but keeps
+   * the RMW symmetric with reader_leave's for the reader that follows */
+  uint32_t old = weft__fetch_or(&s->rstate, R_CLOSING, ACQ_REL);
+  if ((old & R_IN) && (s->bytes || s->aborting || s->wend == s->wpos)) reader_wake(s);
+}
+
+/* wait_closed, before freeing: wait until no reader call is in the
+ * stream (waking it first if closing_begin could not). Not cancellable. */
+static void reader_gone(weft_stream *s) {
+  /* acquire: pairs with reader_leave's release: the reader's accesses to s
+   * happen before our free */
+  uint32_t st = weft__load(&s->rstate, ACQUIRE);
+  if (!(st & R_IN)) return;
+  if (!s->rwoken) reader_wake(s);
+  weft__task *self = weft__task_self();
+  int64_t seq = weft__wait_prepare(false);
+  weft__waiting_on(self, WEFT__WAITING_IO);
+  s->closer = self;
+  s->closer_seq = (uint32_t)seq;
+  for (;;) {
+    if (!(st & R_IN)) { /* it left meanwhile (the failed CAS's acquire, as above) */
+      weft__wait_abandon();
+      return;
+    }
+    /* release: publishes closer/closer_seq to reader_leave's acq_rel RMW;
+     * acquire on failure: as the load above */
+    if (weft__cas(&s->rstate, &st, st | R_WAITER, RELEASE, ACQUIRE)) break;
+  }
+  weft__wait_commit((uint32_t)seq); /* not cancellable: only reader_leave's wake ends it */
+  /* acquire: pairs with reader_leave's release RMW, which preceded its wake */
+  st = weft__load(&s->rstate, ACQUIRE);
+  (void)st; /* R_IN is clear: the reader woke us after clearing it */
+}
+
 void weft_stream_close(weft_stream *s) {
-  if (s) s->closing = true;
+  if (!s) return;
+  s->closing = true;
+  closing_begin(s);
 }
 
 void weft_stream_abort(weft_stream *s) {
-  if (s) s->closing = s->aborting = true;
+  if (!s) return;
+  s->closing = s->aborting = true;
+  closing_begin(s);
 }
 
 int weft_stream_wait_closed(weft_stream *s) {
   if (!s) return -EINVAL;
   s->closing = true;
+  closing_begin(s);
   int64_t deadline = weft__deadline_after(CLOSE_FLUSH_NS);
   int settled = ring_send_settle(s, deadline, s->aborting); /* the kernel is done with wbuf before it is freed */
   int rc = s->werr;
@@ -645,6 +902,7 @@ int weft_stream_wait_closed(weft_stream *s) {
     if (!rc && s->wend > s->wpos) rc = flush_to(s, 0, deadline);
     if (!rc && s->tls && !s->eof_sent) rc = weft__tls_close_notify(s->tls, s->fd, deadline);
   }
+  reader_gone(s); /* before the TLS layer, the descriptor and the buffers go */
   weft__tls_free(s->tls);
   if (s->fd >= 0) {
     weft__fd_forget(s->fd);

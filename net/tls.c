@@ -35,6 +35,18 @@
  * object may not be used again: `dead` latches it, and the stream reports
  * -EPIPE for later writes and skips close_notify at close.
  *
+ * STOPPING (weft__tls_stop): a stream closed while its reader waits here
+ * shuts the socket for reading to wake it (net/stream.c). The end of
+ * stream the reader then meets is not the peer's: taken for a truncation
+ * it would kill the session, and the close_notify that wait_closed sends
+ * after its flush could not be sent. So once `stopping` is set, the BIO
+ * reports a receive of 0 as "retry" (SSL_read: WANT_READ, the session
+ * intact) and a read that would wait returns 0 instead. The closer stores
+ * the flag before its shutdown(2) and the reader loads it after its recv
+ * saw the shutdown's effect: that order is carried by the kernel (the flag
+ * is release/acquire all the same); a reader that missed it sees a
+ * truncation: the session dies and close_notify is skipped, nothing worse.
+ *
  * CONTEXTS wrap an SSL_CTX (reference-counted by OpenSSL, so each SSL holds
  * it); the ALPN list lives in the wrapper, which must outlive its streams.
  */
@@ -57,6 +69,7 @@
 #include <weft/tls.h>
 
 #include "core/alloc.h"
+#include "core/atomic.h"
 #include "core/runtime.h"
 #include "io/op.h"
 #include "net/net.h"
@@ -79,6 +92,7 @@ struct weft__tls {
   bool dead;         /* a fatal error happened: no more SSL calls but SSL_free */
   bool handshaken;
   char reason[160];  /* why it died (OpenSSL's words), under `lock`; written once, when dead is set */
+  _Atomic bool stopping; /* weft__tls_stop was called (STOPPING) */
 };
 
 /* ------------------------------------------------------------ debug reports */
@@ -132,6 +146,12 @@ static int bio_read(BIO *b, char *buf, int len) {
   do n = recv(t->fd, buf, (size_t)len, MSG_DONTWAIT);
   while (n < 0 && errno == EINTR);
   bool again = n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK);
+  /* acquire: pairs with weft__tls_stop's release (STOPPING: the order that
+   * matters is the kernel's, between its shutdown and this recv) */
+  if (n == 0 && weft__load(&t->stopping, ACQUIRE)) { /* our own shutdown, not the peer's end */
+    again = true;
+    n = -1;
+  }
   if (again) BIO_set_retry_read(b);
   t->drained = again || (n > 0 && n < len); /* (a stream socket: a short read took all there was) */
   return (int)n;
@@ -427,10 +447,17 @@ static ssize_t run(struct weft__tls *t, int fd, int op, void *buf, size_t n, int
     ssize_t r = call_once(t, op, buf, n, &want, may_skip);
     if (r != -EAGAIN) return r;
     if (deadline == 0) return -EAGAIN;
+    /* relaxed: a stop that this load misses ends the poll below (the
+     * socket is shut for reading) and is seen on the next turn */
+    if (op == OP_READ && weft__load(&t->stopping, RELAXED)) return 0;
     int p = weft_poll(fd, want, deadline);
     if (p < 0) return p;
     may_skip = false; /* readiness seen: try the socket */
   }
+}
+
+void weft__tls_stop(struct weft__tls *t) {
+  weft__store(&t->stopping, true, RELEASE); /* release: pairs with bio_read's acquire (STOPPING) */
 }
 
 ssize_t weft__tls_step(struct weft__tls *t, int op, void *buf, size_t n, unsigned *want) {

@@ -2,9 +2,12 @@
  * readexactly (incomplete reads), readuntil/readline (limits, partial data
  * at end of stream, data left readable), at_eof, write/writev/drain with
  * back-pressure against a slow reader (every byte checked), write_eof,
- * close, peer resets, bad input; no descriptor leaked. Runs on whichever
- * backend WEFT_BACKEND selects. */
+ * close, peer resets, bad input; closing while another task waits in a
+ * read (wait_closed, abort, close then join; sockets, TCP, pipes, datagram
+ * sockets; a server's handler that left a reader behind); no descriptor
+ * leaked. Runs on whichever backend WEFT_BACKEND selects. */
 #include <dirent.h>
+#include <fcntl.h>
 #include <string.h>
 #include <stdio.h>
 #include <stdatomic.h>
@@ -13,6 +16,7 @@
 
 #include <weft/weft.h>
 
+#include "core/task.h"
 #include "test.h"
 #include "test_util.h"
 
@@ -592,6 +596,369 @@ static int cf_split_sep_cancel_main(void *arg) {
 TEST(split_overlapping_separator_with_a_cancelled_readuntil) {
   weft_config c = cfg_workers(2);
   ASSERT_EQ(weft_run(cf_split_sep_cancel_main, NULL, &c), 0);
+}
+
+/* ------------------------------------------------------------ closing under a reader
+ * wait_closed (and abort + wait_closed, and the server's end of a
+ * handler) while another task, on the other worker, waits in a read on the
+ * same stream: the read returns end of stream (read 0, readexactly and
+ * readuntil -ENODATA with what they got, readline the partial line),
+ * wait_closed returns only after it, and nothing touches freed memory (run
+ * under ASan). Before net/stream.c woke the reader, the read hung on
+ * io_uring (its receive held the socket) and on epoll came back from a
+ * closed descriptor into the freed stream. Every test is bounded: a hang
+ * fails by the harness's alarm. */
+
+enum { RD_READ, RD_EXACTLY, RD_LINE, RD_UNTIL, RD_ALL };
+
+typedef struct blocked_reader {
+  weft_stream *s;
+  int op;
+  size_t want;      /* readexactly's n */
+  char buf[64];
+  size_t got;
+  ssize_t result;
+  _Atomic int started;
+} blocked_reader;
+
+static int blocked_reader_task(void *arg) {
+  blocked_reader *r = arg;
+  weft_unpin(); /* spawned pinned on the other worker: it reads from there */
+  atomic_store(&r->started, 1);
+  switch (r->op) {
+  case RD_READ: r->result = weft_stream_read(r->s, r->buf, sizeof r->buf); break;
+  case RD_EXACTLY: r->result = weft_stream_readexactly(r->s, r->buf, r->want, &r->got); break;
+  case RD_LINE: r->result = weft_stream_readline(r->s, r->buf, sizeof r->buf); break;
+  case RD_UNTIL: r->result = weft_stream_readuntil(r->s, "\r\n", 2, r->buf, sizeof r->buf, &r->got); break;
+  default: r->result = weft_stream_read_all(r->s, r->buf, sizeof r->buf); break;
+  }
+  return 0;
+}
+
+/* Start r's read on the other worker and let it reach its wait. The
+ * caller is pinned (its own calls stay on its worker). */
+static weft_task start_blocked_reader(blocked_reader *r) {
+  weft_task t = weft__spawn_pinned((unsigned)(1 - weft_worker_id()), blocked_reader_task, r, NULL);
+  ASSERT_TRUE(t.rec != NULL);
+  wait_until_equal(&r->started, 1);
+  ASSERT_EQ(atomic_load(&r->started), 1);
+  weft_sleep_ns(50000000); /* it waits for the peer now */
+  ASSERT_TRUE(!weft_task_done(t));
+  return t;
+}
+
+/* wait_closed (after abort when `abort`), timed: it must not wait for the
+ * reader longer than its wake takes. */
+static int close_timed(weft_stream *s, bool aborting) {
+  int64_t t0 = weft_now_ns();
+  if (aborting) weft_stream_abort(s);
+  int rc = weft_stream_wait_closed(s);
+  ASSERT_LT(weft_now_ns() - t0, 2000000000LL);
+  return rc;
+}
+
+static void join_reader(weft_task t) {
+  ASSERT_EQ(weft_join(t), 0);
+  weft_task_release(t);
+}
+
+static int wc_read_main(void *arg) {
+  (void)arg;
+  int fds0 = count_fds();
+  weft_pin();
+  int peer;
+  static blocked_reader r;
+  memset(&r, 0, sizeof r);
+  r.s = pair_stream(&peer);
+  r.op = RD_READ;
+  weft_task t = start_blocked_reader(&r);
+  ASSERT_EQ(close_timed(r.s, false), 0);
+  join_reader(t);
+  ASSERT_EQ(r.result, 0); /* end of stream */
+  char c;
+  ASSERT_EQ(weft_recv(peer, &c, 1, 0), 0); /* the peer sees our end */
+  close(peer);
+  weft_unpin();
+  ASSERT_EQ(count_fds(), fds0);
+  return 0;
+}
+
+TEST_T(wait_closed_wakes_a_reader_blocked_in_read, 30) {
+  weft_config c = cfg_workers(2);
+  ASSERT_EQ(weft_run(wc_read_main, NULL, &c), 0);
+}
+
+static int wc_exactly_main(void *arg) {
+  (void)arg;
+  int fds0 = count_fds();
+  weft_pin();
+  int peer;
+  static blocked_reader r;
+  memset(&r, 0, sizeof r);
+  r.s = pair_stream(&peer);
+  r.op = RD_EXACTLY;
+  r.want = 10;
+  ASSERT_EQ(weft_send_all(peer, "abc", 3, NULL), 3);
+  weft_task t = start_blocked_reader(&r); /* it has the 3 bytes and waits for 7 more */
+  ASSERT_EQ(close_timed(r.s, false), 0);
+  join_reader(t);
+  ASSERT_EQ(r.result, -ENODATA); /* asyncio's IncompleteReadError, with what it got */
+  ASSERT_EQ(r.got, 3);
+  ASSERT_EQ(memcmp(r.buf, "abc", 3), 0);
+  close(peer);
+  weft_unpin();
+  ASSERT_EQ(count_fds(), fds0);
+  return 0;
+}
+
+TEST_T(wait_closed_ends_a_blocked_readexactly_with_its_partial_bytes, 30) {
+  weft_config c = cfg_workers(2);
+  ASSERT_EQ(weft_run(wc_exactly_main, NULL, &c), 0);
+}
+
+/* abort + wait_closed on a TCP connection: readline gets its partial last
+ * line, the peer gets a reset. readuntil the same with -ENODATA. */
+static int wc_abort_main(void *arg) {
+  (void)arg;
+  int fds0 = count_fds();
+  weft_pin();
+  weft_addr any, la;
+  ASSERT_EQ(weft_addr_ip(&any, "127.0.0.1", 0), 0);
+  int lfd = weft_listen(&any, 8, 0);
+  ASSERT_GE(lfd, 0);
+  ASSERT_EQ(weft_sockname(lfd, &la), 0);
+  for (int op = RD_LINE; op <= RD_UNTIL; op++) {
+    static blocked_reader r;
+    memset(&r, 0, sizeof r);
+    ASSERT_EQ(weft_open_connection("127.0.0.1", (uint16_t)weft_addr_port(&la), WEFT_NO_DEADLINE, &r.s), 0);
+    int srv = weft_accept(lfd, NULL);
+    ASSERT_GE(srv, 0);
+    r.op = op;
+    ASSERT_EQ(weft_send_all(srv, "par", 3, NULL), 3);
+    weft_task t = start_blocked_reader(&r);
+    ASSERT_EQ(weft_stream_write(r.s, "unsent?", 7), 0); /* dropped or not: abort does not wait */
+    ASSERT_EQ(close_timed(r.s, true), 0);
+    join_reader(t);
+    if (op == RD_LINE) {
+      ASSERT_EQ(r.result, 3); /* the partial last line */
+    } else {
+      ASSERT_EQ(r.result, -ENODATA);
+      ASSERT_EQ(r.got, 3);
+    }
+    ASSERT_EQ(memcmp(r.buf, "par", 3), 0);
+    char buf[16];
+    ssize_t n;
+    while ((n = weft_recv(srv, buf, sizeof buf, 0)) > 0) {
+    }
+    ASSERT_EQ(n, -ECONNRESET); /* an abort is a reset */
+    close(srv);
+  }
+  close(lfd);
+  weft_unpin();
+  ASSERT_EQ(count_fds(), fds0);
+  return 0;
+}
+
+TEST_T(abort_then_wait_closed_wakes_a_reader_on_tcp, 30) {
+  weft_config c = cfg_workers(2);
+  ASSERT_EQ(weft_run(wc_abort_main, NULL, &c), 0);
+}
+
+/* A pipe (a subprocess's stdout): no shutdown(2) there; and datagram
+ * sockets. */
+static int wc_pipe_main(void *arg) {
+  (void)arg;
+  int fds0 = count_fds();
+  weft_pin();
+  for (int op = RD_READ; op <= RD_ALL; op++) {
+    int p[2];
+    ASSERT_EQ(pipe2(p, O_CLOEXEC | O_NONBLOCK), 0);
+    static blocked_reader r;
+    memset(&r, 0, sizeof r);
+    ASSERT_EQ(weft_stream_from_fd(p[0], &r.s), 0);
+    r.op = op;
+    r.want = 10;
+    if (op != RD_READ) ASSERT_EQ(write(p[1], "xy", 2), 2); /* a read would return them at once */
+    weft_task t = start_blocked_reader(&r);
+    ASSERT_EQ(close_timed(r.s, false), 0);
+    join_reader(t);
+    switch (op) {
+    case RD_READ: ASSERT_EQ(r.result, 0); break;
+    case RD_EXACTLY: ASSERT_EQ(r.result, -ENODATA); ASSERT_EQ(r.got, 2); break;
+    case RD_LINE: ASSERT_EQ(r.result, 2); break;
+    case RD_UNTIL: ASSERT_EQ(r.result, -ENODATA); ASSERT_EQ(r.got, 2); break;
+    default: ASSERT_EQ(r.result, 2); break; /* read_all: everything until end of stream */
+    }
+    if (op != RD_READ) ASSERT_EQ(memcmp(r.buf, "xy", 2), 0);
+    /* the writer's end still works as a pipe whose reader went away */
+    ASSERT_EQ(write(p[1], "z", 1), -1);
+    ASSERT_EQ(errno, EPIPE); /* SIGPIPE is ignored by the runtime */
+    close(p[1]);
+  }
+  /* datagram sockets: after shutdown(SHUT_RD) a SOCK_DGRAM receive still
+   * says EAGAIN (a waiter on epoll hung); they go the pipe's way */
+  int types[2] = {SOCK_DGRAM, SOCK_SEQPACKET};
+  for (int k = 0; k < 2; k++) {
+    int sv[2];
+    ASSERT_EQ(socketpair(AF_UNIX, types[k] | SOCK_CLOEXEC | SOCK_NONBLOCK, 0, sv), 0);
+    static blocked_reader r;
+    memset(&r, 0, sizeof r);
+    ASSERT_EQ(weft_stream_from_fd(sv[0], &r.s), 0);
+    r.op = RD_READ;
+    weft_task t = start_blocked_reader(&r);
+    ASSERT_EQ(close_timed(r.s, false), 0);
+    join_reader(t);
+    ASSERT_EQ(r.result, 0);
+    close(sv[1]);
+  }
+  weft_unpin();
+  ASSERT_EQ(count_fds(), fds0);
+  return 0;
+}
+
+TEST_T(wait_closed_wakes_a_reader_of_a_pipe_or_a_datagram_socket, 60) {
+  weft_config c = cfg_workers(2);
+  ASSERT_EQ(weft_run(wc_pipe_main, NULL, &c), 0);
+}
+
+/* The pattern for a reader that may be anywhere (in a read, between two,
+ * not started): close() makes its reads return end of stream (waking one
+ * that waits), so that it ends; join it; then wait_closed. Many rounds, the
+ * close at a random moment against a reader that reads a trickle of data,
+ * on sockets and pipes. */
+typedef struct loop_reader {
+  weft_stream *s;
+  bool exactly;
+  _Atomic long got;
+  ssize_t last;
+} loop_reader;
+
+static int loop_reader_task(void *arg) {
+  loop_reader *r = arg;
+  char buf[8];
+  for (;;) {
+    ssize_t n = r->exactly ? weft_stream_readexactly(r->s, buf, sizeof buf, NULL)
+                           : weft_stream_read(r->s, buf, sizeof buf);
+    r->last = n;
+    if (n <= 0) return 0;
+    atomic_fetch_add(&r->got, n);
+  }
+}
+
+static int close_join_main(void *arg) {
+  (void)arg;
+  int fds0 = count_fds();
+  int rounds = test_sanitized() ? 60 : 300;
+  int closed_waiting = 0, closed_running = 0; /* the reader at close(): waiting in a read, or not */
+  uint64_t x = 88172645463325252ull;
+  for (int i = 0; i < rounds; i++) {
+    x ^= x << 13;
+    x ^= x >> 7;
+    x ^= x << 17;
+    int peer;
+    bool pipe_kind = i % 3 == 2;
+    static loop_reader r;
+    memset(&r, 0, sizeof r);
+    if (pipe_kind) {
+      int p[2];
+      ASSERT_EQ(pipe2(p, O_CLOEXEC | O_NONBLOCK), 0);
+      ASSERT_EQ(weft_stream_from_fd(p[0], &r.s), 0);
+      peer = p[1];
+    } else {
+      r.s = pair_stream(&peer);
+    }
+    r.exactly = (x >> 20) & 1;
+    weft_task t = weft_spawn(loop_reader_task, &r);
+    int sends = (int)(x % 5);
+    for (int k = 0; k < sends; k++) {
+      ASSERT_EQ(write(peer, "0123456789abc", 13), 13);
+      if ((x >> (8 + k)) & 1) weft_yield();
+    }
+    int64_t spin = (int64_t)((x >> 32) % 200000);
+    if ((x >> 40) & 1) spin_ns(spin);
+    else if ((x >> 41) & 1) weft_sleep_ns(spin);
+    bool waiting = weft_task_waiting_on(t)[0] != 0;
+    weft_stream_close(r.s);
+    if (waiting)
+      closed_waiting++;
+    else
+      closed_running++;
+    ASSERT_EQ(weft_join(t), 0); /* it ended: its reads returned end of stream */
+    weft_task_release(t);
+    ASSERT_TRUE(r.last == 0 || r.last == -ENODATA);
+    ASSERT_EQ(weft_stream_wait_closed(r.s), 0);
+    close(peer);
+  }
+  fprintf(stderr, "closed with the reader waiting %d times, running or not started %d times\n", closed_waiting,
+          closed_running);
+  ASSERT_GT(closed_waiting, 0);
+  ASSERT_GT(closed_running, 0);
+  ASSERT_EQ(count_fds(), fds0);
+  return 0;
+}
+
+TEST_T(close_ends_a_reader_anywhere_then_join_then_wait_closed, 120) {
+  weft_config c = cfg_workers(2);
+  ASSERT_EQ(weft_run(close_join_main, NULL, &c), 0);
+}
+
+/* The server's side: a handler that hands its stream to a reader task
+ * and waits elsewhere; shutdown cancels the handler, and the server's end
+ * of the connection (an abort: bytes were left unsent) wakes the reader. */
+typedef struct srv_reader {
+  _Atomic int started;
+  ssize_t result;
+  weft_event done;
+} srv_reader;
+static srv_reader srv_r;
+
+static int srv_reader_task(void *arg) {
+  char buf[16];
+  atomic_store(&srv_r.started, 1);
+  srv_r.result = weft_stream_read(arg, buf, sizeof buf);
+  weft_event_set(&srv_r.done);
+  return 0;
+}
+
+static int reader_handing_handler(weft_stream *s, void *arg) {
+  (void)arg;
+  ASSERT_EQ(weft_stream_set_watermarks(s, 1 << 30, 0), 0);
+  static char big[4 << 20];
+  ASSERT_EQ(weft_stream_write(s, big, sizeof big), 0); /* the client never reads: it stays buffered */
+  ASSERT_EQ(weft_spawn_detached(srv_reader_task, s), 0);
+  wait_until_equal(&srv_r.started, 1);
+  weft_sleep_ns(50000000); /* the reader waits for the client now */
+  weft_event never;
+  weft_event_init(&never);
+  return weft_event_wait(&never); /* until shutdown cancels it */
+}
+
+static int server_main(void *arg) {
+  (void)arg;
+  int fds0 = count_fds();
+  weft_event_init(&srv_r.done);
+  weft_server *srv;
+  ASSERT_EQ(weft_start_server(&srv, "127.0.0.1", 0, reader_handing_handler, NULL, NULL), 0);
+  weft_addr a;
+  ASSERT_EQ(weft_server_addr(srv, &a), 0);
+  int fd = weft_connect_addr(&a, WEFT_NO_DEADLINE);
+  ASSERT_GE(fd, 0);
+  wait_until_equal(&srv_r.started, 1);
+  weft_sleep_ns(100000000);
+  int64_t t0 = weft_now_ns();
+  ASSERT_EQ(weft_server_shutdown(srv, weft_now_ns()), 1); /* the handler is cancelled */
+  ASSERT_LT(weft_now_ns() - t0, 2000000000LL);
+  ASSERT_EQ(weft_event_wait(&srv_r.done), 0);
+  ASSERT_EQ(srv_r.result, 0); /* end of stream */
+  weft_server_free(srv);
+  close(fd);
+  ASSERT_EQ(count_fds(), fds0);
+  return 0;
+}
+
+TEST_T(server_shutdown_wakes_a_reader_the_handler_left_behind, 30) {
+  weft_config c = cfg_workers(2);
+  ASSERT_EQ(weft_run(server_main, NULL, &c), 0);
 }
 
 TEST_MAIN()

@@ -14,7 +14,9 @@
  * close_notify (read 0) against a peer's end without it (-ECONNRESET once,
  * then 0), in the middle of a record (the same) and an abort (a reset); a
  * client that stalls in the middle of its ClientHello; cancelling a read in flight (the stream
- * stays usable); bad input. Runs on whichever backend WEFT_BACKEND selects.
+ * stays usable); bad input; closing while another task waits in a read
+ * (end of stream for it, close_notify still sent). Runs on whichever
+ * backend WEFT_BACKEND selects.
  */
 #include <dirent.h>
 #include <netinet/in.h>
@@ -28,6 +30,7 @@
 #include <openssl/ssl.h>
 #include <weft/weft.h>
 
+#include "core/task.h"
 #include "test.h"
 #include "test_util.h"
 #include "net_test_util.h"
@@ -1116,6 +1119,92 @@ static int failed_many_main(void *arg) {
 
 TEST(failed_handshakes_leak_nothing_and_a_stalled_one_blocks_nobody) {
   run_with_certs(failed_many_main, NULL);
+}
+
+/* ------------------------------------------------------------ closing under a reader
+ * A task on the other worker waits in a read of a TLS stream (in the TLS
+ * layer's wait for the socket) while another closes the stream: with
+ * wait_closed alone, with close() then joining the reader then
+ * wait_closed, and with abort. The read returns end of stream (0); the
+ * peer sees close_notify (its read: 0) in the first two, a reset in the
+ * third. Before net/stream.c woke the reader, it hung (io_uring) or read
+ * a freed stream (epoll); a reader woken before close_notify was sent must
+ * not kill the session (the peer would see -ECONNRESET). */
+
+static _Atomic int end_seen;
+static _Atomic long end_read; /* the server handler's last read */
+
+static int until_end_handler(weft_stream *s, void *arg) {
+  (void)arg;
+  char buf[256];
+  ssize_t n;
+  while ((n = weft_stream_read(s, buf, sizeof buf)) > 0) {
+  }
+  atomic_store(&end_read, n);
+  atomic_store(&end_seen, 1);
+  return 0;
+}
+
+typedef struct tls_reader {
+  weft_stream *s;
+  ssize_t result;
+  _Atomic int started;
+} tls_reader;
+
+static int tls_reader_task(void *arg) {
+  tls_reader *r = arg;
+  weft_unpin(); /* spawned pinned on the other worker */
+  atomic_store(&r->started, 1);
+  char buf[16];
+  r->result = weft_stream_read(r->s, buf, sizeof buf);
+  return 0;
+}
+
+static int tls_close_reader_main(void *arg) {
+  (void)arg;
+  int fds0 = count_fds();
+  weft_pin();
+  weft_tls_ctx *sctx = server_ctx(srv_pem, NULL, 0), *cctx = client_ctx(ca_pem, NULL);
+  weft_server *srv = tls_server(until_end_handler, NULL, sctx);
+  for (int how = 0; how < 3; how++) { /* 0 wait_closed, 1 close + join + wait_closed, 2 abort + wait_closed */
+    atomic_store(&end_seen, 0);
+    static tls_reader r;
+    memset(&r, 0, sizeof r);
+    ASSERT_EQ(weft_open_connection_tls("127.0.0.1", port_of(srv), WEFT_NO_DEADLINE, cctx, "localhost", &r.s), 0);
+    ASSERT_EQ(weft_stream_write(r.s, "hello", 5), 0);
+    ASSERT_EQ(weft_stream_drain(r.s), 0);
+    weft_task t = weft__spawn_pinned((unsigned)(1 - weft_worker_id()), tls_reader_task, &r, NULL);
+    ASSERT_TRUE(t.rec != NULL);
+    wait_until_equal(&r.started, 1);
+    weft_sleep_ns(50000000); /* it waits for the server, who sends nothing */
+    ASSERT_TRUE(!weft_task_done(t));
+    int64_t t0 = weft_now_ns();
+    if (how == 1) {
+      weft_stream_close(r.s);
+      ASSERT_EQ(weft_join(t), 0); /* close() alone ends the read */
+    }
+    if (how == 2) weft_stream_abort(r.s);
+    ASSERT_EQ(weft_stream_wait_closed(r.s), 0);
+    ASSERT_LT(weft_now_ns() - t0, 2000000000LL);
+    ASSERT_EQ(weft_join(t), 0);
+    weft_task_release(t);
+    ASSERT_EQ(r.result, 0); /* end of stream */
+    wait_until_equal(&end_seen, 1);
+    ASSERT_EQ(atomic_load(&end_seen), 1);
+    long last = atomic_load(&end_read);
+    ASSERT_EQ(last, how < 2 ? 0 : -ECONNRESET); /* close_notify (a clean end), or the abort's reset */
+  }
+  ASSERT_EQ(weft_server_close(srv), 0);
+  weft_server_free(srv);
+  weft_tls_ctx_free(sctx);
+  weft_tls_ctx_free(cctx);
+  weft_unpin();
+  ASSERT_EQ(count_fds(), fds0);
+  return 0;
+}
+
+TEST_T(closing_wakes_a_reader_waiting_in_the_tls_layer, 60) {
+  run_with_certs(tls_close_reader_main, NULL);
 }
 
 TEST_MAIN()

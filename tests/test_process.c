@@ -3,8 +3,9 @@
  * signal deaths, a child that ignores SIGTERM, many concurrent children
  * across the workers (no zombie, no leaked descriptor), communicate's
  * cancellation and timeout, spawn errors, environment, working directory,
- * process groups, descriptors inherited, -EPIPE on a dead child's stdin.
- * Run on whichever backend WEFT_BACKEND names. */
+ * process groups, descriptors inherited, -EPIPE on a dead child's stdin,
+ * closing stdout (close_pipe, free) while a task reads it. Run on
+ * whichever backend WEFT_BACKEND names. */
 #include <dirent.h>
 #include <fcntl.h>
 #include <stdatomic.h>
@@ -417,6 +418,69 @@ static int streams_main(void *arg) {
 }
 
 TEST(pipes_as_streams_and_epipe) { ASSERT_EQ(run(streams_main, 2), 0); }
+
+/* A task waiting in a read of the child's stdout while another closes
+ * that pipe (close_pipe) or frees the process: the read returns end of
+ * stream (readline: the partial line it had), and the closer returns once
+ * the reader has left the stream (before net/stream.c woke the reader,
+ * the read hung on io_uring and read a freed stream on epoll). */
+typedef struct out_reader {
+  weft_stream *s;
+  ssize_t n;
+  char buf[64];
+  _Atomic int started;
+} out_reader;
+
+static int out_reader_task(void *arg) {
+  out_reader *r = arg;
+  atomic_store(&r->started, 1);
+  r->n = weft_stream_readline(r->s, r->buf, sizeof r->buf);
+  return 0;
+}
+
+static int close_under_reader_main(void *arg) {
+  warm_up();
+  int fds = count_fds();
+  for (int how = 0; how < 2; how++) { /* 0 close_pipe, 1 weft_process_free */
+    weft_process_opts o = {.stdout_mode = WEFT_STDIO_PIPE};
+    weft_process *p;
+    ASSERT_EQ(weft_process_shell(&p, "printf partial; exec sleep 30", &o), 0);
+    pid_t pid = weft_process_pid(p);
+    static out_reader r;
+    memset(&r, 0, sizeof r);
+    r.s = weft_process_stdout(p);
+    weft_task t = weft_spawn(out_reader_task, &r);
+    wait_until_equal(&r.started, 1);
+    weft_sleep_ns(100000000); /* it has "partial" and waits for the end of the line */
+    ASSERT_TRUE(!weft_task_done(t));
+    int64_t t0 = weft_now_ns();
+    if (how == 0)
+      ASSERT_EQ(weft_process_close_pipe(p, 1), 0);
+    else
+      ASSERT_EQ(weft_process_free(p), 0); /* the child lives on: reaped in the background */
+    ASSERT_LT(weft_now_ns() - t0, 2000000000LL);
+    ASSERT_EQ(weft_join(t), 0);
+    weft_task_release(t);
+    ASSERT_EQ(r.n, 7);
+    ASSERT_EQ(memcmp(r.buf, "partial", 7), 0);
+    if (how == 0) {
+      ASSERT_TRUE(weft_process_stdout(p) == NULL);
+      ASSERT_EQ(weft_process_kill(p), 0);
+      int rc;
+      ASSERT_EQ(weft_process_wait(p, &rc), 0);
+      ASSERT_EQ(rc, -SIGKILL);
+      weft_process_free(p);
+    } else {
+      ASSERT_EQ(kill(pid, SIGKILL), 0);
+    }
+  }
+  for (int i = 0; i < 500 && count_fds() != fds; i++) weft_sleep_ns(10000000); /* the reaper's pidfd */
+  if (count_fds() != fds) list_fds("after");
+  ASSERT_EQ(count_fds(), fds);
+  return 0;
+}
+
+TEST_T(closing_stdout_wakes_a_task_reading_it, 60) { ASSERT_EQ(run(close_under_reader_main, 2), 0); }
 
 /* ------------------------------------------------------------ SIGTERM ignored */
 

@@ -286,21 +286,47 @@ WEFT_API size_t weft_stream_buffered(const weft_stream *s);
 /* Drain, then shutdown(SHUT_WR): the peer reads end of stream. Suspends. */
 WEFT_API int weft_stream_write_eof(weft_stream *s);
 
-/* close(): no more writes (they get -EPIPE). Does not suspend.
+/* close(): no more writes (they get -EPIPE), and no more reading from the
+ * peer: reads return what is buffered, then end of stream (asyncio's
+ * transport stops reading at close). Does not suspend.
  * wait_closed(): send what is buffered (giving up on an error or after
  * 10 s), close the socket and free the stream; call it once, after close
  * or alone. Returns 0 or the error that ended the flush. Suspends, but is
- * not cut short by cancellation beyond the flush. wait_closed frees the
- * stream: no other task may be in a call on it then (a reader waiting is
- * not woken, as weft_close's waiters are, since the stream it reads goes
- * away: cancel and join it first; asyncio's reader would see end of
- * stream). */
+ * not cut short by cancellation beyond the flush.
+ *
+ * Closing under a reader. close, abort and wait_closed may be called while
+ * another task is in a read call on the stream (read, read_all, readexactly,
+ * readuntil, readline), on any worker, waiting for the peer: that call
+ * returns end of stream, as asyncio's reader does when the transport closes:
+ * read 0, read_all what it had, readexactly and readuntil -ENODATA with *got
+ * the bytes already in buf (asyncio's IncompleteReadError), readline the
+ * partial last line (0 if none). Not an error code: the reader cannot tell
+ * this end from the peer's, and needs not to: either way no more bytes will
+ * come. A read cancelled meanwhile keeps its -ECANCELED; bytes received are
+ * never dropped (a time limit that expires meanwhile reads as end of stream
+ * too). wait_closed returns only after that call has returned. Then the
+ * stream is freed: the reader must make no call after the one that returned
+ * end of stream (a call that begins after wait_closed returned uses freed
+ * memory). wait_closed cannot know of a reader between two calls; when the
+ * reader may be anywhere (running, or not started yet), call close() first
+ * (the reader's next read returns end of stream), join the reader task, then
+ * wait_closed.
+ *
+ * How the reader is woken: a stream socket is shut for reading (the peer of
+ * a Unix socket pair then gets -EPIPE for its writes); a pipe, tty or
+ * datagram socket gets its descriptor number replaced by an empty pipe's,
+ * and a receive in flight on io_uring is cancelled by file (kernel 5.19 or
+ * later); while bytes wait to be flushed there, the wake waits for
+ * wait_closed's flush. Out of descriptors (or on an older kernel) such a
+ * reader is woken only by its next data or end of file. A TLS reader is
+ * woken without ending the session: wait_closed still sends close_notify. */
 WEFT_API void weft_stream_close(weft_stream *s);
 WEFT_API int weft_stream_wait_closed(weft_stream *s);
 
 /* abort(): close abortively: wait_closed (still to be called once, or by
  * the server after the handler) then drops what is buffered, sends no TLS
  * close_notify, and closes with SO_LINGER 0, so the peer sees a reset.
+ * A reader waiting in the stream returns end of stream, as after close().
  * Does not suspend. */
 WEFT_API void weft_stream_abort(weft_stream *s);
 
@@ -312,7 +338,8 @@ WEFT_API int weft_stream_local(const weft_stream *s, weft_addr *out);
 
 /* A connection handler: runs as its own task per accepted connection. The
  * server owns the stream: after the handler returns it is flushed, closed
- * and freed (the handler must not close it). */
+ * and freed (the handler must not close it); a task the handler left
+ * waiting in a read of it returns end of stream first (see wait_closed). */
 typedef int (*weft_conn_fn)(weft_stream *s, void *arg);
 
 /* Where a server starts its handler tasks (weft_server_opts.placement). */

@@ -102,9 +102,11 @@ WEFT_API weft_stream *weft_process_stderr(weft_process *p);
  * stderr (2) pipe now and free its stream (the accessor then returns
  * NULL): a writer's buffered bytes are flushed first (at most 10 s). To
  * stop reading a producer, as a shell pipeline does when its consumer
- * exits: the child gets SIGPIPE (or EPIPE) at its next write. No other
- * task may be using that stream. Suspends. Errors: -EINVAL NULL p or a bad
- * which; -EBADF that descriptor is not a pipe or was closed already. */
+ * exits: the child gets SIGPIPE (or EPIPE) at its next write. A task
+ * waiting in a read of that stream returns end of stream first (and must
+ * not read it again: weft/net.h, "Closing under a reader"); no other task
+ * may be writing it. Suspends. Errors: -EINVAL NULL p or a bad which;
+ * -EBADF that descriptor is not a pipe or was closed already. */
 WEFT_API int weft_process_close_pipe(weft_process *p, int which);
 
 /* Wait for the child to exit and reap it; *returncode (if not NULL)
@@ -165,14 +167,15 @@ typedef struct weft_communicate {
 
 WEFT_API int weft_process_communicate(weft_process *p, weft_communicate *c);
 
-/* Close the pipes and free the handle. A child not yet reaped is reaped in
- * the background by a detached task of the calling task's runtime (it is
- * not signalled: kill it first to end it); if that runtime shuts down
- * before the child exits, the child is left to the process's own exit
- * (a zombie until then). Call it from a task of the runtime; from
- * elsewhere a child that has not exited yet is left unreaped (documented
- * above). Suspends (a stdin stream's buffered bytes are flushed, for at
- * most 10 s). Returns 0, or -EINVAL for NULL. */
+/* Close the pipes and free the handle (a task waiting in a read of one of
+ * them returns end of stream first, as with weft_process_close_pipe). A
+ * child not yet reaped is reaped in the background by a detached task of
+ * the calling task's runtime (it is not signalled: kill it first to end
+ * it); if that runtime shuts down before the child exits, the child is
+ * left to the process's own exit (a zombie until then). Call it from a
+ * task of the runtime; from elsewhere a child that has not exited yet is
+ * left unreaped (documented above). Suspends (a stdin stream's buffered
+ * bytes are flushed, for at most 10 s). Returns 0, or -EINVAL for NULL. */
 WEFT_API int weft_process_free(weft_process *p);
 
 /* ------------------------------------------------------------ signals */
