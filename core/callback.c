@@ -8,8 +8,26 @@
  * at once (deadline 0); entries due together run in queueing order (the
  * per-worker seq breaks deadline ties, core/timer.h).
  *
- * From outside the workers (weft_runtime_call_*) a tiny detached task is
- * submitted whose only job is to insert the entry on the worker it runs on.
+ * weft_runtime_call_at (from any thread) submits a tiny task whose only job
+ * is to insert the entry on the worker it runs on.
+ *
+ * weft_runtime_call_soon is asyncio's call_soon_threadsafe: its callbacks
+ * run one at a time in the order of the calls, from whatever threads. They
+ * wait in the runtime's FIFO (rt->soon_head/tail, under soon_lock), and one
+ * DRAIN at a time runs them: `soon_draining` is set by the call that finds
+ * no drain scheduled, which submits a task that inserts a drain callback on
+ * its worker. The drain takes the list, runs up to DRAIN_BATCH callbacks
+ * in order, puts the rest back at the front, and queues itself again (a
+ * call_soon on the same worker, so that tasks there run between batches);
+ * it clears soon_draining only under the lock with the list empty. So no
+ * two drains exist at once, every callback has run before a later one
+ * starts, and a call made after another's return runs after it (it is
+ * appended behind it). Before (an entry per call, inserted by a task on
+ * whichever worker took it): callbacks of one thread ran out of order and
+ * side by side on two workers (test_callback's order tests).
+ * The FIFO holds the entry's reference; a drain or a submission that
+ * finds no memory drops the list (DROPPED: cancel says 1, weft/task.h),
+ * and so does shutdown (weft__callback_soon_fini).
  *
  * state: PENDING --fire: CAS--> RUNNING --> RAN;  PENDING --cancel: CAS--> CANCELLED;
  * PENDING --dropped unqueued (runtime variant): CAS--> DROPPED --cancel: CAS--> CANCELLED.
@@ -39,7 +57,10 @@ struct weft_callback {
   _Atomic int state;     /* CAS: fire vs cancel */
   _Atomic int refs;      /* acq_rel decrements: the last frees */
   weft__ctx *ctx;        /* immutable: the scheduler's task-local values then (a reference), NULL = none */
+  weft_callback *next;   /* in the runtime's call_soon FIFO: under rt->soon_lock */
 };
+
+enum { DRAIN_BATCH = 256 }; /* callbacks a drain runs before tasks get a turn */
 
 static void cb_unref(weft_callback *h) {
   /* acq_rel: the last holder sees every other holder's uses before freeing */
@@ -177,9 +198,117 @@ int weft_runtime_call_at(weft_runtime *rt, int64_t deadline, weft_callback_fn fn
   return 0;
 }
 
-int weft_runtime_call_soon(weft_runtime *rt, weft_callback_fn fn, void *arg, weft_callback **out) {
-  return weft_runtime_call_at(rt, 0, fn, arg, out);
+/* ---------------------------------------------------------- runtime_call_soon's FIFO */
+
+/* Drop a detached chain of FIFO callbacks: none of them will run. */
+static void drop_chain(weft_callback *h) {
+  while (h) {
+    weft_callback *next = h->next;
+    drop(h);
+    cb_unref(h);
+    h = next;
+  }
 }
+
+/* The drain ends (nothing left, or no memory): clear soon_draining and take
+ * what is left (NULL when the list is empty). */
+static weft_callback *drain_end(weft__runtime *rt) {
+  weft__spin_lock(&rt->soon_lock);
+  weft_callback *left = rt->soon_head;
+  rt->soon_head = rt->soon_tail = NULL;
+  rt->soon_draining = false;
+  weft__spin_unlock(&rt->soon_lock);
+  return left;
+}
+
+/* The drain (a callback: scheduler context, owner). It alone pops the FIFO
+ * while soon_draining is set, so the callbacks run in order, one at a time. */
+static void drain_cb(void *arg) {
+  weft__runtime *rt = arg;
+  for (;;) {
+    weft__spin_lock(&rt->soon_lock);
+    weft_callback *chain = rt->soon_head;
+    if (!chain) { /* empty: the drain ends; the next call schedules another */
+      rt->soon_draining = false;
+      weft__spin_unlock(&rt->soon_lock);
+      return;
+    }
+    rt->soon_head = rt->soon_tail = NULL;
+    weft__spin_unlock(&rt->soon_lock);
+    for (int n = 0; chain && n < DRAIN_BATCH; n++) {
+      weft_callback *h = chain;
+      chain = h->next;
+      weft__callback_fire(h); /* runs it unless cancelled; drops the FIFO's reference */
+    }
+    if (!chain) continue; /* all run: look again */
+    /* a full batch: put the rest back in front of newer calls, and let the
+     * worker's tasks run before the next batch */
+    weft__spin_lock(&rt->soon_lock);
+    weft_callback *last = chain;
+    while (last->next) last = last->next;
+    last->next = rt->soon_head;
+    if (!rt->soon_head) rt->soon_tail = last;
+    rt->soon_head = chain;
+    weft__spin_unlock(&rt->soon_lock);
+    if (weft_call_soon(drain_cb, rt, NULL) == 0) return;
+    /* no memory for the next turn: go on draining now */
+  }
+}
+
+/* The task a call that starts a drain submits: queue the drain on the
+ * worker it runs on. It does not suspend: it ends with 0 or -ENOMEM when it
+ * ran, -ECANCELED only when shutdown cancelled it before it ran (then the
+ * FIFO is dropped by weft__callback_soon_fini). */
+static int drain_start_task(void *arg) {
+  weft__runtime *rt = arg;
+  if (weft_call_soon(drain_cb, rt, NULL) == 0) return 0;
+  drop_chain(drain_end(rt)); /* no memory: nothing can run them */
+  return -ENOMEM;
+}
+
+int weft_runtime_call_soon(weft_runtime *rt, weft_callback_fn fn, void *arg, weft_callback **out) {
+  if (!rt || !fn) return -EINVAL;
+  weft_callback *h = cb_new(fn, arg, 0, out != NULL);
+  if (!h) return -ENOMEM;
+  h->next = NULL;
+  /* seq_cst, the increment and the load: the Dekker pair with shutdown's
+   * store of stopping and its load of submitting (as in
+   * weft_runtime_submit): either this call sees stopping, or shutdown waits
+   * until it has appended (and submitted the drain), so that the workers
+   * are still there to run it or weft__callback_soon_fini drops it */
+  weft__fetch_add(&rt->submitting, 1, SEQ_CST);
+  if (weft__load(&rt->stopping, SEQ_CST)) {
+    weft__fetch_sub(&rt->submitting, 1, RELEASE); /* release: as below */
+    weft__ctx_unref(h->ctx);
+    weft__free(h, sizeof *h);
+    return -ESHUTDOWN;
+  }
+  weft__spin_lock(&rt->soon_lock);
+  if (rt->soon_tail)
+    rt->soon_tail->next = h;
+  else
+    rt->soon_head = h;
+  rt->soon_tail = h;
+  bool start = !rt->soon_draining;
+  rt->soon_draining = true;
+  weft__spin_unlock(&rt->soon_lock);
+  int rc = 0;
+  if (out) *out = h; /* the handle's reference (cb_new counted it) */
+  if (start && (rc = weft__spawn_external(rt, drain_start_task, rt, NULL)) < 0) {
+    /* no memory for the drain: nothing can run the list, this call's
+     * callback included (the others returned 0: they are DROPPED) */
+    drop_chain(drain_end(rt));
+    if (out) {
+      *out = NULL;
+      cb_unref(h);
+    }
+  }
+  /* release: pairs with shutdown's load: the drain's task is counted */
+  weft__fetch_sub(&rt->submitting, 1, RELEASE);
+  return rc;
+}
+
+void weft__callback_soon_fini(weft__runtime *rt) { drop_chain(drain_end(rt)); }
 
 int weft_callback_cancel(weft_callback *h) {
   if (!h) return -EINVAL;

@@ -30,8 +30,6 @@
 #include "core/worker.h"
 #include "io/reactor.h"
 
-int weft__spawn_external(weft__runtime *rt, weft_fn fn, void *arg, weft_task *out);
-
 /* ------------------------------------------------------------ configuration */
 
 /* CPUs this process may use: the affinity mask, capped by the cgroup v2
@@ -130,6 +128,7 @@ int64_t weft__runtime_live(weft__runtime *rt) {
 
 static void free_runtime(weft__runtime *rt) {
   weft__blocking_fini(&rt->blocking); /* every task has ended: only detached jobs may still run */
+  weft__callback_soon_fini(rt);       /* runtime_call_soon callbacks never run */
   if (rt->workers) {
     for (unsigned i = 0; i < rt->nworkers; i++) {
       weft__worker *w = rt->workers[i];
@@ -198,6 +197,7 @@ int weft_runtime_new(weft_runtime **out, const weft_config *cfg) {
     pthread_mutexattr_destroy(&ma);
   }
   weft__inject_init(&rt->inject);
+  weft__spin_init(&rt->soon_lock);
   if ((rc = weft__idle_init(&rt->idle, c.workers)) < 0) {
     weft__inject_destroy(&rt->inject);
     pthread_mutex_destroy(&rt->arena_lock);

@@ -28,6 +28,7 @@
 #include "core/blocking.h"
 #include "core/idle.h"
 #include "core/inject.h"
+#include "core/spinlock.h"
 #include "core/stack.h"
 #include "core/task.h"
 #include "core/worker.h"
@@ -60,6 +61,13 @@ typedef struct weft_runtime {
   _Atomic long submitting;         /* external submissions past their check of stopping and not yet
                                       spawned: shutdown waits for them (weft_runtime_submit) */
   _Atomic int stop;                /* step 3 */
+
+  /* weft_runtime_call_soon's FIFO (core/callback.c): the callbacks not yet
+   * run, oldest first, and whether a drain is scheduled or running */
+  weft__spinlock soon_lock;
+  struct weft_callback *soon_head; /* under soon_lock */
+  struct weft_callback *soon_tail; /* under soon_lock */
+  bool soon_draining;              /* under soon_lock */
   unsigned n_started;              /* under runtime.c's start_lock: workers that reported */
 
   /* test mode and debug */

@@ -261,6 +261,10 @@ weft__task *weft__task_self(void);
  * timed waits. Returns the wake reason. cancellable: as prepare. */
 int64_t weft__wait_prepare_deadline(bool cancellable, int64_t deadline);
 
+/* Spawn from any thread into rt (weft_runtime_submit: the caller has
+ * checked rt->stopping); detached when out is NULL. 0 or a negative errno. */
+int weft__spawn_external(struct weft_runtime *rt, weft_fn fn, void *arg, weft_task *out);
+
 /* Spawn (as weft_spawn_ex) onto worker `worker` of the calling task's
  * runtime: the task starts there pinned (pin_count 1) and calls
  * weft_unpin() when it may move (net/server.c places connection handlers

@@ -191,6 +191,9 @@ enum { WEFT__TIMER_WAKE = 0, WEFT__TIMER_SCOPE = 1, WEFT__TIMER_CALLBACK = 2 };
 void weft__callback_fire(void *handle);
 bool weft__callback_entry_live(void *handle);
 void weft__callback_drop_entries(weft__timer_heap *h);
+/* Shutdown, workers joined: drop the weft_runtime_call_soon callbacks that
+ * never ran. */
+void weft__callback_soon_fini(struct weft_runtime *rt);
 
 /* Run due timers (owner). */
 void weft__worker_run_timers(weft__worker *w);

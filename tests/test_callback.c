@@ -7,6 +7,7 @@
 #include <sys/mman.h>
 
 #include "task_util.h"
+#include "test_util.h"
 
 /* ------------------------------------------------------------ callbacks */
 
@@ -487,6 +488,134 @@ TEST(runtime_callback_dropped_at_shutdown_cancel_returns_1) {
   ASSERT_EQ(atomic_load(&rv_fn_ran), 0);
   ASSERT_EQ(weft_callback_cancel(h), 1);
   weft_callback_release(h);
+}
+
+/* ------------------------------------------------------------ runtime_call_soon order */
+
+/* weft_runtime_call_soon is asyncio's call_soon_threadsafe: the callbacks
+ * run one at a time, in the order of the calls, whichever threads made
+ * them (a call that happens before another runs first). Each callback
+ * checks that it is the next one and that no other runs beside it. */
+static _Atomic long fifo_next, fifo_disorder, fifo_overlap, fifo_ran;
+static _Atomic int fifo_inside;
+static void fifo_cb(void *arg) {
+  if (atomic_exchange(&fifo_inside, 1)) atomic_fetch_add(&fifo_overlap, 1);
+  long i = (long)(intptr_t)arg;
+  if (atomic_load_explicit(&fifo_next, memory_order_relaxed) != i) atomic_fetch_add(&fifo_disorder, 1);
+  atomic_store_explicit(&fifo_next, i + 1, memory_order_relaxed);
+  atomic_store(&fifo_inside, 0);
+  atomic_fetch_add(&fifo_ran, 1);
+}
+static void fifo_reset(void) {
+  atomic_store(&fifo_next, 0);
+  atomic_store(&fifo_disorder, 0);
+  atomic_store(&fifo_overlap, 0);
+  atomic_store(&fifo_ran, 0);
+}
+/* keep every worker busy now and then, so that the calls' paths differ */
+static _Atomic int fifo_stop;
+static int fifo_churn(void *arg) {
+  (void)arg;
+  while (!atomic_load(&fifo_stop)) {
+    spin_ns(20000);
+    if (weft_yield() < 0) break;
+  }
+  return 0;
+}
+
+TEST_T(runtime_call_soon_runs_in_call_order_one_at_a_time, 60) {
+  long n = tu_iters(20000);
+  for (int round = 0; round < 2; round++) {
+    weft_config c = {.workers = 2};
+    weft_runtime *rt;
+    ASSERT_EQ(weft_runtime_new(&rt, &c), 0);
+    fifo_reset();
+    atomic_store(&fifo_stop, 0);
+    if (round == 1)
+      for (int k = 0; k < 2; k++) ASSERT_EQ(weft_runtime_submit(rt, fifo_churn, NULL, NULL), 0);
+    for (long i = 0; i < n; i++) {
+      ASSERT_EQ(weft_runtime_call_soon(rt, fifo_cb, (void *)(intptr_t)i, NULL), 0);
+      if (i % 512 == 0) usleep(50); /* let some drain between calls */
+    }
+    for (int i = 0; i < 20000 && atomic_load(&fifo_ran) < n; i++) usleep(1000);
+    atomic_store(&fifo_stop, 1);
+    ASSERT_EQ(weft_runtime_shutdown(rt), 0);
+    ASSERT_EQ(atomic_load(&fifo_ran), n);
+    ASSERT_EQ(atomic_load(&fifo_overlap), 0);
+    ASSERT_EQ(atomic_load(&fifo_disorder), 0);
+  }
+}
+
+/* Two threads take turns (each call happens before the other thread's
+ * next): the callbacks run in that interleaved order. */
+static weft_runtime *turn_rt;
+static sem_t turn_sem[2];
+static long turn_n;
+static void *turn_thread(void *arg) {
+  int me = (int)(intptr_t)arg;
+  for (long i = me; i < turn_n; i += 2) {
+    while (sem_wait(&turn_sem[me]) != 0) {
+    }
+    if (weft_runtime_call_soon(turn_rt, fifo_cb, (void *)(intptr_t)i, NULL) != 0) atomic_fetch_add(&fifo_disorder, 1000000);
+    sem_post(&turn_sem[1 - me]);
+  }
+  return NULL;
+}
+TEST_T(runtime_call_soon_keeps_the_order_across_threads, 60) {
+  turn_n = tu_iters(4000);
+  weft_config c = {.workers = 2};
+  ASSERT_EQ(weft_runtime_new(&turn_rt, &c), 0);
+  fifo_reset();
+  sem_init(&turn_sem[0], 0, 1);
+  sem_init(&turn_sem[1], 0, 0);
+  pthread_t a, b;
+  pthread_create(&a, NULL, turn_thread, (void *)0);
+  pthread_create(&b, NULL, turn_thread, (void *)1);
+  pthread_join(a, NULL);
+  pthread_join(b, NULL);
+  for (int i = 0; i < 20000 && atomic_load(&fifo_ran) < turn_n; i++) usleep(1000);
+  ASSERT_EQ(weft_runtime_shutdown(turn_rt), 0);
+  ASSERT_EQ(atomic_load(&fifo_ran), turn_n);
+  ASSERT_EQ(atomic_load(&fifo_overlap), 0);
+  ASSERT_EQ(atomic_load(&fifo_disorder), 0);
+}
+
+/* Calls still queued when the runtime shuts down are dropped (cancel says
+ * 1), whether or not a worker has started on them; nothing leaks (ASan). */
+static int fifo_hog(void *arg) {
+  (void)arg;
+  while (!atomic_load(&fifo_stop)) spin_ns(100000);
+  return weft_yield(); /* -ECANCELED: shutdown cancelled it */
+}
+static void *fifo_stop_later(void *arg) {
+  (void)arg;
+  usleep(100000);
+  atomic_store(&fifo_stop, 1);
+  return NULL;
+}
+TEST_T(runtime_call_soon_pending_at_shutdown_are_dropped, 30) {
+  weft_config c = {.workers = 2};
+  weft_runtime *rt;
+  ASSERT_EQ(weft_runtime_new(&rt, &c), 0);
+  fifo_reset();
+  atomic_store(&fifo_stop, 0);
+  for (int k = 0; k < 2; k++) ASSERT_EQ(weft_runtime_submit(rt, fifo_hog, NULL, NULL), 0);
+  usleep(20000); /* both workers run a hog */
+  enum { N = 100 };
+  weft_callback *h[N];
+  for (long i = 0; i < N; i++) ASSERT_EQ(weft_runtime_call_soon(rt, fifo_cb, (void *)(intptr_t)i, &h[i]), 0);
+  ASSERT_EQ(weft_callback_cancel(h[N / 2]), 1);
+  pthread_t th;
+  pthread_create(&th, NULL, fifo_stop_later, NULL);
+  ASSERT_EQ(weft_runtime_shutdown(rt), 0);
+  pthread_join(th, NULL);
+  long ran = atomic_load(&fifo_ran), cancelled = 0;
+  for (long i = 0; i < N; i++) {
+    cancelled += weft_callback_cancel(h[i]) == 1;
+    weft_callback_release(h[i]);
+  }
+  ASSERT_EQ(ran + cancelled, N - 1); /* every one ran or says it will not (the cancelled one said so) */
+  ASSERT_EQ(atomic_load(&fifo_overlap), 0);
 }
 
 /* ------------------------------------------------------------ racing a shutdown */

@@ -257,9 +257,13 @@ WEFT_API int weft_taskgroup_failed(const weft_taskgroup *g);
  * cancel, set events and futures). weft_call_* queue it on the calling
  * worker (from a task or a callback); weft_runtime_call_* from any thread.
  * Callbacks due at the same time run in the order they were queued on one
- * worker; those queued with weft_runtime_call_* may run on different
- * workers and keep no order among themselves, even from one thread (unlike
- * asyncio's call_soon_threadsafe, which is FIFO). *out (when out is not
+ * worker. weft_runtime_call_soon is call_soon_threadsafe: its callbacks run
+ * one at a time, in the order of the calls (a call that returned before
+ * another began, on any thread, runs first), on one worker at a time (which
+ * one may change between bursts); they keep no order with other callbacks
+ * or tasks. weft_runtime_call_at callbacks run at their deadlines on
+ * whichever worker took them, in no order among equal deadlines (asyncio's
+ * call_at neither). *out (when out is not
  * NULL) receives a handle to cancel it with; release it with
  * weft_callback_release. Callbacks still pending when the
  * runtime shuts down are dropped without running; so is a runtime_call_*
