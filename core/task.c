@@ -549,6 +549,12 @@ static bool try_inline(weft__task *self, weft__task *t) {
   /* Only a task still on this worker's spawn stack: nobody else can start
    * it, and no queue keeps an entry for it. */
   if (!weft__spawn_stack_remove(w, t)) return false;
+  /* Awaiting a task not done is a suspension in asyncio: the joiner's due
+   * timeout scopes expire first, as at a yield (a timeout(0) or
+   * wait_for(t, 0) around the join of a fresh task cancels it, below,
+   * instead of running it to its result). Only a task that has an ext
+   * pays. relaxed: ext is set by this task itself (weft__ext_get). */
+  if (weft__unlikely(weft__load(&self->ext, RELAXED) != NULL)) weft__timeout_expire_due(self);
   weft__store(&t->ws, WEFT__WS_MAKE(WEFT__WS_SEQ(ws), 0, 0, WEFT__TS_RUNNING), RELAXED);
   /* The child borrows the joiner's stack and, for the sanitizers, its
    * fiber identity: if it suspends, the scheduler switches this very

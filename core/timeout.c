@@ -260,7 +260,9 @@ void weft__timeout_fire(weft__task *t, uint32_t seq) {
   expire_due_scopes(t, e, deadline);
 }
 
-/* The task itself, about to yield: expire its entered scopes that are due.
+/* The task itself, about to yield, or to join a fresh task inline (which
+ * runs it without a suspension, core/task.c try_inline): expire its entered
+ * scopes that are due.
  * A yielding task is runnable at once, so it may resume before its worker's
  * next timer pass (every WEFT__GLOBAL_INTERVAL switches, or when nothing
  * local is left to run) or on another worker: timeout(0) followed by a
@@ -268,7 +270,9 @@ void weft__timeout_fire(weft__task *t, uint32_t seq) {
  * call_soon) before the task's next step. Every due scope expires here, as
  * a timer pass expires every due entry, so of nested scopes due together
  * the outermost still converts. Their heap entries go stale. The list's
- * links are changed only by the task itself, so it reads them unlocked. */
+ * links are changed only by the task itself, so it reads them unlocked.
+ * (An inline join did not expire either: wait_for(t, 0) on a task just
+ * spawned ran it to its result instead of cancelling it.) */
 void weft__timeout_expire_due(weft__task *t) {
   weft__task_ext *e = weft__ext_peek(t);
   if (!e || !e->scopes) return;

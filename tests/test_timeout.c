@@ -325,6 +325,47 @@ static int wait_for_main(void *arg) {
 }
 TEST(wait_for_cases) { run_both(wait_for_main, NULL); }
 
+/* A task just spawned (not started, joinable inline) is not done: a zero
+ * timeout cancels it before it runs (asyncio: wait_for(t, 0) cancels a task
+ * not done; timeout(0) expires before the await's first step), where the
+ * inline join used to run it to its result with no expiry. */
+static _Atomic int fresh_ran;
+static int fresh_returns_5(void *arg) {
+  (void)arg;
+  atomic_store(&fresh_ran, 1);
+  return 5;
+}
+
+static int zero_timeout_fresh_main(void *arg) {
+  (void)arg;
+  if (getenv("WEFT_TEST_MIGRATE")) return 0; /* the child may run on another worker before the join */
+  atomic_store(&fresh_ran, 0);
+  weft_task t = weft_spawn(fresh_returns_5, NULL);
+  ASSERT_EQ(weft_wait_for(weft_aw_task(t), 0, NULL), -ETIMEDOUT);
+  ASSERT_EQ(weft_task_status(t), -ECANCELED);
+  ASSERT_EQ(atomic_load(&fresh_ran), 0);
+  weft_task_release(t);
+  assert_clean();
+  /* the same with a scope around the join */
+  t = weft_spawn(fresh_returns_5, NULL);
+  weft_timeout to;
+  ASSERT_EQ(weft_timeout_enter(&to, 0), 0);
+  int rc = weft_join(t);
+  ASSERT_EQ(rc, -ECANCELED);
+  ASSERT_EQ(weft_timeout_leave(&to, rc), -ETIMEDOUT);
+  ASSERT_EQ(atomic_load(&fresh_ran), 0);
+  weft_task_release(t);
+  assert_clean();
+  /* a scope not due still runs it inline to its result */
+  t = weft_spawn(fresh_returns_5, NULL);
+  ASSERT_EQ(weft_wait_for(weft_aw_task(t), 1000 * MS, NULL), 5);
+  ASSERT_EQ(atomic_load(&fresh_ran), 1);
+  weft_task_release(t);
+  assert_clean();
+  return 0;
+}
+TEST(wait_for_zero_timeout_cancels_a_fresh_task) { run_both(zero_timeout_fresh_main, NULL); }
+
 /* the waiter is cancelled from elsewhere at the moment its timeout expires:
  * the outer cancellation wins (-ECANCELED), as asyncio's uncancel count says */
 static int cancel_at_expiry(void *arg) {

@@ -64,7 +64,8 @@ WEFT_API int weft_future_await(weft_future *f, void **value);
  * thread (at once, on the caller's, when f is done and its callbacks have
  * run). Callbacks run in the order they were added, as in asyncio: one
  * added while the completing thread still runs earlier ones is run by that
- * thread after them, not at once. Callbacks must not suspend or block. Any
+ * thread after them, not at once. Callbacks must not suspend or block,
+ * nor destroy f (destroy waits for the completion that runs them). Any
  * thread. Errors: -ENOMEM, -EINVAL (cb NULL). */
 typedef void (*weft_future_cb)(weft_future *f, void *arg);
 WEFT_API int weft_future_add_done_callback(weft_future *f, weft_future_cb cb, void *arg);
@@ -153,7 +154,9 @@ WEFT_API int weft_as_completed_init(weft_as_completed *it, const weft_awaitable 
  * returned already; -ETIMEDOUT the overall timeout passed and none that
  * finished remains to be returned; -ECANCELED (nothing cancelled). Unlike
  * asyncio, which makes a set of its arguments, an awaitable given twice is
- * two entries, each returned once. A timeout cancels nothing. */
+ * two entries, each returned once. A timeout cancels nothing, and unlike
+ * asyncio (TimeoutError on every next once the timeout passed) it drops
+ * nothing: one that finishes after it is still returned by a later next. */
 WEFT_API int weft_as_completed_next(weft_as_completed *it);
 WEFT_API void weft_as_completed_destroy(weft_as_completed *it);
 
@@ -182,8 +185,9 @@ typedef struct weft_timeout {
 /* Enter with a delay from now (WEFT_FOREVER: no deadline) or a CLOCK_MONOTONIC
  * deadline. A deadline already past (or a zero delay) is due at once: the
  * scope expires at the task's next suspension, which returns -ECANCELED
- * (as asyncio schedules the expiry with call_soon); a body that never
- * suspends sees no expiry. Does not suspend. Errors: -EINVAL negative delay, outside a
+ * (as asyncio schedules the expiry with call_soon; a join that would run a
+ * task not yet started inline counts, and cancels that task before it
+ * runs); a body that never suspends sees no expiry. Does not suspend. Errors: -EINVAL negative delay, outside a
  * task; -ENOMEM (the scope is not entered). */
 WEFT_API int weft_timeout_enter(weft_timeout *s, int64_t delay_ns);
 WEFT_API int weft_timeout_enter_at(weft_timeout *s, int64_t deadline_ns);
@@ -191,8 +195,9 @@ WEFT_API int weft_timeout_enter_at(weft_timeout *s, int64_t deadline_ns);
  * expired and rc is -ECANCELED caused by this scope alone, else rc.
  * Errors: -EINVAL not the calling task's innermost scope (nothing changes). */
 WEFT_API int weft_timeout_leave(weft_timeout *s, int rc);
-/* Move the deadline (WEFT_FOREVER: none). Errors: -EINVAL the scope has
- * expired already or is not entered; -ENOMEM. */
+/* Move the deadline (WEFT_FOREVER: none), from the task that entered the
+ * scope (asyncio lets any code do it). Errors: -EINVAL the scope has
+ * expired already, is not entered, or the caller is another task; -ENOMEM. */
 WEFT_API int weft_timeout_reschedule(weft_timeout *s, int64_t deadline_ns);
 /* The deadline (WEFT_FOREVER: none), and whether the scope has expired. */
 WEFT_API int64_t weft_timeout_when(const weft_timeout *s);
