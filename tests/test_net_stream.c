@@ -927,7 +927,11 @@ static int reader_handing_handler(weft_stream *s, void *arg) {
   ASSERT_EQ(weft_stream_write(s, big, sizeof big), 0); /* the client never reads: it stays buffered */
   ASSERT_EQ(weft_spawn_detached(srv_reader_task, s), 0);
   wait_until_equal(&srv_r.started, 1);
-  weft_sleep_ns(50000000); /* the reader waits for the client now */
+  /* the reader waits for the client now. A loaded machine may run this
+   * sleep past the shutdown: its cancel must end the handler here too (it
+   * was ignored, and the handler then waited on `never` for good: a hang
+   * under TSan in WEFT_STRESS=long beside other work) */
+  if (weft_sleep_ns(50000000) < 0) return -ECANCELED;
   weft_event never;
   weft_event_init(&never);
   return weft_event_wait(&never); /* until shutdown cancels it */
