@@ -9,7 +9,10 @@
  * attempt that connects after a winner exists closes its own. Then the
  * coordinator cancels the attempts still running and joins every one of
  * them (they live on its stack), so nothing is left behind on any path,
- * the coordinator's own cancellation included.
+ * the coordinator's own cancellation included. Those joins are not
+ * cancellable: a request that comes during them stays pending and is
+ * taken at the end (-ECANCELED, the winner closed), never swallowed by an
+ * attempt that returns normally after the join forwarded it.
  *
  * State shared by the attempts and the coordinator: `winner`, `ended`,
  * `err` and the coordinator's wait {task, seq}, under a spinlock; an
@@ -149,12 +152,20 @@ int weft_connect_addrs(const weft_addr *addrs, size_t count, int64_t deadline, w
     if (won || (all_ended && started == n)) break;
     if (weft_now_ns() >= deadline) break;
   }
-  /* Cancel the rest and join everyone: the attempts use this stack. */
+  /* Cancel the rest and join everyone: the attempts use this stack. The
+   * joins are not cancellable: a request for the coordinator that comes
+   * now would be forwarded to an attempt (already cancelled), whose
+   * ordinary return would swallow it; it stays pending instead, and is
+   * taken below. */
   for (int i = 0; i < started; i++) weft_cancel(tasks[i]);
+  weft__task *self = weft__task_self();
+  self->shield_depth++;
   for (int i = 0; i < started; i++) {
-    while (weft_join(tasks[i]) == -ECANCELED && !weft_task_done(tasks[i])) rc = -ECANCELED;
+    weft_join(tasks[i]);
     weft_task_release(tasks[i]);
   }
+  self->shield_depth--;
+  if (rc != -ECANCELED) rc = weft__io_cancel_point() ? -ECANCELED : rc;
   /* Every attempt ended: the state is ours alone now. */
   if (rc == -ECANCELED) {
     if (st.winner >= 0) close(st.winner);

@@ -7,7 +7,9 @@
  * operation with -EAGAIN on such a socket: the call then waits with
  * IORING_OP_POLL_ADD and tries again, so that no call returns -EAGAIN. A
  * connect that reports -EINPROGRESS/-EALREADY is finished the same way
- * (POLLOUT, then SO_ERROR).
+ * (POLLOUT, then SO_ERROR); so is one on epoll, where EALREADY means that
+ * an earlier weft_connect on the socket timed out or was cancelled while
+ * the kernel's connect went on: the new call waits for that one.
  *
  * epoll: the non-blocking system call first (MSG_DONTWAIT, accept4 on a
  * non-blocking listener, connect's EINPROGRESS); on EAGAIN the task waits
@@ -33,6 +35,7 @@
 #include <poll.h>
 #include <sys/epoll.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <weft/net.h>
@@ -226,16 +229,25 @@ static int check_addr(const weft_addr *a) {
  * EAGAIN, and no readiness event says when room was made (the socket
  * itself polls writable at once, with SO_ERROR 0, while still not
  * connected). So connect() again, backing off from 1 ms to 50 ms, until
- * it connects, fails otherwise, or the deadline. */
+ * it connects, fails otherwise, or the deadline. The backoff is a sleep
+ * that weft_close cannot wake: each retry first checks that fd is still
+ * the socket it was (device and inode), and returns -EBADF when it was
+ * closed meanwhile, never connecting a file that took the number. */
 static int unix_connect(int fd, const weft_addr *a, int64_t deadline) {
   int64_t backoff = 1000000;
+  struct stat st0; /* fd's identity, taken at the first EAGAIN */
+  bool waited = false;
   for (;;) {
     int rc = weft__io_cancel_point();
     if (rc) return rc;
+    struct stat st;
+    if (waited && (fstat(fd, &st) < 0 || st.st_dev != st0.st_dev || st.st_ino != st0.st_ino)) return -EBADF;
     if (connect(fd, &a->u.sa, a->len) == 0) return 0;
     int e = errno;
     if (e == EINTR) continue;
     if (e != EAGAIN) return -e;
+    if (!waited && fstat(fd, &st0) < 0) return -errno;
+    waited = true;
     int64_t now = weft_now_ns();
     if (deadline != WEFT__NO_DEADLINE && now >= deadline) return -ETIMEDOUT;
     int64_t until = deadline != WEFT__NO_DEADLINE && deadline - now < backoff ? deadline : now + backoff;
@@ -268,7 +280,9 @@ int weft_connect(int fd, const weft_addr *a, int64_t deadline) {
   weft__ready rd;
   weft__ready_begin(&rd, fd, WEFT__DIR_OUT); /* the snapshot before the call (io/readiness.h) */
   if (connect(fd, &a->u.sa, a->len) == 0) return 0;
-  if (errno != EINPROGRESS && errno != EINTR && errno != EAGAIN) return -errno;
+  /* EALREADY: a connect still under way (an earlier call timed out or was
+   * cancelled; the kernel goes on): wait for it, as io_uring's path does */
+  if (errno != EINPROGRESS && errno != EALREADY && errno != EINTR && errno != EAGAIN) return -errno;
   for (;;) { /* until writable: a wake says that an event came, not which (a reset returns -EBADF) */
     weft__ready_clear(&rd);
     rc = weft__ready_wait(&rd, deadline);

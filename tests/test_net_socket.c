@@ -738,4 +738,166 @@ TEST(a_descriptor_received_with_scm_rights_is_cloexec) {
   ASSERT_EQ(weft_run(scm_main, NULL, &c), 0);
 }
 
+/* ------------------------------------------------------------ found by review (client side; each failed before):
+ * a cancellation that reaches happy eyeballs after the winner connected,
+ * a connect that an earlier call left under way, and weft_close of a Unix
+ * socket whose connect waits for room in a full backlog */
+
+/* The coordinator, cancelled while it joined the losing attempts (after a
+ * winner connected), forwarded the request to an attempt, which returned
+ * normally: the request was used up and the connected descriptor returned
+ * as if nobody had cancelled (the task ran on, uncancelled). Now it
+ * returns -ECANCELED (closing the winner), or, when the request came after
+ * it returned, the next suspension does. The canceller runs when the
+ * winning connection is accepted, after k yields: on io_uring (one
+ * worker) k >= 1 lands in the joins. */
+typedef struct he_late {
+  weft_addr list[2];
+  int good_lfd;
+  int yields;
+  weft_task conn;
+} he_late;
+
+static int he_late_conn(void *arg) {
+  he_late *h = arg;
+  int fd = weft_connect_addrs(h->list, 2, weft_now_ns() + 10000000000LL, NULL);
+  if (fd < 0) return fd;
+  int rc = weft_sleep_ns(200000000); /* the request, if it came after the return */
+  close(fd);
+  return rc == -ECANCELED ? 1 : 1000 + rc;
+}
+
+static int he_late_canceller(void *arg) {
+  he_late *h = arg;
+  int a = weft_accept(h->good_lfd, NULL);
+  for (int i = 0; i < h->yields; i++) weft_yield();
+  weft_cancel(h->conn);
+  if (a >= 0) close(a);
+  return a >= 0 ? 0 : a;
+}
+
+static int he_late_main(void *arg) {
+  (void)arg;
+  int fds0 = count_fds();
+  he_late h;
+  int fill[8], nfill;
+  int lhang = full_backlog(&h.list[0], fill, &nfill); /* the loser: in flight when the winner connects */
+  h.good_lfd = listen_on("127.0.0.1", &h.list[1], 8);
+  for (int k = 0; k < 4; k++) {
+    h.yields = k;
+    h.conn = weft_spawn(he_late_conn, &h);
+    weft_task c = weft_spawn(he_late_canceller, &h);
+    int r = weft_join(h.conn);
+    weft_task_release(h.conn);
+    ASSERT_EQ(weft_join(c), 0);
+    weft_task_release(c);
+    if (r != -ECANCELED && r != 1) TEST_FAIL("yields %d: %d (the cancellation was lost)", k, r);
+  }
+  for (int i = 0; i < nfill; i++) close(fill[i]);
+  close(lhang);
+  close(h.good_lfd);
+  ASSERT_EQ(count_fds(), fds0);
+  return 0;
+}
+
+TEST(happy_eyeballs_cancelled_as_the_winner_connects) {
+  weft_config c = cfg_workers(1);
+  ASSERT_EQ(weft_run(he_late_main, NULL, &c), 0);
+}
+
+/* A connect that timed out goes on in the kernel: connect(2) again says
+ * EALREADY. io_uring's path waited for it; epoll's returned -EALREADY at
+ * once (asyncio's sock_connect waits: BlockingIOError). */
+static int again_main(void *arg) {
+  (void)arg;
+  int fds0 = count_fds();
+  weft_addr la;
+  int fill[8], nfill;
+  int lfd = full_backlog(&la, fill, &nfill);
+  int fd = weft_socket(AF_INET, SOCK_STREAM, 0);
+  ASSERT_GE(fd, 0);
+  ASSERT_EQ(weft_connect(fd, &la, weft_now_ns() + 50000000LL), -ETIMEDOUT);
+  int64_t t0 = weft_now_ns();
+  ASSERT_EQ(weft_connect(fd, &la, t0 + 100000000LL), -ETIMEDOUT); /* was -EALREADY on epoll */
+  ASSERT_GE(weft_now_ns() - t0, 90000000LL);
+  /* room in the backlog: the kernel's next SYN gets through, the waiting call sees it */
+  int a = accept4(lfd, NULL, NULL, SOCK_CLOEXEC);
+  ASSERT_GE(a, 0);
+  ASSERT_EQ(weft_connect(fd, &la, weft_now_ns() + 10000000000LL), 0);
+  weft_addr peer;
+  ASSERT_EQ(weft_peername(fd, &peer), 0);
+  close(a);
+  close(fd);
+  for (int i = 0; i < nfill; i++) close(fill[i]);
+  close(lfd);
+  ASSERT_EQ(count_fds(), fds0);
+  return 0;
+}
+
+TEST(a_connect_still_under_way_is_waited_for) {
+  weft_config c = cfg_workers(1);
+  ASSERT_EQ(weft_run(again_main, NULL, &c), 0);
+}
+
+/* io.h: weft_close wakes a task waiting on the descriptor (connect
+ * included) with -EBADF; it never goes on with a file that takes the
+ * number. A Unix connect waiting for room in a full backlog sleeps between
+ * tries, and went on calling connect() on the number: a new socket that
+ * took it was connected behind its owner's back (a blocking one blocked
+ * the worker thread). */
+typedef struct uclose {
+  int fd;
+  weft_addr a;
+} uclose;
+
+static int uclose_conn(void *arg) {
+  uclose *u = arg;
+  return weft_connect(u->fd, &u->a, weft_now_ns() + 2000000000LL);
+}
+
+static int uclose_main(void *arg) {
+  (void)arg;
+  int fds0 = count_fds();
+  uclose u;
+  char path[64];
+  snprintf(path, sizeof path, "@weft-uclose-%d", (int)getpid());
+  ASSERT_EQ(weft_addr_unix(&u.a, path), 0);
+  int lfd = weft_listen(&u.a, 1, 0);
+  ASSERT_GE(lfd, 0);
+  int fill[16], nfill = 0;
+  for (int i = 0; i < 16; i++) {
+    int fd = weft_connect_addr(&u.a, weft_now_ns() + 100000000LL);
+    if (fd < 0) break;
+    fill[nfill++] = fd;
+  }
+  ASSERT_TRUE(nfill < 16);
+  u.fd = weft_socket(AF_UNIX, SOCK_STREAM, 0);
+  ASSERT_GE(u.fd, 0);
+  weft_task t = weft_spawn(uclose_conn, &u);
+  weft_sleep_ns(100000000); /* in its backoff */
+  ASSERT_TRUE(!weft_task_done(t));
+  int64_t t0 = weft_now_ns();
+  ASSERT_EQ(weft_close(u.fd), 0);
+  int nfd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0); /* takes the number */
+  ASSERT_GE(nfd, 0);
+  int a = accept4(lfd, NULL, NULL, SOCK_CLOEXEC); /* room: a connect on nfd would get through */
+  ASSERT_GE(a, 0);
+  ASSERT_EQ(weft_join(t), -EBADF); /* was 0: nfd connected */
+  ASSERT_LT(weft_now_ns() - t0, 1000000000LL);
+  weft_task_release(t);
+  weft_addr peer;
+  ASSERT_EQ(weft_peername(nfd, &peer), -ENOTCONN); /* nobody connected it */
+  close(a);
+  close(nfd);
+  for (int i = 0; i < nfill; i++) close(fill[i]);
+  close(lfd);
+  ASSERT_EQ(count_fds(), fds0);
+  return 0;
+}
+
+TEST(weft_close_wakes_a_unix_connect_waiting_for_room) {
+  weft_config c = cfg_workers(2);
+  ASSERT_EQ(weft_run(uclose_main, NULL, &c), 0);
+}
+
 TEST_MAIN()

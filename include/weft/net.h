@@ -102,7 +102,11 @@ WEFT_API int weft_socket(int family, int type, int protocol);
 
 /* connect(2) fd to a, waiting until it is connected or the deadline:
  * 0 or a negative errno (-ECONNREFUSED, -ETIMEDOUT, -ENETUNREACH, ...).
- * fd stays the caller's on every path. Suspends. */
+ * fd stays the caller's on every path. A connect cut short (-ETIMEDOUT,
+ * -ECANCELED) goes on in the kernel: calling weft_connect again waits for
+ * it. A Unix connect waiting for room in a full backlog retries every 1 to
+ * 50 ms; a weft_close of fd meanwhile ends it with -EBADF at its next try.
+ * Suspends. */
 WEFT_API int weft_connect(int fd, const weft_addr *a, int64_t deadline_ns);
 
 /* A new stream socket connected to a: its descriptor, or a negative errno
@@ -114,7 +118,10 @@ WEFT_API int weft_connect_addr(const weft_addr *a, int64_t deadline_ns);
  * each next attempt starts when the previous one failed or after 250 ms;
  * the first to connect wins and the others are cancelled and closed.
  * Returns the connected descriptor (peer, if not NULL, gets its address),
- * or the last attempt's error (-ETIMEDOUT at the deadline). Suspends. */
+ * or the last attempt's error (-ETIMEDOUT at the deadline). A cancellation
+ * is never lost: the call returns -ECANCELED (closing a winner that
+ * connected meanwhile), or, when the request came as it returned, the next
+ * suspension does. Suspends. */
 WEFT_API int weft_connect_host(const char *host, uint16_t port, int64_t deadline_ns, weft_addr *peer);
 
 /* Happy eyeballs over the given addresses, in their order (1 to
