@@ -200,7 +200,8 @@ static void remove_task(weft_signal_watch *w) {
 }
 
 int weft_signal_watch_remove(weft_signal_watch *w) {
-  if (!w) return -EINVAL;
+  /* outside a task the join below would fail and w be freed under its task */
+  if (!w || weft_task_is_null(weft_current())) return -EINVAL;
   sigslot *s = &slots[w->signo];
   unregister(w);
   while (weft__load(&s->busy, SEQ_CST)) /* a handler may still hold w: wait for it to leave */

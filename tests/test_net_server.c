@@ -451,4 +451,39 @@ TEST(two_servers_with_reuseport) {
   ASSERT_EQ(weft_run(reuseport_main, NULL, &c), 0);
 }
 
+/* weft_server_free suspends (it shuts the server down): outside a task it
+ * must leave the server alone. It freed it under its running accept loop
+ * (a use after free: ASan). The server still serves afterwards. */
+static weft_server *outside_srv;
+static uint16_t outside_port;
+static int outside_start(void *arg) {
+  (void)arg;
+  ASSERT_EQ(weft_start_server(&outside_srv, "127.0.0.1", 0, hello_handler, NULL, NULL), 0);
+  weft_addr a;
+  ASSERT_EQ(weft_server_addr(outside_srv, &a), 0);
+  outside_port = weft_addr_port(&a);
+  return 0;
+}
+static int outside_use_then_free(void *arg) {
+  (void)arg;
+  weft_stream *s;
+  ASSERT_EQ(weft_open_connection("127.0.0.1", outside_port, WEFT_NO_DEADLINE, &s), 0);
+  char buf[2];
+  ASSERT_EQ(weft_stream_readexactly(s, buf, 2, NULL), 2);
+  ASSERT_EQ(memcmp(buf, "hi", 2), 0);
+  weft_stream_close(s);
+  ASSERT_EQ(weft_stream_wait_closed(s), 0);
+  weft_server_free(outside_srv);
+  return 0;
+}
+TEST(free_outside_a_task_leaves_the_server) {
+  weft_config c = cfg_workers(2);
+  weft_runtime *rt;
+  ASSERT_EQ(weft_runtime_new(&rt, &c), 0);
+  ASSERT_EQ(weft_runtime_call(rt, outside_start, NULL), 0);
+  weft_server_free(outside_srv); /* refused: not in a task */
+  ASSERT_EQ(weft_runtime_call(rt, outside_use_then_free, NULL), 0);
+  ASSERT_EQ(weft_runtime_shutdown(rt), 0);
+}
+
 TEST_MAIN()

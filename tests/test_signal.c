@@ -88,6 +88,35 @@ TEST(watch_runs_handlers_as_tasks) {
   ASSERT_EQ(weft_run(watch_main, NULL, &cfg), 0);
 }
 
+/* remove suspends (it joins the watch's task): outside a task it is
+ * refused with -EINVAL and changes nothing (it used to free the watch
+ * under its still running task) */
+static weft_signal_watch *outside_w;
+static int outside_add(void *arg) {
+  (void)arg;
+  return weft_signal_watch_add(&outside_w, SIGUSR1, on_usr1, (void *)0);
+}
+static int outside_remove(void *arg) {
+  (void)arg;
+  return weft_signal_watch_remove(outside_w);
+}
+TEST(remove_outside_a_task_is_refused) {
+  signal(SIGUSR1, SIG_IGN);
+  weft_runtime *rt;
+  weft_config cfg = {0};
+  cfg.workers = 2;
+  ASSERT_EQ(weft_runtime_new(&rt, &cfg), 0);
+  ASSERT_EQ(weft_runtime_call(rt, outside_add, NULL), 0);
+  ASSERT_EQ(weft_signal_watch_remove(outside_w), -EINVAL);
+  struct sigaction sa;
+  sigaction(SIGUSR1, NULL, &sa);
+  ASSERT_TRUE(sa.sa_handler != SIG_IGN); /* still watched */
+  ASSERT_EQ(weft_runtime_call(rt, outside_remove, NULL), 0);
+  sigaction(SIGUSR1, NULL, &sa);
+  ASSERT_TRUE(sa.sa_handler == SIG_IGN);
+  ASSERT_EQ(weft_runtime_shutdown(rt), 0);
+}
+
 /* ------------------------------------------------------------ weft_run's SIGINT */
 
 static atomic_int cleaned;

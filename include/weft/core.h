@@ -46,7 +46,8 @@ typedef struct weft_task {
   uint64_t gen;
 } weft_task;
 
-/* The null handle, returned by spawn on failure. */
+/* The null handle, returned by spawn on failure. The calls below that take
+ * a handle answer it with -EINVAL (the bool ones with false). */
 #define WEFT_TASK_NULL ((weft_task){0, 0})
 static inline bool weft_task_is_null(weft_task t) { return t.rec == 0; }
 
@@ -68,8 +69,8 @@ typedef struct weft_config {
                                 least this; pooled stacks are mapped twice as large (address space
                                 only until touched) so that a child joined inline gets as much */
   unsigned ring_entries;     /* io_uring submission entries per worker; 0 = 256; at most 32768 */
-  unsigned blocking_threads; /* most threads of the blocking pool; 0 = 64 */
-  int64_t blocking_idle_ns;  /* idle time after which a blocking thread exits; 0 = 10 s */
+  unsigned blocking_threads; /* most threads of the blocking pool; 0 = 64; at most 4096 */
+  int64_t blocking_idle_ns;  /* idle time after which a blocking thread exits; 0 = 10 s; negative: -EINVAL */
   int debug;                 /* 0 = from WEFT_DEBUG (unset: off); 1 = checks and reports (see below) */
   int backend;               /* enum weft_backend */
   /* Test setting (also WEFT_TEST_MIGRATE=1 and WEFT_TEST_SEED=N): every
@@ -90,14 +91,17 @@ typedef struct weft_config {
 /* asyncio.run: start a runtime, run main(arg) as its first task, then cancel
  * the tasks still alive and wait for them, stop the workers and return main's
  * status. Blocks the calling thread, which must not be a worker.
- * Errors: -EINVAL a bad configuration (a message says which field) or a call
- * from inside a task; -ENOMEM; the reactor's setup error. */
+ * Errors: -EINVAL main NULL, a bad configuration (a message says which
+ * field) or a call from inside a task; -ENOMEM; the reactor's setup error;
+ * pthread_create's error (-EAGAIN) for a worker thread; -EINTR main ended
+ * with -ECANCELED after a SIGINT cancelled it (weft/process.h). */
 WEFT_API int weft_run(weft_fn main, void *arg, const weft_config *cfg);
 
 /* An explicit runtime, for programs that own their main thread. */
 typedef struct weft_runtime weft_runtime;
 
-/* Create and start a runtime. Any thread (not a worker). Errors as weft_run.
+/* Create and start a runtime. Any thread (not a worker). Errors as weft_run
+ * (-EINVAL also for out NULL; never -EINTR).
  * Like weft_run, it sets SIGPIPE to SIG_IGN when the program left it at
  * SIG_DFL (Python does the same at startup), so that a write to a pipe or
  * socket whose reader is gone returns -EPIPE instead of killing the
@@ -107,7 +111,8 @@ WEFT_API int weft_runtime_new(weft_runtime **out, const weft_config *cfg);
 /* Submit fn(arg) as a new task from any thread (a worker's task included).
  * *out receives a handle that the caller owns (release it, or pass it to
  * weft_runtime_wait, which releases it). out may be NULL: the task is then
- * detached. Any thread. Errors: -ENOMEM; -ESHUTDOWN the runtime is stopping.
+ * detached. Any thread. Errors: -EINVAL rt or fn NULL; -ENOMEM; -ESHUTDOWN
+ * the runtime is stopping.
  * A submission may race with the start of weft_runtime_shutdown: it is
  * refused, or its task is counted (and cancelled) by the shutdown. It must
  * not be able to start after weft_runtime_shutdown returned: the runtime
@@ -116,7 +121,8 @@ WEFT_API int weft_runtime_submit(weft_runtime *rt, weft_fn fn, void *arg, weft_t
 
 /* Block the calling thread (not a worker's task) until t is done, release
  * the handle and return t's status (run_coroutine_threadsafe(...).result()).
- * Errors: -EINVAL called from a task; -ESRCH stale handle. */
+ * Errors: -EINVAL called from a task, rt NULL or the null handle; -ESRCH
+ * stale handle. */
 WEFT_API int weft_runtime_wait(weft_runtime *rt, weft_task t);
 
 /* Submit fn(arg) and wait for its status: weft_runtime_submit + weft_runtime_wait. */
@@ -124,10 +130,11 @@ WEFT_API int weft_runtime_call(weft_runtime *rt, weft_fn fn, void *arg);
 
 /* Cancel every task still alive, wait for all of them, stop the workers and
  * free the runtime. Blocks. Any thread but the runtime's own workers.
- * Returns 0, or -EINVAL when called from one of its tasks. */
+ * Returns 0, or -EINVAL when called from one of its tasks (or rt NULL). */
 WEFT_API int weft_runtime_shutdown(weft_runtime *rt);
 
-/* The backend a runtime uses: WEFT_BACKEND_URING or WEFT_BACKEND_EPOLL. */
+/* The backend a runtime uses: WEFT_BACKEND_URING or WEFT_BACKEND_EPOLL
+ * (-EINVAL for NULL). */
 WEFT_API int weft_runtime_backend(const weft_runtime *rt);
 
 /* ------------------------------------------------------------ tasks */
@@ -177,11 +184,13 @@ WEFT_API int weft_task_release(weft_task t);
  * is already done, -ESRCH for a stale handle. Any thread. */
 WEFT_API int weft_cancel(weft_task t);
 
-/* task.cancelling(): the number of cancel requests not withdrawn. */
+/* task.cancelling(): the number of cancel requests not withdrawn, or
+ * -ESRCH (stale handle). Any thread. */
 WEFT_API int weft_cancelling(weft_task t);
 
 /* task.uncancel(): withdraw one request; returns the remaining count. When it
- * reaches 0, a request not yet delivered is dropped as well. */
+ * reaches 0, a request not yet delivered is dropped as well. Any thread.
+ * Errors: -ESRCH (stale handle). */
 WEFT_API int weft_uncancel(weft_task t);
 
 /* The calling task's handle (not owned: do not release it), or the null
@@ -195,7 +204,8 @@ WEFT_API bool weft_task_cancelled(weft_task t); /* done and ended by cancellatio
 WEFT_API int weft_task_status(weft_task t);
 
 /* Set or read the task's name (names are for reports: at most 31 bytes kept).
- * get copies the name into buf; returns its length or -ESRCH. */
+ * set returns 0 or -ESRCH; get copies the name into buf (truncated to len;
+ * buf may be NULL when len is 0) and returns its length, or -ESRCH. */
 WEFT_API int weft_task_set_name(weft_task t, const char *name);
 WEFT_API int weft_task_get_name(weft_task t, char *buf, size_t len);
 
@@ -204,7 +214,7 @@ WEFT_API int weft_task_get_name(weft_task t, char *buf, size_t len);
  * Callbacks run in the order they were added, as in asyncio: one added
  * while the finishing thread still runs earlier ones is run by that thread
  * after them, not at once. Callbacks must not block or suspend. Any
- * thread. Errors: -ENOMEM; -ESRCH.
+ * thread. Errors: -EINVAL cb NULL; -ENOMEM; -ESRCH.
  * t counts as done (weft_join returns, weft_task_done is true) as soon as
  * its status is published, which may be before its callbacks have run: as
  * in asyncio, where a done task's callbacks are only scheduled. */
@@ -234,7 +244,8 @@ typedef struct weft_task_info {
 
 /* all_tasks(): fill out[] with up to n live tasks of the calling task's
  * runtime (or of rt, with weft_runtime_tasks, from any thread) and return how
- * many are alive in all (which may exceed n). */
+ * many are alive in all (which may exceed n). out may be NULL when n is 0.
+ * Errors: -EINVAL weft_tasks outside a worker, rt NULL. */
 WEFT_API int weft_tasks(weft_task_info *out, size_t n);
 WEFT_API int weft_runtime_tasks(weft_runtime *rt, weft_task_info *out, size_t n);
 
@@ -245,15 +256,18 @@ WEFT_API int64_t weft_now_ns(void);
 
 /* asyncio.sleep: suspend for ns nanoseconds; 0 yields (the task goes behind
  * the other runnable tasks). Suspends. Errors: -ECANCELED, -EINVAL (negative
- * duration, outside a task). */
+ * or overflowing duration, outside a task), -ENOMEM (the worker's timer heap
+ * could not grow). */
 WEFT_API int weft_sleep_ns(int64_t ns);
 
-/* Suspend until the CLOCK_MONOTONIC deadline (a past deadline yields). */
+/* Suspend until the CLOCK_MONOTONIC deadline (a past deadline yields).
+ * Suspends. Errors: -ECANCELED; -EINVAL outside a task; -ENOMEM. */
 WEFT_API int weft_sleep_until(int64_t deadline_ns);
 
 /* sleep(0): let the other runnable tasks run. Timers due on the caller's
  * worker fire first, so the tasks they wake run before the caller resumes
- * (or are taken by an idle worker). Suspends (a cancellation point). */
+ * (or are taken by an idle worker). Suspends (a cancellation point).
+ * Errors: -ECANCELED; -EINVAL outside a task. */
 WEFT_API int weft_yield(void);
 
 /* ------------------------------------------------------------ blocking calls */
@@ -288,7 +302,8 @@ WEFT_API int weft_to_thread_ex(weft_fn fn, void *arg, unsigned flags);
 
 /* Keep the calling task on its current worker until the matching unpin
  * (pins nest). For libraries that keep thread-local state across
- * suspensions. Errors: -EINVAL outside a task. */
+ * suspensions. Errors: -EINVAL outside a task (and, for unpin, without a
+ * matching pin). */
 WEFT_API int weft_pin(void);
 WEFT_API int weft_unpin(void);
 

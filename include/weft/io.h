@@ -35,7 +35,7 @@
  *
  * Errors, for every call: a negative errno. -EBADF a negative or closed
  * descriptor; -EINVAL a length past SSIZE_MAX, a NULL buffer with a
- * length, a NULL path, a call outside a task; -ENAMETOOLONG a path too
+ * length, a NULL path, an offset below -1, a call outside a task; -ENAMETOOLONG a path too
  * long; -ECANCELED; -ETIMEDOUT (the _until calls); and the kernel's own
  * errors (-ENOENT, -EISDIR, ...). No call leaves a descriptor open on an
  * error path.
@@ -95,8 +95,8 @@ WEFT_API ssize_t weft_tee(int fd_in, int fd_out, size_t len, unsigned flags);
 WEFT_API int weft_open(const char *path, int flags, mode_t mode);
 WEFT_API int weft_openat(int dirfd, const char *path, int flags, mode_t mode);
 
-/* close(2): 0 or a negative errno (the descriptor is gone either way).
- * Suspends. Tasks waiting on the descriptor (for data, room, readiness or
+/* close(2): 0 or a negative errno (the descriptor is gone either way,
+ * except for -EINVAL outside a task: then nothing is closed). Suspends. Tasks waiting on the descriptor (for data, room, readiness or
  * a connection: reads and writes of pipes, sockets and terminals,
  * weft_poll, and weft/net.h's accept, recv, send, connect...), on any
  * worker, are woken first and return -EBADF; they never go on with a file
@@ -116,7 +116,8 @@ WEFT_API ssize_t weft_pwrite_until(int fd, const void *buf, size_t len, int64_t 
 /* Loop until len bytes moved: pread_full returns fewer only at end of
  * file; pwrite_full returns len. On an error after some bytes moved the
  * error is returned and *done (if not NULL) says how many moved (also on
- * success). off -1: the file position. Suspends. */
+ * success); pwrite_full returns -EIO when a write moves nothing. off -1:
+ * the file position. Suspends. */
 WEFT_API ssize_t weft_pread_full(int fd, void *buf, size_t len, int64_t off, size_t *done);
 WEFT_API ssize_t weft_pwrite_full(int fd, const void *buf, size_t len, int64_t off, size_t *done);
 

@@ -88,8 +88,10 @@ WEFT_API int weft_addr_family(const weft_addr *a);
  * the wildcard with WEFT_RESOLVE_PASSIVE) and port into out, in the
  * resolver's order. family: AF_UNSPEC, AF_INET or AF_INET6. Returns the
  * number of addresses (>= 1). Suspends.
- * Errors: -EINVAL bad arguments; -ENOENT no such host (EAI_NONAME,
- * EAI_NODATA); -EAGAIN a temporary resolver failure (EAI_AGAIN); -ENOMEM;
+ * A numeric host is parsed at once (no suspension, from any thread).
+ * Errors: -EINVAL bad arguments, outside a task; -ENOENT no such host
+ * (EAI_NONAME, EAI_NODATA; a numeric host of another family); -EAGAIN a
+ * temporary resolver failure (EAI_AGAIN) or no pool thread; -ENOMEM;
  * -EIO any other resolver failure; -ECANCELED. */
 #define WEFT_RESOLVE_PASSIVE 1u
 WEFT_API int weft_resolve(const char *host, uint16_t port, int family, unsigned flags, weft_addr *out,
@@ -217,7 +219,8 @@ WEFT_API int weft_open_unix_connection(const char *path, int64_t deadline_ns, we
  * descriptor (no half-close on a pipe; later reads get -EBADF), and a write
  * to a pipe with no reader returns -EPIPE (a runtime ignores SIGPIPE when
  * the program left it at SIG_DFL: weft/core.h, weft_runtime_new). Does not
- * suspend. */
+ * suspend. Errors: -ENOMEM; -EINVAL out NULL and -EBADF fd < 0 (fd is then
+ * left to the caller). */
 WEFT_API int weft_stream_from_fd(int fd, weft_stream **out);
 
 /* The descriptor (for options); the stream still owns it. Bytes written
@@ -395,7 +398,7 @@ WEFT_API uint64_t weft_server_accepted(weft_server *srv);
 WEFT_API int weft_server_close(weft_server *srv);
 
 /* Wait until the server is closed and every handler has returned.
- * Suspends. Errors: -ECANCELED. */
+ * Suspends. Errors: -ECANCELED; -EINVAL srv NULL, outside a task. */
 WEFT_API int weft_server_wait_closed(weft_server *srv);
 
 /* Graceful shutdown: close, let the handlers finish until the deadline,
@@ -404,10 +407,14 @@ WEFT_API int weft_server_wait_closed(weft_server *srv);
  * unsent, rather than flushed for up to wait_closed's 10 s). Returns the number of
  * handlers that were cancelled. Suspends (not cut short by cancellation
  * once the handlers are being cancelled). Not from one of the server's own
- * handlers (it would wait for itself), nor wait_closed. */
+ * handlers (it would wait for itself), nor wait_closed. Errors: -EINVAL srv
+ * NULL, outside a task (nothing changes); -ENOMEM no memory to list the
+ * handlers (none is cancelled: it waits for them to return). */
 WEFT_API int weft_server_shutdown(weft_server *srv, int64_t deadline_ns);
 
-/* Shut down (deadline now) if needed, and free. Suspends. */
+/* Shut down (deadline now) if needed, and free. Suspends. Outside a task
+ * it does nothing (the shutdown is refused: debug mode reports it); call it
+ * again from a task. */
 WEFT_API void weft_server_free(weft_server *srv);
 
 #ifdef __cplusplus

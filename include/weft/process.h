@@ -77,7 +77,8 @@ typedef struct weft_process weft_process;
  * descriptor, a call outside a task; -E2BIG an argv or env of more than
  * 65536 entries; the exec's or chdir's errno (-ENOENT a missing file or
  * working directory, -EACCES, -ENOEXEC, -ENOTDIR, ...); -EMFILE, -ENOMEM,
- * -EAGAIN (no pool thread, or clone's). No descriptor stays open and no
+ * -EAGAIN (no pool thread, or clone's); -ECANCELED (cancelled while the
+ * start still waited for a pool thread: no child). No descriptor stays open and no
  * child is left on an error path. */
 WEFT_API int weft_process_exec(weft_process **out, const char *file, char *const argv[],
                                const weft_process_opts *opts);
@@ -87,7 +88,8 @@ WEFT_API int weft_process_shell(weft_process **out, const char *cmd, const weft_
 
 /* ------------------------------------------------------------ the handle */
 
-/* The child's pid (stays valid as a number after the child was reaped). */
+/* The child's pid (stays valid as a number after the child was reaped);
+ * -EINVAL for NULL. */
 WEFT_API pid_t weft_process_pid(const weft_process *p);
 
 /* The parent's ends of the pipes (WEFT_STDIO_PIPE), or NULL. The process
@@ -106,7 +108,9 @@ WEFT_API weft_stream *weft_process_stderr(weft_process *p);
  * waiting in a read of that stream returns end of stream first (and must
  * not read it again: weft/net.h, "Closing under a reader"); no other task
  * may be writing it. Suspends. Errors: -EINVAL NULL p or a bad which;
- * -EBADF that descriptor is not a pipe or was closed already. */
+ * -EBADF that descriptor is not a pipe or was closed already; the error
+ * that ended a stdin's flush (weft_stream_wait_closed: -ETIMEDOUT,
+ * -ECANCELED, ...; -EPIPE and -ECONNRESET are not errors here). */
 WEFT_API int weft_process_close_pipe(weft_process *p, int which);
 
 /* Wait for the child to exit and reap it; *returncode (if not NULL)
@@ -191,8 +195,9 @@ WEFT_API int weft_process_free(weft_process *p);
  * would need signo blocked in every thread of the process, including
  * threads weft did not create). SA_RESTART is set. fn's status is ignored;
  * fn may suspend. Not for SIGKILL, SIGSTOP, SIGSEGV, SIGBUS, SIGFPE,
- * SIGILL (-EINVAL). Does not suspend.
- * Errors: -EINVAL (bad signal, NULL out/fn, outside a task); -EMFILE;
+ * SIGILL (-EINVAL). Does not suspend, except on an error after the
+ * watch's task was spawned (-EBUSY, sigaction's), which waits for that
+ * task to end. Errors: -EINVAL (bad signal, NULL out/fn, outside a task); -EMFILE;
  * -ENOMEM; -EBUSY more than 64 watches of one signal. */
 typedef struct weft_signal_watch weft_signal_watch;
 typedef int (*weft_signal_fn)(int signo, void *arg);
@@ -202,7 +207,7 @@ WEFT_API int weft_signal_watch_add(weft_signal_watch **out, int signo, weft_sign
 /* remove_signal_handler: stop the watch's task (waiting for a running fn
  * to return), restore the previous action when it was the last watch of
  * its signal, and free it. Suspends (not cancellably). Returns 0, or
- * -EINVAL for NULL. */
+ * -EINVAL for NULL or outside a task (nothing changes then). */
 WEFT_API int weft_signal_watch_remove(weft_signal_watch *w);
 
 /* weft_run and SIGINT: when SIGINT's action is SIG_DFL and SIGINT is not

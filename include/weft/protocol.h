@@ -138,7 +138,7 @@ WEFT_API int weft_create_unix_connection(const char *path, const weft_protocol *
  * it is an IP address) and is what the server's certificate is checked
  * against when ctx verifies. On a handshake failure connection_lost(err)
  * runs (alone, see TLS above) and the call returns err. Suspends. Errors:
- * weft_create_connection's; -EINVAL (ctx NULL or a server context); the
+ * weft_create_connection's; -EINVAL (host or ctx NULL, a server context); the
  * TLS errors of weft/tls.h (-EKEYREJECTED, -ECONNABORTED, -ETIMEDOUT). */
 WEFT_API int weft_create_connection_tls(const char *host, uint16_t port, const weft_protocol *p, weft_tls_ctx *ctx,
                                         const char *server_name, int64_t deadline_ns, weft_transport **out);
@@ -212,7 +212,8 @@ WEFT_API int weft_transport_get_extra_info(weft_transport *t, const char *name, 
 
 /* pause_reading/resume_reading: no data_received/buffer_updated/
  * eof_received while paused (bytes received meanwhile are delivered on
- * resume). Return 0, or -EPIPE when closing. Idempotent. Any task. */
+ * resume). Return 0, or -EPIPE when closing, -EINVAL (NULL, or a datagram
+ * transport). Idempotent. Any task. */
 WEFT_API int weft_transport_pause_reading(weft_transport *t);
 WEFT_API int weft_transport_resume_reading(weft_transport *t);
 WEFT_API bool weft_transport_is_reading(weft_transport *t);

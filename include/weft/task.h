@@ -99,7 +99,8 @@ WEFT_API bool weft_aw_done(weft_awaitable a);
 /* Its status when done (pointer in *value for futures; NULL for tasks);
  * -EBUSY when not done; -ESRCH stale handle; -EINVAL bad kind. Any thread. */
 WEFT_API int weft_aw_result(weft_awaitable a, void **value);
-/* Cancel it (weft_cancel or weft_future_cancel). 1 requested, 0 done. Any thread. */
+/* Cancel it (weft_cancel or weft_future_cancel). 1 requested, 0 done. Any thread.
+ * Errors: -ESRCH stale handle; -EINVAL bad kind. */
 WEFT_API int weft_aw_cancel(weft_awaitable a);
 /* await a: weft_join or weft_future_await (a cancelled awaiter cancels a).
  * Suspends. Errors: as those two; -EINVAL bad kind. */
@@ -122,8 +123,8 @@ enum {
  * to those not done yet (as asyncio's gathering future does), not kept for
  * the caller's next wait. n == 0 returns 0 at once. Suspends.
  * Errors: the first failure; -ECANCELED; -ESRCH a stale handle; -EDEADLK
- * the caller's own task among them; -EINVAL outside a task or a bad
- * awaitable; -ENOMEM. */
+ * the caller's own task among them; -EINVAL outside a task, unknown flags
+ * or a bad awaitable; -ENOMEM. */
 WEFT_API int weft_gather(const weft_awaitable *aws, size_t n, int *status, void **value, int flags);
 
 enum weft_wait_mode {
@@ -146,13 +147,15 @@ WEFT_API int weft_wait(const weft_awaitable *aws, size_t n, int mode, int64_t ti
 typedef struct weft_as_completed {
   void *impl;
 } weft_as_completed;
-/* Errors: -EINVAL (negative timeout, outside a task, bad awaitable);
+/* Errors: -EINVAL (it NULL, negative timeout, outside a task, bad awaitable);
  * -ESRCH; -EDEADLK; -ENOMEM. The overall timeout counts from init. */
 WEFT_API int weft_as_completed_init(weft_as_completed *it, const weft_awaitable *aws, size_t n, int64_t timeout_ns);
 /* The index of the next awaitable to finish (its result: weft_aw_result),
  * in the order they finished. Suspends. Errors: -ENOENT every awaitable was
  * returned already; -ETIMEDOUT the overall timeout passed and none that
- * finished remains to be returned; -ECANCELED (nothing cancelled). Unlike
+ * finished remains to be returned; -ECANCELED (nothing cancelled); -EINVAL
+ * outside a task or an iterator not initialised; -ENOMEM (the timer of the
+ * timeout could not be set). Unlike
  * asyncio, which makes a set of its arguments, an awaitable given twice is
  * two entries, each returned once. A timeout cancels nothing, and unlike
  * asyncio (TimeoutError on every next once the timeout passed) it drops
@@ -187,8 +190,9 @@ typedef struct weft_timeout {
  * scope expires at the task's next suspension, which returns -ECANCELED
  * (as asyncio schedules the expiry with call_soon; a join that would run a
  * task not yet started inline counts, and cancels that task before it
- * runs); a body that never suspends sees no expiry. Does not suspend. Errors: -EINVAL negative delay, outside a
- * task; -ENOMEM (the scope is not entered). */
+ * runs); a body that never suspends sees no expiry. Does not suspend.
+ * Errors: -EINVAL negative delay, s NULL, outside a task, a scope that is
+ * entered already (re-entered); -ENOMEM (the scope is not entered). */
 WEFT_API int weft_timeout_enter(weft_timeout *s, int64_t delay_ns);
 WEFT_API int weft_timeout_enter_at(weft_timeout *s, int64_t deadline_ns);
 /* Leave: rc is the body's outcome; returns -ETIMEDOUT when the scope
@@ -209,7 +213,8 @@ WEFT_API bool weft_timeout_expired(const weft_timeout *s);
  * ignoring the cancellation): its result wins. A timeout of 0 returns a's
  * result when it is done, else cancels it. Suspends. Errors: a's failure;
  * -ETIMEDOUT; -ECANCELED (a is cancelled too); -EINVAL negative timeout,
- * bad awaitable; -ESRCH; -EDEADLK. */
+ * bad awaitable, outside a task; -ESRCH; -EDEADLK; -ENOMEM (the timeout
+ * could not be set: a is not awaited). */
 WEFT_API int weft_wait_for(weft_awaitable a, int64_t timeout_ns, void **value);
 
 /* asyncio.shield: await a, but when the calling task is cancelled, return
@@ -240,8 +245,8 @@ typedef struct weft_taskgroup {
 WEFT_API int weft_taskgroup_enter(weft_taskgroup *g);
 /* Spawn a child (from the body or from a child). Does not suspend. Returns
  * the null handle with errno EINVAL when the group is aborting (a child or
- * the body failed), finished or never entered, and ENOMEM; opts.detached is
- * ignored. */
+ * the body failed), finished or never entered, or for g or fn NULL, a bad
+ * option or a call outside a task; ENOMEM; opts.detached is ignored. */
 WEFT_API weft_task weft_taskgroup_spawn(weft_taskgroup *g, weft_fn fn, void *arg);
 WEFT_API weft_task weft_taskgroup_spawn_ex(weft_taskgroup *g, weft_fn fn, void *arg, const weft_spawn_opts *opts);
 /* Leave: wait for every child (a cancellation while waiting cancels the
@@ -304,7 +309,7 @@ typedef struct weft_taskvar {
   void *default_value;
 } weft_taskvar;
 
-/* Errors: none; returns 0. */
+/* Returns 0 (-EINVAL for v NULL). */
 WEFT_API int weft_taskvar_init(weft_taskvar *v, void *default_value);
 /* The calling task's value, or the default. Outside a task: in a callback,
  * the value of its scheduler at scheduling time; in a function run by
@@ -326,7 +331,8 @@ WEFT_API const char *weft_task_waiting_on(weft_task t);
  * id, name, state, worker, cancel requests, what it waits on. Debug mode
  * (weft_config.debug) prints the same on stderr when the process receives
  * SIGQUIT (when SIGQUIT had its default action). Returns the number of live
- * tasks, or -EINVAL outside a task (weft_tasks_dump). */
+ * tasks. Errors: -EINVAL fd < 0, rt NULL, or outside a task
+ * (weft_tasks_dump); -ENOMEM. */
 WEFT_API int weft_tasks_dump(int fd);
 WEFT_API int weft_runtime_dump(weft_runtime *rt, int fd);
 

@@ -119,8 +119,8 @@ WEFT_API int weft_stream_tls_server_name(const weft_stream *s, char *buf, size_t
  * while it has not failed. To learn why a client handshake failed, open a
  * plain connection and weft_stream_start_tls it (weft_open_connection_tls
  * closes the stream on failure). Suspends (briefly, for the reader/writer
- * lock). Errors: -EINVAL not a TLS stream; -ENOSPC buf too small (cap 160
- * is always enough); -ECANCELED. */
+ * lock). Errors: -EINVAL not a TLS stream, outside a task; -ENOSPC buf too
+ * small (cap 160 is always enough); -ECANCELED. */
 WEFT_API int weft_stream_tls_error(weft_stream *s, char *buf, size_t cap);
 
 /* The negotiated protocol version ("TLSv1.3"), or NULL. */
