@@ -319,6 +319,7 @@ static uint64_t lrnd(void) {
 static weft_event lp_ev;
 static _Atomic int lp_waiting;
 static _Atomic int64_t lp_ran, lp_set_at;
+static _Atomic int lp_parked_beside; /* a stall with another worker parked */
 static int lp_waiter(void *arg) {
   (void)arg;
   atomic_fetch_add(&lp_waiting, 1);
@@ -337,6 +338,12 @@ static int lp_setter(void *arg) {
     weft__worker *self = weft__worker_self();
     weft_runtime *rt = self->rt;
     uint32_t st = atomic_load(&rt->idle.state);
+    /* a lost wake-up leaves a worker parked beside the work; one that is
+     * not parked was only kept off a CPU (a loaded machine: seen under
+     * TSan beside other test runs, the free worker "unparked" and not
+     * sleeping for the whole 200 ms) */
+    for (unsigned i = 0; i < rt->nworkers; i++)
+      if (rt->workers[i] != self && atomic_load(&rt->workers[i]->sleeping)) atomic_store(&lp_parked_beside, 1);
     fprintf(stderr, "stall: setter on worker %d; idle state: %u searching, %u unparked\n", self->id, st & 0xffffu,
             st >> 16);
     for (unsigned i = 0; i < rt->nworkers; i++)
@@ -357,10 +364,11 @@ TEST_T(a_task_pushed_beside_a_parking_worker_runs_at_once, 20) {
   weft_config c = cfg_workers(2);
   weft_runtime *rt;
   ASSERT_EQ(weft_runtime_new(&rt, &c), 0);
-  long stalls = 0, n = 0, slow = 0;
+  long stalls = 0, descheduled = 0, n = 0, slow = 0;
   int64_t maxl = 0, t_end = weft_now_ns() + 3000 * MSEC * test_stress_scale();
   for (; n < 100000 && stalls < 3 && weft_now_ns() < t_end; n++) {
     weft_event_init(&lp_ev);
+    atomic_store(&lp_parked_beside, 0);
     atomic_store(&lp_waiting, 0);
     atomic_store(&lp_ran, 0);
     weft_task w1, w2, st, sp;
@@ -375,7 +383,12 @@ TEST_T(a_task_pushed_beside_a_parking_worker_runs_at_once, 20) {
     int64_t late = ran ? ran - atomic_load(&lp_set_at) : HOLD_MAX;
     if (late > maxl) maxl = late;
     if (late > 10 * MSEC) slow++;
-    if (late >= HOLD_MAX - MSEC) stalls++;
+    if (late >= HOLD_MAX - MSEC) {
+      if (atomic_exchange(&lp_parked_beside, 0))
+        stalls++;
+      else
+        descheduled++;
+    }
     ASSERT_EQ(weft_runtime_wait(rt, w1), 0);
     ASSERT_EQ(weft_runtime_wait(rt, w2), 0);
     ASSERT_EQ(weft_runtime_wait(rt, sp), 0);
@@ -383,8 +396,10 @@ TEST_T(a_task_pushed_beside_a_parking_worker_runs_at_once, 20) {
   }
   ASSERT_EQ(weft_runtime_shutdown(rt), 0);
   weft__test_park_hook = NULL;
-  fprintf(stderr, "pushed beside a parking worker: %ld rounds, %ld over 10 ms, %ld stalls, max %.3f ms\n", n, slow,
-          stalls, maxl / 1e6);
+  fprintf(stderr,
+          "pushed beside a parking worker: %ld rounds, %ld over 10 ms, %ld stalls (a worker parked), %ld held "
+          "200 ms with no worker parked (kept off a CPU), max %.3f ms\n",
+          n, slow, stalls, descheduled, maxl / 1e6);
   ASSERT_EQ(stalls, 0);
 #endif
 }
