@@ -70,7 +70,16 @@ static bool probe_ring_sends(struct io_uring *ring) {
   return ok;
 }
 
+/* The kernel's largest completion queue (IORING_MAX_CQ_ENTRIES: twice
+ * its largest submission queue, 32768); a larger cq_entries is -EINVAL
+ * without IORING_SETUP_CLAMP (5.6), which the oldest kernels lack. */
+#define MAX_CQ_ENTRIES 65536u
+
 int weft__uring_init(weft__reactor *r, unsigned entries) {
+  /* An operation and its LINK_TIMEOUT are submitted together
+   * (weft__reactor_sq_room(r, 2)): a queue of one entry would flush for
+   * ever waiting for room for two. */
+  if (entries < 2) entries = 2;
   uring_state *u = weft__zalloc(sizeof *u);
   if (!u) return -ENOMEM;
   static const unsigned flag_sets[] = {
@@ -84,7 +93,7 @@ int weft__uring_init(weft__reactor *r, unsigned entries) {
     struct io_uring_params p;
     memset(&p, 0, sizeof p);
     p.flags = flag_sets[i] | IORING_SETUP_CQSIZE;
-    p.cq_entries = entries * 4;
+    p.cq_entries = entries <= MAX_CQ_ENTRIES / 4 ? entries * 4 : MAX_CQ_ENTRIES;
     rc = io_uring_queue_init_params(entries, &u->ring, &p);
     if (rc == 0) break;
     if (rc != -EINVAL) break;

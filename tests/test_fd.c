@@ -1102,4 +1102,152 @@ TEST(close_then_reuse_leaves_the_new_file_to_its_users) {
   ASSERT_EQ(weft_run(cw_reuse_main, NULL, &c), 0);
 }
 
+/* ------------------------------------------------------------ pressure on a tiny ring */
+
+/* The smallest ring weft_config takes (ring_entries 1: one submission
+ * entry, a completion queue of 4) under thousands of operations per
+ * worker, all in flight at once: reads that wait for data, reads with one
+ * deadline for all (expiring together), reads cancelled together, reads of
+ * descriptors closed together by several tasks (cancels by descriptor on
+ * every ring), and no-ops. Full submission queues are flushed mid-pass,
+ * completions overflow into the kernel's list, every cancel needs an entry
+ * of its own: each operation completes exactly once, with its own result,
+ * and the workers do not spin while every task waits. On epoll the same
+ * waits go through io/readiness.c (no-ops become yields). */
+int weft__io_nop(void);
+
+enum { PR_DATA, PR_TIMED, PR_CANCEL, PR_CLOSE, PR_NOP, PR_KINDS, PR_SOCKS = 16 };
+
+static struct pr_ctx {
+  int data[2], idle[2], socks[PR_SOCKS][2];
+  int64_t deadline;
+  atomic_int started;
+} pr;
+
+static int pr_task(void *arg) {
+  int i = (int)(intptr_t)arg;
+  char b[4];
+  atomic_fetch_add(&pr.started, 1);
+  switch (i % PR_KINDS) {
+  case PR_DATA: return (int)weft_read(pr.data[0], b, 1);
+  case PR_TIMED: return (int)weft_read_until(pr.idle[0], b, 1, pr.deadline);
+  case PR_CANCEL: return (int)weft_read(pr.idle[0], b, 1);
+  case PR_CLOSE: return (int)weft_read(pr.socks[(i / PR_KINDS) % PR_SOCKS][0], b, 1);
+  default:
+    for (int k = 0; k < 8; k++) {
+      int rc = weft_backend() == WEFT_BACKEND_URING ? weft__io_nop() : weft_yield();
+      if (rc != 0) return rc;
+    }
+    return 0;
+  }
+}
+
+static int pr_closer(void *arg) { return weft_close(pr.socks[(int)(intptr_t)arg][0]); }
+
+static int64_t pr_cpu_ns(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+  return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+static int pr_main(void *arg) {
+  (void)arg;
+  int n = (test_sanitized() ? 500 : 3000) * (int)test_stress_scale();
+  n -= n % PR_KINDS;
+  int fds0 = count_fds();
+  ASSERT_EQ(pipe2(pr.data, O_CLOEXEC), 0);
+  ASSERT_EQ(pipe2(pr.idle, O_CLOEXEC), 0);
+  for (int j = 0; j < PR_SOCKS; j++) ASSERT_EQ(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, pr.socks[j]), 0);
+  atomic_store(&pr.started, 0);
+  pr.deadline = weft_now_ns() + (test_sanitized() ? 3000 : 1000) * 1000000LL;
+  weft_task *t = calloc((size_t)n, sizeof *t);
+  ASSERT_TRUE(t != NULL);
+  for (int i = 0; i < n; i++) {
+    t[i] = weft_spawn(pr_task, (void *)(intptr_t)i);
+    ASSERT_TRUE(!weft_task_is_null(t[i]));
+  }
+  for (int i = 0; i < 30000 && atomic_load(&pr.started) < n; i++) weft_sleep_ns(1000000);
+  ASSERT_EQ(atomic_load(&pr.started), n);
+  weft_sleep_ns(50000000); /* they reach their calls */
+  /* every task waits: the process must sleep, not spin (a worker spinning
+   * in its pass would use the whole window) */
+  int64_t cpu0 = pr_cpu_ns(), wall0 = weft_now_ns();
+  weft_sleep_ns(200000000);
+  int64_t cpu = pr_cpu_ns() - cpu0, wall = weft_now_ns() - wall0;
+  if (weft_now_ns() < pr.deadline && cpu > wall / 2)
+    TEST_FAIL("%d tasks waiting used %" PRId64 " ms of CPU in %" PRId64 " ms", n, cpu / 1000000, wall / 1000000);
+  /* the data readers' bytes, cancels of one kind, closes of another, all at once */
+  static char bytes[PR_KINDS * 4096];
+  memset(bytes, 'd', sizeof bytes);
+  int want = n / PR_KINDS;
+  for (int w = 0; w < want;) {
+    ssize_t k = weft_write(pr.data[1], bytes, (size_t)(want - w) < sizeof bytes ? (size_t)(want - w) : sizeof bytes);
+    ASSERT_GT(k, 0);
+    w += (int)k;
+  }
+  for (int i = PR_CANCEL; i < n; i += PR_KINDS) weft_cancel(t[i]);
+  weft_task closers[PR_SOCKS];
+  for (int j = 0; j < PR_SOCKS; j++) closers[j] = weft_spawn(pr_closer, (void *)(intptr_t)j);
+  int64_t limit = weft_now_ns() + 60000000000LL;
+  for (int i = 0; i < n; i++) {
+    while (!weft_task_done(t[i]) && weft_now_ns() < limit) weft_sleep_ns(1000000);
+    if (!weft_task_done(t[i])) TEST_FAIL("task %d (kind %d) never returned", i, i % PR_KINDS);
+    int rc = weft_join(t[i]);
+    static const int expect[PR_KINDS] = {1, -ETIMEDOUT, -ECANCELED, -EBADF, 0};
+    if (rc != expect[i % PR_KINDS]) TEST_FAIL("task %d (kind %d) returned %d", i, i % PR_KINDS, rc);
+    weft_task_release(t[i]);
+  }
+  for (int j = 0; j < PR_SOCKS; j++) {
+    ASSERT_EQ(weft_join(closers[j]), 0);
+    weft_task_release(closers[j]);
+    ASSERT_EQ(weft_close(pr.socks[j][1]), 0);
+  }
+  char c;
+  ASSERT_EQ(fcntl(pr.data[0], F_SETFL, O_NONBLOCK), 0);
+  ASSERT_EQ(read(pr.data[0], &c, 1), -1); /* every byte was read, once */
+  free(t);
+  weft_close(pr.data[0]);
+  weft_close(pr.data[1]);
+  weft_close(pr.idle[0]);
+  weft_close(pr.idle[1]);
+  ASSERT_EQ(count_fds(), fds0);
+  return 0;
+}
+
+TEST_T(thousands_of_operations_on_the_smallest_ring, 300) {
+  for (unsigned workers = 1; workers <= 2; workers++) {
+    weft_config c = cfg_workers(workers);
+    c.ring_entries = 1;
+    ASSERT_EQ(weft_run(pr_main, NULL, &c), 0);
+  }
+}
+
+/* Both ends of ring_entries' range (1 and 32768, io/uring.c) start and
+ * carry an operation with a deadline: a ring of 1 entry spun for ever
+ * making room for the operation and its LINK_TIMEOUT, and one past 16384
+ * asked the kernel for a completion queue past its limit (weft_run
+ * returned -EINVAL). */
+static int ring_ends_main(void *arg) {
+  (void)arg;
+  int p[2];
+  ASSERT_EQ(pipe2(p, O_CLOEXEC), 0);
+  char b;
+  ASSERT_EQ(weft_read_until(p[0], &b, 1, weft_now_ns() + 10000000), -ETIMEDOUT);
+  ASSERT_EQ(weft_write(p[1], "x", 1), 1);
+  ASSERT_EQ(weft_read_until(p[0], &b, 1, weft_now_ns() + 10000000000LL), 1);
+  weft_close(p[0]);
+  weft_close(p[1]);
+  return 0;
+}
+
+TEST_T(ring_entries_at_both_ends_of_the_range, 60) {
+  static const unsigned sizes[] = {1, 2, 16385, 32768};
+  for (unsigned i = 0; i < sizeof sizes / sizeof sizes[0]; i++) {
+    weft_config c = cfg_workers(2);
+    c.ring_entries = sizes[i];
+    int rc = weft_run(ring_ends_main, NULL, &c);
+    if (rc != 0) TEST_FAIL("ring_entries %u: weft_run returned %d", sizes[i], rc);
+  }
+}
+
 TEST_MAIN()

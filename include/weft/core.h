@@ -68,7 +68,8 @@ typedef struct weft_config {
                                 frames spread over the cache's sets: core/stack.h). A task gets at
                                 least this; pooled stacks are mapped twice as large (address space
                                 only until touched) so that a child joined inline gets as much */
-  unsigned ring_entries;     /* io_uring submission entries per worker; 0 = 256; at most 32768 */
+  unsigned ring_entries;     /* io_uring submission entries per worker; 0 = 256; at most 32768 (1 is taken as 2:
+                                an operation and its deadline are submitted together) */
   unsigned blocking_threads; /* most threads of the blocking pool; 0 = 64; at most 4096 */
   int64_t blocking_idle_ns;  /* idle time after which a blocking thread exits; 0 = 10 s; negative: -EINVAL */
   int debug;                 /* 0 = from WEFT_DEBUG (unset: off); 1 = checks and reports (see below) */
