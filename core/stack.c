@@ -44,6 +44,7 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <time.h>
+#include <ucontext.h>
 #include <unistd.h>
 
 #include "core/alloc.h"
@@ -452,6 +453,10 @@ void weft__stack_put(weft__stack_pool *p, weft__stack *s) {
     if (weft__unlikely(++p->n_hot > WEFT_STACK_HOT_MAX)) hand_over(p);
     return;
   }
+  /* The thread's running stack stays set between tasks (stack.h): not to
+   * a descriptor freed here, which the fault handler would read. Relaxed:
+   * the same thread's TLS (see set_running). */
+  if (weft__load(&weft__stack_running, RELAXED) == s) weft__stack_set_running(NULL, NULL);
   release_guard(s);
   munmap(s->lo - page_size, s->size + page_size);
   weft__free(s, sizeof *s);
@@ -660,13 +665,39 @@ static void chain(int sig, siginfo_t *si, void *uctx) {
   if (si->si_code <= 0) raise(sig);
 }
 
+/* The stack pointer of the context the fault interrupted. */
+static uintptr_t fault_sp(const void *uctx) {
+  const ucontext_t *uc = uctx;
+#if defined(__x86_64__)
+  return (uintptr_t)uc->uc_mcontext.gregs[REG_RSP];
+#elif defined(__aarch64__)
+  return (uintptr_t)uc->uc_mcontext.sp;
+#endif
+}
+
+/* An overflow of the running stack s: a fault in its guard page, or a
+ * fault within a page of a stack pointer that has left s downwards. The
+ * second catches a frame larger than the guard page (a big array or
+ * alloca: without -fstack-clash-protection, the default of GCC here and of
+ * clang, nothing touches the guard before the frame's lowest bytes, which
+ * fault in whatever lies below) and, on a stack without a guard, a
+ * recursion that runs on below it (through the slab's other stacks) and
+ * faults before its next switch. Scheduler code (s stays set between
+ * tasks) runs on its thread's own stack: a fault there is near its stack
+ * pointer only when that stack overflowed. A signal that was sent
+ * (si_code <= 0) has no fault address. */
+static bool is_overflow(const weft__stack *s, uintptr_t a, uintptr_t sp) {
+  uintptr_t lo = (uintptr_t)s->lo;
+  if (a >= lo) return false;
+  if ((s->flags & WEFT__STACK_GUARD) && lo - a <= page_size) return true;
+  return sp < lo && a + page_size >= sp && a <= sp + page_size;
+}
+
 static void on_fault(int sig, siginfo_t *si, void *uctx) {
   int saved = errno;
   const weft__stack *s = weft__load(&weft__stack_running, RELAXED); /* pairs with set_running's store (same thread) */
-  if (s && (s->flags & WEFT__STACK_GUARD)) {
-    uintptr_t a = (uintptr_t)si->si_addr, lo = (uintptr_t)s->lo;
-    if (a < lo && lo - a <= page_size) report_overflow(s, weft__load(&weft__stack_running_name, RELAXED), a);
-  }
+  if (s && si->si_code > 0 && is_overflow(s, (uintptr_t)si->si_addr, fault_sp(uctx)))
+    report_overflow(s, weft__load(&weft__stack_running_name, RELAXED), (uintptr_t)si->si_addr);
   chain(sig, si, uctx);
   errno = saved;
 }

@@ -32,9 +32,12 @@
  * (WEFT__STACK_CANARY: a constant XORed with lo, rewritten whenever the
  * stack gets memory) is checked too; the canary is not the default because
  * it touches one more page per stack (4 KiB of RSS, and a ~10 us first-touch
- * fault here). A fault in a guard page is reported by name from an
- * alternate signal stack: "weft: task 'NAME' overflowed its N-byte stack
- * (fault at 0x...)", then abort().
+ * fault here). A fault in a guard page, or near a stack pointer that has
+ * left the running stack downwards (a frame larger than the guard page; a
+ * stack without a guard), is reported by name from an alternate signal
+ * stack: "weft: task 'NAME' overflowed its N-byte stack (fault at 0x...)",
+ * then abort(). The scheduler checks the canary when a task ends too, so
+ * that an overflow that returned is blamed on its task, not the next one.
  *
  * Giving memory back. A worker's pool keeps at most WEFT_STACK_HOT stacks
  * with their memory; when the worker is about to park (weft__stack_trim),

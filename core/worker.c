@@ -551,6 +551,10 @@ void weft__finish_switch(weft__worker *w) {
       return;
     }
     case WEFT__INTENT_EXIT:
+      /* An overflow that returned before the task switched again (debug
+       * mode's canary) is the ending task's: checked here, not left for the
+       * next task to get this stack, which would be blamed for it. */
+      if (weft__unlikely(!weft__stack_check(t->stack, t->fiber.sp))) report_overflow(t);
       weft__fiber_destroy(&t->fiber);
       weft__stack_put(&w->stacks, t->stack);
       t->stack = NULL;

@@ -1233,4 +1233,162 @@ TEST(a_submission_racing_a_shutdown_is_waited_for) {
 #endif
 }
 
+/* ------------------------------------------------------------ overflow reports (found by review:
+ * a canary clobbered by a task that then ended was blamed on the next task
+ * to get its stack; an overflow without a guard page printed nothing; a
+ * fault in scheduler code after a task with a stack of its own ended read
+ * that stack's freed descriptor) */
+
+/* Run fn in a child with stderr captured; the child's wait status. */
+static int sr_child(void (*fn)(void), char *out, size_t cap) {
+  int p[2];
+  ASSERT_EQ(pipe(p), 0);
+  fflush(stdout);
+  fflush(stderr);
+  pid_t pid = fork();
+  ASSERT_TRUE(pid >= 0);
+  if (pid == 0) {
+    dup2(p[1], 2);
+    close(p[0]);
+    close(p[1]);
+    fn();
+    _exit(0);
+  }
+  close(p[1]);
+  size_t n = 0;
+  ssize_t r;
+  while (n + 1 < cap && (r = read(p[0], out + n, cap - 1 - n)) > 0) n += (size_t)r;
+  out[n] = 0;
+  close(p[0]);
+  int st;
+  while (waitpid(pid, &st, 0) < 0 && errno == EINTR) {
+  }
+  return st;
+}
+
+/* An overflow that returns before its task switches again clobbers the
+ * canary (debug mode, no guard page: the mapping budget spent). The task
+ * then ends; the canary must be checked there, not left for the next task
+ * that gets the stack, which was blamed for it. */
+static __attribute__((noinline)) int sr_overrun(const char *lo) {
+  /* an alloca that ends 256 bytes below lo, in the page under the stack
+   * (no guard there: the budget is spent), every byte written */
+  size_t n = (size_t)((char *)__builtin_frame_address(0) - lo) + 256;
+  volatile char *v = __builtin_alloca(n);
+  for (size_t i = 0; i < n; i++) v[i] = 1;
+  return v[0];
+}
+static int sr_clobberer(void *arg) {
+  (void)arg;
+  sr_overrun(weft__task_self()->stack->lo);
+  return 0; /* ends without another switch */
+}
+static int sr_innocent(void *arg) {
+  (void)arg;
+  weft_yield(); /* its first switch: the stack check */
+  return 0;
+}
+static int sr_canary_main(void *arg) {
+  (void)arg;
+  weft_spawn_opts a = {.name = "clobberer"}, b = {.name = "innocent"};
+  weft_task t = weft_spawn_ex(sr_clobberer, NULL, &a);
+  weft_sleep_ns(20000000); /* it runs on its own stack, not inline */
+  weft_join(t);
+  weft_task u = weft_spawn_ex(sr_innocent, NULL, &b); /* gets the clobberer's stack back (hot, LIFO) */
+  weft_sleep_ns(20000000);
+  weft_join(u);
+  return 0;
+}
+static void sr_run_canary(void) {
+  weft__stack_test_guard(true, 0); /* no guard page: the canary */
+  weft_config c = cfg_workers(1);
+  c.debug = 1;
+  weft_run(sr_canary_main, NULL, &c);
+}
+TEST_T(a_clobbered_canary_is_blamed_on_the_task_that_ended, 30) {
+#ifndef WEFT_TEST_HOOKS
+  TEST_SKIP("needs -DWEFT_TEST_HOOKS");
+#else
+  char out[8192];
+  int st = sr_child(sr_run_canary, out, sizeof out);
+  if (!strstr(out, "weft: task 'clobberer' overflowed")) TEST_FAIL("not blamed on the clobberer: %s", out);
+  if (!WIFSIGNALED(st) || WTERMSIG(st) != SIGABRT) TEST_FAIL("status %#x: %s", st, out);
+#endif
+}
+
+/* Stacks without a guard page (the mapping budget spent; debug mode adds
+ * the canary): a deep recursion runs on below its stack (through the
+ * slab's other stacks, or the page under a stack of its own) and faults
+ * before it switches again. It printed nothing (a plain SIGSEGV); the
+ * handler knows it by the stack pointer, which has left the stack. */
+static int sr_deep(void *arg) {
+  (void)arg;
+  return recurse(1 << 20);
+}
+static int sr_deep_main(void *arg) {
+  weft_spawn_opts o = {.name = "deep-no-guard", .stack_size = (size_t)(uintptr_t)arg};
+  weft_task t = weft_spawn_ex(sr_deep, NULL, &o);
+  weft_sleep_ns(10000000); /* on its own stack, not inline */
+  return weft_join(t);
+}
+static size_t sr_size;
+static int sr_debug;
+static void sr_run_deep(void) {
+  weft__stack_test_guard(true, 0);
+  weft_config c = cfg_workers(1);
+  c.debug = sr_debug;
+  weft_run(sr_deep_main, (void *)(uintptr_t)sr_size, &c);
+}
+TEST_T(an_overflow_without_a_guard_page_is_reported_by_name, 60) {
+#ifndef WEFT_TEST_HOOKS
+  TEST_SKIP("needs -DWEFT_TEST_HOOKS");
+#else
+  if (test_sanitized()) TEST_SKIP("the sanitizer reports a deep recursion itself");
+  const size_t sizes[] = {0, 256 * 1024}; /* a slab stack, a stack of its own */
+  for (int d = 0; d < 2; d++)
+    for (int i = 0; i < 2; i++) {
+      sr_size = sizes[i];
+      sr_debug = d;
+      char out[8192];
+      int st = sr_child(sr_run_deep, out, sizeof out);
+      if (!strstr(out, "weft: task 'deep-no-guard' overflowed its"))
+        TEST_FAIL("debug %d, stack_size %zu: no report (status %#x): %s", d, sizes[i], st, out);
+      ASSERT_TRUE(WIFSIGNALED(st) && WTERMSIG(st) == SIGABRT);
+    }
+#endif
+}
+
+/* A fault in scheduler context after a task with a stack of its own
+ * (larger than the default: unmapped and freed when it ends) ended: the
+ * handler must not read the freed stack descriptor. */
+static void sr_null_deref(void *arg) {
+  (void)arg;
+  volatile char *volatile p = (volatile char *)8;
+  *p = 1;
+}
+static int sr_big(void *arg) {
+  (void)arg;
+  return 0;
+}
+static int sr_uaf_main(void *arg) {
+  (void)arg;
+  weft_spawn_opts o = {.name = "big", .stack_size = 256 * 1024, .detached = true};
+  weft_call_later(30000000, sr_null_deref, NULL, NULL);
+  weft_spawn_ex(sr_big, NULL, &o);
+  weft_sleep_ns(1000000000);
+  return 0;
+}
+static void sr_run_uaf(void) {
+  weft_config c = cfg_workers(1);
+  weft_run(sr_uaf_main, NULL, &c);
+}
+TEST_T(a_scheduler_fault_after_a_big_stack_task_is_a_plain_segv, 30) {
+  char out[16384];
+  int st = sr_child(sr_run_uaf, out, sizeof out);
+  if (strstr(out, "weft: task")) TEST_FAIL("reported as an overflow: %s", out);
+  if (strstr(out, "use-after-free")) TEST_FAIL("the handler read a freed descriptor: %s", out);
+  if (test_sanitized() && strstr(out, "SEGV")) return;
+  if (!WIFSIGNALED(st) || WTERMSIG(st) != SIGSEGV) TEST_FAIL("status %#x: %s", st, out);
+}
+
 TEST_MAIN()

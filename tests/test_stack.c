@@ -386,6 +386,61 @@ TEST(stack_guard_install_concurrent) {
   expect_overflow_report(st, err, "overflower", 2 * 65536, *shared_word);
 }
 
+/* A frame larger than the guard page (found by review): without
+ * -fstack-clash-protection (GCC's default here, clang's) nothing touches
+ * the guard; the frame's lowest bytes fault in whatever lies below. It is
+ * still an overflow of the running stack (the stack pointer left it), and
+ * must be reported by name, not crash as a plain SIGSEGV. What lies below
+ * is made deterministic: a PROT_NONE reservation under the slab. */
+static volatile size_t big_frame_bytes;
+static void big_frame_entry(void) {
+  volatile char *p = __builtin_alloca(big_frame_bytes);
+  p[0] = 1; /* its lowest byte first: below the guard page */
+  p[big_frame_bytes - 1] = 1;
+}
+
+static void child_big_frame(bool guarded) {
+  if (!guarded) weft__stack_test_guard(true, 0); /* no guard at all: the canary */
+  weft__stack *s = child_setup(0);
+  ASSERT_TRUE(has_flag(s, WEFT__STACK_GUARD) == guarded);
+  size_t gap = 64 * 1024;
+  char *below = s->lo - page() - gap; /* s is the first stack of the slab: its guard is the slab's base */
+  if (mmap(below, gap, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE, -1, 0) != below) {
+    fprintf(stderr, "skip: the address space below the slab is taken\n");
+    _exit(77);
+  }
+  big_frame_bytes = s->size + 16 * 1024; /* its lowest byte 16 KiB below the stack */
+  *shared_word = (uintptr_t)below;
+  ASSERT_EQ(getcontext(&uc_task), 0);
+  uc_task.uc_stack.ss_sp = s->lo;
+  uc_task.uc_stack.ss_size = s->size;
+  uc_task.uc_link = &uc_main;
+  makecontext(&uc_task, big_frame_entry, 0);
+  weft__stack_set_running(s, "big-frame");
+  swapcontext(&uc_main, &uc_task);
+  _exit(3);
+}
+static void child_big_frame_guarded(void) { child_big_frame(true); }
+static void child_big_frame_unguarded(void) { child_big_frame(false); }
+
+TEST(stack_frame_larger_than_the_guard_is_reported) {
+  for (int guarded = 1; guarded >= 0; guarded--) {
+    make_shared_word();
+    char err[4096];
+    int st = run_child(guarded ? child_big_frame_guarded : child_big_frame_unguarded, err, sizeof err);
+    if (WIFEXITED(st) && WEXITSTATUS(st) == 77) TEST_SKIP("the address space below the slab is taken");
+    /* the fault: in the reservation below (a sanitizer's alloca may touch
+     * its redzone first: the exact byte varies) */
+    const char *want = "weft: task 'big-frame' overflowed its 131072-byte stack (fault at 0x";
+    const char *at = strstr(err, want);
+    if (!at) TEST_FAIL("guarded %d: child stderr lacks \"%s\"; got: \"%s\" (status %#x)", guarded, want, err, st);
+    uintptr_t addr = (uintptr_t)strtoull(at + strlen(want), NULL, 16);
+    ASSERT_TRUE(addr >= *shared_word && addr < *shared_word + 64 * 1024);
+    ASSERT_TRUE(WIFSIGNALED(st));
+    ASSERT_EQ(WTERMSIG(st), SIGABRT);
+  }
+}
+
 /* ---------------------------------------------------------------- pools */
 
 TEST(stack_shared_init_sizes) {
