@@ -64,7 +64,7 @@ typedef struct weft_config {
   unsigned workers;          /* worker threads, at most 126; 0 = CPUs in the affinity mask and cgroup quota, at most 126
                                 (WEFT_WORKERS overrides) */
   size_t stack_size;         /* default task stack; 0 = 64 KiB; at least 16 KiB, at most 1 GiB
-                                (up to 768 bytes at its top are left unused, so that tasks' first
+                                (up to 896 bytes at its top are left unused, so that tasks' first
                                 frames spread over the cache's sets: core/stack.h). A task gets at
                                 least this; pooled stacks are mapped twice as large (address space
                                 only until touched) so that a child joined inline gets as much */
