@@ -298,6 +298,7 @@ int weft_runtime_new(weft_runtime **out, const weft_config *cfg) {
 #ifdef WEFT_TEST_HOOKS
 void (*weft__test_submit_hook)(void); /* tests: called between a submission's check and its spawn */
 void (*weft__test_park_hook)(void);   /* tests: called by a worker about to park */
+void (*weft__test_wait_hook)(void);   /* tests: called by a thread's wait once its task is done */
 #endif
 
 int weft_runtime_submit(weft_runtime *rt, weft_fn fn, void *arg, weft_task *out) {
@@ -346,12 +347,9 @@ static void wake_thread(weft_task t, void *arg) {
   pthread_mutex_unlock(&tw->lock);
 }
 
-int weft_runtime_wait(weft_runtime *rt, weft_task t) {
-  if (!rt) return -EINVAL;
-  if (weft__worker_self()) {
-    weft__debug_misuse("weft_runtime_wait called from a task (it blocks the thread): use weft_join");
-    return -EINVAL;
-  }
+/* weft_runtime_wait, with rt->waiting counted by the caller. */
+static int wait_counted(weft_runtime *rt, weft_task t) {
+  (void)rt;
   weft__task *rec;
   int rc = weft__task_ref(t, &rec);
   if (rc) return rc;
@@ -364,6 +362,9 @@ int weft_runtime_wait(weft_runtime *rt, weft_task t) {
     while (!tw.done) pthread_cond_wait(&tw.cond, &tw.lock);
     pthread_mutex_unlock(&tw.lock);
   }
+#ifdef WEFT_TEST_HOOKS
+  if (weft__test_wait_hook) weft__test_wait_hook(); /* a test holds the waiter here */
+#endif
   weft__task_unref(rec);
   rc = weft_task_status(t);
   weft_task_release(t);
@@ -372,11 +373,44 @@ int weft_runtime_wait(weft_runtime *rt, weft_task t) {
   return rc;
 }
 
+/* A thread blocked here while a shutdown cancels its task wakes once the
+ * task is done, after shutdown saw no live task: shutdown also waits for
+ * `waiting` to drop to zero before it frees anything, since the release of
+ * the handle recycles the record into the runtime's arena (before, it
+ * freed the runtime under that release: test_runtime
+ * a_thread_waiting_through_a_shutdown_is_waited_for). */
+int weft_runtime_wait(weft_runtime *rt, weft_task t) {
+  if (!rt) return -EINVAL;
+  if (weft__worker_self()) {
+    weft__debug_misuse("weft_runtime_wait called from a task (it blocks the thread): use weft_join");
+    return -EINVAL;
+  }
+  /* relaxed: the caller began this wait before it called shutdown (the
+   * contract), which orders the increment before shutdown's load */
+  weft__fetch_add(&rt->waiting, 1, RELAXED);
+  int rc = wait_counted(rt, t);
+  /* release: pairs with shutdown's acquire load of waiting: this thread's
+   * last use of the runtime comes before free_runtime */
+  weft__fetch_sub(&rt->waiting, 1, RELEASE);
+  return rc;
+}
+
 int weft_runtime_call(weft_runtime *rt, weft_fn fn, void *arg) {
+  if (!rt || !fn) return -EINVAL;
+  if (weft__worker_self()) {
+    weft__debug_misuse("weft_runtime_call called from a task (it blocks the thread): use weft_join");
+    return -EINVAL;
+  }
+  /* counted before the submission: a submission that is accepted is seen
+   * by shutdown's step 1 (the submitting pair), which then comes after this
+   * increment, so a shutdown racing this call waits for the wait too */
+  weft__fetch_add(&rt->waiting, 1, RELAXED);
   weft_task t;
   int rc = weft_runtime_submit(rt, fn, arg, &t);
-  if (rc) return rc;
-  return weft_runtime_wait(rt, t);
+  if (rc == 0) rc = wait_counted(rt, t);
+  /* release: pairs with shutdown's acquire load of waiting (as in wait) */
+  weft__fetch_sub(&rt->waiting, 1, RELEASE);
+  return rc;
 }
 
 int weft_runtime_backend(const weft_runtime *rt) { return rt ? rt->backend : -EINVAL; }
@@ -486,6 +520,10 @@ int weft_runtime_shutdown(weft_runtime *rt) {
     if (wait_ns < 2000000) wait_ns *= 2;
   }
   weft__free(cancelled.v, cancelled.cap * sizeof *cancelled.v);
+  /* acquire: pairs with the release decrement at the end of
+   * weft_runtime_wait/_call: those threads are done with the runtime. Their
+   * tasks are done, so they only have their handle's release left. */
+  while (weft__load(&rt->waiting, ACQUIRE)) sched_yield();
   if (rt->debug) weft__debug_stop(rt);
   /* step 3 */
   stop_workers(rt, rt->nworkers);

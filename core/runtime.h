@@ -8,7 +8,8 @@
  *  2. Every live task is cancelled, once (asyncio.run: its cleanup may
  *     suspend); the caller waits until the live count (sum of spawned - sum
  *     of finished, read finished-first so it never undercounts) reaches
- *     zero, cancelling the tasks spawned meanwhile.
+ *     zero, cancelling the tasks spawned meanwhile; then until the threads
+     blocked in weft_runtime_wait have left it (`waiting`).
  *  3. `stop` is set and every worker unparked; each worker leaves its loop
  *     once it has nothing to run, and the threads are joined.
  *  4. The blocking pool is stopped (its threads leave; only detached jobs
@@ -60,6 +61,8 @@ typedef struct weft_runtime {
   _Atomic int stopping;            /* step 1 */
   _Atomic long submitting;         /* external submissions past their check of stopping and not yet
                                       spawned: shutdown waits for them (weft_runtime_submit) */
+  _Atomic long waiting;            /* threads in weft_runtime_wait: step 2 ends only once they have left
+                                      (their release of the handle recycles its record into the arena) */
   _Atomic int stop;                /* step 3 */
 
   /* weft_runtime_call_soon's FIFO (core/callback.c): the callbacks not yet
@@ -100,6 +103,9 @@ extern void (*weft__test_submit_hook)(void);
  * as parked (NULL: nothing): a stand-in for a preemption in that window.
  * Set it before the runtime starts and clear it after shutdown. */
 extern void (*weft__test_park_hook)(void);
+/* Tests: called by weft_runtime_wait once its task is done, before it
+ * releases the handle (NULL: nothing), to hold a waiter in that window. */
+extern void (*weft__test_wait_hook)(void);
 #endif
 
 #endif

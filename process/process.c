@@ -34,6 +34,8 @@
 #include <weft/task.h>
 
 #include "core/alloc.h"
+#include "core/atomic.h"
+#include "core/task.h"
 #include "io/op.h"
 #include "process/process.h"
 
@@ -256,12 +258,18 @@ int weft_process_close_pipe(weft_process *p, int which) {
 int weft_process_free(weft_process *p) {
   if (!p) return -EINVAL;
   weft_stream **streams[3] = {&p->in, &p->out, &p->err};
+  bool cancelled = false;
   for (int i = 0; i < 3; i++) {
     if (!*streams[i]) continue;
     weft_stream_close(*streams[i]);
-    weft_stream_wait_closed(*streams[i]);
+    if (weft_stream_wait_closed(*streams[i]) == -ECANCELED) cancelled = true;
     *streams[i] = NULL;
   }
+  /* a cancellation that cut stdin's flush short was delivered there: keep
+   * it for the caller's next suspension (it was dropped before: test_process
+   * a_cancel_during_free_stays_requested). relaxed: the flag carries no
+   * data (as weft_join's restore) */
+  if (cancelled && weft__task_self()) weft__store(&weft__task_self()->cancel_pending, 1, RELAXED);
   int rc = try_reap(p);
   if (rc == REAP_RUNNING || rc == REAP_BUSY) {
     weft_spawn_opts so = {.name = "weft-reaper", .detached = true};

@@ -894,4 +894,37 @@ TEST_T(parent_with_0_1_2_closed, 30) {
   ASSERT_EQ(WEXITSTATUS(st), 0);
 }
 
+/* ------------------------------------------------------------ a cancel during free's flush
+ * weft_process_free flushes the child's stdin (up to 10 s). A cancellation
+ * that cut that flush short was delivered there and dropped: free returned
+ * 0 and the task went on as if never cancelled (found by review: a
+ * pipeline's worker then waited forever in a queue get, its task group with
+ * it). The request must stay for the caller's next suspension. */
+static int fc_free_rc = 1, fc_after_rc = 1;
+static int fc_body(void *arg) {
+  (void)arg;
+  weft_process_opts o = {.stdin_mode = WEFT_STDIO_PIPE};
+  weft_process *p;
+  char *a[] = {"sleep", "2", NULL}; /* never reads its stdin; free reaps it in the background */
+  ASSERT_EQ(weft_process_exec(&p, a[0], a, &o), 0);
+  static char blk[60000];
+  ASSERT_EQ(weft_stream_write(weft_process_stdin(p), blk, sizeof blk), 0); /* fills the pipe */
+  ASSERT_EQ(weft_stream_write(weft_process_stdin(p), blk, sizeof blk), 0); /* stays buffered */
+  fc_free_rc = weft_process_free(p);     /* waits in the flush: cancelled there */
+  fc_after_rc = weft_sleep_ns(5000 * 1000000LL);
+  return fc_after_rc;
+}
+static int free_cancel_main(void *arg) {
+  (void)arg;
+  weft_task t = weft_spawn(fc_body, NULL);
+  ASSERT_EQ(weft_sleep_ns(100 * 1000000LL), 0);
+  ASSERT_EQ(weft_cancel(t), 1);
+  ASSERT_EQ(weft_join(t), -ECANCELED);
+  ASSERT_EQ(weft_task_release(t), 0);
+  ASSERT_EQ(fc_free_rc, 0);
+  ASSERT_EQ(fc_after_rc, -ECANCELED); /* before: 0 after 5 s, the cancellation lost */
+  return 0;
+}
+TEST_T(a_cancel_during_free_stays_requested, 30) { ASSERT_EQ(run(free_cancel_main, 2), 0); }
+
 TEST_MAIN()

@@ -1391,4 +1391,66 @@ TEST_T(a_scheduler_fault_after_a_big_stack_task_is_a_plain_segv, 30) {
   if (!WIFSIGNALED(st) || WTERMSIG(st) != SIGSEGV) TEST_FAIL("status %#x: %s", st, out);
 }
 
+/* ------------------------------------------------------------ a thread waiting through a shutdown
+ * A thread blocked in weft_runtime_wait on a task that the shutdown
+ * cancels wakes once the task is done, then releases the handle, which
+ * recycles the record into the runtime's arena (under its arena_lock).
+ * Shutdown saw no live task and freed the runtime meanwhile (found by
+ * review with a program's own TSan run: a race between free_runtime and
+ * depot_push from weft_runtime_wait). The hook holds the woken waiter
+ * before its release: shutdown must not return until the waiter has left. */
+#ifdef WEFT_TEST_HOOKS
+static atomic_int shutdown_returned, returned_under_waiter, waiter_held;
+static void hold_waiter(void) {
+  atomic_store(&waiter_held, 1);
+  usleep(100000); /* the shutdown, unless it waits for us, returns meanwhile */
+  atomic_store(&returned_under_waiter, atomic_load(&shutdown_returned));
+}
+struct wait_ctx {
+  weft_runtime *rt;
+  int rc;
+  atomic_int submitted;
+};
+static void *blocked_waiter(void *arg) {
+  struct wait_ctx *c = arg;
+  weft_task t;
+  ASSERT_EQ(weft_runtime_submit(c->rt, forever, NULL, &t), 0);
+  atomic_store(&c->submitted, 1);
+  c->rc = weft_runtime_wait(c->rt, t);
+  return NULL;
+}
+static void *blocked_caller(void *arg) {
+  struct wait_ctx *c = arg;
+  atomic_store(&c->submitted, 1);
+  c->rc = weft_runtime_call(c->rt, forever, NULL);
+  return NULL;
+}
+#endif
+TEST(a_thread_waiting_through_a_shutdown_is_waited_for) {
+#ifndef WEFT_TEST_HOOKS
+  TEST_SKIP("needs -DWEFT_TEST_HOOKS");
+#else
+  for (int round = 0; round < 2; round++) {
+    weft_config c = cfg_workers(2);
+    struct wait_ctx ctx = {0};
+    atomic_store(&shutdown_returned, 0);
+    atomic_store(&returned_under_waiter, 0);
+    atomic_store(&waiter_held, 0);
+    ASSERT_EQ(weft_runtime_new(&ctx.rt, &c), 0);
+    weft__test_wait_hook = hold_waiter;
+    pthread_t th;
+    pthread_create(&th, NULL, round ? blocked_caller : blocked_waiter, &ctx);
+    while (!atomic_load(&ctx.submitted)) usleep(1000);
+    usleep(20000); /* the thread is blocked in the wait */
+    ASSERT_EQ(weft_runtime_shutdown(ctx.rt), 0);
+    atomic_store(&shutdown_returned, 1);
+    pthread_join(th, NULL);
+    weft__test_wait_hook = NULL;
+    ASSERT_EQ(atomic_load(&waiter_held), 1);
+    ASSERT_EQ(ctx.rc, -ECANCELED);
+    ASSERT_EQ(atomic_load(&returned_under_waiter), 0); /* the runtime was not freed under it */
+  }
+#endif
+}
+
 TEST_MAIN()

@@ -122,14 +122,22 @@ WEFT_API int weft_runtime_submit(weft_runtime *rt, weft_fn fn, void *arg, weft_t
 
 /* Block the calling thread (not a worker's task) until t is done, release
  * the handle and return t's status (run_coroutine_threadsafe(...).result()).
+ * A thread that is waiting when weft_runtime_shutdown is called gets its
+ * task's outcome (-ECANCELED when the shutdown cancelled it), and the
+ * shutdown returns only after the wait has returned; a wait must not begin
+ * after shutdown was called (the handle dies with the runtime).
  * Errors: -EINVAL called from a task, rt NULL or the null handle; -ESRCH
  * stale handle. */
 WEFT_API int weft_runtime_wait(weft_runtime *rt, weft_task t);
 
-/* Submit fn(arg) and wait for its status: weft_runtime_submit + weft_runtime_wait. */
+/* Submit fn(arg) and wait for its status: weft_runtime_submit + weft_runtime_wait
+ * (-EINVAL, submitting nothing, from a task). It may race with the start of
+ * weft_runtime_shutdown as a submission may: refused (-ESHUTDOWN), or its
+ * task is cancelled and shutdown waits for the call to return. */
 WEFT_API int weft_runtime_call(weft_runtime *rt, weft_fn fn, void *arg);
 
-/* Cancel every task still alive, wait for all of them, stop the workers and
+/* Cancel every task still alive, wait for all of them and for the threads
+ * blocked in weft_runtime_wait/_call to return, stop the workers and
  * free the runtime. Blocks. Any thread but the runtime's own workers.
  * Returns 0, or -EINVAL when called from one of its tasks (or rt NULL). */
 WEFT_API int weft_runtime_shutdown(weft_runtime *rt);
@@ -245,7 +253,9 @@ typedef struct weft_task_info {
 
 /* all_tasks(): fill out[] with up to n live tasks of the calling task's
  * runtime (or of rt, with weft_runtime_tasks, from any thread) and return how
- * many are alive in all (which may exceed n). out may be NULL when n is 0.
+ * many are alive in all (which may exceed n). weft's own tasks are listed
+ * too, named "weft-..." (weft_run's SIGINT watch "weft-signal-watch", a
+ * server's "weft-accept" and "weft-conn" handlers, "weft-reaper", ...). out may be NULL when n is 0.
  * Errors: -EINVAL weft_tasks outside a worker, rt NULL. */
 WEFT_API int weft_tasks(weft_task_info *out, size_t n);
 WEFT_API int weft_runtime_tasks(weft_runtime *rt, weft_task_info *out, size_t n);

@@ -337,7 +337,10 @@ WEFT_API int weft_stream_wait_closed(weft_stream *s);
  * the server after the handler) then drops what is buffered, sends no TLS
  * close_notify, and closes with SO_LINGER 0, so the peer sees a reset.
  * A reader waiting in the stream returns end of stream, as after close().
- * Does not suspend. */
+ * Neither abort nor close wakes a task blocked in a write or drain that
+ * waits for the peer to read (unlike asyncio's abort): it stays blocked
+ * until the peer reads or resets, or the task is cancelled (cancel the
+ * writer task, e.g. to drop a slow client). Does not suspend. */
 WEFT_API void weft_stream_abort(weft_stream *s);
 
 /* The peer's and the local address. Do not suspend. */

@@ -179,7 +179,9 @@ WEFT_API int weft_process_communicate(weft_process *p, weft_communicate *c);
  * left to the process's own exit (a zombie until then). Call it from a
  * task of the runtime; from elsewhere a child that has not exited yet is
  * left unreaped (documented above). Suspends (a stdin stream's buffered
- * bytes are flushed, for at most 10 s). Returns 0, or -EINVAL for NULL. */
+ * bytes are flushed, for at most 10 s; a cancellation ends the flush and
+ * stays requested: the caller's next suspension returns -ECANCELED).
+ * Returns 0, or -EINVAL for NULL. */
 WEFT_API int weft_process_free(weft_process *p);
 
 /* ------------------------------------------------------------ signals */

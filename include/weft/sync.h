@@ -256,7 +256,9 @@ WEFT_API int weft_queue_task_done(weft_queue *q);
 WEFT_API int weft_queue_join(weft_queue *q);
 /* Python 3.13's Queue.shutdown: later puts fail with -ESHUTDOWN and wake
  * with it; gets return the items left, then -ESHUTDOWN. immediate: the items
- * left are dropped at once (each counts as done, so join returns) and gets
+ * left are dropped at once (each counts as done, so join returns; nothing
+ * frees them: for items that own memory, shut down with immediate false
+ * and empty the queue with get_nowait instead) and gets
  * fail at once; an item a put handed to a waiting getter that has not run
  * yet is dropped too, when that getter runs (its get fails). Calling it
  * again is harmless. Any thread. Returns 0. */
