@@ -524,6 +524,7 @@ int weft_runtime_shutdown(weft_runtime *rt) {
    * weft_runtime_wait/_call: those threads are done with the runtime. Their
    * tasks are done, so they only have their handle's release left. */
   while (weft__load(&rt->waiting, ACQUIRE)) sched_yield();
+  weft__signal_runtime_end(rt); /* the signal watches never removed (their tasks have ended) */
   if (rt->debug) weft__debug_stop(rt);
   /* step 3 */
   stop_workers(rt, rt->nworkers);

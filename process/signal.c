@@ -27,8 +27,19 @@
  * pointer, then load busy): a Dekker pattern, which acquire/release alone
  * does not order.
  *
- * Registration (add/remove, sigaction) is under one mutex: rare, never
- * inside a handler.
+ * REMOVAL FROM THE HANDLER ITSELF. fn may remove its own watch (as an
+ * asyncio handler may call remove_signal_handler): the task cannot join
+ * itself, so remove marks the watch REMOVED_BY_FN and the task frees it
+ * once fn has returned.
+ *
+ * THE RUNTIME'S END. Shutdown cancels the watches' tasks, which take their
+ * watches out of the slots (the previous action comes back, as
+ * loop.close() removes the handlers left); once every task has ended,
+ * weft__signal_runtime_end frees the watches nobody removed (their
+ * eventfds and memory). Every watch is on `all_watches` until freed.
+ *
+ * Registration (add/remove, sigaction, all_watches) is under one mutex:
+ * rare, never inside a handler.
  */
 #include <errno.h>
 #include <pthread.h>
@@ -43,6 +54,7 @@
 
 #include "core/alloc.h"
 #include "core/atomic.h"
+#include "core/task.h"
 #include "process/signal.h"
 
 #define NSIGS 65
@@ -54,19 +66,26 @@ struct weft_signal_watch {
   weft_signal_fn fn;
   void *arg;
   weft_task task;
-  _Atomic int stopping;  /* set by remove before it cancels the task */
+  _Atomic int stopping;  /* set by remove before it cancels the task (REMOVED_BY_FN: by fn itself) */
+  bool oneshot;          /* weft_run's SIGINT watch (SA_RESETHAND) */
+  weft_runtime *rt;      /* the runtime of the task */
+  struct weft_signal_watch *next; /* all_watches, under reg_lock */
 };
+
+enum { REMOVED = 1, REMOVED_BY_FN = 2 }; /* values of stopping */
 
 typedef struct sigslot {
   _Atomic(weft_signal_watch *) watches[MAX_WATCHES];
   _Atomic int busy;      /* handlers running for this signal */
   unsigned count;        /* under reg_lock */
   bool oneshot;          /* under reg_lock: installed with SA_RESETHAND */
+  bool oneshot_spent;    /* under reg_lock: the kernel had reset the one-shot action when another watch replaced it */
   struct sigaction prev; /* under reg_lock: restored after the last watch */
 } sigslot;
 
 static sigslot slots[NSIGS];
 static pthread_mutex_t reg_lock = PTHREAD_MUTEX_INITIALIZER;
+static weft_signal_watch *all_watches; /* under reg_lock: every watch not yet freed */
 
 static void on_signal(int signo) {
   int saved = errno;
@@ -90,28 +109,75 @@ static bool refused(int signo) {
 }
 
 static int install(sigslot *s, int signo, bool oneshot) {
-  struct sigaction sa = {0};
+  struct sigaction sa = {0}, old;
   sa.sa_handler = on_signal;
   sigemptyset(&sa.sa_mask);
   sa.sa_flags = SA_RESTART | (oneshot ? SA_RESETHAND : 0);
-  if (sigaction(signo, &sa, s->count ? NULL : &s->prev) < 0) return -errno;
+  if (sigaction(signo, &sa, &old) < 0) return -errno;
+  if (s->count == 0) {
+    s->prev = old;
+    s->oneshot_spent = false;
+  } else if (s->oneshot) { /* a plain watch joins a one-shot one: was the one-shot action used up? */
+    s->oneshot_spent = old.sa_handler != on_signal;
+  }
   s->oneshot = oneshot;
   return 0;
 }
 
 /* Take w out of its signal's slot, restoring the previous action after the
  * last watch. Nothing happens when it was taken out already. */
-static void unregister(weft_signal_watch *w) {
+static void unregister_locked(weft_signal_watch *w) {
   sigslot *s = &slots[w->signo];
-  pthread_mutex_lock(&reg_lock);
   for (int i = 0; i < MAX_WATCHES; i++) {
     if (weft__load(&s->watches[i], RELAXED) == w) { /* relaxed: written only under reg_lock */
       weft__store(&s->watches[i], NULL, SEQ_CST); /* then the busy load in remove: see the file comment */
-      if (--s->count == 0) sigaction(w->signo, &s->prev, NULL);
+      if (--s->count == 0) {
+        sigaction(w->signo, &s->prev, NULL);
+      } else if (!s->oneshot && !w->oneshot) {
+        /* only one-shot watches left: the action goes back to what it was
+         * before the plain watches came (weft_run's SIGINT: the first one
+         * cancels main, the next one kills) */
+        bool plain = false;
+        for (int j = 0; j < MAX_WATCHES && !plain; j++) {
+          weft_signal_watch *o = weft__load(&s->watches[j], RELAXED); /* relaxed: under reg_lock */
+          plain = o && !o->oneshot;
+        }
+        if (!plain && s->oneshot_spent) {
+          struct sigaction dfl = {0}; /* where SA_RESETHAND had put it */
+          dfl.sa_handler = SIG_DFL;
+          sigemptyset(&dfl.sa_mask);
+          sigaction(w->signo, &dfl, NULL);
+          s->oneshot = true;
+        } else if (!plain) {
+          install(s, w->signo, true);
+        }
+      }
       break;
     }
   }
+}
+
+static void unregister(weft_signal_watch *w) {
+  pthread_mutex_lock(&reg_lock);
+  unregister_locked(w);
   pthread_mutex_unlock(&reg_lock);
+}
+
+/* Take w off all_watches, close its eventfd once no handler can be writing
+ * to it (w is out of its slot), drop its task's handle and free it. */
+static void free_watch(weft_signal_watch *w, bool in_task) {
+  pthread_mutex_lock(&reg_lock);
+  for (weft_signal_watch **p = &all_watches; *p; p = &(*p)->next)
+    if (*p == w) {
+      *p = w->next;
+      break;
+    }
+  pthread_mutex_unlock(&reg_lock);
+  while (weft__load(&slots[w->signo].busy, SEQ_CST)) /* seq_cst: after the slot's store of NULL, see above */
+    if (!in_task || weft_yield() < 0) sched_yield();
+  weft_task_release(w->task);
+  close(w->efd);
+  weft__free(w, sizeof *w);
 }
 
 static int watch_task(void *arg) {
@@ -133,6 +199,8 @@ static int watch_task(void *arg) {
       return 0;
     }
   }
+  /* acquire: as above */
+  if (weft__load(&w->stopping, ACQUIRE) == REMOVED_BY_FN) free_watch(w, true);
   return 0;
 }
 
@@ -144,6 +212,8 @@ int weft__signal_watch_add(weft_signal_watch **out, int signo, weft_signal_fn fn
   weft_signal_watch *w = weft__zalloc(sizeof *w);
   if (!w) return -ENOMEM;
   w->signo = signo;
+  w->oneshot = oneshot;
+  w->rt = weft__task_self()->rt;
   w->fn = fn;
   w->arg = arg;
   w->efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
@@ -170,12 +240,14 @@ int weft__signal_watch_add(weft_signal_watch **out, int signo, weft_signal_fn fn
     if (!rc) {
       weft__store(&s->watches[i], w, SEQ_CST); /* the handler's seq_cst load sees a whole watch */
       s->count++;
+      w->next = all_watches;
+      all_watches = w;
     }
     break;
   }
   pthread_mutex_unlock(&reg_lock);
   if (rc) {
-    weft__store(&w->stopping, 1, RELEASE);
+    weft__store(&w->stopping, REMOVED, RELEASE);
     weft_cancel(w->task);
     remove_task(w);
     return rc;
@@ -194,22 +266,35 @@ static void remove_task(weft_signal_watch *w) {
   do {
     st = weft_join(w->task);
   } while (st == -ECANCELED && !weft_task_done(w->task));
-  weft_task_release(w->task);
-  close(w->efd);
-  weft__free(w, sizeof *w);
+  free_watch(w, true); /* a handler may still hold w: it waits for it to leave */
 }
 
 int weft_signal_watch_remove(weft_signal_watch *w) {
   /* outside a task the join below would fail and w be freed under its task */
-  if (!w || weft_task_is_null(weft_current())) return -EINVAL;
-  sigslot *s = &slots[w->signo];
+  weft_task self = weft_current();
+  if (!w || weft_task_is_null(self)) return -EINVAL;
   unregister(w);
-  while (weft__load(&s->busy, SEQ_CST)) /* a handler may still hold w: wait for it to leave */
-    weft_yield();
-  weft__store(&w->stopping, 1, RELEASE); /* pairs with the acquire in watch_task */
+  if (self.rec == w->task.rec) { /* from fn: the task frees w when fn returns */
+    weft__store(&w->stopping, REMOVED_BY_FN, RELEASE); /* pairs with the acquire in watch_task */
+    return 0;
+  }
+  weft__store(&w->stopping, REMOVED, RELEASE); /* pairs with the acquire in watch_task */
   weft_cancel(w->task);
   remove_task(w);
   return 0;
+}
+
+void weft__signal_runtime_end(weft_runtime *rt) {
+  for (;;) {
+    weft_signal_watch *w;
+    pthread_mutex_lock(&reg_lock);
+    for (w = all_watches; w && w->rt != rt; w = w->next) {
+    }
+    if (w) unregister_locked(w); /* its task ended without it (a read error) */
+    pthread_mutex_unlock(&reg_lock);
+    if (!w) return;
+    free_watch(w, false);
+  }
 }
 
 /* ------------------------------------------------------------ weft_run's SIGINT */

@@ -25,6 +25,10 @@ typedef struct weft__run_sigint {
  * action back to SIG_DFL at the first delivery). */
 int weft__signal_watch_add(weft_signal_watch **out, int signo, weft_signal_fn fn, void *arg, bool oneshot);
 
+/* Shutdown, once every task of rt has ended (core/runtime.c): free the
+ * watches of rt that were never removed. */
+void weft__signal_runtime_end(weft_runtime *rt);
+
 /* SIGINT is SIG_DFL and not blocked in the calling thread. */
 bool weft__run_sigint_wanted(void);
 int weft__run_sigint_begin(void *r);

@@ -6,6 +6,7 @@
  * second one kills, and a program's own SIGINT handler is left alone. */
 #include <pthread.h>
 #include <stdatomic.h>
+#include <fcntl.h>
 #include <sys/wait.h>
 
 #include <weft/weft.h>
@@ -292,6 +293,155 @@ TEST_T(deliveries_during_the_handler_coalesce_into_one, 20) {
   weft_config cfg = {0};
   cfg.workers = 2;
   ASSERT_EQ(weft_run(coalesce_main, NULL, &cfg), 0);
+}
+
+/* ------------------------------------------------------------ removal and runtime end (found by review) */
+
+/* asyncio: a handler may call loop.remove_signal_handler for its own
+ * signal. remove from the watch's own function used to join itself
+ * (-EDEADLK), then free the watch and close its eventfd under the running
+ * task (a use after free, under ASan). */
+static weft_signal_watch *self_w;
+static atomic_int self_calls, self_rc = 1;
+static int remove_self(int signo, void *arg) {
+  (void)signo; (void)arg;
+  atomic_fetch_add(&self_calls, 1);
+  atomic_store(&self_rc, weft_signal_watch_remove(self_w));
+  return weft_sleep_ns(2 * 1000000); /* the function goes on after the removal */
+}
+static int remove_self_main(void *arg) {
+  (void)arg;
+  for (int round = 0; round < 20; round++) {
+    atomic_store(&self_rc, 1);
+    ASSERT_EQ(weft_signal_watch_add(&self_w, SIGUSR1, remove_self, NULL), 0);
+    ASSERT_EQ(kill(getpid(), SIGUSR1), 0);
+    for (int i = 0; i < 5000 && atomic_load(&self_rc) == 1; i++) weft_sleep_ns(1000000);
+    ASSERT_EQ(atomic_load(&self_rc), 0);
+    weft_sleep_ns(5 * 1000000); /* the watch's task ends */
+    struct sigaction sa;
+    sigaction(SIGUSR1, NULL, &sa);
+    ASSERT_TRUE(sa.sa_handler == SIG_IGN); /* restored by the removal */
+  }
+  ASSERT_EQ(atomic_load(&self_calls), 20);
+  return 0;
+}
+TEST_T(a_handler_may_remove_its_own_watch, 30) {
+  signal(SIGUSR1, SIG_IGN);
+  weft_config cfg = {0};
+  cfg.workers = 2;
+  ASSERT_EQ(weft_run(remove_self_main, NULL, &cfg), 0);
+}
+
+/* A runtime shut down with watches still added: the previous action comes
+ * back (as loop.close()), and the watches' descriptors and memory are
+ * freed (they leaked: one eventfd per watch, and the watch, under ASan). */
+static int count_fds(void) {
+  int n = 0;
+  for (int fd = 0; fd < 1024; fd++) n += fcntl(fd, F_GETFD) >= 0;
+  return n;
+}
+static int add_two_left(void *arg) {
+  (void)arg;
+  weft_signal_watch *a, *b;
+  ASSERT_EQ(weft_signal_watch_add(&a, SIGUSR1, count_left, NULL), 0);
+  ASSERT_EQ(weft_signal_watch_add(&b, SIGUSR2, count_left, NULL), 0);
+  return 0;
+}
+TEST_T(a_runtime_shut_down_with_watches_frees_them, 30) {
+  signal(SIGUSR1, SIG_IGN);
+  signal(SIGUSR2, SIG_DFL);
+  weft_config cfg = {0};
+  cfg.workers = 2;
+  weft_runtime *rt;
+  /* a first runtime: whatever is opened once per process stays open */
+  ASSERT_EQ(weft_runtime_new(&rt, &cfg), 0);
+  ASSERT_EQ(weft_runtime_shutdown(rt), 0);
+  int before = count_fds();
+  for (int i = 0; i < 3; i++) {
+    ASSERT_EQ(weft_runtime_new(&rt, &cfg), 0);
+    ASSERT_EQ(weft_runtime_call(rt, add_two_left, NULL), 0);
+    ASSERT_EQ(weft_runtime_shutdown(rt), 0);
+    struct sigaction sa;
+    sigaction(SIGUSR1, NULL, &sa);
+    ASSERT_TRUE(sa.sa_handler == SIG_IGN);
+    sigaction(SIGUSR2, NULL, &sa);
+    ASSERT_TRUE(sa.sa_handler == SIG_DFL);
+  }
+  ASSERT_EQ(count_fds(), before);
+}
+
+/* A program's SIGINT watch added and removed during weft_run gives SIGINT
+ * back to weft_run's one-shot watch: the first SIGINT cancels main, the
+ * second kills (the removal left SIGINT's handler installed without
+ * SA_RESETHAND: no SIGINT killed the process any more). */
+static int add_remove_sigint_main(void *arg) {
+  (void)arg;
+  weft_signal_watch *w;
+  if (weft_signal_watch_add(&w, SIGINT, on_user_int, NULL)) _exit(4);
+  if (weft_signal_watch_remove(w)) _exit(5);
+  return stubborn_main(NULL);
+}
+TEST_T(second_sigint_kills_after_a_program_watch_was_removed, 20) {
+  pid_t pid = fork();
+  if (pid == 0) {
+    weft_config cfg = {0};
+    cfg.workers = 2;
+    weft_run(add_remove_sigint_main, NULL, &cfg);
+    _exit(3);
+  }
+  int st;
+  ASSERT_EQ(waitpid(pid, &st, 0), pid);
+  if (!WIFSIGNALED(st)) TEST_FAIL("the child exited with %d: the second SIGINT did not kill it", WEXITSTATUS(st));
+  ASSERT_EQ(WTERMSIG(st), SIGINT);
+}
+
+/* A storm of SIGUSR1 from another thread while tasks on both workers add
+ * and remove watches of it: no delivery reaches a freed watch, the last
+ * removal restores the previous action. */
+static atomic_int storm_stop, storm_calls;
+static int storm_fn(int signo, void *arg) {
+  (void)signo; (void)arg;
+  atomic_fetch_add(&storm_calls, 1);
+  return 0;
+}
+static void *storm_thread(void *arg) {
+  (void)arg;
+  while (!atomic_load(&storm_stop)) kill(getpid(), SIGUSR1);
+  return NULL;
+}
+static int churn(void *arg) {
+  (void)arg;
+  for (int i = 0; i < 50; i++) {
+    weft_signal_watch *w;
+    ASSERT_EQ(weft_signal_watch_add(&w, SIGUSR1, storm_fn, NULL), 0);
+    weft_sleep_ns(100000);
+    ASSERT_EQ(weft_signal_watch_remove(w), 0);
+  }
+  return 0;
+}
+static int storm_main(void *arg) {
+  (void)arg;
+  weft_signal_watch *keep;
+  ASSERT_EQ(weft_signal_watch_add(&keep, SIGUSR1, storm_fn, NULL), 0); /* SIGUSR1 stays caught */
+  pthread_t th;
+  pthread_create(&th, NULL, storm_thread, NULL);
+  weft_task t[8];
+  for (int i = 0; i < 8; i++) t[i] = weft_spawn(churn, NULL);
+  for (int i = 0; i < 8; i++) ASSERT_EQ(weft_join(t[i]), 0);
+  atomic_store(&storm_stop, 1);
+  pthread_join(th, NULL);
+  ASSERT_TRUE(atomic_load(&storm_calls) > 0);
+  ASSERT_EQ(weft_signal_watch_remove(keep), 0);
+  struct sigaction sa;
+  sigaction(SIGUSR1, NULL, &sa);
+  ASSERT_TRUE(sa.sa_handler == SIG_IGN);
+  return 0;
+}
+TEST_T(watches_added_and_removed_during_a_signal_storm, 60) {
+  signal(SIGUSR1, SIG_IGN);
+  weft_config cfg = {0};
+  cfg.workers = 2;
+  ASSERT_EQ(weft_run(storm_main, NULL, &cfg), 0);
 }
 
 TEST_MAIN()

@@ -208,8 +208,12 @@ WEFT_API int weft_signal_watch_add(weft_signal_watch **out, int signo, weft_sign
 
 /* remove_signal_handler: stop the watch's task (waiting for a running fn
  * to return), restore the previous action when it was the last watch of
- * its signal, and free it. Suspends (not cancellably). Returns 0, or
- * -EINVAL for NULL or outside a task (nothing changes then). */
+ * its signal, and free it. fn may remove its own watch: the call returns
+ * at once, no further call comes, and the watch is freed when fn returns.
+ * Watches left at the runtime's shutdown are removed and freed by it (as
+ * loop.close()): their pointers are then invalid. Suspends (not
+ * cancellably). Returns 0, or -EINVAL for NULL or outside a task (nothing
+ * changes then). */
 WEFT_API int weft_signal_watch_remove(weft_signal_watch *w);
 
 /* weft_run and SIGINT: when SIGINT's action is SIG_DFL and SIGINT is not
@@ -217,6 +221,9 @@ WEFT_API int weft_signal_watch_remove(weft_signal_watch *w);
  * weft_run installs a one-shot handler for the time of the run: the first
  * SIGINT cancels the main task (asyncio.run's KeyboardInterrupt) and puts
  * SIGINT back to SIG_DFL, so a second SIGINT kills the process as usual.
+ * A SIGINT watch of the program's own takes SIGINT over while it exists
+ * (main is not cancelled); once it is removed, the one-shot handler is
+ * back (or SIG_DFL, when the first SIGINT came before the program's watch).
  * weft_run then returns -EINTR if main ended with -ECANCELED. The explicit
  * runtime API does none of this. */
 
