@@ -345,7 +345,11 @@ static int intro_main(void *arg) {
   o.name = "future-waiter";
   weft_task f = weft_spawn_ex(awaits_future, NULL, &o);
   weft_task j = weft_spawn(tu_return_arg, NULL);
-  weft_sleep_ns(5 * MS);
+  /* until each has reached its wait (5 ms was not always enough on a
+   * loaded machine: a fresh clone's TSan run saw "" for one of them) */
+  weft_task all[] = {s, f, e, lk, sm, rd, th};
+  for (size_t k = 0; k < sizeof all / sizeof all[0]; k++)
+    for (int i = 0; i < 5000 && weft_task_waiting_on(all[k])[0] == 0; i++) weft_sleep_ns(1 * MS);
   ASSERT_STR_EQ(weft_task_waiting_on(s), "sleep");
   ASSERT_STR_EQ(weft_task_waiting_on(f), "future");
   ASSERT_STR_EQ(weft_task_waiting_on(e), "event");
