@@ -513,13 +513,33 @@ static int sx_ordered_waiter(void *arg) {
   weft_yield();
   return weft_lock_release(&L) == 0 ? 0 : -1;
 }
-static int sx_fifo_cancel_main(void *arg) {
+/* arg != NULL: a thread outside the runtime holds the lock (try_acquire)
+ * while the tasks queue, and releases it when told to. */
+static atomic_int sx_holder_state; /* 1 holds, 2 release now, 3 released */
+static void *sx_fifo_holder(void *arg) {
   (void)arg;
+  if (weft_lock_try_acquire(&L) != 0) abort();
+  atomic_store(&sx_holder_state, 1);
+  while (atomic_load(&sx_holder_state) != 2) usleep(100);
+  if (weft_lock_release(&L) != 0) abort();
+  atomic_store(&sx_holder_state, 3);
+  return NULL;
+}
+static int sx_fifo_cancel_main(void *arg) {
+  bool foreign = arg != NULL;
   enum { N = 24 };
   for (int round = 0; round < 20; round++) {
     ASSERT_EQ(weft_lock_init_mode(&L, WEFT_LOCK_FIFO), 0);
     atomic_store(&sx_order_n, 0);
-    ASSERT_EQ(weft_lock_acquire(&L), 0);
+    pthread_t th;
+    if (foreign) {
+      atomic_store(&sx_holder_state, 0);
+      pthread_create(&th, NULL, sx_fifo_holder, NULL);
+      while (atomic_load(&sx_holder_state) != 1) weft_sleep_ns(50000);
+      ASSERT_EQ(weft_lock_try_acquire(&L), -EAGAIN);
+    } else {
+      ASSERT_EQ(weft_lock_acquire(&L), 0);
+    }
     weft_task t[N];
     for (int i = 0; i < N; i++) {
       t[i] = weft_spawn(sx_ordered_waiter, (void *)(intptr_t)i);
@@ -527,7 +547,12 @@ static int sx_fifo_cancel_main(void *arg) {
     }
     for (int i = round % 3; i < N; i += 3) weft_cancel(t[i]);
     if (round % 2) weft_sleep_ns(200000); /* let the cancelled ones leave, sometimes */
-    ASSERT_EQ(weft_lock_release(&L), 0);
+    if (foreign) {
+      atomic_store(&sx_holder_state, 2);
+      pthread_join(th, NULL);
+    } else {
+      ASSERT_EQ(weft_lock_release(&L), 0);
+    }
     int ok = 0;
     for (int i = 0; i < N; i++) {
       int st = weft_join(t[i]);
@@ -546,6 +571,10 @@ static int sx_fifo_cancel_main(void *arg) {
 TEST_T(lock_waiters_keep_fifo_order_around_cancelled_ones, 30) {
   weft_config c = cfg_workers((unsigned)sx_workers());
   ASSERT_EQ(weft_run(sx_fifo_cancel_main, NULL, &c), 0);
+}
+TEST_T(lock_waiters_behind_a_foreign_holder_keep_fifo_order_around_cancelled_ones, 30) {
+  weft_config c = cfg_workers((unsigned)sx_workers());
+  ASSERT_EQ(weft_run(sx_fifo_cancel_main, (void *)1, &c), 0);
 }
 
 /* -------- lock: foreign threads' try_acquire/release racing with tasks (and cancels) */
@@ -901,6 +930,79 @@ static int sx_destroy_main(void *arg) {
 TEST_T(destroying_a_primitive_with_waiters_is_ebusy_and_changes_nothing, 30) {
   weft_config c = cfg_workers((unsigned)sx_workers());
   ASSERT_EQ(weft_run(sx_destroy_main, NULL, &c), 0);
+}
+
+/* -------- event: a thread outside the runtime sets and clears it while
+ * tasks on the workers wait, a third of them cancelled at random moments;
+ * after the thread's last set every waiter returns, and none is left. */
+static weft_event SE;
+static atomic_int se_final;
+static atomic_long se_woke, se_cancelled;
+static int sx_se_waiter(void *arg) {
+  (void)arg;
+  long w = 0, c = 0;
+  for (;;) {
+    int rc = weft_event_wait(&SE);
+    if (rc == -ECANCELED) {
+      c++;
+      continue;
+    }
+    if (rc) return rc;
+    w++;
+    if (atomic_load(&se_final)) break;
+    weft_yield();
+  }
+  atomic_fetch_add(&se_woke, w);
+  atomic_fetch_add(&se_cancelled, c);
+  return 0;
+}
+static void *sx_se_thread(void *arg) {
+  (void)arg;
+  uint64_t rng = 0x51ed27;
+  long rounds = 2000 / sync_migrate_div();
+  for (long i = 0; i < rounds; i++) {
+    weft_event_set(&SE);
+    usleep((useconds_t)(rng_step(&rng) % 50));
+    weft_event_clear(&SE);
+    usleep((useconds_t)(rng_step(&rng) % 100));
+  }
+  atomic_store(&se_final, 1);
+  weft_event_set(&SE);
+  return NULL;
+}
+static int sx_se_main(void *arg) {
+  (void)arg;
+  enum { TASKS = 12 };
+  ASSERT_EQ(weft_event_init(&SE), 0);
+  atomic_store(&se_final, 0);
+  atomic_store(&se_woke, 0);
+  atomic_store(&se_cancelled, 0);
+  weft_task t[TASKS], victims[TASKS / 3];
+  for (int i = 0; i < TASKS; i++) {
+    t[i] = weft_spawn(sx_se_waiter, NULL);
+    if (i % 3 == 0) victims[i / 3] = t[i];
+  }
+  for (int i = 0; i < TASKS; i++) sx_wait_on(t[i], "event"); /* all wait before the thread starts */
+  atomic_int stop = 0;
+  canceller_arg ca = {victims, TASKS / 3, &stop, 0};
+  cancellers cs = cancellers_start(&ca);
+  pthread_t th;
+  pthread_create(&th, NULL, sx_se_thread, NULL);
+  pthread_join(th, NULL);
+  ASSERT_EQ(cancellers_stop(&ca, &cs), 0);
+  for (int i = 0; i < TASKS; i++) {
+    int st = weft_join(t[i]); /* hangs (test timeout) if the last set missed a waiter */
+    ASSERT_TRUE(st == 0 || st == -ECANCELED);
+    weft_task_release(t[i]);
+  }
+  ASSERT_TRUE(weft_event_is_set(&SE));
+  ASSERT_EQ(weft_event_destroy(&SE), 0);
+  fprintf(stderr, "rv event: %ld woken, %ld cancelled\n", atomic_load(&se_woke), atomic_load(&se_cancelled));
+  return 0;
+}
+TEST_T(event_set_and_clear_from_a_foreign_thread_with_cancelled_waiters, 60) {
+  weft_config c = cfg_workers((unsigned)sx_workers());
+  ASSERT_EQ(weft_run(sx_se_main, NULL, &c), 0);
 }
 
 TEST_MAIN()

@@ -1,6 +1,7 @@
 /* tests/test_queue.c: weft_queue's kinds (LIFO, priority), join/task_done,
  * shutdown (graceful, immediate), bad input, foreign threads, and stress
- * tests with cancellation on 4 workers (every item got exactly once). The
+ * tests with cancellation on 4 workers (every item got exactly once), and a
+ * queue, lock and semaphore shared by the tasks of two runtimes. The
  * FIFO basics are in test_sync.c. */
 #include <pthread.h>
 #include <stdatomic.h>
@@ -8,6 +9,7 @@
 #include <weft/weft.h>
 
 #include "sync_stress.h"
+#include "task_util.h"
 #include "test.h"
 
 static int cmp_int(const void *a, const void *b) {
@@ -646,6 +648,192 @@ static int handover_shutdown_main(void *arg) {
 TEST(shutdown_immediate_drops_an_item_handed_to_a_waiting_getter) {
   weft_config c = cfg_workers(1);
   ASSERT_EQ(weft_run(handover_shutdown_main, NULL, &c), 0);
+}
+
+/* ------------------------------------------------------------ foreign producers, shutdown from a thread
+ * Two threads outside the runtime put_nowait every item into a bounded
+ * queue (retrying on -EAGAIN) while getters on both workers wait, a third
+ * of them cancelled at random moments; then a thread shuts the queue down
+ * (graceful): the getters drain it and fail with -ESHUTDOWN. Every item is
+ * got exactly once and no waiter is left behind. */
+
+enum { FP_THREADS = 2, FP_GETTERS = 12 };
+static struct {
+  weft_queue q;
+  long per_thread;
+  atomic_uchar *seen;
+  atomic_long got, cancelled, dup;
+  atomic_int puts_done;
+} Fp;
+
+static void *fp_producer(void *arg) {
+  long base = (long)(intptr_t)arg * Fp.per_thread;
+  for (long k = 0; k < Fp.per_thread; k++) {
+    int rc;
+    while ((rc = weft_queue_put_nowait(&Fp.q, (void *)(intptr_t)(base + k + 1))) == -EAGAIN) sched_yield();
+    if (rc) abort();
+  }
+  atomic_fetch_add(&Fp.puts_done, 1);
+  return NULL;
+}
+
+static void *fp_shutdown(void *arg) {
+  (void)arg;
+  while (atomic_load(&Fp.puts_done) < FP_THREADS) usleep(200);
+  if (weft_queue_shutdown(&Fp.q, false) != 0) abort();
+  return NULL;
+}
+
+static int fp_getter(void *arg) {
+  (void)arg;
+  for (;;) {
+    void *it;
+    int rc = weft_queue_get(&Fp.q, &it);
+    if (rc == -ECANCELED) {
+      atomic_fetch_add(&Fp.cancelled, 1);
+      continue;
+    }
+    if (rc == -ESHUTDOWN) return 0;
+    if (rc) return rc;
+    long i = (long)(intptr_t)it - 1;
+    if (i < 0 || i >= FP_THREADS * Fp.per_thread || atomic_fetch_add(&Fp.seen[i], 1) != 0) atomic_fetch_add(&Fp.dup, 1);
+    atomic_fetch_add(&Fp.got, 1);
+    weft_queue_task_done(&Fp.q);
+  }
+}
+
+static int foreign_producers_main(void *arg) {
+  size_t maxsize = (size_t)(intptr_t)arg;
+  Fp.per_thread = tu_iters(20000) / sync_migrate_div();
+  long total = FP_THREADS * Fp.per_thread;
+  Fp.seen = calloc((size_t)total, 1);
+  atomic_store(&Fp.got, 0);
+  atomic_store(&Fp.cancelled, 0);
+  atomic_store(&Fp.dup, 0);
+  atomic_store(&Fp.puts_done, 0);
+  ASSERT_EQ(weft_queue_init(&Fp.q, maxsize), 0);
+  weft_task g[FP_GETTERS], victims[FP_GETTERS / 3];
+  for (int i = 0; i < FP_GETTERS; i++) {
+    g[i] = weft_spawn(fp_getter, NULL);
+    if (i % 3 == 0) victims[i / 3] = g[i];
+  }
+  atomic_int stop = 0;
+  canceller_arg ca = {victims, FP_GETTERS / 3, &stop, 0};
+  cancellers cs = cancellers_start(&ca);
+  pthread_t th[FP_THREADS + 1];
+  for (int i = 0; i < FP_THREADS; i++) pthread_create(&th[i], NULL, fp_producer, (void *)(intptr_t)i);
+  pthread_create(&th[FP_THREADS], NULL, fp_shutdown, NULL);
+  for (int i = 0; i < FP_GETTERS; i++) {
+    int st = weft_join(g[i]);
+    ASSERT_TRUE(st == 0 || st == -ECANCELED); /* -ECANCELED: cancelled before it started */
+    weft_task_release(g[i]);
+  }
+  ASSERT_EQ(cancellers_stop(&ca, &cs), 0);
+  for (int i = 0; i <= FP_THREADS; i++) pthread_join(th[i], NULL);
+  ASSERT_EQ(atomic_load(&Fp.dup), 0);
+  ASSERT_EQ(atomic_load(&Fp.got), total);
+  for (long i = 0; i < total; i++) ASSERT_EQ(atomic_load(&Fp.seen[i]), 1);
+  ASSERT_EQ(weft_queue_task_done(&Fp.q), -EOVERFLOW); /* every item marked done once */
+  ASSERT_TRUE(weft_queue_empty(&Fp.q));
+  ASSERT_EQ(weft_queue_destroy(&Fp.q), 0); /* no waiter left behind */
+  free(Fp.seen);
+  fprintf(stderr, "foreign producers maxsize=%zu: %ld items, %ld cancelled gets\n", maxsize, total,
+          atomic_load(&Fp.cancelled));
+  return 0;
+}
+
+TEST_T(queue_foreign_producers_and_shutdown_with_cancelled_getters_on_2_workers, 60) {
+  weft_config c = cfg_workers(2);
+  ASSERT_EQ(weft_run(foreign_producers_main, (void *)(intptr_t)1, &c), 0);
+  ASSERT_EQ(weft_run(foreign_producers_main, (void *)(intptr_t)4, &c), 0);
+  ASSERT_EQ(weft_run(foreign_producers_main, (void *)(intptr_t)0, &c), 0);
+}
+
+/* ------------------------------------------------------------ two runtimes
+ * A queue, a lock and a semaphore shared by the tasks of two runtimes in
+ * one process: putters on one, getters on the other, every task taking the
+ * lock and a permit around each item. */
+
+static struct {
+  weft_queue q;
+  weft_lock lock;
+  weft_sem sem;
+  long per_task, counter;
+  atomic_long got, held;
+  atomic_uchar *seen;
+} Tr;
+enum { TR_TASKS = 4 };
+
+static int tr_critical(void) {
+  int rc = weft_sem_acquire(&Tr.sem);
+  if (rc) return rc;
+  if (atomic_fetch_add(&Tr.held, 1) >= 2) return -300;
+  rc = weft_lock_acquire(&Tr.lock);
+  if (rc) return rc;
+  long v = Tr.counter;
+  if (v % 7 == 0) weft_yield();
+  Tr.counter = v + 1;
+  if (weft_lock_release(&Tr.lock)) return -200;
+  atomic_fetch_sub(&Tr.held, 1);
+  return weft_sem_release(&Tr.sem);
+}
+
+static int tr_putter(void *arg) {
+  long base = (long)(intptr_t)arg * Tr.per_task;
+  for (long k = 0; k < Tr.per_task; k++) {
+    int rc = tr_critical();
+    if (rc) return rc;
+    rc = weft_queue_put(&Tr.q, (void *)(intptr_t)(base + k + 1));
+    if (rc) return rc;
+  }
+  return 0;
+}
+
+static int tr_getter(void *arg) {
+  (void)arg;
+  for (;;) {
+    void *it;
+    int rc = weft_queue_get(&Tr.q, &it);
+    if (rc == -ESHUTDOWN) return 0;
+    if (rc) return rc;
+    long i = (long)(intptr_t)it - 1;
+    if (i < 0 || i >= TR_TASKS * Tr.per_task || atomic_fetch_add(&Tr.seen[i], 1) != 0) return -400;
+    atomic_fetch_add(&Tr.got, 1);
+    rc = tr_critical();
+    if (rc) return rc;
+  }
+}
+
+TEST_T(primitives_shared_by_the_tasks_of_two_runtimes, 60) {
+  Tr.per_task = tu_iters(5000) / sync_migrate_div();
+  long total = TR_TASKS * Tr.per_task;
+  Tr.seen = calloc((size_t)total, 1);
+  Tr.counter = 0;
+  ASSERT_EQ(weft_queue_init(&Tr.q, 2), 0);
+  ASSERT_EQ(weft_lock_init(&Tr.lock), 0);
+  ASSERT_EQ(weft_sem_init(&Tr.sem, 2), 0);
+  weft_config c = cfg_workers(2);
+  weft_runtime *ra, *rb;
+  ASSERT_EQ(weft_runtime_new(&ra, &c), 0);
+  ASSERT_EQ(weft_runtime_new(&rb, &c), 0);
+  weft_task p[TR_TASKS], g[TR_TASKS];
+  for (int i = 0; i < TR_TASKS; i++) {
+    ASSERT_EQ(weft_runtime_submit(ra, tr_putter, (void *)(intptr_t)i, &p[i]), 0);
+    ASSERT_EQ(weft_runtime_submit(rb, tr_getter, NULL, &g[i]), 0);
+  }
+  for (int i = 0; i < TR_TASKS; i++) ASSERT_EQ(weft_runtime_wait(ra, p[i]), 0);
+  ASSERT_EQ(weft_queue_shutdown(&Tr.q, false), 0);
+  for (int i = 0; i < TR_TASKS; i++) ASSERT_EQ(weft_runtime_wait(rb, g[i]), 0);
+  ASSERT_EQ(weft_runtime_shutdown(ra), 0);
+  ASSERT_EQ(weft_runtime_shutdown(rb), 0);
+  ASSERT_EQ(atomic_load(&Tr.got), total);
+  ASSERT_EQ(Tr.counter, 2 * total);
+  ASSERT_EQ(weft_sem_value(&Tr.sem), 2);
+  ASSERT_TRUE(!weft_lock_locked(&Tr.lock));
+  ASSERT_EQ(weft_lock_destroy(&Tr.lock), 0);
+  ASSERT_EQ(weft_sem_destroy(&Tr.sem), 0);
+  ASSERT_EQ(weft_queue_destroy(&Tr.q), 0);
+  free(Tr.seen);
 }
 
 TEST_MAIN()

@@ -14,6 +14,8 @@
  * cancellation points: they return -ECANCELED when the task is cancelled
  * while it waits. Calls marked "Any thread" never suspend and may also be
  * made from threads outside the runtime (they wake the tasks they should).
+ * An object may also be shared by the tasks of several runtimes in one
+ * process: a waker schedules each woken task on that task's own runtime.
  *
  * Destroying an object that tasks still wait on returns -EBUSY and changes
  * nothing; debug mode (WEFT_DEBUG=1) also prints every misuse on stderr.
