@@ -884,6 +884,8 @@ static int debug_main(void *arg) {
 static void capture_stderr(void (*fn)(void), char *out, size_t len, int *status) {
   int p[2];
   ASSERT_EQ(pipe(p), 0);
+  fflush(stdout);
+  fflush(stderr);
   pid_t pid = fork();
   if (pid == 0) {
     dup2(p[1], 2);
@@ -897,7 +899,8 @@ static void capture_stderr(void (*fn)(void), char *out, size_t len, int *status)
   while (n + 1 < len && (r = read(p[0], out + n, len - 1 - n)) > 0) n += (size_t)r;
   out[n] = 0;
   close(p[0]);
-  waitpid(pid, status, 0);
+  while (waitpid(pid, status, 0) < 0 && errno == EINTR) {
+  }
 }
 
 static void run_debug(void) {
@@ -1239,32 +1242,6 @@ TEST(a_submission_racing_a_shutdown_is_waited_for) {
  * fault in scheduler code after a task with a stack of its own ended read
  * that stack's freed descriptor) */
 
-/* Run fn in a child with stderr captured; the child's wait status. */
-static int sr_child(void (*fn)(void), char *out, size_t cap) {
-  int p[2];
-  ASSERT_EQ(pipe(p), 0);
-  fflush(stdout);
-  fflush(stderr);
-  pid_t pid = fork();
-  ASSERT_TRUE(pid >= 0);
-  if (pid == 0) {
-    dup2(p[1], 2);
-    close(p[0]);
-    close(p[1]);
-    fn();
-    _exit(0);
-  }
-  close(p[1]);
-  size_t n = 0;
-  ssize_t r;
-  while (n + 1 < cap && (r = read(p[0], out + n, cap - 1 - n)) > 0) n += (size_t)r;
-  out[n] = 0;
-  close(p[0]);
-  int st;
-  while (waitpid(pid, &st, 0) < 0 && errno == EINTR) {
-  }
-  return st;
-}
 
 /* An overflow that returns before its task switches again clobbers the
  * canary (debug mode, no guard page: the mapping budget spent). The task
@@ -1310,7 +1287,8 @@ TEST_T(a_clobbered_canary_is_blamed_on_the_task_that_ended, 30) {
   TEST_SKIP("needs -DWEFT_TEST_HOOKS");
 #else
   char out[8192];
-  int st = sr_child(sr_run_canary, out, sizeof out);
+  int st;
+  capture_stderr(sr_run_canary, out, sizeof out, &st);
   if (!strstr(out, "weft: task 'clobberer' overflowed")) TEST_FAIL("not blamed on the clobberer: %s", out);
   if (!WIFSIGNALED(st) || WTERMSIG(st) != SIGABRT) TEST_FAIL("status %#x: %s", st, out);
 #endif
@@ -1350,7 +1328,8 @@ TEST_T(an_overflow_without_a_guard_page_is_reported_by_name, 60) {
       sr_size = sizes[i];
       sr_debug = d;
       char out[8192];
-      int st = sr_child(sr_run_deep, out, sizeof out);
+      int st;
+      capture_stderr(sr_run_deep, out, sizeof out, &st);
       if (!strstr(out, "weft: task 'deep-no-guard' overflowed its"))
         TEST_FAIL("debug %d, stack_size %zu: no report (status %#x): %s", d, sizes[i], st, out);
       ASSERT_TRUE(WIFSIGNALED(st) && WTERMSIG(st) == SIGABRT);
@@ -1384,7 +1363,8 @@ static void sr_run_uaf(void) {
 }
 TEST_T(a_scheduler_fault_after_a_big_stack_task_is_a_plain_segv, 30) {
   char out[16384];
-  int st = sr_child(sr_run_uaf, out, sizeof out);
+  int st;
+  capture_stderr(sr_run_uaf, out, sizeof out, &st);
   if (strstr(out, "weft: task")) TEST_FAIL("reported as an overflow: %s", out);
   if (strstr(out, "use-after-free")) TEST_FAIL("the handler read a freed descriptor: %s", out);
   if (test_sanitized() && strstr(out, "SEGV")) return;
