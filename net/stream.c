@@ -181,6 +181,8 @@ struct weft_stream {
   bool aborting;       /* abort(): wait_closed resets the connection */
   bool rs_busy;        /* a ring send in flight, not yet settled */
   bool rwoken;         /* the reader's wake was done (close, abort or wait_closed) */
+  weft_task rcancel;   /* the closer's: the ring cancel task the wake spawned (io_uring, not a socket),
+                        * joined by wait_closed, so that its duplicate of the old file is closed by then */
   weft__ring_send rs;  /* writer: that send (net/ring_send.c) */
   struct weft__tls *tls; /* the TLS layer, or NULL (set by start_tls before any transfer) */
 };
@@ -829,9 +831,9 @@ static void reader_wake(weft_stream *s) {
   point_at_eof(fd);    /* (failing, a receive submitted after the cancel waits for data or the end) */
   /* relaxed: published by the reader's release add, which our caller acquired */
   int w = weft__load(&s->rworker, RELAXED);
-  weft_spawn_opts o = {.name = "weft-read-cancel", .detached = true};
-  if (!weft__spawn_pinned((unsigned)w, ring_cancel_task, (void *)(intptr_t)old, &o).rec)
-    close(old); /* (out of memory) the same */
+  weft_spawn_opts o = {.name = "weft-read-cancel"};
+  s->rcancel = weft__spawn_pinned((unsigned)w, ring_cancel_task, (void *)(intptr_t)old, &o);
+  if (!s->rcancel.rec) close(old); /* (out of memory) the same */
 }
 
 /* close, abort, wait_closed: from now on the reader's receives end; wake a
@@ -903,6 +905,13 @@ int weft_stream_wait_closed(weft_stream *s) {
     if (!rc && s->tls && !s->eof_sent) rc = weft__tls_close_notify(s->tls, s->fd, deadline);
   }
   reader_gone(s); /* before the TLS layer, the descriptor and the buffers go */
+  if (s->rcancel.rec) { /* its duplicate of the old file is closed when it ends: wait, not cancellably */
+    weft__task *self = weft__task_self();
+    self->shield_depth++;
+    weft_join(s->rcancel);
+    self->shield_depth--;
+    weft_task_release(s->rcancel);
+  }
   weft__tls_free(s->tls);
   if (s->fd >= 0) {
     weft__fd_forget(s->fd);
