@@ -233,6 +233,7 @@ static void drain_cb(void *arg) {
       weft__spin_unlock(&rt->soon_lock);
       return;
     }
+    weft_callback *chain_tail = rt->soon_tail;
     rt->soon_head = rt->soon_tail = NULL;
     weft__spin_unlock(&rt->soon_lock);
     for (int n = 0; chain && n < DRAIN_BATCH; n++) {
@@ -244,10 +245,8 @@ static void drain_cb(void *arg) {
     /* a full batch: put the rest back in front of newer calls, and let the
      * worker's tasks run before the next batch */
     weft__spin_lock(&rt->soon_lock);
-    weft_callback *last = chain;
-    while (last->next) last = last->next;
-    last->next = rt->soon_head;
-    if (!rt->soon_head) rt->soon_tail = last;
+    chain_tail->next = rt->soon_head; /* (no walk: a backlog of n would cost n^2/DRAIN_BATCH) */
+    if (!rt->soon_head) rt->soon_tail = chain_tail;
     rt->soon_head = chain;
     weft__spin_unlock(&rt->soon_lock);
     if (weft_call_soon(drain_cb, rt, NULL) == 0) return;
