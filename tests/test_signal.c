@@ -275,7 +275,10 @@ static int coalesce_main(void *arg) {
   for (int i = 0; i < 5000 && !atomic_load(&co_calls); i++) weft_sleep_ns(1000000);
   ASSERT_EQ(atomic_load(&co_calls), 1);
   for (int i = 0; i < 5; i++) {
-    kill(getpid(), SIGUSR2);
+    /* raise: delivered to this thread before it returns (a kill may be
+     * delivered later, to any thread: one that came after the handler's
+     * second call was a third call, under load in a fresh clone) */
+    raise(SIGUSR2);
     weft_sleep_ns(2 * 1000000);
   }
   weft_event_set(&co_release);
