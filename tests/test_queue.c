@@ -534,6 +534,14 @@ static int stress_run(size_t maxsize, enum weft_queue_kind kind) {
     weft_task_release(prod[i]);
   }
   ASSERT_EQ(cancellers_stop(&ca, &cs), 0);
+  /* Let the consumers drain every item before the end markers go in: in a
+   * LIFO or priority queue (NULL is the smallest) a marker would be taken
+   * before the items under it, and its consumer would leave them there.
+   * Eight consumers are never cancelled, so the queue empties. */
+  for (int waited = 0; !weft_queue_empty(&St.q); waited++) {
+    ASSERT_TRUE(waited < 300000); /* 30 s */
+    weft_sleep_ns(100000);
+  }
   /* One end marker per consumer; a consumer cancelled before it started
    * never takes its marker, so stop once every consumer is done (a
    * blocking put could wait forever on a bounded queue). */
