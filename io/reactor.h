@@ -24,7 +24,10 @@
  * the owner's search that follows the clear sees the unparker's work.
  *
  * Completions: every operation submitted carries a weft__io_op whose
- * complete() runs on the owner thread when its completion is reaped.
+ * complete() runs on the owner thread when its completion is reaped. It
+ * records the result and wakes a task; it must not take a submission entry
+ * (the io_uring reap advances the queue's head after its loop, and a full
+ * submission queue's flush may reap again from inside it).
  */
 #ifndef WEFT_IO_REACTOR_H
 #define WEFT_IO_REACTOR_H

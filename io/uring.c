@@ -122,7 +122,11 @@ void weft__uring_fini(weft__reactor *r) {
  * ring has IORING_FEAT_NODROP: nothing is dropped) and are flushed into
  * the queue by the next io_uring_enter with GETEVENTS, which liburing's
  * submit calls add while IORING_SQ_CQ_OVERFLOW is set; the operations
- * stay counted in `inflight` until then, so poll keeps entering. */
+ * stay counted in `inflight` until then, so poll keeps entering.
+ * The head is advanced once, after the loop: so a completion's callback
+ * must not take a submission entry (weft__reactor_sqe may reap when the
+ * queue is full, and a nested reap would deliver these entries again).
+ * None does: they record a result and wake a task, which submits. */
 static unsigned reap(weft__reactor *r) {
   uring_state *u = r->impl;
   if (IO_URING_READ_ONCE(*u->ring.sq.kflags) & IORING_SQ_CQ_OVERFLOW)
