@@ -569,7 +569,7 @@ static bool try_inline(weft__task *self, weft__task *t) {
   if (weft__xchg(&self->cancel_pending, 0, SEQ_CST)) cancel_rec(t); /* t is not done: it takes it */
   w->current = t;
   weft__stack_set_running(t->stack, (const char *)t->name);
-  if (weft__unlikely(w->rt->debug)) weft__store(&w->running, t, RELEASE); /* the monitor names it (debug.c) */
+  if (weft__unlikely(w->rt->debug)) weft__debug_set_running(w, t);
   int status;
   if (weft__load(&t->cancel_pending, RELAXED)) { /* cancelled before it started: body never runs */
     weft__cancel_consume(t);
@@ -580,7 +580,7 @@ static bool try_inline(weft__task *self, weft__task *t) {
   w = weft__worker_self(); /* the child may have moved to another worker */
   w->current = self;
   weft__stack_set_running(self->stack, (const char *)self->name);
-  if (weft__unlikely(w->rt->debug)) weft__store(&w->running, self, RELEASE);
+  if (weft__unlikely(w->rt->debug)) weft__debug_set_running(w, self);
   weft__store(&self->inline_child, NULL, SEQ_CST); /* seq_cst: as the store above */
   t->stack = NULL;
   weft__task_finish(t, status);

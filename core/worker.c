@@ -497,12 +497,7 @@ static bool prepare_run(weft__worker *w, weft__task *t) {
     t->started = 1;
   }
   weft__store(&t->last_worker, (int8_t)w->id, RELAXED); /* relaxed: for reports */
-  if (weft__unlikely(w->rt->debug)) {
-    /* release: pairs with the monitor's acquire (core/debug.c): it reads
-     * the task's name, initialised before the task reached this worker */
-    weft__store(&w->running, t, RELEASE);
-    weft__store(&w->switches, weft__load(&w->switches, RELAXED) + 1, RELAXED);
-  }
+  if (weft__unlikely(w->rt->debug)) weft__debug_set_running(w, t);
   weft__stack_set_running(t->stack, (const char *)t->name);
   return true;
 }

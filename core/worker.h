@@ -93,7 +93,7 @@ typedef struct weft__worker {
   _Alignas(WEFT_CACHELINE) _Atomic int64_t spawned;  /* owner stores (release), shutdown reads */
   _Atomic int64_t finished;   /* owner stores (release), shutdown reads */
   _Atomic uint64_t switches;  /* owner stores (relaxed): the debug monitor samples it */
-  _Atomic(weft__task *) running; /* owner stores (relaxed): the debug monitor reads it */
+  _Atomic(weft__task *) running; /* owner stores (weft__debug_set_running): the debug monitor reads it */
   _Atomic int sleeping;       /* 1 while in (or about to enter) the reactor's park: see send_to */
   bool parked;                /* under rt->idle.lock: in the sleepers list */
   int start_error;            /* written by the worker before the start barrier */
@@ -128,6 +128,18 @@ void weft__schedule_spawn(weft__worker *w, weft__task *t);
 /* OWNER: take t off the spawn stack if it is there (a join about to run it
  * inline). */
 bool weft__spawn_stack_remove(weft__worker *w, weft__task *t);
+
+/* OWNER, debug mode only: t starts (or resumes) running on w, for the
+ * debug monitor (core/debug.c): it names `running` and times it from the
+ * last change of `switches`, so every change of the running task moves
+ * the counter, a join that runs its child inline included (else the
+ * joiner's time is added to the child's, and the child's to the joiner's).
+ * release: pairs with the monitor's acquire: it reads the task's name,
+ * initialised before the task reached this worker. */
+static inline void weft__debug_set_running(weft__worker *w, weft__task *t) {
+  weft__store(&w->running, t, RELEASE);
+  weft__store(&w->switches, weft__load(&w->switches, RELAXED) + 1, RELAXED);
+}
 
 /* The calling task (the worker's current one) switches out with intent
  * (WEFT__INTENT_PARK or _YIELD): directly to the next local task when there

@@ -918,6 +918,45 @@ TEST(debug_mode_reports_hogs_and_leftovers) {
   if (!strstr(buf, "'left-behind'")) TEST_FAIL("no leftover report in: %s", buf);
 }
 
+static void spin_ms(int ms) {
+  int64_t end = weft_now_ns() + (int64_t)ms * 1000000;
+  while (weft_now_ns() < end) {
+  }
+}
+
+static int spin_70ms(void *arg) {
+  (void)arg;
+  spin_ms(70);
+  return 0;
+}
+
+/* 70 ms, then a join that runs a 70 ms child inline (one worker: nobody
+ * steals it first), then 70 ms more: no task ran 100 ms without a switch */
+static int inline_join_main(void *arg) {
+  (void)arg;
+  spin_ms(70);
+  weft_spawn_opts o = {.name = "inline-child"};
+  weft_task t = weft_spawn_ex(spin_70ms, NULL, &o);
+  ASSERT_EQ(weft_join(t), 0);
+  weft_task_release(t);
+  spin_ms(70);
+  return 0;
+}
+
+static void run_debug_inline(void) {
+  weft_config c = cfg_workers(1);
+  c.debug = 1;
+  weft_run(inline_join_main, NULL, &c);
+}
+
+TEST(debug_mode_times_an_inline_child_apart_from_its_joiner) {
+  char buf[8192];
+  int st;
+  capture_stderr(run_debug_inline, buf, sizeof buf, &st);
+  if (!(WIFEXITED(st) && WEXITSTATUS(st) == 0)) TEST_FAIL("the child failed; its stderr: %s", buf);
+  if (strstr(buf, "has run for")) TEST_FAIL("a task reported for its joiner's or child's time: %s", buf);
+}
+
 static int recurse(int depth) {
   volatile char pad[512];
   pad[0] = (char)depth;
