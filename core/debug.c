@@ -9,8 +9,8 @@
  *    task's name and worker. The workers pay two relaxed stores per switch
  *    in debug mode and nothing otherwise;
  *  - tasks still alive at shutdown, with their names and states;
- *  - on SIGQUIT, a dump of every task (core/dump.c: the handler sets a flag,
- *    this monitor prints).
+ *  - on SIGQUIT, a dump of every task (core/dump.c: the handler counts the
+ *    signal; each debug runtime's monitor prints its own runtime's).
  */
 #include <errno.h>
 #include <stdio.h>
@@ -24,7 +24,8 @@
 void weft__task_name(weft__task *t, char out[32]);
 void weft__dump_sigquit_start(void); /* core/dump.c */
 void weft__dump_sigquit_stop(void);
-void weft__dump_sigquit_poll(weft_runtime *rt);
+unsigned weft__dump_sigquit_count(void);
+void weft__dump_sigquit_poll(weft_runtime *rt, unsigned *seen);
 
 static _Atomic int debug_env = -1; /* relaxed: a cached getenv */
 
@@ -69,7 +70,7 @@ static void *monitor_main(void *arg) {
     pthread_cond_timedwait(&rt->monitor_cond, &rt->monitor_lock, &ts);
     int64_t now = weft_now_ns();
     pthread_mutex_unlock(&rt->monitor_lock); /* (a dump takes a while: not under the lock) */
-    weft__dump_sigquit_poll(rt);
+    weft__dump_sigquit_poll(rt, &rt->monitor_sigquits);
     pthread_mutex_lock(&rt->monitor_lock);
     if (rt->monitor_stop) break;
     for (unsigned i = 0; i < n; i++) {
@@ -99,6 +100,7 @@ int weft__debug_start(weft__runtime *rt) {
   pthread_mutex_init(&rt->monitor_lock, NULL);
   pthread_cond_init(&rt->monitor_cond, NULL);
   rt->monitor_stop = false;
+  rt->monitor_sigquits = weft__dump_sigquit_count(); /* a signal from now on is this runtime's to dump */
   if (pthread_create(&rt->monitor, NULL, monitor_main, rt) != 0) {
     pthread_cond_destroy(&rt->monitor_cond);
     pthread_mutex_destroy(&rt->monitor_lock);

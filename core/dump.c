@@ -7,9 +7,10 @@
  * it may run on any thread, the debug monitor's included, while the tasks
  * run: it is a snapshot, each field read with a relaxed load.
  *
- * SIGQUIT (debug mode): the handler only sets an atomic flag; the debug
- * monitor thread (core/debug.c), which wakes every 20 ms, sees it and prints
- * the dump of its runtime on stderr. The handler is installed only if
+ * SIGQUIT (debug mode): the handler only counts the signal; the debug
+ * monitor thread of each debug runtime (core/debug.c), which wakes every
+ * 20 ms, sees the count change and prints the dump of its runtime on
+ * stderr. The handler is installed only if
  * SIGQUIT had its default action (a program's own handler is left alone),
  * and the default is restored when the last debug runtime stops.
  */
@@ -92,14 +93,16 @@ int weft_tasks_dump(int fd) {
 
 /* ------------------------------------------------------------ SIGQUIT */
 
-static _Atomic int sigquit_seen;       /* set by the handler; taken by monitors */
+static _Atomic unsigned sigquit_count; /* bumped by the handler; each monitor dumps on a change */
 static pthread_mutex_t sig_lock = PTHREAD_MUTEX_INITIALIZER;
 static int sig_users;                  /* under sig_lock: debug runtimes using the handler */
 static bool sig_installed;             /* under sig_lock */
 
 static void on_sigquit(int sig) {
   (void)sig;
-  weft__store(&sigquit_seen, 1, RELAXED); /* relaxed: a flag; async-signal-safe */
+  /* relaxed: a counter that carries no data; a lock-free RMW is
+   * async-signal-safe */
+  weft__fetch_add(&sigquit_count, 1, RELAXED);
 }
 
 void weft__dump_sigquit_start(void) {
@@ -131,7 +134,15 @@ void weft__dump_sigquit_stop(void) {
   pthread_mutex_unlock(&sig_lock);
 }
 
-/* The debug monitor: print rt's dump if SIGQUIT came. */
-void weft__dump_sigquit_poll(weft_runtime *rt) {
-  if (weft__load(&sigquit_seen, RELAXED) && weft__xchg(&sigquit_seen, 0, RELAXED)) dump(rt, STDERR_FILENO);
+/* The debug monitor: print rt's dump if SIGQUIT came since *seen (which
+ * starts as weft__dump_sigquit_count()). Every debug runtime's monitor
+ * dumps its own runtime for one signal (a flag taken by one of them
+ * showed one runtime only). */
+unsigned weft__dump_sigquit_count(void) { return weft__load(&sigquit_count, RELAXED); }
+
+void weft__dump_sigquit_poll(weft_runtime *rt, unsigned *seen) {
+  unsigned c = weft__load(&sigquit_count, RELAXED);
+  if (c == *seen) return;
+  *seen = c;
+  dump(rt, STDERR_FILENO);
 }

@@ -80,6 +80,7 @@ typedef struct weft_runtime {
   pthread_t monitor;
   bool monitor_started;
   bool monitor_stop;               /* under monitor_lock */
+  unsigned monitor_sigquits;       /* the monitor's: SIGQUITs counted when it started (core/dump.c) */
   pthread_mutex_t monitor_lock;
   pthread_cond_t monitor_cond;
 } weft__runtime;

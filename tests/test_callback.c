@@ -454,6 +454,55 @@ TEST(introspection_sigquit_dump_in_debug_mode) {
   ASSERT_TRUE(sa.sa_handler == SIG_DFL);
 }
 
+/* Two debug runtimes at once (two threads): one SIGQUIT dumps both. */
+static atomic_int quit_ready;
+static int sigquit_two_main(void *arg) {
+  weft_spawn_opts o = {.name = arg};
+  weft_task s = weft_spawn_ex(tu_forever, NULL, &o);
+  weft_sleep_ns(2 * MS);
+  atomic_fetch_add(&quit_ready, 1);
+  if (strcmp(arg, "quit-sleeper-a") == 0) {
+    while (atomic_load(&quit_ready) < 2) weft_sleep_ns(MS);
+    kill(getpid(), SIGQUIT);
+  }
+  weft_sleep_ns(300 * MS); /* the monitors sample every 20 ms */
+  weft_cancel(s);
+  weft_join(s);
+  weft_task_release(s);
+  return 0;
+}
+static void *sigquit_two_thread(void *arg) {
+  weft_config c = {0};
+  c.workers = 1;
+  c.debug = 1;
+  return (void *)(intptr_t)weft_run(sigquit_two_main, arg, &c);
+}
+TEST(introspection_sigquit_dumps_every_debug_runtime) {
+  char path[] = "/tmp/weft-quit-XXXXXX";
+  int fd = mkstemp(path);
+  ASSERT_TRUE(fd >= 0);
+  unlink(path);
+  int saved = dup(2);
+  dup2(fd, 2);
+  atomic_store(&quit_ready, 0);
+  pthread_t a, b;
+  void *ra, *rb;
+  pthread_create(&a, NULL, sigquit_two_thread, "quit-sleeper-a");
+  pthread_create(&b, NULL, sigquit_two_thread, "quit-sleeper-b");
+  pthread_join(a, &ra);
+  pthread_join(b, &rb);
+  dup2(saved, 2);
+  close(saved);
+  ASSERT_EQ((int)(intptr_t)ra, 0);
+  ASSERT_EQ((int)(intptr_t)rb, 0);
+  char buf[16384] = {0};
+  ASSERT_TRUE(pread(fd, buf, sizeof buf - 1, 0) > 0);
+  close(fd);
+  if (!strstr(buf, "quit-sleeper-a") || !strstr(buf, "quit-sleeper-b")) TEST_FAIL("not both dumped: %s", buf);
+  struct sigaction sa;
+  sigaction(SIGQUIT, NULL, &sa);
+  ASSERT_TRUE(sa.sa_handler == SIG_DFL);
+}
 
 /* ------------------------------------------------------------ found by review: a runtime callback
  * dropped at shutdown (cancel returned 0 before) */
