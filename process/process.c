@@ -16,10 +16,14 @@
  * which then cancels the child tasks and, unless asked not to, SIGKILLs
  * the child.
  *
- * FREE. A child not reaped yet is left to a detached reaper task that
- * waits for it the same way (no zombie outlives the runtime's life unless
- * the runtime shuts down first: the reaper is cancelled then, tries once
- * more and gives up, documented in weft/process.h).
+ * FREE. A child not reaped yet is left to a reaper task that waits for it
+ * the same way (no zombie outlives the runtime's life unless the runtime
+ * shuts down first: the reaper is cancelled then, tries once more and
+ * gives up, documented in weft/process.h). The handle (its pidfd, its
+ * memory) is released by a callback on the reaper's end, not by its body:
+ * a shutdown that cancels the reaper before it has started keeps the body
+ * from running at all (asyncio's rule for a task cancelled before it
+ * starts), which left the pidfd open and the handle leaked for good.
  */
 #include <errno.h>
 #include <poll.h>
@@ -172,9 +176,33 @@ static void stop(weft_task t) {
   if (t.rec) weft_cancel(t);
 }
 
+/* A cancel request of the caller that a join of a child task used up: the
+ * join passes it on to the child (weft_join's rule, asyncio's), and a
+ * child already woken by its own end (a reader at end of stream, a writer
+ * whose last bytes went) ends without suspending again, with its status,
+ * not -ECANCELED; the join returns that and the request is gone, so the
+ * call went on to the next join or the wait, which may never end (a child
+ * that closed its pipes and lives on; the deadline's request is one of
+ * these). As asyncio's gather (cancelled: CancelledError whatever its
+ * children returned), such a request is made pending again, unless the
+ * call reports -ECANCELED already. `asked`: the caller's requests when the
+ * call began, less one not yet delivered then (it is still to report).
+ * relaxed: the count and flag of the calling task, whose joins ordered the
+ * canceller's count before its wake (as weft_join's restore) */
+static int requests_now(weft__task *self) {
+  return weft__load(&self->cancelling, RELAXED) - (weft__load(&self->cancel_pending, RELAXED) ? 1 : 0);
+}
+
+static void keep_cancel(weft__task *self, int asked, int rc) {
+  if (rc != -ECANCELED && weft__load(&self->cancelling, RELAXED) > asked)
+    weft__store(&self->cancel_pending, 1, RELAXED);
+}
+
 static int comm_body(weft_process *p, weft_communicate *c) {
   comm m = {p, c};
   weft_task tin = {0}, terr = {0};
+  weft__task *self = weft__task_self();
+  int asked = requests_now(self);
   int rc = 0;
   if (p->in) {
     weft_spawn_opts so = {.name = "weft-stdin-writer"};
@@ -196,8 +224,10 @@ static int comm_body(weft_process *p, weft_communicate *c) {
     rc = e;
     stop(tin);
   }
+  keep_cancel(self, asked, rc); /* the next join passes it on to the writer */
   int w = finish(tin);
   if (!rc && w < 0) rc = w;
+  keep_cancel(self, asked, rc); /* the wait returns it */
   if (!rc) rc = weft_process_wait(p, &c->returncode);
   return rc;
 }
@@ -240,8 +270,15 @@ static int reaper_task(void *arg) {
       break;
     }
   }
-  release(p);
-  return 0;
+  return 0; /* reaper_ended releases p */
+}
+
+/* The reaper task's end, whether its body ran or not (a callback node:
+ * on the thread that finishes it, after its last touch of p; the finisher
+ * copied the node's fields before the call, so freeing it here is safe). */
+static void reaper_ended(weft_task t, void *arg) {
+  (void)t;
+  release(arg);
 }
 
 int weft_process_close_pipe(weft_process *p, int which) {
@@ -272,9 +309,16 @@ int weft_process_free(weft_process *p) {
   if (cancelled && weft__task_self()) weft__store(&weft__task_self()->cancel_pending, 1, RELAXED);
   int rc = try_reap(p);
   if (rc == REAP_RUNNING || rc == REAP_BUSY) {
-    weft_spawn_opts so = {.name = "weft-reaper", .detached = true};
+    weft_spawn_opts so = {.name = "weft-reaper"};
     weft_task t = weft_spawn_ex(reaper_task, p, &so);
-    if (t.rec) return 0; /* detached: the handle is not ours to use */
+    if (t.rec) {
+      /* its end releases p (1: it ended already, and releases nothing);
+       * our handle keeps the record until the node is linked */
+      p->reaper_end = (weft__done_node){.cb = reaper_ended, .cb_arg = p, .keep = true};
+      int ended = weft__task_subscribe((weft__task *)t.rec, &p->reaper_end);
+      weft_task_release(t);
+      if (!ended) return 0; /* the handle is not ours to use */
+    }
   }
   release(p);
   return 0;

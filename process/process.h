@@ -17,6 +17,7 @@
 #include <weft/process.h>
 
 #include "core/atomic.h"
+#include "core/task.h"
 
 struct weft_process {
   pid_t pid;
@@ -25,6 +26,7 @@ struct weft_process {
   int returncode;            /* valid once reaped */
   _Atomic int reaped;        /* 0 -> 1: release after returncode */
   _Atomic int reaping;       /* the waitid claim */
+  weft__done_node reaper_end; /* free's reaper task's end: releases the handle (process.c, FREE) */
 };
 
 /* Try to reap without blocking: 1 reaped (now or before), 0 still

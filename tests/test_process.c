@@ -8,6 +8,7 @@
  * whichever backend WEFT_BACKEND names. */
 #include <dirent.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <stdatomic.h>
 #include <sys/stat.h>
 
@@ -926,5 +927,86 @@ static int free_cancel_main(void *arg) {
   return 0;
 }
 TEST_T(a_cancel_during_free_stays_requested, 30) { ASSERT_EQ(run(free_cancel_main, 2), 0); }
+
+
+/* ------------------------------------------------------------ a cancel swallowed by a reader's end
+ * communicate joins its stderr reader (and stdin writer) tasks; a cancel
+ * of the caller while it waits in that join is passed on to the reader
+ * (weft_join's rule). A reader already woken by its end of stream (not
+ * yet run) ends with 0 anyway, so the join returns 0: the caller's
+ * cancellation was delivered and used up there, and communicate went on
+ * to wait for a child that never exits (asyncio's gather reports
+ * CancelledError whatever its children returned). Here the test's own
+ * task waits for the same end of stream on stderr's descriptor, linked
+ * before the reader, so that it runs (and cancels) first, and the
+ * cancelled caller runs next (a wake from a task takes the LIFO slot),
+ * before the reader: with one worker that order is the rule, not luck. */
+static int sw_main(void *arg) {
+  (void)arg;
+  weft_process_opts o = {.stdout_mode = WEFT_STDIO_PIPE, .stderr_mode = WEFT_STDIO_PIPE};
+  for (int i = 0; i < 5; i++) {
+    comm_arg a = {0};
+    ASSERT_EQ(weft_process_shell(&a.p, "exec 1>&-; sleep 0.1; exec 2>&-; exec sleep 30", &o), 0);
+    weft_task t = weft_spawn(comm_task, &a);
+    int errfd = weft_stream_fd(weft_process_stderr(a.p));
+    ASSERT_GT(weft_poll(errfd, POLLIN, weft_now_ns() + 5000 * 1000000LL), 0); /* stderr's end */
+    ASSERT_EQ(weft_cancel(t), 1);
+    for (int k = 0; k < 200 && !weft_task_done(t); k++) weft_sleep_ns(10 * 1000000LL);
+    bool ended = weft_task_done(t);
+    if (!ended) weft_process_kill(a.p); /* before the fix: still waiting for the child */
+    int st = weft_join(t);
+    weft_task_release(t);
+    int rc;
+    ASSERT_EQ(weft_process_wait(a.p, &rc), 0);
+    weft_process_free(a.p);
+    if (!ended) TEST_FAIL("round %d: communicate went on after its cancellation (returned %d)", i, st);
+    ASSERT_EQ(st, -ECANCELED);
+    ASSERT_EQ(rc, -SIGKILL);
+  }
+  return 0;
+}
+TEST_T(communicate_cancelled_while_a_reader_ends, 60) { ASSERT_EQ(run(sw_main, 1), 0); }
+
+/* ------------------------------------------------------------ freed as the runtime ends
+ * weft_process_free leaves a child still running to a reaper task. When
+ * the runtime shut down before that task had started, the shutdown's
+ * cancellation kept its body from running at all (a task cancelled before
+ * it starts never runs, asyncio's rule), and the body was what released
+ * the handle: its pidfd stayed open in this process for good, its memory
+ * leaked (LeakSanitizer saw it in a_cancel_during_free_stays_requested, 1
+ * run in 2 under ASan on epoll). The child itself is left to the process
+ * (weft/process.h). Here, on one worker, a task that spins holds the
+ * worker from the end of main until the shutdown has cancelled the reaper
+ * (it spawned last, so it runs first: the LIFO slot). */
+static pid_t fe_pid;
+static int fe_spin(void *arg) {
+  (void)arg;
+  spin_ns(300 * 1000000LL);
+  return 0;
+}
+static int fe_main(void *arg) {
+  (void)arg;
+  weft_process *p;
+  char *a[] = {"sleep", "0.5", NULL};
+  ASSERT_EQ(weft_process_exec(&p, a[0], a, NULL), 0);
+  fe_pid = weft_process_pid(p);
+  ASSERT_EQ(weft_process_free(p), 0); /* spawns the reaper */
+  weft_task t = weft_spawn(fe_spin, NULL);
+  weft_task_release(t);
+  return 0;
+}
+TEST_T(freed_as_the_runtime_ends_leaks_no_descriptor, 30) {
+  int fds = count_fds();
+  weft_config c = cfg_workers(1);
+  weft_runtime *rt;
+  ASSERT_EQ(weft_runtime_new(&rt, &c), 0);
+  ASSERT_EQ(weft_runtime_call(rt, fe_main, NULL), 0);
+  ASSERT_EQ(weft_runtime_shutdown(rt), 0); /* while fe_spin holds the worker */
+  int after = count_fds();
+  int st;
+  ASSERT_EQ(waitpid(fe_pid, &st, 0), fe_pid); /* the child weft left to this process */
+  if (after != fds) list_fds("after the shutdown");
+  ASSERT_EQ(after, fds);
+}
 
 TEST_MAIN()
