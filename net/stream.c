@@ -43,7 +43,8 @@
  * wait_closed (close_notify after the flush). Everything above those
  * calls (buffers, limits, watermarks) is the same for both. A read that
  * meets a peer's end without close_notify returns -ECONNRESET once and
- * leaves the stream at end of stream.
+ * leaves the stream at end of stream; the writer reports it too (rerr),
+ * as after a plain stream's reset.
  *
  * ABORT (weft_stream_abort): wait_closed then drops what is buffered,
  * sends no close_notify, and closes with SO_LINGER 0 (a reset).
@@ -328,13 +329,14 @@ static ssize_t recv_some(weft_stream *s, void *buf, size_t n) {
    * happens before this load: it precedes the spawn of the cancelling task
    * on this worker, whose cancel's completion wakes us there */
   if (weft__unlikely(r <= 0) && (weft__load(&s->rstate, RELAXED) & R_CLOSING)) return closing_result(s, r);
-  if (s->tls) {
-    if (r == -ECONNRESET) s->eof = true; /* reported once, then end of stream */
-    return r;
+  if (r == -ECONNRESET) {
+    /* relaxed: a sticky flag that publishes nothing else; the writer reads
+     * it at its next write or drain (write_state). TLS too: the layer is
+     * dead then (a reset, or an end without close_notify), and drain must
+     * not report success on it (weft/net.h) */
+    weft__store(&s->rerr, (int)r, RELAXED);
+    if (s->tls) s->eof = true; /* reported once, then end of stream */
   }
-  /* relaxed: a sticky flag that publishes nothing else; the writer reads it
-   * at its next write or drain (write_state) */
-  if (r == -ECONNRESET) weft__store(&s->rerr, (int)r, RELAXED);
   return r;
 }
 

@@ -497,7 +497,9 @@ int weft__tls_peer_der(const struct weft__tls *t, unsigned char **out, size_t *l
 
 int weft__tls_handshake(struct weft__tls *t, int fd, const weft_tls_ctx *c, int64_t deadline) {
   int64_t hs = weft__deadline_after(c->handshake_timeout_ns);
-  ssize_t r = run(t, fd, OP_HANDSHAKE, NULL, 0, hs < deadline ? hs : deadline);
+  if (deadline < hs) hs = deadline;
+  if (hs == 0) hs = 1; /* a caller's 0 is a deadline in the past (-ETIMEDOUT), not run's "never wait" (-EAGAIN) */
+  ssize_t r = run(t, fd, OP_HANDSHAKE, NULL, 0, hs);
   if (r == 0 && !t->handshaken) { /* close_notify during the handshake: a failure like any other */
     t->dead = true;
     snprintf(t->reason, sizeof t->reason, "the peer closed the connection during the handshake");

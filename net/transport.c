@@ -1289,6 +1289,15 @@ static int start_driver(weft_transport *t, weft_transport **out) {
   }
   int rc = weft_event_wait(&t->made);
   if (rc == 0) rc = t->made_err; /* the handshake's error (written before `made` was set) */
+  if (rc == -ECANCELED && t->tls) {
+    /* our wait was cancelled, maybe during the handshake: it waits with
+     * weft_poll, which abort's kick does not reach, so it would go on to
+     * the handshake timeout (and call connection_made if it got through).
+     * Cancel the driver: the handshake then ends with connection_lost
+     * (-ECANCELED) alone (weft/protocol.h). Its handle is detached: a
+     * driver that has ended already answers -ESRCH (core/task.c's ref). */
+    weft_cancel(h);
+  }
   if (rc < 0 || !out) {
     if (rc < 0) weft_transport_abort(t);
     weft_transport_release(t);

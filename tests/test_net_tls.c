@@ -15,8 +15,10 @@
  * then 0), in the middle of a record (the same) and an abort (a reset); a
  * client that stalls in the middle of its ClientHello; cancelling a read in flight (the stream
  * stays usable); bad input; closing while another task waits in a read
- * (end of stream for it, close_notify still sent). Runs on whichever
- * backend WEFT_BACKEND selects.
+ * (end of stream for it, close_notify still sent); drain and write after
+ * the reader met a reset (-ECONNRESET); a handshake deadline of 0 (in the
+ * past: -ETIMEDOUT, never -EAGAIN). Runs on whichever backend WEFT_BACKEND
+ * selects.
  */
 #include <dirent.h>
 #include <netinet/in.h>
@@ -1205,6 +1207,86 @@ static int tls_close_reader_main(void *arg) {
 
 TEST_T(closing_wakes_a_reader_waiting_in_the_tls_layer, 60) {
   run_with_certs(tls_close_reader_main, NULL);
+}
+
+/* ------------------------------------------------------------ found by review: the writer after a
+ * reset the reader met. weft/net.h's drain: "-ECONNRESET (also when the
+ * stream's reader met the peer's reset, as asyncio's drain raises
+ * ConnectionResetError)", and "every call here works the same on" a TLS
+ * stream; on TLS drain returned 0 (nothing buffered) and write -EPIPE. */
+static int reset_after_ack(weft_stream *s, void *arg) {
+  (void)arg;
+  ASSERT_EQ(weft_stream_write(s, "bye\n", 4), 0);
+  ASSERT_EQ(weft_stream_drain(s), 0);
+  char x[3];
+  ASSERT_EQ(weft_stream_readexactly(s, x, 3, NULL), 3);
+  weft_stream_abort(s); /* a reset */
+  return 0;
+}
+
+static int drain_reset_main(void *arg) {
+  (void)arg;
+  weft_tls_ctx *sctx = server_ctx(srv_pem, NULL, 0), *cctx = client_ctx(ca_pem, NULL);
+  weft_server *srv = tls_server(reset_after_ack, NULL, sctx);
+  weft_stream *s;
+  ASSERT_EQ(weft_open_connection_tls("127.0.0.1", port_of(srv), WEFT_NO_DEADLINE, cctx, "localhost", &s), 0);
+  char buf[16];
+  ASSERT_EQ(weft_stream_readline(s, buf, sizeof buf), 4);
+  ASSERT_EQ(weft_stream_write(s, "ack", 3), 0);
+  ASSERT_EQ(weft_stream_drain(s), 0);
+  ASSERT_EQ(weft_stream_read(s, buf, sizeof buf), -ECONNRESET); /* the reader meets the reset */
+  int d = weft_stream_drain(s), w = weft_stream_write(s, "x", 1);
+  fprintf(stderr, "after the reset: drain %d, write %d\n", d, w);
+  ASSERT_EQ(d, -ECONNRESET); /* as on a plain stream */
+  ASSERT_EQ(w, -ECONNRESET);
+  ASSERT_EQ(weft_stream_read(s, buf, sizeof buf), 0); /* then end of stream */
+  weft_stream_wait_closed(s);
+  ASSERT_EQ(weft_server_close(srv), 0);
+  weft_server_free(srv);
+  weft_tls_ctx_free(sctx);
+  weft_tls_ctx_free(cctx);
+  return 0;
+}
+
+TEST(tls_drain_after_the_reader_met_a_reset_reports_it) {
+  run_with_certs(drain_reset_main, NULL);
+}
+
+/* ------------------------------------------------------------ found by review: a deadline of 0 (in
+ * the past). The handshake's wait (net/tls.c's run) took 0 for "never
+ * wait": where the connect got through anyway (io_uring: a ring poll that
+ * is ready completes before its expired timeout), the handshake returned
+ * -EAGAIN, no error of weft/tls.h, and the reason "handshake interrupted". */
+static int deadline0_main(void *arg) {
+  (void)arg;
+  int fds0 = count_fds();
+  weft_tls_ctx *sctx = server_ctx(srv_pem, NULL, 0), *cctx = client_ctx(ca_pem, NULL);
+  weft_server *srv = tls_server(echo_handler, NULL, sctx);
+  int ok = 0, timed_out = 0;
+  for (int i = 0; i < 20; i++) {
+    weft_stream *s;
+    int rc = weft_open_connection_tls("127.0.0.1", port_of(srv), 0, cctx, "localhost", &s);
+    if (rc != 0 && rc != -ETIMEDOUT) TEST_FAIL("open_connection_tls with deadline 0: %d", rc);
+    if (rc == 0) {
+      ok++;
+      weft_stream_close(s);
+      weft_stream_wait_closed(s);
+    } else {
+      timed_out++;
+    }
+  }
+  fprintf(stderr, "deadline 0: %d connected, %d timed out\n", ok, timed_out);
+  ASSERT_EQ(weft_server_close(srv), 0);
+  ASSERT_EQ(weft_server_wait_closed(srv), 0);
+  weft_server_free(srv);
+  weft_tls_ctx_free(sctx);
+  weft_tls_ctx_free(cctx);
+  ASSERT_EQ(count_fds(), fds0);
+  return 0;
+}
+
+TEST(a_handshake_deadline_of_0_is_in_the_past_not_eagain) {
+  run_with_certs(deadline0_main, NULL);
 }
 
 TEST_MAIN()

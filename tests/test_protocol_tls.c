@@ -12,7 +12,9 @@
  * handshake timeout, while the server goes on serving; flow control at the
  * watermarks over TLS (a peer that does not read); a peer that closes in
  * the middle of a record or without close_notify (-ECONNRESET); server
- * shutdown during a handshake (-ECANCELED); the buffered protocol
+ * shutdown during a handshake (-ECANCELED), and a cancelled
+ * create_connection_tls during one (connection_lost(-ECANCELED) alone, the
+ * socket closed at once); the buffered protocol
  * decrypting into the user's memory; bad input. Runs on whichever
  * backend WEFT_BACKEND selects. */
 #include <netinet/in.h>
@@ -770,6 +772,70 @@ static int failed_many_main(void *arg) {
 
 TEST(failed_handshakes_on_a_protocol_server_leak_nothing) {
   run_with_certs(failed_many_main, NULL);
+}
+
+/* ------------------------------------------------------------ found by review: a cancelled
+ * create_connection_tls. Its caller gets -ECANCELED at once, but the driver
+ * went on with the handshake (weft_poll does not see abort's kick) until the
+ * context's handshake timeout (60 s): the socket stayed open that long, and
+ * a peer that finished the handshake meanwhile got connection_made called
+ * on the protocol of a call that had failed. weft/protocol.h: a handshake
+ * that is cancelled calls connection_lost(that error) alone. */
+
+typedef struct create_arg {
+  uint16_t port;
+  weft_tls_ctx *ctx;
+  rec *r;
+} create_arg;
+
+static int create_tls_task(void *arg) {
+  create_arg *a = arg;
+  weft_protocol p = proto_of(a->r);
+  weft_transport *t = NULL;
+  int rc = weft_create_connection_tls("127.0.0.1", a->port, &p, a->ctx, "localhost", WEFT_NO_DEADLINE, &t);
+  if (rc == 0) weft_transport_release(t);
+  return rc;
+}
+
+static int cancel_create_main(void *arg) {
+  (void)arg;
+  int fds0 = count_fds();
+  const int64_t ms = 1000000;
+  weft_tls_ctx *cctx = client_ctx(ca_pem, NULL); /* the default handshake timeout: 60 s */
+  weft_addr a;
+  ASSERT_EQ(weft_addr_ip(&a, "127.0.0.1", 0), 0);
+  int lfd = weft_listen(&a, 4, 0);
+  ASSERT_GE(lfd, 0);
+  ASSERT_EQ(weft_sockname(lfd, &a), 0);
+  rec r;
+  rec_init(&r);
+  create_arg ca = {.port = (uint16_t)weft_addr_port(&a), .ctx = cctx, .r = &r};
+  weft_task t = weft_spawn(create_tls_task, &ca);
+  int fd = weft_accept(lfd, NULL); /* a peer that never answers the ClientHello */
+  ASSERT_GE(fd, 0);
+  char buf[4096];
+  ASSERT_GT(weft_recv(fd, buf, sizeof buf, 0), 0); /* the ClientHello: the driver waits in its handshake */
+  ASSERT_EQ(weft_cancel(t), 1);
+  ASSERT_EQ(weft_join(t), -ECANCELED);
+  weft_task_release(t);
+  /* the connection ends now, not at the handshake timeout */
+  ssize_t n = weft_recv_until(fd, buf, sizeof buf, 0, weft_now_ns() + 2000 * ms);
+  fprintf(stderr, "the peer's receive after the cancel: %zd\n", n);
+  ASSERT_TRUE(n == 0 || n == -ECONNRESET);
+  for (int k = 0; k < 2000 && !atomic_load(&r.lost_count); k++) weft_sleep_ns(ms);
+  ASSERT_EQ(atomic_load(&r.lost_count), 1);
+  ASSERT_EQ(r.lost_err, -ECANCELED);
+  assert_trace(&r, "L"); /* connection_lost alone */
+  close(fd);
+  close(lfd);
+  rec_free(&r);
+  weft_tls_ctx_free(cctx);
+  ASSERT_EQ(count_fds(), fds0);
+  return 0;
+}
+
+TEST(cancelling_create_connection_tls_ends_the_handshake) {
+  run_with_certs(cancel_create_main, NULL);
 }
 
 TEST_MAIN()

@@ -137,7 +137,9 @@ WEFT_API int weft_create_unix_connection(const char *path, const weft_protocol *
  * connection_made has run. server_name (NULL: host) is sent as SNI (unless
  * it is an IP address) and is what the server's certificate is checked
  * against when ctx verifies. On a handshake failure connection_lost(err)
- * runs (alone, see TLS above) and the call returns err. Suspends. Errors:
+ * runs (alone, see TLS above) and the call returns err; cancelling the
+ * call during the handshake cancels the handshake (connection_lost
+ * (-ECANCELED) alone, the socket closed at once). Suspends. Errors:
  * weft_create_connection's; -EINVAL (host or ctx NULL, a server context); the
  * TLS errors of weft/tls.h (-EKEYREJECTED, -ECONNABORTED, -ETIMEDOUT). */
 WEFT_API int weft_create_connection_tls(const char *host, uint16_t port, const weft_protocol *p, weft_tls_ctx *ctx,

@@ -26,7 +26,9 @@
  *                  close_notify (asyncio/ssl's "EOF occurred in violation of
  *                  protocol": a truncation cannot be told from a normal end).
  *                  That read reports the error once; the stream is at end
- *                  of stream after it (later reads return 0).
+ *                  of stream after it (later reads return 0), and later
+ *                  writes and drains return -ECONNRESET (weft/net.h's
+ *                  drain).
  * A read that meets the peer's close_notify returns 0 (end of stream).
  * After any other TLS error (or a handshake cut short by its timeout or a
  * cancellation) the TLS layer is unusable: reads and writes return -EPIPE,
