@@ -173,7 +173,7 @@ WEFT_API int weft_process_communicate(weft_process *p, weft_communicate *c);
 
 /* Close the pipes and free the handle (a task waiting in a read of one of
  * them returns end of stream first, as with weft_process_close_pipe). A
- * child not yet reaped is reaped in the background by a detached task of
+ * child not yet reaped is reaped in the background by a task of
  * the calling task's runtime (it is not signalled: kill it first to end
  * it); if that runtime shuts down before the child exits, the child is
  * left to the process's own exit (a zombie until then). Call it from a
@@ -181,6 +181,9 @@ WEFT_API int weft_process_communicate(weft_process *p, weft_communicate *c);
  * left unreaped (documented above). Suspends (a stdin stream's buffered
  * bytes are flushed, for at most 10 s; a cancellation ends the flush and
  * stays requested: the caller's next suspension returns -ECANCELED).
+ * No other task may be in a call on p then (wait, communicate, a write to
+ * its stdin) or make one after: join such tasks first; only a read of one
+ * of its pipes is woken, as said above.
  * Returns 0, or -EINVAL for NULL. */
 WEFT_API int weft_process_free(weft_process *p);
 
