@@ -117,6 +117,16 @@
  * while another calls write_eof (a pipe end is only read or only written,
  * so the subprocess streams never do).
  *
+ * DATAGRAMS. On a datagram socket (SOCK_DGRAM, SOCK_SEQPACKET: `bytes`
+ * false) the stream reads the datagrams' bytes in order, each whole: a
+ * receive cuts a datagram to the room it is given and drops the rest, so
+ * each receive first peeks the next one's size (MSG_PEEK|MSG_TRUNC: a
+ * second system call, or ring operation, per datagram) and makes room for
+ * it (recv_datagram). An empty SOCK_DGRAM datagram adds nothing and is no
+ * end of stream (a SOCK_SEQPACKET receive of 0 is its end, the kernel's
+ * rule). Writes make no datagram boundaries: a write the kernel takes at
+ * once is one datagram, buffered bytes leave as drain sends them.
+ *
  * Rejected: a background flusher task per stream that sends on its own
  * (asyncio's transport): it needs the writer's buffer shared between two
  * tasks (a lock on every write) and a task per connection more; drain is
@@ -152,6 +162,7 @@ struct weft_stream {
   int fd;              /* immutable until wait_closed (or a non-socket's write_eof: -1) */
   bool sock;           /* immutable: fd is a socket (recv/send) rather than a pipe or file (read/write) */
   bool bytes;          /* immutable: a SOCK_STREAM socket, where a short receive means it was emptied */
+  bool dgram;          /* immutable: a SOCK_DGRAM socket, where a receive of 0 is an empty datagram */
   /* reader: the reading task only */
   char *rbuf;
   size_t rcap, rpos, rend;
@@ -219,6 +230,7 @@ int weft_stream_from_fd(int fd, weft_stream **out) {
   if (rc == 0) {
     (*out)->sock = sock;
     (*out)->bytes = bytes;
+    (*out)->dgram = sock && !bytes && type == SOCK_DGRAM;
   }
   return rc;
 }
@@ -310,6 +322,47 @@ static ssize_t closing_result(weft_stream *s, ssize_t r) {
   return 0;
 }
 
+static void consume(weft_stream *s, void *dst, size_t n);
+
+/* A datagram socket's receive (DATAGRAMS above): the next datagram, whole.
+ * Its size is peeked first: a receive cuts a datagram to the buffer given
+ * and drops the rest. One larger than n goes into rbuf, grown to hold it:
+ * behind what is buffered when fill called (buf is rbuf + rend; fill counts
+ * the bytes), else (a read into the caller's memory, made only when nothing
+ * is buffered) as the buffer's contents, whose first n bytes go to buf. A
+ * receive of 0 on SOCK_DGRAM is an empty datagram, not the end: the next
+ * one is waited for. */
+static ssize_t recv_datagram(weft_stream *s, char *buf, size_t n, int64_t deadline) {
+  bool filling = s->rbuf && buf == s->rbuf + s->rend;
+  for (;;) {
+    ssize_t d = weft_recv_until(s->fd, NULL, 0, MSG_PEEK | MSG_TRUNC, deadline);
+    if (d < 0) return d;
+    char *dst = buf;
+    size_t room = n;
+    if ((size_t)d > n) {
+      size_t used = filling ? s->rend : 0;
+      if (used + (size_t)d > s->rcap) {
+        size_t ncap = s->rcap ? s->rcap : RBUF_START;
+        while (ncap < used + (size_t)d) ncap *= 2;
+        char *nb = weft__realloc(s->rbuf, s->rcap, ncap);
+        if (!nb) return -ENOMEM; /* nothing received: the datagram stays queued */
+        s->rbuf = nb;
+        s->rcap = ncap;
+      }
+      dst = s->rbuf + used;
+      room = s->rcap - used;
+    }
+    ssize_t r = weft_recv_until(s->fd, dst, room, 0, deadline);
+    if (r == 0 && s->dgram) continue; /* (a closer's wake makes the receive fail: no endless loop) */
+    if (r <= 0 || dst == buf || filling) return r;
+    s->rpos = 0; /* (the buffer was empty: used 0 above) */
+    s->rend = (size_t)r;
+    size_t k = (size_t)r < n ? (size_t)r : n;
+    consume(s, buf, k);
+    return (ssize_t)k;
+  }
+}
+
 /* One receive, within the stream's time limit. Suspends. */
 static ssize_t recv_some(weft_stream *s, void *buf, size_t n) {
   if (s->rfail) return s->rfail;
@@ -321,7 +374,7 @@ static ssize_t recv_some(weft_stream *s, void *buf, size_t n) {
   } else {
     r = !s->sock ? weft_read_until(s->fd, buf, n, deadline)
         : s->bytes ? weft__recv_stream(s->fd, buf, n, deadline)
-                   : weft_recv_until(s->fd, buf, n, 0, deadline);
+                   : recv_datagram(s, buf, n, deadline);
   }
   /* relaxed: R_CLOSING only turns what the wake made of the receive into
    * end of stream (a receive that moved bytes keeps them). Where that is

@@ -47,14 +47,18 @@
  * token was held), so bytes keep the writers' order. A write that finds
  * bytes buffered or the token taken copies into a new chunk (allocated
  * before taking the lock) and appends it. On io_uring the driver sends
- * with ring operations instead (its own writes, from callbacks, included:
- * they are appended and flushed at once): one IORING_OP_SEND/SENDMSG at a
- * time, which holds the token until its completion (on the driver's
- * thread) consumes what went; the send then costs no system call of its
- * own, it is submitted with the worker's next batch. (Measured with
- * bench/echo_cpu.py: see docs/benchmarks.md.) Only the token holder consumes
- * chunks from the head and frees them (after unlocking); appenders touch
- * only the tail. The driver's teardown closes the socket only once the
+ * with ring operations instead (a stream's own writes, from callbacks,
+ * included: they are appended and flushed at once): one IORING_OP_SEND/
+ * SENDMSG at a time, which holds the token until its completion (on the
+ * driver's thread) consumes what went; the send then costs no system call
+ * of its own, it is submitted with the worker's next batch. (Measured with
+ * bench/echo_cpu.py: see docs/benchmarks.md.) A datagram endpoint's
+ * callbacks send as other tasks do (a direct send): its buffer is bounded
+ * (-ENOBUFS past high) and must hold only what the kernel did not take,
+ * while datagrams appended behind the one ring send in flight would fill
+ * it with the socket empty (a callback's 47th 1400-byte datagram was
+ * refused). Only the token holder consumes chunks from the head and frees
+ * them (after unlocking); appenders touch only the tail. The driver's teardown closes the socket only once the
  * token is free and `dead` is set under the lock, so no send or
  * getsockname can reach a closed (or reused) descriptor number; `fd_users`
  * counts the get_extra_info calls that use the descriptor outside the lock
@@ -520,9 +524,10 @@ static int write_iov(weft_transport *t, const struct iovec *iov, int iovcnt, siz
     weft__spin_unlock(&t->lock);
     return rc;
   }
-  if (t->backend == WEFT_BACKEND_URING && weft__task_self() == t->driver) {
+  if (t->backend == WEFT_BACKEND_URING && !t->dgram && weft__task_self() == t->driver) {
     /* the driver itself (a callback) on io_uring: buffer, and let the
-     * ring send it with its next batch (flush_ring) */
+     * ring send it with its next batch (flush_ring); not a datagram (THE
+     * SEND TOKEN above) */
     weft__spin_unlock(&t->lock);
     chunk *c = chunk_from(iov, iovcnt, total, 0, to);
     if (!c) return -ENOMEM;

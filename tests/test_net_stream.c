@@ -598,6 +598,77 @@ TEST(split_overlapping_separator_with_a_cancelled_readuntil) {
   ASSERT_EQ(weft_run(cf_split_sep_cancel_main, NULL, &c), 0);
 }
 
+/* A stream over a datagram socket (weft_stream_from_fd of a connected
+ * SOCK_DGRAM or SOCK_SEQPACKET socket) reads the datagrams' bytes in order,
+ * none cut: a receive drops what does not fit in the room it is given, and
+ * the reader gave it whatever was left of its buffer (a readline over two
+ * 9000-byte datagrams lost 1616 bytes and never found the newline; read(4)
+ * of a 10-byte datagram dropped the other 6). An empty SOCK_DGRAM datagram
+ * is no end of stream (it ended the stream: the bytes after it were never
+ * read). Bounded by a receive time limit. */
+static int dg_stream_main(void *arg) {
+  (void)arg;
+  int fds0 = count_fds();
+  int types[2] = {SOCK_DGRAM, SOCK_SEQPACKET};
+  for (int k = 0; k < 2; k++) {
+    int sv[2];
+    ASSERT_EQ(socketpair(AF_UNIX, types[k] | SOCK_CLOEXEC | SOCK_NONBLOCK, 0, sv), 0);
+    weft_stream *s;
+    ASSERT_EQ(weft_stream_from_fd(sv[0], &s), 0);
+    ASSERT_EQ(weft_stream_set_timeout(s, 2000000000), 0);
+    static char a[9000], b[9001], buf[32768];
+    memset(a, 'a', sizeof a);
+    memset(b, 'b', sizeof b);
+    b[9000] = '\n';
+    ASSERT_EQ(send(sv[1], a, sizeof a, 0), (ssize_t)sizeof a);
+    ASSERT_EQ(send(sv[1], b, sizeof b, 0), (ssize_t)sizeof b);
+    ASSERT_EQ(weft_stream_readline(s, buf, sizeof buf), 18001);
+    ASSERT_EQ(memcmp(buf, a, sizeof a), 0);
+    ASSERT_EQ(memcmp(buf + sizeof a, b, sizeof b), 0);
+    /* a read shorter than the datagram: the rest stays readable */
+    ASSERT_EQ(send(sv[1], "0123456789", 10, 0), 10);
+    ASSERT_EQ(weft_stream_read(s, buf, 4), 4);
+    ASSERT_EQ(memcmp(buf, "0123", 4), 0);
+    ASSERT_EQ(weft_stream_read(s, buf, 16), 6);
+    ASSERT_EQ(memcmp(buf, "456789", 6), 0);
+    /* readexactly and read_all across and within datagrams */
+    ASSERT_EQ(send(sv[1], "abcdef", 6, 0), 6);
+    ASSERT_EQ(weft_stream_readexactly(s, buf, 2, NULL), 2);
+    ASSERT_EQ(send(sv[1], "ghij", 4, 0), 4);
+    ASSERT_EQ(weft_stream_readexactly(s, buf, 6, NULL), 6);
+    ASSERT_EQ(memcmp(buf, "cdefgh", 6), 0);
+    ASSERT_EQ(weft_stream_read(s, buf, 16), 2);
+    ASSERT_EQ(memcmp(buf, "ij", 2), 0);
+    if (types[k] == SOCK_DGRAM) { /* an empty datagram, then more */
+      ASSERT_EQ(send(sv[1], "", 0, 0), 0);
+      ASSERT_EQ(send(sv[1], "xyz", 3, 0), 3);
+      ASSERT_EQ(weft_stream_read(s, buf, 16), 3);
+      ASSERT_EQ(memcmp(buf, "xyz", 3), 0);
+      ASSERT_TRUE(!weft_stream_at_eof(s));
+    }
+    ASSERT_EQ(send(sv[1], "klmnop", 6, 0), 6);
+    if (types[k] == SOCK_SEQPACKET) ASSERT_EQ(shutdown(sv[1], SHUT_WR), 0);
+    ASSERT_EQ(weft_stream_read_all(s, buf, 3), -ENOBUFS); /* more than cap: the rest stays readable */
+    ASSERT_EQ(memcmp(buf, "klm", 3), 0);
+    if (types[k] == SOCK_SEQPACKET) {
+      ASSERT_EQ(weft_stream_read_all(s, buf, sizeof buf), 3); /* then the end */
+      ASSERT_TRUE(weft_stream_at_eof(s));
+    } else {
+      ASSERT_EQ(weft_stream_read(s, buf, sizeof buf), 3);
+    }
+    ASSERT_EQ(memcmp(buf, "nop", 3), 0);
+    ASSERT_EQ(weft_stream_wait_closed(s), 0);
+    close(sv[1]);
+  }
+  ASSERT_EQ(count_fds(), fds0);
+  return 0;
+}
+
+TEST(a_datagram_socket_stream_cuts_no_datagram) {
+  weft_config c = cfg_workers(1);
+  ASSERT_EQ(weft_run(dg_stream_main, NULL, &c), 0);
+}
+
 /* ------------------------------------------------------------ closing under a reader
  * wait_closed (and abort + wait_closed, and the server's end of a
  * handler) while another task, on the other worker, waits in a read on the

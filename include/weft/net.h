@@ -161,7 +161,9 @@ WEFT_API ssize_t weft_recvmsg(int fd, struct msghdr *msg, int flags);
 WEFT_API ssize_t weft_sendmsg(int fd, const struct msghdr *msg, int flags);
 
 /* recvfrom(2)/sendto(2) for datagrams; from/to may be NULL (a connected
- * socket). Suspends. */
+ * socket). A datagram longer than len is cut to len and the rest dropped
+ * (the kernel's rule): flags MSG_TRUNC makes recvfrom return the
+ * datagram's real length instead, so that a cut one can be told. Suspends. */
 WEFT_API ssize_t weft_recvfrom(int fd, void *buf, size_t len, int flags, weft_addr *from);
 WEFT_API ssize_t weft_sendto(int fd, const void *buf, size_t len, int flags, const weft_addr *to);
 
@@ -218,9 +220,13 @@ WEFT_API int weft_open_unix_connection(const char *path, int64_t deadline_ns, we
  * socket the stream reads and writes with read/write, write_eof closes the
  * descriptor (no half-close on a pipe; later reads get -EBADF), and a write
  * to a pipe with no reader returns -EPIPE (a runtime ignores SIGPIPE when
- * the program left it at SIG_DFL: weft/core.h, weft_runtime_new). Does not
- * suspend. Errors: -ENOMEM; -EINVAL out NULL and -EBADF fd < 0 (fd is then
- * left to the caller). */
+ * the program left it at SIG_DFL: weft/core.h, weft_runtime_new). On a
+ * datagram socket (SOCK_DGRAM, SOCK_SEQPACKET) the reader reads the
+ * datagrams' bytes in order, each received whole (never cut to what is
+ * left of a buffer), and an empty SOCK_DGRAM datagram is not end of
+ * stream; writes keep no datagram boundaries. Does not suspend.
+ * Errors: -ENOMEM; -EINVAL out NULL and -EBADF fd < 0 (fd is then left to
+ * the caller). */
 WEFT_API int weft_stream_from_fd(int fd, weft_stream **out);
 
 /* The descriptor (for options); the stream still owns it. Bytes written
@@ -279,8 +285,10 @@ WEFT_API bool weft_stream_at_eof(const weft_stream *s);
  * (-EPIPE after write_eof/close, a send error seen before, -ENOMEM).
  * -ENOMEM: nothing of this call was sent or kept (a retry sends it once),
  * unless part of it had gone to the kernel already: then the stream has
- * failed, and later writes return -ENOMEM too.
- * Suspends only for back-pressure (see above). */
+ * failed, and later writes return -ENOMEM too. At most IOV_MAX buffers
+ * (-EINVAL). Suspends only for back-pressure (see above); a cancellation
+ * there returns -ECANCELED with this call's bytes buffered all the same
+ * (drain or wait_closed sends them: a retry would send them twice). */
 WEFT_API int weft_stream_write(weft_stream *s, const void *buf, size_t len);
 WEFT_API int weft_stream_writev(weft_stream *s, const struct iovec *iov, int iovcnt);
 

@@ -33,8 +33,9 @@
  *    MSG_DONTWAIT) and buffers only what the kernel did not take; a write
  *    from a callback (the driver) on io_uring is copied and goes out as a
  *    ring send operation with the worker's next batch of submissions (no
- *    system call of its own); the driver flushes what is buffered when the
- *    socket is writable;
+ *    system call of its own; a datagram endpoint's callbacks send as other
+ *    tasks do); the driver flushes what is buffered when the socket is
+ *    writable;
  *  - pause_writing/resume_writing run in the driver too: after the callback
  *    during which the buffer went above the high watermark (or, for a write
  *    from another task, as soon as the driver runs), not inside write()
