@@ -4,8 +4,9 @@
  *
  * gather: want = n, stop on the first negative status unless
  * RETURN_EXCEPTIONS. Cancelled while waiting: cancel every awaitable not
- * done, wait for all of them without being cancellable (asyncio's
- * _GatheringFuture.cancel, then the outer CancelledError), report
+ * done and wait for all of them, passing each further cancel of the caller
+ * on to those not done and absorbing it (asyncio's _GatheringFuture.cancel
+ * at every Task.cancel, then the one outer CancelledError), report
  * -ECANCELED.
  *
  * wait: want = 1 (FIRST_COMPLETED) or n, stop on an "exception" for
@@ -51,6 +52,13 @@ int weft_gather(const weft_awaitable *aws, size_t n, int *status, void **value, 
       for (size_t i = 0; i < n; i++)
         if (!weft__sub_done(&c->subs[i])) weft_aw_cancel(aws[i]);
     } while (weft__collector_wait(c, INT64_MAX, true) == -ECANCELED); /* no deadline: 0 or -ECANCELED */
+    /* A cancel that came after the last forward (the last awaitable's
+     * end, or its done callbacks, raced with it: the wait above saw every
+     * one done and did not consume it) is absorbed too: asyncio finds the
+     * gathering future done and raises its one CancelledError at this
+     * await, so nothing is left for the caller's next wait. The caller
+     * runs, so only it consumes (a request made after this is kept). */
+    weft__cancel_consume(weft__task_self());
   }
   fill_results(c, status, value);
   if (rc == 0 && !collect_all) {

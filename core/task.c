@@ -109,6 +109,16 @@ void weft__cancel_consume(weft__task *t) {
 
 int64_t weft__wait_prepare(bool cancellable) {
   weft__task *t = weft__task_self();
+  /* Its own timeout scopes that are due expire first, as at a yield or an
+   * inline join: asyncio runs an expiry scheduled with call_soon (a past
+   * deadline) before the wakeup of any await that suspends after it. The
+   * timer pass alone came too late: a worker runs its local tasks first,
+   * so timeout(0) around an await of a runnable task (or of a future it
+   * sets) got the result. Only a task that has an ext pays; the ext lock
+   * is a leaf and the cancel of a running task wakes nothing, so callers
+   * may hold their wait site's spinlock. relaxed: ext is set by this task
+   * itself or by its spawner before publication. */
+  if (weft__unlikely(weft__load(&t->ext, RELAXED) != NULL)) weft__timeout_expire_due(t);
   uint64_t w = weft__load(&t->ws, RELAXED); /* RUNNING: only this task writes ws now */
   uint32_t seq = WEFT__WS_SEQ(w) + 1;
   cancellable = cancellable && t->shield_depth == 0;
@@ -679,7 +689,9 @@ static bool ref_live(weft__task *t) {
 static int cancel_rec(weft__task *t) {
   /* acquire: pairs with the release that set DONE or FINISHING */
   if (weft__load(&t->done, ACQUIRE) & WEFT__DL_ENDED) return 0;
-  weft__fetch_add(&t->cancelling, 1, RELAXED); /* relaxed: a count for cancelling() */
+  /* seq_cst: with the store of cancel_pending below, one side of the pair
+   * with weft_uncancel's clear of cancel_pending and reload of the count */
+  weft__fetch_add(&t->cancelling, 1, SEQ_CST);
   /* seq_cst: Dekker pair with weft__wait_prepare (see task.h), and with
    * try_inline (above) */
   weft__store(&t->cancel_pending, 1, SEQ_CST);
@@ -729,7 +741,19 @@ int weft_uncancel(weft_task h) {
   while (n > 0 && !weft__cas_weak(&t->cancelling, &n, n - 1, RELAXED, RELAXED)) {
   }
   if (n > 0) n--;
-  if (n == 0) weft__store(&t->cancel_pending, 0, RELAXED); /* asyncio 3.13: uncancel to 0 drops the request */
+  if (n == 0) {
+    /* asyncio 3.13: uncancel to 0 drops the request not yet delivered. A
+     * cancel made after our decrement must stand, but its store of
+     * cancel_pending may come before this clear (it counts first): so
+     * reload the count, and when t is the caller (which cannot deliver,
+     * nor forward to an inline child, meanwhile) make it pending again.
+     * seq_cst: cancel_rec increments and then stores pending, we store and
+     * then reload: if our clear overwrote its store, we see its count.
+     * (From another thread this cannot be told from a request delivered
+     * meanwhile, so a cancel racing with it may still be dropped.) */
+    weft__store(&t->cancel_pending, 0, SEQ_CST);
+    if (t == weft__task_self() && weft__load(&t->cancelling, SEQ_CST) > 0) weft__store(&t->cancel_pending, 1, SEQ_CST);
+  }
   weft__task_unref(t);
   return n;
 }

@@ -82,8 +82,9 @@ static inline weft__ctx *weft__ctx_ref(weft__ctx *c) {
 /* core/timeout.c: a timer entry of kind WEFT__TIMER_SCOPE fired (owner
  * worker, scheduler context), and the compaction test for such an entry. */
 void weft__timeout_fire(weft__task *t, uint32_t seq);
-/* core/timeout.c: the task itself, before it yields or joins a fresh task
- * inline: expire its entered scopes whose deadline has passed. */
+/* core/timeout.c: the task itself, before it yields, prepares a wait or
+ * joins a fresh task inline: expire its entered scopes whose deadline has
+ * passed. */
 void weft__timeout_expire_due(weft__task *t);
 bool weft__timeout_entry_live(weft__task *t, uint32_t seq);
 /* Under the ext lock: whether a timer is expiring one of e's scopes right now. */

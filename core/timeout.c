@@ -15,8 +15,8 @@
  * without the lock):
  *   ENTERED --timer fires (any worker)--> FIRING --cancel made--> EXPIRED
  *   (a deadline already past at enter/reschedule is armed as a due entry:
- *   it fires at the next timer pass, which a waiting task lets run; a
- *   yielding task expires its due scopes itself: weft__timeout_expire_due)
+ *   it fires at the next timer pass; a task about to wait or yield expires
+ *   its due scopes itself first: weft__timeout_expire_due)
  *   any --leave--> LEFT
  * Expiry: the timer, under the lock, finds the scope ENTERED with the
  * entry's seq and marks it FIRING; after unlocking it calls weft_cancel on
@@ -84,11 +84,11 @@ static int arm_and_unlock(weft__task *self, weft__task_ext *e, weft__scope *sc) 
     return 0;
   }
   /* A deadline already past is armed like any other: the entry is due, and
-   * fires at the worker's next timer pass, which comes only once this task
-   * suspends, together with every other due entry, in deadline order, as
-   * asyncio's call_soon of the expiry does (a yield, after which the task
-   * may run again before that pass, expires its due scopes itself first:
-   * weft__timeout_expire_due). (Expiring at once here made
+   * it expires at the task's next suspension, together with every other
+   * due scope, in deadline order, as asyncio's call_soon of the expiry does
+   * (a wait or a yield, after which local tasks or the task itself may run
+   * before the worker's next timer pass, expires its due scopes itself
+   * first: weft__timeout_expire_due). (Expiring at once here made
    * nested scopes with one deadline disagree: under load the inner one,
    * entered after the deadline, cancelled the task before the outer's
    * entry could fire, and then the inner converted the cancellation.) */
@@ -260,9 +260,9 @@ void weft__timeout_fire(weft__task *t, uint32_t seq) {
   expire_due_scopes(t, e, deadline);
 }
 
-/* The task itself, about to yield, or to join a fresh task inline (which
- * runs it without a suspension, core/task.c try_inline): expire its entered
- * scopes that are due.
+/* The task itself, about to yield, to wait (weft__wait_prepare), or to join
+ * a fresh task inline (which runs it without a suspension, core/task.c
+ * try_inline): expire its entered scopes that are due.
  * A yielding task is runnable at once, so it may resume before its worker's
  * next timer pass (every WEFT__GLOBAL_INTERVAL switches, or when nothing
  * local is left to run) or on another worker: timeout(0) followed by a
@@ -272,7 +272,9 @@ void weft__timeout_fire(weft__task *t, uint32_t seq) {
  * the outermost still converts. Their heap entries go stale. The list's
  * links are changed only by the task itself, so it reads them unlocked.
  * (An inline join did not expire either: wait_for(t, 0) on a task just
- * spawned ran it to its result instead of cancelling it.) */
+ * spawned ran it to its result instead of cancelling it; nor did a wait,
+ * when the worker ran a local task that completed what it awaited before
+ * its timer pass.) */
 void weft__timeout_expire_due(weft__task *t) {
   weft__task_ext *e = weft__ext_peek(t);
   if (!e || !e->scopes) return;

@@ -444,6 +444,52 @@ static int gather_twice_main(void *arg) {
 }
 TEST_T(gather_forwards_every_cancel_of_its_caller, 60) { run_both(gather_twice_main, NULL); }
 
+/* A further cancel that arrives while the cancelled gather waits for its
+ * awaitables, when there is nothing left to pass it on to (here made by a
+ * done callback of the last one, as it ends): it is absorbed as well, not
+ * kept for the caller's next wait (asyncio: the gathering future is done,
+ * so Task.cancel sets _must_cancel, and the one CancelledError is raised at
+ * the await of gather). Before, the next sleep returned -ECANCELED. */
+static void cancel_task_cb(weft_future *f, void *arg) {
+  (void)f;
+  weft_cancel(*(weft_task *)arg);
+}
+static weft_task absorbing_caller_self;
+static atomic_int absorbing_next_rc;
+static int absorbing_caller(void *arg) {
+  weft_future *f = arg;
+  absorbing_caller_self = weft_current();
+  if (weft_future_add_done_callback(f, cancel_task_cb, &absorbing_caller_self) != 0) return -EPROTO;
+  weft_awaitable a = weft_aw_future(f);
+  int st = 0;
+  int rc = weft_gather(&a, 1, &st, NULL, 0);
+  if (st != -ECANCELED) return -EPROTO;
+  atomic_store(&absorbing_next_rc, weft_sleep_ns(1 * MS));
+  return rc;
+}
+static int gather_absorbs_main(void *arg) {
+  (void)arg;
+  for (int i = 0; i < 20; i++) {
+    weft_future f;
+    weft_future_init(&f);
+    atomic_store(&absorbing_next_rc, 99);
+    weft_task c = weft_spawn(absorbing_caller, &f);
+    for (int64_t w0 = weft_now_ns(); strcmp(weft_task_waiting_on(c), "gather") != 0;) {
+      ASSERT_TRUE(weft_now_ns() - w0 < 10000 * MS);
+      weft_sleep_ns(MS / 10);
+    }
+    ASSERT_EQ(weft_cancel(c), 1);
+    ASSERT_EQ(weft_join(c), -ECANCELED);
+    ASSERT_EQ(atomic_load(&absorbing_next_rc), 0);
+    ASSERT_EQ(weft_cancelling(c), 2); /* both requests counted, neither withdrawn (asyncio too) */
+    weft_task_release(c);
+    ASSERT_TRUE(weft_future_cancelled(&f));
+    ASSERT_EQ(weft_future_destroy(&f), 0);
+  }
+  return 0;
+}
+TEST(gather_absorbs_a_cancel_made_as_its_last_awaitable_ends) { run_both(gather_absorbs_main, NULL); }
+
 
 
 /* ------------------------------------------------------------ review coverage: wait, as_completed

@@ -227,6 +227,63 @@ static int counts_main(void *arg) {
 }
 TEST(timeout_cancel_counts_through_uncancel) { run_both(counts_main, NULL); }
 
+/* Racy: a task withdraws its own last request (as timeout_leave and
+ * taskgroup_leave do) while another thread cancels it. The other request
+ * must stand: counted, and delivered at the task's next suspension. Before,
+ * uncancel's "drop the request at 0" could clear the pending flag of a
+ * cancel made between its decrement and that clear (the count said 1, no
+ * suspension was ever cancelled: 8 per second here, with 30,000 races a
+ * second). The canceller makes one request per round, when armed. */
+static weft_task ur_task;
+static atomic_int ur_armed, ur_stop;
+static void *ur_canceller(void *arg) {
+  (void)arg;
+  while (!atomic_load_explicit(&ur_stop, memory_order_relaxed)) {
+    if (atomic_load(&ur_armed)) {
+      weft_cancel(ur_task);
+      atomic_store(&ur_armed, 0); /* after the request is made */
+    }
+  }
+  return NULL;
+}
+static int uncancel_race_main(void *arg) {
+  (void)arg;
+  ur_task = weft_current();
+  atomic_store(&ur_stop, 0);
+  atomic_store(&ur_armed, 1);
+  pthread_t th;
+  ASSERT_EQ(pthread_create(&th, NULL, ur_canceller, NULL), 0);
+  long rounds = 0, lost = 0;
+  int64_t end = weft_now_ns() + (test_sanitized() ? 1000 : 3000) * MS;
+  while (weft_now_ns() < end && lost == 0) {
+    for (int i = 0; i < 1000; i++) {
+      weft_cancel(ur_task);
+      weft_uncancel(ur_task);
+      if (atomic_load(&ur_armed) || weft_cancelling(ur_task) == 0) continue;
+      /* the other request is made, and was not withdrawn: it is delivered */
+      rounds++;
+      if (weft_yield() != -ECANCELED) lost++;
+      while (weft_uncancel(ur_task) > 0) {
+      }
+      atomic_store(&ur_armed, 1);
+    }
+  }
+  atomic_store(&ur_stop, 1);
+  pthread_join(th, NULL);
+  ASSERT_TRUE(rounds > 0);
+  ASSERT_EQ(lost, 0);
+  if (weft_cancelling(ur_task) > 0) { /* its last request, made after our last round */
+    ASSERT_EQ(weft_yield(), -ECANCELED);
+    ASSERT_EQ(weft_uncancel(ur_task), 0);
+  }
+  assert_clean();
+  return 0;
+}
+TEST(uncancel_to_zero_keeps_a_cancel_made_meanwhile) {
+  weft_config c = {.workers = 1};
+  ASSERT_EQ(weft_run(uncancel_race_main, NULL, &c), 0);
+}
+
 /* ------------------------------------------------------------ wait_for */
 
 static int ignore_cancel(void *arg) {
@@ -365,6 +422,47 @@ static int zero_timeout_fresh_main(void *arg) {
   return 0;
 }
 TEST(wait_for_zero_timeout_cancels_a_fresh_task) { run_both(zero_timeout_fresh_main, NULL); }
+
+/* The same when the await really suspends and what it awaits is completed
+ * by a task that is runnable on the worker: a task that cannot be joined
+ * inline (a larger stack than the default), or a future that a runnable
+ * task sets. The worker runs local tasks before its next timer pass, so
+ * the join returned 5 (wait_for(t, 0) gave t's result, t ran) and the
+ * future's await its value: a due scope must expire at the suspension
+ * itself, as asyncio's call_soon'd expiry runs before the awaiter's
+ * wakeup. */
+static int set_future_to_4(void *arg) { return weft_future_set(arg, 4, NULL); }
+
+static int zero_timeout_runnable_main(void *arg) {
+  (void)arg;
+  if (getenv("WEFT_TEST_MIGRATE")) return 0; /* the child may run on another worker before the await */
+  for (int i = 0; i < 20; i++) {
+    atomic_store(&fresh_ran, 0);
+    weft_spawn_opts o = {.stack_size = 256 * 1024};
+    weft_task t = weft_spawn_ex(fresh_returns_5, NULL, &o);
+    ASSERT_EQ(weft_wait_for(weft_aw_task(t), 0, NULL), -ETIMEDOUT);
+    ASSERT_EQ(weft_task_status(t), -ECANCELED);
+    ASSERT_EQ(atomic_load(&fresh_ran), 0);
+    weft_task_release(t);
+    assert_clean();
+    /* a future set by a runnable task, with a scope due at once */
+    weft_future f;
+    weft_future_init(&f);
+    t = weft_spawn(set_future_to_4, &f);
+    weft_timeout to;
+    ASSERT_EQ(weft_timeout_enter(&to, 0), 0);
+    int rc = weft_future_await(&f, NULL);
+    ASSERT_EQ(rc, -ECANCELED);
+    ASSERT_EQ(weft_timeout_leave(&to, rc), -ETIMEDOUT);
+    ASSERT_TRUE(weft_future_cancelled(&f)); /* the cancelled await cancelled it */
+    ASSERT_EQ(weft_join(t), -EALREADY);
+    weft_task_release(t);
+    ASSERT_EQ(weft_future_destroy(&f), 0);
+    assert_clean();
+  }
+  return 0;
+}
+TEST(a_due_scope_expires_at_a_suspension_before_local_tasks_run) { run_both(zero_timeout_runnable_main, NULL); }
 
 /* the waiter is cancelled from elsewhere at the moment its timeout expires:
  * the outer cancellation wins (-ECANCELED), as asyncio's uncancel count says */

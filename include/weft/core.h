@@ -198,8 +198,10 @@ WEFT_API int weft_cancel(weft_task t);
 WEFT_API int weft_cancelling(weft_task t);
 
 /* task.uncancel(): withdraw one request; returns the remaining count. When it
- * reaches 0, a request not yet delivered is dropped as well. Any thread.
- * Errors: -ESRCH (stale handle). */
+ * reaches 0, a request not yet delivered is dropped as well; a request made
+ * after that decrement stands (called from t itself, as asyncio means it to
+ * be; from another thread, one made at that very moment may be dropped
+ * with it). Any thread. Errors: -ESRCH (stale handle). */
 WEFT_API int weft_uncancel(weft_task t);
 
 /* The calling task's handle (not owned: do not release it), or the null

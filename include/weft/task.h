@@ -120,8 +120,8 @@ enum {
  * for all and returns 0. If the calling task is cancelled while waiting,
  * every awaitable not done is cancelled, gather waits for them to end and
  * returns -ECANCELED; a further cancel of the caller meanwhile is passed on
- * to those not done yet (as asyncio's gathering future does), not kept for
- * the caller's next wait. n == 0 returns 0 at once. Suspends.
+ * to those not done yet (as asyncio's gathering future does), or absorbed
+ * when none is left, not kept for the caller's next wait. n == 0 returns 0 at once. Suspends.
  * Errors: the first failure; -ECANCELED; -ESRCH a stale handle; -EDEADLK
  * the caller's own task among them; -EINVAL outside a task, unknown flags
  * or a bad awaitable; -ENOMEM. */
