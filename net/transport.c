@@ -1081,6 +1081,14 @@ static void teardown(weft_transport *t, int err) {
   weft__spin_lock(&t->lock);
   t->closing = true;
   t->dead = true; /* from now on nobody takes the token or uses the descriptor */
+  /* The waits below wait for a kick; one left set since the loop's last
+   * look (a callback's close, another task's call, a pending cancel)
+   * would make every drv_wait return at once: a spin that never yields,
+   * so the worker (ours: we are pinned) never reaps the completions
+   * waited for. Each wait clears it under the lock before checking what
+   * it waits for (a completion runs only while we wait; another task
+   * releases the token and kicks under this lock). */
+  t->kick = false;
   weft__spin_unlock(&t->lock);
   if (t->backend == WEFT_BACKEND_URING) { /* cancel our operations and wait for their completions */
     weft__reactor *r = &weft__worker_self()->reactor;
@@ -1094,13 +1102,19 @@ static void teardown(weft_transport *t, int err) {
       else
         shutdown(t->fd, SHUT_RDWR); /* no entry: end the operations another way */
     }
-    while (t->rinflight || t->winflight || t->sinflight) drv_wait(t, false);
+    while (t->rinflight || t->winflight || t->sinflight) {
+      drv_wait(t, false);
+      weft__spin_lock(&t->lock);
+      t->kick = false; /* (the completions run on this thread: none between here and the check) */
+      weft__spin_unlock(&t->lock);
+    }
   } else if (t->watched) {
     weft__epoll_unwatch(&weft__worker_self()->reactor, t->fd);
   }
   chunk *drop;
   for (;;) { /* wait until no other task sends or uses the descriptor */
     weft__spin_lock(&t->lock);
+    t->kick = false; /* a release after this check kicks again (release_token, get_extra_info: under the lock) */
     bool busy = t->token || t->fd_users;
     if (!busy) {
       drop = t->head;

@@ -841,4 +841,80 @@ TEST(pause_writing_is_on_time_under_a_flood) {
   ASSERT_EQ(weft_run(flood_main, NULL, &c), 0);
 }
 
+/* A buffered protocol's get_buffer that closes the transport and returns
+ * NULL (no room left) while the echo it wrote in buffer_updated is still
+ * in flight as a ring send: the driver ends (connection_lost(-ENOBUFS)).
+ * On io_uring it spun forever in teardown instead: close's kick was still
+ * set, so teardown's wait for the cancelled send returned at once, again
+ * and again, and the worker never reaped the completion. */
+typedef struct nobuf {
+  char buf[4096];
+  bool full;
+  int lost_err;
+  _Atomic int lost_count;
+  weft_event lost;
+} nobuf;
+
+static void *nb_get_buffer(weft_transport *t, size_t hint, size_t *len, void *u) {
+  nobuf *nb = u;
+  (void)hint;
+  if (nb->full) {
+    weft_transport_close(t);
+    return NULL;
+  }
+  *len = sizeof nb->buf;
+  return nb->buf;
+}
+static void nb_updated(weft_transport *t, size_t n, void *u) {
+  nobuf *nb = u;
+  ASSERT_EQ(weft_transport_write(t, nb->buf, n), 0); /* io_uring: a ring send, in flight when get_buffer runs */
+  nb->full = true;
+}
+static void nb_lost(weft_transport *t, int err, void *u) {
+  nobuf *nb = u;
+  (void)t;
+  nb->lost_err = err;
+  atomic_fetch_add(&nb->lost_count, 1);
+  weft_event_set(&nb->lost);
+}
+static nobuf the_nobuf;
+static int nobuf_factory(weft_protocol *out, void *arg) {
+  (void)arg;
+  *out = (weft_protocol){.user = &the_nobuf, .get_buffer = nb_get_buffer, .buffer_updated = nb_updated,
+                         .connection_lost = nb_lost};
+  return 0;
+}
+
+static int nobuf_main(void *arg) {
+  (void)arg;
+  int fds0 = count_fds();
+  weft_event_init(&the_nobuf.lost);
+  weft_server *srv;
+  ASSERT_EQ(weft_create_server(&srv, "127.0.0.1", 0, nobuf_factory, NULL, NULL), 0);
+  weft_addr a;
+  ASSERT_EQ(weft_addr_ip(&a, "127.0.0.1", port_of(srv)), 0);
+  int fd = weft_connect_addr(&a, WEFT_NO_DEADLINE);
+  ASSERT_TRUE(fd >= 0);
+  ASSERT_EQ(weft_send(fd, "hello", 5, 0), 5);
+  weft_sleep_ns(50000000);
+  (void)weft_send(fd, "again", 5, 0); /* epoll: the next receive asks get_buffer again */
+  for (int k = 0; k < 5000 && !weft_event_is_set(&the_nobuf.lost); k++) weft_sleep_ns(1000000);
+  if (!weft_event_is_set(&the_nobuf.lost)) TEST_FAIL("connection_lost was not called within 5 s");
+  ASSERT_EQ(the_nobuf.lost_err, -ENOBUFS);
+  ASSERT_EQ(atomic_load(&the_nobuf.lost_count), 1);
+  char got[8];
+  ASSERT_EQ(weft_recv(fd, got, sizeof got, 0), 5); /* the echo went out before the close */
+  ASSERT_TRUE(memcmp(got, "hello", 5) == 0);
+  close(fd);
+  weft_server_free(srv);
+  ASSERT_EQ(count_fds(), fds0);
+  return 0;
+}
+
+/* (a 20 s limit: the spinning driver held the worker, the 5 s check above could not run) */
+TEST_T(get_buffer_closing_with_a_send_in_flight_ends_the_connection, 20) {
+  weft_config c = cfg_workers(2);
+  ASSERT_EQ(weft_run(nobuf_main, NULL, &c), 0);
+}
+
 TEST_MAIN()
