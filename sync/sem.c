@@ -15,10 +15,19 @@
  * oldest waiter (the count stays 0), then wakes it: a newcomer finds no
  * permit and WAITERS set, and queues behind the others.
  *
- * CANCELLATION. A waiter woken with CANCEL whose node was unlinked was
- * chosen by a release at the same moment and holds a permit: it releases
- * it again (to the next waiter, or to the count) before returning
- * -ECANCELED, so no permit is lost to a cancelled waiter.
+ * CANCELLATION. A release skips a waiter whose wait has already ended
+ * (cancelled, and not run since: it is still in the list), as asyncio's
+ * _wake_up_next skips a cancelled future: it unlinks it without a mark and
+ * gives the permit to the next one, or to the count. So the value, locked()
+ * and a bounded semaphore's bound are right at once; before, the permit
+ * travelled to the cancelled waiter, the value read 0 until it ran, a
+ * release past the bound meanwhile passed the check, and the permit given
+ * back then took the value above the bound. A release that chose a waiter
+ * marks its node (mark = 1, under guard). A waiter woken with CANCEL whose
+ * node was unlinked and marked was chosen at the same moment and holds a
+ * permit: it releases it again (to the next waiter, or to the count)
+ * before returning -ECANCELED, so no permit is lost to a cancelled waiter;
+ * unlinked and unmarked, it was skipped and holds nothing.
  *
  * A bounded semaphore refuses a release that would take the count above
  * its initial value (-EOVERFLOW, asyncio's ValueError); with waiters the
@@ -105,10 +114,20 @@ int weft_sem_try_acquire(weft_sem *sm) {
  * Unlocks guard. */
 static void give_and_unlock(sem_impl *s) {
   weft__wakeup wake;
-  bool have = weft__waitlist_pop(&s->waiters, &wake);
+  bool have;
+  /* Skip the waiters whose wait has ended (CANCELLATION, above). A false
+   * pending is final: the waiter pushed its seq under guard, which we hold. */
+  while ((have = weft__waitlist_pop(&s->waiters, &wake)) && !weft__wait_pending(wake.task, wake.seq)) {
+  }
   uint64_t v = weft__load(&s->state, RELAXED); /* stable while WAITERS is set */
   if (have) {
+    wake.task->waiter.mark = 1; /* it holds the permit; read by it under guard if cancelled */
     if (s->waiters.len == 0) weft__store(&s->state, v & ~(uint64_t)WAITERS, RELAXED);
+  } else if (v & WAITERS) {
+    /* only skipped waiters were left: count the permit and clear WAITERS
+     * in one store (the word is stable while WAITERS is set); release: as
+     * in weft_sem_release */
+    weft__store(&s->state, (v & ~(uint64_t)WAITERS) + ONE, RELEASE);
   } else {
     /* WAITERS clear: fast paths may race; release: as in weft_sem_release */
     weft__fetch_add(&s->state, ONE, RELEASE);
@@ -148,6 +167,7 @@ int weft_sem_acquire(weft_sem *sm) {
     if (weft__cas(&s->state, &v, v | WAITERS, RELAXED, RELAXED)) break;
   }
   weft__waitlist_push(&s->waiters, self, (uint32_t)seq);
+  self->waiter.mark = 0; /* set by the release that chooses us */
   weft__spin_unlock(&s->guard);
   if (weft__wait_commit((uint32_t)seq) == WEFT__WAKE_NORMAL) return 0; /* a permit was handed over */
   weft__spin_lock(&s->guard);
@@ -157,6 +177,10 @@ int weft_sem_acquire(weft_sem *sm) {
       uint64_t cur = weft__load(&s->state, RELAXED); /* stable: WAITERS is set */
       weft__store(&s->state, cur & ~(uint64_t)WAITERS, RELAXED);
     }
+    weft__spin_unlock(&s->guard);
+    return -ECANCELED;
+  }
+  if (!self->waiter.mark) { /* skipped by a release: we hold nothing */
     weft__spin_unlock(&s->guard);
     return -ECANCELED;
   }

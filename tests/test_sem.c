@@ -116,6 +116,40 @@ TEST(sem_waiter_cancelled_at_handoff_gives_the_permit_back) {
   ASSERT_EQ(weft_run(handoff_race_main, NULL, &c), 0);
 }
 
+/* On one worker: a waiter cancelled before a release (it has not run since)
+ * is skipped, as asyncio's _wake_up_next skips a cancelled future: the
+ * permit is counted at once, so the value, locked() and the bound are
+ * right before the cancelled waiter runs. (Before, the permit went to the
+ * cancelled waiter in transit, the value stayed 0, a second release passed
+ * the bound check, and the waiter gave the first permit back on top: a
+ * BoundedSemaphore(1) at 2.) */
+static int cancelled_first_main(void *arg) {
+  (void)arg;
+  ASSERT_EQ(weft_sem_init_bounded(&S1, 1), 0);
+  atomic_store(&order_n, 0);
+  ASSERT_EQ(weft_sem_acquire(&S1), 0);
+  weft_task w = weft_spawn(sem_waiter, (void *)(intptr_t)0);
+  weft_sleep_ns(1000000); /* it waits */
+  weft_cancel(w);         /* it has not run since: still in the list */
+  ASSERT_EQ(weft_sem_release(&S1), 0);
+  ASSERT_EQ(weft_sem_value(&S1), 1); /* asyncio: 1, the cancelled waiter skipped */
+  ASSERT_TRUE(!weft_sem_locked(&S1));
+  ASSERT_EQ(weft_sem_release(&S1), -EOVERFLOW); /* past the bound of 1 */
+  ASSERT_EQ(weft_join(w), -ECANCELED);
+  weft_task_release(w);
+  ASSERT_EQ(weft_sem_value(&S1), 1); /* never above the bound */
+  ASSERT_EQ(weft_sem_try_acquire(&S1), 0);
+  ASSERT_EQ(weft_sem_try_acquire(&S1), -EAGAIN);
+  ASSERT_EQ(weft_sem_release(&S1), 0);
+  ASSERT_EQ(weft_sem_destroy(&S1), 0);
+  return 0;
+}
+
+TEST(sem_release_skips_a_waiter_cancelled_first) {
+  weft_config c = cfg_workers(1);
+  ASSERT_EQ(weft_run(cancelled_first_main, NULL, &c), 0);
+}
+
 static void *release_from_thread(void *arg) {
   usleep(10000);
   ASSERT_EQ(weft_sem_release(arg), 0);
