@@ -636,7 +636,8 @@ TEST(lifo_queue_waiting_getter_gets_the_newest) {
 
 /* Python 3.13: put_nowait into an empty queue with a waiting getter, then
  * shutdown(immediate=True) before the getter runs: the item is dropped (and
- * counted done: join returns at once), the getter raises QueueShutDown. */
+ * counted done once the getter has run: join then returns at once), the
+ * getter raises QueueShutDown. */
 static int handover_shutdown_main(void *arg) {
   (void)arg;
   ASSERT_EQ(weft_queue_init(&RQ, 0), 0);

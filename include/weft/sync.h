@@ -237,7 +237,12 @@ WEFT_API int weft_queue_destroy(weft_queue *q);
  * Errors: -ECANCELED (nothing was put); -ESHUTDOWN the queue is shut down
  * (nothing was put); -ENOMEM; -EINVAL outside a task. */
 WEFT_API int weft_queue_put(weft_queue *q, void *item);
-/* Take the next item, suspending while the queue is empty. Suspends.
+/* Take the next item, suspending while the queue is empty. A put (or
+ * put_nowait) that finds a getter waiting hands the item to it and not to
+ * the queue (unlike asyncio, where the woken getter takes it when it runs):
+ * qsize/empty do not count it, another task's get_nowait does not see it,
+ * and a bounded queue takes up to maxsize more items besides those handed
+ * over before it is full. Suspends.
  * Errors: -ECANCELED (no item was taken: a cancelled getter loses nothing);
  * -ESHUTDOWN the queue is shut down and empty; -EINVAL outside a task. */
 WEFT_API int weft_queue_get(weft_queue *q, void **item);
