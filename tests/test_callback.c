@@ -430,22 +430,39 @@ static int sigquit_main(void *arg) {
   weft_task_release(s);
   return 0;
 }
-TEST(introspection_sigquit_dump_in_debug_mode) {
+/* stderr into an unlinked temporary file until stderr_end, which restores
+ * it and reads what was written into buf (NUL-terminated). */
+typedef struct {
+  int fd, saved;
+} stderr_capture;
+static stderr_capture stderr_begin(void) {
   char path[] = "/tmp/weft-quit-XXXXXX";
-  int fd = mkstemp(path);
-  ASSERT_TRUE(fd >= 0);
+  stderr_capture c = {mkstemp(path), dup(2)};
+  ASSERT_TRUE(c.fd >= 0 && c.saved >= 0);
   unlink(path);
-  int saved = dup(2);
-  dup2(fd, 2);
+  fflush(stderr);
+  dup2(c.fd, 2);
+  return c;
+}
+static void stderr_end(stderr_capture c, char *buf, size_t len) {
+  fflush(stderr);
+  dup2(c.saved, 2);
+  close(c.saved);
+  ssize_t n = pread(c.fd, buf, len - 1, 0);
+  close(c.fd);
+  buf[n > 0 ? n : 0] = 0;
+  ASSERT_TRUE(n > 0);
+}
+
+TEST(introspection_sigquit_dump_in_debug_mode) {
+  stderr_capture cap = stderr_begin();
   weft_config c = {0};
   c.workers = 2;
   c.debug = 1;
   int rc = weft_run(sigquit_main, NULL, &c);
-  dup2(saved, 2);
+  char buf[8192];
+  stderr_end(cap, buf, sizeof buf);
   ASSERT_EQ(rc, 0);
-  char buf[8192] = {0};
-  ASSERT_TRUE(pread(fd, buf, sizeof buf - 1, 0) > 0);
-  close(fd);
   if (!strstr(buf, "quit-sleeper")) TEST_FAIL("no dump on SIGQUIT: %s", buf);
   ASSERT_TRUE(strstr(buf, "waiting on: sleep") != NULL);
   /* the default action is back once the debug runtime stopped */
@@ -478,12 +495,7 @@ static void *sigquit_two_thread(void *arg) {
   return (void *)(intptr_t)weft_run(sigquit_two_main, arg, &c);
 }
 TEST(introspection_sigquit_dumps_every_debug_runtime) {
-  char path[] = "/tmp/weft-quit-XXXXXX";
-  int fd = mkstemp(path);
-  ASSERT_TRUE(fd >= 0);
-  unlink(path);
-  int saved = dup(2);
-  dup2(fd, 2);
+  stderr_capture cap = stderr_begin();
   atomic_store(&quit_ready, 0);
   pthread_t a, b;
   void *ra, *rb;
@@ -491,13 +503,10 @@ TEST(introspection_sigquit_dumps_every_debug_runtime) {
   pthread_create(&b, NULL, sigquit_two_thread, "quit-sleeper-b");
   pthread_join(a, &ra);
   pthread_join(b, &rb);
-  dup2(saved, 2);
-  close(saved);
+  char buf[16384];
+  stderr_end(cap, buf, sizeof buf);
   ASSERT_EQ((int)(intptr_t)ra, 0);
   ASSERT_EQ((int)(intptr_t)rb, 0);
-  char buf[16384] = {0};
-  ASSERT_TRUE(pread(fd, buf, sizeof buf - 1, 0) > 0);
-  close(fd);
   if (!strstr(buf, "quit-sleeper-a") || !strstr(buf, "quit-sleeper-b")) TEST_FAIL("not both dumped: %s", buf);
   struct sigaction sa;
   sigaction(SIGQUIT, NULL, &sa);
