@@ -345,10 +345,12 @@ WEFT_API int weft_stream_wait_closed(weft_stream *s);
  * the server after the handler) then drops what is buffered, sends no TLS
  * close_notify, and closes with SO_LINGER 0, so the peer sees a reset.
  * A reader waiting in the stream returns end of stream, as after close().
- * Neither abort nor close wakes a task blocked in a write or drain that
- * waits for the peer to read (unlike asyncio's abort): it stays blocked
- * until the peer reads or resets, or the task is cancelled (cancel the
- * writer task, e.g. to drop a slow client). Does not suspend. */
+ * close, abort and wait_closed are writer-side calls: the writing task's,
+ * or another task's while no write, drain or write_eof runs (two tasks
+ * must not write at once). So neither wakes a writer blocked in a write or
+ * drain that waits for the peer to read (asyncio's abort does): to drop a
+ * slow client, cancel the writer task (its write or drain returns
+ * -ECANCELED, nothing sent twice), then abort. Does not suspend. */
 WEFT_API void weft_stream_abort(weft_stream *s);
 
 /* The peer's and the local address. Do not suspend. */
