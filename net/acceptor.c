@@ -19,9 +19,10 @@
  * errno) is appended to `res[head, tail)` in arrival order, growing the
  * array (doubling; weft__realloc, never under a lock) when full; if that
  * allocation fails, an accepted fd is closed there (the client sees a
- * reset, as if the backlog had overflowed) and an error is replaced by
- * -ENOMEM. The callback wakes the task when it is waiting (`waiting`,
- * `seq`: registered by next/fini, cleared by the wake). A completion
+ * reset, as if the backlog had overflowed) and an error takes the newest
+ * entry's place as -ENOMEM (a connection there is closed the same way).
+ * The callback wakes the task when it is waiting (`waiting`, `seq`:
+ * registered by next/fini, cleared by the wake). A completion
  * without IORING_CQE_F_MORE is the operation's last: `armed` drops and
  * the operation record (`op`, inside the acceptor) is the kernel's no
  * more.
@@ -95,7 +96,10 @@ static void acceptor_complete(weft__io_op *op, int32_t res, uint32_t flags) {
   } else if (res >= 0) {
     close(res); /* no room (allocation failed): refuse this connection */
   } else if (a->tail > 0) {
-    a->res[a->tail - 1] = -ENOMEM; /* keep the error's end visible; the newest fd is lost */
+    /* keep the error's end visible in the newest entry; a connection there
+     * is refused as above (it leaked when overwritten) */
+    if (a->res[a->tail - 1] >= 0) close(a->res[a->tail - 1]);
+    a->res[a->tail - 1] = -ENOMEM;
   }
   if (a->waiting) {
     a->waiting = false;

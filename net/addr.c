@@ -40,10 +40,10 @@ int weft_addr_ip(weft_addr *out, const char *ip, uint16_t port) {
   if (inet_pton(AF_INET6, tmp, &out->u.in6.sin6_addr) != 1) return -EINVAL;
   if (scope) {
     unsigned idx = if_nametoindex(scope);
-    if (!idx) {
+    if (!idx) { /* a decimal number, digits only (strtoul alone takes blanks and a sign: "%-0", "% 1") */
       char *end;
       unsigned long v = strtoul(scope, &end, 10);
-      if (!*scope || *end || v > UINT32_MAX) return -EINVAL;
+      if (*scope < '0' || *scope > '9' || *end || v > UINT32_MAX) return -EINVAL;
       idx = (unsigned)v;
     }
     out->u.in6.sin6_scope_id = idx;

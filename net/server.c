@@ -46,6 +46,12 @@
  * takes the waiters under the lock and wakes them after unlocking. The
  * last touch of the server by a handler is that unlock, so a waiter that
  * frees the server after waking touches nothing freed.
+ *
+ * CLOSING TWICE. Only the first close stops the accept loop; a close that
+ * finds one under way waits on `waiters` too, until `closed` (the listener
+ * is closed then): it returned at once before, with the listener still
+ * open. The first close wakes every waiter when it sets `closed`; those
+ * waiting for the handlers as well re-check and wait again.
  */
 #include <errno.h>
 #include <string.h>
@@ -106,17 +112,18 @@ static void unlink_rec(weft_server *srv, conn_rec *r) {
   if (r->next) r->next->prev = r->prev;
 }
 
-/* Caller holds the lock: take the waiters when the server became idle. */
-static int take_waiters_if_idle(weft_server *srv, weft__wakeup *out, int max) {
+/* Caller holds the lock: take the waiters when the server became idle, or
+ * all of them (`all`: close has just set `closed`). */
+static int take_waiters(weft_server *srv, bool all, weft__wakeup *out, int max) {
   int n = 0;
-  if (srv->closed && srv->active == 0)
+  if (all || (srv->closed && srv->active == 0))
     while (n < max && weft__waitlist_pop(&srv->waiters, &out[n])) n++;
   return n;
 }
 
-/* Remove r and wake the waiters if that made the server idle. Loops so
- * that any number of waiters is woken. */
-static void finish_rec(weft_server *srv, conn_rec *r) {
+/* Remove r and wake the waiters if that made the server idle (or all of
+ * them: `all`). Loops so that any number of waiters is woken. */
+static void wake_waiters(weft_server *srv, conn_rec *r, bool all) {
   enum { BATCH = 32 };
   weft__wakeup wake[BATCH];
   weft__spin_lock(&srv->lock);
@@ -124,12 +131,14 @@ static void finish_rec(weft_server *srv, conn_rec *r) {
     unlink_rec(srv, r);
     srv->active--;
   }
-  int n = take_waiters_if_idle(srv, wake, BATCH);
+  int n = take_waiters(srv, all, wake, BATCH);
   bool more = n == BATCH && srv->waiters.len;
   weft__spin_unlock(&srv->lock);
   for (int i = 0; i < n; i++) weft__wakeup_fire(&wake[i]);
-  if (more) finish_rec(srv, NULL);
+  if (more) wake_waiters(srv, NULL, all);
 }
+
+static void finish_rec(weft_server *srv, conn_rec *r) { wake_waiters(srv, r, false); }
 
 static int conn_main(void *arg) {
   conn_rec *r = arg;
@@ -388,27 +397,9 @@ static int join_through(weft_task t) {
   return rc;
 }
 
-int weft_server_close(weft_server *srv) {
-  if (!srv) return -EINVAL;
-  if (!weft__task_self()) return -EINVAL;
-  int zero = 0;
-  /* acq_rel: the first closer wins; later ones only return */
-  if (!weft__cas(&srv->close_started, &zero, 1, ACQ_REL, RELAXED)) return 0;
-  weft_cancel(srv->accept_task);
-  int rc = join_through(srv->accept_task);
-  close(srv->lfd);
-  srv->lfd = -1;
-  unlink_ours(srv);
-  weft__spin_lock(&srv->lock);
-  srv->closed = true;
-  weft__spin_unlock(&srv->lock);
-  finish_rec(srv, NULL); /* wakes the waiters if no handler is running */
-  if (rc) repend_cancel(); /* the request that arrived stays pending */
-  return 0;
-}
-
-/* Wait until closed and idle or the deadline: 0, -ETIMEDOUT or -ECANCELED. */
-static int wait_idle(weft_server *srv, int64_t deadline, bool cancellable) {
+/* Wait until closed (and idle, when `idle`) or the deadline: 0, -ETIMEDOUT
+ * or -ECANCELED. */
+static int wait_state(weft_server *srv, bool idle, int64_t deadline, bool cancellable) {
   weft__task *self = weft__task_self();
   if (!self) return -EINVAL;
   for (;;) {
@@ -416,7 +407,7 @@ static int wait_idle(weft_server *srv, int64_t deadline, bool cancellable) {
                                                 : weft__wait_prepare_deadline(cancellable, deadline);
     if (seq < 0) return (int)seq;
     weft__spin_lock(&srv->lock);
-    if (srv->closed && srv->active == 0) {
+    if (srv->closed && (!idle || srv->active == 0)) {
       weft__spin_unlock(&srv->lock);
       weft__wait_abandon();
       return 0;
@@ -433,20 +424,44 @@ static int wait_idle(weft_server *srv, int64_t deadline, bool cancellable) {
   }
 }
 
-int weft_server_wait_closed(weft_server *srv) {
+int weft_server_close(weft_server *srv) {
   if (!srv) return -EINVAL;
-  return wait_idle(srv, WEFT__NO_DEADLINE, true);
+  if (!weft__task_self()) return -EINVAL;
+  int zero = 0;
+  /* acq_rel: the first closer wins; later ones wait until it has closed the
+   * listener (not cancellably, as the first one joins the accept loop; a
+   * request that comes meanwhile stays pending) */
+  if (!weft__cas(&srv->close_started, &zero, 1, ACQ_REL, RELAXED))
+    return wait_state(srv, false, WEFT__NO_DEADLINE, false);
+  weft_cancel(srv->accept_task);
+  int rc = join_through(srv->accept_task);
+  close(srv->lfd);
+  srv->lfd = -1;
+  unlink_ours(srv);
+  weft__spin_lock(&srv->lock);
+  srv->closed = true;
+  weft__spin_unlock(&srv->lock);
+  wake_waiters(srv, NULL, true); /* later closers; those waiting for the handlers re-check */
+  if (rc) repend_cancel(); /* the request that arrived stays pending */
+  return 0;
 }
 
-/* Cancel every handler; returns how many were cancelled. */
+int weft_server_wait_closed(weft_server *srv) {
+  if (!srv) return -EINVAL;
+  return wait_state(srv, true, WEFT__NO_DEADLINE, true);
+}
+
+/* Cancel every handler; returns how many were cancelled. `cancelling` is
+ * set only with the list in hand: with no memory for it (-ENOMEM) no
+ * cancellation begins, and handlers that return are flushed as usual. */
 static int cancel_handlers(weft_server *srv) {
   size_t cap = 0;
   weft_task *tasks = NULL;
   for (;;) {
     weft__spin_lock(&srv->lock);
-    srv->cancelling = true;
     size_t n = srv->active;
     if (n <= cap) {
+      srv->cancelling = true;
       size_t k = 0;
       for (conn_rec *r = srv->conns; r; r = r->next)
         if (r->started) tasks[k++] = r->task;
@@ -471,10 +486,10 @@ int weft_server_shutdown(weft_server *srv, int64_t deadline) {
     return -EINVAL;
   }
   weft_server_close(srv);
-  int rc = wait_idle(srv, deadline, true);
+  int rc = wait_state(srv, true, deadline, true);
   if (rc == 0) return 0;
   int n = cancel_handlers(srv);
-  wait_idle(srv, WEFT__NO_DEADLINE, false);
+  wait_state(srv, true, WEFT__NO_DEADLINE, false);
   if (rc == -ECANCELED) repend_cancel(); /* the caller's request stays pending */
   return n;
 }

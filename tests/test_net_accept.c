@@ -168,6 +168,68 @@ TEST(acceptor_refuses_the_epoll_backend) {
   ASSERT_EQ(weft_run(epoll_main, NULL, &c), 0);
 }
 
+/* The queue cannot grow (no memory) when the accept's error arrives: the
+ * error replaced the newest queued result, an accepted descriptor that
+ * nobody closed afterwards (a leak on every such failure). It is closed
+ * now, as the connection the callback refuses when there is no room. */
+#ifdef WEFT_TEST_HOOKS
+void weft__fault_alloc_after(long n);
+
+static int enomem_main(void *arg) {
+  (void)arg;
+  int fds0 = count_fds();
+  weft_addr la;
+  ASSERT_EQ(weft_addr_parse(&la, "127.0.0.1:0"), 0);
+  int lfd = weft_listen(&la, 64, 0);
+  ASSERT_GE(lfd, 0);
+  uint16_t port = listener_port(lfd);
+  weft__acceptor a;
+  ASSERT_EQ(weft__acceptor_init(&a, lfd), 0);
+  enum { K = 17 };
+  int cl[K];
+  ASSERT_GE(cl[0] = plain_connect(port), 0);
+  int sv = weft__acceptor_next(&a); /* armed; the queue has its first 16 entries */
+  if (sv == -EOPNOTSUPP) TEST_SKIP("no multishot accept on this kernel");
+  ASSERT_GE(sv, 0);
+  close(sv);
+  ASSERT_EQ(a.cap, 16);
+  /* 16 connections the task does not take yet: the queue is full */
+  for (int i = 1; i < K; i++) ASSERT_GE(cl[i] = plain_connect(port), 0);
+  for (int i = 0; i < 500 && a.tail - a.head < 16; i++) weft_sleep_ns(2000000);
+  ASSERT_EQ(a.tail - a.head, 16);
+  ASSERT_EQ(a.tail, a.cap);
+  /* the next completion finds no room and no memory: an error (the
+   * listener shut down ends the multishot accept with -EINVAL) */
+  weft__fault_alloc_after(0);
+  ASSERT_EQ(shutdown(lfd, SHUT_RD), 0);
+  for (int i = 0; i < 500 && a.armed; i++) weft_sleep_ns(2000000);
+  weft__fault_alloc_after(-1);
+  ASSERT_TRUE(!a.armed);
+  int got = 0, r;
+  while ((r = weft__acceptor_next(&a)) >= 0) {
+    close(r);
+    got++;
+  }
+  ASSERT_EQ(r, -ENOMEM); /* the error's place is kept */
+  ASSERT_EQ(got, 15);
+  weft__acceptor_fini(&a);
+  for (int i = 0; i < K; i++) close(cl[i]);
+  close(lfd);
+  ASSERT_EQ(count_fds(), fds0); /* the descriptor the error replaced was closed */
+  return 0;
+}
+#endif
+
+TEST(acceptor_out_of_memory_leaks_no_descriptor) {
+#ifdef WEFT_TEST_HOOKS
+  if (!uring_backend()) TEST_SKIP("io_uring only");
+  weft_config c = cfg_workers(1);
+  ASSERT_EQ(weft_run(enomem_main, NULL, &c), 0);
+#else
+  TEST_SKIP("needs -DWEFT_TEST_HOOKS");
+#endif
+}
+
 /* ------------------------------------------------------------ server bursts */
 
 #define MAX_CONNS 4096

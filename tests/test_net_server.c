@@ -14,6 +14,7 @@
 
 #include <weft/weft.h>
 
+#include "core/task.h"
 #include "net/net.h"
 #include "test.h"
 #include "test_util.h"
@@ -484,6 +485,142 @@ TEST(free_outside_a_task_leaves_the_server) {
   weft_server_free(outside_srv); /* refused: not in a task */
   ASSERT_EQ(weft_runtime_call(rt, outside_use_then_free, NULL), 0);
   ASSERT_EQ(weft_runtime_shutdown(rt), 0);
+}
+
+/* weft/net.h: close stops accepting and closes the listener, and suspends
+ * until the accept loop has stopped; it is idempotent. A close made while
+ * another task's close waited for the accept loop returned at once, with
+ * the listener still open: a connect made after it returned got through
+ * (and could be served). It now waits for the first close to finish. Two
+ * workers: the other close runs on the other one, at the same moment. */
+typedef struct close_race {
+  weft_server *srv;
+  _Atomic int go;
+} close_race;
+
+static int close_task(void *arg) {
+  close_race *c = arg;
+  atomic_store(&c->go, 1);
+  return weft_server_close(c->srv);
+}
+
+static int concurrent_close_main(void *arg) {
+  (void)arg;
+  int fds0 = count_fds();
+  int rounds = test_sanitized() ? 20 : 100, got_through = 0;
+  for (int i = 0; i < rounds; i++) {
+    close_race c = {0};
+    ASSERT_EQ(weft_start_server(&c.srv, "127.0.0.1", 0, hello_handler, NULL, NULL), 0);
+    weft_addr a;
+    ASSERT_EQ(weft_server_addr(c.srv, &a), 0);
+    weft_sleep_ns(1000000); /* the accept loop waits */
+    weft_task t = weft__spawn_pinned((unsigned)(weft_worker_id() + 1) % 2, close_task, &c, NULL);
+    int64_t spin_until = weft_now_ns() + 2000000000LL;
+    while (!atomic_load(&c.go) && weft_now_ns() < spin_until) {
+    }
+    ASSERT_TRUE(atomic_load(&c.go));
+    ASSERT_EQ(weft_server_close(c.srv), 0);
+    int fd = weft_connect_addr(&a, weft_now_ns() + 2000000000LL);
+    if (fd >= 0) {
+      got_through++;
+      close(fd);
+    } else {
+      ASSERT_EQ(fd, -ECONNREFUSED); /* the listener is closed once close returned */
+    }
+    ASSERT_EQ(weft_join(t), 0);
+    weft_task_release(t);
+    weft_server_free(c.srv);
+  }
+  ASSERT_EQ(got_through, 0);
+  ASSERT_EQ(count_fds(), fds0);
+  return 0;
+}
+
+TEST(a_close_waits_for_a_close_under_way) {
+  weft_config c = cfg_workers(2);
+  ASSERT_EQ(weft_run(concurrent_close_main, NULL, &c), 0);
+}
+
+/* weft/net.h: shutdown with no memory to list the handlers returns -ENOMEM
+ * and cancels none: it waits for them to return. It had marked the
+ * cancellation as begun before the allocation failed, so a handler that
+ * returned afterwards had its unsent bytes dropped with a reset (the rule
+ * for handlers that return after a cancellation began) instead of flushed:
+ * the client lost the end of its reply. */
+#ifdef WEFT_TEST_HOOKS
+void weft__fault_alloc_after(long n);
+
+enum { REPLY = 48 * 1024 }; /* below the high watermark: the write does not wait */
+
+static int reply_handler(weft_stream *s, void *arg) {
+  (void)arg;
+  weft_event_wait(&release_handlers);
+  int small = 4096; /* with the client's small receive buffer, most of the reply stays buffered here */
+  weft_setsockopt(weft_stream_fd(s), SOL_SOCKET, SO_SNDBUF, &small, sizeof small);
+  static char big[REPLY];
+  memset(big, 'r', sizeof big);
+  weft_stream_write(s, big, sizeof big);
+  return 0;
+}
+
+typedef struct reader_arg {
+  int fd;
+  long got;
+  int err;
+} reader_arg;
+
+static int release_then_read(void *arg) {
+  reader_arg *r = arg;
+  weft_sleep_ns(50000000); /* the shutdown waits for the handler meanwhile */
+  weft_event_set(&release_handlers);
+  weft_sleep_ns(100000000); /* the handler has returned with bytes unsent meanwhile */
+  char buf[16384];
+  for (;;) {
+    ssize_t n = weft_recv(r->fd, buf, sizeof buf, 0);
+    if (n <= 0) {
+      r->err = (int)n;
+      return 0;
+    }
+    r->got += n;
+  }
+}
+
+static int enomem_shutdown_main(void *arg) {
+  (void)arg;
+  weft_event_init(&release_handlers);
+  weft_server *srv;
+  ASSERT_EQ(weft_start_server(&srv, "127.0.0.1", 0, reply_handler, NULL, NULL), 0);
+  weft_addr a;
+  ASSERT_EQ(weft_server_addr(srv, &a), 0);
+  reader_arg r = {.fd = weft_socket(AF_INET, SOCK_STREAM, 0)};
+  ASSERT_GE(r.fd, 0);
+  int small = 4096;
+  ASSERT_EQ(weft_setsockopt(r.fd, SOL_SOCKET, SO_RCVBUF, &small, sizeof small), 0);
+  ASSERT_EQ(weft_connect(r.fd, &a, WEFT_NO_DEADLINE), 0);
+  for (int i = 0; i < 200 && weft_server_active(srv) < 1; i++) weft_sleep_ns(5000000);
+  ASSERT_EQ(weft_server_active(srv), 1);
+  weft_task t = weft_spawn(release_then_read, &r);
+  weft_sleep_ns(0);
+  weft__fault_alloc_after(0); /* the handler list's allocation fails */
+  ASSERT_EQ(weft_server_shutdown(srv, weft_now_ns()), -ENOMEM);
+  weft__fault_alloc_after(-1);
+  ASSERT_EQ(weft_join(t), 0);
+  weft_task_release(t);
+  ASSERT_EQ(r.err, 0);       /* end of stream, not a reset */
+  ASSERT_EQ(r.got, REPLY);   /* every byte of the reply */
+  close(r.fd);
+  weft_server_free(srv);
+  return 0;
+}
+#endif
+
+TEST(shutdown_without_memory_cancels_no_handler) {
+#ifdef WEFT_TEST_HOOKS
+  weft_config c = cfg_workers(1);
+  ASSERT_EQ(weft_run(enomem_shutdown_main, NULL, &c), 0);
+#else
+  TEST_SKIP("needs -DWEFT_TEST_HOOKS");
+#endif
 }
 
 TEST_MAIN()

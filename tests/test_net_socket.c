@@ -84,6 +84,21 @@ TEST(addr_parse_and_format) {
   ASSERT_EQ(weft_addr_family(&empty), -EINVAL);
 }
 
+/* An IPv6 scope is an interface name or a decimal number (glibc's
+ * getaddrinfo: a digit first). strtoul's leniency let a sign or leading
+ * blanks through: "% 1" and "%+1" were scope 1, "%-0" scope 0, where
+ * weft/net.h promises -EINVAL for a malformed address. */
+TEST(addr_scope_is_a_name_or_a_number) {
+  weft_addr a;
+  const char *bad[] = {"[fe80::1% 1]:80", "[fe80::1%+1]:80", "[fe80::1%-0]:80", "[fe80::1%\t2]:80"};
+  for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) ASSERT_EQ(weft_addr_parse(&a, bad[i]), -EINVAL);
+  ASSERT_EQ(weft_addr_ip(&a, "fe80::1%+3", 80), -EINVAL);
+  ASSERT_EQ(weft_addr_parse(&a, "[fe80::1%42]:80"), 0);
+  ASSERT_EQ(a.u.in6.sin6_scope_id, 42);
+  ASSERT_EQ(weft_addr_parse(&a, "[fe80::1%lo]:80"), 0); /* a name: its index */
+  ASSERT_GT(a.u.in6.sin6_scope_id, 0);
+}
+
 /* ------------------------------------------------------------ TCP */
 
 typedef struct echo_arg {
