@@ -26,7 +26,10 @@
  *
  * Threads. No thread exists until the first call. A submitter that finds
  * no thread spinning or sleeping starts one (up to max_threads), else it
- * signals a sleeping one, else it leaves the job to the spinning one. A
+ * signals a sleeping one, else it leaves the job to the spinning one; a
+ * thread that takes a job and finds more queued behind it does the same
+ * for them (find_hand), since the spinner runs one job at a time and
+ * several submitters may have left theirs to it. A
  * thread with nothing to do spins for up to SPIN_NS (one spinner at a
  * time), watching `queued_hint`, so that a steady stream of short calls
  * costs no futex wake per call; then it sleeps on `work` for idle_ns and
@@ -198,6 +201,24 @@ static bool give_room(weft__blocking_pool *p, weft__wakeup *w) {
 
 static void *pool_thread(void *arg);
 
+/* Caller holds p->lock; a job is queued: unless a thread spins (it will
+ * take it), claim a sleeper and signal it, or count in a new thread, which
+ * the caller starts after unlocking (returns true). */
+static bool find_hand(weft__blocking_pool *p) {
+  if (p->spinning > 0) return false;
+  if (p->sleeping > 0) {
+    p->sleeping--;
+    p->wakeups++;
+    pthread_cond_signal(&p->work);
+    return false;
+  }
+  if (p->threads >= p->max_threads) return false;
+  p->threads++;
+  p->started++;
+  if (p->threads > p->peak_threads) p->peak_threads = p->threads;
+  return true;
+}
+
 /* Start one thread; the caller counted it in p->threads already. */
 static int start_thread(weft__blocking_pool *p) {
   pthread_attr_t attr;
@@ -244,7 +265,20 @@ static void *pool_thread(void *arg) {
       unlink_job(p, j);
       j->state = JOB_RUNNING;
       bool have_room = give_room(p, &room);
+      /* Jobs left behind this one: their submitters may have left them to
+       * this thread while it spun (find_hand), and it now runs a call
+       * that may block for any time: find them another thread as a
+       * submitter would (else they wait behind this call while the pool
+       * may grow; a pair of calls that wait on each other never ended).
+       * Not for jobs that signalled sleepers are already on their way to. */
+      bool start = p->queued > p->wakeups && find_hand(p);
       pthread_mutex_unlock(&p->lock);
+      if (start && start_thread(p) < 0) {
+        pthread_mutex_lock(&p->lock);
+        p->threads--; /* this thread counts: the jobs still get run */
+        p->started--;
+        pthread_mutex_unlock(&p->lock);
+      }
       if (have_room) weft__wakeup_fire(&room);
       /* never hold a finished call's completion across another call: the
        * next function may block for any time (a prediction from the last
@@ -366,19 +400,7 @@ int weft__blocking_call(int (*fn)(void *), void *arg, int mode) {
   j->seq = (uint32_t)seq;
   j->state = JOB_QUEUED;
   push_job(p, j);
-  bool start = false;
-  if (p->spinning == 0) {
-    if (p->sleeping > 0) {
-      p->sleeping--;
-      p->wakeups++;
-      pthread_cond_signal(&p->work);
-    } else if (p->threads < p->max_threads) {
-      p->threads++;
-      p->started++;
-      if (p->threads > p->peak_threads) p->peak_threads = p->threads;
-      start = true;
-    }
-  }
+  bool start = find_hand(p);
   pthread_mutex_unlock(&p->lock);
   if (start && start_thread(p) < 0) {
     pthread_mutex_lock(&p->lock);

@@ -108,7 +108,17 @@ static ssize_t epoll_rw(int fd, const struct iovec *iov, int iovcnt, int64_t off
       if (e != EAGAIN && e != EOPNOTSUPP) return -e;
       weft__ready_clear(&rd);
     }
-    if (deadline != WEFT__NO_DEADLINE && weft_now_ns() >= deadline) return -ETIMEDOUT;
+    if (deadline != WEFT__NO_DEADLINE && weft_now_ns() >= deadline) {
+      /* "not ready" is advice (io/readiness.c: an event may be on its way
+       * to the dispatch); with no time left to wait for it, try once: a
+       * passed deadline returns what can move now, as io_uring's read
+       * submitted before its LINK_TIMEOUT does */
+      if (!ready) {
+        ready = true;
+        continue;
+      }
+      return -ETIMEDOUT;
+    }
     rc = weft__ready_wait(&rd, deadline);
     if (rc == -EPERM) { /* not pollable (a regular file): the blocking pool */
       weft__sysjob j = {.op = wr ? WEFT__SYS_PWRITEV : WEFT__SYS_PREADV, .fd = fd, .iov = iov, .iovcnt = iovcnt, .off = off};

@@ -121,7 +121,15 @@ static ssize_t epoll_sock(sock_op *o, int64_t deadline) {
       if (e != EAGAIN && e != EWOULDBLOCK) return -e;
       weft__ready_clear(&rd);
     }
-    if (deadline != WEFT__NO_DEADLINE && weft_now_ns() >= deadline) return -ETIMEDOUT;
+    if (deadline != WEFT__NO_DEADLINE && weft_now_ns() >= deadline) {
+      /* "not ready" is advice (io/readiness.c): with no time left to wait
+       * for the event, try once, as io/fd.c's epoll_rw does */
+      if (!ready) {
+        ready = true;
+        continue;
+      }
+      return -ETIMEDOUT;
+    }
     rc = weft__ready_wait(&rd, deadline);
     if (rc < 0) return rc;
     ready = true;

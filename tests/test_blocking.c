@@ -536,4 +536,70 @@ TEST_T(a_finished_call_is_not_held_behind_the_next_call_on_its_thread, 30) {
   ASSERT_EQ(weft_run(to_thread_result_not_held_main, NULL, &c), 0);
 }
 
+/* ------------------------------------------------------------ a queued call never waits behind a running one
+ * while the pool may grow */
+
+/* Two calls submitted while a pool thread spins for work: the submitters
+ * leave both to the spinner, which takes one; the other must not stay
+ * queued behind it while the pool may start (or wake) another thread. Each
+ * function waits (up to 500 ms: a thread start on a loaded machine) for
+ * the other to start: run one after the
+ * other on one thread, the first gives up. Rounds race two pinned
+ * submitters (one per worker) right after a call of theirs ended, so that
+ * the thread that ran it spins. Failed before: a thread taking a job woke
+ * nobody for the jobs queued behind it. */
+static atomic_int hq_in[2], hq_arrive;
+
+static int hq_fn(void *arg) {
+  int me = (int)(intptr_t)arg;
+  atomic_store(&hq_in[me], 1);
+  struct timespec t0, t;
+  clock_gettime(CLOCK_MONOTONIC, &t0);
+  do {
+    if (atomic_load(&hq_in[!me])) return 1;
+    usleep(10);
+    clock_gettime(CLOCK_MONOTONIC, &t);
+  } while ((t.tv_sec - t0.tv_sec) * 1000000000L + (t.tv_nsec - t0.tv_nsec) < 500000000L);
+  return 0; /* the other call never started while this one ran */
+}
+
+static int hq_submitter(void *arg) {
+  int me = (int)(intptr_t)arg;
+  weft_pin();
+  ASSERT_EQ(weft_to_thread(ret_arg, NULL), 0); /* its thread now spins for work */
+  atomic_fetch_add(&hq_arrive, 1);
+  while (atomic_load(&hq_arrive) < 2) { /* submit together */
+  }
+  int rc = weft_to_thread(hq_fn, (void *)(intptr_t)me);
+  weft_unpin();
+  return rc;
+}
+
+static int hq_main(void *arg) {
+  (void)arg;
+  int rounds = 200, stalled = 0;
+  for (int r = 0; r < rounds; r++) {
+    atomic_store(&hq_in[0], 0);
+    atomic_store(&hq_in[1], 0);
+    atomic_store(&hq_arrive, 0);
+    weft_task t[2];
+    for (unsigned i = 0; i < 2; i++) t[i] = weft__spawn_pinned(i, hq_submitter, (void *)(intptr_t)i, NULL);
+    for (int i = 0; i < 2; i++) {
+      int rc = weft_join(t[i]);
+      ASSERT_GE(rc, 0);
+      if (rc == 0) stalled++;
+      weft_task_release(t[i]);
+    }
+  }
+  if (stalled) fprintf(stderr, "%d of %d rounds ran the two calls one after the other\n", stalled, rounds);
+  ASSERT_EQ(stalled, 0);
+  ASSERT_EQ(stats().queued, 0);
+  return 0;
+}
+
+TEST(a_queued_call_does_not_wait_behind_a_running_one_when_the_pool_can_grow) {
+  weft_config c = cfg_of(2, 8, 0);
+  ASSERT_EQ(weft_run(hq_main, NULL, &c), 0);
+}
+
 TEST_MAIN()

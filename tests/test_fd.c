@@ -1250,4 +1250,45 @@ TEST_T(ring_entries_at_both_ends_of_the_range, 60) {
   }
 }
 
+/* ------------------------------------------------------------ found by review: a deadline that has
+ * passed still lets the call try (epoll failed before) */
+
+/* A _until call whose deadline has passed when it starts moves what can
+ * move now (io.h: -ETIMEDOUT only when the deadline passes first; io_uring
+ * submits the read, which completes at once, before its LINK_TIMEOUT).
+ * On epoll the read end's readiness said "not ready" (the earlier timed
+ * out read) and the new data's event is not dispatched yet (the task
+ * stays on the registration's worker and does not suspend): the call
+ * returned -ETIMEDOUT without trying the read, the byte left unread. */
+static int past_deadline_main(void *arg) {
+  (void)arg;
+  int p[2];
+  ASSERT_EQ(pipe2(p, O_CLOEXEC), 0);
+  weft_pin(); /* stay on the worker whose epoll holds the registration */
+  char b = 0;
+  ASSERT_EQ(weft_read_until(p[0], &b, 1, weft_now_ns() + 2000000), -ETIMEDOUT);
+  ASSERT_EQ(write(p[1], "x", 1), 1); /* no suspension until the read below */
+  ASSERT_EQ(weft_read_until(p[0], &b, 1, weft_now_ns()), 1);
+  ASSERT_EQ(b, 'x');
+  /* the other direction: a full pipe, drained behind the readiness' back */
+  ASSERT_EQ(fcntl(p[1], F_SETFL, O_NONBLOCK), 0);
+  static char big[1 << 16];
+  ssize_t filled = 0, n;
+  while ((n = write(p[1], big, sizeof big)) > 0) filled += n;
+  ASSERT_EQ(weft_write_until(p[1], big, 1, weft_now_ns() + 2000000), -ETIMEDOUT);
+  while (filled > 0 && (n = read(p[0], big, sizeof big)) > 0) filled -= n;
+  ASSERT_EQ(weft_write_until(p[1], "y", 1, weft_now_ns()), 1);
+  ASSERT_EQ(weft_read_until(p[0], &b, 1, 0), 1);
+  ASSERT_EQ(b, 'y');
+  weft_unpin();
+  weft_close(p[0]);
+  weft_close(p[1]);
+  return 0;
+}
+
+TEST(a_passed_deadline_still_moves_what_is_ready) {
+  weft_config c = cfg_workers(2);
+  ASSERT_EQ(weft_run(past_deadline_main, NULL, &c), 0);
+}
+
 TEST_MAIN()

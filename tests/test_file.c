@@ -621,4 +621,40 @@ TEST(proc_files_and_path_errors) {
   remove_dir();
 }
 
+/* ------------------------------------------------------------ found by review: the full-length loops
+ * check their input when there is nothing to move (failed before) */
+
+/* io.h, for every call: -EBADF a negative or closed descriptor, -EINVAL
+ * outside a task. pread_full/pwrite_full of 0 bytes made no call at all
+ * and returned 0 for a bad descriptor, and outside a task. */
+static int rv_full_zero_main(void *arg) {
+  (void)arg;
+  char buf[4];
+  size_t done = 7;
+  ASSERT_EQ(weft_pread_full(-1, buf, 0, 0, &done), -EBADF);
+  ASSERT_EQ(done, 0);
+  ASSERT_EQ(weft_pwrite_full(-1, buf, 0, 0, NULL), -EBADF);
+  ASSERT_EQ(weft_pread_full(12345, buf, 0, 0, NULL), -EBADF); /* not open */
+  ASSERT_EQ(weft_pwrite_full(12345, NULL, 0, -1, NULL), -EBADF);
+  int fd = weft_open(path_of("z"), O_RDWR | O_CREAT, 0600);
+  ASSERT_GE(fd, 0);
+  done = 7;
+  ASSERT_EQ(weft_pwrite_full(fd, buf, 0, 0, &done), 0); /* a good descriptor: nothing moved */
+  ASSERT_EQ(done, 0);
+  ASSERT_EQ(weft_pread_full(fd, NULL, 0, -1, NULL), 0);
+  ASSERT_EQ(weft_close(fd), 0);
+  ASSERT_EQ(weft_pread_full(fd, buf, 0, 0, NULL), -EBADF); /* closed */
+  return 0;
+}
+
+TEST(full_length_loops_of_nothing_check_their_descriptor) {
+  make_dir();
+  weft_config c = cfg_workers(2);
+  ASSERT_EQ(weft_run(rv_full_zero_main, NULL, &c), 0);
+  char buf[4];
+  ASSERT_EQ(weft_pread_full(0, buf, 0, 0, NULL), -EINVAL); /* outside a task */
+  ASSERT_EQ(weft_pwrite_full(1, buf, 0, 0, NULL), -EINVAL);
+  remove_dir();
+}
+
 TEST_MAIN()

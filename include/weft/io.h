@@ -107,7 +107,11 @@ WEFT_API int weft_openat(int dirfd, const char *path, int flags, mode_t mode);
 WEFT_API int weft_close(int fd);
 
 /* pread(2)/pwrite(2) at off (-1: the file position): the bytes moved, a
- * short count at end of file or when the kernel moved fewer. Suspends. */
+ * short count at end of file or when the kernel moved fewer. Suspends.
+ * For files that can seek: on a pipe, socket or tty an offset >= 0 is
+ * -ESPIPE on epoll (as pread(2)) but ignored on io_uring (the kernel's
+ * rule for streams), and weft_close does not wake such a call there: use
+ * weft_read/weft_write (off -1) for them. */
 WEFT_API ssize_t weft_pread(int fd, void *buf, size_t len, int64_t off);
 WEFT_API ssize_t weft_pwrite(int fd, const void *buf, size_t len, int64_t off);
 WEFT_API ssize_t weft_pread_until(int fd, void *buf, size_t len, int64_t off, int64_t deadline_ns);
