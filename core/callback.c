@@ -17,12 +17,13 @@
  * DRAIN at a time runs them: `soon_draining` is set by the call that finds
  * no drain scheduled, which submits a task that inserts a drain callback on
  * its worker. The drain takes the list, runs up to DRAIN_BATCH callbacks
- * in order, puts the rest back at the front, and queues itself again (a
- * call_soon on the same worker, so that tasks there run between batches);
- * it clears soon_draining only under the lock with the list empty. So no
- * two drains exist at once, every callback has run before a later one
- * starts, and a call made after another's return runs after it (it is
- * appended behind it). Before (an entry per call, inserted by a task on
+ * in order, puts the rest back at the front, and, when the list is not
+ * empty then (the rest, or calls made meanwhile, a callback's own
+ * included), queues itself again (a call_soon on the same worker, so that
+ * tasks there run between batches); it clears soon_draining only under the
+ * lock with the list empty. So no two drains exist at once, every callback
+ * has run before a later one starts, and a call made after another's
+ * return runs after it (it is appended behind it). Before (an entry per call, inserted by a task on
  * whichever worker took it): callbacks of one thread ran out of order and
  * side by side on two workers (test_callback's order tests).
  * The FIFO holds the entry's reference; a drain or a submission that
@@ -241,14 +242,22 @@ static void drain_cb(void *arg) {
       chain = h->next;
       weft__callback_fire(h); /* runs it unless cancelled; drops the FIFO's reference */
     }
-    if (!chain) continue; /* all run: look again */
-    /* a full batch: put the rest back in front of newer calls, and let the
-     * worker's tasks run before the next batch */
     weft__spin_lock(&rt->soon_lock);
-    chain_tail->next = rt->soon_head; /* (no walk: a backlog of n would cost n^2/DRAIN_BATCH) */
-    if (!rt->soon_head) rt->soon_tail = chain_tail;
-    rt->soon_head = chain;
+    if (chain) { /* a full batch: put the rest back in front of newer calls */
+      chain_tail->next = rt->soon_head; /* (no walk: a backlog of n would cost n^2/DRAIN_BATCH) */
+      if (!rt->soon_head) rt->soon_tail = chain_tail;
+      rt->soon_head = chain;
+    }
+    if (!rt->soon_head) { /* all run, none came meanwhile: the drain ends */
+      rt->soon_draining = false;
+      weft__spin_unlock(&rt->soon_lock);
+      return;
+    }
     weft__spin_unlock(&rt->soon_lock);
+    /* the rest, or calls made meanwhile, run at the next turn: the worker's
+     * tasks run first (taking them now kept a callback that calls
+     * weft_runtime_call_soon again running forever, as asyncio's loop does
+     * not: what a callback queues runs at the next iteration) */
     if (weft_call_soon(drain_cb, rt, NULL) == 0) return;
     /* no memory for the next turn: go on draining now */
   }

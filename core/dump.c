@@ -53,9 +53,14 @@ const char *weft_task_waiting_on(weft_task h) {
   weft__task *t;
   if (weft__task_ref(h, &t)) return "";
   uint32_t st = WEFT__WS_STATE(weft__load(&t->ws, RELAXED)); /* relaxed: a report */
-  const char *s = (st == WEFT__TS_PARKED || st == WEFT__TS_WAITING)
-                      ? weft__waiting_on_name(weft__load(&t->waiting_on, RELAXED))
-                      : "";
+  /* a joiner running its child inline (core/task.c) stays RUNNING in its
+   * own word while the child runs or sleeps on its stack: it waits on that
+   * join. relaxed: a report */
+  const char *s = "";
+  if (st == WEFT__TS_PARKED || st == WEFT__TS_WAITING)
+    s = weft__waiting_on_name(weft__load(&t->waiting_on, RELAXED));
+  else if (st == WEFT__TS_RUNNING && weft__load(&t->inline_child, RELAXED))
+    s = weft__waiting_on_name(WEFT__WAITING_JOIN);
   weft__task_unref(t);
   return s;
 }
@@ -77,7 +82,9 @@ static int dump(weft_runtime *rt, int fd) {
   }
   if (n > MAX) dprintf(fd, "  ... and %d more\n", n - MAX);
   weft__free(info, MAX * sizeof *info);
-  return alive;
+  /* the live tasks, those not printed one by one included (the listing
+   * counts every one, not only those it fills in) */
+  return n > MAX ? alive + (n - MAX) : alive;
 }
 
 int weft_runtime_dump(weft_runtime *rt, int fd) {

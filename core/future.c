@@ -12,7 +12,10 @@
  * value, DONE; then, in batches, unlink up to BATCH nodes under the lock,
  * copying what each needs, and after unlocking wake the waiters and run the
  * callbacks, so nothing touches a node after the lock that unlinked it was
- * released (a woken waiter may return and reuse its node at once).
+ * released (a woken waiter may return and reuse its node at once). Every
+ * awaiter is woken before the first callback runs (weft/task.h), those
+ * that came after a callback included: the first batches take the waiter
+ * nodes only.
  *
  * Callback order: from the first batch that holds a callback until the
  * list is found empty again, `draining` is set (under the lock), and a
@@ -141,8 +144,49 @@ static int complete(weft_future *f, int status, void *value) {
   x->value = value;
   /* release: pairs with the acquire loads of state in done()/result() */
   weft__store(&x->state, DONE, RELEASE);
+  enum { BATCH = 32 };
+  /* The awaiters first, those behind a callback included (weft/task.h: the
+   * callbacks run after the waiters are woken). None joins the list any
+   * more (await checks state under the lock), so each batch unlinks the
+   * waiter nodes from the head on, stepping over the callbacks, until a
+   * walk reaches the end. Meanwhile `draining` is set while callbacks wait
+   * their turn, so that a callback added now runs behind them. */
   for (;;) {
-    enum { BATCH = 32 };
+    weft__task *waiters[BATCH];
+    uint32_t seqs[BATCH];
+    int n = 0;
+    weft__done_node *prev = NULL, *next;
+    for (weft__done_node *node = x->head; node && n < BATCH; node = next) {
+      next = node->next;
+      if (!node->waiter) {
+        prev = node;
+        continue;
+      }
+      if (prev)
+        prev->next = next;
+      else
+        x->head = next;
+      if (x->tail == node) x->tail = prev;
+      node->linked = false;
+      x->n_nodes--;
+      waiters[n] = node->waiter;
+      seqs[n] = node->seq;
+      n++;
+    }
+    if (n == 0) break; /* (locked) */
+    bool rest = x->head != NULL;
+    x->draining = rest;
+    weft__spin_unlock(&x->lock);
+    for (int i = 0; i < n; i++) weft__wake(waiters[i], seqs[i], WEFT__WAKE_NORMAL);
+    if (!rest) { /* nothing else was waiting: the last touch of the future */
+      weft__fetch_sub(&x->busy, 1, RELEASE); /* release: pairs with destroy's acquire */
+      return 0;
+    }
+    weft__spin_lock(&x->lock);
+    if (n < BATCH) break; /* the walk reached the end: every awaiter is woken */
+  }
+  /* Then the callbacks, in order (only callback nodes are left). */
+  for (;;) {
     weft__task *waiters[BATCH];
     uint32_t seqs[BATCH];
     weft_done_cb cbs[BATCH];

@@ -588,12 +588,15 @@ static bool try_inline(weft__task *self, weft__task *t) {
     status = t->fn(t->arg);
   }
   w = weft__worker_self(); /* the child may have moved to another worker */
+  weft__store(&self->inline_child, NULL, SEQ_CST); /* seq_cst: as the store above */
+  t->stack = NULL;
+  /* still as the child (w->current == t), as a task that ends on its own
+   * stack: its done callbacks run in its name, not the joiner's (a
+   * taskvar set in one changed the joiner's values) */
+  weft__task_finish(t, status);
   w->current = self;
   weft__stack_set_running(self->stack, (const char *)self->name);
   if (weft__unlikely(w->rt->debug)) weft__debug_set_running(w, self);
-  weft__store(&self->inline_child, NULL, SEQ_CST); /* seq_cst: as the store above */
-  t->stack = NULL;
-  weft__task_finish(t, status);
   w->finished_local++;
   /* release: pairs with the acquire in weft__runtime_live */
   weft__store(&w->finished, w->finished_local, RELEASE);
@@ -876,13 +879,19 @@ static int list_tasks(weft__runtime *rt, weft_task_info *out, size_t n) {
        * a listing is a snapshot for reports */
       uint32_t d = weft__load(&t->done, ACQUIRE);
       uint32_t st = WEFT__WS_STATE(weft__load(&t->ws, RELAXED));
+      /* a joiner running its child inline stays RUNNING in its own word:
+       * it is suspended in that join (weft_task_waiting_on) */
+      bool inline_join = st == WEFT__TS_RUNNING && weft__load(&t->inline_child, RELAXED);
       i->state = (d & WEFT__DL_ENDED)                                   ? WEFT_TASK_DONE
+                 : inline_join                                         ? WEFT_TASK_SUSPENDED
                  : (st == WEFT__TS_RUNNING || st == WEFT__TS_WAITING) ? WEFT_TASK_RUNNING
                  : st == WEFT__TS_PARKED                               ? WEFT_TASK_SUSPENDED
                                                                        : WEFT_TASK_RUNNABLE;
       i->worker = weft__load(&t->last_worker, RELAXED);
       i->cancelling = weft__load(&t->cancelling, RELAXED);
-      i->waiting_on = i->state == WEFT_TASK_SUSPENDED ? weft__waiting_on_name(weft__load(&t->waiting_on, RELAXED)) : "";
+      i->waiting_on = i->state != WEFT_TASK_SUSPENDED ? ""
+                      : inline_join ? weft__waiting_on_name(WEFT__WAITING_JOIN)
+                                    : weft__waiting_on_name(weft__load(&t->waiting_on, RELAXED));
     }
     count++;
     weft__task_unref(held);

@@ -54,6 +54,12 @@ void *weft_taskvar_get(const weft_taskvar *v) {
 int weft_taskvar_set(weft_taskvar *v, void *value, void **old) {
   weft__task *t = weft__task_self();
   if (!t || !v || v->id == 0) return -EINVAL;
+  /* A done callback that the ended task runs on its own stack
+   * (weft__task_finish) is no longer in the task: its values were dropped
+   * (weft__ext_task_end), and the ext outlives the task with the record, so
+   * a map set now would become the values of the record's next task.
+   * relaxed: only the task itself sets ENDED on itself, before its callbacks */
+  if (weft__load(&t->done, RELAXED) & WEFT__DL_ENDED) return -EINVAL;
   weft__task_ext *e = weft__ext_get(t);
   if (!e) return -ENOMEM;
   weft__ctx *c = e->ctx;

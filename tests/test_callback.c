@@ -168,6 +168,35 @@ static int requeue_main(void *arg) {
 }
 TEST(callbacks_requeued_from_a_callback_do_not_starve_tasks) { run_both(requeue_main, NULL); }
 
+/* The same with runtime_call_soon (call_soon_threadsafe from a callback):
+ * the drain runs what was queued when it looked, and what a callback
+ * queues meanwhile at its next turn, after the worker's tasks. */
+static weft_runtime *rq_rt;
+static void rt_requeue_cb(void *arg) {
+  atomic_fetch_add(&requeues, 1);
+  if (!atomic_load(&requeue_stop)) weft_runtime_call_soon(rq_rt, rt_requeue_cb, arg, NULL); /* until stopped */
+}
+
+static int rt_requeue_main(void *arg) {
+  (void)arg;
+  atomic_store(&requeues, 0);
+  atomic_store(&requeue_stop, 0);
+  ASSERT_EQ(weft_runtime_call_soon(rq_rt, rt_requeue_cb, NULL, NULL), 0);
+  for (int i = 0; i < 20; i++) ASSERT_EQ(weft_sleep_ns(1 * MS), 0); /* keeps running meanwhile */
+  ASSERT_TRUE(atomic_load(&requeues) >= 1);
+  atomic_store(&requeue_stop, 1);
+  return 0;
+}
+TEST_T(runtime_call_soon_requeued_from_a_callback_does_not_starve_tasks, 30) {
+  for (unsigned workers = 1; workers <= 2; workers++) {
+    weft_config c = {0};
+    c.workers = workers;
+    ASSERT_EQ(weft_runtime_new(&rq_rt, &c), 0);
+    ASSERT_EQ(weft_runtime_call(rq_rt, rt_requeue_main, NULL), 0);
+    ASSERT_EQ(weft_runtime_shutdown(rq_rt), 0);
+  }
+}
+
 /* ------------------------------------------------------------ task-local values */
 
 static weft_taskvar var_a, var_b;
@@ -276,6 +305,49 @@ TEST(a_callback_runs_with_its_schedulers_task_local_values) {
   for (int i = 0; i < 2000 && !atomic_load(&cb_seen[2]); i++) usleep(1000);
   ASSERT_EQ(atomic_load(&cb_seen[2]), 51);
   ASSERT_EQ(weft_runtime_shutdown(cb_ctx_rt), 0);
+}
+
+/* A task's done callback runs on the finishing thread: on the ended task's
+ * own stack when it ends on its own, on its joiner's when it was joined
+ * inline. Either way it is not in a task: a set there must fail, and must
+ * neither change the joiner's values nor outlive the task with its record
+ * (a later task spawned without values, here into the same record, the
+ * worker's magazine being LIFO, must see the defaults). */
+static weft_taskvar dcb_var;
+static _Atomic int dcb_set_rc = 1;
+static void dcb_sets(weft_task t, void *arg) {
+  (void)t;
+  (void)arg;
+  atomic_store(&dcb_set_rc, weft_taskvar_set(&dcb_var, (void *)77, NULL));
+}
+static int dcb_ender(void *arg) {
+  (void)arg;
+  return weft_task_add_done_callback(weft_current(), dcb_sets, NULL);
+}
+static int dcb_reader(void *arg) {
+  (void)arg;
+  return weft_taskvar_get(&dcb_var) == NULL ? 0 : -EPROTO;
+}
+static int dcb_main(void *arg) {
+  (void)arg;
+  for (int i = 0; i < 50; i++) {
+    atomic_store(&dcb_set_rc, 1);
+    weft_task e = weft_spawn(dcb_ender, NULL);
+    if (i & 1) weft_sleep_ns(MS / 10); /* it ends on its own stack; else joined inline */
+    ASSERT_EQ(weft_join(e), 0);
+    weft_task_release(e);
+    for (int k = 0; k < 1000 && atomic_load(&dcb_set_rc) == 1; k++) weft_sleep_ns(MS / 10);
+    ASSERT_PTR_EQ(weft_taskvar_get(&dcb_var), NULL); /* not the joiner's value */
+    weft_task r = weft_spawn(dcb_reader, NULL);
+    ASSERT_EQ(weft_join(r), 0); /* nor a later task's */
+    weft_task_release(r);
+    ASSERT_EQ(atomic_load(&dcb_set_rc), -EINVAL); /* not in a task any more */
+  }
+  return 0;
+}
+TEST(a_set_in_a_done_callback_changes_no_task) {
+  weft_taskvar_init(&dcb_var, NULL);
+  run_both(dcb_main, NULL);
 }
 
 /* ------------------------------------------------------------ introspection */
@@ -430,6 +502,74 @@ static int sigquit_main(void *arg) {
   weft_task_release(s);
   return 0;
 }
+/* A task that joins a child inline (run on its own stack) waits on that
+ * join as any joiner does: introspection says so while the child sleeps,
+ * and the listing shows it suspended, not running. */
+static weft_task ij_joiner;
+static _Atomic int ij_child_sleeping;
+static int ij_child(void *arg) {
+  (void)arg;
+  atomic_store(&ij_child_sleeping, 1);
+  return weft_sleep_ns(50 * MS);
+}
+static char ij_seen[32];
+static int ij_seen_state = -1;
+static int ij_observer(void *arg) {
+  (void)arg;
+  for (int i = 0; i < 5000 && !atomic_load(&ij_child_sleeping); i++) weft_sleep_ns(MS / 10);
+  weft_sleep_ns(MS); /* the child parked */
+  snprintf(ij_seen, sizeof ij_seen, "%s", weft_task_waiting_on(ij_joiner));
+  weft_task_info info[16];
+  int n = weft_tasks(info, 16);
+  for (int i = 0; i < n && i < 16; i++)
+    if (info[i].task.rec == ij_joiner.rec) ij_seen_state = info[i].state;
+  return 0;
+}
+static int ij_main(void *arg) {
+  (void)arg;
+  ij_joiner = weft_current();
+  atomic_store(&ij_child_sleeping, 0);
+  ij_seen[0] = 0;
+  ij_seen_state = -1;
+  weft_task o = weft_spawn(ij_observer, NULL);
+  weft_task c = weft_spawn(ij_child, NULL);
+  ASSERT_EQ(weft_join(c), 0); /* (on one worker: inline, the child fresh on the spawn stack) */
+  ASSERT_EQ(weft_join(o), 0);
+  weft_task_release(c);
+  weft_task_release(o);
+  ASSERT_STR_EQ(ij_seen, "join");
+  ASSERT_EQ(ij_seen_state, WEFT_TASK_SUSPENDED);
+  return 0;
+}
+TEST(introspection_an_inline_join_is_waiting_on_join) { run_both(ij_main, NULL); }
+
+/* A dump returns the number of live tasks, also beyond the ones it prints
+ * one by one (4096: the rest is summed up as "... and N more"). */
+static int waits_event(void *arg) { return weft_event_wait(arg); }
+static int many_dump_main(void *arg) {
+  (void)arg;
+  enum { N = 4200 };
+  weft_task *ts = calloc(N, sizeof *ts);
+  ASSERT_TRUE(ts != NULL);
+  weft_event ev;
+  weft_event_init(&ev);
+  for (int i = 0; i < N; i++) ts[i] = weft_spawn(waits_event, &ev);
+  int fd = open("/dev/null", O_WRONLY | O_CLOEXEC);
+  ASSERT_TRUE(fd >= 0);
+  int live = weft_tasks(NULL, 0); /* the children, this task, and the runtime's own (weft_run's SIGINT watch) */
+  ASSERT_TRUE(live >= N + 1);
+  ASSERT_EQ(weft_tasks_dump(fd), live);
+  close(fd);
+  weft_event_set(&ev);
+  for (int i = 0; i < N; i++) {
+    ASSERT_EQ(weft_join(ts[i]), 0);
+    weft_task_release(ts[i]);
+  }
+  free(ts);
+  return 0;
+}
+TEST(introspection_dump_counts_every_live_task) { run_both(many_dump_main, NULL); }
+
 /* stderr into an unlinked temporary file until stderr_end, which restores
  * it and reads what was written into buf (NUL-terminated). */
 typedef struct {

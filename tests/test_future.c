@@ -334,4 +334,40 @@ static int rv_future_main(void *arg) {
 }
 TEST(future_set_from_a_thread_awaiters_and_callback_order) { run_both(rv_future_main, NULL); }
 
+/* set() wakes every awaiter before it runs the done callbacks (weft/task.h),
+ * also the awaiters that came after a callback was added: a callback sees
+ * none of them still waiting on the future. */
+static weft_future wf_f;
+static weft_task wf_awaiters[40];
+static _Atomic int wf_still_waiting, wf_cb_ran;
+static void wf_cb(weft_future *f, void *arg) {
+  (void)f;
+  (void)arg;
+  for (int i = 0; i < 40; i++)
+    if (strcmp(weft_task_waiting_on(wf_awaiters[i]), "future") == 0) atomic_fetch_add(&wf_still_waiting, 1);
+  atomic_fetch_add(&wf_cb_ran, 1);
+}
+static int wf_awaiter(void *arg) { return weft_future_await(arg, NULL); }
+static int wf_main(void *arg) {
+  (void)arg;
+  weft_future_init(&wf_f);
+  atomic_store(&wf_still_waiting, 0);
+  atomic_store(&wf_cb_ran, 0);
+  ASSERT_EQ(weft_future_add_done_callback(&wf_f, wf_cb, NULL), 0);
+  for (int i = 0; i < 40; i++) wf_awaiters[i] = weft_spawn(wf_awaiter, &wf_f);
+  for (int i = 0; i < 40; i++)
+    for (int k = 0; k < 5000 && strcmp(weft_task_waiting_on(wf_awaiters[i]), "future") != 0; k++) weft_sleep_ns(MS / 10);
+  ASSERT_EQ(weft_future_add_done_callback(&wf_f, wf_cb, NULL), 0); /* behind the awaiters */
+  ASSERT_EQ(weft_future_set(&wf_f, 5, NULL), 0);
+  ASSERT_EQ(atomic_load(&wf_cb_ran), 2);
+  ASSERT_EQ(atomic_load(&wf_still_waiting), 0);
+  for (int i = 0; i < 40; i++) {
+    ASSERT_EQ(weft_join(wf_awaiters[i]), 5);
+    weft_task_release(wf_awaiters[i]);
+  }
+  ASSERT_EQ(weft_future_destroy(&wf_f), 0);
+  return 0;
+}
+TEST(future_set_wakes_every_awaiter_before_the_callbacks) { run_both(wf_main, NULL); }
+
 TEST_MAIN()

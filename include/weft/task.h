@@ -317,7 +317,8 @@ WEFT_API int weft_taskvar_init(weft_taskvar *v, void *default_value);
  * call (asyncio.to_thread copies the context); elsewhere the default. */
 WEFT_API void *weft_taskvar_get(const weft_taskvar *v);
 /* Set the calling task's value; *old (when not NULL) receives the previous
- * one. Errors: -EINVAL outside a task or an uninitialised variable; -ENOMEM. */
+ * one. Errors: -EINVAL outside a task (a done callback that runs after its
+ * task ended included) or an uninitialised variable; -ENOMEM. */
 WEFT_API int weft_taskvar_set(weft_taskvar *v, void *value, void **old);
 
 /* ------------------------------------------------------------ introspection */
