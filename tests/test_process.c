@@ -10,6 +10,7 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <stdatomic.h>
+#include <sys/ioctl.h>
 #include <sys/stat.h>
 
 #include <weft/weft.h>
@@ -439,6 +440,25 @@ static int out_reader_task(void *arg) {
   return 0;
 }
 
+/* Wait (up to 10 s) until the child runs sleep (its printf is done) and
+ * the pipe read end fd holds no byte. */
+static bool printed_and_taken(pid_t pid, int fd) {
+  char path[64];
+  snprintf(path, sizeof path, "/proc/%d/comm", (int)pid);
+  for (int i = 0; i < 2000; i++) {
+    char comm[32] = {0};
+    int cf = open(path, O_RDONLY | O_CLOEXEC);
+    if (cf >= 0) {
+      ssize_t n = read(cf, comm, sizeof comm - 1);
+      close(cf);
+      int left = -1;
+      if (n > 0 && strcmp(comm, "sleep\n") == 0 && ioctl(fd, FIONREAD, &left) == 0 && left == 0) return true;
+    }
+    weft_sleep_ns(5000000);
+  }
+  return false;
+}
+
 static int close_under_reader_main(void *arg) {
   warm_up();
   int fds = count_fds();
@@ -452,7 +472,12 @@ static int close_under_reader_main(void *arg) {
     r.s = weft_process_stdout(p);
     weft_task t = weft_spawn(out_reader_task, &r);
     wait_until_equal(&r.started, 1);
-    weft_sleep_ns(100000000); /* it has "partial" and waits for the end of the line */
+    /* it has "partial" and waits for the end of the line: the child has
+     * printed (it runs sleep now) and the pipe is empty (only the reader
+     * takes from it). A fixed 100 ms was not always enough for a shell to
+     * start on a loaded machine: the close then found "partial" still in
+     * the pipe, and the reader's end of stream came without it. */
+    ASSERT_TRUE(printed_and_taken(pid, weft_stream_fd(r.s)));
     ASSERT_TRUE(!weft_task_done(t));
     int64_t t0 = weft_now_ns();
     if (how == 0)
