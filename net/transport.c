@@ -57,8 +57,10 @@
  * (-ENOBUFS past high) and must hold only what the kernel did not take,
  * while datagrams appended behind the one ring send in flight would fill
  * it with the socket empty (a callback's 47th 1400-byte datagram was
- * refused). Only the token holder consumes chunks from the head and frees
- * them (after unlocking); appenders touch only the tail. The driver's teardown closes the socket only once the
+ * refused); for the same reason a datagram sender that finds datagrams
+ * buffered and the token free sends them (in order) before its own, as
+ * the driver's flush would. Only the token holder consumes chunks from the
+ * head and frees them (after unlocking); appenders touch only the tail. The driver's teardown closes the socket only once the
  * token is free and `dead` is set under the lock, so no send or
  * getsockname can reach a closed (or reused) descriptor number; `fd_users`
  * counts the get_extra_info calls that use the descriptor outside the lock
@@ -511,6 +513,37 @@ static chunk *chunk_from(const struct iovec *iov, int iovcnt, size_t total, size
   return c;
 }
 
+static void consume_locked(weft_transport *t, ssize_t sent, size_t want, chunk **done);
+
+/* A datagram sender holding the send token (any task): send the buffered
+ * datagrams from the head while the kernel takes them. Only the token
+ * holder takes chunks off the head (appenders touch the tail), so the head
+ * chunk stays while it is sent; a failed one is dropped and its error left
+ * for the driver's error_received, as the driver's flush does. Returns
+ * true when the buffer is empty, false when the socket is full. */
+static bool send_buffered_dgrams(weft_transport *t) {
+  for (;;) {
+    weft__spin_lock(&t->lock);
+    chunk *c = t->head;
+    weft__spin_unlock(&t->lock);
+    if (!c) return true;
+    struct iovec iov = {.iov_base = c->data, .iov_len = c->len};
+    ssize_t n = send_now(t->fd, &iov, 1, &c->to);
+    if (n == -EAGAIN) return false;
+    chunk *done = NULL;
+    wakeup w = {0};
+    weft__spin_lock(&t->lock);
+    if (n < 0) {
+      t->dgram_err = (int)n;
+      kick_locked(t, &w);
+    }
+    consume_locked(t, 0, 0, &done); /* (a datagram: the head chunk, whole; need_out is not touched) */
+    weft__spin_unlock(&t->lock);
+    fire(&w);
+    free_chunks(done);
+  }
+}
+
 static int flush(weft_transport *t);
 static int tls_write(weft_transport *t, const struct iovec *iov, int iovcnt, size_t total);
 
@@ -543,9 +576,27 @@ static int write_iov(weft_transport *t, const struct iovec *iov, int iovcnt, siz
     flush(t); /* a fatal error is latched in werr: the driver ends the connection */
     return 0;
   }
-  if (!t->token && !t->head) {
+  /* datagrams buffered and nobody sending (two senders met on the token,
+   * or the socket was full): send them first, in order, while the kernel
+   * takes them, then this one at once. Appending behind them instead left
+   * every later sendto buffered until the driver ran, so that busy tasks
+   * filled the bounded buffer (-ENOBUFS) with the socket empty. */
+  bool drain = t->dgram && !t->token && t->head;
+  if (!t->token && (!t->head || drain)) {
     t->token = true;
     weft__spin_unlock(&t->lock);
+    if (drain && !send_buffered_dgrams(t)) { /* the socket is full: this one goes behind them */
+      chunk *c = chunk_from(iov, iovcnt, total, 0, to);
+      weft__spin_lock(&t->lock);
+      rc = !c ? -ENOMEM : t->wsize + total > t->high ? -ENOBUFS : 0;
+      if (!rc) append_locked(t, c, total);
+      t->token = false;
+      kick_locked(t, &w); /* the driver waits for room */
+      weft__spin_unlock(&t->lock);
+      fire(&w);
+      if (c && rc) weft__free(c, chunk_size(c));
+      return rc;
+    }
     ssize_t n = send_now(t->fd, iov, iovcnt, to);
     bool full = n == -EAGAIN;
     if (full) n = 0;
