@@ -55,6 +55,7 @@ static ssize_t uring_rw(int fd, const struct iovec *iov, int iovcnt, int64_t off
     if (!sqe) return err;
     uint64_t o = (uint64_t)off; /* -1: the file position */
     u.movable = off >= 0; /* positional: a file (or block device), no tie to this worker (io/op.h) */
+    u.retry_spurious = true; /* a cancel nobody made: poll and try again (io/op.c) */
     /* one buffer: the READ/WRITE opcodes take a 32-bit length */
     unsigned n = iov[0].iov_len > WEFT_IO_MAX ? (unsigned)WEFT_IO_MAX : (unsigned)iov[0].iov_len;
     if (iovcnt == 1 && wr)

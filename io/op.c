@@ -94,6 +94,9 @@ struct io_uring_sqe *weft__uop_begin(weft__uop *u, int64_t deadline, int *err) {
     return NULL;
   }
   *u = (weft__uop){.op.complete = uop_complete, .task = w->current, .deadline = deadline, .w = w};
+  /* relaxed: the owner's own counter (uop_wait reads it again after the
+   * completion, which the owner reaped after any bump that ended us) */
+  u->fd_cancels = weft__load(&w->reactor.fd_cancels, RELAXED);
   weft_pin(); /* wakes now come back to this worker, the ring's owner */
   unsigned need = deadline != WEFT__NO_DEADLINE ? 2 : 1;
   if (weft__reactor_sq_room(&w->reactor, need) < 0) {
@@ -160,9 +163,28 @@ int weft__uop_wait(weft__uop *u, struct io_uring_sqe *sqe) {
   if (!u->pin_dropped) weft_unpin(); /* else the completion dropped it: we may run anywhere now */
   /* a cancel the task did not ask for: its linked timeout, or weft_close's
    * (CLOSE); -ERESTARTSYS never reaches the caller */
-  if (u->res == -ECANCELED || u->res == -KERNEL_ERESTARTSYS)
-    return u->deadline != WEFT__NO_DEADLINE && weft_now_ns() >= u->deadline ? -ETIMEDOUT : -EBADF;
+  if (u->res == -ECANCELED || u->res == -KERNEL_ERESTARTSYS) {
+    if (u->deadline != WEFT__NO_DEADLINE && weft_now_ns() >= u->deadline) return -ETIMEDOUT;
+    /* Neither: no cancel by descriptor ran on the ring since begin (the
+     * counter: bumped on the owner before such a cancel is submitted, and
+     * read after the completion it caused, reaped later on the owner and
+     * passed to us by the wake). Seen on kernel 6.18, about once in 300
+     * runs of test_fd's read_until race under load: a pipe READ and its
+     * LINK_TIMEOUT both completed -ECANCELED ~30 us after submission,
+     * 300 us before the deadline, with no close. Nothing moved: a read or
+     * write (retry_spurious) tries again (-EAGAIN: poll, then retry);
+     * others keep -EBADF. relaxed: see weft__uop_begin */
+    if (u->retry_spurious && weft__load(&u->w->reactor.fd_cancels, RELAXED) == u->fd_cancels) return -EAGAIN;
+    return -EBADF;
+  }
   return u->res;
+}
+
+void weft__uop_note_fd_cancel(void) {
+  weft__worker *w = weft__worker_self();
+  /* relaxed: the owner's counter; the operations it ends are reaped by
+   * this thread after this store (see uop_wait) */
+  if (w) weft__store(&w->reactor.fd_cancels, weft__load(&w->reactor.fd_cancels, RELAXED) + 1, RELAXED);
 }
 
 /* On the calling task's worker: cancel every operation on fd on its ring
@@ -172,6 +194,7 @@ static int cancel_fd_here(int fd) {
   int err;
   struct io_uring_sqe *sqe = weft__uop_begin(&u, WEFT__NO_DEADLINE, &err);
   if (!sqe) return err;
+  weft__uop_note_fd_cancel();
   u.movable = true; /* it names no descriptor's file (not counted) and completes at once */
   io_uring_prep_cancel_fd(sqe, fd, IORING_ASYNC_CANCEL_ALL);
   return weft__uop_wait(&u, sqe); /* how many it cancelled, or -ENOENT */

@@ -100,6 +100,8 @@ typedef struct weft__uop {
   int counted_fd;               /* as this descriptor (the submission's fd) */
   int64_t deadline;
   struct weft__worker *w;       /* the owner */
+  uint32_t fd_cancels;          /* the owner's reactor.fd_cancels at begin */
+  bool retry_spurious;          /* set by the caller after begin: -EAGAIN for a cancel nobody made */
 } weft__uop;
 
 /* The calling task's backend, or -EINVAL outside a task. */
@@ -110,6 +112,10 @@ int weft__io_backend(void);
  * with *err (-ECANCELED: a cancel was pending: nothing submitted; -EINVAL
  * outside a task; -EAGAIN the ring refused the flush). */
 struct io_uring_sqe *weft__uop_begin(weft__uop *u, int64_t deadline, int *err);
+
+/* Owner, before submitting a cancel by descriptor (IORING_ASYNC_CANCEL_FD)
+ * on its ring: operations it ends read -ECANCELED as the close's -EBADF. */
+void weft__uop_note_fd_cancel(void);
 
 /* io_uring: after preparing the entry: suspend until the completion was
  * reaped (see above for cancellation and deadlines); unpin; the result. */
