@@ -228,6 +228,18 @@ static int so_error(int fd) {
   return -err;
 }
 
+/* A connect that went on in the kernel has ended (writable): its result,
+ * from SO_ERROR, then, when that is 0, from connect() again, which moves
+ * the socket to connected as io_uring's connect does (without it, a later
+ * weft_connect found the socket still "connecting" and returned 0 on epoll
+ * where io_uring returned -EISCONN). */
+static int connect_result(int fd, const weft_addr *a) {
+  int rc = so_error(fd);
+  if (rc) return rc;
+  if (connect(fd, &a->u.sa, a->len) == 0 || errno == EISCONN) return 0;
+  return -errno;
+}
+
 static int check_addr(const weft_addr *a) {
   if (!a || !a->len || a->len > sizeof a->u) return -EINVAL;
   return 0;
@@ -281,7 +293,7 @@ int weft_connect(int fd, const weft_addr *a, int64_t deadline) {
     rc = weft__uop_wait(&u, sqe);
     if (rc != -EINPROGRESS && rc != -EALREADY && rc != -EAGAIN) return rc;
     rc = uring_poll1(fd, POLLOUT, deadline);
-    return rc < 0 ? rc : so_error(fd);
+    return rc < 0 ? rc : connect_result(fd, a);
   }
   rc = weft__io_cancel_point();
   if (rc) return rc;
@@ -298,7 +310,7 @@ int weft_connect(int fd, const weft_addr *a, int64_t deadline) {
     struct pollfd p = {.fd = fd, .events = POLLOUT};
     if (poll(&p, 1, 0) != 0) break; /* ready, or poll's own error: SO_ERROR says */
   }
-  return so_error(fd);
+  return connect_result(fd, a);
 }
 
 int weft_connect_addr(const weft_addr *a, int64_t deadline) {

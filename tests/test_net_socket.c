@@ -845,6 +845,7 @@ static int again_main(void *arg) {
   ASSERT_EQ(weft_connect(fd, &la, weft_now_ns() + 10000000000LL), 0);
   weft_addr peer;
   ASSERT_EQ(weft_peername(fd, &peer), 0);
+  ASSERT_EQ(weft_connect(fd, &la, weft_now_ns() + 1000000000LL), -EISCONN);
   close(a);
   close(fd);
   for (int i = 0; i < nfill; i++) close(fill[i]);
@@ -912,6 +913,35 @@ static int uclose_main(void *arg) {
   close(lfd);
   ASSERT_EQ(count_fds(), fds0);
   return 0;
+}
+
+/* A connected socket is connected: a second weft_connect is -EISCONN on
+ * both backends (epoll's first call left the socket "connecting" in the
+ * kernel's eyes, and the second returned 0 there). */
+static int twice_main(void *arg) {
+  (void)arg;
+  int fds0 = count_fds();
+  weft_addr la;
+  int lfd = listen_on("127.0.0.1", &la, 16);
+  for (int round = 0; round < 20; round++) {
+    int fd = weft_socket(AF_INET, SOCK_STREAM, 0);
+    ASSERT_GE(fd, 0);
+    ASSERT_EQ(weft_connect(fd, &la, weft_now_ns() + 5000000000LL), 0);
+    ASSERT_EQ(weft_connect(fd, &la, weft_now_ns() + 5000000000LL), -EISCONN);
+    ASSERT_EQ(weft_connect(fd, &la, WEFT_NO_DEADLINE), -EISCONN);
+    int a = accept4(lfd, NULL, NULL, SOCK_CLOEXEC);
+    ASSERT_GE(a, 0);
+    close(a);
+    close(fd);
+  }
+  close(lfd);
+  ASSERT_EQ(count_fds(), fds0);
+  return 0;
+}
+
+TEST(a_second_connect_is_eisconn) {
+  weft_config c = cfg_workers(1);
+  ASSERT_EQ(weft_run(twice_main, NULL, &c), 0);
 }
 
 TEST(weft_close_wakes_a_unix_connect_waiting_for_room) {
