@@ -87,7 +87,10 @@ static weft_callback *cb_new(weft_callback_fn fn, void *arg, int64_t deadline, b
   if (!h) return NULL;
   h->fn = fn;
   h->arg = arg;
-  h->deadline = deadline;
+  /* a deadline before 0 is as due as call_soon's 0: queued behind the
+   * call_soons before it, as the doc's "due at the same time" says (it
+   * sorted ahead of them) */
+  h->deadline = deadline < 0 ? 0 : deadline;
   weft__store(&h->state, PENDING, RELAXED);
   weft__store(&h->refs, handle ? 2 : 1, RELAXED); /* relaxed: published by the heap insert / the spawn */
   h->ctx = current_ctx();

@@ -29,6 +29,18 @@ static int soon_main(void *arg) {
   weft_unpin();
   ASSERT_EQ(atomic_load(&n_order), 5);
   for (int i = 0; i < 5; i++) ASSERT_EQ(order[i], i); /* FIFO */
+  /* a deadline already passed is as due as call_soon: FIFO with it (a
+   * negative one ran ahead of the call_soons queued before it) */
+  atomic_store(&n_order, 0);
+  ASSERT_EQ(weft_call_soon(record_cb, (void *)0, NULL), 0);
+  ASSERT_EQ(weft_call_at(-5, record_cb, (void *)1, NULL), 0);
+  ASSERT_EQ(weft_call_at(INT64_MIN, record_cb, (void *)2, NULL), 0);
+  ASSERT_EQ(weft_call_soon(record_cb, (void *)3, NULL), 0);
+  ASSERT_EQ(weft_pin(), 0);
+  for (int i = 0; i < 1000 && atomic_load(&n_order) < 4; i++) weft_sleep_ns(1 * MS);
+  weft_unpin();
+  ASSERT_EQ(atomic_load(&n_order), 4);
+  for (int i = 0; i < 4; i++) ASSERT_EQ(order[i], i);
   /* call_later / call_at: in deadline order */
   atomic_store(&n_order, 0);
   int64_t now = weft_now_ns();

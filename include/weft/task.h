@@ -267,7 +267,7 @@ WEFT_API int weft_taskgroup_failed(const weft_taskgroup *g);
  * cancel, set events and futures). weft_call_* queue it on the calling
  * worker (from a task or a callback); weft_runtime_call_* from any thread.
  * Callbacks due at the same time run in the order they were queued on one
- * worker. weft_runtime_call_soon is call_soon_threadsafe: its callbacks run
+ * worker (a call_at deadline at or below 0 is call_soon's). weft_runtime_call_soon is call_soon_threadsafe: its callbacks run
  * one at a time, in the order of the calls (a call that returned before
  * another began, on any thread, runs first), on one worker at a time (which
  * one may change between bursts); they keep no order with other callbacks
