@@ -965,11 +965,18 @@ static void run_debug_inline(void) {
 }
 
 TEST(debug_mode_times_an_inline_child_apart_from_its_joiner) {
+  /* The monitor times wall clock: a worker thread that the loaded machine
+   * takes off its CPU for 30 ms inside one 70 ms spin is a true report. So
+   * a round with a report is tried again; one clean round of five passes
+   * (before the fix every round reported the 140 ms of joiner and child). */
   char buf[8192];
-  int st;
-  capture_stderr(run_debug_inline, buf, sizeof buf, &st);
-  if (!(WIFEXITED(st) && WEXITSTATUS(st) == 0)) TEST_FAIL("the child failed; its stderr: %s", buf);
-  if (strstr(buf, "has run for")) TEST_FAIL("a task reported for its joiner's or child's time: %s", buf);
+  for (int round = 0;; round++) {
+    int st;
+    capture_stderr(run_debug_inline, buf, sizeof buf, &st);
+    if (!(WIFEXITED(st) && WEXITSTATUS(st) == 0)) TEST_FAIL("the child failed; its stderr: %s", buf);
+    if (!strstr(buf, "has run for")) break;
+    if (round == 4) TEST_FAIL("a task reported for its joiner's or child's time in 5 rounds: %s", buf);
+  }
 }
 
 static int recurse(int depth) {
