@@ -39,12 +39,16 @@
 /* ------------------------------------------------------------ io_uring */
 
 static int uring_poll(int fd, unsigned events, int64_t deadline) {
-  weft__uop u;
-  int err;
-  struct io_uring_sqe *sqe = weft__uop_begin(&u, deadline, &err);
-  if (!sqe) return err;
-  io_uring_prep_poll_add(sqe, fd, events);
-  return weft__uop_wait(&u, sqe);
+  for (;;) {
+    weft__uop u;
+    int err;
+    struct io_uring_sqe *sqe = weft__uop_begin(&u, deadline, &err);
+    if (!sqe) return err;
+    u.retry_dup = true; /* a cancel for another number of the file (a close of a dup): wait again (io/op.c) */
+    io_uring_prep_poll_add(sqe, fd, events);
+    int res = weft__uop_wait(&u, sqe);
+    if (res != -EAGAIN) return res;
+  }
 }
 
 static ssize_t uring_rw(int fd, const struct iovec *iov, int iovcnt, int64_t off, bool wr, int64_t deadline) {
@@ -55,7 +59,7 @@ static ssize_t uring_rw(int fd, const struct iovec *iov, int iovcnt, int64_t off
     if (!sqe) return err;
     uint64_t o = (uint64_t)off; /* -1: the file position */
     u.movable = off >= 0; /* positional: a file (or block device), no tie to this worker (io/op.h) */
-    u.retry_spurious = true; /* a cancel nobody made: poll and try again (io/op.c) */
+    u.retry_spurious = true; /* a cancel not for fd (a close of a dup, or nobody's): poll and try again (io/op.c) */
     /* one buffer: the READ/WRITE opcodes take a 32-bit length */
     unsigned n = iov[0].iov_len > WEFT_IO_MAX ? (unsigned)WEFT_IO_MAX : (unsigned)iov[0].iov_len;
     if (iovcnt == 1 && wr)
@@ -98,6 +102,11 @@ static ssize_t epoll_rw(int fd, const struct iovec *iov, int iovcnt, int64_t off
   if (rc) return rc;
   weft__ready rd;
   bool ready = weft__ready_begin(&rd, fd, wr ? WEFT__DIR_OUT : WEFT__DIR_IN);
+  if (!ready) { /* nothing to move: the call returns 0 at once whatever the readiness (read(2)) */
+    size_t any = 0;
+    for (int i = 0; i < iovcnt; i++) any |= iov[i].iov_len;
+    ready = any == 0;
+  }
   for (;;) {
     int e = EAGAIN;
     if (ready) {

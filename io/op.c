@@ -5,8 +5,9 @@
  * task is pinned there from before its submission until after its
  * completion was reaped, and the completion callbacks run in that
  * worker's reap (its scheduler context, or a flush inside a task on that
- * same thread). Hence `seq`, `res`, `done`, `pin_dropped` and `counted` of
- * a weft__uop need no atomics: while the operation is in flight one thread
+ * same thread). Hence `seq`, `res`, `done`, `pin_dropped`, `counted`,
+ * `closed` and `fd_cancelled` of a weft__uop need no atomics, nor the
+ * reactor's fd_cancels (the owner's alone): while the operation is in flight one thread
  * touches them; the completion's wake (a release CAS on the task's wait
  * word, then the run queue's release) publishes them to the task, which
  * may resume on another worker once the completion dropped its pin. The
@@ -57,10 +58,27 @@ static void count_fd_op(weft__worker *w, int fd, int by) {
   weft__store(c, weft__load(c, RELAXED) + (uint32_t)by, RELAXED);
 }
 
+/* The reactor's count of cancels by descriptor for number fd (op.h,
+ * weft__uop_note_fd_cancel). */
+static uint32_t *fd_cancels_of(weft__worker *w, int fd) {
+  return &w->reactor.fd_cancels[(unsigned)fd & (WEFT__FD_OP_BUCKETS - 1)];
+}
+
 static void uop_complete(weft__io_op *op, int32_t res, uint32_t flags) {
   (void)flags;
   weft__uop *u = (weft__uop *)op;
   u->res = res;
+  /* A cancel ended it: weft_close's if one was submitted for its number
+   * (or any) since the operation was; the cancel that ended it went to the
+   * kernel before this reap, on this thread, after its note. A bucket
+   * shared with another number only errs towards -EBADF, as before.
+   * fd_cancelled: one for some number was (a dup's close, see uop_wait). */
+  if (res == -ECANCELED || res == -KERNEL_ERESTARTSYS) {
+    weft__reactor *r = &u->w->reactor;
+    u->closed = r->fd_cancels_any != u->fd_cancels_any ||
+                (u->fd >= 0 && *fd_cancels_of(u->w, u->fd) != u->fd_cancels);
+    u->fd_cancelled = r->fd_cancels_all != u->fd_cancels_all;
+  }
   u->done = true;
   if (u->counted) count_fd_op(u->w, u->counted_fd, -1); /* the reap runs on the owner, u->w */
   if (u->movable) /* a file operation: the task need not resume here (op.h, PINNING) */
@@ -93,10 +111,7 @@ struct io_uring_sqe *weft__uop_begin(weft__uop *u, int64_t deadline, int *err) {
     *err = -EINVAL;
     return NULL;
   }
-  *u = (weft__uop){.op.complete = uop_complete, .task = w->current, .deadline = deadline, .w = w};
-  /* relaxed: the owner's own counter (uop_wait reads it again after the
-   * completion, which the owner reaped after any bump that ended us) */
-  u->fd_cancels = weft__load(&w->reactor.fd_cancels, RELAXED);
+  *u = (weft__uop){.op.complete = uop_complete, .task = w->current, .deadline = deadline, .w = w, .fd = -1};
   weft_pin(); /* wakes now come back to this worker, the ring's owner */
   unsigned need = deadline != WEFT__NO_DEADLINE ? 2 : 1;
   if (weft__reactor_sq_room(&w->reactor, need) < 0) {
@@ -126,13 +141,23 @@ int weft__uop_wait(weft__uop *u, struct io_uring_sqe *sqe) {
   struct __kernel_timespec ts;
   if (u->deadline != WEFT__NO_DEADLINE) {
     sqe->flags |= IOSQE_IO_LINK;
-    ts.tv_sec = u->deadline / 1000000000;
-    ts.tv_nsec = u->deadline % 1000000000;
+    /* a deadline below 0 has passed as 0 has: as it is, its timespec
+     * (tv_nsec or tv_sec < 0) is refused by the kernel (-EINVAL), which
+     * cancels the operation before it ran */
+    int64_t d = u->deadline < 0 ? 0 : u->deadline;
+    ts.tv_sec = d / 1000000000;
+    ts.tv_nsec = d % 1000000000;
     struct io_uring_sqe *t = weft__reactor_sqe(&w->reactor, &sink_op); /* room made in begin */
     /* the timespec is read at submission, which happens before this
      * frame returns (the task waits for the operation's completion) */
     io_uring_prep_link_timeout(t, &ts, IORING_TIMEOUT_ABS);
   }
+  /* the cancels by descriptor noted so far went to the kernel before this
+   * entry (each is submitted right after its note): they cannot end it */
+  u->fd = sqe->fd;
+  if (u->fd >= 0) u->fd_cancels = *fd_cancels_of(w, u->fd);
+  u->fd_cancels_any = w->reactor.fd_cancels_any;
+  u->fd_cancels_all = w->reactor.fd_cancels_all;
   if (!u->movable && sqe->fd >= 0) { /* a socket's, a pipe's, a poll...: weft_close must cancel it (op.h, CLOSE) */
     u->counted = true;
     u->counted_fd = sqe->fd;
@@ -165,26 +190,34 @@ int weft__uop_wait(weft__uop *u, struct io_uring_sqe *sqe) {
    * (CLOSE); -ERESTARTSYS never reaches the caller */
   if (u->res == -ECANCELED || u->res == -KERNEL_ERESTARTSYS) {
     if (u->deadline != WEFT__NO_DEADLINE && weft_now_ns() >= u->deadline) return -ETIMEDOUT;
-    /* Neither: no cancel by descriptor ran on the ring since begin (the
-     * counter: bumped on the owner before such a cancel is submitted, and
-     * read after the completion it caused, reaped later on the owner and
-     * passed to us by the wake). Seen on kernel 6.18, about once in 300
-     * runs of test_fd's read_until race under load: a pipe READ and its
+    /* Neither: no cancel by descriptor for its number ran on the ring
+     * since the submission (`closed`, found by the completion on the
+     * owner and passed to us by the wake): a close of another number of
+     * the same file (dup: ASYNC_CANCEL_FD matches the file), or a cancel
+     * nobody made. Seen on kernel 6.18, about once in 300 runs of
+     * test_fd's read_until race under load: a pipe READ and its
      * LINK_TIMEOUT both completed -ECANCELED ~30 us after submission,
      * 300 us before the deadline, with no close. Nothing moved: a read or
-     * write (retry_spurious) tries again (-EAGAIN: poll, then retry);
-     * others keep -EBADF. relaxed: see weft__uop_begin */
-    if (u->retry_spurious && weft__load(&u->w->reactor.fd_cancels, RELAXED) == u->fd_cancels) return -EAGAIN;
+     * write (retry_spurious) tries again (-EAGAIN: poll, then retry); a
+     * poll (retry_dup) only after a cancel for another number (else
+     * -EBADF: a kernel that cancelled every operation would make a read's
+     * retries endless); others keep -EBADF. */
+    if (!u->closed && (u->retry_spurious || (u->retry_dup && u->fd_cancelled))) return -EAGAIN;
     return -EBADF;
   }
   return u->res;
 }
 
-void weft__uop_note_fd_cancel(void) {
+void weft__uop_note_fd_cancel(int fd) {
   weft__worker *w = weft__worker_self();
-  /* relaxed: the owner's counter; the operations it ends are reaped by
-   * this thread after this store (see uop_wait) */
-  if (w) weft__store(&w->reactor.fd_cancels, weft__load(&w->reactor.fd_cancels, RELAXED) + 1, RELAXED);
+  if (!w) return;
+  /* plain: the owner's counts; the operations the cancel ends are reaped
+   * by this thread after it (uop_complete) */
+  w->reactor.fd_cancels_all++;
+  if (fd < 0)
+    w->reactor.fd_cancels_any++;
+  else
+    ++*fd_cancels_of(w, fd);
 }
 
 /* On the calling task's worker: cancel every operation on fd on its ring
@@ -194,7 +227,7 @@ static int cancel_fd_here(int fd) {
   int err;
   struct io_uring_sqe *sqe = weft__uop_begin(&u, WEFT__NO_DEADLINE, &err);
   if (!sqe) return err;
-  weft__uop_note_fd_cancel();
+  weft__uop_note_fd_cancel(fd);
   u.movable = true; /* it names no descriptor's file (not counted) and completes at once */
   io_uring_prep_cancel_fd(sqe, fd, IORING_ASYNC_CANCEL_ALL);
   return weft__uop_wait(&u, sqe); /* how many it cancelled, or -ENOENT */

@@ -68,10 +68,18 @@
  * concurrently with the close, the caller's own race (as a call made just
  * after the close would be). The waiter's operation completes with
  * -ECANCELED that its task did not ask for (no cancel, its deadline not
- * passed): the call returns -EBADF. Not reached: a splice or tee that
- * the kernel runs on its own worker thread, blocked reading a blocking
- * pipe, when its input end is closed (the cancel matches an operation's
- * output descriptor; closing that one interrupts it: -EBADF too).
+ * passed): the call returns -EBADF. The cancel matches the file, not the
+ * number: it also ends operations on another number of the same file (a
+ * dup), which stays open. So the owner counts each cancel by the number
+ * it is for (reactor.fd_cancels, weft__uop_note_fd_cancel), and a read,
+ * write (retry_spurious) or poll (retry_dup) that a cancel for another
+ * number ended waits again, as on epoll, where a close wakes only the
+ * waiters on its number (a read or write also after a cancel nobody made:
+ * io/op.c; a poll then returns -EBADF, which bounds the read's retries).
+ * Not reached: a splice or tee that the kernel runs on its own worker
+ * thread, blocked reading a blocking pipe, when its input end is closed
+ * (the cancel matches an operation's output descriptor; closing that one
+ * interrupts it: -EBADF too).
  */
 #ifndef WEFT_IO_OP_H
 #define WEFT_IO_OP_H
@@ -100,8 +108,14 @@ typedef struct weft__uop {
   int counted_fd;               /* as this descriptor (the submission's fd) */
   int64_t deadline;
   struct weft__worker *w;       /* the owner */
-  uint32_t fd_cancels;          /* the owner's reactor.fd_cancels at begin */
-  bool retry_spurious;          /* set by the caller after begin: -EAGAIN for a cancel nobody made */
+  int fd;                       /* the submission's fd (-1: none) */
+  uint32_t fd_cancels;          /* the owner's reactor.fd_cancels for fd, fd_cancels_any and */
+  uint32_t fd_cancels_any;      /* fd_cancels_all at submission (owner thread only, as seq) */
+  uint32_t fd_cancels_all;
+  bool closed;                  /* the completion, -ECANCELED, found a cancel for fd (or any) since */
+  bool fd_cancelled;            /* ... found a cancel by descriptor (for any number) since */
+  bool retry_spurious;          /* set by the caller after begin: -EAGAIN for a cancel not for fd */
+  bool retry_dup;               /* set by the caller after begin: -EAGAIN for a cancel for another number */
 } weft__uop;
 
 /* The calling task's backend, or -EINVAL outside a task. */
@@ -114,8 +128,10 @@ int weft__io_backend(void);
 struct io_uring_sqe *weft__uop_begin(weft__uop *u, int64_t deadline, int *err);
 
 /* Owner, before submitting a cancel by descriptor (IORING_ASYNC_CANCEL_FD)
- * on its ring: operations it ends read -ECANCELED as the close's -EBADF. */
-void weft__uop_note_fd_cancel(void);
+ * on its ring, for descriptor number fd (< 0: for any number, the cancel
+ * naming the file by a duplicate): the operations it ends on fd read
+ * -ECANCELED as the close's -EBADF (see CLOSE above). */
+void weft__uop_note_fd_cancel(int fd);
 
 /* io_uring: after preparing the entry: suspend until the completion was
  * reaped (see above for cancellation and deadlines); unpin; the result. */

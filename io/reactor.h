@@ -57,9 +57,12 @@ typedef struct weft__reactor {
   /* owner stores (relaxed): io/op.c's operations in flight on a descriptor that is not a file's (not
      `movable`), counted by descriptor number modulo WEFT__FD_OP_BUCKETS; read by weft_close (io/op.h, CLOSE) */
   _Atomic uint32_t fd_ops[WEFT__FD_OP_BUCKETS];
-  /* owner stores (relaxed): cancels by descriptor submitted on this ring (weft_close's, a stream
-     closer's: weft__uop_note_fd_cancel); read by an operation that completed -ECANCELED (io/op.c) */
-  _Atomic uint32_t fd_cancels;
+  /* owner only: cancels by descriptor submitted on this ring (weft__uop_note_fd_cancel: weft_close's,
+     a stream closer's), counted by the number they are for modulo WEFT__FD_OP_BUCKETS, those for any
+     number, and all; read by the completion of an operation that ended -ECANCELED (io/op.c) */
+  uint32_t fd_cancels[WEFT__FD_OP_BUCKETS];
+  uint32_t fd_cancels_any;
+  uint32_t fd_cancels_all;
 } weft__reactor;
 
 /* Resolve WEFT_BACKEND_AUTO (and the WEFT_BACKEND variable) to a backend

@@ -64,12 +64,16 @@ static bool wants_out(int kind) { return kind == OP_SEND || kind == OP_SENDMSG; 
 /* ------------------------------------------------------------ io_uring */
 
 static int uring_poll1(int fd, unsigned events, int64_t deadline) {
-  weft__uop u;
-  int err;
-  struct io_uring_sqe *sqe = weft__uop_begin(&u, deadline, &err);
-  if (!sqe) return err;
-  io_uring_prep_poll_add(sqe, fd, events);
-  return weft__uop_wait(&u, sqe);
+  for (;;) {
+    weft__uop u;
+    int err;
+    struct io_uring_sqe *sqe = weft__uop_begin(&u, deadline, &err);
+    if (!sqe) return err;
+    u.retry_dup = true; /* a cancel for another number of the file (a close of a dup): wait again (io/op.c) */
+    io_uring_prep_poll_add(sqe, fd, events);
+    int res = weft__uop_wait(&u, sqe);
+    if (res != -EAGAIN) return res;
+  }
 }
 
 static ssize_t uring_sock(sock_op *o, int64_t deadline) {
@@ -78,6 +82,7 @@ static ssize_t uring_sock(sock_op *o, int64_t deadline) {
     int err;
     struct io_uring_sqe *sqe = weft__uop_begin(&u, deadline, &err);
     if (!sqe) return err;
+    u.retry_dup = true; /* a cancel for another number of the file (a close of a dup): poll and try again (io/op.c) */
     switch (o->kind) {
     case OP_RECV: io_uring_prep_recv(sqe, o->fd, o->buf, o->len, o->flags); break;
     case OP_SEND: io_uring_prep_send(sqe, o->fd, o->buf, o->len, o->flags); break;

@@ -843,7 +843,7 @@ static int ring_cancel_task(void *arg) {
   int err;
   struct io_uring_sqe *sqe = weft__uop_begin(&u, WEFT__NO_DEADLINE, &err);
   if (sqe) {
-    weft__uop_note_fd_cancel(); /* the reader's read ends, not retried (io/op.c) */
+    weft__uop_note_fd_cancel(-1); /* the reader's read (on the stream's number) ends, not retried (io/op.c) */
     io_uring_prep_cancel_fd(sqe, fd, IORING_ASYNC_CANCEL_ALL);
     weft__uop_wait(&u, sqe);
   }

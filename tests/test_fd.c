@@ -1291,4 +1291,112 @@ TEST(a_passed_deadline_still_moves_what_is_ready) {
   ASSERT_EQ(weft_run(past_deadline_main, NULL, &c), 0);
 }
 
+/* ------------------------------------------------------------ found by review (second I/O pass):
+ * a deadline below 0, reads and writes of nothing, a close of another
+ * number of the same file */
+
+/* A deadline below 0 has passed as 0 has (io.h: a CLOCK_MONOTONIC time;
+ * weft_now_ns() + a negative timeout): what is ready still moves. io_uring
+ * made the LINK_TIMEOUT's timespec from it as it was (tv_nsec -1, or
+ * tv_sec < 0): the kernel refused the timeout (-EINVAL), which cancelled
+ * the linked read: -ETIMEDOUT with the byte left unread, where epoll
+ * returned it. */
+static int rv_negative_deadline_main(void *arg) {
+  (void)arg;
+  int p[2];
+  ASSERT_EQ(pipe2(p, O_CLOEXEC), 0);
+  static const int64_t dl[] = {-1, -1000000001LL, INT64_MIN};
+  for (unsigned i = 0; i < sizeof dl / sizeof dl[0]; i++) {
+    char b = 0;
+    ASSERT_EQ(weft_write_until(p[1], "x", 1, dl[i]), 1);
+    ASSERT_EQ(weft_poll(p[0], POLLIN, dl[i]), POLLIN);
+    ASSERT_EQ(weft_read_until(p[0], &b, 1, dl[i]), 1);
+    ASSERT_EQ(b, 'x');
+    ASSERT_EQ(weft_read_until(p[0], &b, 1, dl[i]), -ETIMEDOUT); /* nothing left: no wait */
+    ASSERT_EQ(weft_poll(p[0], POLLIN, dl[i]), -ETIMEDOUT);
+  }
+  weft_close(p[0]);
+  weft_close(p[1]);
+  return 0;
+}
+
+TEST(a_deadline_below_zero_has_passed_and_still_moves_what_is_ready) {
+  weft_config c = cfg_workers(2);
+  ASSERT_EQ(weft_run(rv_negative_deadline_main, NULL, &c), 0);
+}
+
+/* A read or write of 0 bytes returns 0 at once (read(2), write(2); io_uring
+ * submits it and it completes at once), whatever the descriptor's
+ * readiness. On epoll the attempt was skipped while the direction's
+ * readiness said "not ready" (an earlier call found nothing to read, or no
+ * room): the call waited for data or room that it does not need, for
+ * ever without a deadline (here: -ETIMEDOUT). */
+static int rv_zero_len_main(void *arg) {
+  (void)arg;
+  int p[2];
+  ASSERT_EQ(pipe2(p, O_CLOEXEC), 0);
+  weft_pin(); /* stay on the worker whose epoll holds the registration */
+  char b[1];
+  ASSERT_EQ(weft_read_until(p[0], b, 1, weft_now_ns() + 2000000), -ETIMEDOUT); /* "not ready" */
+  ASSERT_EQ(weft_read_until(p[0], NULL, 0, weft_now_ns() + 200000000), 0);
+  ASSERT_EQ(weft_read_until(p[0], b, 0, weft_now_ns() + 200000000), 0);
+  struct iovec none[2] = {{b, 0}, {NULL, 0}};
+  ASSERT_EQ(weft_preadv(p[0], none, 2, -1), 0); /* (no deadline: a wait would hang) */
+  ASSERT_EQ(fcntl(p[1], F_SETFL, O_NONBLOCK), 0);
+  static char big[1 << 16];
+  while (write(p[1], big, sizeof big) > 0) {
+  }
+  ASSERT_EQ(weft_write_until(p[1], b, 1, weft_now_ns() + 2000000), -ETIMEDOUT); /* no room */
+  ASSERT_EQ(weft_write_until(p[1], NULL, 0, weft_now_ns() + 200000000), 0);
+  ASSERT_EQ(weft_pwritev(p[1], none, 2, -1), 0);
+  weft_unpin();
+  weft_close(p[0]);
+  weft_close(p[1]);
+  return 0;
+}
+
+TEST(reads_and_writes_of_nothing_do_not_wait) {
+  weft_config c = cfg_workers(2);
+  ASSERT_EQ(weft_run(rv_zero_len_main, NULL, &c), 0);
+}
+
+/* weft_close wakes the tasks waiting on the descriptor it closes (io.h),
+ * not those waiting on another number of the same file (dup), which stays
+ * open: they go on waiting, and get what comes, on both backends. io_uring
+ * cancels by file (ASYNC_CANCEL_FD), so a close of one number ended the
+ * operations on every number of the file on the ring: the dup's waiters
+ * returned -EBADF with their descriptor open (epoll, per number: woken
+ * only by their own). arg: 1 = the waiters on the other worker. */
+static int rv_dup_close_main(void *arg) {
+  ASSERT_EQ(weft_pin(), 0);
+  unsigned me = (unsigned)weft_worker_id(), on = arg ? 1 - me : me;
+  static const int kinds[] = {CW_READ, CW_READ_UNTIL, CW_POLL_IN};
+  for (unsigned k = 0; k < sizeof kinds / sizeof kinds[0]; k++) {
+    int p[2];
+    ASSERT_EQ(pipe2(p, O_CLOEXEC), 0);
+    int dup_fd = fcntl(p[0], F_DUPFD_CLOEXEC, 0);
+    ASSERT_TRUE(dup_fd >= 0);
+    cw c[2] = {{.fd = p[0], .kind = kinds[k]}, {.fd = dup_fd, .kind = kinds[k]}};
+    weft_task t[2];
+    for (int i = 0; i < 2; i++) t[i] = cw_start(&c[i], on);
+    cw_settle(t, 2);
+    ASSERT_EQ(weft_close(p[0]), 0);
+    ASSERT_EQ(cw_result(t[0]), -EBADF);
+    weft_sleep_ns(20000000);
+    ASSERT_TRUE(!weft_task_done(t[1])); /* its number is open: it waits on */
+    ASSERT_EQ(write(p[1], "z", 1), 1);
+    ASSERT_EQ(cw_result(t[1]), kinds[k] == CW_POLL_IN ? POLLIN : 1);
+    ASSERT_EQ(weft_close(dup_fd), 0);
+    ASSERT_EQ(weft_close(p[1]), 0);
+  }
+  weft_unpin();
+  return 0;
+}
+
+TEST(close_of_a_number_leaves_the_waiters_on_its_dup_waiting) {
+  weft_config c = cfg_workers(2);
+  ASSERT_EQ(weft_run(rv_dup_close_main, (void *)0, &c), 0);
+  ASSERT_EQ(weft_run(rv_dup_close_main, (void *)1, &c), 0);
+}
+
 TEST_MAIN()

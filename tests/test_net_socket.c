@@ -988,4 +988,45 @@ TEST(a_passed_deadline_still_moves_what_is_ready_on_a_socket) {
   ASSERT_EQ(weft_run(sock_past_deadline_main, NULL, &c), 0);
 }
 
+/* weft_close wakes the receives waiting on the descriptor it closes, not
+ * those on another number of the same socket (dup), which stays open
+ * (as io/fd.c's reads, found by a review): io_uring's ASYNC_CANCEL_FD
+ * matches the file, and the dup's receive returned -EBADF with its
+ * descriptor open, where epoll's went on waiting. One worker: both
+ * receives on the ring the close cancels on. */
+static int sock_dup_recv(void *arg) {
+  int fd = (int)(intptr_t)arg;
+  char b = 0;
+  ssize_t r = weft_recv(fd, &b, 1, 0);
+  return r == 1 ? b : (int)r;
+}
+
+static int sock_dup_close_main(void *arg) {
+  (void)arg;
+  int sv[2];
+  ASSERT_EQ(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+  int dup_fd = fcntl(sv[0], F_DUPFD_CLOEXEC, 0);
+  ASSERT_GE(dup_fd, 0);
+  weft_task t = weft_spawn(sock_dup_recv, (void *)(intptr_t)sv[0]);
+  weft_task d = weft_spawn(sock_dup_recv, (void *)(intptr_t)dup_fd);
+  weft_sleep_ns(50000000); /* both wait in their receives */
+  ASSERT_TRUE(!weft_task_done(t) && !weft_task_done(d));
+  ASSERT_EQ(weft_close(sv[0]), 0);
+  ASSERT_EQ(weft_join(t), -EBADF);
+  weft_task_release(t);
+  weft_sleep_ns(20000000);
+  ASSERT_TRUE(!weft_task_done(d)); /* its number is open: it waits on */
+  ASSERT_EQ(write(sv[1], "z", 1), 1);
+  ASSERT_EQ(weft_join(d), 'z');
+  weft_task_release(d);
+  weft_close(dup_fd);
+  weft_close(sv[1]);
+  return 0;
+}
+
+TEST(close_of_a_number_leaves_the_receives_on_its_dup_waiting) {
+  weft_config c = cfg_workers(1);
+  ASSERT_EQ(weft_run(sock_dup_close_main, NULL, &c), 0);
+}
+
 TEST_MAIN()

@@ -22,11 +22,12 @@
  * Deadlines. The _until calls (and weft_poll) take a CLOCK_MONOTONIC
  * deadline in ns (weft_now_ns() + timeout; WEFT_NO_DEADLINE = none): when
  * it passes first, the operation is cancelled as above and the call
- * returns -ETIMEDOUT (or the real result, if it completed first). io_uring
- * links an IORING_OP_LINK_TIMEOUT to the operation; epoll bounds the
- * readiness wait (a regular file's read on the blocking pool is not
- * interrupted once it runs). Any other call can be bounded from outside
- * with a task's cancellation.
+ * returns -ETIMEDOUT (or the real result, if it completed first). A
+ * deadline already passed (0, or below) still lets the call move what can
+ * move at once. io_uring links an IORING_OP_LINK_TIMEOUT to the
+ * operation; epoll bounds the readiness wait (a regular file's read on the
+ * blocking pool is not interrupted once it runs). Any other call can be
+ * bounded from outside with a task's cancellation.
  *
  * Offsets: int64_t, -1 = the file position (read/write advance it).
  * Lengths: a single call moves at most WEFT_IO_MAX bytes (the kernel's own
@@ -70,7 +71,8 @@ WEFT_API const char *weft_backend_name(int backend);
 /* read(2)/write(2) on any descriptor (file, pipe, eventfd, socket, tty):
  * returns the bytes moved (0 at end of file), or a negative errno. On an
  * O_NONBLOCK descriptor the call still waits for readiness (it never
- * returns -EAGAIN). Suspends. */
+ * returns -EAGAIN). A length of 0 returns 0 (or an error) without waiting.
+ * Suspends. */
 WEFT_API ssize_t weft_read(int fd, void *buf, size_t len);
 WEFT_API ssize_t weft_write(int fd, const void *buf, size_t len);
 WEFT_API ssize_t weft_read_until(int fd, void *buf, size_t len, int64_t deadline_ns);
@@ -100,10 +102,12 @@ WEFT_API int weft_openat(int dirfd, const char *path, int flags, mode_t mode);
  * a connection: reads and writes of pipes, sockets and terminals,
  * weft_poll, and weft/net.h's accept, recv, send, connect...), on any
  * worker, are woken first and return -EBADF; they never go on with a file
- * that takes the number next. A regular file's read or write under way
- * completes or returns -EBADF. A call that starts while the close is under
- * way races it, as with close(2) and threads; close(2) called directly
- * wakes nobody. */
+ * that takes the number next. Reads, writes and polls (weft_read,
+ * weft_write, weft_poll, weft_recv, weft_send, weft_accept) waiting on
+ * another descriptor of the same file (a dup), still open, go on waiting.
+ * A regular file's read or write under way completes or returns -EBADF.
+ * A call that starts while the close is under way races it, as with
+ * close(2) and threads; close(2) called directly wakes nobody. */
 WEFT_API int weft_close(int fd);
 
 /* pread(2)/pwrite(2) at off (-1: the file position): the bytes moved, a
