@@ -3,7 +3,8 @@
  * OWNERSHIP. The reader's fields are touched only by the task reading, the
  * writer's only by the task writing (one of each at a time, as asyncio's
  * "one reader, one writer"), so no lock: the two halves share only the
- * immutable descriptor.
+ * immutable descriptor, and meet the closers (and an abort from any task)
+ * in two atomic words, rstate and wstate (below).
  *
  * READER. rbuf[rpos, rend) holds received bytes not yet consumed; `eof`
  * says the peer's end of stream was seen. A read with nothing buffered
@@ -46,11 +47,13 @@
  * leaves the stream at end of stream; the writer reports it too (rerr),
  * as after a plain stream's reset.
  *
- * ABORT (weft_stream_abort): wait_closed then drops what is buffered,
- * sends no close_notify, and closes with SO_LINGER 0 (a reset).
+ * ABORT (weft_stream_abort): the connection ends at once (ABORTING UNDER
+ * A WRITER), every writer call from then on returns -ECONNRESET, and
+ * wait_closed drops what is buffered, sends no close_notify, and closes
+ * with SO_LINGER 0 (a reset).
  *
- * CLOSING UNDER A READER. close(), abort() and wait_closed (writer-side
- * calls) may run while the reading task, on another worker, is in a read
+ * CLOSING UNDER A READER. close(), abort() and wait_closed may run while
+ * the reading task, on another worker, is in a read
  * call waiting for the peer. The reader then returns end of stream (what
  * each call returns there: read 0, readexactly/readuntil -ENODATA with
  * what they got, readline the partial line), and wait_closed frees the
@@ -68,8 +71,11 @@
  * The reader's add and the closer's or are RMWs of one word, so one of
  * them comes second and sees the other: a reader that entered first is in
  * the closer's old value (and is woken), one that enters later sees
- * R_CLOSING and does not receive. The wake (once, `rwoken`) must reach a
- * receive that is already waiting in the kernel and every later one:
+ * R_CLOSING and does not receive. The wake (once: the closer whose
+ * fetch_or sets R_WOKEN does it, since another task's abort may race with
+ * the writer's close or wait_closed; it writes `rcancel`, which
+ * wait_closed reads after writer_gone's acquire) must reach a receive
+ * that is already waiting in the kernel and every later one:
  *   a stream socket: shutdown(SHUT_RD). A blocked recv (epoll: an
  *             EPOLLIN|EPOLLRDHUP edge through io/readiness.c; io_uring:
  *             the RECV's armed poll fires) and every later one return 0,
@@ -99,12 +105,94 @@
  * Rejected: cancelling the reader task (weft_cancel): the reader would see
  * a cancellation where asyncio's sees end of stream, and a request that
  * arrives after its read completed stays pending for whatever it waits on
- * next. Closing the descriptor to wake it: io_uring's operation holds the
+ * next (the same holds for the writer below). Closing the descriptor to wake it: io_uring's operation holds the
  * file (no wake), and on epoll the reader retries on a number that may
  * already name another file. R_IN around every call, buffered reads too:
  * two RMWs for each readline of a parser that finds its lines in the
  * buffer, to cover a reader that is running, which the closer cannot tell
  * from one between two calls anyway.
+ *
+ * ABORTING UNDER A WRITER. close() and wait_closed are writer-side calls
+ * (the writing task's, or another's while no writer call runs), but
+ * abort() may come from any task at any time, also while the writer, on
+ * another worker, waits in write/writev (back-pressure), drain or
+ * write_eof for the peer to read (asyncio's abort makes that drain raise
+ * ConnectionResetError). That call then returns -ECONNRESET, every later
+ * writer call too, and wait_closed (then allowed from another task) frees
+ * the stream only after the call and every abort call have returned. So
+ * abort touches no plain field of the writer's (it used to set `closing`
+ * and `aborting`): the writer, the aborters and wait_closed meet in
+ * `wstate`, as the reader and the closer meet in rstate:
+ *   W_IN      the writer: set (fetch_add) at the start of every writer
+ *             call (write, writev, drain, write_eof; wait_closed's flush),
+ *             cleared (fetch_sub) as the call's last touch of s
+ *             (writer_leave, which also makes the call's error
+ *             -ECONNRESET when W_ABORT is set). Every call, not only one
+ *             that comes to wait (as R_IN): a write copying megabytes
+ *             into its buffer is not waiting yet, and a wait_closed after
+ *             another task's abort would free the stream under it.
+ *   W_ABORT   set by the first abort; write_state, drain and write_eof
+ *             check it (relaxed) before anything else, flush_to before
+ *             each send.
+ *   aborters  the bits from W_ABORTER up count the abort calls running:
+ *             added by abort's CAS (with W_ABORT), subtracted as its last
+ *             touch of s (aborter_leave).
+ *   W_WAITER  wait_closed waits for W_IN and the aborters to go
+ *             (writer_gone): `wcloser`/`wcloser_seq` name its wait,
+ *             published by the CAS that sets the bit; the last leaver's
+ *             RMW that sees it wakes them. wait_closed waits twice when
+ *             aborted (first, before it touches the writer's half, for a
+ *             writer call still in; last, before the free, for an abort
+ *             that began meanwhile), and the bit stays set: a wake meant
+ *             for the first wait may reach the second, so each wake only
+ *             makes it look again.
+ *   W_EOF     a pipe's write_eof is about to close fd: set by its RMW; the
+ *             first of that RMW and the abort's CAS decides who has fd
+ *             (the abort then leaves it alone; else write_eof leaves it
+ *             for wait_closed to close).
+ * The writer's add and the aborter's CAS are RMWs of one word: a writer
+ * call that enters after the abort sees W_ABORT and sends nothing; one
+ * that entered first is in the aborter's old value, and the abort wakes
+ * it, for good (every later send fails too, so a writer between two waits
+ * cannot miss it):
+ *   a socket: a stream socket is reset first (TCP: connect(AF_UNSPEC),
+ *             tcp_disconnect: a reset now, the kernel's queues dropped;
+ *             a Unix socket says EINVAL), then every socket is shut both
+ *             ways (shutdown(SHUT_RDWR)). Each wakes the socket's waiters:
+ *             an epoll edge (EPOLLERR, EPOLLOUT or EPOLLHUP), io_uring's
+ *             armed poll of a SEND, POLL_ADD or ring send in flight, which
+ *             then fails or ends short; every later send fails. Done by
+ *             the first abort whether a writer is in or not, so that
+ *             nothing leaves after it. The TLS layer's writer waits in
+ *             weft_poll on the socket: woken the same, its SSL_write then
+ *             fails and the session dies (no close_notify after an abort
+ *             anyway). R_CLOSING is set before, so that what this does to
+ *             a waiting reader's receive reads as end of stream.
+ *   a pipe or tty (W_IN, not W_EOF): as the reader's wake, the number is
+ *             pointed at an empty pipe's read end (every later write fails
+ *             with EBADF); on epoll the readiness waiters are woken
+ *             (weft__fd_forget: -EBADF); on io_uring a write or poll in
+ *             flight holds the old file: it is cancelled by that file
+ *             (a duplicate taken before the swap) on the writer's ring,
+ *             `wworker` (the writer's operations there are pinned: it
+ *             does not move during the call), by a task (`wcancel`) that
+ *             wait_closed joins.
+ * Plain close() wakes no writer: asyncio's close lets the flush go on as
+ * well (and wait_closed's flush is bounded by its 10 s); wait_closed's
+ * own flush runs under W_IN, so an abort from another task ends it too.
+ * An abort that begins after wait_closed's last writer_gone uses freed
+ * memory: the aborting task must be done with the stream before
+ * wait_closed begins (net.h), except for an abort already running.
+ * Costs: every writer call makes two uncontended RMWs of a word in the
+ * stream (next to a send, a ring submission or a copy); wait_closed a
+ * few more.
+ * Rejected: cancelling the writer task (see the reader's); an ASYNC_CANCEL
+ * by file on a socket's ring (the reader's receive would be cancelled too,
+ * and a writer between two operations, or on another worker than its ring
+ * send's, would miss it, where the kernel's state cannot be missed);
+ * shutdown(SHUT_RDWR) alone on TCP: its FIN queues behind the unsent bytes,
+ * and a peer reading slowly would see them and a clean end before the
+ * reset.
  *
  * NOT A SOCKET. A pipe, FIFO or tty (a subprocess's stdio,
  * process/spawn.c) works too: `sock` (fstat at creation) picks read/write
@@ -139,6 +227,7 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/uio.h>
 #include <unistd.h>
 
@@ -190,11 +279,21 @@ struct weft_stream {
   int werr;            /* a latched send error, or 0 */
   bool closing;        /* close() was called: writes get -EPIPE */
   bool eof_sent;       /* write_eof() shut the write side */
-  bool aborting;       /* abort(): wait_closed resets the connection */
   bool rs_busy;        /* a ring send in flight, not yet settled */
-  bool rwoken;         /* the reader's wake was done (close, abort or wait_closed) */
-  weft_task rcancel;   /* the closer's: the ring cancel task the wake spawned (io_uring, not a socket),
-                        * joined by wait_closed, so that its duplicate of the old file is closed by then */
+  bool win;            /* this call set W_IN (the writing task only) */
+  _Atomic int wworker; /* not a socket: the worker of this writer call's operations (as rworker: stored
+                        * before the W_IN add, relaxed, published by that release; read by the aborter
+                        * after its acquire CAS saw W_IN) */
+  _Atomic uint32_t wstate; /* W_IN | W_WAITER | W_ABORT | W_EOF | aborters: see ABORTING UNDER A WRITER */
+  _Atomic(weft__task *) wcloser; /* wait_closed's wait for the writer and the aborters: stored (relaxed)
+                        * before its release CAS of W_WAITER, loaded (relaxed) by the last one to leave */
+  _Atomic uint32_t wcloser_seq; /* after its acq_rel RMW saw the bit (atomic: wait_closed may wait twice,
+                        * and a stale wake only makes it look again) */
+  /* closers (close, abort, wait_closed) */
+  weft_task rcancel;   /* the ring cancel task the reader's wake spawned (io_uring, not a socket),
+                        * joined by wait_closed, so that its duplicate of the old file is closed by then;
+                        * written by the closer that claimed the wake (R_WOKEN) */
+  weft_task wcancel;   /* the same for the writer's wake (abort only) */
   weft__ring_send rs;  /* writer: that send (net/ring_send.c) */
   struct weft__tls *tls; /* the TLS layer, or NULL (set by start_tls before any transfer) */
 };
@@ -275,7 +374,7 @@ int weft_stream_set_timeout(weft_stream *s, int64_t timeout_ns) {
 
 /* ------------------------------------------------------------ reader */
 
-enum { R_IN = 1u, R_CLOSING = 2u, R_WAITER = 4u }; /* rstate (CLOSING UNDER A READER) */
+enum { R_IN = 1u, R_CLOSING = 2u, R_WAITER = 4u, R_WOKEN = 8u }; /* rstate (CLOSING UNDER A READER) */
 
 /* Before a receive: the first of a call sets R_IN. True when the stream is
  * closing (the receive is not made). */
@@ -583,6 +682,61 @@ bool weft_stream_at_eof(const weft_stream *s) { return s && s->eof && s->rpos ==
 
 /* ------------------------------------------------------------ writer */
 
+/* wstate (ABORTING UNDER A WRITER); W_ABORTER counts the abort calls
+ * running, in the bits above the flags. */
+enum { W_IN = 1u, W_WAITER = 2u, W_ABORT = 4u, W_EOF = 8u, W_ABORTER = 16u };
+#define W_BUSY(st) ((st) & ~(uint32_t)(W_WAITER | W_ABORT | W_EOF)) /* a writer call or an abort is in */
+
+/* The stream was aborted (relaxed: a flag that carries no data; a call
+ * that misses it meets the abort's wake instead: ABORTING UNDER A WRITER). */
+static bool aborted(const weft_stream *s) { return weft__load(&s->wstate, RELAXED) & W_ABORT; }
+
+/* At a writer call's start (and wait_closed's flush): set W_IN. True when
+ * the stream was aborted (the call stops: -ECONNRESET, nothing sent).
+ * Nested calls (flush_to inside one) only check the flag. */
+static bool writer_enter(weft_stream *s) {
+  if (s->win) return aborted(s); /* an early stop only: the wake ends a wait that misses it */
+  s->win = true;
+  if (!s->sock) weft__store(&s->wworker, weft_worker_id(), RELAXED); /* published by the add */
+  /* release: publishes wworker to the aborter's acquire CAS. Its order
+   * against that CAS needs nothing more: two RMWs of one word, the second
+   * reads the first's value */
+  return weft__fetch_add(&s->wstate, W_IN, RELEASE) & W_ABORT;
+}
+
+/* The last of the writer call and the aborters to leave while wait_closed
+ * waits (W_WAITER in old, nothing busy after this RMW) wakes it. */
+static void writer_gone_wake(weft_stream *s, uint32_t old, uint32_t mine) {
+  if (!(old & W_WAITER) || W_BUSY(old - mine)) return;
+  /* relaxed: published by writer_gone's release CAS, which our acq_rel
+   * RMW read (or a later value of); this load is our last touch of s */
+  weft__task *t = weft__load(&s->wcloser, RELAXED);
+  uint32_t seq = weft__load(&s->wcloser_seq, RELAXED);
+  weft__wake(t, seq, WEFT__WAKE_NORMAL);
+}
+
+/* Every public writer call's return: clear W_IN (if this call set it), and
+ * make an error of an aborted stream -ECONNRESET (asyncio's drain raises
+ * ConnectionResetError after abort; a cancellation keeps -ECANCELED). The
+ * RMW is the call's last touch of s unless wait_closed waits (it frees s
+ * only once woken). */
+static inline int writer_leave(weft_stream *s, int rc) {
+  uint32_t old;
+  if (weft__likely(!s->win)) {
+    if (weft__likely(rc >= 0)) return rc;
+    old = weft__load(&s->wstate, RELAXED); /* relaxed: the flag only picks the error code */
+  } else {
+    s->win = false;
+    /* release: the writer's accesses to s happen before wait_closed's
+     * (pairs with writer_gone's acquire); acquire: wcloser/wcloser_seq,
+     * published by writer_gone's release CAS of W_WAITER */
+    old = weft__fetch_sub(&s->wstate, W_IN, ACQ_REL);
+    writer_gone_wake(s, old, W_IN);
+  }
+  if (rc < 0 && (old & W_ABORT) && rc != -ECANCELED && rc != -EINVAL) rc = -ECONNRESET;
+  return rc;
+}
+
 size_t weft_stream_buffered(const weft_stream *s) {
   if (!s) return 0;
   /* a ring send's bytes count until its completion was reaped (then
@@ -717,12 +871,15 @@ static int tls_send_now(weft_stream *s) {
   return 0;
 }
 
-/* Send until at most `target` bytes stay buffered. Suspends. */
+/* Send until at most `target` bytes stay buffered. Suspends. Called
+ * under W_IN (a public writer call's, or wait_closed's): an abort wakes
+ * its waits. */
 static int flush_to(weft_stream *s, size_t target, int64_t deadline) {
   int rc = ring_send_settle(s, deadline, false);
   if (rc) return rc;
   if (s->werr) return s->werr;
   while (s->wend - s->wpos > target) {
+    if (aborted(s)) return -ECONNRESET; /* (the abort's wake also makes the send fail) */
     ssize_t n = send_some(s, s->wend - s->wpos, deadline);
     if (n < 0) {
       if (latches(n)) s->werr = (int)n;
@@ -734,16 +891,18 @@ static int flush_to(weft_stream *s, size_t target, int64_t deadline) {
   return 0;
 }
 
-/* The writer's error: its own, or a reset the reader met (relaxed: see rerr). */
+/* The writer's error: an abort, its own, or a reset the reader met
+ * (relaxed: see rerr). */
 static int write_state(weft_stream *s) {
+  if (aborted(s)) return -ECONNRESET;
   if (!s->werr) s->werr = weft__load(&s->rerr, RELAXED);
   if (s->werr) return s->werr;
   if (s->closing || s->eof_sent) return -EPIPE;
   return 0;
 }
 
-int weft_stream_writev(weft_stream *s, const struct iovec *iov, int iovcnt) {
-  if (!s || (!iov && iovcnt) || iovcnt < 0 || iovcnt > IOV_MAX) return -EINVAL;
+static int writev_(weft_stream *s, const struct iovec *iov, int iovcnt) {
+  if ((!iov && iovcnt) || iovcnt < 0 || iovcnt > IOV_MAX) return -EINVAL;
   int rc = write_state(s);
   if (rc) return rc;
   size_t total = 0;
@@ -803,26 +962,43 @@ int weft_stream_writev(weft_stream *s, const struct iovec *iov, int iovcnt) {
   return 0;
 }
 
+/* The public writer calls: each leaves through writer_leave. */
+
+int weft_stream_writev(weft_stream *s, const struct iovec *iov, int iovcnt) {
+  if (!s) return -EINVAL;
+  return writer_leave(s, writer_enter(s) ? -ECONNRESET : writev_(s, iov, iovcnt));
+}
+
 int weft_stream_write(weft_stream *s, const void *buf, size_t len) {
   struct iovec iov = {.iov_base = (void *)buf, .iov_len = len};
   return weft_stream_writev(s, &iov, 1);
 }
 
-int weft_stream_drain(weft_stream *s) {
-  if (!s) return -EINVAL;
+static int drain_(weft_stream *s) {
+  if (aborted(s)) return -ECONNRESET;
   if (!s->werr) s->werr = weft__load(&s->rerr, RELAXED); /* relaxed: see rerr */
   if (s->werr) return s->werr;
   return flush_to(s, 0, WEFT__NO_DEADLINE);
 }
 
-int weft_stream_write_eof(weft_stream *s) {
+int weft_stream_drain(weft_stream *s) {
   if (!s) return -EINVAL;
+  return writer_leave(s, writer_enter(s) ? -ECONNRESET : drain_(s));
+}
+
+static int write_eof_(weft_stream *s) {
+  if (aborted(s)) return -ECONNRESET;
   if (s->eof_sent) return 0;
-  int rc = weft_stream_drain(s);
+  int rc = drain_(s);
   if (rc) return rc;
   s->eof_sent = true;
   if (s->tls && (rc = weft__tls_close_notify(s->tls, s->fd, WEFT__NO_DEADLINE))) return rc;
   if (!s->sock) { /* no half-close on a pipe: close it (reads then get -EBADF) */
+    /* relaxed: only which of this RMW and the aborter's CAS comes first
+     * matters (two RMWs of one word): an abort that came first may be
+     * pointing fd at another file now, so fd stays for wait_closed to
+     * close; one that comes later sees W_EOF and leaves fd alone */
+    if (weft__fetch_or(&s->wstate, W_EOF, RELAXED) & W_ABORT) return -ECONNRESET;
     int fd = s->fd;
     s->fd = -1;
     weft__fd_forget(fd);
@@ -831,9 +1007,14 @@ int weft_stream_write_eof(weft_stream *s) {
   return weft_shutdown(s->fd, SHUT_WR);
 }
 
+int weft_stream_write_eof(weft_stream *s) {
+  if (!s) return -EINVAL;
+  return writer_leave(s, writer_enter(s) ? -ECONNRESET : write_eof_(s));
+}
+
 /* ------------------------------------------------------------ closing under a reader */
 
-/* On the reader's ring: cancel every operation on the file that arg's
+/* On the reader's (or writer's) ring: cancel every operation on the file that arg's
  * descriptor (a duplicate of the stream's old one) names, waiting for the
  * cancel (the kernel resolves the number when it runs it); then close the
  * duplicate. */
@@ -843,7 +1024,7 @@ static int ring_cancel_task(void *arg) {
   int err;
   struct io_uring_sqe *sqe = weft__uop_begin(&u, WEFT__NO_DEADLINE, &err);
   if (sqe) {
-    weft__uop_note_fd_cancel(-1); /* the reader's read (on the stream's number) ends, not retried (io/op.c) */
+    weft__uop_note_fd_cancel(-1); /* the read or write (on the stream's number) ends, not retried (io/op.c) */
     io_uring_prep_cancel_fd(sqe, fd, IORING_ASYNC_CANCEL_ALL);
     weft__uop_wait(&u, sqe);
   }
@@ -862,12 +1043,27 @@ static bool point_at_eof(int fd) {
   return ok;
 }
 
+/* io_uring: spawn ring_cancel_task on worker w for the file `old` (a
+ * duplicate it closes); the handle, or a null one (out of memory: the
+ * operation ends when data, room or the end comes). */
+static weft_task spawn_ring_cancel(int w, int old) {
+  weft_spawn_opts o = {.name = "weft-stream-cancel"};
+  weft_task t = weft__spawn_pinned((unsigned)w, ring_cancel_task, (void *)(intptr_t)old, &o);
+  if (!t.rec) close(old);
+  return t;
+}
+
 /* Wake a reader that is in a receive, for good (see CLOSING UNDER A
- * READER): every receive it has in flight or makes from now on ends. The
- * closer, once; after an acquire that saw R_IN (rworker). Out of
- * descriptors, a non-socket's wake is partial (documented in net.h). */
+ * READER): every receive it has in flight or makes from now on ends. A
+ * closer, after an acquire that saw R_IN (rworker); the first to claim
+ * R_WOKEN does it (close or wait_closed and another task's abort may
+ * race). Out of descriptors, a non-socket's wake is partial (documented in
+ * net.h). */
 static void reader_wake(weft_stream *s) {
-  s->rwoken = true;
+  /* relaxed: the claim only needs the RMW's atomicity; what the claimer
+   * writes (rcancel) reaches wait_closed through abort's release leave
+   * (writer_gone's acquire) or is wait_closed's own */
+  if (weft__fetch_or(&s->rstate, R_WOKEN, RELAXED) & R_WOKEN) return;
   int fd = s->fd;
   if (fd < 0) return; /* a pipe's write_eof closed it: a receive there fails at once (-EBADF) */
   if (s->bytes) {
@@ -886,23 +1082,20 @@ static void reader_wake(weft_stream *s) {
   if (old < 0) return; /* out of descriptors: the receive ends when data or the end comes */
   point_at_eof(fd);    /* (failing, a receive submitted after the cancel waits for data or the end) */
   /* relaxed: published by the reader's release add, which our caller acquired */
-  int w = weft__load(&s->rworker, RELAXED);
-  weft_spawn_opts o = {.name = "weft-read-cancel"};
-  s->rcancel = weft__spawn_pinned((unsigned)w, ring_cancel_task, (void *)(intptr_t)old, &o);
-  if (!s->rcancel.rec) close(old); /* (out of memory) the same */
+  s->rcancel = spawn_ring_cancel(weft__load(&s->rworker, RELAXED), old);
 }
 
-/* close, abort, wait_closed: from now on the reader's receives end; wake a
+/* close, wait_closed: from now on the reader's receives end; wake a
  * reader waiting in one now, unless the descriptor still has bytes to
  * flush (not a stream socket: the wake replaces the file; wait_closed
- * wakes it after the flush). */
-static void closing_begin(weft_stream *s) {
-  if (s->rwoken) return;
+ * wakes it after the flush). aborting: the stream was aborted (nothing
+ * will be flushed). */
+static void closing_begin(weft_stream *s, bool aborting) {
   /* acq_rel: acquire pairs with the reader's release add (rworker); release
    * orders nothing the reader reads (R_CLOSING carries no data) but keeps
    * the RMW symmetric with reader_leave's for the reader that follows */
   uint32_t old = weft__fetch_or(&s->rstate, R_CLOSING, ACQ_REL);
-  if ((old & R_IN) && (s->bytes || s->aborting || s->wend == s->wpos)) reader_wake(s);
+  if ((old & R_IN) && !(old & R_WOKEN) && (s->bytes || aborting || s->wend == s->wpos)) reader_wake(s);
 }
 
 /* wait_closed, before freeing: wait until no reader call is in the
@@ -912,7 +1105,7 @@ static void reader_gone(weft_stream *s) {
    * happen before our free */
   uint32_t st = weft__load(&s->rstate, ACQUIRE);
   if (!(st & R_IN)) return;
-  if (!s->rwoken) reader_wake(s);
+  reader_wake(s); /* (a no-op when a closer did it already) */
   weft__task *self = weft__task_self();
   int64_t seq = weft__wait_prepare(false);
   weft__waiting_on(self, WEFT__WAITING_IO);
@@ -933,40 +1126,154 @@ static void reader_gone(weft_stream *s) {
   (void)st; /* R_IN is clear: the reader woke us after clearing it */
 }
 
+/* wait_closed: wait until no writer call (another task's, after an abort)
+ * and no abort call is in the stream (W_BUSY). Not cancellable. Called
+ * twice by one wait_closed: a wake meant for the first wait may reach the
+ * second, so each wake only makes it look again. */
+static void writer_gone(weft_stream *s) {
+  weft__task *self = weft__task_self();
+  for (;;) {
+    /* acquire: pairs with writer_leave's and aborter_leave's release RMWs:
+     * their accesses to s happen before ours and our free */
+    uint32_t st = weft__load(&s->wstate, ACQUIRE);
+    if (!W_BUSY(st)) return;
+    int64_t seq = weft__wait_prepare(false);
+    weft__waiting_on(self, WEFT__WAITING_IO);
+    weft__store(&s->wcloser, self, RELAXED); /* relaxed: published by the CAS below */
+    weft__store(&s->wcloser_seq, (uint32_t)seq, RELAXED);
+    for (;;) {
+      if (!W_BUSY(st)) break;
+      /* release: publishes wcloser/wcloser_seq to the leavers' acq_rel
+       * RMWs; acquire on failure: as the load above */
+      if (weft__cas(&s->wstate, &st, st | W_WAITER, RELEASE, ACQUIRE)) break;
+    }
+    if (!W_BUSY(st)) { /* they left meanwhile */
+      weft__wait_abandon();
+      return;
+    }
+    weft__wait_commit((uint32_t)seq); /* not cancellable: only a leaver's wake ends it */
+  }
+}
+
+/* ------------------------------------------------------------ aborting under a writer */
+
+/* abort's end: the aborter's last touch of s, unless wait_closed waits
+ * (it frees s only once woken). */
+static void aborter_leave(weft_stream *s) {
+  /* release: the aborter's accesses to s (the wakes: rcancel, wcancel)
+   * happen before wait_closed's (pairs with writer_gone's acquire);
+   * acquire: wcloser/wcloser_seq, as writer_leave */
+  uint32_t old = weft__fetch_sub(&s->wstate, W_ABORTER, ACQ_REL);
+  writer_gone_wake(s, old, W_ABORTER);
+}
+
+/* The first abort's wakes (ABORTING UNDER A WRITER). ws: wstate before
+ * its CAS (W_IN: a writer call was in; W_EOF: a pipe's write_eof owns fd). */
+static void abort_wake(weft_stream *s, uint32_t ws) {
+  /* first, as closing_begin: from now on the reader's receives end; the
+   * wakes below come after it, so that a receive they end reads as end of
+   * stream (acq_rel: as closing_begin) */
+  uint32_t rs = weft__fetch_or(&s->rstate, R_CLOSING, ACQ_REL);
+  bool reader = (rs & R_IN) && !(rs & R_WOKEN);
+  if (s->sock) {
+    int fd = s->fd; /* immutable for a socket until wait_closed */
+    if (s->bytes) { /* TCP: a reset now, the queues dropped (tcp_disconnect); elsewhere EINVAL */
+      struct sockaddr unspec = {.sa_family = AF_UNSPEC};
+      /* The system call itself, not libc's connect: ThreadSanitizer's
+       * connect() interceptor, on success, re-creates its model of the
+       * descriptor (a write to the descriptor's state), which it then
+       * reports as racing with the writer's send on the same number. Why
+       * that report is not a race: connect(AF_UNSPEC) makes no new
+       * descriptor (the number names the same file before and after); it
+       * and a concurrent send or poll meet only in the kernel, under the
+       * socket's lock; and it reads or writes no memory of the process
+       * but its own stack's `unspec`. What the writer learns from it comes
+       * through the kernel (the send fails, the poll fires), and what it
+       * must see of ours through wstate's RMWs. */
+      syscall(SYS_connect, fd, &unspec, (socklen_t)sizeof unspec);
+    }
+    shutdown(fd, SHUT_RDWR); /* every send fails from now on: a wait for room wakes */
+    if (reader) reader_wake(s);
+    return;
+  }
+  bool writer = (ws & W_IN) && !(ws & W_EOF);
+  if (!writer) {
+    if (reader) reader_wake(s);
+    return;
+  }
+  int fd = s->fd; /* not W_EOF: write_eof leaves it alone (write_eof_) */
+  bool uring = weft__io_backend() == WEFT_BACKEND_URING;
+  /* io_uring: a write in flight holds the file: cancel it by that file
+   * (a duplicate, taken before any wake replaces it), on its ring */
+  int old = uring ? fcntl(fd, F_DUPFD_CLOEXEC, 0) : -1;
+  if (reader) reader_wake(s); /* (a tty: read and written) */
+  point_at_eof(fd); /* every later write fails (-EBADF: a read end) */
+  if (!uring) {
+    weft__fd_forget(fd); /* readiness waiters wake: -EBADF */
+    return;
+  }
+  /* out of descriptors: the write ends when room comes (the old file is
+   * released by point_at_eof when no operation holds it: a pipe's reader
+   * then sees end of file) */
+  if (old < 0) return;
+  /* relaxed: published by the writer's release add, which our CAS acquired */
+  s->wcancel = spawn_ring_cancel(weft__load(&s->wworker, RELAXED), old);
+}
+
 void weft_stream_close(weft_stream *s) {
   if (!s) return;
   s->closing = true;
-  closing_begin(s);
+  closing_begin(s, aborted(s));
 }
 
 void weft_stream_abort(weft_stream *s) {
   if (!s) return;
-  s->closing = s->aborting = true;
-  closing_begin(s);
+  uint32_t old = weft__load(&s->wstate, RELAXED); /* relaxed: the CAS checks it */
+  /* acq_rel: acquire pairs with writer_enter's release add (wworker);
+   * release orders nothing the writer reads (W_ABORT carries no data; the
+   * wake is the kernel's). Its order against the writer's add and W_EOF:
+   * RMWs of one word, the second reads the first's value */
+  while (!weft__cas(&s->wstate, &old, (old | W_ABORT) + W_ABORTER, ACQ_REL, RELAXED)) {
+  }
+  if (!(old & W_ABORT)) abort_wake(s, old); /* the first abort wakes; later ones only count */
+  aborter_leave(s);
 }
 
 int weft_stream_wait_closed(weft_stream *s) {
   if (!s) return -EINVAL;
+  /* aborted: another task's writer call may still be in (being woken),
+   * and the abort itself still running: the writer's half is ours once
+   * they left (acquire: writer_gone's) */
+  bool aborting = aborted(s);
+  if (aborting) writer_gone(s);
   s->closing = true;
-  closing_begin(s);
+  closing_begin(s, aborting);
   int64_t deadline = weft__deadline_after(CLOSE_FLUSH_NS);
-  int settled = ring_send_settle(s, deadline, s->aborting); /* the kernel is done with wbuf before it is freed */
-  int rc = s->werr;
-  if (!rc && !s->aborting) rc = settled; /* cancelled or timed out: stop there, as flush_to would */
-  if (s->aborting) {
-    struct linger lg = {.l_onoff = 1, .l_linger = 0};
-    setsockopt(s->fd, SOL_SOCKET, SO_LINGER, &lg, sizeof lg); /* a reset (fails harmlessly on a non-socket) */
-  } else {
+  int rc = 0;
+  if (!aborting && writer_enter(s)) aborting = true; /* our flush under W_IN: an abort wakes it */
+  int settled = ring_send_settle(s, deadline, aborting); /* the kernel is done with wbuf before it is freed */
+  if (!aborting) {
+    rc = s->werr ? s->werr : settled; /* cancelled or timed out: stop there, as flush_to would */
     if (!rc && s->wend > s->wpos) rc = flush_to(s, 0, deadline);
     if (!rc && s->tls && !s->eof_sent) rc = weft__tls_close_notify(s->tls, s->fd, deadline);
   }
-  reader_gone(s); /* before the TLS layer, the descriptor and the buffers go */
-  if (s->rcancel.rec) { /* its duplicate of the old file is closed when it ends: wait, not cancellably */
-    weft__task *self = weft__task_self();
+  rc = writer_leave(s, rc);
+  if (aborting || aborted(s)) { /* (an abort during the flush: the flush's error is the abort's) */
+    rc = 0; /* nothing to flush: asyncio's wait_closed after abort returns normally */
+    struct linger lg = {.l_onoff = 1, .l_linger = 0};
+    setsockopt(s->fd, SOL_SOCKET, SO_LINGER, &lg, sizeof lg); /* a reset (fails harmlessly on a non-socket) */
+  }
+  writer_gone(s);  /* an abort that began meanwhile has returned */
+  reader_gone(s);  /* before the TLS layer, the descriptor and the buffers go */
+  weft__task *self = weft__task_self();
+  weft_task *cancels[2] = {&s->rcancel, &s->wcancel};
+  for (int i = 0; i < 2; i++) {
+    if (!cancels[i]->rec) continue;
+    /* its duplicate of the old file is closed when it ends: wait, not cancellably */
     self->shield_depth++;
-    weft_join(s->rcancel);
+    weft_join(*cancels[i]);
     self->shield_depth--;
-    weft_task_release(s->rcancel);
+    weft_task_release(*cancels[i]);
   }
   weft__tls_free(s->tls);
   if (s->fd >= 0) {

@@ -4,8 +4,11 @@
  * back-pressure against a slow reader (every byte checked), write_eof,
  * close, peer resets, bad input; closing while another task waits in a
  * read (wait_closed, abort, close then join; sockets, TCP, pipes, datagram
- * sockets; a server's handler that left a reader behind); no descriptor
- * leaked. Runs on whichever backend WEFT_BACKEND selects. */
+ * sockets; a server's handler that left a reader behind); abort from
+ * another task while a writer waits in write, writev, drain or write_eof
+ * for a peer that does not read (Unix sockets, TCP, pipes; wait_closed
+ * before or after the writer returned), and at random moments against a
+ * writer's calls; no descriptor leaked. Runs on whichever backend WEFT_BACKEND selects. */
 #include <dirent.h>
 #include <fcntl.h>
 #include <string.h>
@@ -1034,6 +1037,290 @@ static int server_main(void *arg) {
 TEST_T(server_shutdown_wakes_a_reader_the_handler_left_behind, 30) {
   weft_config c = cfg_workers(2);
   ASSERT_EQ(weft_run(server_main, NULL, &c), 0);
+}
+
+/* ------------------------------------------------------------ aborting under a writer */
+
+/* abort() from another task while a writer waits in write, writev, drain
+ * or write_eof for a peer that does not read (asyncio: transport.abort()
+ * makes the pending drain raise ConnectionResetError): that call returns
+ * -ECONNRESET at once, every later writer call too, wait_closed (also one
+ * called while the writer is still inside) returns 0, and the peer sees a
+ * reset (TCP) or the end. A wait_closed flushing for such a peer returns
+ * 0 at once too. Unix socket pairs, TCP on loopback, pipes. */
+
+enum { WR_DRAIN, WR_WRITE, WR_WRITEV, WR_EOF, WR_CLOSE, WR_COUNT }; /* WR_CLOSE: wait_closed's flush */
+enum { K_UNIX, K_TCP, K_PIPE, K_COUNT };
+static const char *const wr_names[WR_COUNT] = {"drain", "write", "writev", "write_eof", "wait_closed"};
+static const char *const k_names[K_COUNT] = {"unix", "tcp", "pipe"};
+
+#define BIG_LEN (4u << 20)
+static char big[BIG_LEN];
+
+typedef struct blocked_writer {
+  weft_stream *s;
+  int op;
+  bool then;        /* make the later calls (write, drain, write_eof) after the blocked one */
+  int result;
+  int later[3];
+  _Atomic int started;
+} blocked_writer;
+
+/* The blocking call (see WR_*), one call: for drain, write_eof and wait_closed the
+ * caller has buffered the bytes first (with huge watermarks). */
+static int writer_call(weft_stream *s, int op) {
+  struct iovec iov[2] = {{big, BIG_LEN / 2}, {big + BIG_LEN / 2, BIG_LEN / 2}};
+  switch (op) {
+  case WR_WRITE: return weft_stream_write(s, big, BIG_LEN);
+  case WR_WRITEV: return weft_stream_writev(s, iov, 2);
+  case WR_DRAIN: return weft_stream_drain(s);
+  case WR_EOF: return weft_stream_write_eof(s);
+  default: weft_stream_close(s); return weft_stream_wait_closed(s);
+  }
+}
+
+static int blocked_writer_task(void *arg) {
+  blocked_writer *w = arg;
+  weft_unpin(); /* spawned pinned on the other worker: it writes from there */
+  atomic_store(&w->started, 1);
+  w->result = writer_call(w->s, w->op);
+  if (w->then) {
+    w->later[0] = weft_stream_write(w->s, "x", 1);
+    w->later[1] = weft_stream_drain(w->s);
+    w->later[2] = weft_stream_write_eof(w->s);
+  }
+  return 0;
+}
+
+/* A stream of kind k whose peer (*peer) will not read: small kernel
+ * buffers, so that the writer soon waits. *lfd: TCP's listener. */
+static weft_stream *kind_stream(int k, int lfd, int *peer) {
+  weft_stream *s;
+  int small = 64 * 1024;
+  if (k == K_UNIX) {
+    s = pair_stream(peer);
+  } else if (k == K_PIPE) {
+    int p[2];
+    ASSERT_EQ(pipe2(p, O_CLOEXEC | O_NONBLOCK), 0);
+    ASSERT_EQ(weft_stream_from_fd(p[1], &s), 0);
+    *peer = p[0];
+    return s;
+  } else {
+    weft_addr la;
+    ASSERT_EQ(weft_sockname(lfd, &la), 0);
+    ASSERT_EQ(weft_open_connection("127.0.0.1", (uint16_t)weft_addr_port(&la), WEFT_NO_DEADLINE, &s), 0);
+    *peer = weft_accept(lfd, NULL);
+    ASSERT_GE(*peer, 0);
+  }
+  ASSERT_EQ(setsockopt(weft_stream_fd(s), SOL_SOCKET, SO_SNDBUF, &small, sizeof small), 0);
+  ASSERT_EQ(setsockopt(*peer, SOL_SOCKET, SO_RCVBUF, &small, sizeof small), 0);
+  return s;
+}
+
+/* What the peer reads after the abort: its last read's result (the bytes
+ * the kernel had before are read first). */
+static ssize_t peer_end(int peer) {
+  static char sink[1 << 16];
+  ssize_t n;
+  while ((n = weft_read(peer, sink, sizeof sink)) > 0) {
+  }
+  return n;
+}
+
+static int tcp_listener(void) {
+  weft_addr any;
+  ASSERT_EQ(weft_addr_ip(&any, "127.0.0.1", 0), 0);
+  int lfd = weft_listen(&any, 8, 0);
+  ASSERT_GE(lfd, 0);
+  return lfd;
+}
+
+static int64_t longest_wake;
+
+/* One case: kind k, call op; early: wait_closed right after the abort,
+ * while the writer may still be inside (then joined), else join first,
+ * check the later calls, then wait_closed. */
+static void abort_writer_case(int k, int op, bool early, int lfd) {
+  int peer;
+  static blocked_writer w;
+  memset(&w, 0, sizeof w);
+  w.s = kind_stream(k, lfd, &peer);
+  w.op = op;
+  w.then = !early && op != WR_CLOSE;
+  if (op == WR_DRAIN || op == WR_EOF || op == WR_CLOSE) { /* buffered here: the writer makes one call */
+    ASSERT_EQ(weft_stream_set_watermarks(w.s, BIG_LEN * 2, 0), 0);
+    ASSERT_EQ(weft_stream_write(w.s, big, BIG_LEN), 0);
+  }
+  weft_task t = weft__spawn_pinned((unsigned)(1 - weft_worker_id()), blocked_writer_task, &w, NULL);
+  ASSERT_TRUE(t.rec != NULL);
+  wait_until_equal(&w.started, 1);
+  wait_until_waiting(t); /* for the peer to read */
+  if (weft_task_done(t)) TEST_FAIL("%s %s: the writer did not wait (result %d)", k_names[k], wr_names[op], w.result);
+  int64_t t0 = weft_now_ns();
+  weft_stream_abort(w.s); /* (WR_CLOSE: the writer's wait_closed, flushing, waits for it to return) */
+  if (early) {
+    ASSERT_EQ(weft_stream_wait_closed(w.s), 0); /* waits for the writer to leave */
+    ASSERT_LT(weft_now_ns() - t0, 1000000000LL);
+  }
+  ASSERT_EQ(weft_join(t), 0);
+  weft_task_release(t);
+  int64_t took = weft_now_ns() - t0;
+  if (took > longest_wake) longest_wake = took;
+  if (w.result != (op == WR_CLOSE ? 0 : -ECONNRESET) || took >= 1000000000LL)
+    TEST_FAIL("%s %s%s: %d after %lld ms", k_names[k], wr_names[op], early ? " (early wait_closed)" : "", w.result,
+              (long long)(took / 1000000));
+  if (!early && op != WR_CLOSE) {
+    for (int i = 0; i < 3; i++) ASSERT_EQ(w.later[i], -ECONNRESET); /* every later writer call */
+    ASSERT_EQ(weft_stream_write(w.s, "y", 1), -ECONNRESET);
+    ASSERT_EQ(weft_stream_wait_closed(w.s), 0);
+  }
+  ssize_t end = peer_end(peer);
+  if (k == K_TCP)
+    ASSERT_EQ(end, -ECONNRESET); /* an abort is a reset */
+  else
+    ASSERT_EQ(end, 0); /* no reset on a Unix socket or a pipe: the end */
+  close(peer);
+}
+
+static int abort_writer_main(void *arg) {
+  (void)arg;
+  int fds0 = count_fds();
+  weft_pin();
+  int lfd = tcp_listener();
+  for (int k = 0; k < K_COUNT; k++)
+    for (int op = 0; op < WR_COUNT; op++)
+      for (int early = 0; early < (op == WR_CLOSE ? 1 : 2); early++) abort_writer_case(k, op, early, lfd);
+  fprintf(stderr, "the longest from abort to the writer's return: %.1f ms\n", (double)longest_wake / 1e6);
+  close(lfd);
+  weft_unpin();
+  ASSERT_EQ(count_fds(), fds0);
+  return 0;
+}
+
+TEST_T(abort_wakes_a_writer_blocked_for_a_peer_that_does_not_read, 60) {
+  weft_config c = cfg_workers(2);
+  ASSERT_EQ(weft_run(abort_writer_main, NULL, &c), 0);
+}
+
+/* The abort at random moments against a writer's calls (before its
+ * first, while it waits, between two, after its last), against a peer
+ * that reads fast, slowly or not at all; each round: the writer stops at
+ * its first error (-ECONNRESET) or ends, it is joined, wait_closed
+ * returns 0, the peer sees the end. Sockets, TCP and pipes; no
+ * descriptor leaked. */
+typedef struct race_writer {
+  weft_stream *s;
+  uint64_t x;
+  int calls, last;
+  _Atomic int waiting; /* a call in progress (for the counts) */
+} race_writer;
+
+static int race_writer_task(void *arg) {
+  race_writer *w = arg;
+  uint64_t x = w->x;
+  int n = 1 + (int)(x % 12);
+  for (int i = 0; i < n; i++) {
+    x ^= x << 13;
+    x ^= x >> 7;
+    x ^= x << 17;
+    size_t len = 1 + (size_t)(x % (192 * 1024));
+    int rc;
+    atomic_store(&w->waiting, 1);
+    switch ((x >> 24) % 4) {
+    case 0: rc = weft_stream_write(w->s, big, len); break;
+    case 1: {
+      struct iovec iov[2] = {{big, len / 2}, {big + len / 2, len - len / 2}};
+      rc = weft_stream_writev(w->s, iov, 2);
+      break;
+    }
+    case 2: rc = weft_stream_write(w->s, big, len); if (!rc) rc = weft_stream_drain(w->s); break;
+    default: rc = weft_stream_drain(w->s); break;
+    }
+    atomic_store(&w->waiting, 0);
+    w->calls++;
+    w->last = rc;
+    if (rc) return 0;
+    if ((x >> 40) & 1) weft_yield();
+  }
+  w->last = weft_stream_write_eof(w->s);
+  w->calls++;
+  return 0;
+}
+
+typedef struct race_peer {
+  int fd;
+  int64_t pause_ns; /* between reads; < 0: read nothing until `go` */
+  _Atomic int go;
+  ssize_t end;
+} race_peer;
+
+static int race_peer_task(void *arg) {
+  race_peer *p = arg;
+  static char sink[1 << 16];
+  if (p->pause_ns < 0)
+    while (!atomic_load(&p->go)) weft_sleep_ns(1000000);
+  ssize_t n;
+  while ((n = weft_read(p->fd, sink, sizeof sink)) > 0)
+    if (p->pause_ns > 0) weft_sleep_ns(p->pause_ns);
+  p->end = n;
+  return 0;
+}
+
+static int abort_race_main(void *arg) {
+  (void)arg;
+  int fds0 = count_fds();
+  int lfd = tcp_listener();
+  int rounds = (int)((test_sanitized() ? 400 : 1000) * test_stress_scale());
+  int inside = 0, outside = 0, resets = 0;
+  uint64_t x = 0x9E3779B97F4A7C15ull;
+  int64_t t_start = weft_now_ns();
+  for (int i = 0; i < rounds; i++) {
+    x ^= x << 13;
+    x ^= x >> 7;
+    x ^= x << 17;
+    int k = i % K_COUNT;
+    int peer;
+    static race_writer w;
+    static race_peer p;
+    memset(&w, 0, sizeof w);
+    memset(&p, 0, sizeof p);
+    w.s = kind_stream(k, lfd, &peer);
+    w.x = x | 1;
+    p.fd = peer;
+    p.pause_ns = (x >> 50) % 3 == 0 ? 0 : (x >> 50) % 3 == 1 ? 200000 : -1;
+    weft_task tp = weft_spawn(race_peer_task, &p);
+    weft_task tw = weft_spawn(race_writer_task, &w);
+    int64_t delay = (int64_t)((x >> 20) % 3000000);
+    if ((x >> 44) & 1) spin_ns(delay / 8);
+    else weft_sleep_ns(delay);
+    if (atomic_load(&w.waiting)) inside++;
+    else outside++;
+    weft_stream_abort(w.s);
+    ASSERT_EQ(weft_join(tw), 0);
+    weft_task_release(tw);
+    if (w.last != 0 && w.last != -ECONNRESET) TEST_FAIL("round %d (%s): the writer's last call: %d", i, k_names[k], w.last);
+    if (w.last == -ECONNRESET) resets++;
+    ASSERT_EQ(weft_stream_write(w.s, "z", 1), -ECONNRESET);
+    ASSERT_EQ(weft_stream_wait_closed(w.s), 0);
+    atomic_store(&p.go, 1);
+    ASSERT_EQ(weft_join(tp), 0); /* it read to the end */
+    weft_task_release(tp);
+    ASSERT_LE(p.end, 0);
+    close(peer);
+  }
+  fprintf(stderr, "%d rounds in %lld ms: aborted with a call in progress %d times, between or outside %d; "
+          "%d writers stopped by -ECONNRESET\n", rounds, (long long)((weft_now_ns() - t_start) / 1000000), inside,
+          outside, resets);
+  ASSERT_GT(inside, 0);
+  ASSERT_GT(resets, 0);
+  close(lfd);
+  ASSERT_EQ(count_fds(), fds0);
+  return 0;
+}
+
+TEST_T(abort_at_random_moments_against_a_writer_always_ends, 300) {
+  weft_config c = cfg_workers(2);
+  ASSERT_EQ(weft_run(abort_race_main, NULL, &c), 0);
 }
 
 TEST_MAIN()

@@ -17,8 +17,10 @@
  * stays usable); bad input; closing while another task waits in a read
  * (end of stream for it, close_notify still sent); drain and write after
  * the reader met a reset (-ECONNRESET); a handshake deadline of 0 (in the
- * past: -ETIMEDOUT, never -EAGAIN). Runs on whichever backend WEFT_BACKEND
- * selects.
+ * past: -ETIMEDOUT, never -EAGAIN); another task's abort while the writer
+ * waits in write, drain or write_eof for a server that does not read
+ * (-ECONNRESET at once, the server reads a reset). Runs on whichever
+ * backend WEFT_BACKEND selects.
  */
 #include <dirent.h>
 #include <netinet/in.h>
@@ -1287,6 +1289,102 @@ static int deadline0_main(void *arg) {
 
 TEST(a_handshake_deadline_of_0_is_in_the_past_not_eagain) {
   run_with_certs(deadline0_main, NULL);
+}
+
+/* ------------------------------------------------------------ abort under a writer: a TLS stream's
+ * writer waits in write, drain or write_eof (OpenSSL's records, then the
+ * socket) for a server that does not read; another task's abort ends
+ * that call with -ECONNRESET at once, and every later writer call; the
+ * server then reads a reset. */
+#define TLS_BIG (4u << 20)
+static char tls_big[TLS_BIG];
+static weft_event held_release;
+static _Atomic long held_end;
+static _Atomic int held_done;
+
+static int held_handler(weft_stream *s, void *arg) {
+  (void)arg;
+  int small = 64 * 1024;
+  ASSERT_EQ(setsockopt(weft_stream_fd(s), SOL_SOCKET, SO_RCVBUF, &small, sizeof small), 0);
+  ASSERT_EQ(weft_event_wait(&held_release), 0);
+  static char sink[1 << 16];
+  ssize_t n;
+  while ((n = weft_stream_read(s, sink, sizeof sink)) > 0) {
+  }
+  atomic_store(&held_end, n);
+  atomic_store(&held_done, 1);
+  return 0;
+}
+
+enum { TW_WRITE, TW_DRAIN, TW_EOF };
+typedef struct tls_writer {
+  weft_stream *s;
+  int op;
+  int result, later[3];
+  _Atomic int started;
+} tls_writer;
+
+static int tls_writer_task(void *arg) {
+  tls_writer *w = arg;
+  weft_unpin(); /* spawned pinned on the other worker */
+  atomic_store(&w->started, 1);
+  int rc = weft_stream_write(w->s, tls_big, TLS_BIG);
+  if (!rc && w->op == TW_DRAIN) rc = weft_stream_drain(w->s);
+  if (!rc && w->op == TW_EOF) rc = weft_stream_write_eof(w->s);
+  w->result = rc;
+  w->later[0] = weft_stream_write(w->s, "x", 1);
+  w->later[1] = weft_stream_drain(w->s);
+  w->later[2] = weft_stream_write_eof(w->s);
+  return 0;
+}
+
+static int tls_abort_writer_main(void *arg) {
+  (void)arg;
+  int fds0 = count_fds();
+  weft_pin();
+  weft_tls_ctx *sctx = server_ctx(srv_pem, NULL, 0), *cctx = client_ctx(ca_pem, NULL);
+  weft_server *srv = tls_server(held_handler, NULL, sctx);
+  for (int op = TW_WRITE; op <= TW_EOF; op++) {
+    weft_event_init(&held_release);
+    atomic_store(&held_done, 0);
+    static tls_writer w;
+    memset(&w, 0, sizeof w);
+    ASSERT_EQ(weft_open_connection_tls("127.0.0.1", port_of(srv), WEFT_NO_DEADLINE, cctx, "localhost", &w.s), 0);
+    int small = 64 * 1024;
+    ASSERT_EQ(setsockopt(weft_stream_fd(w.s), SOL_SOCKET, SO_SNDBUF, &small, sizeof small), 0);
+    w.op = op;
+    if (op != TW_WRITE) ASSERT_EQ(weft_stream_set_watermarks(w.s, TLS_BIG * 2, 0), 0); /* the write only buffers */
+    weft_task t = weft__spawn_pinned((unsigned)(1 - weft_worker_id()), tls_writer_task, &w, NULL);
+    ASSERT_TRUE(t.rec != NULL);
+    wait_until_equal(&w.started, 1);
+    wait_until_waiting(t); /* for the peer to read */
+    if (weft_task_done(t)) TEST_FAIL("op %d: the writer did not wait (result %d)", op, w.result);
+    int64_t t0 = weft_now_ns();
+    weft_stream_abort(w.s);
+    ASSERT_EQ(weft_join(t), 0);
+    weft_task_release(t);
+    int64_t took = weft_now_ns() - t0;
+    if (w.result != -ECONNRESET || took >= 1000000000LL)
+      TEST_FAIL("op %d: %d after %lld ms", op, w.result, (long long)(took / 1000000));
+    for (int i = 0; i < 3; i++) ASSERT_EQ(w.later[i], -ECONNRESET);
+    ASSERT_EQ(weft_stream_wait_closed(w.s), 0);
+    weft_event_set(&held_release);
+    wait_until_equal(&held_done, 1);
+    ASSERT_EQ(atomic_load(&held_done), 1);
+    ASSERT_EQ(atomic_load(&held_end), -ECONNRESET); /* the abort's reset */
+  }
+  ASSERT_EQ(weft_server_close(srv), 0);
+  ASSERT_EQ(weft_server_wait_closed(srv), 0);
+  weft_server_free(srv);
+  weft_tls_ctx_free(sctx);
+  weft_tls_ctx_free(cctx);
+  weft_unpin();
+  ASSERT_EQ(count_fds(), fds0);
+  return 0;
+}
+
+TEST_T(abort_wakes_a_tls_writer_blocked_for_a_peer_that_does_not_read, 60) {
+  run_with_certs(tls_abort_writer_main, NULL);
 }
 
 TEST_MAIN()

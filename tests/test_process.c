@@ -4,7 +4,8 @@
  * across the workers (no zombie, no leaked descriptor), communicate's
  * cancellation and timeout, spawn errors, environment, working directory,
  * process groups, descriptors inherited, -EPIPE on a dead child's stdin,
- * closing stdout (close_pipe, free) while a task reads it. Run on
+ * closing stdout (close_pipe, free) while a task reads it, aborting stdin
+ * while a task waits to write it (-ECONNRESET at once). Run on
  * whichever backend WEFT_BACKEND names. */
 #include <dirent.h>
 #include <fcntl.h>
@@ -15,6 +16,7 @@
 
 #include <weft/weft.h>
 
+#include "core/task.h"
 #include "test.h"
 #include "test_util.h"
 
@@ -1033,5 +1035,78 @@ TEST_T(freed_as_the_runtime_ends_leaks_no_descriptor, 30) {
   if (after != fds) list_fds("after the shutdown");
   ASSERT_EQ(after, fds);
 }
+
+/* ------------------------------------------------------------ abort under stdin's writer */
+
+/* A task writing the child's stdin (a pipe) waits in write, drain or
+ * write_eof for a child that does not read; another task, on the other
+ * worker, aborts the stream: that call returns -ECONNRESET at once, and
+ * every later writer call; close_pipe (close + wait_closed) returns. */
+typedef struct stdin_writer {
+  weft_stream *s;
+  int op; /* 0 write, 1 drain, 2 write_eof */
+  int result, later[2];
+  _Atomic int started;
+} stdin_writer;
+
+#define STDIN_BIG (1 << 20)
+static char stdin_big[STDIN_BIG];
+
+static int stdin_writer_task(void *arg) {
+  stdin_writer *w = arg;
+  weft_unpin(); /* spawned pinned on the other worker */
+  atomic_store(&w->started, 1);
+  int rc = weft_stream_write(w->s, stdin_big, STDIN_BIG);
+  if (!rc && w->op == 1) rc = weft_stream_drain(w->s);
+  if (!rc && w->op == 2) rc = weft_stream_write_eof(w->s);
+  w->result = rc;
+  w->later[0] = weft_stream_write(w->s, "x", 1);
+  w->later[1] = weft_stream_drain(w->s);
+  return 0;
+}
+
+static int abort_stdin_main(void *arg) {
+  warm_up();
+  int fds = count_fds();
+  weft_pin();
+  for (int op = 0; op < 3; op++) {
+    weft_process_opts o = {.stdin_mode = WEFT_STDIO_PIPE};
+    weft_process *p;
+    ASSERT_EQ(weft_process_shell(&p, "exec sleep 30", &o), 0);
+    static stdin_writer w;
+    memset(&w, 0, sizeof w);
+    w.s = weft_process_stdin(p);
+    w.op = op;
+    if (op) ASSERT_EQ(weft_stream_set_watermarks(w.s, 2 * STDIN_BIG, 0), 0); /* the write only buffers */
+    weft_task t = weft__spawn_pinned((unsigned)(1 - weft_worker_id()), stdin_writer_task, &w, NULL);
+    ASSERT_TRUE(t.rec != NULL);
+    wait_until_equal(&w.started, 1);
+    wait_until_waiting(t); /* for the peer to read */
+    if (weft_task_done(t)) TEST_FAIL("op %d: the writer did not wait (result %d)", op, w.result);
+    int64_t t0 = weft_now_ns();
+    weft_stream_abort(w.s);
+    ASSERT_EQ(weft_join(t), 0);
+    weft_task_release(t);
+    int64_t took = weft_now_ns() - t0;
+    if (w.result != -ECONNRESET || took >= 1000000000LL)
+      TEST_FAIL("op %d: %d after %lld ms", op, w.result, (long long)(took / 1000000));
+    ASSERT_EQ(w.later[0], -ECONNRESET);
+    ASSERT_EQ(w.later[1], -ECONNRESET);
+    ASSERT_EQ(weft_process_close_pipe(p, 0), 0);
+    ASSERT_LT(weft_now_ns() - t0, 2000000000LL);
+    ASSERT_EQ(weft_process_kill(p), 0);
+    int rc;
+    ASSERT_EQ(weft_process_wait(p, &rc), 0);
+    ASSERT_EQ(rc, -SIGKILL);
+    weft_process_free(p);
+  }
+  weft_unpin();
+  for (int i = 0; i < 500 && count_fds() != fds; i++) weft_sleep_ns(10000000); /* the reaper's pidfd */
+  if (count_fds() != fds) list_fds("after");
+  ASSERT_EQ(count_fds(), fds);
+  return 0;
+}
+
+TEST_T(abort_wakes_a_task_writing_a_child_that_does_not_read, 60) { ASSERT_EQ(run(abort_stdin_main, 2), 0); }
 
 TEST_MAIN()

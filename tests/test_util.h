@@ -39,6 +39,14 @@ static inline void wait_until_equal(_Atomic int *v, int want) {
   for (int i = 0; i < 5000 && atomic_load(v) != want; i++) weft_sleep_ns(1000000);
 }
 
+/* From a task: until task t waits (weft_task_waiting_on says on what) or
+ * ended, at most 10 s, in sleeps of 1 ms; then 20 ms more (a task that
+ * waits for a peer stays waiting: the caller checks it did not end). */
+static inline void wait_until_waiting(weft_task t) {
+  for (int i = 0; i < 10000 && !weft_task_done(t) && !weft_task_waiting_on(t)[0]; i++) weft_sleep_ns(1000000);
+  weft_sleep_ns(20000000);
+}
+
 /* Spin (holding the thread) for ns nanoseconds. */
 static inline void spin_ns(int64_t ns) {
   for (int64_t t0 = weft_now_ns(); weft_now_ns() - t0 < ns;) {

@@ -282,7 +282,8 @@ WEFT_API ssize_t weft_stream_readline(weft_stream *s, void *buf, size_t cap);
 WEFT_API bool weft_stream_at_eof(const weft_stream *s);
 
 /* Buffer len bytes (iovcnt buffers) for sending: 0 or a negative errno
- * (-EPIPE after write_eof/close, a send error seen before, -ENOMEM).
+ * (-EPIPE after write_eof/close, -ECONNRESET after abort, a send error
+ * seen before, -ENOMEM).
  * -ENOMEM: nothing of this call was sent or kept (a retry sends it once),
  * unless part of it had gone to the kernel already: then the stream has
  * failed, and later writes return -ENOMEM too. At most IOV_MAX buffers
@@ -295,7 +296,8 @@ WEFT_API int weft_stream_writev(weft_stream *s, const struct iovec *iov, int iov
 /* Send what is buffered; returns when the kernel took all of it (a reader
  * that does not read holds the drainer: back-pressure). Suspends.
  * Errors: -EPIPE, -ECONNRESET (also when the stream's reader met the
- * peer's reset, as asyncio's drain raises ConnectionResetError), ... */
+ * peer's reset, as asyncio's drain raises ConnectionResetError; and after
+ * abort, also another task's made while drain waits), ... */
 WEFT_API int weft_stream_drain(weft_stream *s);
 
 /* Buffered bytes not yet sent. */
@@ -309,8 +311,14 @@ WEFT_API int weft_stream_write_eof(weft_stream *s);
  * transport stops reading at close). Does not suspend.
  * wait_closed(): send what is buffered (giving up on an error or after
  * 10 s), close the socket and free the stream; call it once, after close
- * or alone. Returns 0 or the error that ended the flush. Suspends, but is
- * not cut short by cancellation beyond the flush.
+ * or alone. Returns 0 or the error that ended the flush (0 after abort:
+ * nothing is flushed, as asyncio's wait_closed after abort). Suspends, but
+ * is not cut short by cancellation beyond the flush. close and wait_closed
+ * are writer-side calls: the writing task's, or another task's while no
+ * write, drain or write_eof runs (two tasks must not write at once),
+ * except wait_closed after abort (see abort). close does not wake a
+ * writer waiting for the peer (asyncio's close lets the flush go on too):
+ * to drop a slow peer, abort.
  *
  * Closing under a reader. close, abort and wait_closed may be called while
  * another task is in a read call on the stream (read, read_all, readexactly,
@@ -341,16 +349,50 @@ WEFT_API int weft_stream_write_eof(weft_stream *s);
 WEFT_API void weft_stream_close(weft_stream *s);
 WEFT_API int weft_stream_wait_closed(weft_stream *s);
 
-/* abort(): close abortively: wait_closed (still to be called once, or by
- * the server after the handler) then drops what is buffered, sends no TLS
- * close_notify, and closes with SO_LINGER 0, so the peer sees a reset.
- * A reader waiting in the stream returns end of stream, as after close().
- * close, abort and wait_closed are writer-side calls: the writing task's,
- * or another task's while no write, drain or write_eof runs (two tasks
- * must not write at once). So neither wakes a writer blocked in a write or
- * drain that waits for the peer to read (asyncio's abort does): to drop a
- * slow client, cancel the writer task (its write or drain returns
- * -ECANCELED, nothing sent twice), then abort. Does not suspend. */
+/* abort(): close abortively, as asyncio's transport.abort(): the
+ * connection ends now (below: how), and wait_closed (still to be called
+ * once, or by the server after the handler) drops what is buffered, sends
+ * no TLS close_notify, and closes with SO_LINGER 0, so the peer sees a
+ * reset. A reader waiting in the stream returns end of stream, as after
+ * close(). Every writer call from then on (write, writev, drain,
+ * write_eof) returns -ECONNRESET and sends nothing, as asyncio's drain
+ * raises ConnectionResetError after abort. Does not suspend.
+ *
+ * Aborting under a writer. Unlike close and wait_closed, abort may be
+ * called by any task, on any worker, whatever the other tasks do with the
+ * stream: while a task is in a writer call, in a reader call, or neither.
+ * A write, writev, drain or write_eof waiting for the peer to read
+ * (back-pressure, a full pipe) returns -ECONNRESET at once (a cancellation
+ * that came first keeps its -ECANCELED); its bytes still buffered are
+ * dropped. A writer call running at the same moment without waiting may
+ * still have handed bytes to the kernel, as with any two concurrent calls;
+ * nothing leaves after the connection ended. Then wait_closed may be
+ * called (by the aborting task, or the server after the handler) while
+ * that writer call is still in the stream: it returns only after the call
+ * has returned, and after every abort call running has returned; the
+ * writer must make no call after the one that returned -ECONNRESET (it
+ * would use freed memory), as a reader after end of stream. An abort must
+ * not begin once wait_closed may have freed the stream: a task that
+ * aborts another's stream must be done with it before wait_closed begins
+ * (joined, or told), for instance a watchdog that the handler cancels and
+ * joins before it returns. In short, with the writer's calls: abort may
+ * run beside any of them (and beside another abort); wait_closed beside
+ * one only after an abort it comes after (the same task's, or one whose
+ * task told it); close, and two writer calls, never.
+ *
+ * How the writer is woken (and the connection ended): a stream socket is
+ * reset (TCP: connect(AF_UNSPEC), which sends the reset and drops the
+ * kernel's queues at once) and shut both ways, so every send fails and a
+ * wait for room ends (an epoll event, an io_uring poll, a ring send in
+ * flight); a Unix socket's peer reads what it had, then end of stream.
+ * A pipe or tty written by a task in a writer call gets its descriptor
+ * number replaced by an empty pipe's read end (every later write fails;
+ * a child reading the other end sees end of file once no operation holds
+ * the old file), the epoll readiness waiters are woken and an io_uring
+ * write in flight is cancelled by file (kernel 5.19 or later); out of
+ * descriptors, such a writer on io_uring is woken only when the reader
+ * reads or goes. A TLS stream's writer is woken as its socket's: the
+ * session dies, no close_notify is sent. */
 WEFT_API void weft_stream_abort(weft_stream *s);
 
 /* The peer's and the local address. Do not suspend. */
