@@ -100,7 +100,10 @@ static void run_sleep_probe(const char *name, weft_fn yielder, int nyielders) {
   ASSERT_EQ(weft_run(sleeper_main, &p, &c), 0);
   report(name, p.lateness, p.n);
   ASSERT_EQ(p.gave_up, 0);  /* the sleeper ran before the yielders' deadline */
-  ASSERT_EQ(p.n, p.rounds);
+  /* every round, or as many as fit in YIELD_FOR / 2 (1.5 s): a starved
+   * sleeper makes one or two (its wake-ups waited 3 s before the fix); a
+   * machine loaded four times over its CPUs, 62 of 100 */
+  ASSERT_GE(p.n, p.rounds / 5);
   ASSERT_TRUE(p.lateness[p.n - 1] < 500 * MSEC);
 }
 
