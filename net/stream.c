@@ -732,6 +732,12 @@ static inline int writer_leave(weft_stream *s, int rc) {
      * published by writer_gone's release CAS of W_WAITER */
     old = weft__fetch_sub(&s->wstate, W_IN, ACQ_REL);
     writer_gone_wake(s, old, W_IN);
+    /* a call that met an abort returns -ECONNRESET, a success too (its
+     * bytes are dropped with the buffer, or went into a reset connection):
+     * so a writer that stops at its first error makes no call after the
+     * abort's wait_closed may have freed s */
+    if ((old & W_ABORT) && rc != -ECANCELED && rc != -EINVAL) rc = -ECONNRESET;
+    return rc;
   }
   if (rc < 0 && (old & W_ABORT) && rc != -ECANCELED && rc != -EINVAL) rc = -ECONNRESET;
   return rc;

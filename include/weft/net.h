@@ -365,13 +365,16 @@ WEFT_API int weft_stream_wait_closed(weft_stream *s);
  * (back-pressure, a full pipe) returns -ECONNRESET at once (a cancellation
  * that came first keeps its -ECANCELED); its bytes still buffered are
  * dropped. A writer call running at the same moment without waiting may
- * still have handed bytes to the kernel, as with any two concurrent calls;
- * nothing leaves after the connection ended. Then wait_closed may be
- * called (by the aborting task, or the server after the handler) while
- * that writer call is still in the stream: it returns only after the call
- * has returned, and after every abort call running has returned; the
- * writer must make no call after the one that returned -ECONNRESET (it
- * would use freed memory), as a reader after end of stream. An abort must
+ * still have handed bytes to the kernel, as with any two concurrent calls,
+ * and returns -ECONNRESET too; nothing leaves after the connection ended.
+ * Then wait_closed may be called (by the aborting task, or the server
+ * after the handler) while that writer call is still in the stream: it
+ * returns only after the call has returned, and after every abort call
+ * running has returned; the writer must make no call after the one that
+ * returned -ECONNRESET (it would use freed memory), as a reader after end
+ * of stream. wait_closed cannot know of a writer between two calls, or
+ * one that will call again after an -ECANCELED: unless the writer stops
+ * at its first error and is inside a call, join it first. An abort must
  * not begin once wait_closed may have freed the stream: a task that
  * aborts another's stream must be done with it before wait_closed begins
  * (joined, or told), for instance a watchdog that the handler cancels and
