@@ -55,6 +55,8 @@ typedef struct weft__blocking_pool {
   unsigned peak_queued;         /* under lock */
   uint64_t started;             /* under lock: threads ever started */
   bool stopping;                /* under lock: fini has begun */
+  bool has_leaver;              /* under lock: last_leaver names a thread not yet joined */
+  pthread_t last_leaver;        /* under lock: the last thread to leave; joined by the next one or fini */
   bool cond_ok;                 /* init succeeded (fini checks) */
   weft__waitlist room;          /* under lock: submitters waiting for a free slot */
   _Atomic unsigned queued_hint; /* written under lock, read by spinners (relaxed: a hint) */
