@@ -38,19 +38,6 @@
 
 /* ------------------------------------------------------------ io_uring */
 
-static int uring_poll(int fd, unsigned events, int64_t deadline) {
-  for (;;) {
-    weft__uop u;
-    int err;
-    struct io_uring_sqe *sqe = weft__uop_begin(&u, deadline, &err);
-    if (!sqe) return err;
-    u.retry_dup = true; /* a cancel for another number of the file (a close of a dup): wait again (io/op.c) */
-    io_uring_prep_poll_add(sqe, fd, events);
-    int res = weft__uop_wait(&u, sqe);
-    if (res != -EAGAIN) return res;
-  }
-}
-
 static ssize_t uring_rw(int fd, const struct iovec *iov, int iovcnt, int64_t off, bool wr, int64_t deadline) {
   for (;;) {
     weft__uop u;
@@ -72,7 +59,7 @@ static ssize_t uring_rw(int fd, const struct iovec *iov, int iovcnt, int64_t off
       io_uring_prep_readv(sqe, fd, iov, (unsigned)iovcnt, o);
     int res = weft__uop_wait(&u, sqe);
     if (res != -EAGAIN) return res;
-    int p = uring_poll(fd, wr ? POLLOUT : POLLIN, deadline);
+    int p = weft__uop_poll(fd, wr ? POLLOUT : POLLIN, deadline);
     if (p < 0) return p;
   }
 }
@@ -221,7 +208,7 @@ int weft_poll(int fd, unsigned events, int64_t deadline) {
   int backend = weft__io_backend();
   if (backend < 0) return backend;
   if (fd < 0) return -EBADF;
-  if (backend == WEFT_BACKEND_URING) return uring_poll(fd, events, deadline);
+  if (backend == WEFT_BACKEND_URING) return weft__uop_poll(fd, events, deadline);
   return epoll_poll(fd, events, deadline);
 }
 
@@ -246,9 +233,9 @@ static ssize_t uring_splice(int in, int64_t off_in, int out, int64_t off_out, si
     if (poll(p, 2, 0) < 0 && errno != EINTR) return -errno;
     int rc;
     if (!(p[0].revents & (POLLIN | POLLHUP | POLLERR)))
-      rc = uring_poll(in, POLLIN, WEFT__NO_DEADLINE);
+      rc = weft__uop_poll(in, POLLIN, WEFT__NO_DEADLINE);
     else if (!(p[1].revents & (POLLOUT | POLLERR)))
-      rc = uring_poll(out, POLLOUT, WEFT__NO_DEADLINE);
+      rc = weft__uop_poll(out, POLLOUT, WEFT__NO_DEADLINE);
     else
       rc = weft_yield(); /* both ready, yet EAGAIN (a race with another user): try again */
     if (rc < 0) return rc;

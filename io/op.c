@@ -208,6 +208,19 @@ int weft__uop_wait(weft__uop *u, struct io_uring_sqe *sqe) {
   return u->res;
 }
 
+int weft__uop_poll(int fd, unsigned events, int64_t deadline) {
+  for (;;) {
+    weft__uop u;
+    int err;
+    struct io_uring_sqe *sqe = weft__uop_begin(&u, deadline, &err);
+    if (!sqe) return err;
+    u.retry_dup = true; /* a cancel for another number of the file (a close of a dup): wait again (uop_wait) */
+    io_uring_prep_poll_add(sqe, fd, events);
+    int res = weft__uop_wait(&u, sqe);
+    if (res != -EAGAIN) return res;
+  }
+}
+
 void weft__uop_note_fd_cancel(int fd) {
   weft__worker *w = weft__worker_self();
   if (!w) return;

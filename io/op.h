@@ -133,6 +133,12 @@ struct io_uring_sqe *weft__uop_begin(weft__uop *u, int64_t deadline, int *err);
  * -ECANCELED as the close's -EBADF (see CLOSE above). */
 void weft__uop_note_fd_cancel(int fd);
 
+/* io_uring: poll fd for events until the deadline, on the calling task's
+ * ring: the events (> 0), -ETIMEDOUT, -ECANCELED, -EBADF (weft_close), or
+ * the kernel's error. A cancel for another number of the same file (a
+ * close of a dup) waits again. Suspends. */
+int weft__uop_poll(int fd, unsigned events, int64_t deadline);
+
 /* io_uring: after preparing the entry: suspend until the completion was
  * reaped (see above for cancellation and deadlines); unpin; the result. */
 int weft__uop_wait(weft__uop *u, struct io_uring_sqe *sqe);

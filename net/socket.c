@@ -63,19 +63,6 @@ static bool wants_out(int kind) { return kind == OP_SEND || kind == OP_SENDMSG; 
 
 /* ------------------------------------------------------------ io_uring */
 
-static int uring_poll1(int fd, unsigned events, int64_t deadline) {
-  for (;;) {
-    weft__uop u;
-    int err;
-    struct io_uring_sqe *sqe = weft__uop_begin(&u, deadline, &err);
-    if (!sqe) return err;
-    u.retry_dup = true; /* a cancel for another number of the file (a close of a dup): wait again (io/op.c) */
-    io_uring_prep_poll_add(sqe, fd, events);
-    int res = weft__uop_wait(&u, sqe);
-    if (res != -EAGAIN) return res;
-  }
-}
-
 static ssize_t uring_sock(sock_op *o, int64_t deadline) {
   for (;;) {
     weft__uop u;
@@ -92,7 +79,7 @@ static ssize_t uring_sock(sock_op *o, int64_t deadline) {
     }
     int res = weft__uop_wait(&u, sqe);
     if (res != -EAGAIN) return res;
-    int p = uring_poll1(o->fd, wants_out(o->kind) ? POLLOUT : POLLIN, deadline);
+    int p = weft__uop_poll(o->fd, wants_out(o->kind) ? POLLOUT : POLLIN, deadline);
     if (p < 0) return p;
   }
 }
@@ -297,7 +284,7 @@ int weft_connect(int fd, const weft_addr *a, int64_t deadline) {
     io_uring_prep_connect(sqe, fd, &a->u.sa, a->len);
     rc = weft__uop_wait(&u, sqe);
     if (rc != -EINPROGRESS && rc != -EALREADY && rc != -EAGAIN) return rc;
-    rc = uring_poll1(fd, POLLOUT, deadline);
+    rc = weft__uop_poll(fd, POLLOUT, deadline);
     return rc < 0 ? rc : connect_result(fd, a);
   }
   rc = weft__io_cancel_point();
