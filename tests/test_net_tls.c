@@ -524,8 +524,12 @@ static int timeout_main(void *arg) {
   ASSERT_GE(weft_now_ns() - t0, 150 * ms);
   ASSERT_EQ(weft_stream_wait_closed(s), 0);
   ASSERT_EQ(atomic_load(&handlers_called), 0); /* the handler never ran */
-  ASSERT_EQ(one_round(port_of(srv), cctx, "127.0.0.1", "localhost"), 0); /* still serving */
-  ASSERT_EQ(atomic_load(&handlers_called), 1);
+  /* still serving (a few tries: both sides' 200 ms handshake limits are
+   * short for a TSan handshake on 2 loaded vCPUs, -110 in one run) */
+  int served = -1;
+  for (int i = 0; i < 5 && served != 0; i++) served = one_round(port_of(srv), cctx, "127.0.0.1", "localhost");
+  ASSERT_EQ(served, 0);
+  ASSERT_GE(atomic_load(&handlers_called), 1); /* (a try the client gave up on may have reached it) */
   ASSERT_EQ(weft_server_close(silent), 0);
   ASSERT_EQ(weft_server_close(garbage), 0);
   ASSERT_EQ(weft_server_close(srv), 0);
@@ -1177,11 +1181,9 @@ static int tls_close_reader_main(void *arg) {
     ASSERT_EQ(weft_open_connection_tls("127.0.0.1", port_of(srv), WEFT_NO_DEADLINE, cctx, "localhost", &r.s), 0);
     ASSERT_EQ(weft_stream_write(r.s, "hello", 5), 0);
     ASSERT_EQ(weft_stream_drain(r.s), 0);
-    weft_task t = weft__spawn_pinned((unsigned)(1 - weft_worker_id()), tls_reader_task, &r, NULL);
+    weft_task t = spawn_elsewhere_until_waiting(tls_reader_task, &r, &r.started);
     ASSERT_TRUE(t.rec != NULL);
-    wait_until_equal(&r.started, 1);
-    weft_sleep_ns(50000000); /* it waits for the server, who sends nothing */
-    ASSERT_TRUE(!weft_task_done(t));
+    ASSERT_TRUE(!weft_task_done(t)); /* it waits for the server, who sends nothing */
     int64_t t0 = weft_now_ns();
     if (how == 1) {
       weft_stream_close(r.s);
@@ -1354,17 +1356,13 @@ static int tls_abort_writer_main(void *arg) {
     ASSERT_EQ(setsockopt(weft_stream_fd(w.s), SOL_SOCKET, SO_SNDBUF, &small, sizeof small), 0);
     w.op = op;
     if (op != TW_WRITE) ASSERT_EQ(weft_stream_set_watermarks(w.s, TLS_BIG * 2, 0), 0); /* the write only buffers */
-    weft_task t = weft__spawn_pinned((unsigned)(1 - weft_worker_id()), tls_writer_task, &w, NULL);
+    weft_task t = spawn_elsewhere_until_waiting(tls_writer_task, &w, &w.started);
     ASSERT_TRUE(t.rec != NULL);
-    wait_until_equal(&w.started, 1);
-    wait_until_waiting(t); /* for the peer to read */
     if (weft_task_done(t)) TEST_FAIL("op %d: the writer did not wait (result %d)", op, w.result);
     int64_t t0 = weft_now_ns();
     weft_stream_abort(w.s);
-    ASSERT_EQ(weft_join(t), 0);
-    weft_task_release(t);
-    int64_t took = weft_now_ns() - t0;
-    if (w.result != -ECONNRESET || took >= 1000000000LL)
+    int64_t took = join_release_since(t, t0);
+    if (w.result != -ECONNRESET || took < 0 || took >= 1000000000LL)
       TEST_FAIL("op %d: %d after %lld ms", op, w.result, (long long)(took / 1000000));
     for (int i = 0; i < 3; i++) ASSERT_EQ(w.later[i], -ECONNRESET);
     ASSERT_EQ(weft_stream_wait_closed(w.s), 0);

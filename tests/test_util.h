@@ -47,6 +47,29 @@ static inline void wait_until_waiting(weft_task t) {
   weft_sleep_ns(20000000);
 }
 
+#ifdef WEFT_CORE_TASK_H /* weft__spawn_pinned: for tests that include core/task.h first */
+/* From a task on a runtime of two workers: spawn fn(arg) pinned to the
+ * other worker, wait until it has set *started, then until it waits
+ * (wait_until_waiting); the caller checks weft_task_done(t) is false (a
+ * writer that was to wait for a peer that does not read ended instead).
+ * t.rec is NULL if the spawn failed. */
+static inline weft_task spawn_elsewhere_until_waiting(weft_fn fn, void *arg, _Atomic int *started) {
+  weft_task t = weft__spawn_pinned((unsigned)(1 - weft_worker_id()), fn, arg, NULL);
+  if (!t.rec) return t;
+  wait_until_equal(started, 1);
+  wait_until_waiting(t);
+  return t;
+}
+#endif
+
+/* Join t (which must end with 0) and release it: the ns since t0, or -1
+ * when the join failed. */
+static inline int64_t join_release_since(weft_task t, int64_t t0) {
+  int rc = weft_join(t);
+  weft_task_release(t);
+  return rc == 0 ? weft_now_ns() - t0 : -1;
+}
+
 /* Spin (holding the thread) for ns nanoseconds. */
 static inline void spin_ns(int64_t ns) {
   for (int64_t t0 = weft_now_ns(); weft_now_ns() - t0 < ns;) {
