@@ -15,9 +15,29 @@
  * one found it not ready) and tries again. A descriptor epoll cannot
  * watch (a regular file whose data is not cached, -EPERM) is read on the
  * blocking pool (io/file.c's sysjob); a pollable descriptor without
- * RWF_NOWAIT support (EOPNOTSUPP: some character devices) waits for
- * readiness and then makes the plain call, which can block the worker
- * only if another reader drains it in between.
+ * RWF_NOWAIT support (EOPNOTSUPP: a tty, some character devices) waits for
+ * readiness and then makes the plain read, which can block the worker
+ * only if another reader drains it in between; its writes: WRITES THAT
+ * BLOCK.
+ *
+ * WRITES THAT BLOCK. A tty has no RWF_NOWAIT, and its "writable" (poll)
+ * means some room, not room for the write: the rest of a larger write
+ * waits in the kernel for a reader. Run on a worker's thread, that wait
+ * stopped the worker and every task on it, a reader of the same terminal
+ * included (a deadlock; test_fd a_tty_write_larger_than_its_room_...):
+ * io_uring issues a write to a pollable file without RWF_NOWAIT support
+ * inline when poll says writable (kernel 6.18), and epoll's plain call
+ * after readiness did the same. So a write at the file position goes first
+ * with RWF_NOWAIT, which a file either honours (a pipe, a socket, a
+ * regular file: done, or -EAGAIN, and the plain write follows, waiting as
+ * before) or refuses at once (-EOPNOTSUPP). A refused write runs where it
+ * may wait: io_uring's own worker thread (IOSQE_ASYNC; a cancel and
+ * weft_close interrupt it there, -EINTR: io/op.c, and the deadline is the
+ * task's timer, which cancels it: weft__uop_begin_timed), or epoll's
+ * blocking pool, where, as Tokio's stdout on its blocking pool, neither
+ * can end it once it runs (the caller's buffer is in use). Cost: a write
+ * that must wait for a pipe or socket makes one submission more; reads
+ * are unchanged (a tty read the kernel issues inline has input to return).
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -39,10 +59,14 @@
 /* ------------------------------------------------------------ io_uring */
 
 static ssize_t uring_rw(int fd, const struct iovec *iov, int iovcnt, int64_t off, bool wr, int64_t deadline) {
+  /* a write at the file position: RWF_NOWAIT first, then as that answers
+   * (WRITES THAT BLOCK) */
+  enum { PLAIN, NOWAIT, ASYNC } how = wr && off < 0 ? NOWAIT : PLAIN;
   for (;;) {
     weft__uop u;
     int err;
-    struct io_uring_sqe *sqe = weft__uop_begin(&u, deadline, &err);
+    struct io_uring_sqe *sqe =
+        how == ASYNC ? weft__uop_begin_timed(&u, deadline, &err) : weft__uop_begin(&u, deadline, &err);
     if (!sqe) return err;
     uint64_t o = (uint64_t)off; /* -1: the file position */
     u.movable = off >= 0; /* positional: a file (or block device), no tie to this worker (io/op.h) */
@@ -57,7 +81,13 @@ static ssize_t uring_rw(int fd, const struct iovec *iov, int iovcnt, int64_t off
       io_uring_prep_writev(sqe, fd, iov, (unsigned)iovcnt, o);
     else
       io_uring_prep_readv(sqe, fd, iov, (unsigned)iovcnt, o);
+    if (how == NOWAIT) sqe->rw_flags = RWF_NOWAIT; /* (after the prep, which zeroes it) */
+    if (how == ASYNC) sqe->flags |= IOSQE_ASYNC;
     int res = weft__uop_wait(&u, sqe);
+    if (how == NOWAIT && (res == -EAGAIN || res == -EOPNOTSUPP)) { /* (-EAGAIN may be a spurious cancel's too) */
+      how = res == -EAGAIN ? PLAIN : ASYNC;
+      continue;
+    }
     if (res != -EAGAIN) return res;
     int p = weft__uop_poll(fd, wr ? POLLOUT : POLLIN, deadline);
     if (p < 0) return p;
@@ -102,6 +132,10 @@ static ssize_t epoll_rw(int fd, const struct iovec *iov, int iovcnt, int64_t off
       if (r >= 0) return r;
       e = errno;
       if (e == EINTR) continue;
+      if (e == EOPNOTSUPP && wr && nowait) { /* a tty's: it may wait, on the pool (WRITES THAT BLOCK) */
+        weft__sysjob j = {.op = WEFT__SYS_PWRITEV, .fd = fd, .iov = iov, .iovcnt = iovcnt, .off = off};
+        return weft__sysjob_run(&j);
+      }
       if (e != EAGAIN && e != EOPNOTSUPP) return -e;
       weft__ready_clear(&rd);
     }

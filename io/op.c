@@ -73,7 +73,7 @@ static void uop_complete(weft__io_op *op, int32_t res, uint32_t flags) {
    * kernel before this reap, on this thread, after its note. A bucket
    * shared with another number only errs towards -EBADF, as before.
    * fd_cancelled: one for some number was (a dup's close, see uop_wait). */
-  if (res == -ECANCELED || res == -KERNEL_ERESTARTSYS) {
+  if (res == -ECANCELED || interrupted(res)) {
     weft__reactor *r = &u->w->reactor;
     u->closed = r->fd_cancels_any != u->fd_cancels_any ||
                 (u->fd >= 0 && *fd_cancels_of(u->w, u->fd) != u->fd_cancels);
@@ -105,21 +105,22 @@ static void repend_cancel(weft__task *t) {
   weft__store(&t->cancel_pending, 1, RELAXED); /* relaxed: the flag carries no data */
 }
 
-struct io_uring_sqe *weft__uop_begin(weft__uop *u, int64_t deadline, int *err) {
+static struct io_uring_sqe *uop_begin(weft__uop *u, int64_t deadline, bool timed, int *err) {
   weft__worker *w = weft__worker_self();
   if (!w || !w->current) {
     *err = -EINVAL;
     return NULL;
   }
-  *u = (weft__uop){.op.complete = uop_complete, .task = w->current, .deadline = deadline, .w = w, .fd = -1};
+  *u = (weft__uop){.op.complete = uop_complete, .task = w->current, .deadline = deadline, .w = w, .fd = -1,
+                   .timed = timed && deadline != WEFT__NO_DEADLINE};
   weft_pin(); /* wakes now come back to this worker, the ring's owner */
-  unsigned need = deadline != WEFT__NO_DEADLINE ? 2 : 1;
+  unsigned need = deadline != WEFT__NO_DEADLINE && !u->timed ? 2 : 1;
   if (weft__reactor_sq_room(&w->reactor, need) < 0) {
     weft_unpin();
     *err = -EAGAIN;
     return NULL;
   }
-  int64_t seq = weft__wait_prepare(true);
+  int64_t seq = u->timed ? weft__wait_prepare_deadline(true, deadline) : weft__wait_prepare(true);
   weft__waiting_on(u->task, WEFT__WAITING_IO);
   if (seq < 0) { /* cancelled before submitting: nothing reaches the kernel */
     weft_unpin();
@@ -136,10 +137,18 @@ struct io_uring_sqe *weft__uop_begin(weft__uop *u, int64_t deadline, int *err) {
   return sqe;
 }
 
+struct io_uring_sqe *weft__uop_begin(weft__uop *u, int64_t deadline, int *err) {
+  return uop_begin(u, deadline, false, err);
+}
+
+struct io_uring_sqe *weft__uop_begin_timed(weft__uop *u, int64_t deadline, int *err) {
+  return uop_begin(u, deadline, true, err);
+}
+
 int weft__uop_wait(weft__uop *u, struct io_uring_sqe *sqe) {
   weft__worker *w = u->w;
   struct __kernel_timespec ts;
-  if (u->deadline != WEFT__NO_DEADLINE) {
+  if (u->deadline != WEFT__NO_DEADLINE && !u->timed) {
     sqe->flags |= IOSQE_IO_LINK;
     /* a deadline below 0 has passed as 0 has: as it is, its timespec
      * (tv_nsec or tv_sec < 0) is refused by the kernel (-EINVAL), which
@@ -164,8 +173,9 @@ int weft__uop_wait(weft__uop *u, struct io_uring_sqe *sqe) {
     count_fd_op(w, u->counted_fd, 1);
   }
   uint32_t why = weft__wait_commit(u->seq);
-  if (why == WEFT__WAKE_CANCEL) {
-    /* Resumed on the owner (pinned). The request is delivered. */
+  if (why == WEFT__WAKE_CANCEL || why == WEFT__WAKE_TIMER) {
+    /* Resumed on the owner (pinned). A cancel request is delivered; a
+     * timer's wake is a timed operation's deadline (weft__uop_begin_timed). */
     if (!u->done) {
       int64_t seq2 = weft__wait_prepare(false);
       weft__waiting_on(u->task, WEFT__WAITING_IO);
@@ -181,14 +191,19 @@ int weft__uop_wait(weft__uop *u, struct io_uring_sqe *sqe) {
     }
     if (!u->pin_dropped) weft_unpin();
     int res = u->res;
-    if (res == -ECANCELED || (interrupted(res) && u->cancel_sent)) return -ECANCELED;
+    bool ended = res == -ECANCELED || (interrupted(res) && u->cancel_sent);
+    if (why == WEFT__WAKE_TIMER) return ended ? -ETIMEDOUT : res;
+    if (ended) return -ECANCELED;
     repend_cancel(u->task); /* it completed first: its result wins */
     return res;
   }
   if (!u->pin_dropped) weft_unpin(); /* else the completion dropped it: we may run anywhere now */
   /* a cancel the task did not ask for: its linked timeout, or weft_close's
-   * (CLOSE); -ERESTARTSYS never reaches the caller */
-  if (u->res == -ECANCELED || u->res == -KERNEL_ERESTARTSYS) {
+   * (CLOSE); -ERESTARTSYS never reaches the caller, nor -EINTR: a write
+   * on io_uring's worker thread (io/fd.c, WRITES THAT BLOCK) that a cancel
+   * interrupts before it moved a byte ends so (no signal reaches those
+   * threads: they block all but SIGKILL and SIGSTOP) */
+  if (u->res == -ECANCELED || interrupted(u->res)) {
     if (u->deadline != WEFT__NO_DEADLINE && weft_now_ns() >= u->deadline) return -ETIMEDOUT;
     /* Neither: no cancel by descriptor for its number ran on the ring
      * since the submission (`closed`, found by the completion on the

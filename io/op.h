@@ -116,6 +116,7 @@ typedef struct weft__uop {
   bool fd_cancelled;            /* ... found a cancel by descriptor (for any number) since */
   bool retry_spurious;          /* set by the caller after begin: -EAGAIN for a cancel not for fd */
   bool retry_dup;               /* set by the caller after begin: -EAGAIN for a cancel for another number */
+  bool timed;                   /* the deadline is the task's timer, not a LINK_TIMEOUT (begin_timed) */
 } weft__uop;
 
 /* The calling task's backend, or -EINVAL outside a task. */
@@ -126,6 +127,15 @@ int weft__io_backend(void);
  * with *err (-ECANCELED: a cancel was pending: nothing submitted; -EINVAL
  * outside a task; -EAGAIN the ring refused the flush). */
 struct io_uring_sqe *weft__uop_begin(weft__uop *u, int64_t deadline, int *err);
+
+/* As weft__uop_begin, for an operation that a LINK_TIMEOUT cannot end: one
+ * forced onto io_uring's worker threads (IOSQE_ASYNC, io/fd.c WRITES THAT
+ * BLOCK), where on kernel 6.18 a linked timeout never fired for a tty write
+ * that blocked after moving bytes (no completion, not even the timeout's),
+ * while an ASYNC_CANCEL ended it. The deadline is the task's own timer;
+ * its expiry submits that cancel, and the call returns what the operation
+ * moved, or -ETIMEDOUT when it moved nothing. */
+struct io_uring_sqe *weft__uop_begin_timed(weft__uop *u, int64_t deadline, int *err);
 
 /* Owner, before submitting a cancel by descriptor (IORING_ASYNC_CANCEL_FD)
  * on its ring, for descriptor number fd (< 0: for any number, the cancel

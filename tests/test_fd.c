@@ -14,6 +14,7 @@
 #include <sys/eventfd.h>
 #include <sys/mman.h>
 #include <sys/uio.h>
+#include <termios.h>
 
 #include <weft/weft.h>
 
@@ -499,6 +500,86 @@ static int rv_pty_reader(void *arg) {
   int fd = (int)(intptr_t)arg;
   char buf[16];
   return (int)weft_read(fd, buf, sizeof buf);
+}
+
+/* A terminal write larger than the room the terminal has: a tty has no
+ * RWF_NOWAIT, and the kernel ran such a write on the calling thread once
+ * poll said writable (io_uring issues it inline then, epoll's plain call
+ * after readiness did the same), where it waited for a reader to make room:
+ * the worker stopped, with every task on it. The reader here is a task on
+ * the same, only, worker: before, the run hung (both backends). */
+enum { PTY_BIG = 256 * 1024 };
+static unsigned char pty_pattern(size_t i) { return (unsigned char)('a' + i % 23); }
+
+static int pty_big_reader(void *arg) {
+  int fd = (int)(intptr_t)arg;
+  static char buf[3000];
+  size_t got = 0;
+  while (got < PTY_BIG) {
+    ssize_t n = weft_read(fd, buf, sizeof buf);
+    if (n <= 0) return n < 0 ? (int)n : -EIO;
+    for (ssize_t i = 0; i < n; i++)
+      if ((unsigned char)buf[i] != pty_pattern(got + (size_t)i)) return -EILSEQ;
+    got += (size_t)n;
+  }
+  return 0;
+}
+
+static int pty_writer(void *arg) {
+  static char b[65536];
+  memset(b, 'x', sizeof b);
+  return (int)weft_write((int)(intptr_t)arg, b, sizeof b);
+}
+
+static int rv_pty_big_write_main(void *arg) {
+  (void)arg;
+  int m, s;
+  struct termios raw;
+  ASSERT_EQ(openpty(&m, &s, NULL, NULL, NULL), 0);
+  ASSERT_EQ(tcgetattr(s, &raw), 0);
+  cfmakeraw(&raw); /* bytes as they are: no echo, no \n to \r\n */
+  ASSERT_EQ(tcsetattr(s, TCSANOW, &raw), 0);
+  static char big[PTY_BIG];
+  for (size_t i = 0; i < PTY_BIG; i++) big[i] = (char)pty_pattern(i);
+  weft_task r = weft_spawn(pty_big_reader, (void *)(intptr_t)s);
+  ASSERT_TRUE(r.rec != NULL);
+  size_t put = 0;
+  while (put < PTY_BIG) {
+    ssize_t n = weft_write(m, big + put, PTY_BIG - put);
+    ASSERT_GT(n, 0);
+    put += (size_t)n;
+  }
+  ASSERT_EQ(weft_join(r), 0);
+  weft_task_release(r);
+  if (weft_backend() == WEFT_BACKEND_URING) {
+    /* io_uring runs it on the kernel's worker, where a deadline, a cancel
+     * and a close end it (epoll's blocking pool cannot: io.h) */
+    int64_t t0 = weft_now_ns();
+    ssize_t n;
+    int rounds = 0;
+    while ((n = weft_write_until(m, big, 65536, weft_now_ns() + 50000000)) > 0 && rounds < 100) rounds++;
+    ASSERT_EQ(n, -ETIMEDOUT); /* (after a few short writes filled the room) */
+    ASSERT_LT(weft_now_ns() - t0, 5000000000LL);
+    weft_task w = weft_spawn(pty_writer, (void *)(intptr_t)m);
+    weft_sleep_ns(20000000);
+    weft_cancel(w);
+    ASSERT_EQ(weft_join(w), -ECANCELED);
+    weft_task_release(w);
+    w = weft_spawn(pty_writer, (void *)(intptr_t)m);
+    weft_sleep_ns(20000000);
+    ASSERT_EQ(weft_close(m), 0);
+    ASSERT_EQ(weft_join(w), -EBADF);
+    weft_task_release(w);
+  } else {
+    close(m);
+  }
+  close(s);
+  return 0;
+}
+
+TEST(a_tty_write_larger_than_its_room_leaves_the_worker_free) {
+  weft_config c = cfg_workers(1);
+  ASSERT_EQ(weft_run(rv_pty_big_write_main, NULL, &c), 0);
 }
 
 static int rv_pty_cancel_main(void *arg) {

@@ -72,7 +72,12 @@ WEFT_API const char *weft_backend_name(int backend);
  * returns the bytes moved (0 at end of file), or a negative errno. On an
  * O_NONBLOCK descriptor the call still waits for readiness (it never
  * returns -EAGAIN). A length of 0 returns 0 (or an error) without waiting.
- * Suspends. */
+ * A write to a tty (or another descriptor without RWF_NOWAIT support) that
+ * must wait for room waits off the workers: on io_uring in the kernel's
+ * worker thread, where a deadline, a cancel or weft_close ends it (the
+ * bytes it moved, else -ETIMEDOUT, -ECANCELED, -EBADF); on epoll on the
+ * blocking pool, where none of those ends it once it runs (as Tokio's
+ * stdout). Suspends. */
 WEFT_API ssize_t weft_read(int fd, void *buf, size_t len);
 WEFT_API ssize_t weft_write(int fd, const void *buf, size_t len);
 WEFT_API ssize_t weft_read_until(int fd, void *buf, size_t len, int64_t deadline_ns);
