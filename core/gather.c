@@ -127,6 +127,14 @@ int weft_as_completed_init(weft_as_completed *it, const weft_awaitable *aws, siz
   return 0;
 }
 
+/* Whether more awaitables have ended than next() returned: every one
+ * returned has ended, so then one that ended is not returned yet. */
+static bool ended_not_returned(weft__collector *c, size_t yielded) {
+  size_t ended = 0;
+  for (size_t i = 0; i < c->n; i++) ended += weft__sub_done(&c->subs[i]);
+  return ended > yielded;
+}
+
 int weft_as_completed_next(weft_as_completed *it) {
   ac_impl *a = it ? it->impl : NULL;
   if (!a || !weft__task_self()) return -EINVAL;
@@ -136,6 +144,15 @@ int weft_as_completed_next(weft_as_completed *it) {
   c->want = a->yielded + 1;
   weft__spin_unlock(&c->lock);
   int rc = weft__collector_wait(c, a->deadline, true);
+  if (rc == -ETIMEDOUT && ended_not_returned(c, a->yielded)) {
+    /* One has finished (its status is final: weft_aw_done says so) but
+     * its node is not recorded yet: it was subscribed while its finisher
+     * still ran earlier done callbacks, and is taken up behind them
+     * (core/task.c, core/future.c). The finisher is running and will
+     * record it, so wait for that without the deadline: -ETIMEDOUT is
+     * only for when none that finished remains (weft/task.h). */
+    rc = weft__collector_wait(c, INT64_MAX, true);
+  }
   if (rc) return rc;
   weft__spin_lock(&c->lock);
   uint32_t idx = c->order[a->yielded++];

@@ -14,9 +14,19 @@
 #include <weft/task.h>
 
 #include "core/await.h"
+#include "core/task.h"
 
 int weft_shield(weft_awaitable a, void **value) {
   if (value) *value = NULL;
+  if (!weft__task_self()) return -EINVAL;
+  /* Done already: asyncio.shield returns the inner itself, whose await
+   * does not suspend, so its result comes back even to a caller with a
+   * cancel pending (which stays pending), as weft_await gives it. The
+   * collector alone would wait for the recording of a task or future whose
+   * status is final but whose finisher still runs earlier done callbacks
+   * (a subscription made then is taken up behind them): a cancellation
+   * point that join has not, and -ECANCELED for a done awaitable. */
+  if (weft_aw_done(a)) return weft_aw_result(a, value);
   weft__collector *c;
   int rc = weft__collector_new(&a, 1, WEFT__STOP_NEVER, &c);
   if (rc) return rc;

@@ -121,7 +121,11 @@ enum {
  * every awaitable not done is cancelled, gather waits for them to end and
  * returns -ECANCELED; a further cancel of the caller meanwhile is passed on
  * to those not done yet (as asyncio's gathering future does), or absorbed
- * when none is left, not kept for the caller's next wait. n == 0 returns 0 at once. Suspends.
+ * when none is left, not kept for the caller's next wait. (asyncio does
+ * so with return_exceptions; without it, its gather ends as soon as one
+ * awaitable ends after the cancel, raising that one's CancelledError or
+ * error while the others may still run: weft always waits for all and
+ * returns -ECANCELED.) n == 0 returns 0 at once. Suspends.
  * Errors: the first failure; -ECANCELED; -ESRCH a stale handle; -EDEADLK
  * the caller's own task among them; -EINVAL outside a task, unknown flags
  * or a bad awaitable; -ENOMEM. */
@@ -218,7 +222,10 @@ WEFT_API bool weft_timeout_expired(const weft_timeout *s);
 WEFT_API int weft_wait_for(weft_awaitable a, int64_t timeout_ns, void **value);
 
 /* asyncio.shield: await a, but when the calling task is cancelled, return
- * -ECANCELED at once and leave a running (it is not cancelled). Suspends.
+ * -ECANCELED at once and leave a running (it is not cancelled). An a that
+ * is done already (weft_aw_done) gives its result at once, as weft_await
+ * does, even to a caller with a cancel pending (which stays pending).
+ * Suspends.
  * Errors: a's failure; -ECANCELED; -ESRCH; -EDEADLK; -EINVAL; -ENOMEM. */
 WEFT_API int weft_shield(weft_awaitable a, void **value);
 
@@ -245,13 +252,16 @@ typedef struct weft_taskgroup {
 WEFT_API int weft_taskgroup_enter(weft_taskgroup *g);
 /* Spawn a child (from the body or from a child). Does not suspend. Returns
  * the null handle with errno EINVAL when the group is aborting (a child or
- * the body failed), finished or never entered, or for g or fn NULL, a bad
+ * the body failed, or the entering task was cancelled in leave), finished
+ * or never entered, or for g or fn NULL, a bad
  * option or a call outside a task; ENOMEM; opts.detached is ignored. */
 WEFT_API weft_task weft_taskgroup_spawn(weft_taskgroup *g, weft_fn fn, void *arg);
 WEFT_API weft_task weft_taskgroup_spawn_ex(weft_taskgroup *g, weft_fn fn, void *arg, const weft_spawn_opts *opts);
 /* Leave: wait for every child (a cancellation while waiting cancels the
  * children and waiting goes on), release them, and return: the first error
- * (a child's or the body's rc, in the order they happened); else
+ * (a child's or the body's rc, in the order they happened: a body's error
+ * comes before the children's that fail later, as in their cleanup after
+ * the body's abort; asyncio's ExceptionGroup lists the body's last); else
  * -ECANCELED when the entering task was cancelled from outside the group
  * (never hidden: when an error is returned instead, that cancellation stays
  * requested, as in Python 3.13); else 0. Suspends. Errors: -EINVAL not
