@@ -375,8 +375,9 @@ enum {
 };
 
 /* One non-blocking SSL call under the lock: > 0 or 0 done (bytes for read
- * and write), WANT_READ/WANT_WRITE as -EAGAIN with *want the poll bits,
- * else the mapped error. */
+ * and write; a read's 0 is the peer's close_notify, a write of n >= 1
+ * never returns 0), WANT_READ/WANT_WRITE as -EAGAIN with *want the poll
+ * bits, else the mapped error. */
 static ssize_t call_once(struct weft__tls *t, int op, void *buf, size_t n, unsigned *want, bool may_skip) {
   int rc = weft_lock_acquire(&t->lock);
   if (rc) return rc;
@@ -414,7 +415,7 @@ static ssize_t call_once(struct weft__tls *t, int op, void *buf, size_t n, unsig
     if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) {
       *want = e == SSL_ERROR_WANT_READ ? POLLIN : POLLOUT;
       res = -EAGAIN;
-    } else if (e == SSL_ERROR_ZERO_RETURN) {
+    } else if (e == SSL_ERROR_ZERO_RETURN && op != OP_WRITE) {
       res = 0; /* close_notify: end of stream */
     } else if (op == OP_HANDSHAKE) {
       bool verifying = SSL_get_verify_mode(t->ssl) & SSL_VERIFY_PEER;
@@ -422,7 +423,11 @@ static ssize_t call_once(struct weft__tls *t, int op, void *buf, size_t n, unsig
       res = rejected ? -EKEYREJECTED : -ECONNABORTED;
       report("handshake", rejected ? t->ssl : NULL, t->reason, sizeof t->reason, sys);
       t->dead = true;
-    } else if (e == SSL_ERROR_SYSCALL) {
+    } else if (e == SSL_ERROR_SYSCALL || e == SSL_ERROR_ZERO_RETURN) {
+      /* ZERO_RETURN on a write: SSL_get_error's answer to any failure once
+       * the peer's close_notify came (a write may follow it: half-close),
+       * here the send's; not "0 bytes written", which every writer (the
+       * transport's flush, a stream's) would retry at once, forever */
       res = sys && sys != EAGAIN ? -sys : -ECONNRESET;
       report("i/o", NULL, t->reason, sizeof t->reason, sys);
       t->dead = true;

@@ -1640,7 +1640,10 @@ bool weft_transport_is_reading(weft_transport *t) {
 
 int weft_transport_set_write_buffer_limits(weft_transport *t, size_t high, size_t low) {
   if (!t) return -EINVAL;
-  if (high == WEFT_TRANSPORT_DEFAULT) high = DEFAULT_HIGH;
+  /* asyncio's defaults: high 64 KiB, or 4 * low when only low is given
+   * (saturating: a high of SIZE_MAX never pauses); low high / 4 */
+  if (high == WEFT_TRANSPORT_DEFAULT)
+    high = low == WEFT_TRANSPORT_DEFAULT ? DEFAULT_HIGH : low > SIZE_MAX / 4 ? SIZE_MAX : 4 * low;
   if (low == WEFT_TRANSPORT_DEFAULT) low = high / 4;
   if (low > high) return -EINVAL;
   wakeup w = {0};

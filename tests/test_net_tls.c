@@ -19,8 +19,9 @@
  * the reader met a reset (-ECONNRESET); a handshake deadline of 0 (in the
  * past: -ETIMEDOUT, never -EAGAIN); another task's abort while the writer
  * waits in write, drain or write_eof for a server that does not read
- * (-ECONNRESET at once, the server reads a reset). Runs on whichever
- * backend WEFT_BACKEND selects.
+ * (-ECONNRESET at once, the server reads a reset); a write after the
+ * peer's close_notify that its reset makes fail (the error, not a spin).
+ * Runs on whichever backend WEFT_BACKEND selects.
  */
 #include <dirent.h>
 #include <netinet/in.h>
@@ -1383,6 +1384,54 @@ static int tls_abort_writer_main(void *arg) {
 
 TEST_T(abort_wakes_a_tls_writer_blocked_for_a_peer_that_does_not_read, 60) {
   run_with_certs(tls_abort_writer_main, NULL);
+}
+
+/* A write after the peer's close_notify that the socket refuses (the peer
+ * then reset the connection): OpenSSL's SSL_get_error says ZERO_RETURN for
+ * any failure once close_notify was received, and net/tls.c returned it as
+ * "0 bytes written": the writer's flush retried at once, forever, holding
+ * its worker. It must fail with the send's error. */
+static _Atomic int after_notify_rc = 1;
+
+static int after_notify_handler(weft_stream *s, void *arg) {
+  (void)arg;
+  char buf[64];
+  ASSERT_EQ(weft_stream_read(s, buf, sizeof buf), 0); /* the peer's close_notify */
+  weft_sleep_ns(100000000);                           /* the peer resets meanwhile */
+  static char blob[64 * 1024];
+  int rc = 0;
+  for (int i = 0; i < 20 && rc == 0; i++) {
+    rc = weft_stream_write(s, blob, sizeof blob);
+    if (rc == 0) rc = weft_stream_drain(s);
+  }
+  atomic_store(&after_notify_rc, rc);
+  return 0;
+}
+
+static int write_after_notify_main(void *arg) {
+  (void)arg;
+  weft_tls_ctx *sctx = server_ctx(srv_pem, NULL, 0), *cctx = client_ctx(ca_pem, NULL);
+  weft_server *srv = tls_server(after_notify_handler, NULL, sctx);
+  weft_stream *st;
+  ASSERT_EQ(weft_open_connection_tls("127.0.0.1", port_of(srv), WEFT_NO_DEADLINE, cctx, "localhost", &st), 0);
+  ASSERT_EQ(weft_stream_write_eof(st), 0); /* close_notify */
+  weft_sleep_ns(20000000);
+  weft_stream_abort(st); /* then a reset */
+  ASSERT_EQ(weft_stream_wait_closed(st), 0);
+  for (int k = 0; k < 5000 && atomic_load(&after_notify_rc) == 1; k++) weft_sleep_ns(1000000);
+  int rc = atomic_load(&after_notify_rc);
+  if (rc == 1) TEST_FAIL("the server's writes did not end within 5 s");
+  ASSERT_TRUE(rc == -ECONNRESET || rc == -EPIPE);
+  ASSERT_EQ(weft_server_close(srv), 0);
+  weft_server_free(srv);
+  weft_tls_ctx_free(sctx);
+  weft_tls_ctx_free(cctx);
+  return 0;
+}
+
+/* (a 30 s limit: the spinning writer may hold the worker this test's task runs on) */
+TEST_T(a_write_failing_after_close_notify_returns_the_error, 30) {
+  run_with_certs(write_after_notify_main, NULL);
 }
 
 TEST_MAIN()

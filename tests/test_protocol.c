@@ -7,7 +7,7 @@
  * a peer's reset, server shutdown (cancellation) and a lost creator, the
  * buffered protocol receiving into the user's memory, writes from many
  * tasks on both workers at once, Python's asyncio as the independent peer,
- * bad input, no descriptor leaked. The peers are weft's streams (or raw
+ * bad input, asyncio's default watermarks, no descriptor leaked. The peers are weft's streams (or raw
  * sockets, or python3), never the code under test at both ends, except in
  * the client/server trace test. Runs on whichever backend WEFT_BACKEND
  * selects. Loopback only. */
@@ -915,6 +915,45 @@ static int nobuf_main(void *arg) {
 TEST_T(get_buffer_closing_with_a_send_in_flight_ends_the_connection, 20) {
   weft_config c = cfg_workers(2);
   ASSERT_EQ(weft_run(nobuf_main, NULL, &c), 0);
+}
+
+/* set_write_buffer_limits(high=None, low=L): asyncio makes high 4 * L
+ * (transports.py, _FlowControlMixin._set_write_buffer_limits); weft made
+ * it 64 KiB, so that a low above 64 KiB was refused (-EINVAL) and a low
+ * under it kept high at 64 KiB. */
+static int limits_main(void *arg) {
+  (void)arg;
+  int sv[2];
+  ASSERT_EQ(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+  rec c;
+  rec_init(&c);
+  weft_protocol p = proto_of(&c);
+  weft_transport *t;
+  ASSERT_EQ(weft_connect_accepted_socket(sv[0], &p, &t), 0);
+  size_t high = 0, low = 0;
+  ASSERT_EQ(weft_transport_set_write_buffer_limits(t, WEFT_TRANSPORT_DEFAULT, 100000), 0);
+  weft_transport_get_write_buffer_limits(t, &high, &low);
+  ASSERT_UEQ(high, 400000);
+  ASSERT_UEQ(low, 100000);
+  ASSERT_EQ(weft_transport_set_write_buffer_limits(t, WEFT_TRANSPORT_DEFAULT, 1000), 0);
+  weft_transport_get_write_buffer_limits(t, &high, &low);
+  ASSERT_UEQ(high, 4000);
+  ASSERT_UEQ(low, 1000);
+  ASSERT_EQ(weft_transport_set_write_buffer_limits(t, 1000, WEFT_TRANSPORT_DEFAULT), 0); /* low: high / 4 */
+  weft_transport_get_write_buffer_limits(t, &high, &low);
+  ASSERT_UEQ(high, 1000);
+  ASSERT_UEQ(low, 250);
+  weft_transport_close(t);
+  ASSERT_EQ(weft_event_wait(&c.lost), 0);
+  close(sv[1]);
+  weft_transport_release(t);
+  rec_free(&c);
+  return 0;
+}
+
+TEST(write_buffer_limits_default_high_is_four_times_low) {
+  weft_config c = cfg_workers(2);
+  ASSERT_EQ(weft_run(limits_main, NULL, &c), 0);
 }
 
 TEST_MAIN()

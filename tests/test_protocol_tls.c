@@ -15,8 +15,9 @@
  * shutdown during a handshake (-ECANCELED), and a cancelled
  * create_connection_tls during one (connection_lost(-ECANCELED) alone, the
  * socket closed at once); the buffered protocol
- * decrypting into the user's memory; bad input. Runs on whichever
- * backend WEFT_BACKEND selects. */
+ * decrypting into the user's memory; bad input; a write failing after
+ * the peer's close_notify (half open, then a reset) ends the connection.
+ * Runs on whichever backend WEFT_BACKEND selects. */
 #include <netinet/in.h>
 #include <pthread.h>
 #include <stdatomic.h>
@@ -836,6 +837,53 @@ static int cancel_create_main(void *arg) {
 
 TEST(cancelling_create_connection_tls_ends_the_handshake) {
   run_with_certs(cancel_create_main, NULL);
+}
+
+/* A write after the peer's close_notify that the socket refuses (the peer
+ * then reset the connection): OpenSSL's SSL_get_error says ZERO_RETURN for
+ * any failure once close_notify was received, and net/tls.c took that for
+ * "0 bytes written": the driver's flush retried the same write forever,
+ * holding its worker (every task pinned there starved; found by a stress of
+ * closes, aborts and write_eof on both ends). asyncio: the send's error
+ * ends the connection, connection_lost(exc). */
+static int write_after_close_notify_main(void *arg) {
+  (void)arg;
+  int fds0 = count_fds();
+  weft_tls_ctx *sctx = server_ctx(srv_pem, NULL, 0), *cctx = client_ctx(ca_pem, NULL);
+  static server_recs s;
+  s.tmpl = (rec){.keep_open_on_eof = true}; /* half open after the peer's close_notify */
+  weft_server *srv;
+  uint16_t port = tls_start(&srv, &s, sctx);
+  weft_stream *st;
+  ASSERT_EQ(weft_open_connection_tls("127.0.0.1", port, WEFT_NO_DEADLINE, cctx, "localhost", &st), 0);
+  rec *sr = server_rec(&s, 0);
+  ASSERT_EQ(weft_stream_write_eof(st), 0); /* close_notify */
+  for (int k = 0; k < 5000 && atomic_load(&sr->tlen) < 2; k++) weft_sleep_ns(1000000);
+  assert_trace(sr, "ME");
+  weft_stream_abort(st); /* then a reset */
+  ASSERT_EQ(weft_stream_wait_closed(st), 0);
+  weft_sleep_ns(50000000);
+  static char blob[64 * 1024];
+  int rc = 0;
+  for (int i = 0; i < 20 && rc == 0; i++) { /* from this task: the driver encrypts and sends */
+    rc = weft_transport_write(sr->t, blob, sizeof blob);
+    weft_sleep_ns(5000000);
+  }
+  for (int k = 0; k < 5000 && !weft_event_is_set(&sr->lost); k++) weft_sleep_ns(1000000);
+  if (!weft_event_is_set(&sr->lost)) TEST_FAIL("connection_lost was not called within 5 s (write: %d)", rc);
+  ASSERT_TRUE(sr->lost_err == -ECONNRESET || sr->lost_err == -EPIPE);
+  ASSERT_EQ(atomic_load(&sr->lost_count), 1);
+  rec_free(sr);
+  weft_server_free(srv);
+  weft_tls_ctx_free(sctx);
+  weft_tls_ctx_free(cctx);
+  ASSERT_EQ(count_fds(), fds0);
+  return 0;
+}
+
+/* (a 30 s limit: the spinning driver may hold the worker this test's task runs on) */
+TEST_T(tls_a_write_failing_after_close_notify_ends_the_connection, 30) {
+  run_with_certs(write_after_close_notify_main, NULL);
 }
 
 TEST_MAIN()

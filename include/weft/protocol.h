@@ -174,7 +174,9 @@ WEFT_API int weft_create_unix_server(weft_server **out, const char *path, weft_p
  * connection, -ENOMEM (nothing was buffered), -EINVAL. Any task. */
 WEFT_API int weft_transport_write(weft_transport *t, const void *data, size_t len);
 
-/* writelines/writev: the buffers in order, as one write (one sendmsg). */
+/* writelines/writev: the buffers in order, as one write (one sendmsg). At
+ * most IOV_MAX buffers (-EINVAL), as weft_stream_writev (asyncio's
+ * writelines takes any number). */
 WEFT_API int weft_transport_writev(weft_transport *t, const struct iovec *iov, int iovcnt);
 
 /* write_eof: shutdown(SHUT_WR) once the buffer has been sent; later writes
@@ -222,8 +224,9 @@ WEFT_API int weft_transport_resume_reading(weft_transport *t);
 WEFT_API bool weft_transport_is_reading(weft_transport *t);
 
 /* set_write_buffer_limits(high, low): the watermarks of pause_writing and
- * resume_writing. WEFT_TRANSPORT_DEFAULT for high: 64 KiB; for low:
- * high / 4. Errors: -EINVAL (low > high). Any task. */
+ * resume_writing. WEFT_TRANSPORT_DEFAULT for high: 64 KiB, or 4 * low when
+ * low is given (as asyncio); for low: high / 4. Errors: -EINVAL (low >
+ * high). Any task. */
 #define WEFT_TRANSPORT_DEFAULT SIZE_MAX
 WEFT_API int weft_transport_set_write_buffer_limits(weft_transport *t, size_t high, size_t low);
 WEFT_API void weft_transport_get_write_buffer_limits(weft_transport *t, size_t *high, size_t *low);
