@@ -15,10 +15,10 @@
  * one found it not ready) and tries again. A descriptor epoll cannot
  * watch (a regular file whose data is not cached, -EPERM) is read on the
  * blocking pool (io/file.c's sysjob); a pollable descriptor without
- * RWF_NOWAIT support (EOPNOTSUPP: a tty, some character devices) waits for
- * readiness and then makes the plain read, which can block the worker
- * only if another reader drains it in between; its writes: WRITES THAT
- * BLOCK.
+ * RWF_NOWAIT support (EOPNOTSUPP: a tty, a FIFO, some character devices)
+ * makes the plain read once poll, on the worker's thread just before it,
+ * finds input (or at once when it is O_NONBLOCK), and waits for readiness
+ * otherwise: EPOLL AND NOWAIT, at epoll_rw; its writes: WRITES THAT BLOCK.
  *
  * WRITES THAT BLOCK. A tty has no RWF_NOWAIT, and its "writable" (poll)
  * means some room, not room for the write: the rest of a larger write
@@ -35,7 +35,9 @@
  * weft_close interrupt it there, -EINTR: io/op.c, and the deadline is the
  * task's timer, which cancels it: weft__uop_begin_timed), or epoll's
  * blocking pool, where, as Tokio's stdout on its blocking pool, neither
- * can end it once it runs (the caller's buffer is in use). Cost: a write
+ * can end it once it runs (the caller's buffer is in use); except an
+ * O_NONBLOCK file's, which cannot wait: epoll makes its plain write on the
+ * worker and waits for readiness on EAGAIN (EPOLL AND NOWAIT). Cost: a write
  * that must wait for a pipe or socket makes one submission more; reads
  * are unchanged (a tty read the kernel issues inline has input to return).
  */
@@ -113,6 +115,46 @@ static ssize_t finish_on_pool(int fd, const struct iovec *iov, int iovcnt, int64
   return more > 0 ? r + more : r; /* an error after some bytes moved: report the bytes */
 }
 
+/* A descriptor without RWF_NOWAIT (EOPNOTSUPP): may the plain call run on
+ * the worker? Only where it cannot wait in the kernel: an O_NONBLOCK file
+ * (it says EAGAIN itself; as on io_uring, a FIFO's read end that no writer
+ * opened yet then reads 0, read(2)'s answer), or a read that poll, just
+ * before it and on this thread, finds something to return (input, its
+ * end, an error). 0: make the plain call; -EAGAIN: not ready (wait for
+ * readiness); 1: a blocking write, or a file poll cannot tell (regular,
+ * block device, directory: a tmpfs file has no RWF_NOWAIT), O_NONBLOCK or
+ * not: the blocking pool. (EPOLL AND NOWAIT) */
+static int plain_ok(int fd, bool wr) {
+  struct stat st;
+  if (fstat(fd, &st) != 0) return -errno;
+  /* (poll says ready always; O_NONBLOCK does not stop a disk's wait) */
+  if (S_ISREG(st.st_mode) || S_ISBLK(st.st_mode) || S_ISDIR(st.st_mode)) return 1;
+  int fl = fcntl(fd, F_GETFL);
+  if (fl < 0) return -errno;
+  if (fl & O_NONBLOCK) return 0;
+  if (wr) return 1;
+  struct pollfd p = {.fd = fd, .events = POLLIN};
+  int n;
+  while ((n = poll(&p, 1, 0)) < 0 && errno == EINTR) {
+  }
+  if (n < 0) return -errno;
+  return n > 0 ? 0 : -EAGAIN;
+}
+
+/* EPOLL AND NOWAIT. A descriptor without RWF_NOWAIT (a tty, a FIFO, an
+ * inotify descriptor, an eventfd's writes; EOPNOTSUPP) tells nothing of
+ * its readiness by that refusal, so it must not clear READY: an owned
+ * descriptor (a stream's) waits for an edge with no re-report (no MOD), and
+ * a canonical tty holding two lines, of which a read returns one, gives
+ * none: the stream waited with the second line there. Its plain call runs
+ * on the worker only where it cannot wait there (plain_ok: an O_NONBLOCK
+ * file; a read once poll finds input on this thread just before it, so
+ * that no task of this worker can take that in between, as io_uring checks
+ * poll before it issues such a read inline); a blocking write, which may
+ * wait, goes to the blocking pool (WRITES THAT BLOCK). An
+ * O_NONBLOCK file's write went to the pool too, which returned its EAGAIN
+ * to the caller (weft_write never returns -EAGAIN: io.h); it now waits for
+ * readiness as any other. */
 static ssize_t epoll_rw(int fd, const struct iovec *iov, int iovcnt, int64_t off, bool wr, int64_t deadline) {
   int nowait = RWF_NOWAIT;
   int rc = weft__io_cancel_point();
@@ -126,19 +168,25 @@ static ssize_t epoll_rw(int fd, const struct iovec *iov, int iovcnt, int64_t off
   }
   for (;;) {
     int e = EAGAIN;
-    if (ready) {
+    int ok = ready && !nowait ? plain_ok(fd, wr) : 0; /* (EPOLL AND NOWAIT) */
+    if (ok < 0 && ok != -EAGAIN) return ok;
+    if (ok == 1) { /* it may wait: on the pool (WRITES THAT BLOCK), as a file epoll cannot watch */
+      weft__sysjob j = {.op = wr ? WEFT__SYS_PWRITEV : WEFT__SYS_PREADV, .fd = fd, .iov = iov, .iovcnt = iovcnt, .off = off};
+      return weft__sysjob_run(&j);
+    }
+    if (ready && ok == 0) {
       ssize_t r = wr ? pwritev2(fd, iov, iovcnt, off, nowait) : preadv2(fd, iov, iovcnt, off, nowait);
       if (r > 0 && nowait) return finish_on_pool(fd, iov, iovcnt, off, wr, r);
       if (r >= 0) return r;
       e = errno;
       if (e == EINTR) continue;
-      if (e == EOPNOTSUPP && wr && nowait) { /* a tty's: it may wait, on the pool (WRITES THAT BLOCK) */
-        weft__sysjob j = {.op = WEFT__SYS_PWRITEV, .fd = fd, .iov = iov, .iovcnt = iovcnt, .off = off};
-        return weft__sysjob_run(&j);
+      if (e == EOPNOTSUPP && nowait) { /* no RWF_NOWAIT: says nothing of readiness (EPOLL AND NOWAIT) */
+        nowait = 0;
+        continue;
       }
-      if (e != EAGAIN && e != EOPNOTSUPP) return -e;
-      weft__ready_clear(&rd);
+      if (e != EAGAIN) return -e;
     }
+    if (ready) weft__ready_clear(&rd);
     if (deadline != WEFT__NO_DEADLINE && weft_now_ns() >= deadline) {
       /* "not ready" is advice (io/readiness.c: an event may be on its way
        * to the dispatch); with no time left to wait for it, try once: a
@@ -156,7 +204,6 @@ static ssize_t epoll_rw(int fd, const struct iovec *iov, int iovcnt, int64_t off
       return weft__sysjob_run(&j);
     }
     if (rc < 0) return rc;
-    if (e == EOPNOTSUPP) nowait = 0; /* ready now: the plain call */
     ready = true;
   }
 }
@@ -276,22 +323,70 @@ static ssize_t uring_splice(int in, int64_t off_in, int out, int64_t off_out, si
   }
 }
 
+/* SPLICE ENDS THAT BLOCK (epoll). SPLICE_F_NONBLOCK makes only the
+ * pipe's side non-blocking: an end that is neither a pipe nor a socket is
+ * read (copy_splice_read) or written (iter_file_splice_write) as a
+ * blocking file, on the calling thread. A splice from a terminal with no
+ * input, or into a terminal without room for it, waited there, stopping
+ * the worker and every task on it (the terminal's writer, or reader, on
+ * that worker: a deadlock; test_fd splice_with_a_tty_end_...). So such
+ * an end decides where the try runs: a pollable
+ * input (a tty, a character device) on the worker once poll, just before
+ * it on this thread, finds input (as weft_read of a tty: EPOLL AND
+ * NOWAIT); an output of that kind, or a regular file either way (whose
+ * data may not be cached), on the blocking pool, where a write may wait
+ * for room (WRITES THAT BLOCK: a cancel does not end it once it runs).
+ * io_uring runs every splice on the kernel's own worker thread. */
+enum { END_NONBLOCK, END_POLL, END_POOL };
+
+static int splice_end(int fd) {
+  struct stat st;
+  if (fstat(fd, &st) != 0) return END_NONBLOCK; /* (the call reports the error) */
+  if (S_ISFIFO(st.st_mode) || S_ISSOCK(st.st_mode)) return END_NONBLOCK;
+  return S_ISCHR(st.st_mode) ? END_POLL : END_POOL;
+}
+
+typedef struct splice_job {
+  int in, out;
+  int64_t off_in, off_out;
+  size_t len;
+  unsigned flags;
+  bool is_tee;
+} splice_job;
+
+/* One try, the pipe's side non-blocking: the bytes moved or -errno. */
+static int splice_try(void *arg) {
+  splice_job *j = arg;
+  loff_t oi = j->off_in, oo = j->off_out;
+  ssize_t r = j->is_tee ? tee(j->in, j->out, j->len, j->flags | SPLICE_F_NONBLOCK)
+                        : splice(j->in, j->off_in < 0 ? NULL : &oi, j->out, j->off_out < 0 ? NULL : &oo, j->len,
+                                 j->flags | SPLICE_F_NONBLOCK);
+  return r < 0 ? -errno : (int)r; /* (len <= WEFT_IO_MAX) */
+}
+
 /* epoll: the non-blocking call; on -EAGAIN wait for whichever end is not
  * ready (poll with no timeout says which) */
 static ssize_t epoll_splice(int in, int64_t off_in, int out, int64_t off_out, size_t len, unsigned flags, bool is_tee) {
   int rc = weft__io_cancel_point();
   if (rc) return rc;
+  splice_job j = {.in = in, .out = out, .off_in = off_in, .off_out = off_out, .len = len, .flags = flags, .is_tee = is_tee};
+  int in_end = is_tee ? END_NONBLOCK : splice_end(in), out_end = is_tee ? END_NONBLOCK : splice_end(out);
+  bool pool = in_end == END_POOL || out_end != END_NONBLOCK; /* (SPLICE ENDS THAT BLOCK) */
   weft__ready rin, rout; /* snapshots before each try (io/readiness.h) */
   weft__ready_begin(&rin, in, WEFT__DIR_IN);
   weft__ready_begin(&rout, out, WEFT__DIR_OUT);
   for (;;) {
-    loff_t oi = off_in, oo = off_out;
-    ssize_t r = is_tee ? tee(in, out, len, flags | SPLICE_F_NONBLOCK)
-                    : splice(in, off_in < 0 ? NULL : &oi, out, off_out < 0 ? NULL : &oo, len, flags | SPLICE_F_NONBLOCK);
-    if (r >= 0) return r;
-    if (errno == EINTR) continue;
-    if (errno != EAGAIN) return -errno;
+    ssize_t r;
     struct pollfd p[2] = {{.fd = in, .events = POLLIN}, {.fd = out, .events = POLLOUT}};
+    if (pool)
+      r = weft__blocking_call(splice_try, &j, WEFT__BLOCKING_RESULT);
+    else if (in_end == END_POLL && poll(p, 1, 0) == 0)
+      r = -EAGAIN; /* no input: the read would wait on this thread */
+    else
+      r = splice_try(&j);
+    if (r >= 0) return r;
+    if (r == -EINTR) continue;
+    if (r != -EAGAIN) return r;
     if (poll(p, 2, 0) < 0 && errno != EINTR) return -errno;
     if (!(p[0].revents & (POLLIN | POLLHUP | POLLERR))) {
       weft__ready_clear(&rin);

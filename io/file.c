@@ -59,7 +59,9 @@ int weft__sysjob_run(weft__sysjob *j) { return weft__blocking_call(sysjob_fn, j,
 
 /* ------------------------------------------------------------ one call, either backend */
 
-static int file_call(weft__sysjob *j) {
+/* async: on io_uring, issue it on the kernel's worker thread (IOSQE_ASYNC),
+ * where it may wait (A FIFO'S OPEN). */
+static int file_call_on(weft__sysjob *j, bool async) {
   int backend = weft__io_backend();
   if (backend < 0) return backend;
   if (backend != WEFT_BACKEND_URING) return weft__sysjob_run(j);
@@ -80,15 +82,31 @@ static int file_call(weft__sysjob *j) {
     case WEFT__SYS_RENAMEAT: io_uring_prep_renameat(sqe, j->fd, j->path, j->fd2, j->path2, 0); break;
     default: io_uring_prep_nop(sqe); break; /* not reached: reads and writes are io/fd.c's */
   }
+  if (async) sqe->flags |= IOSQE_ASYNC;
   return weft__uop_wait(&u, sqe);
 }
 
+static int file_call(weft__sysjob *j) { return file_call_on(j, false); }
+
 /* ------------------------------------------------------------ the calls */
 
+/* A FIFO'S OPEN. io_uring issues an open inline with O_NONBLOCK added
+ * (and taken off the file after; kernel 6.18's io_openat2), so that it
+ * cannot wait on the submitting thread; a FIFO's write end opened so with
+ * no reader fails -ENXIO, where openat(2) waits for a reader (and epoll's,
+ * on the blocking pool, does). So that answer to an open that did not ask
+ * for O_NONBLOCK is asked again on the kernel's worker thread, which runs
+ * the open as openat(2) and may wait there (a cancel interrupts it:
+ * -ECANCELED, io/op.c). Any other -ENXIO (a socket's path, a device
+ * without its driver) comes back the same, one submission later. A FIFO's
+ * read end opened inline does not wait for a writer (open(2) would): its
+ * reads then wait for one's bytes, or its end, as they would after. */
 int weft_openat(int dirfd, const char *path, int flags, mode_t mode) {
   if (!path) return -EINVAL;
   weft__sysjob j = {.op = WEFT__SYS_OPENAT, .fd = dirfd, .path = path, .flags = flags | O_CLOEXEC, .mode = mode};
-  return file_call(&j);
+  int fd = file_call(&j);
+  if (fd == -ENXIO && !(flags & O_NONBLOCK) && weft__io_backend() == WEFT_BACKEND_URING) fd = file_call_on(&j, true);
+  return fd;
 }
 
 int weft_open(const char *path, int flags, mode_t mode) { return weft_openat(AT_FDCWD, path, flags, mode); }

@@ -13,6 +13,7 @@
 #include <signal.h>
 #include <sys/eventfd.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <sys/uio.h>
 #include <termios.h>
 
@@ -580,6 +581,155 @@ static int rv_pty_big_write_main(void *arg) {
 TEST(a_tty_write_larger_than_its_room_leaves_the_worker_free) {
   weft_config c = cfg_workers(1);
   ASSERT_EQ(weft_run(rv_pty_big_write_main, NULL, &c), 0);
+}
+
+/* A write to an O_NONBLOCK tty or FIFO that must wait for room: such a
+ * file has no RWF_NOWAIT either, and epoll sent its write to the blocking
+ * pool as a blocking tty's, where the plain write said EAGAIN, returned to
+ * the caller (io.h: weft_write never returns -EAGAIN; before: -11 on
+ * epoll, the deadline's and the drainer's both). An O_NONBLOCK file's
+ * write cannot wait: it now waits for readiness as a pipe's does (io/fd.c
+ * EPOLL AND NOWAIT). The drainer is a task on the same, only, worker. */
+static int nb_drainer(void *arg) {
+  int fd = (int)(intptr_t)arg;
+  static char b[4096];
+  weft_sleep_ns(20000000);
+  int got = 0;
+  ssize_t n;
+  while ((n = weft_read_until(fd, b, sizeof b, weft_now_ns() + 500000000)) > 0) got += (int)n; /* (until 0.5 s without a byte) */
+  return n == -ETIMEDOUT ? got : -1;
+}
+
+static int rv_nb_full_main(void *arg) {
+  (void)arg;
+  char path[] = "/tmp/weft_fifo_XXXXXX";
+  ASSERT_TRUE(mkdtemp(path) != NULL);
+  char fifo[64];
+  snprintf(fifo, sizeof fifo, "%s/f", path);
+  ASSERT_EQ(mkfifo(fifo, 0600), 0);
+  int m, s;
+  ASSERT_EQ(openpty(&m, &s, NULL, NULL, NULL), 0);
+  struct termios raw;
+  ASSERT_EQ(tcgetattr(s, &raw), 0);
+  cfmakeraw(&raw);
+  ASSERT_EQ(tcsetattr(s, TCSANOW, &raw), 0);
+  int fr = open(fifo, O_RDWR | O_NONBLOCK | O_CLOEXEC), fw = open(fifo, O_WRONLY | O_NONBLOCK | O_CLOEXEC);
+  ASSERT_TRUE(fr >= 0 && fw >= 0);
+  ASSERT_EQ(fcntl(m, F_SETFL, O_RDWR | O_NONBLOCK), 0);
+  int pairs[2][2] = {{fw, fr}, {m, s}};
+  for (int k = 0; k < 2; k++) {
+    int w = pairs[k][0], r = pairs[k][1];
+    static char fill[4096];
+    int put = 0;
+    ssize_t n;
+    while ((n = write(w, fill, sizeof fill)) > 0) put += (int)n;
+    while ((n = write(w, fill, 1)) > 0) put += (int)n;
+    ASSERT_EQ(errno, EAGAIN);
+    n = weft_write_until(w, "z", 1, weft_now_ns() + 50000000);
+    if (k == 0 || n != 1) ASSERT_EQ(n, -ETIMEDOUT); /* (a tty may make room itself: its buffers) */
+    if (n == 1) put++;
+    weft_task d = weft_spawn(nb_drainer, (void *)(intptr_t)r);
+    ASSERT_TRUE(d.rec != NULL);
+    ASSERT_EQ(weft_write(w, "z", 1), 1);
+    ASSERT_EQ(weft_join(d), put + 1);
+    weft_task_release(d);
+  }
+  close(fr); close(fw); close(m); close(s);
+  unlink(fifo);
+  /* an O_NONBLOCK read end that no writer opened yet reads 0, read(2)'s
+   * answer, on both backends (epoll waited for readiness, io_uring not) */
+  ASSERT_EQ(mkfifo(fifo, 0600), 0);
+  fr = open(fifo, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+  ASSERT_TRUE(fr >= 0);
+  char c;
+  ASSERT_EQ(weft_read_until(fr, &c, 1, weft_now_ns() + 30000000), 0);
+  close(fr);
+  unlink(fifo);
+  rmdir(path);
+  return 0;
+}
+
+TEST(nonblocking_tty_and_fifo_writes_wait_for_room) {
+  weft_config c = cfg_workers(1);
+  ASSERT_EQ(weft_run(rv_nb_full_main, NULL, &c), 0);
+}
+
+/* A splice with a terminal end: SPLICE_F_NONBLOCK makes only the pipe's
+ * side non-blocking, and epoll spliced on the worker's thread, where the
+ * terminal's read waited for input, or its write for room: the worker
+ * stopped with every task on it (before: the run hung on epoll, the
+ * thread in n_tty_read under copy_splice_read, or n_tty_write under
+ * iter_file_splice_write). The terminal's writer, or reader, is a task on
+ * the same, only, worker (io/fd.c SPLICE ENDS THAT BLOCK). And a regular
+ * file's end, at an offset, either way. */
+typedef struct sp_args {
+  int in, out;
+  size_t len;
+} sp_args;
+
+static int sp_task(void *arg) {
+  sp_args *a = arg;
+  return (int)weft_splice(a->in, -1, a->out, -1, a->len, 0);
+}
+
+static int rv_splice_tty_main(void *arg) {
+  (void)arg;
+  int m, s, p[2];
+  ASSERT_EQ(openpty(&m, &s, NULL, NULL, NULL), 0);
+  struct termios raw;
+  ASSERT_EQ(tcgetattr(s, &raw), 0);
+  cfmakeraw(&raw);
+  ASSERT_EQ(tcsetattr(s, TCSANOW, &raw), 0);
+  ASSERT_EQ(pipe2(p, O_CLOEXEC), 0);
+  /* from the terminal, no input yet: the splice waits, the worker runs */
+  sp_args a = {.in = s, .out = p[1], .len = 4096};
+  weft_task t = weft_spawn(sp_task, &a);
+  ASSERT_TRUE(t.rec != NULL);
+  weft_sleep_ns(20000000);
+  ASSERT_TRUE(!weft_task_done(t));
+  ASSERT_EQ(weft_write(m, "hello", 5), 5);
+  ASSERT_EQ(weft_join(t), 5);
+  weft_task_release(t);
+  char buf[16];
+  ASSERT_EQ(weft_read(p[0], buf, sizeof buf), 5);
+  ASSERT_EQ(memcmp(buf, "hello", 5), 0);
+  /* into the terminal, filled: the splice waits for the reader */
+  ASSERT_EQ(fcntl(m, F_SETFL, O_RDWR | O_NONBLOCK), 0);
+  static char fill[4096];
+  int put = 0;
+  ssize_t n;
+  while ((n = write(m, fill, sizeof fill)) > 0) put += (int)n;
+  while ((n = write(m, fill, 1)) > 0) put += (int)n;
+  ASSERT_EQ(fcntl(m, F_SETFL, O_RDWR), 0);
+  ASSERT_EQ(write(p[1], fill, sizeof fill), (ssize_t)sizeof fill);
+  sp_args b = {.in = p[0], .out = m, .len = sizeof fill};
+  t = weft_spawn(sp_task, &b);
+  ASSERT_TRUE(t.rec != NULL);
+  weft_sleep_ns(20000000);
+  int got = 0;
+  static char drain[65536];
+  while ((n = weft_read_until(s, drain, sizeof drain, weft_now_ns() + 500000000)) > 0) got += (int)n;
+  ASSERT_EQ(n, -ETIMEDOUT);
+  ASSERT_EQ(weft_join(t), (int)sizeof fill);
+  weft_task_release(t);
+  ASSERT_EQ(got, put + (int)sizeof fill);
+  /* a regular file's end */
+  char path[] = "/tmp/weft_splice_XXXXXX";
+  int f = mkstemp(path);
+  ASSERT_TRUE(f >= 0);
+  unlink(path);
+  ASSERT_EQ(write(p[1], "abcdef", 6), 6);
+  ASSERT_EQ(weft_splice(p[0], -1, f, 10, 6, 0), 6);
+  ASSERT_EQ(weft_splice(f, 12, p[1], -1, 100, 0), 4);
+  ASSERT_EQ(weft_read(p[0], buf, sizeof buf), 4);
+  ASSERT_EQ(memcmp(buf, "cdef", 4), 0);
+  close(f); close(m); close(s); close(p[0]); close(p[1]);
+  return 0;
+}
+
+TEST(splice_with_a_tty_end_leaves_the_worker_free) {
+  weft_config c = cfg_workers(1);
+  ASSERT_EQ(weft_run(rv_splice_tty_main, NULL, &c), 0);
 }
 
 static int rv_pty_cancel_main(void *arg) {

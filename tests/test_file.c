@@ -657,4 +657,53 @@ TEST(full_length_loops_of_nothing_check_their_descriptor) {
   remove_dir();
 }
 
+/* weft_open of a FIFO for writing with no reader yet waits for one, as
+ * openat(2) does (both ends then open). io_uring issues an open inline
+ * with O_NONBLOCK added (kernel 6.18: LOOKUP_CACHED and O_NONBLOCK when
+ * IO_URING_F_NONBLOCK), and a FIFO's write end opened so, with no reader,
+ * fails -ENXIO, which the ring returned (before: -6 on io_uring); epoll's
+ * open on the blocking pool waited. On io_uring a cancel ends the wait
+ * (the kernel's worker thread is interrupted); on epoll it does not, once
+ * the open runs on the pool (io.h). The reader opens from the same, only,
+ * worker. */
+static int fifo_open_writer(void *arg) { return weft_open(arg, O_WRONLY, 0); }
+
+static int fifo_open_main(void *arg) {
+  (void)arg;
+  make_dir();
+  const char *f = path_of("fifo");
+  ASSERT_EQ(mkfifo(f, 0600), 0);
+  weft_task w = weft_spawn(fifo_open_writer, (void *)f);
+  ASSERT_TRUE(w.rec != NULL);
+  weft_sleep_ns(20000000);
+  ASSERT_TRUE(!weft_task_done(w)); /* no reader yet */
+  int r = weft_open(f, O_RDONLY | O_NONBLOCK, 0); /* (a reader's open never waits with O_NONBLOCK) */
+  ASSERT_TRUE(r >= 0);
+  int wfd = weft_join(w);
+  weft_task_release(w);
+  ASSERT_TRUE(wfd >= 0);
+  ASSERT_EQ(weft_write(wfd, "abc", 3), 3);
+  char b[8];
+  ASSERT_EQ(weft_read(r, b, sizeof b), 3);
+  ASSERT_EQ(weft_close(wfd), 0);
+  ASSERT_EQ(weft_close(r), 0);
+  ASSERT_EQ(weft_open(f, O_WRONLY | O_NONBLOCK, 0), -ENXIO); /* asked for: open(2)'s answer */
+  if (weft_backend() == WEFT_BACKEND_URING) {
+    w = weft_spawn(fifo_open_writer, (void *)f);
+    ASSERT_TRUE(w.rec != NULL);
+    weft_sleep_ns(20000000);
+    ASSERT_TRUE(!weft_task_done(w));
+    weft_cancel(w);
+    ASSERT_EQ(weft_join(w), -ECANCELED);
+    weft_task_release(w);
+  }
+  remove_dir();
+  return 0;
+}
+
+TEST(opening_a_fifo_for_writing_waits_for_a_reader) {
+  weft_config c = cfg_workers(1);
+  ASSERT_EQ(weft_run(fifo_open_main, NULL, &c), 0);
+}
+
 TEST_MAIN()

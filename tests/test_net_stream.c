@@ -11,10 +11,12 @@
  * writer's calls; no descriptor leaked. Runs on whichever backend WEFT_BACKEND selects. */
 #include <dirent.h>
 #include <fcntl.h>
+#include <pty.h>
 #include <string.h>
 #include <stdio.h>
 #include <stdatomic.h>
 #include <sys/uio.h>
+#include <termios.h>
 #include <unistd.h>
 
 #include <weft/weft.h>
@@ -670,6 +672,71 @@ static int dg_stream_main(void *arg) {
 TEST(a_datagram_socket_stream_cuts_no_datagram) {
   weft_config c = cfg_workers(1);
   ASSERT_EQ(weft_run(dg_stream_main, NULL, &c), 0);
+}
+
+/* A stream over a terminal in canonical mode: a read returns one line, so
+ * a second line that came with the first stays there, and no new edge will
+ * say so. On epoll a tty has no RWF_NOWAIT, and its EOPNOTSUPP cleared the
+ * descriptor's readiness as an EAGAIN would: the stream, which owns its
+ * descriptor (no re-report before a wait), waited with the line there
+ * (before: -ETIMEDOUT from the second readline). Also a partial line:
+ * nothing to read until its newline, and the worker's other tasks run
+ * meanwhile (a tty read waits off the worker). Bounded by a receive time
+ * limit. */
+static _Atomic int tty_ticks;
+static _Atomic int tty_stop;
+
+static int tty_ticker(void *arg) {
+  (void)arg;
+  while (!atomic_load(&tty_stop)) {
+    weft_sleep_ns(1000000);
+    atomic_fetch_add(&tty_ticks, 1);
+  }
+  return 0;
+}
+
+static int tty_canon_main(void *arg) {
+  (void)arg;
+  int m, t;
+  ASSERT_EQ(openpty(&m, &t, NULL, NULL, NULL), 0);
+  struct termios tio;
+  ASSERT_EQ(tcgetattr(t, &tio), 0);
+  tio.c_lflag |= ICANON;
+  tio.c_lflag &= ~(tcflag_t)ECHO; /* (else the master reads the lines back) */
+  ASSERT_EQ(tcsetattr(t, TCSANOW, &tio), 0);
+  weft_stream *s;
+  ASSERT_EQ(weft_stream_from_fd(t, &s), 0);
+  ASSERT_EQ(weft_stream_set_timeout(s, 2000000000), 0);
+  char buf[64];
+  ASSERT_EQ(write(m, "ab\ncd\n", 6), 6);
+  ASSERT_EQ(weft_stream_readline(s, buf, sizeof buf), 3);
+  ASSERT_EQ(memcmp(buf, "ab\n", 3), 0);
+  ASSERT_EQ(weft_stream_readline(s, buf, sizeof buf), 3);
+  ASSERT_EQ(memcmp(buf, "cd\n", 3), 0);
+  /* a partial line: the reader waits for its end, the worker runs on */
+  atomic_store(&tty_stop, 0);
+  weft_task tk = weft_spawn(tty_ticker, NULL);
+  ASSERT_TRUE(tk.rec != NULL);
+  ASSERT_EQ(write(m, "ef", 2), 2);
+  int before = atomic_load(&tty_ticks);
+  ASSERT_EQ(weft_stream_set_timeout(s, 100000000), 0);
+  ASSERT_EQ(weft_stream_readline(s, buf, sizeof buf), -ETIMEDOUT);
+  ASSERT_GT(atomic_load(&tty_ticks), before);
+  ASSERT_EQ(write(m, "gh\n", 3), 3);
+  ASSERT_EQ(weft_stream_set_timeout(s, 2000000000), 0);
+  ASSERT_EQ(weft_stream_readline(s, buf, sizeof buf), 5);
+  ASSERT_EQ(memcmp(buf, "efgh\n", 5), 0);
+  atomic_store(&tty_stop, 1);
+  ASSERT_EQ(weft_join(tk), 0);
+  weft_task_release(tk);
+  ASSERT_EQ(weft_stream_wait_closed(s), 0);
+  close(m);
+  return 0;
+}
+
+TEST(a_canonical_tty_stream_reads_each_line_that_came_at_once) {
+  weft_config c = cfg_workers(1);
+  ASSERT_EQ(weft_run(tty_canon_main, NULL, &c), 0);
 }
 
 /* ------------------------------------------------------------ closing under a reader

@@ -72,12 +72,13 @@ WEFT_API const char *weft_backend_name(int backend);
  * returns the bytes moved (0 at end of file), or a negative errno. On an
  * O_NONBLOCK descriptor the call still waits for readiness (it never
  * returns -EAGAIN). A length of 0 returns 0 (or an error) without waiting.
- * A write to a tty (or another descriptor without RWF_NOWAIT support) that
- * must wait for room waits off the workers: on io_uring in the kernel's
- * worker thread, where a deadline, a cancel or weft_close ends it (the
- * bytes it moved, else -ETIMEDOUT, -ECANCELED, -EBADF); on epoll on the
- * blocking pool, where none of those ends it once it runs (as Tokio's
- * stdout). Suspends. */
+ * A write to a tty (or another descriptor without RWF_NOWAIT support: a
+ * FIFO, an eventfd) that must wait for room waits off the workers: on
+ * io_uring in the kernel's worker thread, where a deadline, a cancel or
+ * weft_close ends it (the bytes it moved, else -ETIMEDOUT, -ECANCELED,
+ * -EBADF); on epoll on the blocking pool, where none of those ends it once
+ * it runs (as Tokio's stdout), unless the descriptor is O_NONBLOCK: then it
+ * waits for readiness as a pipe's write does. Suspends. */
 WEFT_API ssize_t weft_read(int fd, void *buf, size_t len);
 WEFT_API ssize_t weft_write(int fd, const void *buf, size_t len);
 WEFT_API ssize_t weft_read_until(int fd, void *buf, size_t len, int64_t deadline_ns);
@@ -90,6 +91,10 @@ WEFT_API ssize_t weft_write_until(int fd, const void *buf, size_t len, int64_t d
 WEFT_API int weft_poll(int fd, unsigned events, int64_t deadline_ns);
 
 /* splice(2) and tee(2) (one end at least a pipe; offsets -1 = none).
+ * On epoll a splice into a tty or another character device, or from or
+ * into a regular file, runs on the blocking pool (the kernel moves that
+ * end's bytes as a blocking call would; a cancel does not end it once it
+ * runs); io_uring runs every splice on the kernel's worker thread.
  * Suspends. */
 WEFT_API ssize_t weft_splice(int fd_in, int64_t off_in, int fd_out, int64_t off_out, size_t len,
                              unsigned flags);
