@@ -311,7 +311,10 @@ static int many_blocked_main(void *arg) {
   }
   weft_sleep_ns(10000000);
   for (int i = 0; i < N; i += 2) ASSERT_EQ(weft_write(p[i][1], "w", 1), 1); /* half complete */
-  weft_sleep_ns(10000000);
+  /* until they have (a 10 ms sleep was short once under TSan on 2 loaded
+   * vCPUs: a reader still waiting for ring room was cancelled) */
+  for (int i = 0; i < N; i += 2)
+    for (int k = 0; k < 5000 && !weft_task_done(t[i]); k++) weft_sleep_ns(1000000);
   for (int i = 0; i < N; i++) weft_cancel(t[i]);
   for (int i = 0; i < N; i++) {
     int rc = weft_join(t[i]);

@@ -419,7 +419,7 @@ TEST(remove_done_callback) {
  * finisher (bounded) until the adder's call has returned. */
 static struct {
   weft_task u;
-  _Atomic int first_running, added, n;
+  _Atomic int first_running, added, slot, n; /* n counts callbacks that stored their order[slot] */
   _Atomic int order[2];
   _Atomic int ran_at_once; /* the second callback had run when add returned */
   pthread_t first_thread, second_thread;
@@ -431,21 +431,23 @@ static void fifo_first(weft_task t, void *arg) {
   fifo.first_thread = pthread_self();
   atomic_store(&fifo.first_running, 1);
   spin_until_set(&fifo.added);
-  atomic_store(&fifo.order[atomic_fetch_add(&fifo.n, 1)], 1);
+  atomic_store(&fifo.order[atomic_fetch_add(&fifo.slot, 1)], 1);
+  atomic_fetch_add(&fifo.n, 1); /* after the store: the checker reads order once n is 2 (it read a 0 once) */
 }
 
 static void fifo_second(weft_task t, void *arg) {
   (void)t;
   (void)arg;
   fifo.second_thread = pthread_self();
-  atomic_store(&fifo.order[atomic_fetch_add(&fifo.n, 1)], 2);
+  atomic_store(&fifo.order[atomic_fetch_add(&fifo.slot, 1)], 2);
+  atomic_fetch_add(&fifo.n, 1);
 }
 
 static void *fifo_adder(void *arg) {
   (void)arg;
   spin_until_set(&fifo.first_running);
   ASSERT_EQ(weft_task_add_done_callback(fifo.u, fifo_second, NULL), 0);
-  atomic_store(&fifo.ran_at_once, atomic_load(&fifo.n) != 0);
+  atomic_store(&fifo.ran_at_once, atomic_load(&fifo.slot) != 0);
   atomic_store(&fifo.added, 1);
   return NULL;
 }
