@@ -3,8 +3,9 @@
 examples/http_hello against clients that weft's authors did not write:
 Python's own asyncio streams (random payload sizes, partial writes, abrupt
 closes and resets), curl, and a short wrk run (each skipped when missing);
-garbage, truncated and oversized HTTP requests; port in use; a clean exit on
-SIGTERM. Loopback only; every wait is bounded. examples/https_hello (when
+garbage, truncated and oversized HTTP requests; "Connection: close" and
+HTTP/1.0 (closed after the answer), HTTP/1.0 keep-alive; port in use; a
+clean exit on SIGTERM. Loopback only; every wait is bounded. examples/https_hello (when
 given) against Python's ssl module and asyncio's streams with ssl= (TLS 1.3
 and 1.2, ALPN, verification of its certificate, pipelining, garbage instead
 of a handshake, a client gone mid-handshake), curl and openssl s_client;
@@ -160,6 +161,37 @@ def test_http():
         s.close()
         check(out.startswith(b"HTTP/1.1 431"), "oversized head: %r" % out[:80])
         check(http_exchange(port, req).count(RESPONSE_BODY) == 1, "still serving")
+        # the last request on a connection (RFC 9112 9.3, 9.6): "Connection: close", or HTTP/1.0 without
+        # keep-alive, is answered with "Connection: close" and the server closes, though the client keeps
+        # its half open (as ab without -k reads until the close: it waited for the 30 s idle timeout)
+        for last, extra in ((b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", req),
+                            (b"GET / HTTP/1.1\r\nconnection: Foo, CLOSE\r\n\r\n", req),
+                            (b"GET / HTTP/1.0\r\n\r\n", b""), (b"GET / HTTP/1.0\r\nUser-Agent: x\r\n\r\n", req)):
+            s = socket.create_connection(("127.0.0.1", port), 5)
+            s.sendall(req + last + extra)  # nothing after the last is answered
+            out, t_end = b"", time.time() + 10
+            try:
+                while time.time() < t_end:
+                    b = s.recv(65536)
+                    if not b:
+                        break
+                    out += b
+            except OSError:
+                pass
+            s.close()
+            check(out.count(RESPONSE_BODY) == 2 and out.endswith(b"Connection: close\r\n\r\n" + RESPONSE_BODY),
+                  "%r: not closed after its answer: %r" % (last, out[-120:]))
+        # HTTP/1.0 with keep-alive: answered "Connection: keep-alive" (which a 1.0 client needs), kept open
+        s = socket.create_connection(("127.0.0.1", port), 5)
+        ka = b"GET / HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\n"
+        s.sendall(ka * 2)
+        out = b""
+        while out.count(RESPONSE_BODY) < 2:
+            b = s.recv(65536)
+            check(b, "HTTP/1.0 keep-alive: closed after %r" % out[-120:])
+            out += b
+        s.close()
+        check(out.count(b"Connection: keep-alive\r\n") == 2, "HTTP/1.0 keep-alive: %r" % out[-120:])
         if shutil.which("curl"):
             c = subprocess.run(["curl", "-s", "--max-time", "10", "http://127.0.0.1:%d/" % port,
                                 "http://127.0.0.1:%d/again" % port], capture_output=True, timeout=20)
@@ -175,7 +207,8 @@ def test_http():
             print("skip wrk (not installed)")
     finally:
         stop(p, "http_hello")
-    print("ok   http_hello: pipelining, garbage, truncated and oversized requests, curl, wrk, SIGTERM")
+    print("ok   http_hello: pipelining, garbage, truncated and oversized requests, Connection: close, HTTP/1.0, "
+          "curl, wrk, SIGTERM")
 
 
 def test_https():
