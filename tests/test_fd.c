@@ -506,6 +506,16 @@ static int rv_pty_reader(void *arg) {
   return (int)weft_read(fd, buf, sizeof buf);
 }
 
+/* A pty pair in raw mode (bytes as they are: no echo, no \n to \r\n, no
+ * line buffering): *m the master, *s the slave. */
+static void open_raw_pty(int *m, int *s) {
+  struct termios raw;
+  ASSERT_EQ(openpty(m, s, NULL, NULL, NULL), 0);
+  ASSERT_EQ(tcgetattr(*s, &raw), 0);
+  cfmakeraw(&raw);
+  ASSERT_EQ(tcsetattr(*s, TCSANOW, &raw), 0);
+}
+
 /* A terminal write larger than the room the terminal has: a tty has no
  * RWF_NOWAIT, and the kernel ran such a write on the calling thread once
  * poll said writable (io_uring issues it inline then, epoll's plain call
@@ -538,11 +548,7 @@ static int pty_writer(void *arg) {
 static int rv_pty_big_write_main(void *arg) {
   (void)arg;
   int m, s;
-  struct termios raw;
-  ASSERT_EQ(openpty(&m, &s, NULL, NULL, NULL), 0);
-  ASSERT_EQ(tcgetattr(s, &raw), 0);
-  cfmakeraw(&raw); /* bytes as they are: no echo, no \n to \r\n */
-  ASSERT_EQ(tcsetattr(s, TCSANOW, &raw), 0);
+  open_raw_pty(&m, &s);
   static char big[PTY_BIG];
   for (size_t i = 0; i < PTY_BIG; i++) big[i] = (char)pty_pattern(i);
   weft_task r = weft_spawn(pty_big_reader, (void *)(intptr_t)s);
@@ -611,11 +617,7 @@ static int rv_nb_full_main(void *arg) {
   snprintf(fifo, sizeof fifo, "%s/f", path);
   ASSERT_EQ(mkfifo(fifo, 0600), 0);
   int m, s;
-  ASSERT_EQ(openpty(&m, &s, NULL, NULL, NULL), 0);
-  struct termios raw;
-  ASSERT_EQ(tcgetattr(s, &raw), 0);
-  cfmakeraw(&raw);
-  ASSERT_EQ(tcsetattr(s, TCSANOW, &raw), 0);
+  open_raw_pty(&m, &s);
   int fr = open(fifo, O_RDWR | O_NONBLOCK | O_CLOEXEC), fw = open(fifo, O_WRONLY | O_NONBLOCK | O_CLOEXEC);
   ASSERT_TRUE(fr >= 0 && fw >= 0);
   ASSERT_EQ(fcntl(m, F_SETFL, O_RDWR | O_NONBLOCK), 0);
@@ -678,11 +680,7 @@ static int sp_task(void *arg) {
 static int rv_splice_tty_main(void *arg) {
   (void)arg;
   int m, s, p[2];
-  ASSERT_EQ(openpty(&m, &s, NULL, NULL, NULL), 0);
-  struct termios raw;
-  ASSERT_EQ(tcgetattr(s, &raw), 0);
-  cfmakeraw(&raw);
-  ASSERT_EQ(tcsetattr(s, TCSANOW, &raw), 0);
+  open_raw_pty(&m, &s);
   ASSERT_EQ(pipe2(p, O_CLOEXEC), 0);
   /* from the terminal, no input yet: the splice waits, the worker runs */
   sp_args a = {.in = s, .out = p[1], .len = 4096};
