@@ -18,35 +18,54 @@
  * RWF_NOWAIT support (EOPNOTSUPP: a tty, a FIFO, some character devices)
  * makes the plain read once poll, on the worker's thread just before it,
  * finds input (or at once when it is O_NONBLOCK), and waits for readiness
- * otherwise: EPOLL AND NOWAIT, at epoll_rw; its writes: WRITES THAT BLOCK.
+ * otherwise: EPOLL AND NOWAIT, at epoll_rw; and WAITS IN THE KERNEL.
  *
- * WRITES THAT BLOCK. A tty has no RWF_NOWAIT, and its "writable" (poll)
- * means some room, not room for the write: the rest of a larger write
- * waits in the kernel for a reader. Run on a worker's thread, that wait
- * stopped the worker and every task on it, a reader of the same terminal
- * included (a deadlock; test_fd a_tty_write_larger_than_its_room_...):
- * io_uring issues a write to a pollable file without RWF_NOWAIT support
- * inline when poll says writable (kernel 6.18), and epoll's plain call
- * after readiness did the same. So a write at the file position goes first
- * with RWF_NOWAIT, which a file either honours (a pipe, a socket, a
- * regular file: done, or -EAGAIN, and the plain write follows, waiting as
- * before) or refuses at once (-EOPNOTSUPP). A refused write runs where it
- * may wait: io_uring's own worker thread (IOSQE_ASYNC; a cancel and
- * weft_close interrupt it there, -EINTR: io/op.c, and the deadline is the
- * task's timer, which cancels it: weft__uop_begin_timed), or epoll's
- * blocking pool, where, as Tokio's stdout on its blocking pool, neither
- * can end it once it runs (the caller's buffer is in use); except an
- * O_NONBLOCK file's, which cannot wait: epoll makes its plain write on the
- * worker and waits for readiness on EAGAIN (EPOLL AND NOWAIT). Cost: a write
- * that must wait for a pipe or socket makes one submission more; reads
- * are unchanged (a tty read the kernel issues inline has input to return).
+ * WAITS IN THE KERNEL. A tty has no RWF_NOWAIT, and its poll answer does
+ * not bound the wait of the call that follows it. Its "writable" means
+ * some room, not room for the write: the rest of a larger write waits in
+ * the kernel for a reader. Its "readable" means one byte, while a read in
+ * non-canonical mode with VMIN > 0 and VTIME > 0 (a serial line's usual
+ * setting) waits for VMIN bytes, or VTIME after the last one. Run on a
+ * worker's thread, such a wait stopped the worker and every task on it,
+ * the terminal's other end included (test_fd a_tty_write_larger_than_its_
+ * room_..., a_tty_read_waiting_for_vmin_...): io_uring issues a read or
+ * write on a pollable file without RWF_NOWAIT support inline when poll
+ * says ready (kernel 6.18), and epoll's plain call after readiness did the
+ * same.
+ *
+ * Writes: a write at the file position goes first with RWF_NOWAIT, which
+ * a file either honours (a pipe, a socket, a regular file: done, or
+ * -EAGAIN, and the plain write follows, waiting as before) or refuses at
+ * once (-EOPNOTSUPP). A refused write runs where it may wait: io_uring's
+ * own worker thread (IOSQE_ASYNC; a cancel and weft_close interrupt it
+ * there, -EINTR: io/op.c, and the deadline is the task's timer, which
+ * cancels it: weft__uop_begin_timed), or epoll's blocking pool, where, as
+ * Tokio's stdout on its blocking pool, neither can end it once it runs
+ * (the caller's buffer is in use); except an O_NONBLOCK file's, which
+ * cannot wait: epoll makes its plain write on the worker and waits for
+ * readiness on EAGAIN (EPOLL AND NOWAIT). Cost: a write that must wait for
+ * a pipe or socket makes one submission more.
+ *
+ * Reads: epoll asks a read that poll found input for no more than the
+ * input there (FIONREAD), which a tty returns in any mode without waiting.
+ * io_uring's reads stay plain: the same RWF_NOWAIT probe made a pipe
+ * ping-pong's round trip 30% slower (a read waits far more often than a
+ * write; one submission more each time, and a probe on the worker's
+ * thread, a system call, cost more still), so a blocking tty with VMIN > 0
+ * and VTIME > 0 holds an io_uring worker up to VTIME: io.h says so, and
+ * that O_NONBLOCK (a serial port's usual async setting) avoids it. Either
+ * backend: a second reader of the same blocking terminal, on another
+ * worker or in another process, can take the input between the poll and
+ * the read, which then waits on the worker.
  */
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
 #include <liburing.h>
 #include <poll.h>
+#include <stdint.h>
 #include <sys/epoll.h>
+#include <sys/ioctl.h>
 #include <sys/stat.h>
 #include <sys/uio.h>
 #include <unistd.h>
@@ -120,12 +139,15 @@ static ssize_t finish_on_pool(int fd, const struct iovec *iov, int iovcnt, int64
  * (it says EAGAIN itself; as on io_uring, a FIFO's read end that no writer
  * opened yet then reads 0, read(2)'s answer), or a read that poll, just
  * before it and on this thread, finds something to return (input, its
- * end, an error). 0: make the plain call; -EAGAIN: not ready (wait for
- * readiness); 1: a blocking write, or a file poll cannot tell (regular,
- * block device, directory: a tmpfs file has no RWF_NOWAIT), O_NONBLOCK or
- * not: the blocking pool. (EPOLL AND NOWAIT) */
-static int plain_ok(int fd, bool wr) {
+ * end, an error), asking no more than *most: the input there (FIONREAD;
+ * a tty read waits for VMIN bytes otherwise: WAITS IN THE KERNEL). 0: make
+ * the plain call; -EAGAIN: not ready (wait for readiness); 1: a blocking
+ * write, or a file poll cannot tell (regular, block device, directory: a
+ * tmpfs file has no RWF_NOWAIT), O_NONBLOCK or not: the blocking pool.
+ * (EPOLL AND NOWAIT) */
+static int plain_ok(int fd, bool wr, size_t *most) {
   struct stat st;
+  *most = SIZE_MAX;
   if (fstat(fd, &st) != 0) return -errno;
   /* (poll says ready always; O_NONBLOCK does not stop a disk's wait) */
   if (S_ISREG(st.st_mode) || S_ISBLK(st.st_mode) || S_ISDIR(st.st_mode)) return 1;
@@ -138,7 +160,24 @@ static int plain_ok(int fd, bool wr) {
   while ((n = poll(&p, 1, 0)) < 0 && errno == EINTR) {
   }
   if (n < 0) return -errno;
-  return n > 0 ? 0 : -EAGAIN;
+  if (n == 0) return -EAGAIN;
+  int in;
+  if (ioctl(fd, FIONREAD, &in) == 0 && in > 0) *most = (size_t)in; /* (0 or no answer: an end or an error, at once) */
+  return 0;
+}
+
+/* iov cut to its first most bytes, in *one (a short read is a read's
+ * right): the iovec to read into. */
+static const struct iovec *at_most(const struct iovec *iov, int *iovcnt, size_t most, struct iovec *one) {
+  size_t total = 0;
+  for (int i = 0; i < *iovcnt; i++) total += iov[i].iov_len;
+  if (total <= most) return iov;
+  int i = 0;
+  while (iov[i].iov_len == 0) i++; /* (total > most: one is not empty) */
+  one->iov_base = iov[i].iov_base;
+  one->iov_len = iov[i].iov_len < most ? iov[i].iov_len : most;
+  *iovcnt = 1;
+  return one;
 }
 
 /* EPOLL AND NOWAIT. A descriptor without RWF_NOWAIT (a tty, a FIFO, an
@@ -151,7 +190,7 @@ static int plain_ok(int fd, bool wr) {
  * file; a read once poll finds input on this thread just before it, so
  * that no task of this worker can take that in between, as io_uring checks
  * poll before it issues such a read inline); a blocking write, which may
- * wait, goes to the blocking pool (WRITES THAT BLOCK). An
+ * wait, goes to the blocking pool (WAITS IN THE KERNEL). An
  * O_NONBLOCK file's write went to the pool too, which returned its EAGAIN
  * to the caller (weft_write never returns -EAGAIN: io.h); it now waits for
  * readiness as any other. */
@@ -168,14 +207,18 @@ static ssize_t epoll_rw(int fd, const struct iovec *iov, int iovcnt, int64_t off
   }
   for (;;) {
     int e = EAGAIN;
-    int ok = ready && !nowait ? plain_ok(fd, wr) : 0; /* (EPOLL AND NOWAIT) */
+    size_t most = SIZE_MAX;
+    int ok = ready && !nowait ? plain_ok(fd, wr, &most) : 0; /* (EPOLL AND NOWAIT) */
     if (ok < 0 && ok != -EAGAIN) return ok;
-    if (ok == 1) { /* it may wait: on the pool (WRITES THAT BLOCK), as a file epoll cannot watch */
+    if (ok == 1) { /* it may wait: on the pool (WAITS IN THE KERNEL), as a file epoll cannot watch */
       weft__sysjob j = {.op = wr ? WEFT__SYS_PWRITEV : WEFT__SYS_PREADV, .fd = fd, .iov = iov, .iovcnt = iovcnt, .off = off};
       return weft__sysjob_run(&j);
     }
     if (ready && ok == 0) {
-      ssize_t r = wr ? pwritev2(fd, iov, iovcnt, off, nowait) : preadv2(fd, iov, iovcnt, off, nowait);
+      struct iovec one;
+      int cnt = iovcnt;
+      const struct iovec *v = most == SIZE_MAX ? iov : at_most(iov, &cnt, most, &one);
+      ssize_t r = wr ? pwritev2(fd, v, cnt, off, nowait) : preadv2(fd, v, cnt, off, nowait);
       if (r > 0 && nowait) return finish_on_pool(fd, iov, iovcnt, off, wr, r);
       if (r >= 0) return r;
       e = errno;
@@ -335,7 +378,7 @@ static ssize_t uring_splice(int in, int64_t off_in, int out, int64_t off_out, si
  * it on this thread, finds input (as weft_read of a tty: EPOLL AND
  * NOWAIT); an output of that kind, or a regular file either way (whose
  * data may not be cached), on the blocking pool, where a write may wait
- * for room (WRITES THAT BLOCK: a cancel does not end it once it runs).
+ * for room (WAITS IN THE KERNEL: a cancel does not end it once it runs).
  * io_uring runs every splice on the kernel's own worker thread. */
 enum { END_NONBLOCK, END_POLL, END_POOL };
 

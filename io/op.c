@@ -200,7 +200,7 @@ int weft__uop_wait(weft__uop *u, struct io_uring_sqe *sqe) {
   if (!u->pin_dropped) weft_unpin(); /* else the completion dropped it: we may run anywhere now */
   /* a cancel the task did not ask for: its linked timeout, or weft_close's
    * (CLOSE); -ERESTARTSYS never reaches the caller, nor -EINTR: a write
-   * on io_uring's worker thread (io/fd.c, WRITES THAT BLOCK) that a cancel
+   * on io_uring's worker thread (io/fd.c, WAITS IN THE KERNEL) that a cancel
    * interrupts before it moved a byte ends so (no signal reaches those
    * threads: they block all but SIGKILL and SIGSTOP) */
   if (u->res == -ECANCELED || interrupted(u->res)) {

@@ -592,6 +592,73 @@ TEST(a_tty_write_larger_than_its_room_leaves_the_worker_free) {
   ASSERT_EQ(weft_run(rv_pty_big_write_main, NULL, &c), 0);
 }
 
+/* A terminal in non-canonical mode with VMIN > 0 and VTIME > 0 (a serial
+ * line's usual setting): poll says readable at the first byte, but a read
+ * then waits for VMIN bytes, or VTIME after the last one. epoll made its
+ * plain read after poll found input, on the worker's thread: the worker
+ * stopped for VTIME (3 s here), with every task on it (before: the 20 ms
+ * sleep below took 3.2 s). It now asks no more than the input there
+ * (io/fd.c WAITS IN THE KERNEL). io_uring issues such a read inline too,
+ * and keeps doing so for a blocking terminal (io.h: the cost of the
+ * alternative); an O_NONBLOCK one, the documented way, leaves its worker
+ * free on both backends. The reader is a task on the same, only, worker. */
+enum { VMIN_BYTES = 8 };
+
+static int vmin_reader(void *arg) {
+  int fd = (int)(intptr_t)arg;
+  char buf[32];
+  int got = 0;
+  while (got < VMIN_BYTES) {
+    ssize_t n = weft_read(fd, buf + got, sizeof buf - (size_t)got);
+    if (n <= 0) return n < 0 ? (int)n : -EIO;
+    got += (int)n;
+  }
+  return memcmp(buf, "abcdefgh", VMIN_BYTES) == 0 ? got : -EILSEQ;
+}
+
+static int rv_vmin_main(void *arg) {
+  (void)arg;
+  for (int nonblocking = weft_backend() == WEFT_BACKEND_URING; nonblocking < 2; nonblocking++) {
+    int m, s;
+    open_raw_pty(&m, &s);
+    struct termios t;
+    ASSERT_EQ(tcgetattr(s, &t), 0);
+    t.c_cc[VMIN] = VMIN_BYTES;
+    t.c_cc[VTIME] = 30; /* 3 s between bytes */
+    ASSERT_EQ(tcsetattr(s, TCSANOW, &t), 0);
+    if (nonblocking) ASSERT_EQ(fcntl(s, F_SETFL, O_RDWR | O_NONBLOCK), 0);
+    ASSERT_EQ(weft_write(m, "a", 1), 1);
+    struct pollfd p = {.fd = s, .events = POLLIN};
+    ASSERT_EQ(poll(&p, 1, 5000), 1); /* (the terminal's input is processed in a kernel thread) */
+    weft_task r = weft_spawn(vmin_reader, (void *)(intptr_t)s);
+    ASSERT_TRUE(r.rec != NULL);
+    int64_t t0 = weft_now_ns();
+    weft_sleep_ns(20000000); /* (the reader runs, and reads) */
+    ASSERT_LT(weft_now_ns() - t0, 1000000000LL); /* the worker was free */
+    ASSERT_EQ(weft_write(m, "bcdefgh", 7), 7);
+    ASSERT_EQ(weft_join(r), VMIN_BYTES);
+    weft_task_release(r);
+    /* with no input a deadline and a cancel end such a read */
+    char c;
+    t0 = weft_now_ns();
+    ASSERT_EQ(weft_read_until(s, &c, 1, weft_now_ns() + 30000000), -ETIMEDOUT);
+    ASSERT_LT(weft_now_ns() - t0, 1000000000LL);
+    r = weft_spawn(vmin_reader, (void *)(intptr_t)s);
+    ASSERT_TRUE(r.rec != NULL);
+    weft_sleep_ns(20000000);
+    weft_cancel(r);
+    ASSERT_EQ(weft_join(r), -ECANCELED);
+    weft_task_release(r);
+    close(m); close(s);
+  }
+  return 0;
+}
+
+TEST(a_tty_read_waiting_for_vmin_leaves_the_worker_free) {
+  weft_config c = cfg_workers(1);
+  ASSERT_EQ(weft_run(rv_vmin_main, NULL, &c), 0);
+}
+
 /* A write to an O_NONBLOCK tty or FIFO that must wait for room: such a
  * file has no RWF_NOWAIT either, and epoll sent its write to the blocking
  * pool as a blocking tty's, where the plain write said EAGAIN, returned to

@@ -78,7 +78,16 @@ WEFT_API const char *weft_backend_name(int backend);
  * weft_close ends it (the bytes it moved, else -ETIMEDOUT, -ECANCELED,
  * -EBADF); on epoll on the blocking pool, where none of those ends it once
  * it runs (as Tokio's stdout), unless the descriptor is O_NONBLOCK: then it
- * waits for readiness as a pipe's write does. Suspends. */
+ * waits for readiness as a pipe's write does. A read of a blocking tty in
+ * non-canonical mode with VMIN > 0 and VTIME > 0 returns the input there
+ * on epoll; on io_uring the kernel makes that read on the worker's thread
+ * once a byte came, where it waits for VMIN bytes or VTIME after the last
+ * one, holding the worker: open such a terminal (a serial port) with
+ * O_NONBLOCK, and the read waits for readiness off the thread and returns
+ * the input there. On either backend a second reader of one blocking
+ * terminal (another worker's task, another process) can take the input
+ * between the readiness and the read, which then waits on the worker.
+ * Suspends. */
 WEFT_API ssize_t weft_read(int fd, void *buf, size_t len);
 WEFT_API ssize_t weft_write(int fd, const void *buf, size_t len);
 WEFT_API ssize_t weft_read_until(int fd, void *buf, size_t len, int64_t deadline_ns);
