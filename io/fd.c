@@ -81,7 +81,7 @@
 
 static ssize_t uring_rw(int fd, const struct iovec *iov, int iovcnt, int64_t off, bool wr, int64_t deadline) {
   /* a write at the file position: RWF_NOWAIT first, then as that answers
-   * (WRITES THAT BLOCK) */
+   * (WAITS IN THE KERNEL) */
   enum { PLAIN, NOWAIT, ASYNC } how = wr && off < 0 ? NOWAIT : PLAIN;
   for (;;) {
     weft__uop u;
