@@ -100,7 +100,8 @@ static weft_callback *cb_new(weft_callback_fn fn, void *arg, int64_t deadline, b
 /* OWNER: put h's entry (the reference passes to the heap). */
 static int insert(weft__worker *w, weft_callback *h) {
   /* seq: a per-worker counter, so that entries due together run FIFO; kept
-   * in the heap itself (never reset) */
+   * in the heap itself (never reset; it wraps, and the heap compares it in
+   * serial order: core/timer.h) */
   static _Thread_local uint32_t fifo;
   weft__timer_entry e = {.deadline = h->deadline, .task = h, .seq = ++fifo, .kind = WEFT__TIMER_CALLBACK};
   return weft__timer_insert(&w->timers, e);

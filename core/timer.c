@@ -26,12 +26,13 @@
 #define MIN_CAP 64            /* first allocation, entries */
 #define MIN_COMPACT_AT 1024   /* never compact a heap smaller than this */
 
-/* The heap's strict total order. Ties on the deadline are broken on the
- * other fields so that the pop order depends only on the set of entries
- * (deterministic, and reproducible against a sorted reference). */
+/* The heap's strict order (core/timer.h). Ties on the deadline are broken
+ * on the other fields so that the pop order depends only on the set of
+ * entries (deterministic, and reproducible against a sorted reference);
+ * seq in serial order, FIFO across its wrap. */
 static inline bool before(const weft__timer_entry *a, const weft__timer_entry *b) {
   if (a->deadline != b->deadline) return a->deadline < b->deadline;
-  if (a->seq != b->seq) return a->seq < b->seq;
+  if (a->seq != b->seq) return (int32_t)(a->seq - b->seq) < 0;
   if (a->kind != b->kind) return a->kind < b->kind;
   return (uintptr_t)a->task < (uintptr_t)b->task;
 }

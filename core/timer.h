@@ -10,9 +10,14 @@
  *
  * Invariants (checked by the tests, not at run time):
  *  - v[0..len) is a 4-ary heap: no entry orders before its parent, under the
- *    total order "deadline, then seq, then kind, then task address". The
- *    tie-breaks make the order of equal deadlines deterministic: it depends
- *    only on the entries, never on the history of inserts and pops.
+ *    order "deadline, then seq, then kind, then task address". seq compares
+ *    in serial order (a before b when (int32_t)(a - b) < 0), so that a
+ *    counter that wrapped still orders FIFO (call_soon: every deadline 0);
+ *    that is a total order over any entries whose seqs lie within 2^31 of
+ *    each other, and the deadline, compared first, keeps the heap's
+ *    earliest entry first whatever the seqs. The tie-breaks make the order
+ *    of equal deadlines deterministic: it depends only on the entries,
+ *    never on the history of inserts and pops.
  *  - compact_at >= 1024 and is twice the length left by the last compaction
  *    (or 1024): insert compacts when len reaches it, so the heap is compacted
  *    whenever it has doubled since the last compaction. That keeps the

@@ -20,11 +20,11 @@ static uint64_t rng(void) {
   return z ^ (z >> 31);
 }
 
-/* The heap's documented order: deadline, seq, kind, task address. */
+/* The heap's documented order: deadline, seq (serial order), kind, task address. */
 static int cmp_entry(const void *pa, const void *pb) {
   const weft__timer_entry *a = pa, *b = pb;
   if (a->deadline != b->deadline) return a->deadline < b->deadline ? -1 : 1;
-  if (a->seq != b->seq) return a->seq < b->seq ? -1 : 1;
+  if (a->seq != b->seq) return (int32_t)(a->seq - b->seq) < 0 ? -1 : 1; /* (serial order: core/timer.c) */
   if (a->kind != b->kind) return a->kind < b->kind ? -1 : 1;
   if (a->task != b->task) return (uintptr_t)a->task < (uintptr_t)b->task ? -1 : 1;
   return 0;
@@ -118,6 +118,22 @@ TEST(timer_pop_respects_now_and_max) {
   ASSERT_EQ(weft__timer_next(&h), 50);
   ASSERT_UEQ(weft__timer_pop_expired(&h, 1000, out, 0), 0);
   ASSERT_UEQ(h.len, 5);
+  weft__timer_fini(&h);
+}
+
+/* seq is a 32-bit counter that wraps (a worker's callback FIFO counter
+ * does after 2^32 callbacks): entries due together pop in the counter's
+ * order across the wrap, so that call_soon (deadline 0, every entry a tie)
+ * stays FIFO. Before: 0 and 1 popped before 0xfffffffe. */
+TEST(timer_seq_order_across_its_wrap) {
+  weft__timer_heap h;
+  weft__timer_init(&h, NULL);
+  const uint32_t seqs[] = {0xfffffffeu, 0xffffffffu, 0u, 1u, 2u};
+  for (size_t i = 0; i < 5; i++)
+    ASSERT_EQ(weft__timer_insert(&h, (weft__timer_entry){.deadline = 0, .task = (void *)64, .seq = seqs[4 - i]}), 0);
+  weft__timer_entry out[5];
+  ASSERT_UEQ(weft__timer_pop_expired(&h, 0, out, 5), 5);
+  for (size_t i = 0; i < 5; i++) ASSERT_UEQ(out[i].seq, seqs[i]);
   weft__timer_fini(&h);
 }
 
