@@ -23,8 +23,14 @@
  * Spawning reserves a slot and a `running` count under the lock first (so
  * leave cannot finish meanwhile), spawns, stores the handle and subscribes a
  * pre-allocated done node (so the callback cannot fail to be registered).
- * A child stored after `aborting` was set is cancelled by its spawner: the
- * abort's sweep may have passed its empty slot. The handle array grows
+ * The abort (`aborting`, set once) cancels each child exactly once, as
+ * asyncio's _abort does: its single sweep reads slot i and advances `swept`
+ * past it under one lock hold; a spawner storing its handle after
+ * `aborting` was set cancels the child itself only when the sweep has
+ * passed its slot (it read it empty), and otherwise leaves it to the sweep
+ * (cancelling it on both sides counted the cancellation twice: the child's
+ * weft_cancelling read 2). No slot is reserved once `aborting` is set, so
+ * the sweep's end (i == n) covers every slot. The handle array grows
  * outside the lock (unlock, allocate, relock, re-check).
  *
  * Leave follows asyncio's __aexit__ (3.12, with 3.13's rule for errors
@@ -44,15 +50,19 @@
 #include "core/spinlock.h"
 #include "core/task.h"
 
-enum { UNUSED = 0, OPEN = 0x6f70656e, LEAVING = 2, FINISHED = 3 };
+/* Magic values, so that a struct never entered (uninitialised memory) is
+ * rarely taken for a group: the calls check state before they take the
+ * lock, whose word in such memory may read as held forever. */
+enum { UNUSED = 0, OPEN = 0x6f70656e, LEAVING = 0x6c656176, FINISHED = 0x66696e69 };
 
 typedef struct group_impl {
   weft__spinlock lock;
-  int state;                  /* under lock (OPEN is a magic value: a struct never entered is rarely OPEN) */
+  _Atomic int state;          /* written under lock; read without it first (relaxed: a hint the lock re-checks) */
   weft__task *parent;         /* immutable after enter */
   weft_task parent_h;         /* immutable after enter */
   weft_task *children;        /* under lock; slots [0, n) (a null handle: a spawn in progress or failed) */
   uint32_t n, cap;            /* under lock */
+  uint32_t swept;             /* under lock: slots [0, swept) the abort's sweep has read */
   _Atomic uint32_t running;   /* children whose callback has not finished, + spawns in progress:
                                  incremented under lock; decremented without it except to 0 (child_gone) */
   int first_error;            /* under lock, when has_error */
@@ -74,16 +84,22 @@ int weft_taskgroup_enter(weft_taskgroup *g) {
   weft__task *self = weft__task_self();
   if (!self || !g) return -EINVAL;
   group_impl *x = impl(g);
+  weft_task me = weft_current();
+  /* g is usually uninitialised here (`weft_taskgroup g;`): enter reads
+   * none of it (no "already entered" check, as asyncio's: telling an open
+   * group from garbage means reading garbage, which memcheck reports in
+   * every program that enters a group; task.h states the rule instead) */
   *x = (group_impl){0};
   weft__spin_init(&x->lock);
   x->parent = self;
-  x->parent_h = weft_current();
-  x->state = OPEN;
+  x->parent_h = me;
+  weft__store(&x->state, OPEN, RELAXED); /* relaxed: published with g to those who spawn into it */
   return 0;
 }
 
-/* Cancel every child (not the parent). Any thread; the group is alive
- * (the caller is the parent, or a callback that has not yet done running--). */
+/* The abort's sweep: cancel every child (not the parent). Called once, by
+ * whoever set `aborting`. Any thread; the group is alive (the caller is the
+ * parent, or a callback that has not yet done running--). */
 static void cancel_children(group_impl *x) {
   for (uint32_t i = 0;; i++) {
     weft__spin_lock(&x->lock);
@@ -92,6 +108,7 @@ static void cancel_children(group_impl *x) {
       return;
     }
     weft_task h = x->children[i];
+    x->swept = i + 1; /* a handle stored here from now on is its spawner's to cancel */
     weft__spin_unlock(&x->lock);
     if (!weft_task_is_null(h)) weft_cancel(h); /* a done child: 0, nothing happens */
   }
@@ -154,6 +171,11 @@ weft_task weft_taskgroup_spawn_ex(weft_taskgroup *g, weft_fn fn, void *arg, cons
     return WEFT_TASK_NULL;
   }
   group_impl *x = impl(g);
+  int st = weft__load(&x->state, RELAXED); /* relaxed: only a hint, re-checked under the lock */
+  if (st != OPEN && st != LEAVING) { /* never entered (its lock word is garbage), or finished */
+    errno = EINVAL;
+    return WEFT_TASK_NULL;
+  }
   /* the done node, allocated first so that registering it cannot fail; the
    * task's end frees it (keep = false) */
   weft__done_node *node = weft__zalloc(sizeof *node);
@@ -166,8 +188,8 @@ weft_task weft_taskgroup_spawn_ex(weft_taskgroup *g, weft_fn fn, void *arg, cons
   uint32_t slot;
   weft__spin_lock(&x->lock);
   for (;;) {
-    if ((x->state != OPEN && x->state != LEAVING) || x->aborting ||
-        (x->state == LEAVING && weft__load(&x->running, RELAXED) == 0)) {
+    st = weft__load(&x->state, RELAXED); /* relaxed: under the lock */
+    if ((st != OPEN && st != LEAVING) || x->aborting || (st == LEAVING && weft__load(&x->running, RELAXED) == 0)) {
       weft__spin_unlock(&x->lock);
       weft__free(node, sizeof *node);
       errno = EINVAL; /* never entered, aborting, or finished */
@@ -216,7 +238,7 @@ weft_task weft_taskgroup_spawn_ex(weft_taskgroup *g, weft_fn fn, void *arg, cons
   }
   weft__spin_lock(&x->lock);
   x->children[slot] = h;
-  bool late = x->aborting;
+  bool late = x->aborting && slot < x->swept; /* the sweep read this slot empty; else it will cancel h */
   weft__spin_unlock(&x->lock);
   if (late) weft_cancel(h);
   /* the group's handle keeps the record */
@@ -246,12 +268,15 @@ int weft_taskgroup_leave(weft_taskgroup *g, int rc) {
   weft__task *self = weft__task_self();
   if (!self || !g) return -EINVAL;
   group_impl *x = impl(g);
+  /* relaxed: only the entering task makes it OPEN, and only its leave
+   * changes that; a group never entered must not reach the lock */
+  if (weft__load(&x->state, RELAXED) != OPEN || x->parent != self) return -EINVAL;
   weft__spin_lock(&x->lock);
-  if (x->state != OPEN || x->parent != self) {
+  if (weft__load(&x->state, RELAXED) != OPEN || x->parent != self) {
     weft__spin_unlock(&x->lock);
     return -EINVAL;
   }
-  x->state = LEAVING;
+  weft__store(&x->state, LEAVING, RELAXED); /* relaxed: under the lock */
   if (rc < 0 && rc != -ECANCELED && !x->has_error) { /* the body's error, in its turn */
     x->has_error = true;
     x->first_error = rc;
@@ -262,7 +287,7 @@ int weft_taskgroup_leave(weft_taskgroup *g, int rc) {
   for (;;) {
     weft__spin_lock(&x->lock);
     if (weft__load(&x->running, ACQUIRE) == 0) { /* acquire: pairs with the children's decrements */
-      x->state = FINISHED;
+      weft__store(&x->state, FINISHED, RELAXED); /* relaxed: under the lock */
       weft__spin_unlock(&x->lock);
       break;
     }
@@ -304,6 +329,8 @@ int weft_taskgroup_leave(weft_taskgroup *g, int rc) {
 
 int weft_taskgroup_failed(const weft_taskgroup *g) {
   group_impl *x = (group_impl *)(void *)((weft_taskgroup *)g)->opaque;
+  int st = weft__load(&x->state, RELAXED); /* relaxed: a hint; the lock orders the count */
+  if (st != OPEN && st != LEAVING && st != FINISHED) return -EINVAL;
   weft__spin_lock(&x->lock);
   int n = x->n_failed;
   weft__spin_unlock(&x->lock);

@@ -257,4 +257,174 @@ static int racy_main(void *arg) {
 }
 TEST(taskgroup_stress_failures_and_cancellation) { run_both(racy_main, NULL); }
 
+/* Racy: spawners on every worker race their spawns against the abort that
+ * a failing child starts. asyncio's _abort cancels each child once; a child
+ * spawned while the abort's sweep ran was cancelled by both its spawner and
+ * the sweep: weft_cancelling 2. Also at more workers than CPUs, so that a
+ * spawner preempted between its slot and its store meets the abort more
+ * often. The body checks every child through the group's handles (valid
+ * until leave) once all have ended. */
+enum { SR_SPAWNERS = 6, SR_PER_SPAWNER = 200 };
+static weft_taskgroup *sr_group;
+static weft_task sr_children[SR_SPAWNERS * SR_PER_SPAWNER];
+static _Atomic int sr_spawned, sr_bad;
+/* a child whose cleanup outlasts the abort's sweep (one that ended at the
+ * first cancel took no second) */
+static int sr_child(void *arg) {
+  (void)arg;
+  int rc = weft_sleep_ns(3600 * 1000 * MS);
+  if (rc == -ECANCELED) weft_sleep_ns(2 * MS);
+  return rc;
+}
+static int sr_spawner(void *arg) {
+  (void)arg;
+  for (int i = 0; i < SR_PER_SPAWNER; i++) {
+    if (i % 16 == 15) weft_yield(); /* lets the failer in at 1 worker too */
+    weft_task t = weft_taskgroup_spawn(sr_group, sr_child, NULL);
+    if (weft_task_is_null(t)) {
+      if (errno != EINVAL) atomic_fetch_add(&sr_bad, 1);
+      break;
+    }
+    sr_children[atomic_fetch_add(&sr_spawned, 1)] = t;
+  }
+  return 0;
+}
+/* fails once arg children were spawned: while the spawners spawn */
+static int sr_failer(void *arg) {
+  while (atomic_load(&sr_spawned) < (int)(intptr_t)arg) weft_yield();
+  return -EIO;
+}
+
+static int spawn_races_abort_main(void *arg) {
+  (void)arg;
+  long rounds = tu_iters(1000);
+  double t0 = test_now();
+  for (long r = 0; r < rounds && test_now() - t0 < 1.5; r++) {
+    atomic_store(&sr_spawned, 0);
+    atomic_store(&sr_bad, 0);
+    weft_taskgroup g;
+    sr_group = &g;
+    ASSERT_EQ(weft_taskgroup_enter(&g), 0);
+    weft_task spawners[SR_SPAWNERS];
+    for (int i = 0; i < SR_SPAWNERS; i++) {
+      spawners[i] = weft_taskgroup_spawn(&g, sr_spawner, NULL);
+      ASSERT_TRUE(!weft_task_is_null(spawners[i]));
+    }
+    int target = (int)(r * 37 % (SR_SPAWNERS * SR_PER_SPAWNER / 2));
+    ASSERT_TRUE(!weft_task_is_null(weft_taskgroup_spawn(&g, sr_failer, (void *)(intptr_t)target)));
+    int rc = weft_sleep_ns(3600 * 1000 * MS);
+    ASSERT_EQ(rc, -ECANCELED); /* the abort's sweep is over */
+    /* every spawner ended (one cancelled before it ran spawns nothing), so
+     * every spawn and its spawner's cancel is over; then every child ends */
+    int n = 0;
+    for (int spins = 0;; spins++) {
+      ASSERT_LT(spins, 20000); /* 20 s */
+      int s = 0;
+      while (s < SR_SPAWNERS && weft_task_done(spawners[s])) s++;
+      if (s == SR_SPAWNERS) {
+        n = atomic_load(&sr_spawned);
+        int i = 0;
+        while (i < n && weft_task_done(sr_children[i])) i++;
+        if (i == n) break;
+      }
+      weft_sleep_ns(1 * MS);
+    }
+    ASSERT_EQ(atomic_load(&sr_bad), 0);
+    ASSERT_GE(n, target);
+    for (int i = 0; i < n; i++) {
+      ASSERT_TRUE(weft_task_cancelled(sr_children[i]));
+      ASSERT_EQ(weft_cancelling(sr_children[i]), 1); /* cancelled exactly once */
+    }
+    ASSERT_EQ(weft_taskgroup_leave(&g, rc), -EIO);
+    ASSERT_EQ(weft_taskgroup_failed(&g), 1);
+    ASSERT_EQ(weft_cancelling(weft_current()), 0);
+  }
+  return 0;
+}
+TEST(taskgroup_stress_spawns_race_the_abort) {
+  unsigned over = 8 * tu_nproc();
+  unsigned counts[3] = {1, tu_nproc(), over > 64 ? 64 : over}; /* (at most 126 workers) */
+  for (int i = 0; i < 3; i++) {
+    weft_config c = {0};
+    c.workers = counts[i];
+    ASSERT_EQ(weft_run(spawn_races_abort_main, NULL, &c), 0);
+  }
+}
+
+/* A group's memory enters anew after leave: by the same task, zeroed, and
+ * after another task entered and left it. */
+static int enter_and_leave(void *arg) {
+  int rc = weft_taskgroup_enter(arg);
+  return rc < 0 ? rc : weft_taskgroup_leave(arg, 0);
+}
+static int reenter_main(void *arg) {
+  (void)arg;
+  atomic_store(&finished, 0);
+  weft_taskgroup g;
+  ASSERT_EQ(weft_taskgroup_enter(&g), 0);
+  ASSERT_TRUE(!weft_task_is_null(weft_taskgroup_spawn(&g, child_ok, (void *)5)));
+  ASSERT_TRUE(!weft_task_is_null(weft_taskgroup_spawn(&g, child_ok, (void *)1)));
+  ASSERT_EQ(weft_taskgroup_leave(&g, 0), 0); /* waits for both children */
+  ASSERT_EQ(atomic_load(&finished), 2);
+  ASSERT_EQ(weft_taskgroup_enter(&g), 0); /* left: may be entered again */
+  ASSERT_EQ(weft_taskgroup_leave(&g, 0), 0);
+  /* zeroed memory, and a group another task entered and left */
+  weft_taskgroup z = {{0}};
+  ASSERT_EQ(weft_taskgroup_enter(&z), 0);
+  ASSERT_EQ(weft_taskgroup_leave(&z, 0), 0);
+  weft_task t = weft_spawn(enter_and_leave, &g);
+  ASSERT_EQ(weft_join(t), 0);
+  weft_task_release(t);
+  ASSERT_EQ(weft_taskgroup_enter(&g), 0);
+  ASSERT_EQ(weft_taskgroup_leave(&g, 0), 0);
+  return 0;
+}
+TEST(taskgroup_memory_entered_again_after_leave) { run_both(reenter_main, NULL); }
+
+/* Cancelled from outside while waiting in leave, with a child whose
+ * cleanup fails: the error wins and the outer cancellation stays requested
+ * (asyncio 3.13: uncancel + cancel, cancelling() stable). */
+static int leave_waiter_fails(void *arg) {
+  (void)arg;
+  weft_taskgroup g;
+  weft_taskgroup_enter(&g);
+  weft_taskgroup_spawn(&g, fails_when_cancelled, NULL);
+  atomic_store(&group_entered, 1);
+  int rc = weft_taskgroup_leave(&g, 0);
+  if (rc != -EIO || weft_taskgroup_failed(&g) != 1) return -EPROTO;
+  if (weft_cancelling(weft_current()) != 1) return -EPROTO;
+  if (weft_yield() != -ECANCELED) return -EPROTO;
+  return -ECANCELED;
+}
+static int cancel_in_leave_fails_main(void *arg) {
+  (void)arg;
+  atomic_store(&group_entered, 0);
+  weft_task t = weft_spawn(leave_waiter_fails, NULL);
+  while (!atomic_load(&group_entered)) weft_sleep_ns(1 * MS);
+  weft_sleep_ns(1 * MS);
+  weft_cancel(t);
+  ASSERT_EQ(weft_join(t), -ECANCELED);
+  weft_task_release(t);
+  return 0;
+}
+TEST(taskgroup_cancelled_in_leave_with_failing_child) { run_both(cancel_in_leave_fails_main, NULL); }
+
+/* A group never entered (its memory garbage, or zeroed) refuses every call
+ * with EINVAL, as documented: the calls took its lock first, whose garbage
+ * word read as held, and spun forever. */
+static int never_entered_main(void *arg) {
+  (void)arg;
+  for (int fill = 0; fill < 3; fill++) {
+    weft_taskgroup g;
+    memset(&g, fill == 0 ? 0xff : fill == 1 ? 0xa5 : 0, sizeof g);
+    errno = 0;
+    ASSERT_TRUE(weft_task_is_null(weft_taskgroup_spawn(&g, child_ok, NULL)));
+    ASSERT_EQ(errno, EINVAL);
+    ASSERT_EQ(weft_taskgroup_leave(&g, 0), -EINVAL);
+    ASSERT_EQ(weft_taskgroup_failed(&g), -EINVAL);
+  }
+  return 0;
+}
+TEST_T(taskgroup_never_entered_is_refused, 20) { run_both(never_entered_main, NULL); }
+
 TEST_MAIN()

@@ -248,13 +248,23 @@ typedef struct weft_taskgroup {
   uint64_t opaque[16]; /* 128 bytes, 8-byte aligned */
 } weft_taskgroup;
 
-/* Errors: -EINVAL outside a task. */
+/* Enter g (its memory may be uninitialised, or a group left before). Every
+ * enter that returns 0 must be matched by a leave of the same task before g
+ * is entered again or its memory is reused: enter overwrites g, and an
+ * enter of an open group wipes it (its children still run and write to
+ * it). Unlike asyncio's "already entered", that is not detected: telling
+ * an open group from uninitialised memory would read that memory, which
+ * valgrind's memcheck reports in every program that enters a group.
+ * Errors: -EINVAL outside a task, or g NULL. */
 WEFT_API int weft_taskgroup_enter(weft_taskgroup *g);
 /* Spawn a child (from the body or from a child). Does not suspend. Returns
  * the null handle with errno EINVAL when the group is aborting (a child or
- * the body failed, or the entering task was cancelled in leave), finished
- * or never entered, or for g or fn NULL, a bad
- * option or a call outside a task; ENOMEM; opts.detached is ignored. */
+ * the body failed, or the entering task was cancelled in leave: asyncio
+ * 3.12's "TaskGroup is shutting down"), finished or never entered, or for
+ * g or fn NULL, a bad option or a call outside a task; ENOMEM; on these fn
+ * never runs and arg stays the caller's. opts.detached is ignored. Each
+ * child is cancelled at most once by the group's abort, even when it is
+ * spawned while the abort is under way. */
 WEFT_API weft_task weft_taskgroup_spawn(weft_taskgroup *g, weft_fn fn, void *arg);
 WEFT_API weft_task weft_taskgroup_spawn_ex(weft_taskgroup *g, weft_fn fn, void *arg, const weft_spawn_opts *opts);
 /* Leave: wait for every child (a cancellation while waiting cancels the
@@ -267,7 +277,8 @@ WEFT_API weft_task weft_taskgroup_spawn_ex(weft_taskgroup *g, weft_fn fn, void *
  * requested, as in Python 3.13); else 0. Suspends. Errors: -EINVAL not
  * entered, or not the task that entered. */
 WEFT_API int weft_taskgroup_leave(weft_taskgroup *g, int rc);
-/* How many children failed (after leave: the total). */
+/* How many children failed (after leave: the total). Errors: -EINVAL never
+ * entered. */
 WEFT_API int weft_taskgroup_failed(const weft_taskgroup *g);
 
 /* ------------------------------------------------------------ callbacks */
