@@ -51,7 +51,12 @@
  * included: they are appended and flushed at once): one IORING_OP_SEND/
  * SENDMSG at a time, which holds the token until its completion (on the
  * driver's thread) consumes what went; the send then costs no system call
- * of its own, it is submitted with the worker's next batch. (Measured with
+ * of its own, it is submitted with the worker's next batch. It is
+ * MSG_DONTWAIT: a socket with no room completes it at once with -EAGAIN
+ * (the driver then waits for POLLOUT, as after a short send) instead of
+ * leaving it waiting in the kernel for room, which a peer that never reads
+ * never makes, so the driver learns at once what the kernel took (the
+ * watermarks wait for that: see watermarks()). (Measured with
  * bench/echo_cpu.py: see docs/benchmarks.md.) A datagram endpoint's
  * callbacks send as other tasks do (a direct send): its buffer is bounded
  * (-ENOBUFS past high) and must hold only what the kernel did not take,
@@ -60,11 +65,12 @@
  * refused); for the same reason a datagram sender that finds datagrams
  * buffered and the token free sends them (in order) before its own, as
  * the driver's flush would. Only the token holder consumes chunks from the
- * head and frees them (after unlocking); appenders touch only the tail. The driver's teardown closes the socket only once the
- * token is free and `dead` is set under the lock, so no send or
- * getsockname can reach a closed (or reused) descriptor number; `fd_users`
- * counts the get_extra_info calls that use the descriptor outside the lock
- * for the same reason.
+ * head and frees them (after unlocking); appenders touch only the tail.
+ * The driver's teardown closes the socket only once the token is free and
+ * `dead` is set under the lock, so no send can reach a closed (or reused)
+ * descriptor number. get_extra_info does not use the descriptor at all:
+ * "peername" and "sockname" were read when the transport was made, and
+ * "socket" is the number, given only while not `dead`.
  *
  * TLS. A TLS transport (weft/tls.h's context given to create_connection_tls
  * or create_server) has a TLS layer of net/tls.c (OpenSSL with a socket BIO
@@ -90,9 +96,9 @@
  * TEARDOWN. The driver marks the transport dead (later calls get -EPIPE),
  * cancels its in-flight ring operations and waits for their completions
  * (the buffer rule of io/op.h: the kernel may use the receive buffer and
- * the chunks being sent until then), waits for the token and the fd users
- * (another task's send(2) or getpeername in progress), unwatches the
- * descriptor (epoll), closes it (SO_LINGER 0 after abort), frees the
+ * the chunks being sent until then), waits for the token (another task's
+ * send(2) in progress), unwatches the descriptor (epoll), closes it
+ * (SO_LINGER 0 after abort), frees the
  * buffer, calls connection_lost, and drops its reference. These waits are
  * not cancellable: a cancellation that arrives then stays pending.
  *
@@ -172,6 +178,13 @@ struct weft_transport {
   tls_info *info;        /* TLS only */
   int64_t hs_deadline;   /* the handshake ends by then (and by the context's timeout) */
   weft_addr peer;        /* a connected datagram endpoint's peer (len 0: not connected) */
+  /* get_extra_info's "peername"/"sockname", read once when the transport
+   * is made (as asyncio's _SelectorTransport does), so that they outlive
+   * the descriptor: a held transport answers them after connection_lost
+   * too. The error, if the kernel gave one (an unconnected datagram
+   * endpoint's peer: -ENOTCONN), is kept instead. */
+  weft_addr peername, sockname;
+  int peername_err, sockname_err;
   int made_err;          /* the handshake's error (set before `made`) */
   _Atomic unsigned refs;
   weft_event made;      /* set once connection_made has run (create_connection waits) */
@@ -209,7 +222,6 @@ struct weft_transport {
   size_t wsize;
   bool token;
   int dgram_err;        /* a buffered datagram's failed send, for error_received */
-  unsigned fd_users;
   bool kick;
   weft__task *wtask;
   uint32_t wseq;
@@ -408,13 +420,15 @@ static int recv_target(weft_transport *t, size_t *len) {
 
 typedef struct snapshot {
   bool closing, aborting, paused;
+  bool undecided; /* the buffer is above high and pause_writing not called: no delivery until watermarks() */
   int werr;
 } snapshot;
 
 static snapshot look(weft_transport *t) {
   weft__spin_lock(&t->lock);
   t->kick = false;
-  snapshot s = {t->closing, t->aborting, t->read_paused, t->werr};
+  snapshot s = {t->closing, t->aborting, t->read_paused,
+                !t->dgram && !t->writing_paused && t->wsize > t->high, t->werr};
   weft__spin_unlock(&t->lock);
   return s;
 }
@@ -717,6 +731,9 @@ static int sent_locked_release(weft_transport *t, ssize_t sent, size_t want, boo
   int fatal = 0;
   wakeup w = {0};
   weft__spin_lock(&t->lock);
+  /* above high with pause_writing not called: the driver waits for this
+   * outcome to decide (watermarks), delivering nothing meanwhile */
+  bool undecided = !t->dgram && !t->writing_paused && t->wsize > t->high;
   if (sent == -EAGAIN) {
     t->need_out = true;
   } else if (sent < 0 && !t->dgram) {
@@ -729,9 +746,9 @@ static int sent_locked_release(weft_transport *t, ssize_t sent, size_t want, boo
   t->token = false;
   /* the completion wakes the driver only when it has something to do:
    * more to send (or POLLOUT to arm), an end to act on, an error to
-   * report, resume_writing to call */
+   * report, pause_writing to decide, resume_writing to call */
   if (kick_driver && (t->head || t->need_out || t->closing || t->dead || t->werr || t->dgram_err || t->eof_req ||
-                      (t->writing_paused && t->wsize <= t->low)))
+                      undecided || (t->writing_paused && t->wsize <= t->low)))
     kick_locked(t, &w);
   weft__spin_unlock(&t->lock);
   fire(&w);
@@ -764,14 +781,14 @@ static bool flush_ring(weft_transport *t) {
     return false;
   }
   if (n == 1 && !t->dgram) {
-    io_uring_prep_send(sqe, t->fd, t->siov[0].iov_base, t->siov[0].iov_len, MSG_NOSIGNAL);
+    io_uring_prep_send(sqe, t->fd, t->siov[0].iov_base, t->siov[0].iov_len, MSG_NOSIGNAL | MSG_DONTWAIT);
   } else {
     t->smsg = (struct msghdr){.msg_iov = t->siov, .msg_iovlen = (size_t)n};
     if (to && to->len) {
       t->smsg.msg_name = &to->u;
       t->smsg.msg_namelen = to->len;
     }
-    io_uring_prep_sendmsg(sqe, t->fd, &t->smsg, MSG_NOSIGNAL);
+    io_uring_prep_sendmsg(sqe, t->fd, &t->smsg, MSG_NOSIGNAL | MSG_DONTWAIT);
   }
   t->sinflight = true;
   return true;
@@ -945,19 +962,37 @@ static void report_dgram_error(weft_transport *t) {
   if (err) cb_error(t, err);
 }
 
-/* The driver: call pause_writing/resume_writing at the watermarks. */
-static void watermarks(weft_transport *t) {
-  if (t->dgram) return;
+/* The driver: call pause_writing/resume_writing at the watermarks.
+ * Returns true when it called one (the state the loop looked at moved).
+ *
+ * pause_writing means that the kernel did not take what was written
+ * (asyncio's write() sends first and buffers only the rest). On io_uring a
+ * callback's write goes out as the ring send in flight, submitted with the
+ * worker's next batch, and its bytes stay in wsize until the completion:
+ * counting them would pause (and at once resume) for a large write the
+ * kernel takes whole. So the pause waits for that completion (which kicks
+ * the driver, sent_locked_release) before counting the in-flight bytes: a
+ * short send leaves the rest in wsize and need_out set, and the next call
+ * pauses. Meanwhile the loop delivers nothing (snapshot.undecided), so no
+ * callback starts above high without pause_writing, as before. Resume
+ * counts every byte not yet sent, in flight or not. */
+static bool watermarks(weft_transport *t) {
+  if (t->dgram) return false;
   weft__spin_lock(&t->lock);
   size_t size = t->wsize, high = t->high, low = t->low;
   weft__spin_unlock(&t->lock);
-  if (!t->writing_paused && size > high) {
+  size_t inflight = t->sinflight ? t->swant : 0; /* the driver's own fields: its thread runs the completion */
+  if (!t->writing_paused && size - (inflight < size ? inflight : size) > high) {
     t->writing_paused = true;
     if (t->p.pause_writing) CALLBACK(t, t->p.pause_writing(t, t->p.user));
-  } else if (t->writing_paused && size <= low) {
+    return true;
+  }
+  if (t->writing_paused && size <= low) {
     t->writing_paused = false;
     if (t->p.resume_writing) CALLBACK(t, t->p.resume_writing(t, t->p.user));
+    return true;
   }
+  return false;
 }
 
 /* ------------------------------------------------------------ receiving */
@@ -1163,10 +1198,10 @@ static void teardown(weft_transport *t, int err) {
     weft__epoll_unwatch(&weft__worker_self()->reactor, t->fd);
   }
   chunk *drop;
-  for (;;) { /* wait until no other task sends or uses the descriptor */
+  for (;;) { /* wait until no other task sends */
     weft__spin_lock(&t->lock);
-    t->kick = false; /* a release after this check kicks again (release_token, get_extra_info: under the lock) */
-    bool busy = t->token || t->fd_users;
+    t->kick = false; /* a release after this check kicks again (release_token: under the lock) */
+    bool busy = t->token;
     if (!busy) {
       drop = t->head;
       t->head = t->tail = NULL;
@@ -1219,6 +1254,17 @@ static void drive(weft_transport *t) {
       err = s.werr;
       break;
     }
+    /* above high with pause_writing not called: decide first, before
+     * delivering or sending more, unless a ring send is in flight (its
+     * completion kicks us: watermarks()); so the wait for it is one send's
+     * and not a run of them that other tasks' writes keep going. Then look
+     * again whatever watermarks did: another task's send may have brought
+     * the size under high since look(), and this snapshot's `undecided`
+     * would skip a delivery that nothing kicks us for again */
+    if (s.undecided && !t->sinflight) {
+      watermarks(t);
+      continue;
+    }
     if (t->backend == WEFT_BACKEND_EPOLL && (t->ready & EPOLLOUT)) {
       t->need_out = false;
       t->ready &= ~(uint32_t)EPOLLOUT; /* a flush that fills the socket waits for the next edge */
@@ -1228,7 +1274,7 @@ static void drive(weft_transport *t) {
         weft__tls_readable(t->tls);
       }
     }
-    if (!s.closing && !s.paused && !t->read_eof) {
+    if (!s.closing && !s.paused && !t->read_eof && !s.undecided) {
       int rc = t->tls ? tls_read(t) : t->backend == WEFT_BACKEND_URING ? uring_read(t) : epoll_read(t);
       if (rc < 0) {
         err = rc;
@@ -1245,7 +1291,7 @@ static void drive(weft_transport *t) {
       break;
     }
     report_dgram_error(t);
-    watermarks(t);
+    if (watermarks(t)) continue; /* pause_writing may end an `undecided`: deliver what waits */
     weft__spin_lock(&t->lock);
     bool empty = !t->head && !t->token;
     bool eof_now = t->eof_req && empty && !t->eof_sent;
@@ -1310,6 +1356,8 @@ static int transport_new(weft_transport **out, int fd, bool dgram, const weft_pr
   len = sizeof proto;
   getsockopt(fd, SOL_SOCKET, SO_PROTOCOL, &proto, &len);
   t->tcp = type == SOCK_STREAM && proto == IPPROTO_TCP;
+  t->peername_err = weft_peername(fd, &t->peername);
+  t->sockname_err = weft_sockname(fd, &t->sockname);
   t->debug = weft__debug_on();
   t->sop.complete = sop_complete;
   t->rop.complete = rop_complete;
@@ -1590,27 +1638,20 @@ int weft_transport_get_extra_info(weft_transport *t, const char *name, void *out
   else
     return tls_extra_info(t, name, out, len);
   if (len < (which == 2 ? sizeof(int) : sizeof(weft_addr))) return -EINVAL;
-  weft__spin_lock(&t->lock);
-  if (t->dead) {
-    weft__spin_unlock(&t->lock);
-    return -EBADF;
+  if (which == 0) { /* immutable since the transport was made: valid while the handle is */
+    memcpy(out, &t->peername, sizeof t->peername);
+    return t->peername_err;
   }
-  t->fd_users++;
-  weft__spin_unlock(&t->lock);
-  int rc = 0;
-  if (which == 0)
-    rc = weft_peername(t->fd, out);
-  else if (which == 1)
-    rc = weft_sockname(t->fd, out);
-  else
-    memcpy(out, &t->fd, sizeof(int));
-  wakeup w = {0};
+  if (which == 1) {
+    memcpy(out, &t->sockname, sizeof t->sockname);
+    return t->sockname_err;
+  }
   weft__spin_lock(&t->lock);
-  t->fd_users--;
-  if (t->dead && !t->fd_users) kick_locked(t, &w); /* teardown waits for us */
+  bool dead = t->dead; /* the descriptor is closed (its number maybe reused) once dead */
   weft__spin_unlock(&t->lock);
-  fire(&w);
-  return rc;
+  if (dead) return -EBADF;
+  memcpy(out, &t->fd, sizeof(int));
+  return 0;
 }
 
 static int set_paused(weft_transport *t, bool paused) {

@@ -5,7 +5,7 @@
  * connection_lost once and last); error_received(-ECONNREFUSED) on a
  * connected socket whose peer port is closed (the ICMP error); a Python
  * asyncio datagram endpoint as the independent peer; bad input; no
- * descriptor leaked. Runs on whichever backend WEFT_BACKEND selects.
+ * descriptor leaked; peername/sockname after the end. Runs on whichever backend WEFT_BACKEND selects.
  * Loopback only. */
 #include <poll.h>
 #include <stdatomic.h>
@@ -489,6 +489,51 @@ static int busy_senders_main(void *arg) {
 TEST(busy_tasks_sending_at_once_never_fill_the_buffer) {
   weft_config c = cfg_workers(2);
   ASSERT_EQ(weft_run(busy_senders_main, NULL, &c), 0);
+}
+
+/* get_extra_info "peername"/"sockname" after the end: asyncio caches them
+ * when the endpoint is made, so they stay readable after close; weft
+ * asked the closed descriptor (-EBADF). An unconnected endpoint's
+ * "peername" stays -ENOTCONN; "socket" is -EBADF once closed. */
+static int names_main(void *arg) {
+  (void)arg;
+  drec server = {0}, client = {0};
+  weft_datagram_protocol sp = dproto(&server), cp = dproto(&client);
+  weft_addr any;
+  ASSERT_EQ(weft_addr_ip(&any, "127.0.0.1", 0), 0);
+  weft_datagram_transport *st, *ct;
+  ASSERT_EQ(weft_create_datagram_endpoint(&any, NULL, &sp, &st), 0);
+  weft_addr saddr, caddr, cpeer, a;
+  ASSERT_EQ(weft_datagram_get_extra_info(st, "sockname", &saddr, sizeof saddr), 0);
+  ASSERT_EQ(weft_create_datagram_endpoint(NULL, &saddr, &cp, &ct), 0);
+  ASSERT_EQ(weft_datagram_get_extra_info(ct, "sockname", &caddr, sizeof caddr), 0);
+  ASSERT_EQ(weft_datagram_get_extra_info(ct, "peername", &cpeer, sizeof cpeer), 0);
+  ASSERT_UEQ(cpeer.len, saddr.len);
+  ASSERT_TRUE(memcmp(&cpeer.u, &saddr.u, saddr.len) == 0);
+  weft_datagram_close(ct);
+  weft_datagram_close(st);
+  ASSERT_EQ(weft_event_wait(&client.lost), 0);
+  ASSERT_EQ(weft_event_wait(&server.lost), 0);
+  memset(&a, 0, sizeof a);
+  ASSERT_EQ(weft_datagram_get_extra_info(st, "sockname", &a, sizeof a), 0);
+  ASSERT_TRUE(a.len == saddr.len && memcmp(&a.u, &saddr.u, a.len) == 0);
+  ASSERT_EQ(weft_datagram_get_extra_info(st, "peername", &a, sizeof a), -ENOTCONN);
+  memset(&a, 0, sizeof a);
+  ASSERT_EQ(weft_datagram_get_extra_info(ct, "sockname", &a, sizeof a), 0);
+  ASSERT_TRUE(a.len == caddr.len && memcmp(&a.u, &caddr.u, a.len) == 0);
+  memset(&a, 0, sizeof a);
+  ASSERT_EQ(weft_datagram_get_extra_info(ct, "peername", &a, sizeof a), 0);
+  ASSERT_TRUE(a.len == cpeer.len && memcmp(&a.u, &cpeer.u, a.len) == 0);
+  int fd;
+  ASSERT_EQ(weft_datagram_get_extra_info(ct, "socket", &fd, sizeof fd), -EBADF);
+  weft_datagram_release(ct);
+  weft_datagram_release(st);
+  return 0;
+}
+
+TEST(peername_and_sockname_outlive_the_endpoint) {
+  weft_config c = cfg_workers(2);
+  ASSERT_EQ(weft_run(names_main, NULL, &c), 0);
 }
 
 TEST_MAIN()

@@ -7,7 +7,11 @@
  * a peer's reset, server shutdown (cancellation) and a lost creator, the
  * buffered protocol receiving into the user's memory, writes from many
  * tasks on both workers at once, Python's asyncio as the independent peer,
- * bad input, asyncio's default watermarks, no descriptor leaked. The peers are weft's streams (or raw
+ * bad input, asyncio's default watermarks, no descriptor leaked,
+ * peername/sockname after the end, pause_writing only for bytes the kernel
+ * did not take (io_uring's ring sends), close/abort with a flush to a peer
+ * that never reads, nothing delivered after close/abort inside
+ * data_received. The peers are weft's streams (or raw
  * sockets, or python3), never the code under test at both ends, except in
  * the client/server trace test. Runs on whichever backend WEFT_BACKEND
  * selects. Loopback only. */
@@ -954,6 +958,367 @@ static int limits_main(void *arg) {
 TEST(write_buffer_limits_default_high_is_four_times_low) {
   weft_config c = cfg_workers(2);
   ASSERT_EQ(weft_run(limits_main, NULL, &c), 0);
+}
+
+/* get_extra_info "peername"/"sockname" after the end: asyncio caches them
+ * when the transport is made (_SelectorTransport.__init__), so they stay
+ * readable after close and in connection_lost; weft asked the (closed)
+ * descriptor and answered -EBADF. "socket" is -EBADF then (the number may
+ * be reused). TCP both ends, then Unix. */
+static void assert_same_addr(const weft_addr *a, const weft_addr *b) {
+  ASSERT_UEQ(a->len, b->len);
+  ASSERT_TRUE(a->len > 0 && memcmp(&a->u, &b->u, a->len) == 0);
+}
+
+static void names_of(weft_transport *t, weft_addr *peer, weft_addr *local) {
+  ASSERT_EQ(weft_transport_get_extra_info(t, "peername", peer, sizeof *peer), 0);
+  ASSERT_EQ(weft_transport_get_extra_info(t, "sockname", local, sizeof *local), 0);
+}
+
+static void assert_names_kept(weft_transport *t, const weft_addr *peer, const weft_addr *local) {
+  weft_addr p2, l2;
+  memset(&p2, 0xa5, sizeof p2);
+  memset(&l2, 0xa5, sizeof l2);
+  names_of(t, &p2, &l2);
+  assert_same_addr(&p2, peer);
+  assert_same_addr(&l2, local);
+  int fd;
+  ASSERT_EQ(weft_transport_get_extra_info(t, "socket", &fd, sizeof fd), -EBADF);
+}
+
+static int names_main(void *arg) {
+  bool unix_sock = arg != NULL;
+  char path[64];
+  snprintf(path, sizeof path, "/tmp/weft-proto-names-%d.sock", (int)getpid());
+  static server_recs s;
+  s.tmpl = (rec){0};
+  weft_server *srv;
+  rec c;
+  rec_init(&c);
+  weft_protocol p = proto_of(&c);
+  weft_transport *t;
+  if (unix_sock) {
+    unlink(path);
+    atomic_store(&s.n, 0);
+    for (int i = 0; i < MAX_CONNS; i++) atomic_store(&s.set_up[i], 0);
+    ASSERT_EQ(weft_create_unix_server(&srv, path, factory, &s, NULL), 0);
+    ASSERT_EQ(weft_create_unix_connection(path, &p, WEFT_NO_DEADLINE, &t), 0);
+  } else {
+    uint16_t port = start(&srv, &s);
+    ASSERT_EQ(weft_create_connection("127.0.0.1", port, &p, WEFT_NO_DEADLINE, &t), 0);
+  }
+  rec *sr = server_rec(&s, 0);
+  weft_addr cpeer, clocal, speer, slocal;
+  names_of(t, &cpeer, &clocal);
+  names_of(sr->t, &speer, &slocal);
+  if (!unix_sock) { /* each end's peer is the other's own address */
+    assert_same_addr(&cpeer, &slocal);
+    assert_same_addr(&speer, &clocal);
+  }
+  weft_transport_close(t); /* the server sees the end: eof_received false, it closes too */
+  ASSERT_EQ(weft_event_wait(&c.lost), 0);
+  ASSERT_EQ(weft_event_wait(&sr->lost), 0);
+  assert_names_kept(t, &cpeer, &clocal);
+  assert_names_kept(sr->t, &speer, &slocal);
+  weft_transport_release(t);
+  rec_free(&c);
+  rec_free(sr);
+  weft_server_free(srv);
+  if (unix_sock) unlink(path);
+  return 0;
+}
+
+TEST(peername_and_sockname_outlive_the_connection) {
+  weft_config c = cfg_workers(2);
+  ASSERT_EQ(weft_run(names_main, NULL, &c), 0);
+  ASSERT_EQ(weft_run(names_main, "unix", &c), 0);
+}
+
+/* A write from a callback that the kernel takes at once is not buffered
+ * (asyncio's write() sends first and buffers only the rest), so it must not
+ * call pause_writing. On io_uring the driver's own write goes out as a
+ * ring send with the worker's next batch; its bytes counted against the
+ * high watermark until that send completed, so a 256 KiB write into an
+ * empty 2 MiB socket buffer called pause_writing and resume_writing. */
+typedef struct bigw {
+  _Atomic int pauses, resumes;
+  size_t size;
+  weft_transport *t;
+  weft_event made, lost;
+} bigw;
+
+static void bw_made(weft_transport *t, void *u) {
+  bigw *b = u;
+  weft_transport_hold(t);
+  b->t = t;
+  int fd, sz = 1 << 20; /* the kernel doubles it: 2 MiB, room for all of it */
+  ASSERT_EQ(weft_transport_get_extra_info(t, "socket", &fd, sizeof fd), 0);
+  ASSERT_EQ(setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &sz, sizeof sz), 0);
+  unsigned char *buf = malloc(b->size);
+  for (size_t i = 0; i < b->size; i++) buf[i] = pattern(i);
+  ASSERT_EQ(weft_transport_write(t, buf, b->size), 0);
+  free(buf);
+  weft_event_set(&b->made);
+}
+static void bw_pause(weft_transport *t, void *u) {
+  (void)t;
+  atomic_fetch_add(&((bigw *)u)->pauses, 1);
+}
+static void bw_resume(weft_transport *t, void *u) {
+  (void)t;
+  atomic_fetch_add(&((bigw *)u)->resumes, 1);
+}
+static void bw_lost(weft_transport *t, int err, void *u) {
+  (void)t;
+  (void)err;
+  weft_event_set(&((bigw *)u)->lost);
+}
+static bigw the_bigw;
+static int bigw_factory(weft_protocol *out, void *arg) {
+  (void)arg;
+  *out = (weft_protocol){.user = &the_bigw, .connection_made = bw_made, .pause_writing = bw_pause,
+                         .resume_writing = bw_resume, .connection_lost = bw_lost};
+  return 0;
+}
+
+static int bigw_main(void *arg) {
+  (void)arg;
+  bigw *b = &the_bigw;
+  memset(b, 0, sizeof *b);
+  b->size = 256 * 1024; /* 4 x high */
+  weft_event_init(&b->made);
+  weft_event_init(&b->lost);
+  weft_server *srv;
+  ASSERT_EQ(weft_create_server(&srv, "127.0.0.1", 0, bigw_factory, NULL, NULL), 0);
+  weft_stream *st;
+  ASSERT_EQ(weft_open_connection("127.0.0.1", port_of(srv), WEFT_NO_DEADLINE, &st), 0);
+  ASSERT_EQ(weft_event_wait(&b->made), 0);
+  unsigned char *buf = malloc(b->size);
+  ASSERT_EQ(weft_stream_readexactly(st, buf, b->size, NULL), (ssize_t)b->size);
+  for (size_t i = 0; i < b->size; i++)
+    if (buf[i] != pattern(i)) TEST_FAIL("byte %zu differs", i);
+  free(buf);
+  for (int k = 0; k < 2000 && weft_transport_get_write_buffer_size(b->t) > 0; k++) weft_sleep_ns(1000000);
+  ASSERT_UEQ(weft_transport_get_write_buffer_size(b->t), 0);
+  int pauses = atomic_load(&b->pauses), resumes = atomic_load(&b->resumes);
+  weft_transport_close(b->t);
+  ASSERT_EQ(weft_event_wait(&b->lost), 0);
+  weft_transport_release(b->t);
+  weft_stream_wait_closed(st);
+  weft_server_free(srv);
+  if (pauses || resumes)
+    TEST_FAIL("a 256 KiB write from connection_made into an empty 2 MiB socket buffer called pause_writing %d "
+              "and resume_writing %d time(s); the kernel took it at once", pauses, resumes);
+  return 0;
+}
+
+TEST(a_callback_write_the_kernel_takes_at_once_does_not_pause_writing) {
+  weft_config c = cfg_workers(2);
+  ASSERT_EQ(weft_run(bigw_main, NULL, &c), 0);
+}
+
+/* A peer that never reads, while the transport is closing with megabytes
+ * buffered: (a) the peer resets: connection_lost(the send's error) once,
+ * the buffer dropped; (b) abort() after close(): the flush that can never
+ * end is dropped, connection_lost(0) at once (asyncio's abort after close). */
+static int stuck_close_main(void *arg) {
+  bool peer_resets = arg != NULL;
+  size_t blob = (size_t)8 << 20;
+  static server_recs s;
+  s.tmpl = (rec){.blob = blob, .high = 256 * 1024, .low = 64 * 1024};
+  weft_server *srv;
+  uint16_t port = start(&srv, &s);
+  weft_addr a;
+  ASSERT_EQ(weft_addr_ip(&a, "127.0.0.1", port), 0);
+  int fd = weft_connect_addr(&a, WEFT_NO_DEADLINE);
+  ASSERT_TRUE(fd >= 0);
+  rec *sr = server_rec(&s, 0);
+  weft_sleep_ns(100000000);
+  ASSERT_EQ(atomic_load(&sr->pauses), 1);
+  weft_transport_close(sr->t); /* waits for a flush the peer never takes */
+  weft_sleep_ns(50000000);
+  ASSERT_TRUE(!weft_event_is_set(&sr->lost));
+  ASSERT_TRUE(weft_transport_get_write_buffer_size(sr->t) > 256 * 1024);
+  ASSERT_EQ(weft_transport_write(sr->t, "x", 1), -EPIPE); /* nothing queued after close */
+  int64_t t0 = weft_now_ns();
+  if (peer_resets) {
+    struct linger lg = {1, 0};
+    ASSERT_EQ(setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof lg), 0);
+    close(fd);
+    fd = -1;
+  } else {
+    weft_transport_abort(sr->t);
+  }
+  for (int k = 0; k < 5000 && !weft_event_is_set(&sr->lost); k++) weft_sleep_ns(1000000);
+  if (!weft_event_is_set(&sr->lost)) TEST_FAIL("connection_lost was not called within 5 s");
+  ASSERT_TRUE(weft_now_ns() - t0 < 2000000000LL);
+  if (peer_resets)
+    ASSERT_TRUE(sr->lost_err == -ECONNRESET || sr->lost_err == -EPIPE);
+  else
+    ASSERT_EQ(sr->lost_err, 0);
+  weft_sleep_ns(20000000);
+  ASSERT_EQ(atomic_load(&sr->lost_count), 1);
+  assert_trace(sr, "MPL");
+  ASSERT_UEQ(weft_transport_get_write_buffer_size(sr->t), 0);
+  ASSERT_TRUE(weft_transport_is_closing(sr->t));
+  ASSERT_TRUE(weft_transport_write(sr->t, "x", 1) < 0);
+  if (fd >= 0) close(fd);
+  rec_free(sr);
+  weft_server_free(srv);
+  return 0;
+}
+
+TEST(a_peer_that_never_reads_resets_during_the_closing_flush) {
+  weft_config c = cfg_workers(2);
+  ASSERT_EQ(weft_run(stuck_close_main, "reset", &c), 0);
+}
+
+TEST(abort_after_close_drops_a_flush_that_cannot_end) {
+  weft_config c = cfg_workers(2);
+  ASSERT_EQ(weft_run(stuck_close_main, NULL, &c), 0);
+}
+
+/* A callback's large write into a socket with no room at all: the kernel
+ * takes nothing, so pause_writing is due, and reading goes on. On io_uring
+ * a ring send to a full socket waits in the kernel for room (a peer that
+ * never reads: forever) unless it is MSG_DONTWAIT; the watermarks wait for
+ * the send's outcome before counting its bytes (the test above), so a send
+ * left waiting there would hold back pause_writing and every
+ * data_received. (A Unix socket pair; the test fills the transport's
+ * socket behind its back first.) */
+typedef struct fullw {
+  _Atomic int pauses, datas;
+  _Atomic size_t got;
+  weft_event lost;
+} fullw;
+
+static void fw_data(weft_transport *t, const void *d, size_t n, void *u) {
+  fullw *f = u;
+  (void)d;
+  if (atomic_fetch_add(&f->datas, 1) == 0) { /* the first: a write the kernel cannot take */
+    static char big[256 * 1024];
+    ASSERT_EQ(weft_transport_write(t, big, sizeof big), 0);
+  }
+  atomic_fetch_add(&f->got, n);
+}
+static void fw_pause(weft_transport *t, void *u) {
+  (void)t;
+  atomic_fetch_add(&((fullw *)u)->pauses, 1);
+}
+static void fw_lost(weft_transport *t, int err, void *u) {
+  (void)t;
+  (void)err;
+  weft_event_set(&((fullw *)u)->lost);
+}
+
+static int fullw_main(void *arg) {
+  (void)arg;
+  static fullw f;
+  memset(&f, 0, sizeof f);
+  weft_event_init(&f.lost);
+  int sv[2];
+  ASSERT_EQ(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+  weft_protocol p = {.user = &f, .data_received = fw_data, .pause_writing = fw_pause, .connection_lost = fw_lost};
+  weft_transport *t;
+  ASSERT_EQ(weft_connect_accepted_socket(sv[0], &p, &t), 0);
+  int fd;
+  ASSERT_EQ(weft_transport_get_extra_info(t, "socket", &fd, sizeof fd), 0);
+  static char fill[65536];
+  while (send(fd, fill, sizeof fill, MSG_DONTWAIT) > 0) {} /* no room left */
+  while (send(fd, fill, 1, MSG_DONTWAIT) > 0) {}
+  ASSERT_EQ(send(sv[1], "go", 2, 0), 2);
+  for (int k = 0; k < 2000 && atomic_load(&f.datas) == 0; k++) weft_sleep_ns(1000000);
+  ASSERT_EQ(atomic_load(&f.datas), 1);
+  weft_sleep_ns(20000000);
+  ASSERT_EQ(send(sv[1], "more", 4, 0), 4);
+  for (int k = 0; k < 2000 && (atomic_load(&f.got) < 6 || !atomic_load(&f.pauses)); k++) weft_sleep_ns(1000000);
+  int pauses = atomic_load(&f.pauses);
+  size_t got = atomic_load(&f.got);
+  weft_transport_abort(t);
+  ASSERT_EQ(weft_event_wait(&f.lost), 0);
+  weft_transport_release(t);
+  close(sv[1]);
+  if (pauses != 1 || got != 6)
+    TEST_FAIL("after a 256 KiB write from data_received into a full socket: pause_writing %d time(s) (want 1), "
+              "%zu of 6 bytes delivered", pauses, got);
+  return 0;
+}
+
+TEST(a_callback_write_into_a_full_socket_pauses_writing_and_reading_goes_on) {
+  weft_config c = cfg_workers(2);
+  ASSERT_EQ(weft_run(fullw_main, NULL, &c), 0);
+}
+
+/* close() or abort() inside the first data_received while the peer's
+ * bytes keep coming (256 KiB, more than one receive): no data_received
+ * after it (asyncio's close/abort remove the reader at once), writes and
+ * write_eof refused, connection_lost(0) once and last. */
+typedef struct endin {
+  bool do_abort;
+  _Atomic int datas, lost_count;
+  int lost_err, after;
+  weft_event lost;
+} endin;
+
+static void ei_data(weft_transport *t, const void *d, size_t n, void *u) {
+  endin *e = u;
+  (void)d;
+  (void)n;
+  if (atomic_fetch_add(&e->datas, 1) > 0) return;
+  if (e->do_abort)
+    weft_transport_abort(t);
+  else
+    weft_transport_close(t);
+  ASSERT_TRUE(weft_transport_is_closing(t));
+  ASSERT_TRUE(!weft_transport_is_reading(t));
+  ASSERT_EQ(weft_transport_write(t, "x", 1), -EPIPE);
+  ASSERT_EQ(weft_transport_write_eof(t), -EPIPE);
+  ASSERT_UEQ(weft_transport_get_write_buffer_size(t), 0); /* nothing was queued */
+}
+static void ei_lost(weft_transport *t, int err, void *u) {
+  endin *e = u;
+  (void)t;
+  e->lost_err = err;
+  e->after = atomic_load(&e->datas);
+  atomic_fetch_add(&e->lost_count, 1);
+  weft_event_set(&e->lost);
+}
+static endin the_endin;
+static int endin_factory(weft_protocol *out, void *arg) {
+  (void)arg;
+  *out = (weft_protocol){.user = &the_endin, .data_received = ei_data, .connection_lost = ei_lost};
+  return 0;
+}
+
+static int endin_main(void *arg) {
+  endin *e = &the_endin;
+  memset(e, 0, sizeof *e);
+  e->do_abort = arg != NULL;
+  weft_event_init(&e->lost);
+  weft_server *srv;
+  ASSERT_EQ(weft_create_server(&srv, "127.0.0.1", 0, endin_factory, NULL, NULL), 0);
+  weft_addr a;
+  ASSERT_EQ(weft_addr_ip(&a, "127.0.0.1", port_of(srv)), 0);
+  int fd = weft_connect_addr(&a, WEFT_NO_DEADLINE);
+  ASSERT_TRUE(fd >= 0);
+  static char buf[256 * 1024];
+  ssize_t n = weft_send(fd, buf, sizeof buf, 0);
+  ASSERT_TRUE(n > 0 || n == -ECONNRESET || n == -EPIPE);
+  ASSERT_EQ(weft_event_wait(&e->lost), 0);
+  weft_sleep_ns(50000000);
+  ASSERT_EQ(atomic_load(&e->datas), 1);
+  ASSERT_EQ(e->after, 1);
+  ASSERT_EQ(e->lost_err, 0);
+  ASSERT_EQ(atomic_load(&e->lost_count), 1);
+  close(fd);
+  weft_server_free(srv);
+  return 0;
+}
+
+TEST(no_data_received_after_close_or_abort_inside_data_received) {
+  weft_config c = cfg_workers(2);
+  ASSERT_EQ(weft_run(endin_main, NULL, &c), 0);
+  ASSERT_EQ(weft_run(endin_main, "abort", &c), 0);
 }
 
 TEST_MAIN()

@@ -128,6 +128,10 @@ static int echo_main(void *arg) {
   assert_extra_str(t, "tls_version", "TLSv1.3");
   assert_extra_str(t, "alpn", "http/1.1");
   assert_extra_str(t, "tls_error", "");
+  weft_addr cpeer, clocal;
+  ASSERT_EQ(weft_transport_get_extra_info(t, "peername", &cpeer, sizeof cpeer), 0);
+  ASSERT_EQ(weft_transport_get_extra_info(t, "sockname", &clocal, sizeof clocal), 0);
+  ASSERT_EQ(weft_addr_port(&cpeer), port);
   char cipher[64];
   ASSERT_GT(weft_transport_get_extra_info(t, "cipher", cipher, sizeof cipher), 0);
   ASSERT_TRUE(strstr(cipher, "TLS_") == cipher);
@@ -171,6 +175,13 @@ static int echo_main(void *arg) {
   ASSERT_EQ(memcmp(sr->data, big, total), 0);
   ASSERT_EQ(weft_transport_write(t, "x", 1), -EPIPE);
   assert_extra_str(t, "tls_version", "TLSv1.3"); /* still there after connection_lost */
+  weft_addr a; /* so are peername and sockname (asyncio caches them when the transport is made) */
+  ASSERT_EQ(weft_transport_get_extra_info(t, "peername", &a, sizeof a), 0);
+  ASSERT_TRUE(a.len == cpeer.len && memcmp(&a.u, &cpeer.u, a.len) == 0);
+  ASSERT_EQ(weft_transport_get_extra_info(t, "sockname", &a, sizeof a), 0);
+  ASSERT_TRUE(a.len == clocal.len && memcmp(&a.u, &clocal.u, a.len) == 0);
+  ASSERT_EQ(weft_transport_get_extra_info(sr->t, "peername", &a, sizeof a), 0);
+  ASSERT_TRUE(a.len == clocal.len && memcmp(&a.u, &clocal.u, a.len) == 0);
   weft_transport_release(t); /* the reference create_connection gave */
   rec_free(&cr);              /* and the hold connection_made took */
   rec_free(sr);

@@ -39,7 +39,10 @@
  *  - pause_writing/resume_writing run in the driver too: after the callback
  *    during which the buffer went above the high watermark (or, for a write
  *    from another task, as soon as the driver runs), not inside write()
- *    itself as asyncio does.
+ *    itself as asyncio does; on io_uring, once the ring send of the
+ *    callback's writes has completed (at once: it never waits for room),
+ *    counting only what the kernel did not take, and no data_received
+ *    runs in between.
  *
  * LIFETIME. The driver holds the transport until connection_lost returns;
  * the protocol's callbacks may use it freely until then. Any other task
@@ -201,7 +204,11 @@ WEFT_API bool weft_transport_is_closing(weft_transport *t);
 /* get_extra_info(name): "peername" and "sockname" (out: a weft_addr),
  * "socket" (out: an int, the descriptor; the transport still owns it).
  * Returns 0, -ENOENT (an unknown name), -EINVAL (out too small), -EBADF
- * (closed), or the kernel's error. Does not suspend.
+ * ("socket" once closed), or the kernel's error. "peername" and "sockname"
+ * are read when the transport is made (as asyncio caches them), so they
+ * answer the same for as long as the handle is valid, after
+ * connection_lost too (an error the kernel gave then, say -ENOTCONN, is
+ * answered every time). Does not suspend.
  * On a TLS transport also (any time, after connection_lost too; each
  * returns the length it wrote):
  *   "cipher", "tls_version", "alpn" (out: a NUL-terminated string, "" when
@@ -231,7 +238,14 @@ WEFT_API bool weft_transport_is_reading(weft_transport *t);
 WEFT_API int weft_transport_set_write_buffer_limits(weft_transport *t, size_t high, size_t low);
 WEFT_API void weft_transport_get_write_buffer_limits(weft_transport *t, size_t *high, size_t *low);
 
-/* get_write_buffer_size: bytes written and not yet sent. */
+/* get_write_buffer_size: bytes written and not yet sent. On io_uring the
+ * bytes of a write made from a callback count until the ring send that
+ * carries them completes, with the worker's next batch of submissions
+ * (right after the callback), even when the kernel then takes them whole,
+ * where asyncio's write() has sent them before it returns: read inside
+ * that callback the figure is higher than asyncio's, and it drops to what
+ * the kernel did not take once the send completes. pause_writing does not
+ * count them until then (above). Any task. */
 WEFT_API size_t weft_transport_get_write_buffer_size(weft_transport *t);
 
 /* A reference for a task other than the driver (see LIFETIME). */
