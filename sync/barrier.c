@@ -15,7 +15,10 @@
  *
  * Unlike asyncio, there is no "draining" phase in which new arrivals wait
  * for the previous round's waiters to leave: the marks keep the rounds apart
- * in one list. A waiter reads its outcome from its own mark.
+ * in one list. A waiter reads its outcome from its own mark; one woken by
+ * its round's end reads it without guard and never touches the barrier
+ * again, so the barrier may be destroyed and its memory reused as soon as
+ * destroy returns 0 (POSIX's rule for pthread_barrier_destroy).
  *
  * CANCELLATION. A waiter cancelled while its round fills leaves it (count
  * goes down by one, as in asyncio: another party must arrive). One whose
@@ -131,6 +134,14 @@ int weft_barrier_wait(weft_barrier *bb) {
   self->waiter.mark = WAITING;
   weft__spin_unlock(&b->guard);
   uint32_t why = weft__wait_commit((uint32_t)seq);
+  if (why == WEFT__WAKE_NORMAL) {
+    /* Ended by its round: the ender marked and unlinked our node under
+     * guard before its wake, whose release CAS our resumption acquires,
+     * and nobody touches an unlinked node after that. Read the mark
+     * without guard, and touch the barrier no more: destroy has returned
+     * 0 since the node left the list, and the memory may be reused. */
+    return self->waiter.mark == ENDED_PASSED ? (int)index : -EPIPE;
+  }
   weft__spin_lock(&b->guard);
   uint8_t mark = self->waiter.mark;
   if (self->waiter.linked) { /* cancelled: leave the list (and the round, if it goes on) */
@@ -141,8 +152,7 @@ int weft_barrier_wait(weft_barrier *bb) {
     }
   }
   weft__spin_unlock(&b->guard);
-  if (why != WEFT__WAKE_NORMAL) return -ECANCELED;
-  return mark == ENDED_PASSED ? (int)index : -EPIPE;
+  return -ECANCELED;
 }
 
 /* End the current round broken, and leave the barrier broken or not. */

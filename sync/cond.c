@@ -11,7 +11,10 @@
  * notifier holds the lock they need). A woken waiter takes the lock back
  * in a wait that cancellation does not end, so wait returns with the lock
  * held, cancelled or not (asyncio re-acquires in a loop that swallows
- * cancellations, then re-raises).
+ * cancellations, then re-raises). A notified waiter touches the condition
+ * no more (only its lock, which the caller keeps): as pthread_cond_destroy
+ * allows, the condition may be destroyed and its memory reused once
+ * destroy returns 0, before the waiters notify woke have run.
  *
  * CANCELLATION. A waiter woken with CANCEL whose node was unlinked was
  * chosen by a notify at the same moment: it passes the notification to the
@@ -72,7 +75,8 @@ int weft_cond_wait(weft_cond *cv) {
     weft__debug_misuse("weft_cond_wait outside a task");
     return -EINVAL;
   }
-  if (!weft__lock_held_by_self(c->lock)) {
+  weft_lock *lock = c->lock; /* read now: after a notify, the condition may be gone (below) */
+  if (!weft__lock_held_by_self(lock)) {
     weft__debug_misuse("weft_cond_wait without holding the lock");
     return -EPERM;
   }
@@ -85,7 +89,7 @@ int weft_cond_wait(weft_cond *cv) {
   }
   weft__waitlist_push(&c->waiters, self, (uint32_t)seq);
   weft__spin_unlock(&c->guard);
-  weft_lock_release(c->lock); /* held (checked above): cannot fail */
+  weft_lock_release(lock); /* held (checked above): cannot fail */
   uint32_t why = weft__wait_commit((uint32_t)seq);
   int rc = 0;
   if (why != WEFT__WAKE_NORMAL) {
@@ -100,7 +104,7 @@ int weft_cond_wait(weft_cond *cv) {
     weft__spin_unlock(&c->guard);
     if (have) weft__wakeup_fire(&wake);
   }
-  weft__lock_acquire_uncancellable(c->lock);
+  weft__lock_acquire_uncancellable(lock);
   return rc;
 }
 

@@ -341,7 +341,9 @@ static int wait_on(queue_impl *x, weft__waitlist *wl, weft__task *self, void *it
     *chosen = false;
     return (int)seq;
   }
-  weft__waiting_on(self, wl == &x->getters ? WEFT__WAITING_QUEUE_GET : WEFT__WAITING_QUEUE_PUT);
+  weft__waiting_on(self, wl == &x->getters   ? WEFT__WAITING_QUEUE_GET
+                         : wl == &x->putters ? WEFT__WAITING_QUEUE_PUT
+                                             : WEFT__WAITING_OTHER); /* a joiner: not a put */
   weft__waitlist_push(wl, self, (uint32_t)seq);
   self->waiter.mark = 0;
   self->waiter.item = item; /* a putter's: a getter may insert it for us */

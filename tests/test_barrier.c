@@ -263,4 +263,37 @@ TEST(barrier_stress_resets_and_cancellation_4_workers) {
   ASSERT_EQ(weft_run(racing_main, NULL, &c), 0);
 }
 
+/* Destroy right after the round: the waiters the round released have no
+ * business with the barrier any more (destroy returned 0: nobody waits),
+ * so its memory may be reused at once, before they run. Before, a
+ * released waiter took the barrier's spinlock again when it ran, in the
+ * reused memory (here: it spun forever on the garbage). On one worker, so
+ * that the released waiter has not run when the memory is reused. */
+static int party_on(void *arg) { return weft_barrier_wait(arg); }
+
+static int destroy_after_round_main(void *arg) {
+  (void)arg;
+  for (int broken = 0; broken < 2; broken++) {
+    weft_barrier *b = malloc(sizeof *b);
+    ASSERT_EQ(weft_barrier_init(b, 2), 0);
+    weft_task a = weft_spawn(party_on, b);
+    while (weft_barrier_n_waiting(b) < 1) weft_sleep_ns(100000);
+    if (broken)
+      ASSERT_EQ(weft_barrier_abort(b), 0);
+    else
+      ASSERT_EQ(weft_barrier_wait(b), 1); /* the last party: a is released, and has not run */
+    ASSERT_EQ(weft_barrier_destroy(b), 0);
+    memset(b, 0xa5, sizeof *b); /* the memory is reused */
+    ASSERT_EQ(weft_join(a), broken ? -EPIPE : 0);
+    weft_task_release(a);
+    free(b);
+  }
+  return 0;
+}
+
+TEST_T(barrier_memory_reused_right_after_the_round, 20) {
+  weft_config c = cfg_workers(1);
+  ASSERT_EQ(weft_run(destroy_after_round_main, NULL, &c), 0);
+}
+
 TEST_MAIN()

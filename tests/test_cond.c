@@ -230,4 +230,50 @@ TEST(cond_stress_with_cancellation_4_workers) {
   ASSERT_EQ(weft_run(stress_main, NULL, &c), 0);
 }
 
+/* POSIX's rule for pthread_cond_destroy: a condition nobody waits on any
+ * more (destroy returned 0) may be destroyed and its memory reused at
+ * once, before the waiters notify_all woke have run. Before, a woken
+ * waiter read the condition's lock pointer again when it ran (here: from
+ * the reused memory, and crashed). On one worker, so that the woken
+ * waiter has not run when the memory is reused. */
+static weft_cond *Cp;
+static int cp_waiter(void *arg) {
+  (void)arg;
+  if (weft_lock_acquire(&L) != 0) return -1;
+  arrived++;
+  int rc = weft_cond_wait(Cp);
+  if (!weft_lock_locked(&L)) return -2;
+  if (weft_lock_release(&L) != 0) return -3;
+  return rc;
+}
+
+static int destroy_after_notify_main(void *arg) {
+  (void)arg;
+  weft_lock_init(&L);
+  Cp = malloc(sizeof *Cp);
+  ASSERT_EQ(weft_cond_init(Cp, &L), 0);
+  arrived = 0;
+  weft_task a = weft_spawn(cp_waiter, NULL);
+  for (;;) {
+    ASSERT_EQ(weft_lock_acquire(&L), 0);
+    if (arrived == 1) break;
+    ASSERT_EQ(weft_lock_release(&L), 0);
+    weft_sleep_ns(100000);
+  }
+  ASSERT_EQ(weft_cond_notify_all(Cp), 1);
+  ASSERT_EQ(weft_cond_destroy(Cp), 0); /* nobody waits any more */
+  memset(Cp, 0xa5, sizeof *Cp);        /* the memory is reused */
+  ASSERT_EQ(weft_lock_release(&L), 0);
+  ASSERT_EQ(weft_join(a), 0);
+  weft_task_release(a);
+  free(Cp);
+  ASSERT_EQ(weft_lock_destroy(&L), 0);
+  return 0;
+}
+
+TEST_T(cond_memory_reused_right_after_notify_all, 20) {
+  weft_config c = cfg_workers(1);
+  ASSERT_EQ(weft_run(destroy_after_notify_main, NULL, &c), 0);
+}
+
 TEST_MAIN()

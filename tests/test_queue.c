@@ -845,4 +845,177 @@ TEST_T(primitives_shared_by_the_tasks_of_two_runtimes, 60) {
   free(Tr.seen);
 }
 
+/* ------------------------------------------------------------ shutdown racing blocked gets and puts
+ * Putters blocked on a full queue and getters blocked on an empty one, on
+ * several workers, a third of them cancelled at random moments, while a
+ * thread outside the runtime shuts the queue down (graceful then
+ * immediate, or immediate at once). Every item is got at most once, only
+ * if its put returned 0; every put that returned 0 is got or dropped by the
+ * immediate shutdown; nothing is left unfinished (join returns at once,
+ * task_done is one too many) and no waiter is left behind. */
+
+enum { SR_PUTTERS = 6, SR_GETTERS = 6 };
+static struct {
+  weft_queue q;
+  long per_putter;
+  atomic_uchar *put_ok, *seen;
+  atomic_long puts, gets, bad;
+  atomic_int shut_done;
+  bool graceful_first;
+} Sr;
+
+static int sr_putter(void *arg) {
+  long base = (long)(intptr_t)arg * Sr.per_putter;
+  for (long k = 0; k < Sr.per_putter; k++) {
+    int rc;
+    while ((rc = weft_queue_put(&Sr.q, (void *)(intptr_t)(base + k + 1))) == -ECANCELED) {
+    }
+    if (rc == -ESHUTDOWN) return 0;
+    if (rc) return rc;
+    atomic_store(&Sr.put_ok[base + k], 1);
+    atomic_fetch_add(&Sr.puts, 1);
+  }
+  return 0;
+}
+
+static int sr_getter(void *arg) {
+  (void)arg;
+  for (;;) {
+    void *it;
+    int rc = weft_queue_get(&Sr.q, &it);
+    if (rc == -ECANCELED) continue;
+    if (rc == -ESHUTDOWN) return 0;
+    if (rc) return rc;
+    long i = (long)(intptr_t)it - 1;
+    if (i < 0 || i >= SR_PUTTERS * Sr.per_putter || atomic_fetch_add(&Sr.seen[i], 1) != 0)
+      atomic_fetch_add(&Sr.bad, 1);
+    atomic_fetch_add(&Sr.gets, 1);
+    if (weft_queue_task_done(&Sr.q) != 0) atomic_fetch_add(&Sr.bad, 1);
+    if (atomic_load(&Sr.gets) % 7 == 0) weft_yield();
+  }
+}
+
+static void *sr_shutdown(void *arg) {
+  long after = (long)(intptr_t)arg;
+  while (atomic_load(&Sr.puts) < after) sched_yield();
+  if (Sr.graceful_first) {
+    if (weft_queue_shutdown(&Sr.q, false) != 0) abort();
+    usleep(100);
+  }
+  if (weft_queue_shutdown(&Sr.q, true) != 0) abort();
+  atomic_store(&Sr.shut_done, 1);
+  return NULL;
+}
+
+static int sr_run(size_t maxsize, enum weft_queue_kind kind, bool graceful_first) {
+  Sr.per_putter = tu_iters(20000) / sync_migrate_div();
+  long total = SR_PUTTERS * Sr.per_putter;
+  Sr.put_ok = calloc((size_t)total, 1);
+  Sr.seen = calloc((size_t)total, 1);
+  atomic_store(&Sr.puts, 0);
+  atomic_store(&Sr.gets, 0);
+  atomic_store(&Sr.bad, 0);
+  Sr.graceful_first = graceful_first;
+  ASSERT_EQ(weft_queue_init_ex(&Sr.q, maxsize, kind, cmp_int), 0);
+  weft_task p[SR_PUTTERS], g[SR_GETTERS], victims[(SR_PUTTERS + SR_GETTERS) / 3];
+  int nv = 0;
+  for (int i = 0; i < SR_GETTERS; i++) {
+    g[i] = weft_spawn(sr_getter, NULL);
+    if (i % 3 == 0) victims[nv++] = g[i];
+  }
+  for (int i = 0; i < SR_PUTTERS; i++) {
+    p[i] = weft_spawn(sr_putter, (void *)(intptr_t)i);
+    if (i % 3 == 0) victims[nv++] = p[i];
+  }
+  atomic_int stop = 0;
+  canceller_arg ca = {victims, nv, &stop, 0};
+  cancellers cs = cancellers_start(&ca);
+  pthread_t th;
+  atomic_store(&Sr.shut_done, 0);
+  pthread_create(&th, NULL, sr_shutdown, (void *)(intptr_t)(total / 2));
+  while (!atomic_load(&Sr.shut_done)) weft_sleep_ns(200000); /* not pthread_join: it would block a worker */
+  pthread_join(th, NULL);
+  for (int i = 0; i < SR_PUTTERS; i++) {
+    int st = weft_join(p[i]);
+    ASSERT_TRUE(st == 0 || st == -ECANCELED);
+    weft_task_release(p[i]);
+  }
+  for (int i = 0; i < SR_GETTERS; i++) {
+    int st = weft_join(g[i]);
+    ASSERT_TRUE(st == 0 || st == -ECANCELED);
+    weft_task_release(g[i]);
+  }
+  ASSERT_EQ(cancellers_stop(&ca, &cs), 0);
+  ASSERT_EQ(atomic_load(&Sr.bad), 0);
+  long dropped = 0;
+  for (long i = 0; i < total; i++) {
+    if (atomic_load(&Sr.seen[i])) ASSERT_EQ(atomic_load(&Sr.put_ok[i]), 1);
+    dropped += atomic_load(&Sr.put_ok[i]) && !atomic_load(&Sr.seen[i]);
+  }
+  ASSERT_EQ(atomic_load(&Sr.gets) + dropped, atomic_load(&Sr.puts));
+  ASSERT_EQ(weft_queue_qsize(&Sr.q), 0);
+  ASSERT_EQ(weft_queue_join(&Sr.q), 0);                /* nothing unfinished */
+  ASSERT_EQ(weft_queue_task_done(&Sr.q), -EOVERFLOW);
+  void *it;
+  ASSERT_EQ(weft_queue_get_nowait(&Sr.q, &it), -ESHUTDOWN);
+  ASSERT_EQ(weft_queue_put_nowait(&Sr.q, &it), -ESHUTDOWN);
+  ASSERT_EQ(weft_queue_destroy(&Sr.q), 0); /* no waiter left behind */
+  free(Sr.put_ok);
+  free(Sr.seen);
+  return 0;
+}
+
+static int sr_main(void *arg) {
+  (void)arg;
+  for (int graceful = 0; graceful < 2; graceful++) {
+    ASSERT_EQ(sr_run(1, WEFT_QUEUE_FIFO, graceful), 0);
+    ASSERT_EQ(sr_run(3, WEFT_QUEUE_FIFO, graceful), 0);
+    ASSERT_EQ(sr_run(0, WEFT_QUEUE_FIFO, graceful), 0);
+    ASSERT_EQ(sr_run(2, WEFT_QUEUE_LIFO, graceful), 0);
+    ASSERT_EQ(sr_run(2, WEFT_QUEUE_PRIORITY, graceful), 0);
+  }
+  return 0;
+}
+
+TEST_T(queue_shutdown_immediate_races_blocked_gets_and_puts_on_3_workers, 60) {
+  weft_config c = cfg_workers(3);
+  ASSERT_EQ(weft_run(sr_main, NULL, &c), 0);
+}
+
+
+/* What weft_task_waiting_on reports for the three waits: a joiner was
+ * reported as "queue put" before. */
+static int waiting_on_main(void *arg) {
+  (void)arg;
+  ASSERT_EQ(weft_queue_init(&Q, 1), 0);
+  weft_task g = weft_spawn(blocked_get, NULL); /* empty: waits */
+  for (int i = 0; i < 5000 && weft_task_waiting_on(g)[0] == 0; i++) weft_sleep_ns(1000000);
+  ASSERT_STR_EQ(weft_task_waiting_on(g), "queue get");
+  ASSERT_EQ(weft_queue_put_nowait(&Q, (void *)1), 0);
+  ASSERT_EQ(weft_join(g), 0);
+  weft_task_release(g);
+  ASSERT_EQ(weft_queue_put_nowait(&Q, (void *)2), 0); /* full, 2 unfinished */
+  weft_task j = weft_spawn(joiner, NULL);
+  weft_task p = weft_spawn(blocked_put, (void *)3);
+  weft_task all[] = {j, p};
+  for (size_t k = 0; k < 2; k++)
+    for (int i = 0; i < 5000 && weft_task_waiting_on(all[k])[0] == 0; i++) weft_sleep_ns(1000000);
+  ASSERT_STR_EQ(weft_task_waiting_on(j), "wait");
+  ASSERT_STR_EQ(weft_task_waiting_on(p), "queue put");
+  ASSERT_EQ(weft_queue_task_done(&Q), 0); /* item 1 */
+  ASSERT_EQ(weft_queue_shutdown(&Q, true), 0); /* drops item 2: none unfinished */
+  ASSERT_EQ(weft_join(j), 0);
+  ASSERT_EQ(weft_join(p), -ESHUTDOWN);
+  weft_task_release(j);
+  weft_task_release(p);
+  ASSERT_EQ(weft_queue_task_done(&Q), -EOVERFLOW);
+  ASSERT_EQ(weft_queue_destroy(&Q), 0);
+  return 0;
+}
+
+TEST(queue_join_is_not_reported_as_a_put) {
+  weft_config c = cfg_workers(2);
+  ASSERT_EQ(weft_run(waiting_on_main, NULL, &c), 0);
+}
+
 TEST_MAIN()

@@ -113,7 +113,10 @@ typedef struct weft_cond {
 
 /* Initialise on lock. Errors: -EINVAL lock is NULL. */
 WEFT_API int weft_cond_init(weft_cond *c, weft_lock *lock);
-/* Destroy. Errors: -EBUSY tasks wait on it. */
+/* Destroy. Errors: -EBUSY tasks wait on it. Once it returns 0 the memory
+ * may be reused, even before the waiters a notify woke have run (they
+ * touch only the lock; not so one cancelled at that very moment, which
+ * passes the notification on through the condition). */
 WEFT_API int weft_cond_destroy(weft_cond *c);
 /* Release the lock, wait for a notification, take the lock again. The lock
  * is held again when wait returns, whatever it returns (the re-acquisition
@@ -174,7 +177,9 @@ typedef struct weft_barrier {
 
 /* Errors: -EINVAL parties is 0 or above INT_MAX. */
 WEFT_API int weft_barrier_init(weft_barrier *b, unsigned parties);
-/* Errors: -EBUSY tasks wait on it. */
+/* Errors: -EBUSY tasks wait on it. Once it returns 0 the memory may be
+ * reused, even before the waiters a round's end released have run (not so
+ * one cancelled at that very moment, which leaves through the barrier). */
 WEFT_API int weft_barrier_destroy(weft_barrier *b);
 /* Wait until `parties` tasks have arrived in this round. Returns the
  * caller's arrival index (0 .. parties-1; the last to arrive gets parties-1
