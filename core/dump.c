@@ -16,6 +16,7 @@
  */
 #include <errno.h>
 #include <signal.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
 #include <unistd.h>
@@ -65,6 +66,29 @@ const char *weft_task_waiting_on(weft_task h) {
   return s;
 }
 
+/* One line, formatted on the stack and written with write(2): 0, or the
+ * write's error (a descriptor that takes no writes: closed, read-only).
+ * Not dprintf: glibc's leaks its buffer when the write fails. */
+static int put(int fd, const char *fmt, ...) {
+  char buf[256];
+  va_list ap;
+  va_start(ap, fmt);
+  int n = vsnprintf(buf, sizeof buf, fmt, ap);
+  va_end(ap);
+  if (n < 0) return -EIO;
+  size_t len = (size_t)n < sizeof buf ? (size_t)n : sizeof buf - 1;
+  for (size_t off = 0; off < len;) {
+    ssize_t w = write(fd, buf + off, len - off);
+    if (w > 0)
+      off += (size_t)w;
+    else if (w < 0 && errno == EINTR)
+      continue;
+    else
+      return w < 0 ? -errno : -EIO;
+  }
+  return 0;
+}
+
 static int dump(weft_runtime *rt, int fd) {
   enum { MAX = 4096 };
   weft_task_info *info = weft__alloc(MAX * sizeof *info);
@@ -73,15 +97,16 @@ static int dump(weft_runtime *rt, int fd) {
   static const char *states[] = {"runnable", "running", "suspended", "done"};
   int alive = 0;
   for (int i = 0; i < n && i < MAX; i++) alive += info[i].state != WEFT_TASK_DONE;
-  dprintf(fd, "weft: %d live task(s):\n", alive);
-  for (int i = 0; i < n && i < MAX; i++) {
+  int rc = put(fd, "weft: %d live task(s):\n", alive);
+  for (int i = 0; !rc && i < n && i < MAX; i++) {
     weft_task_info *x = &info[i];
     if (x->state == WEFT_TASK_DONE) continue;
-    dprintf(fd, "  %-31s %-9s worker %-3d cancelling %d%s%s\n", x->name, states[x->state & 3], x->worker,
-            x->cancelling, x->waiting_on[0] ? "  waiting on: " : "", x->waiting_on);
+    rc = put(fd, "  %-31s %-9s worker %-3d cancelling %d%s%s\n", x->name, states[x->state & 3], x->worker,
+             x->cancelling, x->waiting_on[0] ? "  waiting on: " : "", x->waiting_on);
   }
-  if (n > MAX) dprintf(fd, "  ... and %d more\n", n - MAX);
+  if (!rc && n > MAX) rc = put(fd, "  ... and %d more\n", n - MAX);
   weft__free(info, MAX * sizeof *info);
+  if (rc) return rc; /* the caller's descriptor takes no writes: not a dump that went out */
   /* the live tasks, those not printed one by one included (the listing
    * counts every one, not only those it fills in) */
   return n > MAX ? alive + (n - MAX) : alive;

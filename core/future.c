@@ -74,6 +74,7 @@ static inline future_impl *impl(weft_future *f) { return (future_impl *)(void *)
 static inline const future_impl *cimpl(const weft_future *f) { return (const future_impl *)(const void *)f->opaque; }
 
 int weft_future_init(weft_future *f) {
+  if (!f) return -EINVAL;
   future_impl *x = impl(f);
   weft__spin_init(&x->lock);
   weft__store(&x->state, PENDING, RELAXED);

@@ -901,12 +901,12 @@ static int list_tasks(weft__runtime *rt, weft_task_info *out, size_t n) {
 
 int weft_tasks(weft_task_info *out, size_t n) {
   weft__worker *w = weft__worker_self();
-  if (!w) return -EINVAL;
+  if (!w || (!out && n)) return -EINVAL;
   return list_tasks(w->rt, out, n);
 }
 
 int weft_runtime_tasks(weft_runtime *rt, weft_task_info *out, size_t n) {
-  if (!rt) return -EINVAL;
+  if (!rt || (!out && n)) return -EINVAL;
   return list_tasks(rt, out, n);
 }
 

@@ -328,6 +328,7 @@ int weft_taskgroup_leave(weft_taskgroup *g, int rc) {
 }
 
 int weft_taskgroup_failed(const weft_taskgroup *g) {
+  if (!g) return -EINVAL;
   group_impl *x = (group_impl *)(void *)((weft_taskgroup *)g)->opaque;
   int st = weft__load(&x->state, RELAXED); /* relaxed: a hint; the lock orders the count */
   if (st != OPEN && st != LEAVING && st != FINISHED) return -EINVAL;

@@ -42,6 +42,7 @@ int weft_taskvar_init(weft_taskvar *v, void *default_value) {
 }
 
 void *weft_taskvar_get(const weft_taskvar *v) {
+  if (!v) return NULL;
   weft__task *t = weft__task_self();
   weft__task_ext *e = t ? weft__ext_peek(t) : NULL;
   weft__ctx *c = t ? (e ? e->ctx : NULL) : weft__thread_ctx; /* a pool thread: its caller's values */

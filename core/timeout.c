@@ -201,6 +201,7 @@ int64_t weft_timeout_when(const weft_timeout *s) {
 }
 
 bool weft_timeout_expired(const weft_timeout *s) {
+  if (!s) return false;
   const weft__scope *sc = (const weft__scope *)(const void *)s->opaque;
   int st = weft__load((_Atomic int *)&sc->state, RELAXED); /* relaxed: a report */
   return st == FIRING || st == EXPIRED;

@@ -54,6 +54,7 @@
  * waiting for the handlers as well re-check and wait again.
  */
 #include <errno.h>
+#include <limits.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -271,6 +272,10 @@ static int start(weft_server **out, const weft_addr *a, weft_conn_fn fn, weft__c
                  void *arg, const weft_server_opts *opts) {
   weft_server_opts o = opts ? *opts : (weft_server_opts){0};
   if (o.placement != WEFT_PLACE_ROUND_ROBIN && o.placement != WEFT_PLACE_LOCAL) return -EINVAL;
+  /* checked here, not by each handler's spawn or stream: a server that took
+   * them would close every connection it accepts, silently */
+  if (o.stack_size && (o.stack_size < 16384 || o.stack_size > ((size_t)1 << 30))) return -EINVAL;
+  if (o.limit > (size_t)SSIZE_MAX / 2) return -EINVAL; /* weft_stream_set_limit's bound */
   if (o.tls && !weft__tls_ctx_is_server(o.tls)) return -EINVAL;
   int lfd = weft_listen(a, o.backlog, o.reuseport ? WEFT_LISTEN_REUSEPORT : 0);
   if (lfd < 0) return lfd;

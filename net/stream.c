@@ -840,6 +840,7 @@ static int append(weft_stream *s, const void *p, size_t n) {
     s->wspare = NULL;
     s->wspare_cap = 0;
   }
+  if (n > SIZE_MAX / 4 - s->wend) return -ENOMEM; /* the doubling below would wrap to 0 and spin */
   if (s->wend + n > s->wcap) {
     size_t ncap = s->wcap ? s->wcap : 4096;
     while (ncap < s->wend + n) ncap *= 2;
@@ -914,6 +915,7 @@ static int writev_(weft_stream *s, const struct iovec *iov, int iovcnt) {
   size_t total = 0;
   for (int i = 0; i < iovcnt; i++) {
     if (!iov[i].iov_base && iov[i].iov_len) return -EINVAL;
+    if (iov[i].iov_len > (size_t)SSIZE_MAX - total) return -EINVAL; /* a total past SSIZE_MAX (no wrap) */
     total += iov[i].iov_len;
   }
   /* a ring send done: account for it now (no wait); one in flight: what

@@ -26,6 +26,7 @@
  * starts), which left the pidfd open and the handle leaked for good.
  */
 #include <errno.h>
+#include <limits.h>
 #include <poll.h>
 #include <pthread.h>
 #include <signal.h>
@@ -235,6 +236,9 @@ static int comm_body(weft_process *p, weft_communicate *c) {
 int weft_process_communicate(weft_process *p, weft_communicate *c) {
   if (!p || !c || (!c->out && c->out_cap) || (!c->err && c->err_cap) || (!c->input && c->input_len))
     return -EINVAL;
+  /* an input no write takes (the writer would fail before it closes the
+   * child's stdin, and the read of its stdout wait for ever), unknown flags */
+  if (c->input_len > (size_t)SSIZE_MAX || (c->flags & ~(unsigned)WEFT_COMMUNICATE_LEAVE_RUNNING)) return -EINVAL;
   if (c->input_len && !p->in) return -EINVAL;
   if (weft__io_backend() < 0) return -EINVAL;
   c->out_len = c->err_len = 0;

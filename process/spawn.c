@@ -361,6 +361,7 @@ int weft_process_exec(weft_process **out, const char *file, char *const argv[], 
   if (!opts) opts = &none;
   if (!out || !file || !argv || !argv[0]) return -EINVAL;
   *out = NULL;
+  if (opts->flags & ~(unsigned)(WEFT_PROCESS_NEW_SESSION | WEFT_PROCESS_SETPGID)) return -EINVAL;
   if (weft__io_backend() < 0) return -EINVAL;
   const int modes[3] = {opts->stdin_mode, opts->stdout_mode, opts->stderr_mode};
   const int given[3] = {opts->stdin_fd, opts->stdout_fd, opts->stderr_fd};

@@ -53,6 +53,7 @@ _Static_assert(_Alignof(barrier_impl) <= _Alignof(weft_barrier), "weft_barrier's
 static inline barrier_impl *impl(weft_barrier *b) { return (barrier_impl *)(void *)b->opaque; }
 
 int weft_barrier_init(weft_barrier *bb, unsigned parties) {
+  if (!bb) return -EINVAL;
   if (parties == 0 || parties > INT_MAX) {
     weft__debug_misuse("weft_barrier_init with zero (or too many) parties");
     return -EINVAL;

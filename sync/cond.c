@@ -45,6 +45,7 @@ _Static_assert(_Alignof(cond_impl) <= _Alignof(weft_cond), "weft_cond's alignmen
 static inline cond_impl *impl(weft_cond *c) { return (cond_impl *)(void *)c->opaque; }
 
 int weft_cond_init(weft_cond *cv, weft_lock *lock) {
+  if (!cv) return -EINVAL;
   if (!lock) {
     weft__debug_misuse("weft_cond_init without a lock");
     return -EINVAL;

@@ -41,6 +41,7 @@ _Static_assert(_Alignof(event_impl) <= _Alignof(weft_event), "weft_event's align
 static inline event_impl *impl(weft_event *ev) { return (event_impl *)(void *)ev->opaque; }
 
 int weft_event_init(weft_event *ev) {
+  if (!ev) return -EINVAL;
   event_impl *e = impl(ev);
   weft__spin_init(&e->lock);
   weft__store(&e->set, 0, RELAXED);

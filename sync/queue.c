@@ -103,6 +103,7 @@ static inline queue_impl *impl(weft_queue *q) { return (queue_impl *)(void *)q->
 #define INITIAL_UNBOUNDED 16
 
 int weft_queue_init_ex(weft_queue *q, size_t maxsize, enum weft_queue_kind kind, weft_queue_cmp cmp) {
+  if (!q) return -EINVAL;
   if (maxsize > PTRDIFF_MAX) {
     weft__debug_misuse("weft_queue_init with a negative maxsize");
     return -EINVAL;

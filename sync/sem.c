@@ -62,6 +62,7 @@ _Static_assert(_Alignof(sem_impl) <= _Alignof(weft_sem), "weft_sem's alignment i
 static inline sem_impl *impl(weft_sem *s) { return (sem_impl *)(void *)s->opaque; }
 
 static int init(weft_sem *sm, int64_t value, int64_t bound) {
+  if (!sm) return -EINVAL;
   if (value < 0 || value > MAX_PERMITS) {
     weft__debug_misuse("weft_sem_init with a negative (or too large) value");
     return -EINVAL;

@@ -258,6 +258,7 @@ static int taskvar_main(void *arg) {
   weft_task_release(t);
   weft_taskvar bad = {0, NULL};
   ASSERT_EQ(weft_taskvar_set(&bad, NULL, NULL), -EINVAL);
+  ASSERT_PTR_EQ(weft_taskvar_get(NULL), NULL); /* read through NULL before */
   return 0;
 }
 TEST(taskvars_inherited_as_a_copy) {
@@ -482,6 +483,13 @@ static int intro_main(void *arg) {
   ASSERT_TRUE(strstr(buf, "sleepy") && strstr(buf, "waiting on: sleep"));
   ASSERT_TRUE(strstr(buf, "future-waiter") && strstr(buf, "waiting on: future"));
   ASSERT_EQ(weft_tasks_dump(-1), -EINVAL);
+  /* a descriptor that takes no writes: its error, not a count (a dump
+   * that went nowhere returned the count before) */
+  ASSERT_EQ(weft_tasks_dump(1 << 20), -EBADF); /* never open */
+  int ro = open("/dev/null", O_RDONLY | O_CLOEXEC);
+  ASSERT_TRUE(ro >= 0);
+  ASSERT_EQ(weft_tasks_dump(ro), -EBADF);
+  close(ro);
   weft_event_set(&intro_ev);
   weft_join(e);
   weft_task_release(e);

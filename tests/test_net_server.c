@@ -325,6 +325,17 @@ static int bad_main(void *arg) {
   ASSERT_EQ(weft_start_unix_server(&srv, "", echo_handler, NULL, NULL), -EINVAL);
   ASSERT_EQ(weft_server_close(NULL), -EINVAL);
   ASSERT_EQ(weft_server_wait_closed(NULL), -EINVAL);
+  /* a handler stack or a reader limit that no spawn or stream takes: the
+   * server started before, then closed every connection it accepted */
+  weft_server_opts o = {.stack_size = 5};
+  ASSERT_EQ(weft_start_server(&srv, "127.0.0.1", 0, echo_handler, NULL, &o), -EINVAL);
+  o.stack_size = ((size_t)1 << 30) + 1;
+  ASSERT_EQ(weft_start_server(&srv, "127.0.0.1", 0, echo_handler, NULL, &o), -EINVAL);
+  o = (weft_server_opts){.limit = SIZE_MAX};
+  ASSERT_EQ(weft_start_server(&srv, "127.0.0.1", 0, echo_handler, NULL, &o), -EINVAL);
+  o = (weft_server_opts){.stack_size = 16384};
+  ASSERT_EQ(weft_start_server(&srv, "127.0.0.1", 0, echo_handler, NULL, &o), 0);
+  weft_server_free(srv);
   return 0;
 }
 

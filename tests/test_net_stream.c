@@ -11,6 +11,7 @@
  * writer's calls; no descriptor leaked. Runs on whichever backend WEFT_BACKEND selects. */
 #include <dirent.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <pty.h>
 #include <string.h>
 #include <stdio.h>
@@ -416,6 +417,40 @@ static int bad_main(void *arg) {
 TEST(stream_bad_input) {
   weft_config c = cfg_workers(1);
   ASSERT_EQ(weft_run(bad_main, NULL, &c), 0);
+}
+
+/* Lengths past SSIZE_MAX: buffers whose lengths add up past it (wrapping
+ * to a small total) and a write appended behind buffered bytes. Before
+ * net/stream.c checked them, the first spun forever on io_uring (the
+ * total wrapped to 4, so the bytes were copied into the buffer, whose
+ * capacity doubled to 0 and never reached the length) and the second on
+ * both backends (the same doubling): both hung. */
+static int huge_lengths_main(void *arg) {
+  (void)arg;
+  int peer;
+  weft_stream *s = pair_stream(&peer);
+  char b[4] = "abc";
+  struct iovec v[2] = {{b, SIZE_MAX / 2 + 2}, {b, SIZE_MAX / 2 + 2}};
+  ASSERT_EQ(weft_stream_writev(s, v, 2), -EINVAL);
+  struct iovec w[2] = {{b, (size_t)SSIZE_MAX}, {b, 1}};
+  ASSERT_EQ(weft_stream_writev(s, w, 2), -EINVAL);
+  /* bytes the peer does not read stay buffered: the next write appends */
+  ASSERT_EQ(weft_stream_set_watermarks(s, SIZE_MAX, 0), 0);
+  static char big[4 << 20];
+  ASSERT_EQ(weft_stream_write(s, big, sizeof big), 0);
+  ASSERT_GT(weft_stream_buffered(s), 0);
+  size_t had = weft_stream_buffered(s);
+  ASSERT_EQ(weft_stream_write(s, b, (size_t)SSIZE_MAX), -ENOMEM); /* nothing of it kept */
+  ASSERT_EQ(weft_stream_buffered(s), had);
+  weft_stream_abort(s);
+  ASSERT_EQ(weft_stream_wait_closed(s), 0);
+  close(peer);
+  return 0;
+}
+
+TEST_T(stream_lengths_past_ssize_max_are_refused, 30) {
+  weft_config c = cfg_workers(1);
+  ASSERT_EQ(weft_run(huge_lengths_main, NULL, &c), 0);
 }
 
 /* ------------------------------------------------------------ asyncio conformance

@@ -188,6 +188,9 @@ static int errors_main(void *arg) {
   ASSERT_EQ(weft_process_exec(&p, "true", d, &bad2), -EINVAL);
   weft_process_opts bad3 = {.stdout_mode = WEFT_STDIO_FD, .stdout_fd = -1};
   ASSERT_EQ(weft_process_exec(&p, "true", d, &bad3), -EINVAL);
+  weft_process_opts bad4 = {.flags = 1u << 7}; /* an unknown flag: it started the child before */
+  ASSERT_EQ(weft_process_exec(&p, "true", d, &bad4), -EINVAL);
+  ASSERT_PTR_EQ(p, NULL);
   ASSERT_EQ(weft_process_wait(NULL, NULL), -EINVAL);
   ASSERT_EQ(weft_process_free(NULL), -EINVAL);
   ASSERT_EQ(weft_process_communicate(NULL, NULL), -EINVAL);
@@ -197,6 +200,23 @@ static int errors_main(void *arg) {
   ASSERT_EQ(weft_process_communicate(p, &cm), -EINVAL);
   int rc;
   ASSERT_EQ(weft_process_wait(p, &rc), 0);
+  weft_process_free(p);
+  /* an input past SSIZE_MAX, unknown flags: refused before anything starts
+   * (the input hung before: the writer failed without closing the child's
+   * stdin, so cat never ended and neither did the read of its stdout) */
+  char *cat[] = {"cat", NULL};
+  weft_process_opts pipes = {.stdin_mode = WEFT_STDIO_PIPE, .stdout_mode = WEFT_STDIO_PIPE};
+  ASSERT_EQ(weft_process_exec(&p, "cat", cat, &pipes), 0);
+  weft_communicate huge = {.input = "x", .input_len = SIZE_MAX};
+  ASSERT_EQ(weft_process_communicate(p, &huge), -EINVAL);
+  weft_communicate flags = {.flags = 1u << 5};
+  ASSERT_EQ(weft_process_communicate(p, &flags), -EINVAL);
+  ASSERT_EQ(weft_process_returncode(p, &rc), -EBUSY); /* nothing was done to the child */
+  char ob[8];
+  weft_communicate ok = {.input = "x", .input_len = 1, .out = ob, .out_cap = sizeof ob};
+  ASSERT_EQ(weft_process_communicate(p, &ok), 0);
+  ASSERT_EQ(ok.out_len, 1);
+  ASSERT_EQ(ok.returncode, 0);
   weft_process_free(p);
   ASSERT_EQ(count_fds(), fds);
   int z;

@@ -627,12 +627,29 @@ static int nested_run_main(void *arg) {
   ASSERT_TRUE(weft_task_is_null(t));
   ASSERT_EQ(errno, EINVAL);
   ASSERT_TRUE(weft_task_is_null(weft_spawn(NULL, NULL)));
+  /* out NULL with n > 0: -EINVAL (the listing wrote through it before) */
+  ASSERT_EQ(weft_tasks(NULL, 4), -EINVAL);
+  ASSERT_GT(weft_tasks(NULL, 0), 0);
   return 0;
 }
 
 TEST(misuse_inside_a_task) {
   weft_config c = cfg_workers(1);
   ASSERT_EQ(weft_run(nested_run_main, NULL, &c), 0);
+}
+
+static int forever(void *arg);
+TEST(runtime_tasks_without_room_is_einval) {
+  weft_config c = cfg_workers(1);
+  weft_runtime *rt;
+  ASSERT_EQ(weft_runtime_new(&rt, &c), 0);
+  weft_task t;
+  ASSERT_EQ(weft_runtime_submit(rt, forever, NULL, &t), 0);
+  while (weft_runtime_tasks(rt, NULL, 0) < 1) sched_yield();
+  ASSERT_EQ(weft_runtime_tasks(rt, NULL, 4), -EINVAL); /* it wrote through NULL before */
+  ASSERT_EQ(weft_cancel(t), 1);
+  ASSERT_EQ(weft_runtime_wait(rt, t), -ECANCELED);
+  ASSERT_EQ(weft_runtime_shutdown(rt), 0);
 }
 
 #ifdef WEFT_TEST_HOOKS

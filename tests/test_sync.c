@@ -299,4 +299,22 @@ TEST(cancelled_getter_loses_no_item) {
   ASSERT_EQ(weft_run(cancelled_getter_main, NULL, &c), 0);
 }
 
+/* Every init answers a NULL object with -EINVAL, as weft_lock_init does
+ * (each but that one wrote through NULL before: SIGSEGV). Any thread. */
+TEST(init_of_null_is_einval) {
+  ASSERT_EQ(weft_future_init(NULL), -EINVAL);
+  ASSERT_EQ(weft_event_init(NULL), -EINVAL);
+  ASSERT_EQ(weft_lock_init(NULL), -EINVAL);
+  weft_lock l;
+  ASSERT_EQ(weft_lock_init(&l), 0);
+  ASSERT_EQ(weft_cond_init(NULL, &l), -EINVAL);
+  ASSERT_EQ(weft_sem_init(NULL, 1), -EINVAL);
+  ASSERT_EQ(weft_sem_init_bounded(NULL, 1), -EINVAL);
+  ASSERT_EQ(weft_barrier_init(NULL, 2), -EINVAL);
+  ASSERT_EQ(weft_queue_init(NULL, 0), -EINVAL);
+  ASSERT_EQ(weft_queue_init_lifo(NULL, 4), -EINVAL);
+  ASSERT_EQ(weft_queue_init_priority(NULL, 0, NULL), -EINVAL);
+  ASSERT_EQ(weft_lock_destroy(&l), 0);
+}
+
 TEST_MAIN()

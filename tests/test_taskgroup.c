@@ -211,6 +211,7 @@ static int bad_input_main(void *arg) {
   ASSERT_EQ(weft_join(t), -EINVAL); /* not the task that entered */
   weft_task_release(t);
   ASSERT_EQ(weft_taskgroup_leave(&g, 0), 0);
+  ASSERT_EQ(weft_taskgroup_failed(NULL), -EINVAL);
   return 0;
 }
 TEST(taskgroup_bad_input) {

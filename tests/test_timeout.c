@@ -195,6 +195,8 @@ static int scope_bad_input_main(void *arg) {
 TEST(timeout_bad_input) {
   weft_timeout t;
   ASSERT_EQ(weft_timeout_enter(&t, 1), -EINVAL); /* outside a task */
+  ASSERT_TRUE(!weft_timeout_expired(NULL)); /* read through NULL before */
+  ASSERT_EQ(weft_taskgroup_failed(NULL), -EINVAL); /* the same */
   run_both(scope_bad_input_main, NULL);
 }
 

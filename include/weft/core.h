@@ -258,7 +258,7 @@ typedef struct weft_task_info {
  * many are alive in all (which may exceed n). weft's own tasks are listed
  * too, named "weft-..." (weft_run's SIGINT watch "weft-signal-watch", a
  * server's "weft-accept" and "weft-conn" handlers, "weft-reaper", ...). out may be NULL when n is 0.
- * Errors: -EINVAL weft_tasks outside a worker, rt NULL. */
+ * Errors: -EINVAL weft_tasks outside a worker, rt NULL, out NULL with n > 0. */
 WEFT_API int weft_tasks(weft_task_info *out, size_t n);
 WEFT_API int weft_runtime_tasks(weft_runtime *rt, weft_task_info *out, size_t n);
 

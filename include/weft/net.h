@@ -286,10 +286,11 @@ WEFT_API bool weft_stream_at_eof(const weft_stream *s);
  * seen before, -ENOMEM).
  * -ENOMEM: nothing of this call was sent or kept (a retry sends it once),
  * unless part of it had gone to the kernel already: then the stream has
- * failed, and later writes return -ENOMEM too. At most IOV_MAX buffers
- * (-EINVAL). Suspends only for back-pressure (see above); a cancellation
- * there returns -ECANCELED with this call's bytes buffered all the same
- * (drain or wait_closed sends them: a retry would send them twice). */
+ * failed, and later writes return -ENOMEM too. At most IOV_MAX buffers,
+ * whose lengths add up to at most SSIZE_MAX (-EINVAL). Suspends only for
+ * back-pressure (see above); a cancellation there returns -ECANCELED with
+ * this call's bytes buffered all the same (drain or wait_closed sends them:
+ * a retry would send them twice). */
 WEFT_API int weft_stream_write(weft_stream *s, const void *buf, size_t len);
 WEFT_API int weft_stream_writev(weft_stream *s, const struct iovec *iov, int iovcnt);
 
@@ -419,8 +420,8 @@ enum weft_placement {
 typedef struct weft_server_opts {
   int backlog;          /* listen backlog; 0 = SOMAXCONN */
   bool reuseport;       /* SO_REUSEPORT on the listener */
-  size_t limit;         /* each stream's reader limit; 0 = 64 KiB */
-  size_t stack_size;    /* handler task stack; 0 = the runtime's default */
+  size_t limit;         /* each stream's reader limit; 0 = 64 KiB; at most SSIZE_MAX / 2 */
+  size_t stack_size;    /* handler task stack; 0 = the runtime's default; else 16 KiB to 1 GiB */
   int placement;        /* enum weft_placement */
   struct weft_tls_ctx *tls; /* a server context (weft/tls.h): each connection runs the TLS handshake
                                in its handler task first (within the context's handshake timeout);
@@ -437,8 +438,10 @@ typedef struct weft_server weft_server;
  * already there, left by a server that died, is removed first, as asyncio
  * does; close removes the path), and serve each
  * accepted connection with fn(stream, arg) in a new task, placed on the
- * workers round-robin (opts.placement). opts may be NULL. Suspends (name resolution). Errors: -EINVAL; -EADDRINUSE; the
- * resolver's; -ENOMEM. */
+ * workers round-robin (opts.placement). opts may be NULL. Suspends (name resolution). Errors:
+ * -EINVAL (out or fn NULL, outside a task, a bad option: an unknown
+ * placement, a stack_size or limit out of its range, a client TLS
+ * context); -EADDRINUSE; the resolver's; -ENOMEM. */
 WEFT_API int weft_start_server(weft_server **out, const char *host, uint16_t port, weft_conn_fn fn, void *arg,
                                const weft_server_opts *opts);
 WEFT_API int weft_start_unix_server(weft_server **out, const char *path, weft_conn_fn fn, void *arg,

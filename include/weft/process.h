@@ -74,8 +74,8 @@ typedef struct weft_process weft_process;
  * child starts is left pending: the child exists and *out is set).
  * Errors: -EINVAL NULL out/file/argv, empty argv, an unknown stdio mode,
  * WEFT_STDIO_STDOUT for stdin or stdout, a negative WEFT_STDIO_FD
- * descriptor, a call outside a task; -E2BIG an argv or env of more than
- * 65536 entries; the exec's or chdir's errno (-ENOENT a missing file or
+ * descriptor, unknown flags, a call outside a task; -E2BIG an argv or
+ * env of more than 65536 entries; the exec's or chdir's errno (-ENOENT a missing file or
  * working directory, -EACCES, -ENOEXEC, -ENOTDIR, ...); -EMFILE, -ENOMEM,
  * -EAGAIN (no pool thread, or clone's); -ECANCELED (cancelled while the
  * start still waited for a pool thread: no child). No descriptor stays open and no
@@ -153,8 +153,9 @@ WEFT_API int weft_process_kill(weft_process *p);
  * the call returns -ETIMEDOUT or -ECANCELED. The child is not reaped then:
  * weft_process_wait or weft_process_free does it. What was read so far
  * stays in the buffers (the lengths say how much). Suspends.
- * Errors: also -EINVAL (NULL p or c, a NULL buffer with a capacity), the
- * pipes' read/write errors, -ENOMEM. */
+ * Errors: also -EINVAL (NULL p or c, a NULL buffer with a capacity, an
+ * input_len past SSIZE_MAX, unknown flags: nothing is written, the child
+ * is left alone), the pipes' read/write errors, -ENOMEM. */
 enum { WEFT_COMMUNICATE_LEAVE_RUNNING = 1u << 0 };
 
 typedef struct weft_communicate {

@@ -36,7 +36,7 @@ typedef struct weft_event {
   uint64_t opaque[5]; /* 40 bytes, 8-byte aligned */
 } weft_event;
 
-/* Initialise (unset). Never fails; returns 0. */
+/* Initialise (unset). Returns 0 (-EINVAL for NULL). */
 WEFT_API int weft_event_init(weft_event *ev);
 /* Destroy. Errors: -EBUSY tasks still wait on it (nothing changes). */
 WEFT_API int weft_event_destroy(weft_event *ev);
@@ -111,7 +111,7 @@ typedef struct weft_cond {
   uint64_t opaque[6]; /* 48 bytes, 8-byte aligned */
 } weft_cond;
 
-/* Initialise on lock. Errors: -EINVAL lock is NULL. */
+/* Initialise on lock. Errors: -EINVAL c or lock is NULL. */
 WEFT_API int weft_cond_init(weft_cond *c, weft_lock *lock);
 /* Destroy. Errors: -EBUSY tasks wait on it. Once it returns 0 the memory
  * may be reused, even before the waiters a notify woke have run (they
@@ -146,7 +146,7 @@ typedef struct weft_sem {
 } weft_sem;
 
 /* Initialise with value permits (at most 2^61). Errors: -EINVAL value < 0
- * or too large. */
+ * or too large, s NULL. */
 WEFT_API int weft_sem_init(weft_sem *s, int64_t value);
 /* A bounded semaphore: a release that would take the value above its initial
  * value fails with -EOVERFLOW. Errors: -EINVAL as weft_sem_init. */
@@ -175,7 +175,7 @@ typedef struct weft_barrier {
   uint64_t opaque[8]; /* 64 bytes, 8-byte aligned */
 } weft_barrier;
 
-/* Errors: -EINVAL parties is 0 or above INT_MAX. */
+/* Errors: -EINVAL parties is 0 or above INT_MAX, b NULL. */
 WEFT_API int weft_barrier_init(weft_barrier *b, unsigned parties);
 /* Errors: -EBUSY tasks wait on it. Once it returns 0 the memory may be
  * reused, even before the waiters a round's end released have run (not so
@@ -222,7 +222,8 @@ typedef int (*weft_queue_cmp)(const void *a, const void *b);
  * size_t: a negative maxsize converted to size_t (any value above
  * PTRDIFF_MAX) is rejected with -EINVAL. */
 
-/* A FIFO queue. Errors: -ENOMEM; -EINVAL maxsize (above). */
+/* A FIFO queue. Errors: -ENOMEM; -EINVAL maxsize (above), q NULL (every
+ * init). */
 WEFT_API int weft_queue_init(weft_queue *q, size_t maxsize);
 /* A queue of the given kind; cmp is required for WEFT_QUEUE_PRIORITY and
  * ignored otherwise. Errors: -ENOMEM; -EINVAL maxsize, an unknown kind, or
@@ -242,7 +243,8 @@ WEFT_API int weft_queue_destroy(weft_queue *q);
  * Errors: -ECANCELED (nothing was put); -ESHUTDOWN the queue is shut down
  * (nothing was put); -ENOMEM; -EINVAL outside a task. */
 WEFT_API int weft_queue_put(weft_queue *q, void *item);
-/* Take the next item, suspending while the queue is empty. A put (or
+/* Take the next item (into *item; item NULL: it is dropped), suspending
+ * while the queue is empty. A put (or
  * put_nowait) that finds a getter waiting hands the item to it and not to
  * the queue (unlike asyncio, where the woken getter takes it when it runs):
  * qsize/empty do not count it, another task's get_nowait does not see it,

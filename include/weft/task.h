@@ -35,7 +35,7 @@ typedef struct weft_future {
   uint64_t opaque[6]; /* 48 bytes, 8-byte aligned */
 } weft_future;
 
-/* Initialise (pending). Never fails; returns 0. */
+/* Initialise (pending). Returns 0 (-EINVAL for NULL). */
 WEFT_API int weft_future_init(weft_future *f);
 /* Destroy, before the memory is freed or reused (also after it completed:
  * a completion finishing on another thread, whose awaiters already woke, is
@@ -207,7 +207,8 @@ WEFT_API int weft_timeout_leave(weft_timeout *s, int rc);
  * scope (asyncio lets any code do it). Errors: -EINVAL the scope has
  * expired already, is not entered, or the caller is another task; -ENOMEM. */
 WEFT_API int weft_timeout_reschedule(weft_timeout *s, int64_t deadline_ns);
-/* The deadline (WEFT_FOREVER: none), and whether the scope has expired. */
+/* The deadline (WEFT_FOREVER: none), and whether the scope has expired
+ * (false for NULL). */
 WEFT_API int64_t weft_timeout_when(const weft_timeout *s);
 WEFT_API bool weft_timeout_expired(const weft_timeout *s);
 
@@ -277,8 +278,8 @@ WEFT_API weft_task weft_taskgroup_spawn_ex(weft_taskgroup *g, weft_fn fn, void *
  * requested, as in Python 3.13); else 0. Suspends. Errors: -EINVAL not
  * entered, or not the task that entered. */
 WEFT_API int weft_taskgroup_leave(weft_taskgroup *g, int rc);
-/* How many children failed (after leave: the total). Errors: -EINVAL never
- * entered. */
+/* How many children failed (after leave: the total). Errors: -EINVAL g
+ * NULL or never entered. */
 WEFT_API int weft_taskgroup_failed(const weft_taskgroup *g);
 
 /* ------------------------------------------------------------ callbacks */
@@ -332,10 +333,11 @@ typedef struct weft_taskvar {
 
 /* Returns 0 (-EINVAL for v NULL). */
 WEFT_API int weft_taskvar_init(weft_taskvar *v, void *default_value);
-/* The calling task's value, or the default. Outside a task: in a callback,
- * the value of its scheduler at scheduling time; in a function run by
- * weft_to_thread, the value of the task that called it, as it was at the
- * call (asyncio.to_thread copies the context); elsewhere the default. */
+/* The calling task's value, or the default (NULL for v NULL). Outside a
+ * task: in a callback, the value of its scheduler at scheduling time; in a
+ * function run by weft_to_thread, the value of the task that called it, as
+ * it was at the call (asyncio.to_thread copies the context); elsewhere the
+ * default. */
 WEFT_API void *weft_taskvar_get(const weft_taskvar *v);
 /* Set the calling task's value; *old (when not NULL) receives the previous
  * one. Errors: -EINVAL outside a task (a done callback that runs after its
@@ -354,7 +356,8 @@ WEFT_API const char *weft_task_waiting_on(weft_task t);
  * (weft_config.debug) prints the same on stderr when the process receives
  * SIGQUIT (when SIGQUIT had its default action). Returns the number of live
  * tasks. Errors: -EINVAL fd < 0, rt NULL, or outside a task
- * (weft_tasks_dump); -ENOMEM. */
+ * (weft_tasks_dump); -ENOMEM; the write's error when fd takes none
+ * (-EBADF a closed or read-only descriptor, -EPIPE, ...). */
 WEFT_API int weft_tasks_dump(int fd);
 WEFT_API int weft_runtime_dump(weft_runtime *rt, int fd);
 
