@@ -1474,6 +1474,13 @@ int weft_connect_accepted_socket(int fd, const weft_protocol *p, weft_transport 
   socklen_t len = sizeof type;
   if (!rc && getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &len) < 0) rc = -errno;
   if (!rc && type != SOCK_STREAM) rc = -EINVAL;
+  /* a listening socket, or one never connected: no connection (its reads
+   * would end it at once with -ENOTCONN, after connection_made) */
+  int acc = 0;
+  len = sizeof acc;
+  if (!rc && getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &acc, &len) == 0 && acc) rc = -EINVAL;
+  weft_addr peer;
+  if (!rc && weft_peername(fd, &peer) == -ENOTCONN) rc = -ENOTCONN;
   int fl = rc ? 0 : fcntl(fd, F_GETFL);
   if (!rc && (fl < 0 || fcntl(fd, F_SETFL, fl | O_NONBLOCK) < 0)) rc = -errno;
   if (rc) {

@@ -15,6 +15,7 @@
  * sockets, or python3), never the code under test at both ends, except in
  * the client/server trace test. Runs on whichever backend WEFT_BACKEND
  * selects. Loopback only. */
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <stdatomic.h>
 #include <sys/socket.h>
@@ -615,6 +616,18 @@ static int bad_main(void *arg) {
   ASSERT_EQ(pipe(pipefd), 0);
   ASSERT_EQ(weft_connect_accepted_socket(pipefd[0], &plain, &t), -ENOTSOCK); /* and it was closed */
   close(pipefd[1]);
+  /* a listening socket and one never connected: no connection to make a
+   * transport over (before: 0, then connection_lost(-ENOTCONN)) */
+  int ls = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  ASSERT_TRUE(ls >= 0);
+  ASSERT_EQ(weft_addr_ip(&la, "127.0.0.1", 0), 0);
+  ASSERT_EQ(bind(ls, &la.u.sa, la.len), 0);
+  ASSERT_EQ(listen(ls, 1), 0);
+  ASSERT_EQ(weft_connect_accepted_socket(ls, &plain, &t), -EINVAL); /* and it was closed */
+  int fresh = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  ASSERT_TRUE(fresh >= 0);
+  ASSERT_EQ(weft_connect_accepted_socket(fresh, &plain, &t), -ENOTCONN);
+  ASSERT_TRUE(fcntl(ls, F_GETFD) < 0 && fcntl(fresh, F_GETFD) < 0); /* both closed */
   ASSERT_EQ(weft_transport_write(NULL, "x", 1), -EINVAL);
   /* a real transport: calls with bad arguments */
   int sv[2];

@@ -152,7 +152,9 @@ WEFT_API int weft_create_connection_tls(const char *host, uint16_t port, const w
 /* loop.connect_accepted_socket: a transport over fd, an already connected
  * stream socket (made non-blocking here); the transport owns fd from now
  * on, also on error. Returns once connection_made has run; *out as
- * create_connection. Suspends. Errors: -EBADF; -EINVAL; -ENOTSOCK; -ENOMEM. */
+ * create_connection. Suspends. Errors: -EBADF; -EINVAL (also a datagram or
+ * a listening socket); -ENOTCONN a socket never connected; -ENOTSOCK;
+ * -ENOMEM. */
 WEFT_API int weft_connect_accepted_socket(int fd, const weft_protocol *p, weft_transport **out);
 
 /* loop.create_server: listen as weft_start_server (same addresses, options,
