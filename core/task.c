@@ -796,6 +796,7 @@ int weft_task_set_name(weft_task h, const char *name) {
 }
 
 int weft_task_get_name(weft_task h, char *buf, size_t len) {
+  if (!buf && len) return -EINVAL;
   weft__task *t;
   int rc = weft__task_ref(h, &t);
   if (rc) return rc;

@@ -547,6 +547,8 @@ static int listing_main(void *arg) {
   char name[32];
   ASSERT_EQ(weft_task_get_name(t, name, sizeof name), 11);
   ASSERT_STR_EQ(name, "the-sleeper");
+  ASSERT_EQ(weft_task_get_name(t, NULL, 0), 11);
+  ASSERT_EQ(weft_task_get_name(t, NULL, sizeof name), -EINVAL); /* (before: 11, nothing written) */
   weft_task_info info[16];
   int n = weft_tasks(info, 16);
   ASSERT_GE(n, 2);

@@ -216,7 +216,8 @@ WEFT_API int weft_task_status(weft_task t);
 
 /* Set or read the task's name (names are for reports: at most 31 bytes kept).
  * set returns 0 or -ESRCH; get copies the name into buf (truncated to len;
- * buf may be NULL when len is 0) and returns its length, or -ESRCH. */
+ * buf may be NULL when len is 0) and returns its length, or -ESRCH, or
+ * -EINVAL for buf NULL with len > 0. */
 WEFT_API int weft_task_set_name(weft_task t, const char *name);
 WEFT_API int weft_task_get_name(weft_task t, char *buf, size_t len);
 
