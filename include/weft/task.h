@@ -139,7 +139,8 @@ enum weft_wait_mode {
 
 /* asyncio.wait: suspend until the mode's condition holds or timeout_ns
  * passes (WEFT_FOREVER: no timeout); cancels nothing. done[i] tells which
- * are done (the rest are the pending set). Returns how many are done (a
+ * are done (the rest are the pending set; done may be NULL when only the
+ * count matters). Returns how many are done (a
  * timeout is not an error: compare with n); an awaitable given twice counts
  * twice (asyncio makes a set of them). Suspends.
  * Errors: -ECANCELED (nothing cancelled); -EINVAL n == 0, a negative
