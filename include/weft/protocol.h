@@ -101,7 +101,10 @@ typedef struct weft_protocol {
   void (*data_received)(weft_transport *t, const void *data, size_t len, void *user);
   /* The peer's end of stream. Return true to keep the transport half open
    * (the protocol may still write; it closes the transport itself); false
-   * (or no callback) closes it (flushing what is buffered). */
+   * (or no callback) closes it (flushing what is buffered). TLS too: after
+   * the peer's close_notify the protocol may still write (TLS 1.3 allows a
+   * half-closed session), where asyncio's SSL transport ignores true and
+   * closes. */
   bool (*eof_received)(weft_transport *t, void *user);
   /* The end: err 0 (a close, an abort, end of stream) or a negative errno
    * (-ECONNRESET, -ECANCELED the driver was cancelled, ...). Exactly once,
