@@ -162,6 +162,8 @@ typedef struct tls_info {
   char reason[160];             /* why the TLS layer failed ("" while it did not) */
 } tls_info;
 
+enum { DGRAM_ERRS = 16 };
+
 struct weft_transport {
   /* immutable once the driver runs */
   int fd;
@@ -221,7 +223,11 @@ struct weft_transport {
   chunk *head, *tail;
   size_t wsize;
   bool token;
-  int dgram_err;        /* a buffered datagram's failed send, for error_received */
+  /* buffered datagrams' failed sends, for error_received, in order (one
+   * call each, as asyncio's); a sender stops sending buffered datagrams
+   * while it is full, until the driver has reported them (DGRAM ERRORS) */
+  int dgram_errs[DGRAM_ERRS];
+  unsigned dgram_nerr;
   bool kick;
   weft__task *wtask;
   uint32_t wseq;
@@ -529,6 +535,23 @@ static chunk *chunk_from(const struct iovec *iov, int iovcnt, size_t total, size
 
 static void consume_locked(weft_transport *t, ssize_t sent, size_t want, chunk **done);
 
+/* DGRAM ERRORS. A buffered datagram whose send fails is dropped and its
+ * error queued for the driver's error_received, one call per failure (as
+ * asyncio's flush reports each). The queue is bounded: a sender (the
+ * token holder: only it sends, one datagram at a time) sends a buffered
+ * datagram only while the queue has room for its error, so nothing is
+ * lost; when it is full, the datagrams wait in the buffer until the driver
+ * has reported (it then flushes again). Under the lock. */
+static void dgram_err_locked(weft_transport *t, int err) {
+  if (t->dgram_nerr < DGRAM_ERRS) t->dgram_errs[t->dgram_nerr++] = err;
+}
+static bool dgram_errs_full(weft_transport *t) {
+  weft__spin_lock(&t->lock);
+  bool full = t->dgram_nerr == DGRAM_ERRS;
+  weft__spin_unlock(&t->lock);
+  return full;
+}
+
 /* A datagram sender holding the send token (any task): send the buffered
  * datagrams from the head while the kernel takes them. Only the token
  * holder takes chunks off the head (appenders touch the tail), so the head
@@ -541,6 +564,7 @@ static bool send_buffered_dgrams(weft_transport *t) {
     chunk *c = t->head;
     weft__spin_unlock(&t->lock);
     if (!c) return true;
+    if (dgram_errs_full(t)) return false; /* as if the socket were full: the driver reports, then sends */
     struct iovec iov = {.iov_base = c->data, .iov_len = c->len};
     ssize_t n = send_now(t->fd, &iov, 1, &c->to);
     if (n == -EAGAIN) return false;
@@ -548,7 +572,7 @@ static bool send_buffered_dgrams(weft_transport *t) {
     wakeup w = {0};
     weft__spin_lock(&t->lock);
     if (n < 0) {
-      t->dgram_err = (int)n;
+      dgram_err_locked(t, (int)n);
       kick_locked(t, &w);
     }
     consume_locked(t, 0, 0, &done); /* (a datagram: the head chunk, whole; need_out is not touched) */
@@ -724,8 +748,8 @@ static int gather(weft_transport *t, struct iovec *iov, size_t *want, weft_addr 
 
 /* A send's outcome (the syscall's, or the ring's completion): consume,
  * release the token. Returns 0, or the stream's fatal error (latched in
- * werr). A failed datagram is dropped and its error left in dgram_err for
- * the driver to report (error_received runs in the driver only). */
+ * werr). A failed datagram is dropped and its error queued for the driver
+ * to report (error_received runs in the driver only: DGRAM ERRORS). */
 static int sent_locked_release(weft_transport *t, ssize_t sent, size_t want, bool kick_driver) {
   chunk *done = NULL;
   int fatal = 0;
@@ -740,14 +764,14 @@ static int sent_locked_release(weft_transport *t, ssize_t sent, size_t want, boo
     if (!t->werr) t->werr = (int)sent;
     fatal = (int)sent;
   } else {
-    if (sent < 0) t->dgram_err = (int)sent;
+    if (sent < 0) dgram_err_locked(t, (int)sent);
     consume_locked(t, sent < 0 ? 0 : sent, want, &done);
   }
   t->token = false;
   /* the completion wakes the driver only when it has something to do:
    * more to send (or POLLOUT to arm), an end to act on, an error to
    * report, pause_writing to decide, resume_writing to call */
-  if (kick_driver && (t->head || t->need_out || t->closing || t->dead || t->werr || t->dgram_err || t->eof_req ||
+  if (kick_driver && (t->head || t->need_out || t->closing || t->dead || t->werr || t->dgram_nerr || t->eof_req ||
                       undecided || (t->writing_paused && t->wsize <= t->low)))
     kick_locked(t, &w);
   weft__spin_unlock(&t->lock);
@@ -803,11 +827,13 @@ static int tls_flush(weft_transport *t);
 
 static int flush(weft_transport *t) {
   if (t->tls) return tls_flush(t);
+  if (t->dgram && dgram_errs_full(t)) return 0; /* the driver reports first (DGRAM ERRORS) */
   if (t->backend == WEFT_BACKEND_URING) {
     if (t->need_out || t->sinflight) return 0;
     if (flush_ring(t)) return 0;
   }
   while (!t->need_out) {
+    if (t->dgram && dgram_errs_full(t)) return 0; /* (DGRAM ERRORS) */
     struct iovec iov[FLUSH_IOVS];
     size_t want;
     weft_addr *to;
@@ -952,14 +978,19 @@ static void tls_keep_reason(weft_transport *t) {
   weft__spin_unlock(&t->lock);
 }
 
-/* The driver: report a datagram's failed send. */
-static void report_dgram_error(weft_transport *t) {
-  if (!t->dgram) return;
+/* The driver: report the failed sends of buffered datagrams (DGRAM
+ * ERRORS), in order. Returns whether it reported any (the queue had room
+ * again: the caller flushes again). */
+static bool report_dgram_errors(weft_transport *t) {
+  if (!t->dgram) return false;
+  int errs[DGRAM_ERRS];
   weft__spin_lock(&t->lock);
-  int err = t->dgram_err;
-  t->dgram_err = 0;
+  unsigned n = t->dgram_nerr;
+  memcpy(errs, t->dgram_errs, n * sizeof errs[0]);
+  t->dgram_nerr = 0;
   weft__spin_unlock(&t->lock);
-  if (err) cb_error(t, err);
+  for (unsigned i = 0; i < n; i++) cb_error(t, errs[i]);
+  return n > 0;
 }
 
 /* The driver: call pause_writing/resume_writing at the watermarks.
@@ -1290,7 +1321,7 @@ static void drive(weft_transport *t) {
       err = rc;
       break;
     }
-    report_dgram_error(t);
+    if (report_dgram_errors(t)) continue; /* the sends it held back go now */
     if (watermarks(t)) continue; /* pause_writing may end an `undecided`: deliver what waits */
     weft__spin_lock(&t->lock);
     bool empty = !t->head && !t->token;

@@ -491,6 +491,84 @@ TEST(busy_tasks_sending_at_once_never_fill_the_buffer) {
   ASSERT_EQ(weft_run(busy_senders_main, NULL, &c), 0);
 }
 
+/* Every failed send is reported, once: a sendto that fails at once
+ * returns its error, a buffered datagram whose send fails later gets an
+ * error_received of its own (asyncio reports each buffered send's
+ * failure). Two tasks on two workers send datagrams to the sink and to an
+ * IPv6 address the IPv4 socket cannot reach (-EAFNOSUPPORT: nothing leaves)
+ * as fast as they can, so that one's datagrams are often buffered behind
+ * the other's send; the endpoint kept one error slot,
+ * and failures between two driver turns made one report (before: fewer
+ * reports than failures). */
+typedef struct mixed_sender {
+  weft_datagram_transport *t;
+  weft_addr to, bad;
+  int immediate, taken, other; /* bad ones: failed at once, taken (sendto 0: buffered); other errors */
+} mixed_sender;
+
+enum { MIXED_ROUNDS = 2000 };
+
+static int mixed_sender_main(void *arg) {
+  mixed_sender *s = arg;
+  static char small[16];
+  for (int round = 0; round < MIXED_ROUNDS; round++) {
+    /* (-ENOBUFS: the bounded buffer is full, the datagram refused: not
+     * sent, nothing to report) */
+    int rc = weft_datagram_sendto(s->t, small, sizeof small, &s->bad);
+    if (rc == -EAFNOSUPPORT)
+      s->immediate++;
+    else if (rc == 0)
+      s->taken++; /* buffered: only a direct send fails at once */
+    else if (rc != -ENOBUFS)
+      s->other++;
+    rc = weft_datagram_sendto(s->t, small, sizeof small, &s->to);
+    if (rc && rc != -ENOBUFS) s->other++;
+    if (round % 64 == 63) weft_yield();
+  }
+  return 0;
+}
+
+static int mixed_main(void *arg) {
+  (void)arg;
+  drec a = {0};
+  weft_datagram_protocol ap = dproto(&a);
+  weft_addr any, to;
+  ASSERT_EQ(weft_addr_ip(&any, "127.0.0.1", 0), 0);
+  int sink = weft_udp_bind(&any); /* never read */
+  ASSERT_GE(sink, 0);
+  ASSERT_EQ(weft_sockname(sink, &to), 0);
+  weft_datagram_transport *at;
+  ASSERT_EQ(weft_create_datagram_endpoint(&any, NULL, &ap, &at), 0);
+  weft_addr bad;
+  ASSERT_EQ(weft_addr_ip(&bad, "::1", 9), 0);
+  mixed_sender s[2] = {{.t = at, .to = to, .bad = bad}, {.t = at, .to = to, .bad = bad}};
+  weft_task h[2];
+  for (int k = 0; k < 2; k++) h[k] = weft_spawn(mixed_sender_main, &s[k]);
+  for (int k = 0; k < 2; k++) {
+    ASSERT_EQ(weft_join(h[k]), 0);
+    weft_task_release(h[k]);
+  }
+  ASSERT_EQ(s[0].other + s[1].other, 0);
+  int want = s[0].taken + s[1].taken; /* the buffered ones, each failing later */
+  for (int i = 0; i < 5000 && (weft_datagram_get_write_buffer_size(at) > 0 || atomic_load(&a.errors) < want); i++)
+    weft_sleep_ns(1000000);
+  weft_sleep_ns(20000000); /* (no report more than one per failure either) */
+  printf("to ::1: %d failed at once, %d buffered and reported %d time(s)\n", s[0].immediate + s[1].immediate,
+         want, atomic_load(&a.errors));
+  ASSERT_EQ(atomic_load(&a.errors), want);
+  ASSERT_TRUE(a.last_error == -EAFNOSUPPORT || want == 0);
+  weft_datagram_close(at);
+  ASSERT_EQ(weft_event_wait(&a.lost), 0);
+  weft_datagram_release(at);
+  close(sink);
+  return 0;
+}
+
+TEST(each_failed_buffered_send_is_reported_once) {
+  weft_config c = cfg_workers(2);
+  ASSERT_EQ(weft_run(mixed_main, NULL, &c), 0);
+}
+
 /* get_extra_info "peername"/"sockname" after the end: asyncio caches them
  * when the endpoint is made, so they stay readable after close; weft
  * asked the closed descriptor (-EBADF). An unconnected endpoint's

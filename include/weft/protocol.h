@@ -271,7 +271,10 @@ typedef struct weft_datagram_protocol {
                             void *user);
   /* An error the kernel reported for an earlier send (an ICMP error on a
    * connected socket: -ECONNREFUSED), or the failure of a buffered
-   * datagram's send. The transport goes on. */
+   * datagram's send: one call per failed datagram, in order (while 16
+   * such errors wait for their calls, buffered datagrams wait to be sent,
+   * so a sendto then may find the buffer full: -ENOBUFS). The transport
+   * goes on. */
   void (*error_received)(weft_datagram_transport *t, int err, void *user);
   void (*connection_lost)(weft_datagram_transport *t, int err, void *user);
 } weft_datagram_protocol;
