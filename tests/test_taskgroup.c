@@ -137,17 +137,23 @@ static int group_body(void *arg) {
   return rc;
 }
 
+/* Spawn fn(arg), which sets group_entered once its group is open; cancel
+ * it settle_ms later; its join's status (the task released). */
+static int cancel_once_entered(weft_fn fn, void *arg, int64_t settle_ms) {
+  atomic_store(&group_entered, 0);
+  weft_task t = weft_spawn(fn, arg);
+  while (!atomic_load(&group_entered)) weft_sleep_ns(1 * MS);
+  weft_sleep_ns(settle_ms * MS);
+  weft_cancel(t);
+  int rc = weft_join(t);
+  weft_task_release(t);
+  return rc;
+}
+
 static int outer_cancel_main(void *arg) {
   (void)arg;
-  for (int with_failure = 0; with_failure < 2; with_failure++) {
-    atomic_store(&group_entered, 0);
-    weft_task t = weft_spawn(group_body, (void *)(intptr_t)with_failure);
-    while (!atomic_load(&group_entered)) weft_sleep_ns(1 * MS);
-    weft_sleep_ns(2 * MS);
-    weft_cancel(t);
-    ASSERT_EQ(weft_join(t), -ECANCELED);
-    weft_task_release(t);
-  }
+  for (int with_failure = 0; with_failure < 2; with_failure++)
+    ASSERT_EQ(cancel_once_entered(group_body, (void *)(intptr_t)with_failure, 2), -ECANCELED);
   return 0;
 }
 TEST(taskgroup_does_not_hide_outer_cancellation) { run_both(outer_cancel_main, NULL); }
@@ -164,13 +170,7 @@ static int leave_waiter(void *arg) {
 
 static int cancel_in_leave_main(void *arg) {
   (void)arg;
-  atomic_store(&group_entered, 0);
-  weft_task t = weft_spawn(leave_waiter, NULL);
-  while (!atomic_load(&group_entered)) weft_sleep_ns(1 * MS);
-  weft_sleep_ns(1 * MS);
-  weft_cancel(t);
-  ASSERT_EQ(weft_join(t), -ECANCELED);
-  weft_task_release(t);
+  ASSERT_EQ(cancel_once_entered(leave_waiter, NULL, 1), -ECANCELED);
   return 0;
 }
 TEST(taskgroup_cancelled_in_leave) { run_both(cancel_in_leave_main, NULL); }
@@ -399,13 +399,7 @@ static int leave_waiter_fails(void *arg) {
 }
 static int cancel_in_leave_fails_main(void *arg) {
   (void)arg;
-  atomic_store(&group_entered, 0);
-  weft_task t = weft_spawn(leave_waiter_fails, NULL);
-  while (!atomic_load(&group_entered)) weft_sleep_ns(1 * MS);
-  weft_sleep_ns(1 * MS);
-  weft_cancel(t);
-  ASSERT_EQ(weft_join(t), -ECANCELED);
-  weft_task_release(t);
+  ASSERT_EQ(cancel_once_entered(leave_waiter_fails, NULL, 1), -ECANCELED);
   return 0;
 }
 TEST(taskgroup_cancelled_in_leave_with_failing_child) { run_both(cancel_in_leave_fails_main, NULL); }
