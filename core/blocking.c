@@ -265,8 +265,17 @@ static void flush_done(done_batch *d) {
   d->n = 0;
 }
 
+/* The pool the calling thread belongs to (NULL: none); this thread's own:
+ * weft_runtime_shutdown asks, to refuse a call from one of its threads,
+ * which would wait for itself (the job's task waits for the job, and the
+ * pool's fini for the thread). */
+static _Thread_local const weft__blocking_pool *tls_pool;
+
+bool weft__blocking_on_pool_thread(const weft__blocking_pool *p) { return tls_pool == p; }
+
 static void *pool_thread(void *arg) {
   weft__blocking_pool *p = arg;
+  tls_pool = p;
   done_batch done = {.n = 0};
   weft__wakeup room;
   pthread_mutex_lock(&p->lock);

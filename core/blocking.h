@@ -81,6 +81,10 @@ void weft__blocking_fini(weft__blocking_pool *p);
  * (DETACH: the job record), -EAGAIN (no pool thread could be started). */
 int weft__blocking_call(int (*fn)(void *), void *arg, int mode);
 
+/* Whether the calling thread is one of p's threads (a weft_to_thread
+ * function, or another blocking job, runs on it). Any thread. */
+bool weft__blocking_on_pool_thread(const weft__blocking_pool *p);
+
 /* A snapshot for the tests. Any thread. */
 void weft__blocking_stats_get(struct weft_runtime *rt, weft__blocking_stats *out);
 

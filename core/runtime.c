@@ -505,6 +505,13 @@ int weft_runtime_shutdown(weft_runtime *rt) {
     weft__debug_misuse("weft_runtime_shutdown called from one of its own tasks");
     return -EINVAL;
   }
+  if (weft__blocking_on_pool_thread(&rt->blocking)) {
+    /* step 2 would wait for the task that waits for this call, and step 4
+     * for this thread to leave the pool: it never returned (even with
+     * WEFT_TO_THREAD_DETACH) */
+    weft__debug_misuse("weft_runtime_shutdown called from its own blocking pool (a weft_to_thread function)");
+    return -EINVAL;
+  }
   /* step 1. seq_cst, the store and the loads: the Dekker pair with
    * weft_runtime_submit (see there) */
   weft__store(&rt->stopping, 1, SEQ_CST);

@@ -848,6 +848,10 @@ void *weft__worker_main(void *arg) {
   weft__fiber_init_thread(&w->sched);
   weft__stack_thread_init();
   w->start_error = weft__reactor_init(&w->reactor, rt->backend, rt->cfg.ring_entries);
+  /* a failed start ends this thread: its alternate signal stack goes with
+   * it (it was left mapped, 68 KiB per failed worker: a program retrying
+   * weft_runtime_new under EMFILE grew without bound) */
+  if (w->start_error) weft__stack_thread_fini();
   weft__runtime_started(rt, w);
   if (w->start_error) return NULL;
 

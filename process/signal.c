@@ -7,7 +7,11 @@
  * 1 to the eventfd of every watch of that signal (write(2) and lock-free
  * atomics: async-signal-safe); each watch's task reads its eventfd on its
  * worker's reactor and calls the user's function. An eventfd counts, so
- * deliveries during a call become one more call.
+ * deliveries during a call become one more call. The handler also counts
+ * the delivery in the watch's `raised` (release; the task loads it with
+ * acquire before fn): the order ThreadSanitizer cannot see through the
+ * eventfd (with migrating tasks it reported the program's own writes
+ * before raise() as racing with fn's reads).
  *
  * WHY NOT signalfd. A signalfd sees a signal only while it is blocked in
  * every thread of the process; otherwise the kernel delivers it to a thread
@@ -67,6 +71,7 @@ struct weft_signal_watch {
   void *arg;
   weft_task task;
   _Atomic int stopping;  /* set by remove before it cancels the task (REMOVED_BY_FN: by fn itself) */
+  _Atomic unsigned long raised; /* the handler's count, incremented before its eventfd write */
   bool oneshot;          /* weft_run's SIGINT watch (SA_RESETHAND) */
   weft_runtime *rt;      /* the runtime of the task */
   struct weft_signal_watch *next; /* all_watches, under reg_lock */
@@ -95,6 +100,11 @@ static void on_signal(int signo) {
     weft_signal_watch *w = weft__load(&s->watches[i], SEQ_CST); /* see above */
     if (w) {
       uint64_t one = 1;
+      /* release: pairs with the acquire load in watch_task after its read:
+       * what the signalling thread did before the signal happens before fn
+       * (ThreadSanitizer sees no order through an eventfd read on the ring;
+       * a lock-free atomic is async-signal-safe) */
+      weft__fetch_add(&w->raised, 1, RELEASE);
       ssize_t n = write(w->efd, &one, sizeof one);
       (void)n; /* EAGAIN: the counter is full, a call is due anyway */
     }
@@ -132,7 +142,15 @@ static void unregister_locked(weft_signal_watch *w) {
     if (weft__load(&s->watches[i], RELAXED) == w) { /* relaxed: written only under reg_lock */
       weft__store(&s->watches[i], NULL, SEQ_CST); /* then the busy load in remove: see the file comment */
       if (--s->count == 0) {
-        sigaction(w->signo, &s->prev, NULL);
+        /* weft_run's one-shot watch goes back only while the action is
+         * still ours (or SIG_DFL, where SA_RESETHAND put it), as asyncio.run
+         * restores SIGINT only while its own handler is in place: a handler
+         * the program installed during the run stays (it was replaced by
+         * SIG_DFL) */
+        struct sigaction cur;
+        if (!w->oneshot || sigaction(w->signo, NULL, &cur) != 0 || cur.sa_handler == on_signal ||
+            cur.sa_handler == SIG_DFL)
+          sigaction(w->signo, &s->prev, NULL);
       } else if (!s->oneshot && !w->oneshot) {
         /* only one-shot watches left: the action goes back to what it was
          * before the plain watches came (weft_run's SIGINT: the first one
@@ -187,6 +205,7 @@ static int watch_task(void *arg) {
     uint64_t v;
     ssize_t n = weft_read(w->efd, &v, sizeof v);
     if (n == (ssize_t)sizeof v) {
+      (void)weft__load(&w->raised, ACQUIRE); /* pairs with the handler's release increment */
       w->fn(w->signo, w->arg);
     } else if (n < 0 && n != -ECANCELED && n != -EAGAIN && n != -EINTR) {
       return (int)n;
@@ -309,11 +328,19 @@ static void cancel_main_once(weft__run_sigint *r) {
 static int on_sigint(int signo, void *arg) {
   weft__run_sigint *r = arg;
   /* A SIGINT watch of the program's own takes SIGINT over, as
-   * loop.add_signal_handler(SIGINT) replaces asyncio.run's handler. */
+   * loop.add_signal_handler(SIGINT) replaces asyncio.run's handler. Only a
+   * plain watch is the program's: another one-shot watch is a weft_run of
+   * another thread, started at the same time (counting it, each run took
+   * the other's watch for the program's, and the SIGINT cancelled
+   * neither main: it was lost). */
+  bool plain = false;
   pthread_mutex_lock(&reg_lock);
-  unsigned watches = slots[SIGINT].count;
+  for (int i = 0; i < MAX_WATCHES && !plain; i++) {
+    weft_signal_watch *o = weft__load(&slots[SIGINT].watches[i], RELAXED); /* relaxed: under reg_lock */
+    plain = o && !o->oneshot;
+  }
   pthread_mutex_unlock(&reg_lock);
-  if (watches > 1) return 0;
+  if (plain) return 0;
   weft__store(&r->interrupted, 1, SEQ_CST);           /* then the load of armed: see signal.h */
   if (weft__load(&r->armed, SEQ_CST)) cancel_main_once(r); /* pairs with the store in arm */
   return 0;

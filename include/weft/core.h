@@ -37,7 +37,8 @@ extern "C" {
  * is its error (the role of an exception). Larger results go through arg. */
 typedef int (*weft_fn)(void *arg);
 
-struct weft_task_rec; /* opaque, type-stable: records are recycled, never unmapped */
+struct weft_task_rec; /* opaque, type-stable: records are recycled, never unmapped while their
+                        * runtime lives (weft_runtime_shutdown unmaps them) */
 
 /* A task handle: a small value, copied freely. The generation detects a
  * handle whose task was released and recycled: such a handle gets -ESRCH. */
@@ -92,6 +93,12 @@ typedef struct weft_config {
 /* asyncio.run: start a runtime, run main(arg) as its first task, then cancel
  * the tasks still alive and wait for them, stop the workers and return main's
  * status. Blocks the calling thread, which must not be a worker.
+ * Tasks spawned meanwhile (by a cancelled task's cleanup, a done callback,
+ * a call_later callback) are cancelled and waited for as well, until none
+ * is left: unlike asyncio.run, which leaves such late tasks pending, the
+ * run does not end while something keeps spawning replacements (a
+ * supervisor that restarts its tasks as they end must stop doing so once
+ * cancelled). The same holds for weft_runtime_shutdown.
  * Errors: -EINVAL main NULL, a bad configuration (a message says which
  * field) or a call from inside a task; -ENOMEM; the reactor's setup error;
  * pthread_create's error (-EAGAIN) for a worker thread; -EINTR main ended
@@ -138,8 +145,14 @@ WEFT_API int weft_runtime_call(weft_runtime *rt, weft_fn fn, void *arg);
 
 /* Cancel every task still alive, wait for all of them and for the threads
  * blocked in weft_runtime_wait/_call to return, stop the workers and
- * free the runtime. Blocks. Any thread but the runtime's own workers.
- * Returns 0, or -EINVAL when called from one of its tasks (or rt NULL). */
+ * free the runtime. Blocks. Any thread but the runtime's own workers and
+ * the threads of its blocking pool (a function it runs by weft_to_thread,
+ * which the shutdown would wait for).
+ * The handles of its tasks die with it (the records are unmapped): one
+ * still held must not be used after (weft_task_release included; asyncio's
+ * task objects outlive their loop, weft's do not).
+ * Returns 0, or -EINVAL when called from one of its tasks or pool threads
+ * (or rt NULL). */
 WEFT_API int weft_runtime_shutdown(weft_runtime *rt);
 
 /* The backend a runtime uses: WEFT_BACKEND_URING or WEFT_BACKEND_EPOLL

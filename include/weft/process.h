@@ -228,8 +228,15 @@ WEFT_API int weft_signal_watch_remove(weft_signal_watch *w);
  * A SIGINT watch of the program's own takes SIGINT over while it exists
  * (main is not cancelled); once it is removed, the one-shot handler is
  * back (or SIG_DFL, when the first SIGINT came before the program's watch).
- * weft_run then returns -EINTR if main ended with -ECANCELED. The explicit
- * runtime API does none of this. */
+ * weft_run then returns -EINTR if main ended with -ECANCELED. At the end
+ * of the run SIGINT gets SIG_DFL back only while the one-shot handler is
+ * still in place: a handler the program installed during the run
+ * (sigaction) stays, as asyncio.run leaves one it did not install. Runs of
+ * several threads at once: those that found SIGINT at SIG_DFL each
+ * installed the handler, and the first SIGINT cancels each of their mains;
+ * a run that began after another's handler was in place leaves SIGINT
+ * alone (it is not SIG_DFL then). The explicit runtime API does none of
+ * this. */
 
 #ifdef __cplusplus
 }
