@@ -71,17 +71,6 @@ static void cb_unref(weft_callback *h) {
   }
 }
 
-/* The task-local values of whoever schedules a callback now (asyncio's
- * call_soon runs it in a copy of the current context): the calling task's;
- * outside a task, the values the thread runs with (a callback's own, or a
- * weft_to_thread function's caller's); a new reference, or NULL. */
-static weft__ctx *current_ctx(void) {
-  weft__task *t = weft__task_self();
-  if (!t) return weft__ctx_ref(weft__thread_ctx);
-  weft__task_ext *e = weft__ext_peek(t);
-  return e ? weft__ctx_ref(e->ctx) : NULL;
-}
-
 static weft_callback *cb_new(weft_callback_fn fn, void *arg, int64_t deadline, bool handle) {
   weft_callback *h = weft__alloc(sizeof *h);
   if (!h) return NULL;
@@ -93,7 +82,11 @@ static weft_callback *cb_new(weft_callback_fn fn, void *arg, int64_t deadline, b
   h->deadline = deadline < 0 ? 0 : deadline;
   weft__store(&h->state, PENDING, RELAXED);
   weft__store(&h->refs, handle ? 2 : 1, RELAXED); /* relaxed: published by the heap insert / the spawn */
-  h->ctx = current_ctx();
+  /* the values of whoever schedules it now (asyncio's call_soon runs it in
+   * a copy of the current context): the calling task's; outside a task (or
+   * in a done callback), the values the thread runs with (a callback's own,
+   * or a weft_to_thread function's caller's); a new reference, or NULL */
+  h->ctx = weft__ctx_capture();
   return h;
 }
 

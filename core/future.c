@@ -52,6 +52,7 @@
 #include "core/future.h"
 #include "core/spinlock.h"
 #include "core/task.h"
+#include "core/taskext.h"
 
 enum { PENDING = 0, DONE = 1 };
 
@@ -318,12 +319,18 @@ typedef struct pub_cb {
   weft_future *f;
   weft_future_cb cb;
   void *arg;
+  weft__ctx *ctx; /* its adder's task-local values (a reference, NULL = none) */
 } pub_cb;
 
+/* It runs with its adder's values, not those of the task that completes
+ * the future (core/taskext.h, DONE CALLBACKS). */
 static void pub_tramp(weft_task unused, void *arg) {
   (void)unused;
   pub_cb *p = arg;
+  weft__ctx_saved saved = weft__ctx_cb_enter(p->ctx);
   p->cb(p->f, p->arg);
+  weft__ctx_cb_leave(saved);
+  weft__ctx_unref(p->ctx);
   weft__free(p, sizeof *p);
 }
 
@@ -334,6 +341,7 @@ int weft_future_add_done_callback(weft_future *f, weft_future_cb cb, void *arg) 
   p->f = f;
   p->cb = cb;
   p->arg = arg;
+  p->ctx = weft__ctx_capture();
   p->node.cb = pub_tramp;
   p->node.cb_arg = p;
   p->node.keep = true;
@@ -358,6 +366,7 @@ int weft_future_remove_done_callback(weft_future *f, weft_future_cb cb, void *ar
     }
     weft__spin_unlock(&x->lock);
     if (!found) return removed;
+    weft__ctx_unref(found->ctx);
     weft__free(found, sizeof *found); /* after unlocking: nothing allocates or frees under a spinlock */
     removed++;
   }

@@ -306,7 +306,7 @@ static weft_task spawn_on(weft__runtime *rt, weft__worker *w, weft_fn fn, void *
   }
   /* task-local values: the child shares its spawner's map (copy-on-write,
    * core/taskvar.c); its ext is set before the child is published */
-  weft__task *parent = w ? w->current : NULL;
+  weft__task *parent = w && !weft__thread_ctx_cb ? w->current : NULL; /* (in a done callback: its adder's) */
   weft__task_ext *pe = parent ? weft__ext_peek(parent) : NULL;
   /* outside a task (a callback, a weft_to_thread function): the values the
    * thread runs with (core/taskext.h) */
@@ -809,23 +809,47 @@ int weft_task_get_name(weft_task h, char *buf, size_t len) {
 
 void weft__task_name(weft__task *t, char out[32]) { name_load(t, out); }
 
+/* A weft_task_add_done_callback's node: kept (freed by its trampoline), so
+ * that it carries its adder's task-local values, which it runs with
+ * (core/taskext.h, DONE CALLBACKS); the record's own join node leaves no
+ * room for them in weft__done_node. */
+typedef struct user_done_cb {
+  weft__done_node node;
+  weft_done_cb cb;
+  void *arg;
+  weft__ctx *ctx; /* a reference, NULL = none */
+} user_done_cb;
+
+static void user_done_tramp(weft_task t, void *arg) {
+  user_done_cb *u = arg;
+  weft__ctx_saved saved = weft__ctx_cb_enter(u->ctx);
+  u->cb(t, u->arg);
+  weft__ctx_cb_leave(saved);
+  weft__ctx_unref(u->ctx);
+  weft__free(u, sizeof *u);
+}
+
 int weft_task_add_done_callback(weft_task h, weft_done_cb cb, void *arg) {
   if (!cb) return -EINVAL;
   weft__task *t;
   int rc = weft__task_ref(h, &t);
   if (rc) return rc;
-  weft__done_node *n = weft__zalloc(sizeof *n);
-  if (!n) {
+  user_done_cb *u = weft__zalloc(sizeof *u);
+  if (!u) {
     weft__task_unref(t);
     return -ENOMEM;
   }
-  n->cb = cb;
-  n->cb_arg = arg;
+  u->cb = cb;
+  u->arg = arg;
+  u->ctx = weft__ctx_capture();
+  weft__done_node *n = &u->node;
+  n->cb = user_done_tramp;
+  n->cb_arg = u;
+  n->keep = true;
   uint32_t d = done_lock(t);
   if (d & WEFT__DL_DONE) {
     done_unlock(t, d);
-    weft__free(n, sizeof *n);
-    cb(h, arg);
+    user_done_tramp(h, u);
   } else {
     done_append(t, n);
     done_unlock(t, d | WEFT__DL_WAITERS);
@@ -840,16 +864,19 @@ int weft_task_remove_done_callback(weft_task h, weft_done_cb cb, void *arg) {
   if (rc) return rc;
   int removed = 0;
   for (;;) {
-    weft__done_node *found = NULL;
+    user_done_cb *found = NULL;
     uint32_t d = done_lock(t);
-    for (weft__done_node *n = t->done_list; n; n = n->next)
-      if (!n->waiter && !n->keep && n->cb == cb && n->cb_arg == arg) {
-        found = n;
+    for (weft__done_node *n = t->done_list; n; n = n->next) {
+      user_done_cb *u = n->cb == user_done_tramp ? n->cb_arg : NULL;
+      if (u && u->cb == cb && u->arg == arg) {
+        found = u;
         break;
       }
-    if (found) done_remove(t, found);
+    }
+    if (found) done_remove(t, &found->node);
     done_unlock(t, (d & ~(uint32_t)WEFT__DL_WAITERS) | (t->done_list ? WEFT__DL_WAITERS : 0));
     if (!found) break;
+    weft__ctx_unref(found->ctx);
     weft__free(found, sizeof *found); /* after unlocking: the done lock is a spinlock */
     removed++;
   }

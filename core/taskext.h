@@ -79,6 +79,31 @@ static inline weft__ctx *weft__ctx_ref(weft__ctx *c) {
   return c;
 }
 
+/* DONE CALLBACKS. A task's or a future's done callback runs with the values
+ * of whoever added it, as they were then (asyncio's add_done_callback runs
+ * it in a copy of the current context), not with those of the task whose
+ * stack or thread it runs on (the one that ended, or that completed the
+ * future): weft__thread_ctx_cb is set while one runs, and the values are
+ * then weft__thread_ctx's, as outside a task (get reads them, set fails,
+ * spawn and call_soon take them). capture: the caller's values for a
+ * callback it adds now (a new reference, or NULL). */
+extern _Thread_local bool weft__thread_ctx_cb;
+weft__ctx *weft__ctx_capture(void);
+typedef struct weft__ctx_saved {
+  weft__ctx *ctx;
+  bool cb;
+} weft__ctx_saved;
+static inline weft__ctx_saved weft__ctx_cb_enter(weft__ctx *c) {
+  weft__ctx_saved s = {weft__thread_ctx, weft__thread_ctx_cb};
+  weft__thread_ctx = c;
+  weft__thread_ctx_cb = true;
+  return s;
+}
+static inline void weft__ctx_cb_leave(weft__ctx_saved s) {
+  weft__thread_ctx = s.ctx;
+  weft__thread_ctx_cb = s.cb;
+}
+
 /* core/timeout.c: a timer entry of kind WEFT__TIMER_SCOPE fired (owner
  * worker, scheduler context), and the compaction test for such an entry. */
 void weft__timeout_fire(weft__task *t, uint32_t seq);

@@ -24,6 +24,18 @@
 #include "core/taskext.h"
 
 _Thread_local weft__ctx *weft__thread_ctx;
+_Thread_local bool weft__thread_ctx_cb;
+
+/* The task whose values the caller reads and sets: none outside a task, or
+ * in a done callback (core/taskext.h, DONE CALLBACKS). */
+static weft__task *values_task(void) { return weft__thread_ctx_cb ? NULL : weft__task_self(); }
+
+weft__ctx *weft__ctx_capture(void) {
+  weft__task *t = values_task();
+  if (!t) return weft__ctx_ref(weft__thread_ctx);
+  weft__task_ext *e = weft__ext_peek(t);
+  return e ? weft__ctx_ref(e->ctx) : NULL;
+}
 
 static _Atomic uint64_t next_var_id = 1; /* relaxed: ids only need to be unique */
 
@@ -43,7 +55,7 @@ int weft_taskvar_init(weft_taskvar *v, void *default_value) {
 
 void *weft_taskvar_get(const weft_taskvar *v) {
   if (!v) return NULL;
-  weft__task *t = weft__task_self();
+  weft__task *t = values_task();
   weft__task_ext *e = t ? weft__ext_peek(t) : NULL;
   weft__ctx *c = t ? (e ? e->ctx : NULL) : weft__thread_ctx; /* a pool thread: its caller's values */
   if (c)
@@ -53,7 +65,7 @@ void *weft_taskvar_get(const weft_taskvar *v) {
 }
 
 int weft_taskvar_set(weft_taskvar *v, void *value, void **old) {
-  weft__task *t = weft__task_self();
+  weft__task *t = values_task();
   if (!t || !v || v->id == 0) return -EINVAL;
   /* A done callback that the ended task runs on its own stack
    * (weft__task_finish) is no longer in the task: its values were dropped

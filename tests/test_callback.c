@@ -363,6 +363,66 @@ TEST(a_set_in_a_done_callback_changes_no_task) {
   run_both(dcb_main, NULL);
 }
 
+/* A done callback, of a task or of a future, runs with the values of
+ * whoever added it, as they were then (asyncio: add_done_callback runs it
+ * in a copy of the current context), not with those of the task whose
+ * stack or thread it runs on: a future's callback run by the task that
+ * completes it must neither see that task's values nor change them (a set
+ * fails, as in any callback). */
+static weft_taskvar acb_var;
+static _Atomic intptr_t acb_seen[2];
+static _Atomic int acb_set_rc = 1;
+static void acb_future_cb(weft_future *f, void *arg) {
+  (void)f;
+  (void)arg;
+  atomic_store(&acb_seen[0], (intptr_t)weft_taskvar_get(&acb_var));
+  atomic_store(&acb_set_rc, weft_taskvar_set(&acb_var, (void *)99, NULL));
+}
+static void acb_task_cb(weft_task t, void *arg) {
+  (void)t;
+  (void)arg;
+  atomic_store(&acb_seen[1], (intptr_t)weft_taskvar_get(&acb_var));
+}
+static int acb_completer(void *arg) {
+  ASSERT_EQ(weft_taskvar_set(&acb_var, (void *)22, NULL), 0);
+  ASSERT_EQ(weft_future_set(arg, 0, NULL), 0); /* runs the callback here, in this task */
+  return weft_taskvar_get(&acb_var) == (void *)22 ? 0 : -EPROTO; /* its own value, unchanged */
+}
+static int acb_child(void *arg) {
+  (void)arg;
+  return weft_taskvar_set(&acb_var, (void *)5, NULL);
+}
+static int acb_main(void *arg) {
+  (void)arg;
+  weft_future f;
+  ASSERT_EQ(weft_future_init(&f), 0);
+  atomic_store(&acb_set_rc, 1);
+  atomic_store(&acb_seen[0], 0);
+  atomic_store(&acb_seen[1], 0);
+  ASSERT_EQ(weft_taskvar_set(&acb_var, (void *)8, NULL), 0);
+  ASSERT_EQ(weft_future_add_done_callback(&f, acb_future_cb, NULL), 0);
+  ASSERT_EQ(weft_taskvar_set(&acb_var, (void *)9, NULL), 0); /* after adding: not seen */
+  weft_task c = weft_spawn(acb_completer, &f);
+  ASSERT_EQ(weft_join(c), 0);
+  weft_task_release(c);
+  ASSERT_EQ(atomic_load(&acb_seen[0]), 8);
+  ASSERT_EQ(atomic_load(&acb_set_rc), -EINVAL);
+  ASSERT_EQ(weft_future_destroy(&f), 0);
+  ASSERT_EQ(weft_taskvar_set(&acb_var, (void *)7, NULL), 0);
+  weft_task t = weft_spawn(acb_child, NULL);
+  ASSERT_EQ(weft_task_add_done_callback(t, acb_task_cb, NULL), 0);
+  ASSERT_EQ(weft_join(t), 0);
+  for (int k = 0; k < 1000 && atomic_load(&acb_seen[1]) == 0; k++) weft_sleep_ns(MS / 10);
+  ASSERT_EQ(atomic_load(&acb_seen[1]), 7); /* the adder's, not the ended task's (5) nor the default */
+  weft_task_release(t);
+  ASSERT_PTR_EQ(weft_taskvar_get(&acb_var), (void *)7);
+  return 0;
+}
+TEST(a_done_callback_runs_with_its_adders_task_local_values) {
+  weft_taskvar_init(&acb_var, (void *)1);
+  run_both(acb_main, NULL);
+}
+
 /* ------------------------------------------------------------ introspection */
 
 static weft_future intro_f;

@@ -323,7 +323,10 @@ WEFT_API void weft_callback_release(weft_callback *h);
  * another's. A callback (call_soon/call_later/call_at, and the runtime_
  * variants) runs with the values of whoever scheduled it, as they were
  * then (asyncio copies the context at call_soon), and a task it spawns
- * starts with those. A function run by weft_to_thread sees its caller's
+ * starts with those; so does a done callback (weft_task_add_done_callback,
+ * weft_future_add_done_callback) with the values of whoever added it, not
+ * those of the task it runs in (the one that ended, or that completed the
+ * future). A function run by weft_to_thread sees its caller's
  * values, and so do callbacks and tasks it schedules; a task spawned from
  * any other thread starts with none. Initialise a variable once (any
  * thread) before use. */
@@ -335,14 +338,15 @@ typedef struct weft_taskvar {
 /* Returns 0 (-EINVAL for v NULL). */
 WEFT_API int weft_taskvar_init(weft_taskvar *v, void *default_value);
 /* The calling task's value, or the default (NULL for v NULL). Outside a
- * task: in a callback, the value of its scheduler at scheduling time; in a
+ * task: in a callback, the value of its scheduler at scheduling time (of
+ * its adder at adding, in a done callback); in a
  * function run by weft_to_thread, the value of the task that called it, as
  * it was at the call (asyncio.to_thread copies the context); elsewhere the
  * default. */
 WEFT_API void *weft_taskvar_get(const weft_taskvar *v);
 /* Set the calling task's value; *old (when not NULL) receives the previous
- * one. Errors: -EINVAL outside a task (a done callback that runs after its
- * task ended included) or an uninitialised variable; -ENOMEM. */
+ * one. Errors: -EINVAL outside a task (any done callback included, even one
+ * run by a task) or an uninitialised variable; -ENOMEM. */
 WEFT_API int weft_taskvar_set(weft_taskvar *v, void *value, void **old);
 
 /* ------------------------------------------------------------ introspection */
