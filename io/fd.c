@@ -72,6 +72,7 @@
 
 #include <weft/io.h>
 
+#include "core/alloc.h"
 #include "core/blocking.h"
 #include "io/fd.h"
 #include "io/op.h"
@@ -117,19 +118,37 @@ static ssize_t uring_rw(int fd, const struct iovec *iov, int iovcnt, int64_t off
 
 /* ------------------------------------------------------------ epoll */
 
-/* A non-blocking attempt moved part of a single buffer: on a regular file
- * (or block device) that means part of the range was not cached, not that
- * the data ended: move the rest on the blocking pool, so that a file read
- * is short only at end of file, as on io_uring. */
+/* A non-blocking attempt moved part of the buffers: on a regular file (or
+ * block device) that means part of the range was not cached, not that the
+ * data ended: move the rest on the blocking pool, so that a file read is
+ * short only at end of file, as on io_uring (several buffers too: a
+ * weft_preadv returned only the cached part). Past the kernel's limit of
+ * one call (WEFT_IO_MAX, io.h) nothing more is asked for. */
 static ssize_t finish_on_pool(int fd, const struct iovec *iov, int iovcnt, int64_t off, bool wr, ssize_t r) {
+  size_t total = 0;
+  for (int i = 0; i < iovcnt; i++) total += iov[i].iov_len; /* (the kernel took them: at most SSIZE_MAX) */
+  if (total > WEFT_IO_MAX) total = WEFT_IO_MAX;
   struct stat st;
-  if (iovcnt != 1 || (size_t)r >= iov[0].iov_len || fstat(fd, &st) != 0 || !(S_ISREG(st.st_mode) || S_ISBLK(st.st_mode)))
-    return r;
+  if ((size_t)r >= total || fstat(fd, &st) != 0 || !(S_ISREG(st.st_mode) || S_ISBLK(st.st_mode))) return r;
   if (!wr && off >= 0 && off + r >= st.st_size) return r; /* the end of the file */
-  struct iovec rest = {.iov_base = (char *)iov[0].iov_base + r, .iov_len = iov[0].iov_len - (size_t)r};
-  weft__sysjob j = {.op = wr ? WEFT__SYS_PWRITEV : WEFT__SYS_PREADV, .fd = fd, .iov = &rest, .iovcnt = 1,
+  int i = 0;
+  size_t skip = (size_t)r;
+  while (skip >= iov[i].iov_len) skip -= iov[i++].iov_len; /* (r < total: i stays below iovcnt) */
+  int n = iovcnt - i;
+  struct iovec one, *rest = n == 1 ? &one : weft__alloc((size_t)n * sizeof *rest);
+  if (!rest) return r; /* a short read, as the kernel's may be */
+  size_t left = total - (size_t)r;
+  int cnt = 0;
+  for (int k = i; k < iovcnt && left; k++) {
+    size_t from = k == i ? skip : 0, len = iov[k].iov_len - from;
+    if (len > left) len = left;
+    rest[cnt++] = (struct iovec){.iov_base = (char *)iov[k].iov_base + from, .iov_len = len};
+    left -= len;
+  }
+  weft__sysjob j = {.op = wr ? WEFT__SYS_PWRITEV : WEFT__SYS_PREADV, .fd = fd, .iov = rest, .iovcnt = cnt,
                     .off = off < 0 ? -1 : off + r};
   int more = weft__sysjob_run(&j);
+  if (rest != &one) weft__free(rest, (size_t)n * sizeof *rest);
   if (more == -ECANCELED) weft__io_keep_cancel(); /* r bytes moved: report them, keep the cancel */
   return more > 0 ? r + more : r; /* an error after some bytes moved: report the bytes */
 }

@@ -219,14 +219,19 @@ ssize_t weft_pwrite_full(int fd, const void *buf, size_t len, int64_t off, size_
 
 /* ------------------------------------------------------------ whole files */
 
+/* Both at the file position (-1), which a fresh descriptor has at 0, not
+ * at offset 0: a file that takes no offset (a FIFO; a seq_file in /proc,
+ * which takes no pwrite) fails -ESPIPE on epoll, while io_uring ignores
+ * the offset there. */
+
 ssize_t weft_read_file(const char *path, void *buf, size_t cap) {
   if (cap > (size_t)SSIZE_MAX || (!buf && cap)) return -EINVAL;
   int fd = weft_open(path, O_RDONLY, 0);
   if (fd < 0) return fd;
-  ssize_t n = weft_pread_full(fd, buf, cap, 0, NULL);
+  ssize_t n = weft_pread_full(fd, buf, cap, -1, NULL);
   if (n >= 0 && (size_t)n == cap) {
     char extra;
-    ssize_t m = weft_pread(fd, &extra, 1, (int64_t)cap);
+    ssize_t m = weft_pread(fd, &extra, 1, -1);
     if (m > 0) n = -EFBIG;
     if (m < 0) n = m;
   }
@@ -238,7 +243,7 @@ int weft_write_file(const char *path, const void *buf, size_t len, mode_t mode) 
   if (len > (size_t)SSIZE_MAX || (!buf && len)) return -EINVAL;
   int fd = weft_open(path, O_WRONLY | O_CREAT | O_TRUNC, mode);
   if (fd < 0) return fd;
-  ssize_t n = weft_pwrite_full(fd, buf, len, 0, NULL);
+  ssize_t n = weft_pwrite_full(fd, buf, len, -1, NULL);
   int rc = close(fd) < 0 ? -errno : 0; /* not cancellable (see above) */
   return n < 0 ? (int)n : rc;
 }

@@ -191,6 +191,44 @@ TEST(a_read_of_a_partly_cached_range_is_whole) {
   remove_dir();
 }
 
+/* The same through several buffers (weft_preadv): epoll finished only a
+ * single buffer's read on the pool and returned the cached part, 4 MiB of
+ * 8, where io_uring and preadv(2) return the whole range. The uncached
+ * half starts inside the second buffer and runs over the third. */
+static int partly_cached_vec_main(void *arg) {
+  (void)arg;
+  enum { N = 8 * 1024 * 1024 };
+  static unsigned char data[N], back[N];
+  for (int i = 0; i < N; i++) data[i] = (unsigned char)(i * 7 + 3);
+  char f[128];
+  snprintf(f, sizeof f, "%s", path_of("partly-vec"));
+  ASSERT_EQ(weft_write_file(f, data, N, 0600), 0);
+  int fd = weft_open(f, O_RDONLY, 0);
+  ASSERT_GE(fd, 0);
+  for (int round = 0; round < 4; round++) {
+    int wfd = open(f, O_RDWR | O_CLOEXEC);
+    ASSERT_EQ(fsync(wfd), 0); /* clean pages can be dropped */
+    close(wfd);
+    ASSERT_EQ(posix_fadvise(fd, N / 2, N / 2, POSIX_FADV_DONTNEED), 0);
+    weft_sleep_ns(20000000); /* (a second advice once the first one's writeback settled) */
+    ASSERT_EQ(posix_fadvise(fd, N / 2, N / 2, POSIX_FADV_DONTNEED), 0);
+    memset(back, 0, N);
+    struct iovec v[3] = {{back, N / 4}, {back + N / 4, N / 2}, {back + 3 * (N / 4), N / 4}};
+    ASSERT_EQ(weft_preadv(fd, v, 3, round & 1 ? 0 : -1), N);
+    ASSERT_EQ(memcmp(back, data, N), 0);
+    ASSERT_EQ(lseek(fd, 0, SEEK_SET), 0);
+  }
+  ASSERT_EQ(weft_close(fd), 0);
+  return 0;
+}
+
+TEST(a_vectored_read_of_a_partly_cached_range_is_whole) {
+  make_dir();
+  weft_config c = cfg_workers(2);
+  ASSERT_EQ(weft_run(partly_cached_vec_main, NULL, &c), 0);
+  remove_dir();
+}
+
 /* ------------------------------------------------------------ bad input */
 
 static int bad_main(void *arg) {
@@ -704,6 +742,46 @@ static int fifo_open_main(void *arg) {
 TEST(opening_a_fifo_for_writing_waits_for_a_reader) {
   weft_config c = cfg_workers(1);
   ASSERT_EQ(weft_run(fifo_open_main, NULL, &c), 0);
+}
+
+/* The whole-file helpers on files that take no offset: a /proc file that
+ * is a seq_file (write(2) yes, pwrite(2) no: -ESPIPE) and a FIFO. They
+ * wrote and read at offset 0, which io_uring ignores on such a file while
+ * epoll's pwritev2/preadv2 fail -ESPIPE: weft_write_file of
+ * /proc/self/comm and weft_read_file of a FIFO worked on io_uring and
+ * failed -ESPIPE on epoll. The descriptor is fresh: its position is 0. */
+static int whole_fifo_writer(void *arg) {
+  int fd = weft_open(arg, O_WRONLY, 0);
+  if (fd < 0) return fd;
+  ssize_t n = weft_write(fd, "hello", 5);
+  weft_close(fd);
+  return n == 5 ? 0 : -EIO;
+}
+
+static int whole_nopos_main(void *arg) {
+  (void)arg;
+  char was[32], buf[32];
+  ssize_t n = weft_read_file("/proc/self/comm", was, sizeof was);
+  ASSERT_GT(n, 0);
+  ASSERT_EQ(weft_write_file("/proc/self/comm", "weft-comm", 9, 0), 0);
+  ASSERT_EQ(weft_read_file("/proc/self/comm", buf, sizeof buf), 10);
+  ASSERT_EQ(memcmp(buf, "weft-comm\n", 10), 0);
+  ASSERT_EQ(weft_write_file("/proc/self/comm", was, (size_t)n - 1, 0), 0); /* (its newline off) */
+  const char *f = path_of("fifo");
+  ASSERT_EQ(mkfifo(f, 0600), 0);
+  weft_task w = weft_spawn(whole_fifo_writer, (void *)f);
+  ASSERT_EQ(weft_read_file(f, buf, sizeof buf), 5);
+  ASSERT_EQ(memcmp(buf, "hello", 5), 0);
+  ASSERT_EQ(weft_join(w), 0);
+  weft_task_release(w);
+  return 0;
+}
+
+TEST(whole_file_helpers_on_files_without_an_offset) {
+  make_dir();
+  weft_config c = cfg_workers(2);
+  ASSERT_EQ(weft_run(whole_nopos_main, NULL, &c), 0);
+  remove_dir();
 }
 
 TEST_MAIN()

@@ -132,8 +132,9 @@ WEFT_API int weft_close(int fd);
 /* pread(2)/pwrite(2) at off (-1: the file position): the bytes moved, a
  * short count at end of file or when the kernel moved fewer. Suspends.
  * For files that can seek: on a pipe, socket or tty an offset >= 0 is
- * -ESPIPE on epoll (as pread(2)) but ignored on io_uring (the kernel's
- * rule for streams), and weft_close does not wake such a call there: use
+ * -ESPIPE on epoll (as pread(2); so is a pwrite at an offset to a /proc
+ * file that takes only write(2), as /proc/self/comm) but ignored on
+ * io_uring (the kernel's rule for streams), and weft_close does not wake such a call there: use
  * weft_read/weft_write (off -1) for them. */
 WEFT_API ssize_t weft_pread(int fd, void *buf, size_t len, int64_t off);
 WEFT_API ssize_t weft_pwrite(int fd, const void *buf, size_t len, int64_t off);
@@ -171,7 +172,9 @@ WEFT_API int weft_rename(const char *from, const char *to);
 
 /* The whole file at path into buf (at most cap bytes): its size, or
  * -EFBIG when it holds more than cap bytes (buf then holds the first cap).
- * Suspends. */
+ * Both whole-file calls move their bytes at the new descriptor's position,
+ * so that files that take no offset (a FIFO, a /proc file that has no
+ * pwrite) work on both backends. Suspends. */
 WEFT_API ssize_t weft_read_file(const char *path, void *buf, size_t cap);
 
 /* Create or truncate path (mode for a new file) and write len bytes:
