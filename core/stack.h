@@ -36,7 +36,9 @@
  * left the running stack downwards (a frame larger than the guard page; a
  * stack without a guard), is reported by name from an alternate signal
  * stack: "weft: task 'NAME' overflowed its N-byte stack (fault at 0x...)",
- * then abort(). The scheduler checks the canary when a task ends too, so
+ * then abort(). A large frame that faults nowhere goes unseen: below a slab
+ * stack's guard lie its neighbour's usable bytes, mapped read-write (code
+ * built with -fstack-clash-protection touches the guard first). The scheduler checks the canary when a task ends too, so
  * that an overflow that returned is blamed on its task, not the next one.
  *
  * Giving memory back. A worker's pool keeps at most WEFT_STACK_HOT stacks

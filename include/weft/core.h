@@ -68,7 +68,11 @@ typedef struct weft_config {
                                 (up to 896 bytes at its top are left unused, so that tasks' first
                                 frames spread over the cache's sets: core/stack.h). A task gets at
                                 least this; pooled stacks are mapped twice as large (address space
-                                only until touched) so that a child joined inline gets as much */
+                                only until touched) so that a child joined inline gets as much.
+                                An overflow into the guard page below a stack is reported by task
+                                name; a frame larger than that page (a big array, alloca) can skip
+                                it into another task's stack unreported: compile such code with
+                                -fstack-clash-protection (docs/guide.md, Debugging) */
   unsigned ring_entries;     /* io_uring submission entries per worker; 0 = 256; at most 32768 (1 is taken as 2:
                                 an operation and its deadline are submitted together) */
   unsigned blocking_threads; /* most threads of the blocking pool; 0 = 64; at most 4096 */
