@@ -242,10 +242,11 @@ WEFT_API int weft_shield(weft_awaitable a, void **value);
  *     rc = weft_taskgroup_leave(&g, rc);      // waits for every child
  *
  * The group owns its children's handles (valid until leave returns; do not
- * release them). The first child that fails (negative status other than
- * -ECANCELED) cancels every other child and the task that entered the group
- * (the body's next suspension returns -ECANCELED); a body that fails
- * (leave's rc < 0) cancels the children. */
+ * release them; a child spawned with opts.detached: see spawn). The first
+ * child that fails (negative status other than -ECANCELED) cancels every
+ * other child and the task that entered the group (the body's next
+ * suspension returns -ECANCELED); a body that fails (leave's rc < 0)
+ * cancels the children. */
 typedef struct weft_taskgroup {
   uint64_t opaque[16]; /* 128 bytes, 8-byte aligned */
 } weft_taskgroup;
@@ -264,9 +265,19 @@ WEFT_API int weft_taskgroup_enter(weft_taskgroup *g);
  * the body failed, or the entering task was cancelled in leave: asyncio
  * 3.12's "TaskGroup is shutting down"), finished or never entered, or for
  * g or fn NULL, a bad option or a call outside a task; ENOMEM; on these fn
- * never runs and arg stays the caller's. opts.detached is ignored. Each
- * child is cancelled at most once by the group's abort, even when it is
- * spawned while the abort is under way. */
+ * never runs and arg stays the caller's. Each child is cancelled at most
+ * once by the group's abort, even when it is spawned while the abort is
+ * under way.
+ * Memory: the group keeps each child's handle, and so its task record
+ * (a few hundred bytes), until leave, so that the handle stays valid: a
+ * group that lives for long and spawns without end (an accept loop) grows
+ * by every child it spawned. With opts.detached the caller keeps no handle
+ * (as weft_spawn_ex's: it only tells success from failure; do not release
+ * it; join and cancel through it answer -ESRCH once the child has ended)
+ * and the group gives the record back when the child ends, so it holds
+ * memory for the children alive only, as asyncio's TaskGroup, which drops
+ * a done task. The group still waits for, cancels and counts such a
+ * child like any other. */
 WEFT_API weft_task weft_taskgroup_spawn(weft_taskgroup *g, weft_fn fn, void *arg);
 WEFT_API weft_task weft_taskgroup_spawn_ex(weft_taskgroup *g, weft_fn fn, void *arg, const weft_spawn_opts *opts);
 /* Leave: wait for every child (a cancellation while waiting cancels the
