@@ -110,10 +110,16 @@ int weft_process_wait(weft_process *p, int *returncode) {
   return weft_process_wait_until(p, WEFT__NO_DEADLINE, returncode);
 }
 
+/* A child that has exited is reaped here (waitid WNOHANG does not block),
+ * as Popen.poll does: asyncio's returncode is set once the child exits,
+ * awaited or not (it stayed -EBUSY until a wait, before). The handle is
+ * the caller's (never const storage), so the cast is sound. */
 int weft_process_returncode(const weft_process *p, int *returncode) {
   if (!p) return -EINVAL;
-  if (!weft__load(&p->reaped, ACQUIRE)) return -EBUSY; /* pairs with the release in try_reap */
-  if (returncode) *returncode = p->returncode;
+  int rc = try_reap((weft_process *)p);
+  if (rc < 0) return rc;
+  if (rc != REAP_DONE) return -EBUSY; /* running, or another thread reaps it now */
+  if (returncode) *returncode = p->returncode; /* try_reap's acquire load of reaped ordered it */
   return 0;
 }
 

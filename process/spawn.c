@@ -26,12 +26,13 @@
  * through the shared memory): it resets every handled signal (and
  * SIGPIPE) to SIG_DFL, empties its signal mask, starts a session or joins
  * a process group, changes directory, moves the given descriptors to 0, 1,
- * 2 (dup3 clears O_CLOEXEC on the copies; every other descriptor of the
- * parent is O_CLOEXEC and vanishes at exec), and execs, searching PATH
- * when the file has no '/'. On failure it writes its errno into the
- * request (shared memory: CLONE_VM) and exits 127; the parent, resumed by
- * CLONE_VFORK only after that exit, reads the errno, reaps the child and
- * returns -errno: a missing executable is the spawn call's -ENOENT.
+ * 2 (dup3 clears O_CLOEXEC on the copies), marks every other descriptor
+ * close-on-exec (close_range, or one by one where that is refused), and
+ * execs, searching PATH when the file has no '/'. On failure it writes
+ * its errno into the request (shared memory: CLONE_VM) and exits 127;
+ * the parent, resumed by CLONE_VFORK only after that exit, reads the
+ * errno, reaps the child and returns -errno: a missing executable is the
+ * spawn call's -ENOENT.
  *
  * THE SIGNAL RESET. Until exec the child shares the parent's memory, so
  * none of the parent's handlers may run in it once its mask is emptied:
@@ -63,6 +64,7 @@
 #include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -90,9 +92,9 @@
 
 /* The child's stack, in the pool thread's frame: the child's deepest path
  * is child_main -> child_search (a PATH_MAX buffer) -> syscall, or
- * reset_signals -> signals_to_reset (a 4 KiB buffer): under 10 KiB; pool
- * threads have the default thread stack (RLIMIT_STACK, 8 MiB unless
- * lowered). */
+ * reset_signals -> signals_to_reset (a 4 KiB buffer), or cloexec_above_2
+ * (1 KiB): under 10 KiB; pool threads have the default thread stack
+ * (RLIMIT_STACK, 8 MiB unless lowered). */
 #define CHILD_STACK (32 * 1024)
 #define MAX_ARGS 65536
 #define DEFAULT_PATH "/bin:/usr/bin"
@@ -248,6 +250,46 @@ NOSAN static void reset_signals(void) {
   }
 }
 
+/* close_range's CLOEXEC where it is refused (a kernel before 5.11: ENOSYS;
+ * a container's seccomp profile older than the call: EPERM), as Python's
+ * close_fds does without it: each descriptor above 2 that /proc/self/fd
+ * lists, or without /proc every number under the RLIMIT_NOFILE soft limit.
+ * (Leaving them, before, handed every descriptor the program opened
+ * without O_CLOEXEC to every child: test_process
+ * child_gets_only_0_1_2_without_close_range.) */
+struct kdirent64 {
+  unsigned long long ino;
+  long long off;
+  unsigned short reclen;
+  unsigned char type;
+  char name[];
+};
+
+NOSAN static void cloexec_above_2(void) {
+  long dir = ksys(SYS_openat, AT_FDCWD, (long)"/proc/self/fd", O_RDONLY | O_DIRECTORY | O_CLOEXEC, 0);
+  if (dir >= 0) {
+    _Alignas(8) char buf[1024];
+    long n;
+    while ((n = ksys(SYS_getdents64, dir, (long)buf, sizeof buf, 0)) > 0) {
+      for (long at = 0; at < n;) {
+        struct kdirent64 *d = (struct kdirent64 *)(buf + at);
+        at += d->reclen;
+        long fd = 0;
+        const char *c = d->name;
+        for (; *c >= '0' && *c <= '9'; c++) fd = fd * 10 + (*c - '0');
+        if (c == d->name || *c || fd <= 2 || fd == dir) continue; /* ".", "..", the directory's own */
+        ksys(SYS_fcntl, fd, F_SETFD, FD_CLOEXEC, 0);
+      }
+    }
+    ksys(SYS_close, dir, 0, 0, 0);
+    if (n == 0) return; /* listed to its end */
+  }
+  unsigned long long lim[2]; /* struct rlimit64: soft, hard */
+  if (ksys(SYS_prlimit64, 0, RLIMIT_NOFILE, 0, (long)lim) < 0) return;
+  for (unsigned long long fd = 3; fd < lim[0] && fd <= INT_MAX; fd++)
+    ksys(SYS_fcntl, (long)fd, F_SETFD, FD_CLOEXEC, 0);
+}
+
 NOSAN static int child_main(void *arg) {
   struct spawn_req *r = arg;
   long e;
@@ -283,9 +325,7 @@ NOSAN static int child_main(void *arg) {
   if (r->err_to_out && (e = ksys(SYS_dup3, 1, 2, 0, 0)) < 0) goto fail;
   /* every other descriptor closes at exec, also those the program opened
    * without O_CLOEXEC (subprocess's close_fds=True); this child's own table */
-  if (ksys(SYS_close_range, 3, ~0U, CLOSE_RANGE_CLOEXEC, 0) < 0) {
-    /* kernel < 5.11: left as they are */
-  }
+  if (ksys(SYS_close_range, 3, ~0U, CLOSE_RANGE_CLOEXEC, 0) < 0) cloexec_above_2();
   bool has_slash = false;
   for (const char *c = r->file; *c; c++)
     if (*c == '/') has_slash = true;

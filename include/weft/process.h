@@ -9,8 +9,9 @@
  * execve, starts with every signal handler reset to SIG_DFL (SIGPIPE too)
  * and an empty signal mask, and inherits no descriptor but its three
  * standard ones (as Python's close_fds=True: every descriptor weft opens is
- * O_CLOEXEC, and the child marks every other one above 2 close-on-exec,
- * close_range(2), Linux 5.11). A failed exec
+ * O_CLOEXEC, and the child marks every other one above 2 close-on-exec:
+ * close_range(2), or where that is refused (Linux before 5.11, an older
+ * seccomp profile) each one /proc/self/fd lists). A failed exec
  * (missing file, no permission, bad working directory) is the spawn call's
  * own error (-ENOENT, -EACCES, ...), not a child that exits 127.
  *
@@ -116,7 +117,12 @@ WEFT_API int weft_process_close_pipe(weft_process *p, int which);
 /* Wait for the child to exit and reap it; *returncode (if not NULL)
  * receives its exit status, or minus the signal number that killed it (as
  * Python's returncode). Returns at once when it was reaped already. Any
- * number of tasks may wait at once. Suspends.
+ * number of tasks may wait at once. It returns at the child's exit even
+ * while a process the child started keeps its pipes open (reads of them,
+ * and communicate, go on until that process closes them), as
+ * subprocess.Popen.wait; asyncio's Process.wait (3.11) waits for the pipes
+ * to close too when it began before the exit. A stopped child (SIGSTOP)
+ * has not exited: the wait goes on. Suspends.
  * Errors: -ECANCELED; -ETIMEDOUT (the _until form's CLOCK_MONOTONIC
  * deadline); -EINVAL NULL p, outside a task; -ECHILD the program set
  * SIGCHLD to SIG_IGN, so the kernel reaped the child itself and its
@@ -124,8 +130,10 @@ WEFT_API int weft_process_close_pipe(weft_process *p, int which);
 WEFT_API int weft_process_wait(weft_process *p, int *returncode);
 WEFT_API int weft_process_wait_until(weft_process *p, int64_t deadline_ns, int *returncode);
 
-/* The return code if the child was reaped (0 and *returncode set), else
- * -EBUSY (Python's None). Does not suspend. Any thread. */
+/* The return code once the child has exited (0 and *returncode set; a
+ * child that exited is reaped here, without waiting, as Popen.poll), else
+ * -EBUSY (Python's None: it still runs). Does not suspend. Any thread.
+ * Errors: -EINVAL NULL p; -ECHILD as weft_process_wait's. */
 WEFT_API int weft_process_returncode(const weft_process *p, int *returncode);
 
 /* send_signal (pidfd_send_signal: never a recycled pid), terminate
