@@ -4,7 +4,9 @@
  * The resolved addresses are reordered so that the families alternate
  * (the resolver's first family first). Attempt i runs as its own task
  * (socket + weft_connect_addr); the coordinator starts attempt i+1 when
- * every started attempt has failed or 250 ms after starting attempt i.
+ * attempt i has failed or 250 ms after starting attempt i (asyncio's
+ * staggered_race: the failure of an earlier attempt, while attempt i is
+ * still connecting, does not start i+1 early).
  * The first attempt to connect stores its descriptor as the winner; an
  * attempt that connects after a winner exists closes its own. Then the
  * coordinator cancels the attempts still running and joins every one of
@@ -15,8 +17,8 @@
  * attempt that returns normally after the join forwarded it.
  *
  * State shared by the attempts and the coordinator: `winner`, `ended`,
- * `err` and the coordinator's wait {task, seq}, under a spinlock; an
- * attempt that ends wakes the coordinator after unlocking (a stale seq is
+ * `failed`, `err` and the coordinator's wait {task, seq}, under a spinlock;
+ * an attempt that ends wakes the coordinator after unlocking (a stale seq is
  * ignored by weft__wake). The coordinator's wait has the next start as its
  * deadline (weft__wait_prepare_deadline; the timer is inserted before the
  * lock is taken, as nothing allocates under a spinlock).
@@ -39,6 +41,7 @@ typedef struct he_state {
   int winner;              /* under lock: the connected fd, or -1 */
   int winner_idx;          /* under lock */
   int ended;               /* under lock: attempts that returned */
+  unsigned failed;         /* under lock: bit i: attempt i returned (he_wait reads it only while no winner) */
   int err;                 /* under lock: the latest real error */
   weft__task *waiter;      /* under lock: the coordinator while it waits */
   uint32_t seq;            /* under lock */
@@ -64,6 +67,7 @@ static int attempt_main(void *arg) {
     st->err = fd;
   }
   st->ended++;
+  st->failed |= 1u << a->idx; /* the next attempt may start (he_wait) */
   weft__task *w = st->waiter;
   uint32_t seq = st->seq;
   st->waiter = NULL;
@@ -86,25 +90,30 @@ static void interleave(weft_addr *a, int n) {
   memcpy(a, tmp, sizeof(weft_addr) * (size_t)n);
 }
 
-/* Wait until a winner, all started attempts ended, or `until`. Returns
- * -ECANCELED when the coordinator was cancelled, else 0. */
-static int he_wait(he_state *st, int started, int64_t until) {
-  int64_t seq = weft__wait_prepare_deadline(true, until);
-  if (seq < 0) return seq == -ECANCELED ? -ECANCELED : 0;
-  weft__spin_lock(&st->lock);
-  if (st->winner >= 0 || st->ended == started) {
+/* Wait until a winner, all started attempts ended, the latest started
+ * attempt failed while attempts are left to start (`more`), or `until`.
+ * An earlier attempt that ends meanwhile wakes the wait, which goes on.
+ * Returns -ECANCELED when the coordinator was cancelled, else 0. */
+static int he_wait(he_state *st, int started, bool more, int64_t until) {
+  for (;;) {
+    int64_t seq = weft__wait_prepare_deadline(true, until);
+    if (seq < 0) return seq == -ECANCELED ? -ECANCELED : 0;
+    weft__spin_lock(&st->lock);
+    if (st->winner >= 0 || st->ended == started || (more && (st->failed & (1u << (started - 1))))) {
+      weft__spin_unlock(&st->lock);
+      weft__wait_abandon(); /* the timer entry left behind is stale */
+      return 0;
+    }
+    st->waiter = weft__task_self();
+    st->seq = (uint32_t)seq;
     weft__spin_unlock(&st->lock);
-    weft__wait_abandon(); /* the timer entry left behind is stale */
-    return 0;
+    uint32_t why = weft__wait_commit((uint32_t)seq);
+    weft__spin_lock(&st->lock);
+    st->waiter = NULL;
+    weft__spin_unlock(&st->lock);
+    if (why == WEFT__WAKE_CANCEL) return -ECANCELED;
+    if (why != WEFT__WAKE_NORMAL || weft_now_ns() >= until) return 0; /* the step or the deadline */
   }
-  st->waiter = weft__task_self();
-  st->seq = (uint32_t)seq;
-  weft__spin_unlock(&st->lock);
-  uint32_t why = weft__wait_commit((uint32_t)seq);
-  weft__spin_lock(&st->lock);
-  st->waiter = NULL;
-  weft__spin_unlock(&st->lock);
-  return why == WEFT__WAKE_CANCEL ? -ECANCELED : 0;
 }
 
 int weft_connect_host(const char *host, uint16_t port, int64_t deadline, weft_addr *peer) {
@@ -144,7 +153,7 @@ int weft_connect_addrs(const weft_addr *addrs, size_t count, int64_t deadline, w
       int64_t now = weft_now_ns();
       if (now + HE_STEP_NS < until) until = now + HE_STEP_NS;
     }
-    rc = he_wait(&st, started, until);
+    rc = he_wait(&st, started, started < n, until);
     if (rc) break;
     weft__spin_lock(&st.lock);
     bool won = st.winner >= 0, all_ended = st.ended == started;

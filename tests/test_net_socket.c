@@ -1029,4 +1029,78 @@ TEST(close_of_a_number_leaves_the_receives_on_its_dup_waiting) {
   ASSERT_EQ(weft_run(sock_dup_close_main, NULL, &c), 0);
 }
 
+/* weft/net.h: each next attempt starts when the previous one failed or
+ * after 250 ms (asyncio's staggered_race: attempt i+1 waits for attempt
+ * i's failure only). Attempt 0 (a Unix path whose backlog is full) fails
+ * at 300 ms, when its listener closes, while attempt 1 (a full TCP
+ * backlog) still hangs: attempt 2 must start at 500 ms, 250 ms after
+ * attempt 1. Any attempt's end started the next one before: attempt 2
+ * started and won at about 300 ms. */
+typedef struct close_later {
+  int lfd;
+  int64_t at;
+} close_later;
+
+static int close_at(void *arg) {
+  close_later *l = arg;
+  weft_sleep_until(l->at);
+  close(l->lfd);
+  return 0;
+}
+
+static int eyeballs_step_main(void *arg) {
+  (void)arg;
+  int fds0 = count_fds();
+  weft_addr list[3];
+  char path[64];
+  snprintf(path, sizeof path, "/tmp/weft-he-%d.sock", (int)getpid());
+  unlink(path);
+  ASSERT_EQ(weft_addr_unix(&list[0], path), 0);
+  close_later cl = {.lfd = weft_listen(&list[0], 1, 0)};
+  ASSERT_GE(cl.lfd, 0);
+  int ufill[8], nu = 0;
+  for (;; nu++) { /* fill the Unix backlog: a connect then gets EAGAIN (weft_connect retries) */
+    ASSERT_LT(nu, 8);
+    ufill[nu] = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (connect(ufill[nu], &list[0].u.sa, list[0].len) < 0) {
+      ASSERT_EQ(errno, EAGAIN);
+      close(ufill[nu]);
+      break;
+    }
+  }
+  int fill[8], nfill;
+  int lhang = full_backlog(&list[1], fill, &nfill);
+  echo_arg e = {.lfd = listen_on("127.0.0.1", &list[2], 8)};
+  weft_task t = weft_spawn(echo_once, &e);
+  int64_t t0 = weft_now_ns();
+  cl.at = t0 + 300000000LL;
+  weft_task c = weft_spawn(close_at, &cl);
+  weft_addr peer;
+  int fd = weft_connect_addrs(list, 3, t0 + 20000000000LL, &peer);
+  int64_t took = weft_now_ns() - t0;
+  ASSERT_GE(fd, 0);
+  ASSERT_EQ(weft_addr_port(&peer), weft_addr_port(&list[2]));
+  ASSERT_GE(took, 480000000LL); /* attempt 2 started 250 ms after attempt 1, not at attempt 0's failure */
+  ASSERT_EQ(weft_send_all(fd, "he", 2, NULL), 2);
+  char buf[2];
+  ASSERT_EQ(weft_recv(fd, buf, 2, 0), 2);
+  close(fd);
+  ASSERT_EQ(weft_join(t), 2);
+  weft_task_release(t);
+  ASSERT_EQ(weft_join(c), 0);
+  weft_task_release(c);
+  for (int i = 0; i < nfill; i++) close(fill[i]);
+  for (int i = 0; i < nu; i++) close(ufill[i]);
+  close(lhang);
+  close(e.lfd);
+  unlink(path);
+  ASSERT_EQ(count_fds(), fds0);
+  return 0;
+}
+
+TEST(happy_eyeballs_next_attempt_waits_for_the_previous_one) {
+  weft_config c = cfg_workers(2);
+  ASSERT_EQ(weft_run(eyeballs_step_main, NULL, &c), 0);
+}
+
 TEST_MAIN()
