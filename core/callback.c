@@ -338,7 +338,14 @@ void weft__callback_fire(void *handle) {
      * outside a task, and a task it spawns starts with them */
     weft__ctx *saved = weft__thread_ctx;
     weft__thread_ctx = h->ctx;
+    /* debug mode: the monitor times each callback as a task (a drain's
+     * callbacks one by one: the drain is itself one), as asyncio's
+     * slow_callback_duration does; relaxed: only this worker stores it */
+    weft__worker *w = weft__worker_self();
+    weft__task *prev = w && w->rt->debug ? weft__load(&w->running, RELAXED) : NULL;
+    if (weft__unlikely(w && w->rt->debug)) weft__debug_set_running(w, WEFT__RUNNING_CALLBACK);
     h->fn(h->arg);
+    if (weft__unlikely(w && w->rt->debug)) weft__debug_set_running(w, prev);
     weft__thread_ctx = saved;
     weft__store(&h->state, RAN, RELEASE); /* release: a report only */
   }

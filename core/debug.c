@@ -3,7 +3,8 @@
  * Reports, on stderr:
  *  - misuse (a suspending call outside a task, a task joining itself, a
  *    stale handle): always counted, printed in debug mode;
- *  - a task that runs more than 100 ms without suspending: a monitor thread
+ *  - a task that runs more than 100 ms without suspending, or a callback
+ *    (call_soon/call_later/call_at) that runs as long: a monitor thread
  *    samples each worker's switch counter every 20 ms; a counter that has
  *    not moved for 100 ms while a task runs is reported once, with the
  *    task's name and worker. The workers pay two relaxed stores per switch
@@ -28,6 +29,12 @@ unsigned weft__dump_sigquit_count(void);
 void weft__dump_sigquit_poll(weft_runtime *rt, unsigned *seen);
 
 static _Atomic int debug_env = -1; /* relaxed: a cached getenv */
+/* Debug runtimes started and not yet stopped, for a misuse on a thread that
+ * is no worker (the program's own, a blocking pool thread): which runtime
+ * it misused is unknown there, so any debug one reports it. relaxed, every
+ * access: it pairs with nothing, as no data hangs on it (a misuse racing a
+ * runtime's start or stop may be reported or not either way) */
+static _Atomic int debug_runtimes;
 
 bool weft__debug_on(void) {
   int on = weft__load(&debug_env, RELAXED);
@@ -37,7 +44,7 @@ bool weft__debug_on(void) {
     weft__store(&debug_env, on, RELAXED);
   }
   weft__worker *w = weft__worker_self();
-  return on || (w && w->rt->debug);
+  return on || (w ? w->rt->debug : weft__load(&debug_runtimes, RELAXED) > 0);
 }
 
 void weft__debug_misuse(const char *what) {
@@ -84,10 +91,15 @@ static void *monitor_main(void *arg) {
         continue;
       }
       if (!reported[i] && now - since[i] >= LONG_RUN_NS) {
-        char name[32];
-        weft__task_name(t, name); /* records are type-stable: reading is safe */
-        fprintf(stderr, "weft: debug: task '%s' has run for %lld ms on worker %u without suspending\n", name,
-                (long long)((now - since[i]) / 1000000), i);
+        if (t == WEFT__RUNNING_CALLBACK) {
+          fprintf(stderr, "weft: debug: a callback has run for %lld ms on worker %u\n",
+                  (long long)((now - since[i]) / 1000000), i);
+        } else {
+          char name[32];
+          weft__task_name(t, name); /* records are type-stable: reading is safe */
+          fprintf(stderr, "weft: debug: task '%s' has run for %lld ms on worker %u without suspending\n", name,
+                  (long long)((now - since[i]) / 1000000), i);
+        }
         reported[i] = true;
       }
     }
@@ -107,6 +119,7 @@ int weft__debug_start(weft__runtime *rt) {
     return -EAGAIN;
   }
   rt->monitor_started = true;
+  weft__fetch_add(&debug_runtimes, 1, RELAXED); /* relaxed: see debug_runtimes */
   weft__dump_sigquit_start();
   return 0;
 }
@@ -118,6 +131,7 @@ void weft__debug_stop(weft__runtime *rt) {
   pthread_cond_signal(&rt->monitor_cond);
   pthread_mutex_unlock(&rt->monitor_lock);
   pthread_join(rt->monitor, NULL);
+  weft__fetch_sub(&debug_runtimes, 1, RELAXED); /* relaxed: see debug_runtimes */
   weft__dump_sigquit_stop();
   pthread_cond_destroy(&rt->monitor_cond);
   pthread_mutex_destroy(&rt->monitor_lock);

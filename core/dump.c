@@ -97,19 +97,30 @@ static int dump(weft_runtime *rt, int fd) {
   static const char *states[] = {"runnable", "running", "suspended", "done"};
   int alive = 0;
   for (int i = 0; i < n && i < MAX; i++) alive += info[i].state != WEFT_TASK_DONE;
-  int rc = put(fd, "weft: %d live task(s):\n", alive);
+  /* the live tasks, those not printed one by one included (the listing
+   * counts every one, not only those it fills in): the first line says so
+   * too (it said the printed ones only) */
+  int live = n > MAX ? alive + (n - MAX) : alive;
+  int rc = put(fd, "weft: %d live task(s):\n", live);
   for (int i = 0; !rc && i < n && i < MAX; i++) {
     weft_task_info *x = &info[i];
     if (x->state == WEFT_TASK_DONE) continue;
-    rc = put(fd, "  %-31s %-9s worker %-3d cancelling %d%s%s\n", x->name, states[x->state & 3], x->worker,
+    /* the id (weft/task.h promises it; two tasks may share a name): the
+     * record's, unless it ended and was recycled since the listing */
+    char id[24] = "-";
+    weft__task *t;
+    if (!weft__task_ref(x->task, &t)) {
+      /* relaxed: set at spawn, before the release that the ref's acquire pairs with */
+      snprintf(id, sizeof id, "%llu", (unsigned long long)weft__load(&t->id, RELAXED));
+      weft__task_unref(t);
+    }
+    rc = put(fd, "  #%-6s %-31s %-9s worker %-3d cancelling %d%s%s\n", id, x->name, states[x->state & 3], x->worker,
              x->cancelling, x->waiting_on[0] ? "  waiting on: " : "", x->waiting_on);
   }
   if (!rc && n > MAX) rc = put(fd, "  ... and %d more\n", n - MAX);
   weft__free(info, MAX * sizeof *info);
   if (rc) return rc; /* the caller's descriptor takes no writes: not a dump that went out */
-  /* the live tasks, those not printed one by one included (the listing
-   * counts every one, not only those it fills in) */
-  return n > MAX ? alive + (n - MAX) : alive;
+  return live;
 }
 
 int weft_runtime_dump(weft_runtime *rt, int fd) {
@@ -130,8 +141,26 @@ static pthread_mutex_t sig_lock = PTHREAD_MUTEX_INITIALIZER;
 static int sig_users;                  /* under sig_lock: debug runtimes using the handler */
 static bool sig_installed;             /* under sig_lock */
 
+/* Whether a debug runtime uses the handler (stored under sig_lock, loaded
+ * by the handler). A watch (weft/process.h) added over the handler restores
+ * it when it goes, perhaps after the last debug runtime stopped: the signal
+ * then takes its default action, as it would with no debug runtime.
+ * relaxed, every access: it pairs with nothing, as no data hangs on it (a
+ * signal racing the last stop takes either way, both right then) */
+static _Atomic int sig_active;
+
 static void on_sigquit(int sig) {
-  (void)sig;
+  if (!weft__load(&sig_active, RELAXED)) { /* relaxed: see sig_active */
+    int saved = errno;
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = SIG_DFL;
+    sigemptyset(&sa.sa_mask);
+    sigaction(sig, &sa, NULL);
+    raise(sig); /* blocked until the handler returns, then the default action */
+    errno = saved;
+    return;
+  }
   /* relaxed: a counter that carries no data; a lock-free RMW is
    * async-signal-safe */
   weft__fetch_add(&sigquit_count, 1, RELAXED);
@@ -140,6 +169,7 @@ static void on_sigquit(int sig) {
 void weft__dump_sigquit_start(void) {
   pthread_mutex_lock(&sig_lock);
   if (sig_users++ == 0) {
+    weft__store(&sig_active, 1, RELAXED); /* relaxed: see sig_active */
     struct sigaction old;
     if (sigaction(SIGQUIT, NULL, &old) == 0 && old.sa_handler == SIG_DFL && !(old.sa_flags & SA_SIGINFO)) {
       struct sigaction sa;
@@ -155,12 +185,19 @@ void weft__dump_sigquit_start(void) {
 
 void weft__dump_sigquit_stop(void) {
   pthread_mutex_lock(&sig_lock);
-  if (--sig_users == 0 && sig_installed) {
-    struct sigaction sa;
-    memset(&sa, 0, sizeof sa);
-    sa.sa_handler = SIG_DFL;
-    sigemptyset(&sa.sa_mask);
-    sigaction(SIGQUIT, &sa, NULL);
+  if (--sig_users == 0) weft__store(&sig_active, 0, RELAXED); /* relaxed: see sig_active */
+  if (sig_users == 0 && sig_installed) {
+    /* only while the handler is still ours: one that the program (or a
+     * watch) installed meanwhile stays, as process/signal.c leaves one
+     * installed during weft_run in place of its SIGINT handler */
+    struct sigaction cur;
+    if (sigaction(SIGQUIT, NULL, &cur) == 0 && !(cur.sa_flags & SA_SIGINFO) && cur.sa_handler == on_sigquit) {
+      struct sigaction sa;
+      memset(&sa, 0, sizeof sa);
+      sa.sa_handler = SIG_DFL;
+      sigemptyset(&sa.sa_mask);
+      sigaction(SIGQUIT, &sa, NULL);
+    }
     sig_installed = false;
   }
   pthread_mutex_unlock(&sig_lock);

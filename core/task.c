@@ -237,18 +237,52 @@ static int check_stack_size(size_t sz) {
   return 0;
 }
 
-static void name_store(weft__task *t, const char *name) {
+/* A name is 4 words: a reader that met a store between its words got a
+ * name that nobody set (the head of the new one and the tail of the old).
+ * name_seq is a seqlock over them: odd while one is stored. */
+static void name_store(weft__task *t, const char *name, bool published) {
   uint64_t words[4] = {0, 0, 0, 0};
   if (name) {
     size_t n = strnlen(name, 31);
     memcpy(words, name, n);
   }
-  for (int i = 0; i < 4; i++) weft__store(&t->name[i], words[i], RELAXED); /* relaxed: names are for reports */
+  if (!published) { /* at spawn: no reader holds the record (a ref fails until spawn ends) */
+    for (int i = 0; i < 4; i++) weft__store(&t->name[i], words[i], RELAXED); /* relaxed: published with the record */
+    return;
+  }
+  /* relaxed CAS to odd, then a release fence: pairs with name_load's
+   * acquire fence, so that a reader that loaded any of the words below
+   * then sees name_seq odd or moved on (another writer waits its turn) */
+  uint32_t seq = weft__load(&t->name_seq, RELAXED);
+  for (;;) {
+    if (!(seq & 1) && weft__cas(&t->name_seq, &seq, seq + 1, RELAXED, RELAXED)) break;
+    if (seq & 1) {
+      weft__cpu_relax();
+      seq = weft__load(&t->name_seq, RELAXED);
+    }
+  }
+  weft__fence(RELEASE);
+  for (int i = 0; i < 4; i++) weft__store(&t->name[i], words[i], RELAXED); /* relaxed: ordered by the fences */
+  /* release: pairs with name_load's acquire of name_seq: a reader that sees
+   * it even again sees every word */
+  weft__store(&t->name_seq, seq + 2, RELEASE);
 }
 
 static void name_load(weft__task *t, char out[32]) {
   uint64_t words[4];
-  for (int i = 0; i < 4; i++) words[i] = weft__load(&t->name[i], RELAXED);
+  for (;;) {
+    /* acquire: pairs with name_store's release of the even value */
+    uint32_t seq = weft__load(&t->name_seq, ACQUIRE);
+    if (seq & 1) {
+      weft__cpu_relax();
+      continue;
+    }
+    for (int i = 0; i < 4; i++) words[i] = weft__load(&t->name[i], RELAXED); /* relaxed: ordered by the fences */
+    /* acquire: pairs with name_store's release fence: a word stored after
+     * the CAS to odd makes name_seq read odd or later here */
+    weft__fence(ACQUIRE);
+    if (weft__load(&t->name_seq, RELAXED) == seq) break; /* relaxed: ordered by the fence above */
+  }
   memcpy(out, words, 32);
   out[31] = 0;
   if (out[0] == 0) snprintf(out, 32, "task-%llu", (unsigned long long)weft__load(&t->id, RELAXED));
@@ -280,7 +314,7 @@ static void task_init(weft__task *t, weft__runtime *rt, weft_fn fn, void *arg, c
   weft__store(&t->done, 0, RELAXED);
   weft__store(&t->last_worker, -1, RELAXED);
   weft__store(&t->id, id, RELAXED);
-  name_store(t, o ? o->name : NULL);
+  name_store(t, o ? o->name : NULL, false);
   uint64_t w = weft__load(&t->ws, RELAXED); /* keep seq: stale wakes must stay stale */
   weft__store(&t->ws, WEFT__WS_MAKE(WEFT__WS_SEQ(w), 0, 0, WEFT__TS_FRESH), RELAXED);
   weft__store(&t->inline_child, NULL, RELAXED);
@@ -790,7 +824,7 @@ int weft_task_set_name(weft_task h, const char *name) {
   weft__task *t;
   int rc = weft__task_ref(h, &t);
   if (rc) return rc;
-  name_store(t, name);
+  name_store(t, name, true);
   weft__task_unref(t);
   return 0;
 }

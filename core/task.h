@@ -171,6 +171,7 @@ typedef struct weft_task_rec {
   _Atomic uint64_t id;          /* set at spawn (before ref, release): unique per incarnation */
   _Atomic uint8_t alive;        /* 1 between spawn and recycle: listings */
   _Atomic uint8_t handle_held;  /* 1 until the spawner's handle is released (release only once) */
+  _Atomic uint32_t name_seq;    /* odd while a name is stored: a seqlock over name[] (core/task.c) */
   _Atomic(struct weft_task_rec *) inline_child; /* the task this one runs inline now (cancel forwards to it) */
   struct weft_task_rec *arena_next; /* the arena's list of every record (immutable once linked) */
 } weft__task;

@@ -129,6 +129,10 @@ void weft__schedule_spawn(weft__worker *w, weft__task *t);
  * inline). */
 bool weft__spawn_stack_remove(weft__worker *w, weft__task *t);
 
+/* `running` while a callback (call_soon/call_later/call_at) runs on the
+ * worker, in its scheduler context: timed as a task is, never dereferenced */
+#define WEFT__RUNNING_CALLBACK ((weft__task *)(uintptr_t)1)
+
 /* OWNER, debug mode only: t starts (or resumes) running on w, for the
  * debug monitor (core/debug.c): it names `running` and times it from the
  * last change of `switches`, so every change of the running task moves

@@ -5,6 +5,7 @@
 #include <semaphore.h>
 #include <signal.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
 
 #include "task_util.h"
 #include "test_util.h"
@@ -634,12 +635,20 @@ static int many_dump_main(void *arg) {
   weft_event ev;
   weft_event_init(&ev);
   for (int i = 0; i < N; i++) ts[i] = weft_spawn(waits_event, &ev);
-  int fd = open("/dev/null", O_WRONLY | O_CLOEXEC);
+  char path[] = "/tmp/weft-dump-XXXXXX";
+  int fd = mkstemp(path);
   ASSERT_TRUE(fd >= 0);
+  unlink(path);
   int live = weft_tasks(NULL, 0); /* the children, this task, and the runtime's own (weft_run's SIGINT watch) */
   ASSERT_TRUE(live >= N + 1);
   ASSERT_EQ(weft_tasks_dump(fd), live);
+  /* found by review: its first line counted the tasks printed one by one
+   * only (4096), not the live ones */
+  char head[64] = {0}, want[64];
+  ASSERT_TRUE(pread(fd, head, sizeof head - 1, 0) > 0);
   close(fd);
+  snprintf(want, sizeof want, "weft: %d live task(s):\n", live);
+  if (strncmp(head, want, strlen(want)) != 0) TEST_FAIL("first line %.40s, not %s", head, want);
   weft_event_set(&ev);
   for (int i = 0; i < N; i++) {
     ASSERT_EQ(weft_join(ts[i]), 0);
@@ -649,6 +658,92 @@ static int many_dump_main(void *arg) {
   return 0;
 }
 TEST(introspection_dump_counts_every_live_task) { run_both(many_dump_main, NULL); }
+
+/* found by review: a dump printed no task id (weft/task.h: "id, name,
+ * state, ..."), so that tasks of one name could not be told apart */
+static int dump_id_main(void *arg) {
+  (void)arg;
+  weft_event ev;
+  weft_event_init(&ev);
+  weft_task a = weft_spawn(waits_event, &ev), b = weft_spawn(waits_event, &ev);
+  char na[32], nb[32];
+  ASSERT_TRUE(weft_task_get_name(a, na, sizeof na) > 5 && weft_task_get_name(b, nb, sizeof nb) > 5);
+  ASSERT_TRUE(strncmp(na, "task-", 5) == 0 && strncmp(nb, "task-", 5) == 0); /* the default: the id */
+  weft_task_set_name(a, "same-name");
+  weft_task_set_name(b, "same-name");
+  weft_sleep_ns(MS);
+  char path[] = "/tmp/weft-dump-XXXXXX";
+  int fd = mkstemp(path);
+  ASSERT_TRUE(fd >= 0);
+  unlink(path);
+  ASSERT_TRUE(weft_tasks_dump(fd) >= 3);
+  char buf[8192] = {0};
+  ASSERT_TRUE(pread(fd, buf, sizeof buf - 1, 0) > 0);
+  close(fd);
+  char ida[40], idb[40];
+  snprintf(ida, sizeof ida, "#%s ", na + 5);
+  snprintf(idb, sizeof idb, "#%s ", nb + 5);
+  if (!strstr(buf, ida) || !strstr(buf, idb)) TEST_FAIL("no id %s or %s in: %s", ida, idb, buf);
+  weft_event_set(&ev);
+  ASSERT_EQ(weft_join(a), 0);
+  ASSERT_EQ(weft_join(b), 0);
+  weft_task_release(a);
+  weft_task_release(b);
+  return 0;
+}
+TEST(introspection_a_dump_prints_task_ids) { run_both(dump_id_main, NULL); }
+
+/* found by review: a name set while another thread read it (a listing, a
+ * dump, weft_task_get_name) came out torn, the head of one name and the
+ * tail of the other: a name nobody set. */
+static const char *const tn_names[2] = {"xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx", "yyyyyyyyyyyyyyyyyyyyyyyyyyyyyyy"};
+static atomic_int tn_stop;
+static int tn_setter(void *arg) {
+  (void)arg;
+  weft_task me = weft_current();
+  for (long i = 0; !atomic_load(&tn_stop); i++) {
+    weft_task_set_name(me, tn_names[i & 1]);
+    if ((i & 1023) == 0) weft_yield();
+  }
+  return 0;
+}
+static int tn_is_set(const char *name) { return !strcmp(name, tn_names[0]) || !strcmp(name, tn_names[1]); }
+static int torn_name_main(void *arg) {
+  (void)arg;
+  atomic_store(&tn_stop, 0);
+  weft_spawn_opts o = {.name = tn_names[0]};
+  weft_task s = weft_spawn_ex(tn_setter, NULL, &o);
+  weft_sleep_ns(MS); /* it runs on the other worker */
+  int torn = 0;
+  char seen[32] = "";
+  int64_t end = weft_now_ns() + 200 * MS;
+  for (int k = 0; k < 100000 && weft_now_ns() < end; k++) {
+    weft_task_info info[16];
+    int n = weft_tasks(info, 16);
+    for (int i = 0; i < n && i < 16; i++)
+      if (info[i].task.rec == s.rec && !tn_is_set(info[i].name)) {
+        torn++;
+        snprintf(seen, sizeof seen, "%s", info[i].name);
+      }
+    char name[32];
+    ASSERT_EQ(weft_task_get_name(s, name, sizeof name), 31);
+    if (!tn_is_set(name)) {
+      torn++;
+      snprintf(seen, sizeof seen, "%s", name);
+    }
+    if ((k & 255) == 0) weft_yield();
+  }
+  atomic_store(&tn_stop, 1);
+  ASSERT_EQ(weft_join(s), 0);
+  weft_task_release(s);
+  if (torn) TEST_FAIL("%d torn name(s), such as '%s'", torn, seen);
+  return 0;
+}
+TEST(introspection_a_name_set_during_a_listing_is_never_torn) {
+  weft_config c = {0};
+  c.workers = 2;
+  ASSERT_EQ(weft_run(torn_name_main, NULL, &c), 0);
+}
 
 /* stderr into an unlinked temporary file until stderr_end, which restores
  * it and reads what was written into buf (NUL-terminated). */
@@ -731,6 +826,94 @@ TEST(introspection_sigquit_dumps_every_debug_runtime) {
   struct sigaction sa;
   sigaction(SIGQUIT, NULL, &sa);
   ASSERT_TRUE(sa.sa_handler == SIG_DFL);
+}
+
+/* found by review: a debug runtime's stop put SIGQUIT back to its default
+ * action whatever was installed then: a handler the program installed
+ * during the run was dropped (process/signal.c keeps one in place of its
+ * SIGINT handler) */
+static atomic_int quit_user_seen;
+static void quit_user_handler(int sig) {
+  (void)sig;
+  atomic_fetch_add(&quit_user_seen, 1);
+}
+TEST(introspection_sigquit_a_handler_installed_during_a_debug_run_stays) {
+  weft_config c = {0};
+  c.workers = 1;
+  c.debug = 1;
+  weft_runtime *rt;
+  ASSERT_EQ(weft_runtime_new(&rt, &c), 0);
+  struct sigaction sa, cur;
+  memset(&sa, 0, sizeof sa);
+  sa.sa_handler = quit_user_handler;
+  sigemptyset(&sa.sa_mask);
+  ASSERT_EQ(sigaction(SIGQUIT, &sa, NULL), 0);
+  ASSERT_EQ(weft_runtime_shutdown(rt), 0);
+  ASSERT_EQ(sigaction(SIGQUIT, NULL, &cur), 0);
+  ASSERT_TRUE(cur.sa_handler == quit_user_handler);
+  atomic_store(&quit_user_seen, 0);
+  kill(getpid(), SIGQUIT);
+  ASSERT_EQ(atomic_load(&quit_user_seen), 1);
+}
+
+/* ... and a signal watch of another runtime, added over the debug handler,
+ * lost its signal when the debug runtime stopped (the process took the
+ * default action); once that watch went, it put the debug handler back,
+ * which swallowed the signal with no debug runtime left to dump. */
+static atomic_int quit_watch_seen;
+static int quit_watch_fn(int signo, void *arg) {
+  (void)signo;
+  (void)arg;
+  atomic_fetch_add(&quit_watch_seen, 1);
+  return 0;
+}
+static int quit_watch_add(void *arg) {
+  return weft_signal_watch_add(arg, SIGQUIT, quit_watch_fn, NULL);
+}
+static int quit_watch_kill(void *arg) {
+  (void)arg;
+  kill(getpid(), SIGQUIT);
+  for (int i = 0; i < 2000 && !atomic_load(&quit_watch_seen); i++) weft_sleep_ns(MS);
+  return atomic_load(&quit_watch_seen);
+}
+static int quit_watch_remove(void *arg) { return weft_signal_watch_remove(arg); }
+static int quit_watch_child(int progress) {
+  struct rlimit nocore = {0, 0};
+  setrlimit(RLIMIT_CORE, &nocore);
+  weft_config cd = {0}, cp = {0};
+  cd.workers = 1;
+  cd.debug = 1;
+  cp.workers = 1;
+  weft_runtime *dbg, *plain;
+  if (weft_runtime_new(&dbg, &cd) || weft_runtime_new(&plain, &cp)) return 10;
+  weft_signal_watch *w = NULL;
+  if (weft_runtime_call(plain, quit_watch_add, &w) != 0) return 11;
+  if (weft_runtime_shutdown(dbg) != 0) return 12;
+  if (weft_runtime_call(plain, quit_watch_kill, NULL) != 1) return 13; /* the watch got it */
+  if (weft_runtime_call(plain, quit_watch_remove, w) != 0) return 14;
+  if (write(progress, "w", 1) != 1) return 16; /* (the default action at the first kill also ends it) */
+  kill(getpid(), SIGQUIT); /* the default action: the child ends here */
+  usleep(200 * 1000);
+  return 15;
+}
+TEST(introspection_sigquit_a_watch_over_the_debug_handler_keeps_its_signal) {
+  int p[2];
+  ASSERT_EQ(pipe(p), 0);
+  pid_t pid = fork();
+  ASSERT_TRUE(pid >= 0);
+  if (pid == 0) {
+    close(p[0]);
+    _exit(quit_watch_child(p[1]));
+  }
+  close(p[1]);
+  char c = 0;
+  ssize_t got = read(p[0], &c, 1);
+  close(p[0]);
+  int st;
+  ASSERT_EQ(waitpid(pid, &st, 0), pid);
+  if (got != 1) TEST_FAIL("the watch never got the signal (status %#x)", st);
+  if (!WIFSIGNALED(st) || WTERMSIG(st) != SIGQUIT)
+    TEST_FAIL("status %#x (exit %d: 15 the signal was swallowed)", st, WIFEXITED(st) ? WEXITSTATUS(st) : -1);
 }
 
 /* ------------------------------------------------------------ found by review: a runtime callback

@@ -1001,6 +1001,51 @@ TEST(debug_mode_times_an_inline_child_apart_from_its_joiner) {
   }
 }
 
+/* found by review: a callback that held its worker was never reported (it
+ * runs in the scheduler, with no task running): asyncio's debug mode
+ * reports a slow callback (slow_callback_duration) */
+static void slow_cb(void *arg) {
+  (void)arg;
+  spin_ms(500); /* against the 100 ms threshold, as spin_hog */
+}
+static int slow_cb_main(void *arg) {
+  (void)arg;
+  ASSERT_EQ(weft_call_soon(slow_cb, NULL, NULL), 0);
+  return weft_sleep_ns(700000000);
+}
+static void run_debug_slow_cb(void) {
+  weft_config c = cfg_workers(2);
+  c.debug = 1;
+  weft_run(slow_cb_main, NULL, &c);
+}
+
+TEST(debug_mode_reports_a_callback_that_holds_its_worker) {
+  char buf[8192];
+  int st;
+  capture_stderr(run_debug_slow_cb, buf, sizeof buf, &st);
+  if (!(WIFEXITED(st) && WEXITSTATUS(st) == 0)) TEST_FAIL("the child failed; its stderr: %s", buf);
+  if (!strstr(buf, "weft: debug: a callback has run for")) TEST_FAIL("no report in: %s", buf);
+}
+
+/* found by review: a misuse on the program's own thread (no worker's) was
+ * reported only with WEFT_DEBUG=1, never with weft_config.debug = 1 */
+static void run_debug_misuse_outside(void) {
+  weft_config c = cfg_workers(1);
+  c.debug = 1;
+  weft_runtime *rt;
+  if (weft_runtime_new(&rt, &c) != 0) _exit(2);
+  if (weft_sleep_ns(1) != -EINVAL) _exit(3);
+  weft_runtime_shutdown(rt);
+}
+
+TEST(debug_mode_reports_a_misuse_on_the_programs_thread) {
+  char buf[8192];
+  int st;
+  capture_stderr(run_debug_misuse_outside, buf, sizeof buf, &st);
+  if (!(WIFEXITED(st) && WEXITSTATUS(st) == 0)) TEST_FAIL("the child failed; its stderr: %s", buf);
+  if (!strstr(buf, "weft: misuse: weft_sleep outside a task")) TEST_FAIL("no misuse report in: %s", buf);
+}
+
 static int recurse(int depth) {
   volatile char pad[512];
   pad[0] = (char)depth;

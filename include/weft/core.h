@@ -88,9 +88,10 @@ typedef struct weft_config {
 } weft_config;
 
 /* Debug mode (debug=1 or WEFT_DEBUG=1) reports on stderr: a task that runs
- * more than 100 ms without suspending (name and worker), tasks still alive at
- * shutdown, and misuse (a suspending call outside a task, a task joining
- * itself, a stale handle). */
+ * more than 100 ms without suspending (name and worker), a callback
+ * (call_soon, call_later, call_at and their runtime_ variants) that runs as
+ * long (worker), tasks still alive at shutdown, and misuse (a suspending call
+ * outside a task, a task joining itself, a stale handle). */
 
 /* ------------------------------------------------------------ running */
 
