@@ -6,48 +6,17 @@
  * (EPERM), or on a kernel built without io_uring (ENOSYS). The suite's
  * WEFT_BACKEND is unset first: these tests are about the automatic choice. */
 #include <fcntl.h>
-#include <linux/audit.h>
-#include <linux/filter.h>
-#include <linux/seccomp.h>
 #include <stddef.h>
-#include <sys/prctl.h>
 #include <sys/syscall.h>
 
 #include <weft/core.h>
 #include <weft/io.h>
 
+#include "seccomp_util.h"
 #include "test.h"
 
-#if defined(__x86_64__)
-#define THIS_AUDIT_ARCH AUDIT_ARCH_X86_64
-#elif defined(__aarch64__)
-#define THIS_AUDIT_ARCH AUDIT_ARCH_AARCH64
-#endif
-
 /* Make io_uring_setup fail with err in this process from now on. */
-static void refuse_io_uring(int err) {
-#ifndef THIS_AUDIT_ARCH
-  (void)err;
-  TEST_SKIP("no seccomp architecture constant for this CPU");
-#else
-  struct sock_filter prog[] = {
-      BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, arch)),
-      BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, THIS_AUDIT_ARCH, 1, 0),
-      BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW), /* another ABI: leave it alone */
-      BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, nr)),
-      BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_io_uring_setup, 0, 1),
-      BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | ((unsigned)err & SECCOMP_RET_DATA)),
-      BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
-  };
-  struct sock_fprog fprog = {.len = sizeof prog / sizeof prog[0], .filter = prog};
-  if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0) TEST_SKIP("prctl(PR_SET_NO_NEW_PRIVS) refused");
-  if (prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &fprog) != 0) TEST_SKIP("seccomp filters refused here");
-  /* the filter works: a direct call now fails as a refused kernel would */
-  long r = syscall(__NR_io_uring_setup, 4, NULL);
-  ASSERT_EQ(r, -1);
-  ASSERT_EQ(errno, err);
-#endif
-}
+static void refuse_io_uring(int err) { refuse_syscall(__NR_io_uring_setup, err, 4, 0, 0); }
 
 /* stderr into a temporary file until restore_stderr; returns the saved fd. */
 static int capture_stderr(FILE **file) {

@@ -10,19 +10,16 @@
  * close_range is refused. Run on whichever backend WEFT_BACKEND names. */
 #include <dirent.h>
 #include <fcntl.h>
-#include <linux/audit.h>
-#include <linux/filter.h>
-#include <linux/seccomp.h>
 #include <poll.h>
 #include <stddef.h>
 #include <stdatomic.h>
 #include <sys/ioctl.h>
-#include <sys/prctl.h>
 #include <sys/stat.h>
 
 #include <weft/weft.h>
 
 #include "core/task.h"
+#include "seccomp_util.h"
 #include "test.h"
 #include "test_util.h"
 
@@ -861,33 +858,7 @@ TEST_T(child_gets_only_0_1_2, 30) { ASSERT_EQ(run(cf_fds_main, 2), 0); }
  * marked nothing close-on-exec then, and the program's descriptors opened
  * without O_CLOEXEC reached every child (found by review); it must fall
  * back to marking them one by one, as Python's close_fds does. */
-#if defined(__x86_64__)
-#define THIS_AUDIT_ARCH AUDIT_ARCH_X86_64
-#elif defined(__aarch64__)
-#define THIS_AUDIT_ARCH AUDIT_ARCH_AARCH64
-#endif
-
-static void refuse_close_range(int err) {
-#ifndef THIS_AUDIT_ARCH
-  (void)err;
-  TEST_SKIP("no seccomp architecture constant for this CPU");
-#else
-  struct sock_filter prog[] = {
-      BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, arch)),
-      BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, THIS_AUDIT_ARCH, 1, 0),
-      BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW), /* another ABI: leave it alone */
-      BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, nr)),
-      BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, 436 /* close_range */, 0, 1),
-      BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | ((unsigned)err & SECCOMP_RET_DATA)),
-      BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
-  };
-  struct sock_fprog fprog = {.len = sizeof prog / sizeof prog[0], .filter = prog};
-  if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0) TEST_SKIP("prctl(PR_SET_NO_NEW_PRIVS) refused");
-  if (prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &fprog) != 0) TEST_SKIP("seccomp filters refused here");
-  ASSERT_EQ(syscall(436, 3, ~0U, 0), -1); /* the filter works */
-  ASSERT_EQ(errno, err);
-#endif
-}
+static void refuse_close_range(int err) { refuse_syscall(436 /* close_range */, err, 3, ~0U, 0); }
 
 TEST_T(child_gets_only_0_1_2_without_close_range, 30) {
   refuse_close_range(ENOSYS);
