@@ -36,15 +36,20 @@ static _Atomic int debug_env = -1; /* relaxed: a cached getenv */
  * runtime's start or stop may be reported or not either way) */
 static _Atomic int debug_runtimes;
 
-bool weft__debug_on(void) {
+bool weft__debug_env(void) {
   int on = weft__load(&debug_env, RELAXED);
   if (on < 0) {
     const char *s = getenv("WEFT_DEBUG");
     on = s && *s && *s != '0';
     weft__store(&debug_env, on, RELAXED);
   }
+  return on;
+}
+
+bool weft__debug_on(void) {
+  if (weft__debug_env()) return true;
   weft__worker *w = weft__worker_self();
-  return on || (w ? w->rt->debug : weft__load(&debug_runtimes, RELAXED) > 0);
+  return w ? w->rt->debug : weft__load(&debug_runtimes, RELAXED) > 0;
 }
 
 void weft__debug_misuse(const char *what) {

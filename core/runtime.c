@@ -93,7 +93,10 @@ static int resolve_config(const weft_config *in, weft_config *out) {
   if (c.blocking_threads > 4096) return bad_config("blocking_threads must be at most 4096 (0 = 64)");
   if (c.blocking_idle_ns < 0) return bad_config("blocking_idle_ns must not be negative");
   if (c.blocking_idle_ns == 0) c.blocking_idle_ns = 10 * (int64_t)1000000000;
-  if (c.debug == 0) c.debug = (int)env_long("WEFT_DEBUG", 0);
+  /* WEFT_DEBUG: the rule of the misuse reports (core/debug.c), so that
+   * one value never turns on half of debug mode ("yes" was 0 here, while
+   * it turned the misuse reports on; "-1" failed the run) */
+  if (c.debug == 0) c.debug = weft__debug_env() ? 1 : 0;
   if (c.debug < 0) return bad_config("debug must not be negative");
   if (c.backend < WEFT_BACKEND_AUTO || c.backend > WEFT_BACKEND_EPOLL)
     return bad_config("backend must be WEFT_BACKEND_AUTO, _URING or _EPOLL");

@@ -91,6 +91,9 @@ int64_t weft__runtime_live(weft__runtime *rt);
 /* Debug reports (core/debug.c). */
 /* Whether debug mode is on (WEFT_DEBUG=1, or the calling worker's runtime's debug). */
 bool weft__debug_on(void);
+/* Whether WEFT_DEBUG asks for debug mode: set, not empty, not starting
+ * with '0' (read once). Any thread. */
+bool weft__debug_env(void);
 void weft__debug_misuse(const char *what);
 int weft__debug_start(weft__runtime *rt);
 void weft__debug_stop(weft__runtime *rt);

@@ -955,6 +955,36 @@ TEST(debug_mode_reports_hogs_and_leftovers) {
   if (!strstr(buf, "'left-behind'")) TEST_FAIL("no leftover report in: %s", buf);
 }
 
+/* WEFT_DEBUG=yes turned the misuse reports on but not the runtime's debug
+ * mode (the config read it as a number: 0), and WEFT_DEBUG=-1 failed the
+ * run (found by review): one rule now, the misuse reports' */
+static void run_debug_env(const char *value) {
+  setenv("WEFT_DEBUG", value, 1);
+  weft_config c = cfg_workers(2);
+  int rc = weft_run(debug_main, NULL, &c);
+  if (rc) {
+    fprintf(stderr, "weft_run: %d\n", rc);
+    _exit(4);
+  }
+}
+static void run_debug_env_yes(void) { run_debug_env("yes"); }
+static void run_debug_env_minus_one(void) { run_debug_env("-1"); }
+static void run_debug_env_zero(void) { run_debug_env("0"); }
+
+TEST(weft_debug_values_follow_one_rule) {
+  char buf[8192];
+  int st;
+  void (*on[])(void) = {run_debug_env_yes, run_debug_env_minus_one};
+  for (int i = 0; i < 2; i++) {
+    capture_stderr(on[i], buf, sizeof buf, &st);
+    if (!(WIFEXITED(st) && WEXITSTATUS(st) == 0)) TEST_FAIL("the child failed; its stderr: %s", buf);
+    if (!strstr(buf, "task 'hog' has run for")) TEST_FAIL("no hog report in: %s", buf);
+  }
+  capture_stderr(run_debug_env_zero, buf, sizeof buf, &st);
+  if (!(WIFEXITED(st) && WEXITSTATUS(st) == 0)) TEST_FAIL("the child failed; its stderr: %s", buf);
+  if (strstr(buf, "has run for")) TEST_FAIL("a report with WEFT_DEBUG=0: %s", buf);
+}
+
 static void spin_ms(int ms) {
   int64_t end = weft_now_ns() + (int64_t)ms * 1000000;
   while (weft_now_ns() < end) {

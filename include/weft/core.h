@@ -77,7 +77,8 @@ typedef struct weft_config {
                                 an operation and its deadline are submitted together) */
   unsigned blocking_threads; /* most threads of the blocking pool; 0 = 64; at most 4096 */
   int64_t blocking_idle_ns;  /* idle time after which a blocking thread exits; 0 = 10 s; negative: -EINVAL */
-  int debug;                 /* 0 = from WEFT_DEBUG (unset: off); 1 = checks and reports (see below) */
+  int debug;                 /* 0 = from WEFT_DEBUG (unset, empty or starting with '0': off; any other value: on);
+                                1 = checks and reports (see below) */
   int backend;               /* enum weft_backend */
   /* Test setting (also WEFT_TEST_MIGRATE=1 and WEFT_TEST_SEED=N): every
    * suspension resumes on a different worker and run order is shuffled from

@@ -120,7 +120,10 @@ WEFT_API int weft_connect_addr(const weft_addr *a, int64_t deadline_ns);
  * each next attempt starts when the previous one failed or after 250 ms;
  * the first to connect wins and the others are cancelled and closed.
  * Returns the connected descriptor (peer, if not NULL, gets its address),
- * or the last attempt's error (-ETIMEDOUT at the deadline). A cancellation
+ * or the error of the attempt that failed last in time (-ETIMEDOUT at the
+ * deadline). The deadline bounds the attempts, not the name resolution
+ * before them (getaddrinfo on the blocking pool, which the call waits for
+ * even when cancelled: a resolver that hangs holds it). A cancellation
  * is never lost: the call returns -ECANCELED (closing a winner that
  * connected meanwhile), or, when the request came as it returned, the next
  * suspension does. Suspends. */

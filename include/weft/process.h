@@ -46,7 +46,8 @@ enum weft_stdio {
   WEFT_STDIO_INHERIT = 0, /* the parent's own descriptor (the default) */
   WEFT_STDIO_PIPE = 1,    /* a pipe to the parent, as a weft_stream */
   WEFT_STDIO_DEVNULL = 2, /* /dev/null */
-  WEFT_STDIO_FD = 3,      /* the given descriptor (the caller keeps it) */
+  WEFT_STDIO_FD = 3,      /* the given descriptor (the caller keeps it; the child shares its open
+                             file, O_NONBLOCK included: one from weft_stream_fd is non-blocking there) */
   WEFT_STDIO_STDOUT = 4,  /* stderr only: the same as the child's stdout */
 };
 
