@@ -940,6 +940,13 @@ static void capture_stderr(void (*fn)(void), char *out, size_t len, int *status)
   }
 }
 
+/* Run fn in a child that must exit 0; out gets its stderr. */
+static void clean_run_stderr(void (*fn)(void), char *out, size_t len) {
+  int st;
+  capture_stderr(fn, out, len, &st);
+  if (!(WIFEXITED(st) && WEXITSTATUS(st) == 0)) TEST_FAIL("the child failed; its stderr: %s", out);
+}
+
 static void run_debug(void) {
   weft_config c = cfg_workers(2);
   c.debug = 1;
@@ -948,9 +955,7 @@ static void run_debug(void) {
 
 TEST(debug_mode_reports_hogs_and_leftovers) {
   char buf[8192];
-  int st;
-  capture_stderr(run_debug, buf, sizeof buf, &st);
-  if (!(WIFEXITED(st) && WEXITSTATUS(st) == 0)) TEST_FAIL("the child failed; its stderr: %s", buf);
+  clean_run_stderr(run_debug, buf, sizeof buf);
   if (!strstr(buf, "task 'hog' has run for")) TEST_FAIL("no hog report in: %s", buf);
   if (!strstr(buf, "'left-behind'")) TEST_FAIL("no leftover report in: %s", buf);
 }
@@ -973,15 +978,12 @@ static void run_debug_env_zero(void) { run_debug_env("0"); }
 
 TEST(weft_debug_values_follow_one_rule) {
   char buf[8192];
-  int st;
   void (*on[])(void) = {run_debug_env_yes, run_debug_env_minus_one};
   for (int i = 0; i < 2; i++) {
-    capture_stderr(on[i], buf, sizeof buf, &st);
-    if (!(WIFEXITED(st) && WEXITSTATUS(st) == 0)) TEST_FAIL("the child failed; its stderr: %s", buf);
+    clean_run_stderr(on[i], buf, sizeof buf);
     if (!strstr(buf, "task 'hog' has run for")) TEST_FAIL("no hog report in: %s", buf);
   }
-  capture_stderr(run_debug_env_zero, buf, sizeof buf, &st);
-  if (!(WIFEXITED(st) && WEXITSTATUS(st) == 0)) TEST_FAIL("the child failed; its stderr: %s", buf);
+  clean_run_stderr(run_debug_env_zero, buf, sizeof buf);
   if (strstr(buf, "has run for")) TEST_FAIL("a report with WEFT_DEBUG=0: %s", buf);
 }
 
@@ -1023,9 +1025,7 @@ TEST(debug_mode_times_an_inline_child_apart_from_its_joiner) {
    * (before the fix every round reported the 140 ms of joiner and child). */
   char buf[8192];
   for (int round = 0;; round++) {
-    int st;
-    capture_stderr(run_debug_inline, buf, sizeof buf, &st);
-    if (!(WIFEXITED(st) && WEXITSTATUS(st) == 0)) TEST_FAIL("the child failed; its stderr: %s", buf);
+    clean_run_stderr(run_debug_inline, buf, sizeof buf);
     if (!strstr(buf, "has run for")) break;
     if (round == 4) TEST_FAIL("a task reported for its joiner's or child's time in 5 rounds: %s", buf);
   }
@@ -1051,9 +1051,7 @@ static void run_debug_slow_cb(void) {
 
 TEST(debug_mode_reports_a_callback_that_holds_its_worker) {
   char buf[8192];
-  int st;
-  capture_stderr(run_debug_slow_cb, buf, sizeof buf, &st);
-  if (!(WIFEXITED(st) && WEXITSTATUS(st) == 0)) TEST_FAIL("the child failed; its stderr: %s", buf);
+  clean_run_stderr(run_debug_slow_cb, buf, sizeof buf);
   if (!strstr(buf, "weft: debug: a callback has run for")) TEST_FAIL("no report in: %s", buf);
 }
 
@@ -1070,9 +1068,7 @@ static void run_debug_misuse_outside(void) {
 
 TEST(debug_mode_reports_a_misuse_on_the_programs_thread) {
   char buf[8192];
-  int st;
-  capture_stderr(run_debug_misuse_outside, buf, sizeof buf, &st);
-  if (!(WIFEXITED(st) && WEXITSTATUS(st) == 0)) TEST_FAIL("the child failed; its stderr: %s", buf);
+  clean_run_stderr(run_debug_misuse_outside, buf, sizeof buf);
   if (!strstr(buf, "weft: misuse: weft_sleep outside a task")) TEST_FAIL("no misuse report in: %s", buf);
 }
 
